@@ -1,0 +1,26 @@
+# The two set-up commands of the README: `make run` (the app on the demo workspace) and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.sessrec-installed
+
+.PHONY: run test demo bench clean
+
+run: $(STAMP)
+	$(VENV)/bin/sessrec-tui --workspace $(or $(SESSREC_HOME),workspace)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+# Non-interactive main job: generate the small demo, build it, train, recommend.
+demo: $(STAMP)
+	$(VENV)/bin/sessrec --workspace $(or $(SESSREC_HOME),workspace) quickstart
+
+bench: $(STAMP)
+	$(VENV)/bin/sessrec bench pipeline
+
+$(STAMP): pyproject.toml scripts/install.sh
+	./scripts/install.sh
+	touch $(STAMP)
+
+clean:
+	rm -rf $(VENV) *.egg-info

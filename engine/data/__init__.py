@@ -1,0 +1,1 @@
+"""Data pipeline: readers, demo generator and the stages from raw click log to graph and PE."""
