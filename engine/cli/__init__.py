@@ -1,0 +1,75 @@
+"""The `sessrec` command line. Every user error is one line on stderr and exit status 2."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from pathlib import Path
+
+from engine import __version__
+from engine.cli import data_cmds
+from engine.cli.output import Output, err_console
+from engine.errors import SessrecError
+from engine.workspace import Workspace
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, with the usage hint, exit 2
+        self.exit(2, f"sessrec: error: {message} (see `{self.prog} --help`)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="sessrec", description="Session-based next-item recommendation with GNNs.")
+    p.add_argument("--version", action="version", version=f"sessrec {__version__}")
+    p.add_argument("--workspace", type=Path, help="workspace folder (default $SESSREC_HOME or ./workspace)")
+    p.add_argument("--events", choices=["rich", "jsonl"], default="rich",
+                   help="jsonl: machine-readable events on stdout, logs on stderr")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars or logs")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND", parser_class=_Parser)
+    data_cmds.register(sub)
+    _register_optional(sub)
+    return p
+
+
+def _register_optional(sub: argparse._SubParsersAction) -> None:
+    """Command groups that live in their own modules (added as they are written)."""
+    import importlib
+    for mod in ("engine.cli.train_cmds", "engine.cli.bench_cmds"):
+        try:
+            m = importlib.import_module(mod)
+        except ModuleNotFoundError as e:
+            if e.name != mod:
+                raise
+            continue
+        m.register(sub)
+
+
+def _sigterm_to_interrupt(signum: int, frame: object) -> None:
+    # SIGTERM unwinds like Ctrl-C, so temp files are removed and the manifest stays consistent
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    out = Output(args.events, args.quiet)
+    try:
+        signal.signal(signal.SIGTERM, _sigterm_to_interrupt)
+    except ValueError:  # not in the main thread (tests)
+        pass
+    try:
+        ws = Workspace.open(args.workspace)
+        return int(args.func(args, ws, out) or 0)
+    except SessrecError as e:
+        out.emit({"type": "error", "error": str(e)})
+        err_console.print(f"sessrec: error: {e}", markup=False, highlight=False, soft_wrap=True)
+        return 2
+    except KeyboardInterrupt:
+        out.emit({"type": "error", "error": "interrupted"})
+        err_console.print("sessrec: interrupted", markup=False)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,273 @@
+"""`sessrec demo` and `sessrec data ...`: create, build, inspect and delete datasets."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from engine.cli.output import Output, fmt, table
+from engine.config import FORMATS, SPLIT_MODES, DataConfig, to_dict
+from engine.data.manifest import Dataset, building_pid
+from engine.data.pipeline import STAGE_NAMES, StageStatus, build, stages_for, status, summary_stats
+from engine.errors import InputError, StageError
+from engine.workspace import Workspace
+
+# CLI flag -> DataConfig field
+CONFIG_FLAGS = {
+    "gap_minutes": "session_gap_minutes", "min_length": "min_session_length",
+    "max_length": "max_session_length", "min_item_support": "min_item_support",
+    "split": "split_mode", "train_ratio": "train_ratio", "val_ratio": "val_ratio",
+    "blackout_days": "blackout_days", "test_days": "test_days", "window": "cooc_window",
+    "pe_dim": "pe_dim",
+}
+
+
+def add_config_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("pipeline parameters (default: the dataset's current ones)")
+    g.add_argument("--gap-minutes", type=float, help="inactivity that starts a new session (30)")
+    g.add_argument("--min-length", type=int, help="drop sessions with fewer events (3)")
+    g.add_argument("--max-length", type=int, help="keep the last N events of longer sessions (50)")
+    g.add_argument("--min-item-support", type=int, help="drop items seen fewer times (1)")
+    g.add_argument("--split", choices=SPLIT_MODES, help="ratio (70/15/15) | days | test_file")
+    g.add_argument("--train-ratio", type=float, help="share of sessions for train (0.70)")
+    g.add_argument("--val-ratio", type=float, help="share for validation (0.15)")
+    g.add_argument("--blackout-days", type=float, help="gap after each cut point, dropped (2)")
+    g.add_argument("--test-days", type=float, help="split=days: last N days are test (7)")
+    g.add_argument("--window", type=int, help="co-occurrence window in positions (5)")
+    g.add_argument("--pe-dim", type=int, help="Laplacian PE dimension k (16)")
+
+
+def config_from_args(base: DataConfig, args: argparse.Namespace) -> DataConfig:
+    changes = {field: getattr(args, flag) for flag, field in CONFIG_FLAGS.items()
+               if getattr(args, flag, None) is not None}
+    return replace(base, **changes) if changes else base
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="generate the demo dataset (RetailRocket format) and build it")
+    p.add_argument("--size", default="small", help="tiny | small | full (default small)")
+    p.add_argument("--name", help="dataset name (default: demo, or demo-<size>)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-build", action="store_true", help="only write events.csv")
+    p.add_argument("--force", action="store_true", help="regenerate even if the source exists")
+    add_config_flags(p)
+    p.set_defaults(func=cmd_demo)
+
+    data = sub.add_parser("data", help="datasets: import, build, status, fetch, delete")
+    dsub = data.add_subparsers(dest="data_cmd", required=True, metavar="COMMAND")
+
+    p = dsub.add_parser("import", help="register a raw log file as a dataset and build it")
+    p.add_argument("path", type=Path)
+    p.add_argument("--format", required=True, choices=FORMATS)
+    p.add_argument("--name", required=True)
+    p.add_argument("--test-file", type=Path, help="predefined test period (published split)")
+    p.add_argument("--no-build", action="store_true")
+    add_config_flags(p)
+    p.set_defaults(func=cmd_import)
+
+    p = dsub.add_parser("build", help="run (or refresh) the pipeline stages of a dataset")
+    p.add_argument("name")
+    p.add_argument("--upto", choices=STAGE_NAMES, help="stop after this stage")
+    p.add_argument("--force", nargs="?", const=True, default=False, metavar="STAGE",
+                   help="rerun everything, or STAGE and what depends on it")
+    add_config_flags(p)
+    p.set_defaults(func=cmd_build)
+
+    for st in STAGE_NAMES:
+        p = dsub.add_parser(st, help=f"run the pipeline up to the {st} stage")
+        p.add_argument("name")
+        p.add_argument("--force", action="store_true", help=f"rerun {st} even if it is up to date")
+        add_config_flags(p)
+        p.set_defaults(func=cmd_build, upto=st, stage_cmd=st)
+
+    p = dsub.add_parser("status", help="stages, freshness and stats of each dataset")
+    p.add_argument("name", nargs="?")
+    p.set_defaults(func=cmd_status)
+
+    p = dsub.add_parser("fetch", help="download a public dataset with your own credentials")
+    p.add_argument("dataset", choices=["retailrocket"])
+    p.add_argument("--dest", type=Path, help="folder for events.csv (default <workspace>/downloads/retailrocket)")
+    p.add_argument("--import", dest="do_import", action="store_true",
+                   help="then import it as dataset 'retailrocket' and build it")
+    p.set_defaults(func=cmd_fetch)
+
+    p = dsub.add_parser("delete", help="delete a dataset's folder (never the user's source file)")
+    p.add_argument("name")
+    p.add_argument("--yes", action="store_true", help="do not ask")
+    p.set_defaults(func=cmd_delete)
+
+
+# ---- commands --------------------------------------------------------------------------------
+def _build(ds: Dataset, out: Output, upto: str | None = None, force: bool | str = False) -> None:
+    t0 = time.perf_counter()
+    with out:
+        results = build(ds, upto=upto, force=force, progress=out.progress)
+    for r in results:
+        out.emit({"type": "stage", "dataset": ds.name, "stage": r.name, "ran": r.ran,
+                  "seconds": round(r.seconds, 3)})
+    ran = [r.name for r in results if r.ran]
+    out.log(f"dataset {ds.name}: {'built ' + ', '.join(ran) if ran else 'everything up to date'} "
+            f"({time.perf_counter() - t0:.1f}s)")
+    show_dataset(Dataset.load(ds.ws, ds.name), out)
+
+
+def cmd_demo(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
+    from engine.data.demo import DEMO_SIZES, generate_demo
+    if args.size not in DEMO_SIZES:
+        raise InputError(f"unknown demo size {args.size!r}; expected one of {', '.join(DEMO_SIZES)}")
+    name = args.name or ("demo" if args.size == "small" else f"demo-{args.size}")
+    src_dir = ws.dataset_dir(name) / "source"
+    events = src_dir / "events.csv"
+    demo = {"size": args.size, "seed": args.seed}
+    existing = None
+    if (ws.dataset_dir(name) / "manifest.json").exists():
+        existing = Dataset.load(ws, name)
+        if existing.source.get("demo") != demo and not args.force:
+            raise InputError(f"dataset {name!r} exists with demo {existing.source.get('demo')}; "
+                             f"pass --force to regenerate, or choose another --name")
+    if args.force or not events.exists() or not (src_dir / "truth.npz").exists() or \
+            (existing and existing.source.get("demo") != demo):
+        out.log(f"generating demo dataset '{name}' ({args.size}, seed {args.seed}) ...")
+        with out:
+            gstats = generate_demo(src_dir, size=args.size, seed=args.seed, progress=out.progress)
+        out.emit({"type": "demo_generated", "dataset": name, "stats": gstats})
+        out.log(f"wrote {events} ({gstats.get('events', 0):,} events)")
+    base = existing.config if existing else DataConfig(format="retailrocket")
+    ds = Dataset.create(ws, name, events, config_from_args(base, args), demo=demo, overwrite=existing is None)
+    if not args.no_build:
+        _build(ds, out)
+    return 0
+
+
+def cmd_import(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
+    path = args.path.expanduser().resolve()
+    if not path.exists():
+        raise InputError(f"{args.path}: file not found")
+    test = args.test_file.expanduser().resolve() if args.test_file else None
+    if test is not None and not test.exists():
+        raise InputError(f"{args.test_file}: test file not found")
+    base = DataConfig(format=args.format, split_mode="test_file" if test else "ratio")
+    cfg = config_from_args(base, args)
+    if test is not None and cfg.split_mode != "test_file":
+        raise InputError("--test-file needs --split test_file (the default when a test file is given)")
+    if test is None and cfg.split_mode == "test_file":
+        raise InputError("--split test_file needs --test-file PATH")
+    ds = Dataset.create(ws, args.name, path, cfg, test_path=test)
+    out.log(f"dataset {args.name}: source {path}" + (f", test file {test}" if test else ""))
+    if not args.no_build:
+        _build(ds, out)
+    return 0
+
+
+def cmd_build(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
+    ds = Dataset.load(ws, args.name)
+    cfg = config_from_args(ds.config, args)
+    if cfg != ds.config:
+        ds.data["config"] = to_dict(cfg)
+        ds.save()
+    force = args.force
+    if getattr(args, "stage_cmd", None) and force:
+        force = args.stage_cmd
+    _build(ds, out, upto=args.upto, force=force)
+    return 0
+
+
+STATE_STYLE = {"done": "green", "stale": "yellow", "missing": "dim", "failed": "red", "building": "cyan"}
+
+
+def _stage_note(s: StageStatus) -> str:
+    st = s.stats
+    if s.error and s.state in ("failed", "stale"):
+        return s.error[:80]
+    notes = {
+        "ingest": lambda: f"{st.get('events', 0):,} events, {st.get('items', 0):,} items"
+                          + (f", {sum(v['count'] for v in st.get('reader', {}).get('bad_rows', {}).values()):,} bad rows"
+                             if st.get("reader", {}).get("bad_rows") else ""),
+        "sessionize": lambda: f"{st.get('sessions', 0):,} sessions, median length {st.get('length_median')}, "
+                              f"repeat rate {st.get('repeat_rate')}",
+        "split": lambda: " / ".join(f"{p} {st.get(p, {}).get('sessions', 0):,}" for p in ("train", "val", "test"))
+                         + f", blackout dropped {st.get('blackout_dropped', 0):,}",
+        "items": lambda: f"{st.get('items', 0):,} items; test unseen events {st.get('test', {}).get('unseen_events', 0):,}",
+        "graph": lambda: f"{st.get('nodes', 0):,} nodes, {st.get('edges', 0):,} edges, avg degree "
+                         f"{fmt(st.get('avg_degree'))}, {st.get('components', 0):,} components",
+        "encodings": lambda: f"k={st.get('k', '-')}, {st.get('method', '')}",
+        "oracle": lambda: f"Recall@10 last {fmt(st.get('recall@10_last'))}, prefixes {fmt(st.get('recall@10_prefixes'))}",
+    }
+    try:
+        return notes[s.name]() if st else ""
+    except Exception:  # stats of an older layout: show nothing rather than fail the table
+        return ""
+
+
+def show_dataset(ds: Dataset, out: Output) -> None:
+    sts = status(ds)
+    rows = [[s.name, f"[{STATE_STYLE.get(s.state, '')}]{s.state}[/]",
+             f"{s.seconds:.2f}s" if s.seconds is not None else "-", _stage_note(s)] for s in sts]
+    src = ds.source
+    title = f"dataset {ds.name} ({src.get('format')}: {src.get('path')})"
+    out.result({"dataset": ds.name, "stages": {s.name: {"state": s.state, "seconds": s.seconds,
+                                                         "error": s.error} for s in sts},
+                "summary": summary_stats(ds)},
+               table(title, ["stage", "state", "time", "stats"], rows))
+
+
+def cmd_status(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
+    names = [args.name] if args.name else ws.dataset_names()
+    if not names:
+        out.result({"datasets": []}, "no datasets in " + str(ws.datasets_dir) +
+                   ": run `sessrec demo` or `sessrec data import PATH --format F --name N`")
+        return 0
+    if args.name:
+        show_dataset(Dataset.load(ws, args.name), out)
+        return 0
+    rows, objs = [], []
+    for n in names:
+        ds = Dataset.load(ws, n)
+        sts = status(ds)
+        summ = summary_stats(ds)
+        states = " ".join(f"[{STATE_STYLE.get(s.state, '')}]{s.name[:4]}[/]" for s in sts)
+        rows.append([n, ds.source.get("format"), states, summ.get("sessions"), summ.get("items"),
+                     "/".join(fmt(summ.get(f"{p}_sessions")) for p in ("train", "val", "test")),
+                     summ.get("graph_nodes"), summ.get("graph_edges"), summ.get("repeat_rate")])
+        objs.append({"dataset": n, "stages": {s.name: s.state for s in sts}, "summary": summ})
+    out.result({"datasets": objs},
+               table(f"datasets in {ws.datasets_dir} (stage colours: green done, yellow stale, dim missing, red failed)",
+                     ["name", "format", "stages", "sessions", "items", "train/val/test",
+                      "nodes", "edges", "repeat"], rows))
+    return 0
+
+
+def cmd_fetch(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
+    from engine.data.fetch import fetch_retailrocket
+    dest = args.dest or ws.downloads_dir / "retailrocket"
+    path = fetch_retailrocket(dest, progress=out.progress)
+    out.log(f"RetailRocket events.csv at {path}")
+    out.emit({"type": "fetched", "path": str(path)})
+    if args.do_import:
+        ds = Dataset.create(ws, "retailrocket", path, DataConfig(format="retailrocket"))
+        _build(ds, out)
+    return 0
+
+
+def cmd_delete(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
+    ds = Dataset.load(ws, args.name)
+    pid = building_pid(ds)
+    if pid:
+        raise StageError(f"dataset {args.name!r} is being built by process {pid}; stop it first")
+    if not args.yes:
+        if out.mode == "jsonl":
+            raise InputError("delete needs --yes when not interactive")
+        answer = input(f"delete {ds.dir} (the source file stays)? [y/N] ").strip().lower()
+        if answer not in ("y", "yes"):
+            out.log("kept")
+            return 1
+    shutil.rmtree(ds.dir)
+    out.log(f"deleted {ds.dir}")
+    return 0
+
+
+def stage_names_for(ds: Dataset) -> list[str]:
+    return [s.name for s in stages_for(ds)]

@@ -1,0 +1,70 @@
+"""Load a built dataset's artifacts for training, evaluation and recommendation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from engine.config import DataConfig
+from engine.data.graph import CoocGraph
+from engine.data.items import ItemIndex
+from engine.data.manifest import Dataset
+from engine.data.pipeline import status
+from engine.data.sessions import Sessions
+from engine.errors import InputError
+from engine.workspace import Workspace
+
+REQUIRED = ("items", "graph", "encodings")
+
+
+@dataclass
+class DatasetArtifacts:
+    name: str
+    dir: Path
+    config: DataConfig
+    items: ItemIndex
+    train: Sessions          # encoded: int32 item indices, 0 = unknown
+    val: Sessions
+    test: Sessions
+    graph: CoocGraph
+    pe: np.ndarray | None    # float32 [V+1, k]
+    stats: dict              # per-stage stats from the manifest
+    oracle: dict | None      # demo datasets: oracle Recall@K on the test split
+
+    @property
+    def n_items(self) -> int:
+        return self.items.n_items
+
+    def split(self, name: str) -> Sessions:
+        if name not in ("train", "val", "test"):
+            raise InputError(f"unknown split {name!r}; expected train, val or test")
+        return getattr(self, name)
+
+
+def require_built(ds: Dataset, stages: tuple[str, ...] = REQUIRED) -> None:
+    states = {s.name: s for s in status(ds)}
+    bad = [f"{n}: {states[n].state}" for n in stages if n in states and states[n].state != "done"]
+    if bad:
+        raise InputError(f"dataset {ds.name!r} is not built ({'; '.join(bad)}); "
+                         f"run `sessrec data build {ds.name}`")
+
+
+def load_dataset(ws: Workspace, name: str, with_pe: bool = True) -> DatasetArtifacts:
+    ds = Dataset.load(ws, name)
+    require_built(ds, REQUIRED if with_pe else ("items", "graph"))
+    d = ds.dir
+    pe = np.load(d / "encodings" / "pe.npy") if with_pe else None
+    oracle_rec = ds.stage_record("oracle")
+    return DatasetArtifacts(
+        name=name, dir=d, config=ds.config,
+        items=ItemIndex.read(d / "items" / "items.parquet"),
+        train=Sessions.read(d / "items" / "train.parquet"),
+        val=Sessions.read(d / "items" / "val.parquet"),
+        test=Sessions.read(d / "items" / "test.parquet"),
+        graph=CoocGraph.load(d / "graph" / "graph.npz"),
+        pe=pe,
+        stats={k: v.get("stats", {}) for k, v in ds.data.get("stages", {}).items()},
+        oracle=(oracle_rec or {}).get("stats") if (oracle_rec or {}).get("status") == "done" else None,
+    )

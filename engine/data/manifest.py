@@ -1,0 +1,185 @@
+"""A dataset's folder and manifest: source, config, and per-stage records (key, stats, timing).
+
+    datasets/<name>/manifest.json
+    datasets/<name>/source/            (demo datasets: the generated events.csv and truth.npz)
+    datasets/<name>/<stage>/...        (one folder per stage, swapped in atomically)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from engine import atomic
+from engine.config import DataConfig, from_dict, to_dict
+from engine.errors import InputError, StageError
+from engine.workspace import Workspace
+
+MANIFEST = "manifest.json"
+LOCK = ".build.lock"
+MANIFEST_VERSION = 1
+
+
+def file_fingerprint(path: Path, cached: dict | None = None) -> dict:
+    """Size, mtime and a blake2b content hash; reuse `cached` when size and mtime are unchanged."""
+    st = path.stat()
+    if cached and cached.get("bytes") == st.st_size and cached.get("mtime_ns") == st.st_mtime_ns \
+            and cached.get("blake2b"):
+        return dict(cached)
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 23):
+            h.update(chunk)
+    return {"path": str(path), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns, "blake2b": h.hexdigest()}
+
+
+@dataclass
+class Dataset:
+    """One dataset of a workspace, with its manifest loaded in `self.data`."""
+
+    ws: Workspace
+    name: str
+    data: dict[str, Any]
+
+    @property
+    def dir(self) -> Path:
+        return self.ws.dataset_dir(self.name)
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.dir / MANIFEST
+
+    @property
+    def config(self) -> DataConfig:
+        return from_dict(DataConfig, self.data["config"])
+
+    @property
+    def source(self) -> dict[str, Any]:
+        return self.data["source"]
+
+    @property
+    def is_demo(self) -> bool:
+        return bool(self.source.get("demo"))
+
+    def stage_dir(self, stage: str) -> Path:
+        return self.dir / stage
+
+    def stage_record(self, stage: str) -> dict[str, Any] | None:
+        return self.data.get("stages", {}).get(stage)
+
+    # ---- persistence ---------------------------------------------------------------------------
+    @classmethod
+    def create(cls, ws: Workspace, name: str, source_path: Path, cfg: DataConfig,
+               test_path: Path | None = None, demo: dict | None = None,
+               overwrite: bool = False) -> "Dataset":
+        d = ws.dataset_dir(name)
+        if (d / MANIFEST).exists() and not overwrite:
+            existing = cls.load(ws, name)
+            same = (existing.source.get("path") == str(source_path)
+                    and existing.source.get("test_path") == (str(test_path) if test_path else None))
+            if not same:
+                raise InputError(f"dataset {name!r} already exists with source "
+                                 f"{existing.source.get('path')}; choose another --name or delete it "
+                                 f"(sessrec data delete {name})")
+            existing.data["config"] = to_dict(cfg)
+            if demo:
+                existing.data["source"]["demo"] = demo
+            existing.save()
+            return existing
+        data = {
+            "version": MANIFEST_VERSION,
+            "name": name,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "source": {"path": str(source_path), "format": cfg.format,
+                       "test_path": str(test_path) if test_path else None, "demo": demo},
+            "config": to_dict(cfg),
+            "stages": {},
+        }
+        ds = cls(ws, name, data)
+        d.mkdir(parents=True, exist_ok=True)
+        ds.save()
+        return ds
+
+    @classmethod
+    def load(cls, ws: Workspace, name: str) -> "Dataset":
+        path = ws.dataset_dir(name) / MANIFEST
+        if not path.exists():
+            known = ws.dataset_names()
+            hint = f"known datasets: {', '.join(known)}" if known else \
+                "no datasets yet: run `sessrec demo` or `sessrec data import PATH --format F --name N`"
+            raise InputError(f"dataset {name!r} not found in {ws.datasets_dir} ({hint})")
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise InputError(f"{path}: not valid JSON ({e}); delete the dataset and rebuild it") from e
+        ds = cls(ws, name, data)
+        # finish or undo any stage swap that was interrupted, drop temp leftovers
+        for stage in data.get("stages", {}):
+            atomic.recover_dir(ds.stage_dir(stage))
+        return ds
+
+    def save(self) -> None:
+        atomic.write_json(self.manifest_path, self.data)
+
+    def record(self, stage: str, rec: dict[str, Any]) -> None:
+        self.data.setdefault("stages", {})[stage] = rec
+        self.save()
+
+    def drop_stage_records(self, stages: list[str]) -> None:
+        for s in stages:
+            self.data.get("stages", {}).pop(s, None)
+        self.save()
+
+
+class BuildLock:
+    """Exclusive lock on a dataset folder while a build runs (another process gets a clear error)."""
+
+    def __init__(self, ds: Dataset) -> None:
+        self.path = ds.dir / LOCK
+        self.name = ds.name
+
+    def __enter__(self) -> "BuildLock":
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+                os.write(fd, str(os.getpid()).encode())
+                os.close(fd)
+                return self
+            except FileExistsError:
+                pid = holder_pid(self.path)
+                if pid is not None and _alive(pid) and pid != os.getpid():
+                    raise StageError(f"dataset {self.name!r} is being built by process {pid}; "
+                                     f"wait for it or stop it") from None
+                self.path.unlink(missing_ok=True)   # stale lock of a dead process
+        raise StageError(f"dataset {self.name!r}: could not take the build lock {self.path}")
+
+    def __exit__(self, *exc: object) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def holder_pid(lock_path: Path) -> int | None:
+    try:
+        return int(lock_path.read_text().strip() or 0) or None
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def building_pid(ds: Dataset) -> int | None:
+    """PID of the live process building `ds`, or None."""
+    pid = holder_pid(ds.dir / LOCK)
+    return pid if pid is not None and _alive(pid) else None

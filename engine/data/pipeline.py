@@ -1,0 +1,377 @@
+"""The data pipeline: stages, their cache keys, and `build` / `status`.
+
+    ingest -> sessionize -> split -> items -> graph -> encodings      (+ oracle for demo datasets)
+
+Each stage reads its inputs from upstream stage folders, writes its outputs into a fresh temp folder
+that is swapped in atomically, and records in the manifest: its key (a hash of its parameters, the
+keys of the stages it depends on, and for `ingest` the content fingerprint of the raw files), its
+outputs, stats and timing. A stage whose key is unchanged and whose outputs exist is skipped; a
+changed parameter or input changes that stage's key and therefore every downstream key.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from engine.atomic import atomic_dir, atomic_path
+from engine.config import DataConfig, stable_hash
+from engine.data.manifest import BuildLock, Dataset, building_pid, file_fingerprint
+from engine.data.sessions import Sessions, session_stats
+from engine.errors import StageError
+from engine.progress import Progress, ProgressFn, StageReporter, null_progress
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    deps: tuple[str, ...]
+    params: Callable[[DataConfig], dict]
+    run: Callable[["StageContext"], dict]          # writes into ctx.out, returns stats
+    description: str
+    only_demo: bool = False
+
+
+@dataclass
+class StageContext:
+    ds: Dataset
+    cfg: DataConfig
+    out: Path                  # temp folder to write this stage's outputs into
+    progress: ProgressFn
+
+    def input(self, stage: str, file: str) -> Path:
+        p = self.ds.stage_dir(stage) / file
+        if not p.exists():
+            raise StageError(f"missing input {p}; rebuild stage {stage!r}")
+        return p
+
+
+# ---- stage bodies ------------------------------------------------------------------------------
+def _write_table(table, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+
+
+def _events_stats(table) -> dict:
+    import pyarrow.compute as pc
+    from engine.data.sessions import EVENT_TYPES
+    key = "session_key" if "session_key" in table.column_names else "visitor"
+    ev = np.bincount(table.column("event").to_numpy(), minlength=len(EVENT_TYPES))
+    n = table.num_rows
+    out = {"events": n, f"{key}s": pc.count_distinct(table.column(key)).as_py(),
+           "items": pc.count_distinct(table.column("item")).as_py()}
+    if n:
+        ts = table.column("timestamp")
+        out["start"] = pc.min(ts).as_py()
+        out["end"] = pc.max(ts).as_py()
+    out["event_counts"] = {name: int(c) for name, c in zip(EVENT_TYPES, ev)}
+    out["event_shares"] = {name: round(float(c) / max(1, n), 4) for name, c in zip(EVENT_TYPES, ev)}
+    return out
+
+
+def run_ingest(ctx: StageContext) -> dict:
+    from engine.data.formats import read_events
+    src = ctx.ds.source
+    res = read_events(Path(src["path"]), ctx.cfg.format, ctx.progress)
+    _write_table(res.table, ctx.out / "events.parquet")
+    stats = {"reader": res.stats, **_events_stats(res.table)}
+    if src.get("test_path"):
+        tres = read_events(Path(src["test_path"]), ctx.cfg.format, ctx.progress)
+        _write_table(tres.table, ctx.out / "test_events.parquet")
+        stats["test_file"] = {"reader": tres.stats, **_events_stats(tres.table)}
+    return stats
+
+
+def run_sessionize(ctx: StageContext) -> dict:
+    from engine.data.sessionize import sessionize
+    events = pq.read_table(ctx.input("ingest", "events.parquet"))
+    test_p = ctx.ds.stage_dir("ingest") / "test_events.parquet"
+    test_events = pq.read_table(test_p) if test_p.exists() else None
+    sessions, stats = sessionize(events, ctx.cfg, ctx.progress, item_support_from=test_events)
+    sessions.write(ctx.out / "sessions.parquet")
+    if test_events is not None:
+        tsess, tstats = sessionize(test_events, ctx.cfg, ctx.progress, item_support_from=events)
+        tsess.write(ctx.out / "test_sessions.parquet")
+        stats["test_file"] = tstats
+    return stats
+
+
+def run_split(ctx: StageContext) -> dict:
+    from engine.data.split import split_sessions
+    sessions = Sessions.read(ctx.input("sessionize", "sessions.parquet"))
+    test_p = ctx.ds.stage_dir("sessionize") / "test_sessions.parquet"
+    test = Sessions.read(test_p) if ctx.cfg.split_mode == "test_file" and test_p.exists() else None
+    if ctx.cfg.split_mode == "test_file" and test is None:
+        raise StageError("split_mode is test_file but the dataset has no test file (--test-file)")
+    parts, stats = split_sessions(sessions, ctx.cfg, test)
+    for name, part in parts.items():
+        part.write(ctx.out / f"{name}.parquet")
+    return stats
+
+
+def run_items(ctx: StageContext) -> dict:
+    from engine.data.items import encode_splits
+    parts = {n: Sessions.read(ctx.input("split", f"{n}.parquet")) for n in ("train", "val", "test")}
+    index, encoded, stats = encode_splits(parts)
+    index.write(ctx.out / "items.parquet")
+    for name, s in encoded.items():
+        s.write(ctx.out / f"{name}.parquet")
+    stats["fingerprint"] = index.fingerprint()
+    return stats
+
+
+def run_graph(ctx: StageContext) -> dict:
+    from engine.data.graph import build_cooc_graph
+    from engine.data.items import ItemIndex
+    index = ItemIndex.read(ctx.input("items", "items.parquet"))
+    train = Sessions.read(ctx.input("items", "train.parquet"))
+    graph, stats = build_cooc_graph(train, index.n_items, window=ctx.cfg.cooc_window,
+                                    with_event_pairs=ctx.cfg.format == "retailrocket",
+                                    progress=ctx.progress)
+    graph.save(ctx.out / "graph.npz")
+    return stats
+
+
+def run_encodings(ctx: StageContext) -> dict:
+    from engine.data.encodings import laplacian_pe
+    from engine.data.graph import CoocGraph
+    graph = CoocGraph.load(ctx.input("graph", "graph.npz"))
+    pe, stats = laplacian_pe(graph, k=ctx.cfg.pe_dim, progress=ctx.progress)
+    with atomic_path(ctx.out / "pe.npy") as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, pe.astype(np.float32))
+    return stats
+
+
+def run_oracle(ctx: StageContext) -> dict:
+    from engine.data.demo import oracle_recall
+    truth = Path(ctx.ds.source["path"]).with_name("truth.npz")
+    if not truth.exists():
+        raise StageError(f"demo truth file {truth} is missing; regenerate with `sessrec demo`")
+    test = Sessions.read(ctx.input("split", "test.parquet"))
+    out = {}
+    for protocol in ("last", "prefixes"):
+        for k in (10, 20):
+            out[f"{protocol}@{k}"] = oracle_recall(truth, test, k=k, protocol=protocol)
+    with atomic_path(ctx.out / "oracle.json") as tmp:
+        tmp.write_text(json.dumps(out, indent=2))
+    return {"recall@10_last": out["last@10"]["recall"], "recall@10_prefixes": out["prefixes@10"]["recall"],
+            "recall@20_last": out["last@20"]["recall"], "recall@20_prefixes": out["prefixes@20"]["recall"],
+            "detail": out}
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage("ingest", (), lambda c: {"format": c.format}, run_ingest,
+          "read the raw log into a canonical events table"),
+    Stage("sessionize", ("ingest",),
+          lambda c: {"gap_min": c.session_gap_minutes, "min_len": c.min_session_length,
+                     "max_len": c.max_session_length, "min_item_support": c.min_item_support},
+          run_sessionize, "cut visitor streams into sessions"),
+    Stage("split", ("sessionize",),
+          lambda c: {"mode": c.split_mode, "train": c.train_ratio, "val": c.val_ratio,
+                     "blackout_days": c.blackout_days, "test_days": c.test_days},
+          run_split, "temporal train/val/test split with blackout"),
+    Stage("items", ("split",), lambda c: {}, run_items, "item index from the train vocabulary"),
+    Stage("graph", ("items",), lambda c: {"window": c.cooc_window}, run_graph,
+          "item co-occurrence graph from train sessions"),
+    Stage("encodings", ("graph",), lambda c: {"k": c.pe_dim}, run_encodings,
+          "Laplacian positional encodings"),
+    Stage("oracle", ("split",), lambda c: {"k": [10, 20]}, run_oracle,
+          "generator's oracle Recall@K on the test split (demo only)", only_demo=True),
+)
+STAGE_NAMES = tuple(s.name for s in STAGES)
+_BY_NAME = {s.name: s for s in STAGES}
+CODE_VERSION = 1   # bump when a stage's output format or semantics change
+
+
+def stages_for(ds: Dataset) -> list[Stage]:
+    return [s for s in STAGES if ds.is_demo or not s.only_demo]
+
+
+def _source_fingerprints(ds: Dataset, cached: dict | None) -> dict:
+    cached = cached or {}
+    fps = {}
+    for role in ("path", "test_path"):
+        p = ds.source.get(role)
+        if p:
+            path = Path(p)
+            if not path.exists():
+                raise StageError(f"source file {path} does not exist (dataset {ds.name!r}); "
+                                 f"restore it or re-import the dataset")
+            fps[role] = file_fingerprint(path, cached.get(role))
+    return fps
+
+
+def expected_keys(ds: Dataset, fingerprints: dict) -> dict[str, str]:
+    """The key each stage would have if built now from the current source and config."""
+    cfg = ds.config
+    keys: dict[str, str] = {}
+    for st in stages_for(ds):
+        basis: dict[str, Any] = {"stage": st.name, "code": CODE_VERSION, "params": st.params(cfg),
+                                 "deps": [keys[d] for d in st.deps]}
+        if st.name == "ingest":
+            basis["inputs"] = {r: fp["blake2b"] for r, fp in fingerprints.items()}
+        if st.name == "oracle":
+            basis["truth"] = ds.source.get("demo")
+        keys[st.name] = stable_hash(basis)
+    return keys
+
+
+@dataclass
+class StageStatus:
+    name: str
+    state: str          # missing | stale | building | done | failed
+    stats: dict
+    seconds: float | None
+    finished_at: str | None
+    error: str | None = None
+
+
+def _outputs_exist(ds: Dataset, rec: dict) -> bool:
+    d = ds.stage_dir(rec.get("stage", ""))
+    return all((d / f).exists() for f in rec.get("outputs", {}))
+
+
+def status(ds: Dataset) -> list[StageStatus]:
+    """Each stage's state, comparing recorded keys with what the current source/config imply."""
+    ingest_rec = ds.stage_record("ingest") or {}
+    try:
+        keys = expected_keys(ds, _source_fingerprints(ds, ingest_rec.get("inputs")))
+        source_error = None
+    except StageError as e:
+        keys, source_error = {}, str(e)
+    builder = building_pid(ds)
+    current = (ds.data.get("building") or {}).get("stage") if builder else None
+    out = []
+    for st in stages_for(ds):
+        rec = ds.stage_record(st.name)
+        if current == st.name:
+            state = "building"
+        elif rec is None:
+            state = "missing"
+        elif rec.get("status") == "failed":
+            state = "failed"
+        elif keys.get(st.name) != rec.get("key") or not _outputs_exist(ds, rec):
+            state = "stale"
+        else:
+            state = "done"
+        error = (rec or {}).get("error") or (source_error if st.name == "ingest" else None)
+        out.append(StageStatus(st.name, state, (rec or {}).get("stats", {}),
+                               (rec or {}).get("seconds"), (rec or {}).get("finished_at"), error))
+    return out
+
+
+@dataclass
+class StageResult:
+    name: str
+    ran: bool           # False: cached
+    seconds: float
+    stats: dict
+
+
+def build(ds: Dataset, upto: str | None = None, force: bool | str = False,
+          progress: ProgressFn | None = None) -> list[StageResult]:
+    """Run the pipeline up to (and including) `upto`; skip fresh stages unless forced.
+
+    `force=True` reruns every selected stage; `force="<stage>"` reruns that stage (and, since its
+    outputs are rewritten, everything downstream that depends on it is rerun as its inputs changed).
+    """
+    progress = progress or null_progress
+    stages = stages_for(ds)
+    names = [s.name for s in stages]
+    if upto is not None:
+        if upto not in _BY_NAME:
+            raise StageError(f"unknown stage {upto!r}; stages: {', '.join(STAGE_NAMES)}")
+        if upto not in names:
+            raise StageError(f"stage {upto!r} does not apply to dataset {ds.name!r}")
+        # the stage and everything it depends on, in pipeline order
+        need = {upto}
+        for st in reversed(stages):
+            if st.name in need:
+                need.update(st.deps)
+        stages = [s for s in stages if s.name in need]
+    results: list[StageResult] = []
+    with BuildLock(ds):
+        ingest_rec = ds.stage_record("ingest") or {}
+        fps = _source_fingerprints(ds, ingest_rec.get("inputs"))
+        keys = expected_keys(ds, fps)
+        rerun: set[str] = set()
+        total = len(stages)
+        for i, st in enumerate(stages):
+            rec = ds.stage_record(st.name)
+            forced = force is True or force == st.name or any(d in rerun for d in st.deps)
+            fresh = (rec is not None and rec.get("status") == "done" and rec.get("key") == keys[st.name]
+                     and _outputs_exist(ds, rec))
+            if fresh and not forced:
+                progress(Progress("pipeline", i + 1, total, "stages", f"{st.name}: up to date"))
+                results.append(StageResult(st.name, False, 0.0, rec.get("stats", {})))
+                continue
+            progress(Progress("pipeline", i, total, "stages", f"{st.name}: running"))
+            ds.data["building"] = {"stage": st.name}
+            ds.save()
+            t0 = time.perf_counter()
+            try:
+                with atomic_dir(ds.stage_dir(st.name)) as tmp:
+                    ctx = StageContext(ds, ds.config, tmp, progress)
+                    stats = st.run(ctx)
+                    outputs = {p.name: {"bytes": p.stat().st_size} for p in sorted(tmp.iterdir())}
+            except BaseException as e:
+                ds.data.pop("building", None)
+                failed = dict(rec or {})
+                failed.update({"stage": st.name, "status": "failed", "key": keys[st.name],
+                               "error": f"{type(e).__name__}: {e}" if not isinstance(e, KeyboardInterrupt)
+                               else "interrupted",
+                               "failed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+                if isinstance(e, KeyboardInterrupt) and rec is not None:
+                    ds.save()          # interrupted: keep the previous record as it was
+                else:
+                    failed.setdefault("outputs", {})
+                    if not isinstance(e, (StageError,)) and not isinstance(e, KeyboardInterrupt):
+                        failed["traceback"] = traceback.format_exc(limit=8)
+                    ds.record(st.name, failed)
+                raise
+            seconds = time.perf_counter() - t0
+            ds.data.pop("building", None)
+            ds.record(st.name, {
+                "stage": st.name, "status": "done", "key": keys[st.name], "params": st.params(ds.config),
+                "deps": list(st.deps), "inputs": fps if st.name == "ingest" else {},
+                "outputs": outputs, "stats": stats, "seconds": round(seconds, 3),
+                "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            })
+            rerun.add(st.name)
+            progress(Progress("pipeline", i + 1, total, "stages", f"{st.name}: done in {seconds:.1f}s"))
+            results.append(StageResult(st.name, True, seconds, stats))
+    return results
+
+
+def summary_stats(ds: Dataset) -> dict:
+    """The headline numbers of a built dataset (for tables and the app)."""
+    g = lambda s: (ds.stage_record(s) or {}).get("stats", {})  # noqa: E731
+    ing, ses, spl, gra, ora = g("ingest"), g("sessionize"), g("split"), g("graph"), g("oracle")
+    out: dict[str, Any] = {}
+    for k in ("events", "visitors", "session_keys", "items"):
+        if k in ing:
+            out[f"raw_{k}"] = ing[k]
+    for k in ("sessions", "events", "items", "length_mean", "length_median", "length_max", "repeat_rate",
+              "event_shares"):
+        if k in ses:
+            out[k] = ses[k]
+    for part in ("train", "val", "test"):
+        if part in spl:
+            out[f"{part}_sessions"] = spl[part].get("sessions")
+    if spl:
+        out["blackout_dropped"] = spl.get("blackout_dropped")
+    for k in ("nodes", "edges", "avg_degree", "components"):
+        if k in gra:
+            out[f"graph_{k}"] = gra[k]
+    if ora:
+        out["oracle_recall@10_last"] = ora.get("recall@10_last")
+        out["oracle_recall@10_prefixes"] = ora.get("recall@10_prefixes")
+    return out
