@@ -86,3 +86,58 @@ class DataConfig:
     def has_session_ids(self) -> bool:
         """Formats whose rows already carry a session id (sessionize keeps them)."""
         return self.format in ("rsc15", "diginetica")
+
+
+DEVICES = ("auto", "cpu", "cuda")
+LOSSES = ("ce", "sampled", "bpr")
+EXAMPLE_MODES = ("prefixes", "last")
+SCHEDULES = ("cosine", "linear", "constant")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How a run trains and evaluates. Model hyperparameters live in `model_params` (see registry)."""
+
+    dataset: str = "demo"
+    model: str = "graph_transformer"
+    model_params: dict = dataclasses.field(default_factory=dict)  # resolved, complete
+    epochs: int = 20
+    batch_size: int = 512
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_steps: int = 200             # linear warm-up, then `schedule` decay to 0 at the last step
+    schedule: str = "cosine"
+    grad_clip: float = 1.0
+    loss: str = "ce"                    # ce (full softmax) | sampled (in-batch + uniform, logQ) | bpr
+    negatives: int = 256                # sampled: uniform negatives per batch; bpr: per example
+    examples: str = "prefixes"          # prefixes: every next item; last: one per session (reference)
+    val_protocol: str = "prefixes"      # protocol whose Recall@10 drives early stopping
+    patience: int = 3                   # epochs without val Recall@10 improvement before stopping
+    device: str = "auto"
+    bf16: bool = True                   # autocast to bfloat16 on CUDA (ignored on CPU)
+    compile: bool = False               # torch.compile the model
+    seed: int = 0
+    eval_batch_size: int = 1024
+    num_threads: int = 0                # CPU threads for torch (0: torch's default)
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.epochs >= 1, "epochs must be >= 1"),
+            (self.batch_size >= 1, "batch size must be >= 1"),
+            (self.eval_batch_size >= 1, "eval batch size must be >= 1"),
+            (self.lr > 0, "lr must be > 0"),
+            (self.weight_decay >= 0, "weight decay must be >= 0"),
+            (self.warmup_steps >= 0, "warmup steps must be >= 0"),
+            (self.grad_clip >= 0, "grad clip must be >= 0 (0 = off)"),
+            (self.negatives >= 1, "negatives must be >= 1"),
+            (self.patience >= 1, "patience must be >= 1"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise InputError(f"train config: {msg}")
+        for value, valid, what in ((self.device, DEVICES, "device"), (self.loss, LOSSES, "loss"),
+                                   (self.examples, EXAMPLE_MODES, "examples"),
+                                   (self.val_protocol, EXAMPLE_MODES, "val protocol"),
+                                   (self.schedule, SCHEDULES, "schedule")):
+            if value not in valid:
+                raise InputError(f"unknown {what} {value!r}; expected one of {', '.join(valid)}")

@@ -1,0 +1,1 @@
+"""Models behind one interface: GNNs (gnn.py) and non-neural baselines (baselines.py)."""

@@ -1,0 +1,44 @@
+"""The one interface every model shares: score a batch of session prefixes over all items."""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import torch
+
+from engine.train.batches import Batch
+
+
+@runtime_checkable
+class Scorer(Protocol):
+    """Anything the evaluator and the recommender can use.
+
+    `score(batch)` returns float [B, V+1]: a score for every item index, column 0 (padding) = -inf.
+    `graph_mode` says which session graphs its batches need ("transitions", "cooc" or "none").
+    """
+
+    graph_mode: str
+
+    def score(self, batch: Batch) -> torch.Tensor: ...
+
+
+def mask_padding(scores: torch.Tensor) -> torch.Tensor:
+    """Set the padding column to -inf (in place) and return the scores."""
+    scores[:, 0] = float("-inf")
+    return scores
+
+
+from dataclasses import dataclass, field  # noqa: E402
+from typing import Any, Callable  # noqa: E402
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registry entry: how to build a model and its default hyperparameters."""
+
+    name: str
+    kind: str                                   # "gnn" | "baseline"
+    description: str
+    defaults: dict[str, Any]                    # every valid hyperparameter with its default (GPU preset)
+    factory: Callable[[dict[str, Any], Any], Any]   # (params, DatasetArtifacts) -> Scorer
+    cpu_overrides: dict[str, Any] = field(default_factory=dict)  # smaller presets for CPU runs

@@ -1,0 +1,1 @@
+"""Training: vectorised batches, losses, the fit loop, checkpoints and run events."""

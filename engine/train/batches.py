@@ -1,0 +1,198 @@
+"""Training/evaluation examples and vectorised batches with per-session graphs, built on the device.
+
+An example is a pair (session, prefix_len): the first `prefix_len` items of the session are the input,
+item number `prefix_len` is the target. Examples are index pairs made with np.repeat/arange; prefixes
+are never materialised. A batch gathers its prefixes from the flat session tensor into a padded
+[B, L] tensor in one indexing operation, and builds the session graphs of the whole batch at once:
+
+    key = b * (V + 1) + item;  nodes, alias = torch.unique(key, return_inverse=True)
+
+gives each (session, item) pair one node, the batch vector (key // (V+1)) and the node of every
+position (alias). Edges are either the click transitions inside the session (both directions,
+counted) or, like the reference implementation, the global co-occurrence graph induced on the
+session's items. Everything is tensor ops; there is no Python loop over sessions or edges.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch_geometric.utils import coalesce
+
+from engine.data.graph import CoocGraph
+from engine.data.sessions import Sessions
+
+GRAPH_MODES = ("transitions", "cooc", "none")
+
+
+def make_examples(sessions: Sessions, protocol: str = "prefixes", drop_unknown_targets: bool = False,
+                  max_per_session: int | None = None) -> np.ndarray:
+    """int64 [N, 2] (session index, prefix length) pairs.
+
+    protocol "prefixes": every next item (prefix lengths 1..n-1); "last": one per session (n-1).
+    `max_per_session=1` with "prefixes" is the same as "last" (the reference's one example per session).
+    """
+    lengths = sessions.lengths
+    if protocol == "last" or max_per_session == 1:
+        keep = lengths >= 2
+        sid = np.flatnonzero(keep)
+        ex = np.stack([sid, lengths[sid] - 1], axis=1)
+    elif protocol == "prefixes":
+        n_pref = np.maximum(lengths - 1, 0)
+        if max_per_session is not None:
+            n_pref = np.minimum(n_pref, max_per_session)
+        sid = np.repeat(np.arange(len(lengths)), n_pref)
+        starts = np.cumsum(n_pref) - n_pref
+        # rank of each example inside its session, counted back from the last prefix
+        rank = np.arange(len(sid)) - np.repeat(starts, n_pref)
+        ex = np.stack([sid, lengths[sid] - 1 - rank], axis=1)
+        ex = ex[np.lexsort((ex[:, 1], ex[:, 0]))]
+    else:
+        raise ValueError(f"unknown protocol {protocol!r}; expected 'last' or 'prefixes'")
+    ex = ex.astype(np.int64)
+    if drop_unknown_targets and len(ex):
+        ex = ex[sessions.items[sessions.offsets[ex[:, 0]] + ex[:, 1]] != 0]
+    return ex
+
+
+@dataclass
+class Batch:
+    items: torch.Tensor        # long [B, L]  prefix items, left-aligned, 0 = padding
+    lengths: torch.Tensor      # long [B]     number of items in each prefix (may be 0)
+    targets: torch.Tensor      # long [B]     next item, 0 = unknown to the model (counted as a miss)
+    mask: torch.Tensor         # bool [B, L]
+    # session graphs of the whole batch (PyG layout)
+    x: torch.Tensor            # long [N]     item of each node
+    edge_index: torch.Tensor   # long [2, M]
+    edge_weight: torch.Tensor  # float [M]
+    batch: torch.Tensor        # long [N]     session of each node
+    alias: torch.Tensor        # long [B, L]  node of each position (0 at padding: use `mask`)
+    last_node: torch.Tensor    # long [B]     node of the last prefix item (0 when the prefix is empty)
+
+    @property
+    def size(self) -> int:
+        return int(self.items.shape[0])
+
+    @property
+    def last_items(self) -> torch.Tensor:
+        idx = (self.lengths - 1).clamp(min=0)
+        return self.items.gather(1, idx[:, None]).squeeze(1) * (self.lengths > 0)
+
+
+class SessionStore:
+    """A split's sessions as flat tensors on the training device."""
+
+    def __init__(self, sessions: Sessions, device: torch.device | str = "cpu") -> None:
+        self.device = torch.device(device)
+        self.items = torch.as_tensor(sessions.items.astype(np.int64), device=self.device)
+        self.offsets = torch.as_tensor(sessions.offsets, device=self.device)
+        self.n_sessions = len(sessions)
+
+
+class BatchBuilder:
+    """Turns example index pairs into `Batch`es on the store's device."""
+
+    def __init__(self, store: SessionStore, n_items: int, graph_mode: str = "transitions",
+                 cooc: CoocGraph | None = None) -> None:
+        if graph_mode not in GRAPH_MODES:
+            raise ValueError(f"graph_mode {graph_mode!r}; expected one of {', '.join(GRAPH_MODES)}")
+        if graph_mode == "cooc" and cooc is None:
+            raise ValueError("graph_mode 'cooc' needs the co-occurrence graph")
+        self.store = store
+        self.n_items = n_items
+        self.graph_mode = graph_mode
+        self.device = store.device
+        if graph_mode == "cooc":
+            coo = cooc.edge_index()
+            keep = coo[0] != coo[1]                     # self-loops: the convs add their own
+            src = torch.as_tensor(coo[0][keep], device=self.device)
+            dst = torch.as_tensor(coo[1][keep], device=self.device)
+            w = torch.as_tensor(np.log1p(cooc.weight[keep]).astype(np.float32), device=self.device)
+            key = src * (n_items + 1) + dst
+            order = torch.argsort(key)
+            self._cooc_key, self._cooc_w = key[order], w[order]
+
+    def __call__(self, examples: torch.Tensor | np.ndarray) -> Batch:
+        ex = torch.as_tensor(examples, device=self.device)
+        sid, plen = ex[:, 0], ex[:, 1]
+        B = int(ex.shape[0])
+        L = max(1, int(plen.max())) if B else 1
+        start = self.store.offsets[sid]
+        pos = torch.arange(L, device=self.device)
+        valid = pos[None, :] < plen[:, None]
+        flat = (start[:, None] + pos[None, :]).clamp(max=max(0, self.store.items.numel() - 1))
+        items = torch.where(valid, self.store.items[flat], 0)
+        targets = self.store.items[start + plen]
+        # unknown items (0) inside a prefix are dropped: stable-sort them to the right
+        known = items > 0
+        if not bool(known.eq(valid).all()):
+            order = torch.sort((~known).to(torch.int8), dim=1, stable=True).indices
+            items = items.gather(1, order)
+            known = items > 0
+        lengths = known.sum(1)
+        return self._with_graph(items, lengths, targets, known)
+
+    def from_prefixes(self, prefixes: list[list[int]]) -> Batch:
+        """A batch from explicit item-index lists (recommendation requests). Target is 0."""
+        L = max(1, max((len(p) for p in prefixes), default=1))
+        arr = np.zeros((len(prefixes), L), dtype=np.int64)
+        for i, p in enumerate(prefixes):   # a handful of user-typed sessions, not a hot path
+            arr[i, :len(p)] = p
+        items = torch.as_tensor(arr, device=self.device)
+        mask = items > 0
+        order = torch.sort((~mask).to(torch.int8), dim=1, stable=True).indices
+        items = items.gather(1, order)
+        mask = items > 0
+        return self._with_graph(items, mask.sum(1), torch.zeros(len(prefixes), dtype=torch.long,
+                                                                 device=self.device), mask)
+
+    # ---- graphs ------------------------------------------------------------------------------
+    def _with_graph(self, items: torch.Tensor, lengths: torch.Tensor, targets: torch.Tensor,
+                    mask: torch.Tensor) -> Batch:
+        L = max(1, int(lengths.max())) if lengths.numel() else 1
+        if L < items.shape[1]:       # unknown items were dropped: trim the padding
+            items, mask = items[:, :L].contiguous(), mask[:, :L].contiguous()
+        B = items.shape[0]
+        V1 = self.n_items + 1
+        b_idx = torch.arange(B, device=self.device)[:, None].expand(B, L)
+        key = b_idx * V1 + items
+        nodes, inverse = torch.unique(key[mask], return_inverse=True)
+        alias = torch.zeros(B, L, dtype=torch.long, device=self.device)
+        alias[mask] = inverse
+        x = nodes % V1
+        batch = nodes // V1
+        last_node = alias.gather(1, (lengths - 1).clamp(min=0)[:, None]).squeeze(1)
+        if self.graph_mode == "transitions":
+            ei, ew = self._transition_edges(alias, mask, len(x))
+        elif self.graph_mode == "cooc":
+            ei, ew = self._cooc_edges(x, batch, B)
+        else:
+            ei = torch.zeros(2, 0, dtype=torch.long, device=self.device)
+            ew = torch.zeros(0, device=self.device)
+        return Batch(items, lengths, targets, mask, x, ei, ew, batch, alias, last_node)
+
+    def _transition_edges(self, alias: torch.Tensor, mask: torch.Tensor, n: int):
+        pair = mask[:, 1:] & mask[:, :-1]
+        src, dst = alias[:, :-1][pair], alias[:, 1:][pair]
+        ei = torch.cat([torch.stack([src, dst]), torch.stack([dst, src])], dim=1)
+        w = torch.ones(ei.shape[1], device=self.device)
+        ei, w = coalesce(ei, w, num_nodes=n, reduce="sum")
+        return ei, w
+
+    def _cooc_edges(self, x: torch.Tensor, batch: torch.Tensor, B: int):
+        # all ordered node pairs inside each session graph, kept where the global graph has the edge
+        counts = torch.bincount(batch, minlength=B)
+        first = torch.cumsum(counts, 0) - counts            # first node of each graph
+        per_node = counts[batch]                            # partners of each node
+        src = torch.repeat_interleave(torch.arange(len(x), device=self.device), per_node)
+        rank = torch.arange(len(src), device=self.device) - torch.repeat_interleave(
+            torch.cumsum(per_node, 0) - per_node, per_node)
+        dst = first[batch[src]] + rank
+        keep = src != dst
+        src, dst = src[keep], dst[keep]
+        key = x[src] * (self.n_items + 1) + x[dst]
+        pos = torch.searchsorted(self._cooc_key, key).clamp(max=max(0, len(self._cooc_key) - 1))
+        hit = self._cooc_key[pos] == key if len(self._cooc_key) else torch.zeros_like(key, dtype=torch.bool)
+        return torch.stack([src[hit], dst[hit]]), self._cooc_w[pos[hit]]
