@@ -12,8 +12,8 @@ import time
 from typing import Any
 
 from rich.console import Console
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress as RichProgress, SpinnerColumn,
-                           TextColumn, TimeElapsedColumn, TimeRemainingColumn)
+from rich.progress import (BarColumn, Progress as RichProgress, SpinnerColumn, TaskProgressColumn,
+                           TextColumn, TimeElapsedColumn)
 from rich.table import Table
 
 from engine.atomic import _json_default
@@ -35,9 +35,12 @@ class Output:
 
     # ---- structured events ---------------------------------------------------------------------
     def emit(self, obj: dict) -> None:
-        if self.mode == "jsonl":
-            sys.stdout.write(json.dumps(obj, default=_json_default) + "\n")
-            sys.stdout.flush()
+        if self.mode == "jsonl" and not getattr(self, "_detached", False):
+            try:
+                sys.stdout.write(json.dumps(obj, default=_json_default) + "\n")
+                sys.stdout.flush()
+            except (BrokenPipeError, OSError, ValueError):
+                self._detached = True    # reader gone (app quit, run left detached): carry on
 
     def log(self, msg: str) -> None:
         if not self.quiet:
@@ -59,9 +62,8 @@ class Output:
     # ---- progress ------------------------------------------------------------------------------
     def __enter__(self) -> "Output":
         if self.mode == "rich" and not self.quiet:
-            self._bars = RichProgress(SpinnerColumn(), TextColumn("{task.description:<22}"), BarColumn(),
-                                      MofNCompleteColumn(), TextColumn("{task.fields[unit]}"),
-                                      TimeElapsedColumn(), TimeRemainingColumn(),
+            self._bars = RichProgress(SpinnerColumn(), TextColumn("{task.description:<11}"),
+                                      BarColumn(bar_width=24), TaskProgressColumn(), TimeElapsedColumn(),
                                       TextColumn("{task.fields[msg]}"), console=self.console,
                                       transient=False)
             self._bars.__enter__()
@@ -84,15 +86,13 @@ class Output:
             return
         if self._bars is None:
             return
-        if p.stage == "pipeline":
-            if p.message:
-                self._bars.console.log(p.message)
+        if p.stage == "pipeline":      # stage boundaries: the per-stage bars say it already
             return
         task = self._tasks.get(p.stage)
         if task is None:
             task = self._bars.add_task(p.stage, total=p.total, unit=p.unit, msg=p.message)
             self._tasks[p.stage] = task
-        self._bars.update(task, completed=p.done, total=p.total, unit=p.unit, msg=p.message[:40])
+        self._bars.update(task, completed=p.done, total=p.total, unit=p.unit, msg=p.message[:36])
 
 
 def table(title: str, columns: list[str], rows: list[list[Any]], **kw: Any) -> Table:

@@ -1,16 +1,18 @@
-"""Temporal split by session start time, with a blackout gap after each cut point.
+"""Temporal split by session start time, with a blackout gap before each cut point.
 
 ratio mode: cut points t1, t2 are the start times of the sessions at the `train_ratio` and
 `train_ratio + val_ratio` quantiles (sessions sorted by start). Then
 
-    train: start < t1          blackout: t1 <= start < t1 + gap      (dropped, counted)
-    val:   t1 + gap <= start < t2   blackout: t2 <= start < t2 + gap (dropped, counted)
-    test:  t2 + gap <= start
+    train: start < t1 - gap          blackout: t1 - gap <= start < t1   (dropped, counted)
+    val:   t1 <= start < t2 - gap    blackout: t2 - gap <= start < t2   (dropped, counted)
+    test:  t2 <= start
 
+so test is exactly the latest share of sessions and the gap is taken from the split before it.
 days mode: t2 = (latest start) - test_days; t1 is the `1 - val_ratio` quantile of the sessions
 before t2; same blackout rule.
 test_file mode: the test sessions come from a separate file (a published split) and are used as
-they are; validation is the latest `val_ratio` of the train file by start time, after a blackout.
+they are; validation is the latest `val_ratio` of the train file by start time (start >= t1), and
+train ends a blackout gap before it.
 The gap keeps sessions that straddle a cut (and near-duplicates across it) out of evaluation.
 """
 
@@ -41,7 +43,7 @@ def split_sessions(sessions: Sessions, cfg: DataConfig,
     if cfg.split_mode == "test_file":
         if test_sessions is None:
             raise StageError("split: split_mode=test_file but no test sessions were given")
-        t1 = _cut_at_quantile(s_sorted, 1.0 - cfg.val_ratio) if cfg.val_ratio > 0 else int(s_sorted[-1]) + 1
+        t1 = _cut_at_quantile(s_sorted, 1.0 - cfg.val_ratio) if cfg.val_ratio > 0 else int(s_sorted[-1]) + 1 + gap
         t2 = None
     elif cfg.split_mode == "days":
         t2 = int(s_sorted[-1]) - int(round(cfg.test_days * DAY_MS))
@@ -53,15 +55,15 @@ def split_sessions(sessions: Sessions, cfg: DataConfig,
         t1 = _cut_at_quantile(s_sorted, cfg.train_ratio)
         t2 = _cut_at_quantile(s_sorted, cfg.train_ratio + cfg.val_ratio)
 
-    train_m = start < t1
+    train_m = start < t1 - gap
     if t2 is None:
-        val_m = start >= t1 + gap
+        val_m = start >= t1
         test_m = np.zeros_like(train_m)
     else:
-        val_m = (start >= t1 + gap) & (start < t2)
-        test_m = (start >= t2 + gap) & (start >= t1 + gap)
+        val_m = (start >= t1) & (start < t2 - gap)
+        test_m = start >= t2
     dropped = ~(train_m | val_m | test_m)
-    black1 = dropped & (start < t1 + gap)
+    black1 = dropped & (start < t1)
     black2 = dropped & ~black1
     parts = {"train": sessions.take(train_m), "val": sessions.take(val_m),
              "test": test_sessions if t2 is None else sessions.take(test_m)}
@@ -80,7 +82,8 @@ def split_sessions(sessions: Sessions, cfg: DataConfig,
         st = session_stats(part)
         st["share"] = round(len(part) / max(1, total), 4)
         stats[name] = st
-    for name in ("train", "test"):
+    required = ("train", "val", "test") if cfg.val_ratio > 0 else ("train", "test")
+    for name in required:
         if len(parts[name]) == 0:
             raise StageError(f"split: the {name} split is empty (sessions {len(sessions)}, "
                              f"blackout {cfg.blackout_days} days); use more data, a shorter "

@@ -1,0 +1,1 @@
+"""Benchmarks (`sessrec bench ...`, `bench/*.py`): print a table and write JSON; never timed tests."""

@@ -1,0 +1,87 @@
+"""Checkpoints `best.pt` and `last.pt`: everything needed to rebuild the model alone and to resume.
+
+Contents: format version, the run's TrainConfig (with resolved model params), dataset name, item
+count and item-map fingerprint (and the items.parquet path it was built from), model state,
+optimizer and scheduler state, epoch / step / position inside the epoch, RNG states (torch, CUDA,
+numpy, python), early-stopping state and library versions. Written atomically.
+"""
+
+from __future__ import annotations
+
+import platform
+import random
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import torch
+
+from engine import __version__
+from engine.atomic import atomic_path
+from engine.config import TrainConfig, from_dict
+from engine.errors import InputError
+
+CKPT_FORMAT = 1
+BEST, LAST = "best.pt", "last.pt"
+
+
+def versions() -> dict:
+    import torch_geometric
+    return {"sessrec": __version__, "torch": torch.__version__, "torch_geometric": torch_geometric.__version__,
+            "python": platform.python_version(), "numpy": np.__version__}
+
+
+def rng_state() -> dict:
+    st = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        st["cuda"] = torch.cuda.get_rng_state_all()
+    return st
+
+
+def set_rng_state(st: dict) -> None:
+    torch.set_rng_state(st["torch"])
+    np.random.set_state(st["numpy"])
+    random.setstate(st["python"])
+    if "cuda" in st and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(st["cuda"])
+
+
+def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    payload = {"format": CKPT_FORMAT, "versions": versions(), **payload}
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    if not path.exists():
+        raise InputError(f"{path}: no checkpoint (the run has not finished an epoch, or it failed)")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as e:  # truncated or foreign file
+        raise InputError(f"{path}: not a readable sessrec checkpoint ({type(e).__name__}: {e})") from e
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CKPT_FORMAT:
+        raise InputError(f"{path}: not a sessrec checkpoint of format {CKPT_FORMAT}")
+    return ckpt
+
+
+def rebuild_model(ckpt: dict, data: Any | None = None):
+    """Rebuild the model of a checkpoint and load its weights.
+
+    GNN weights include the PE buffer, so `data` is optional for them: a stub with the item count
+    and a PE of the right shape is enough. Baselines are fitted from the dataset: `data` required.
+    """
+    from engine.models.registry import build_model, get_spec
+    cfg = from_dict(TrainConfig, ckpt["config"])
+    spec = get_spec(cfg.model)
+    if spec.kind == "baseline":
+        if data is None:
+            raise InputError(f"baseline {cfg.model} needs its dataset to be rebuilt")
+        return build_model(cfg.model, cfg.model_params, data)
+    if data is None:
+        pe_shape = ckpt.get("pe_shape")
+        data = SimpleNamespace(n_items=ckpt["n_items"], graph=None, train=None, items=None,
+                               pe=np.zeros(pe_shape, np.float32) if pe_shape else None)
+    model = build_model(cfg.model, cfg.model_params, data)
+    model.load_state_dict(ckpt["model"])
+    return model
