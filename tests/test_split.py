@@ -20,23 +20,23 @@ def make(starts):
 
 def test_ratio_split_blackout_edges():
     D = DAY_MS
-    starts = [d * D for d in range(20)]
-    # extra sessions right at the edges of the blackout windows
-    starts += [12 * D - 1, 15 * D - 1, 17 * D - 1]
-    cfg = DataConfig(train_ratio=0.44, val_ratio=0.31, blackout_days=2)
+    # probes right at the blackout edges: 8D-1 (last train start), 13D-1 (last val start), 15D-1 (dropped)
+    starts = [d * D for d in range(20)] + [8 * D - 1, 13 * D - 1, 15 * D - 1]
+    cfg = DataConfig(train_ratio=0.48, val_ratio=0.31, blackout_days=2)
     parts, st = split_sessions(make(starts), cfg)
     s_sorted = np.sort(starts)
-    t1, t2 = s_sorted[int(0.44 * 23)], s_sorted[int(0.75 * 23)]  # indices 10 and 17
+    t1, t2 = s_sorted[int(0.48 * 23)], s_sorted[int(0.79 * 23)]   # indices 11 and 18
     assert (t1, t2) == (10 * D, 15 * D)
-    assert parts["train"].start.tolist() == [d * D for d in range(10)]
-    # val: [12D, 15D): 12D, 13D, 14D and 15D-1
-    assert parts["val"].start.tolist() == [12 * D, 13 * D, 14 * D, 15 * D - 1]
-    # test: start >= 17D
-    assert parts["test"].start.tolist() == [17 * D, 18 * D, 19 * D]
-    # dropped: 10D, 11D, 12D-1 (after t1) and 15D, 16D, 17D-1 (after t2)
-    assert st["blackout_dropped_train_val"] == 3 and st["blackout_dropped_val_test"] == 3
-    assert st["blackout_dropped"] == 6
-    assert st["train"]["sessions"] == 10 and st["test"]["sessions"] == 3
+    # train: start < t1 - gap = 8D
+    assert parts["train"].start.tolist() == [d * D for d in range(8)] + [8 * D - 1]
+    # val: 10D <= start < 13D
+    assert parts["val"].start.tolist() == [10 * D, 11 * D, 12 * D, 13 * D - 1]
+    # test: start >= 15D, exactly the latest sessions
+    assert parts["test"].start.tolist() == [15 * D, 16 * D, 17 * D, 18 * D, 19 * D]
+    # dropped: 8D, 9D (before t1) and 13D, 14D, 15D-1 (before t2)
+    assert st["blackout_dropped_train_val"] == 2 and st["blackout_dropped_val_test"] == 3
+    assert st["blackout_dropped"] == 5
+    assert st["train"]["sessions"] == 9 and st["test"]["sessions"] == 5
     assert st["cut_train_val"] == 10 * D and st["cut_val_test"] == 15 * D
 
 
@@ -59,6 +59,15 @@ def test_days_mode_last_days_are_test():
     assert len(parts["train"]) == 17
 
 
+def test_days_mode_blackout_before_test():
+    D = DAY_MS
+    parts, st = split_sessions(make([d * D for d in range(30)]),
+                               DataConfig(split_mode="days", test_days=7, val_ratio=0.2, blackout_days=1))
+    # val [17D, 21D), 21D dropped, test >= 22D; train < 16D, 16D dropped
+    assert parts["val"].start.tolist() == [d * D for d in range(17, 21)]
+    assert len(parts["test"]) == 8 and len(parts["train"]) == 16 and st["blackout_dropped"] == 2
+
+
 def test_test_file_mode_uses_given_sessions():
     D = DAY_MS
     train_file = make([d * D for d in range(10)])
@@ -66,13 +75,13 @@ def test_test_file_mode_uses_given_sessions():
     parts, st = split_sessions(train_file, DataConfig(split_mode="test_file", val_ratio=0.2,
                                                       blackout_days=1), test_file)
     assert parts["test"] is test_file
-    # t1 = sorted[floor(0.8 * 10)] = 8D; blackout [8D, 9D) drops 8D; val = 9D
-    assert parts["train"].start.tolist() == [d * D for d in range(8)]
-    assert parts["val"].start.tolist() == [9 * D]
+    # t1 = sorted[floor(0.8 * 10)] = 8D; blackout [7D, 8D) drops 7D; val = 8D, 9D
+    assert parts["train"].start.tolist() == [d * D for d in range(7)]
+    assert parts["val"].start.tolist() == [8 * D, 9 * D]
     assert st["blackout_dropped"] == 1 and st["cut_val_test"] is None
 
 
-def test_empty_test_is_a_clear_error():
+def test_empty_split_is_a_clear_error():
     D = DAY_MS
-    with pytest.raises(StageError, match="test split is empty"):
-        split_sessions(make([0, 1, 2, 3, 4 * D]), DataConfig(blackout_days=5))
+    with pytest.raises(StageError, match="val split is empty"):
+        split_sessions(make([d * D for d in range(10)]), DataConfig(blackout_days=5))
