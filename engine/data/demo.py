@@ -1,0 +1,569 @@
+"""The embedded demo dataset: seeded RetailRocket-format click logs with planted structure.
+
+`generate_demo` writes `events.csv` (header `timestamp,visitorid,event,itemid,transactionid`,
+times in ms, like RetailRocket's file) and `truth.npz` (the generator's parameters), so `DemoOracle`
+can score any session prefix with the exact next-item distribution the log was drawn from.
+
+The process. A catalogue of items with Zipf-like popularity `pop` is cut into clusters (categories);
+each item `a` has a few successors `succ(a)` in its cluster with skewed probabilities. A visitor has
+one or more sessions; a session's length is drawn up front (independent of its content, so the
+next-item law below is exact for any prefix of an observed session). The first event is a view of an
+item drawn from `pop` (sessions of 1-2 events, "bounces" the pipeline drops, land on a flatter law
+`pop^entry_beta`: the long tail of items seen once). Given the prefix so far with last item `a` and
+last event `e`:
+
+    phi = f_cart if e == view, f_buy if e == addtocart, 0 if e == transaction
+    with prob phi:      addtocart (after a view) / transaction (after an addtocart) of `a`
+    with prob 1 - phi:  the next event is a view of x ~ M(x), where
+    M(x) = p_same [x = a] + p_repeat n_x / t + p_trans succ(a, x)
+           + p_cluster pop(x) [cl(x) = cl(a)] / pop(cl(a)) + p_global pop(x)
+
+(`n_x / t`: share of `x` among the `t` events of the prefix). So P(next item = x) =
+phi [x = a] + (1 - phi) M(x). Events of one session are 1 s .. 25 min apart; sessions of one visitor
+are at least 31 min apart (often hours or days), so 30-minute sessionizing recovers them exactly.
+Sessions have at most 50 events (the pipeline's cap), so the oracle never sees a truncated prefix.
+
+Sizes were tuned with a throwaway 30-min sessionizer (drop < 3 events; train = first 70% of sessions
+by start; graph = distinct item pairs within 5 positions, self-pairs excluded). Seed 0 measures:
+  full:  2,754,887 events, 1,407,580 visitors, 236,891 items; 169,715 sessions (median 4, mean 6.3);
+         train graph 82,951 nodes, 687,194 edges; generation ~5 s
+  small: 178,826 events, 30,000 visitors, 3,998 items; 23,808 sessions (median 4); graph 3,964 / 85K
+  tiny:  4,527 events, 300 visitors, 199 items; 431 sessions (median 6) over 6 weeks; ~20 ms
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from engine.atomic import atomic_path
+from engine.data.sessions import EVENT_TYPES, csr_gather, row_ids
+from engine.errors import InputError
+from engine.progress import ProgressFn, StageReporter
+
+if TYPE_CHECKING:
+    from engine.data.sessions import Sessions
+
+CSV_HEADER = "timestamp,visitorid,event,itemid,transactionid"
+TRUTH_VERSION = 1
+MINUTE_MS = 60_000
+DAY_MS = 86_400_000
+# RetailRocket's log starts 2015-05-03 03:00 UTC and runs 138 days (to 2015-09-18)
+RR_START_MS = int(datetime(2015, 5, 3, 3, tzinfo=timezone.utc).timestamp() * 1000)
+MIX_NAMES = ("p_same", "p_repeat", "p_trans", "p_cluster", "p_global")
+
+
+@dataclass(frozen=True)
+class DemoSize:
+    """Scale and shape of one demo size. The mixture weights are shared by all sizes; catalogue
+    shape, session lengths and funnel rates are tuned per size (RetailRocket-like event shares)."""
+
+    n_items: int                 # catalogue size (the rarest items may never occur)
+    n_clusters: int
+    n_visitors: int
+    days: float                  # timeline length, from RR_START_MS
+    multi_visitor_share: float   # share of visitors with more than one session
+    extra_sessions_mean: float   # those have 1 + Geometric(mean) sessions
+    p_len1: float                # session length distribution: P(L=1), P(L=2), and for
+    p_len2: float                # L = 3..max_len a power law L^-len_exponent
+    len_exponent: float
+    max_len: int = 50            # = the pipeline's max_session_length, so nothing is truncated
+    zipf_alpha: float = 1.0      # pop(rank r) ∝ (r + zipf_offset)^-alpha
+    zipf_offset: float = 10.0
+    entry_beta: float = 1.0      # first item of 1-2 event sessions (bounces) ∝ pop^entry_beta
+    cluster_alpha: float = 0.8   # cluster sizes ∝ rank^-cluster_alpha (at least 2 items each)
+    succ_mean: float = 6.0       # successors per item: 1 + Poisson(succ_mean - 1), at most 8
+    succ_pop_beta: float = 0.9   # successors drawn from the own cluster ∝ pop^beta
+    succ_ratio: float = 0.7      # successor probabilities ∝ ratio^j (j = 0, 1, ...): skewed
+    # next-item mixture (see the module docstring): transitions dominate
+    p_same: float = 0.12
+    p_repeat: float = 0.10
+    p_trans: float = 0.46
+    p_cluster: float = 0.22
+    p_global: float = 0.10
+    f_cart: float = 0.065        # P(addtocart of the item | the last event was its view)
+    f_buy: float = 0.50          # P(transaction | the last event was an addtocart)
+    gap_median_s: float = 60.0   # intra-session gaps: lognormal, clipped to [1 s, 25 min]
+    gap_sigma: float = 1.1
+    max_gap_days: float = 30.0   # inter-session gaps: log-uniform in [31 min, max_gap_days]
+
+    def __post_init__(self) -> None:
+        mix = sum(getattr(self, n) for n in MIX_NAMES)
+        if abs(mix - 1.0) > 1e-9:
+            raise InputError(f"demo size: mixture weights {MIX_NAMES} sum to {mix}, expected 1")
+        if self.p_len1 + self.p_len2 >= 1:
+            raise InputError("demo size: p_len1 + p_len2 must be < 1")
+
+
+DEMO_SIZES: dict[str, DemoSize] = {
+    # tests: ~430 sessions of length >= 3 over ~200 items, 6 weeks; generates in ~20 ms
+    "tiny": DemoSize(n_items=200, n_clusters=12, n_visitors=300, days=42,
+                     multi_visitor_share=0.4, extra_sessions_mean=1.5,
+                     p_len1=0.05, p_len2=0.05, len_exponent=1.6, zipf_alpha=0.8, f_cart=0.027,
+                     f_buy=0.4),
+    # the default demo: ~22K sessions of length >= 3 over ~4K items, RetailRocket's 138 days
+    "small": DemoSize(n_items=4000, n_clusters=80, n_visitors=30_000, days=138,
+                      multi_visitor_share=0.25, extra_sessions_mean=2.0,
+                      p_len1=0.35, p_len2=0.12, len_exponent=2.4, zipf_alpha=0.9, f_cart=0.035,
+                      f_buy=0.4),
+    # RetailRocket scale (tuned with a 30-min sessionizer, see the module docstring): ~2.76M
+    # events, 1.41M visitors, ~237K distinct items, ~170K sessions of >= 3 events (median 4)
+    "full": DemoSize(n_items=250_000, n_clusters=1200, n_visitors=1_407_580, days=138,
+                     multi_visitor_share=0.10, extra_sessions_mean=1.6,
+                     p_len1=0.7615, p_len2=0.1344, len_exponent=2.4, zipf_alpha=1.3,
+                     zipf_offset=300.0, entry_beta=0.6),
+}
+
+
+# ---- sampling helpers --------------------------------------------------------------------------
+class _SegmentSampler:
+    """Draw one value from segment `s` of a CSR layout with per-value weights, for many `s` at once.
+
+    Cumulative weights are normalised per segment and shifted by the segment index, so one global
+    `searchsorted` serves every segment: segment s occupies (s, s + 1].
+    """
+
+    def __init__(self, offsets: np.ndarray, values: np.ndarray, weights: np.ndarray) -> None:
+        self.offsets, self.values = offsets, values
+        seg = row_ids(offsets)
+        cum = np.cumsum(weights, dtype=np.float64)
+        before = np.concatenate([[0.0], cum])[offsets[:-1]]
+        total = cum[offsets[1:] - 1] - before
+        frac = (cum - np.repeat(before, np.diff(offsets))) / np.repeat(total, np.diff(offsets))
+        frac[offsets[1:] - 1] = 1.0  # exact segment ends: rounding must not leak into the next one
+        self.keys = seg + frac
+
+    def sample(self, seg: np.ndarray, u: np.ndarray) -> np.ndarray:
+        pos = np.searchsorted(self.keys, seg + u, side="right")
+        return self.values[np.clip(pos, self.offsets[seg], self.offsets[seg + 1] - 1)]
+
+
+@dataclass
+class _Truth:
+    """The planted parameters (internal item index i <-> raw id raw_ids[i], sorted)."""
+
+    raw_ids: np.ndarray       # int64[N], ascending
+    pop: np.ndarray           # float64[N], sums to 1
+    cluster: np.ndarray       # int64[N]
+    cl_offsets: np.ndarray    # int64[C+1]
+    cl_members: np.ndarray    # int64[N], grouped by cluster, popularity descending within
+    succ_offsets: np.ndarray  # int64[N+1]
+    succ_items: np.ndarray    # int64[nnz]
+    succ_probs: np.ndarray    # float64[nnz], sum to 1 per item
+    params: np.ndarray        # float64[7]: MIX_NAMES..., f_cart, f_buy
+
+    PARAM_NAMES = (*MIX_NAMES, "f_cart", "f_buy")
+
+    def save(self, path: Path, meta: dict) -> None:
+        arrays = dict(self.__dict__)
+        arrays["param_names"] = np.array(self.PARAM_NAMES)
+        arrays["meta"] = np.array(json.dumps(meta, sort_keys=True))
+        arrays["version"] = np.array(TRUTH_VERSION)
+        with open(path, "wb") as f:  # a file object: np.savez would add ".npz" to a temp name
+            np.savez(f, **arrays)
+
+    @classmethod
+    def load(cls, path: Path) -> "_Truth":
+        try:
+            z = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise InputError(f"demo truth: cannot read {path}: {exc}") from exc
+        with z:
+            if int(z["version"]) != TRUTH_VERSION:
+                raise InputError(f"demo truth: {path} has version {int(z['version'])}, "
+                                 f"expected {TRUTH_VERSION}; regenerate the demo")
+            return cls(**{k: z[k] for k in cls.__dataclass_fields__})
+
+
+def _catalogue(cfg: DemoSize, rng: np.random.Generator) -> _Truth:
+    n, c = cfg.n_items, cfg.n_clusters
+    # raw ids: sparse and unrelated to popularity, as in real logs (catches "ids are 0..N-1" bugs)
+    raw_ids = np.sort(rng.permutation(2 * n)[:n] + 1).astype(np.int64)
+    w = (rng.permutation(n) + cfg.zipf_offset) ** -cfg.zipf_alpha
+    pop = w / w.sum()
+    w_c = np.arange(1, c + 1) ** -cfg.cluster_alpha
+    sizes = 2 + rng.multinomial(n - 2 * c, w_c / w_c.sum())
+    cluster = np.empty(n, dtype=np.int64)
+    cluster[rng.permutation(n)] = np.repeat(np.arange(c), sizes)
+    cl_members = np.lexsort((-pop, cluster)).astype(np.int64)
+    cl_offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+
+    # successors: 2*8 draws from the own cluster (∝ pop^beta), minus self and duplicates, keep k
+    m = 16
+    draw = _SegmentSampler(cl_offsets, cl_members, pop[cl_members] ** cfg.succ_pop_beta)
+    d = draw.sample(np.repeat(cluster, m), rng.random(n * m)).reshape(n, m)
+    d[d == np.arange(n)[:, None]] = n  # self -> sentinel, sorts last
+    d.sort(axis=1)
+    valid = (d < n) & np.concatenate([np.ones((n, 1), bool), d[:, 1:] != d[:, :-1]], axis=1)
+    k = np.minimum(1 + rng.poisson(cfg.succ_mean - 1, n), 8)
+    valid &= np.cumsum(valid, axis=1) <= k[:, None]
+    # an item whose draws were all itself gets the next member of its cluster (clusters have >= 2)
+    none = ~valid.any(axis=1)
+    rank = np.empty(n, dtype=np.int64)
+    rank[cl_members] = np.arange(n) - np.repeat(cl_offsets[:-1], sizes)
+    nxt = cl_members[cl_offsets[cluster] + (rank + 1) % sizes[cluster]]
+    d[none, 0], valid[none, 0] = nxt[none], True
+    counts = valid.sum(axis=1)
+    succ_offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    succ_items = d[valid].astype(np.int64)
+    # draws are sorted by index, which is random w.r.t. popularity: position j gets weight ratio^j
+    j = np.arange(len(succ_items)) - np.repeat(succ_offsets[:-1], counts)
+    sw = cfg.succ_ratio ** j
+    succ_probs = sw / np.repeat(np.add.reduceat(sw, succ_offsets[:-1]), counts)
+    params = np.array([*(getattr(cfg, n) for n in MIX_NAMES), cfg.f_cart, cfg.f_buy])
+    return _Truth(raw_ids, pop, cluster, cl_offsets, cl_members, succ_offsets, succ_items,
+                  succ_probs, params)
+
+
+def _sequences(cfg: DemoSize, truth: _Truth, lengths: np.ndarray, rng: np.random.Generator,
+               rep: StageReporter) -> tuple[np.ndarray, np.ndarray]:
+    """Items and events of sessions with `lengths` (sorted descending), flat in CSR order.
+
+    One vectorised step per position: at step t the active sessions are a prefix of the array.
+    """
+    n = len(truth.pop)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    items = np.empty(offsets[-1], dtype=np.int64)
+    events = np.zeros(offsets[-1], dtype=np.int8)
+    glob_cum = np.cumsum(truth.pop)
+    glob_cum[-1] = 1.0
+
+    def global_draw(u: np.ndarray) -> np.ndarray:
+        return np.minimum(np.searchsorted(glob_cum, u, side="right"), n - 1)
+
+    cl_draw = _SegmentSampler(truth.cl_offsets, truth.cl_members, truth.pop[truth.cl_members])
+    succ_draw = _SegmentSampler(truth.succ_offsets, truth.succ_items, truth.succ_probs)
+    p = truth.params
+    mix_cum = np.cumsum(p[:5])
+    phi_of = np.array([p[5], p[6], 0.0])
+    # first items: long sessions start at popular items; bounces (1-2 events, dropped by the
+    # pipeline) land on a flatter law, which gives the long tail of items seen once or twice
+    entry_cum = np.cumsum(truth.pop ** cfg.entry_beta)
+    entry_cum /= entry_cum[-1]
+    u_first = rng.random(len(lengths))
+    bounce = np.minimum(np.searchsorted(entry_cum, u_first, side="right"), n - 1)
+    first = np.where(lengths >= 3, global_draw(u_first), bounce)
+    items[offsets[:-1]] = first
+    max_len = int(lengths[0]) if len(lengths) else 0
+    for t in range(1, max_len):
+        n_t = int(np.searchsorted(-lengths, -t, side="left"))  # sessions with length > t
+        base = offsets[:n_t]
+        a, e = items[base + t - 1], events[base + t - 1]
+        u_funnel, u_comp, u_pick = rng.random(n_t), rng.random(n_t), rng.random(n_t)
+        funnel = u_funnel < phi_of[e]
+        comp = np.minimum(np.searchsorted(mix_cum, u_comp, side="right"), 4)
+        comp[funnel] = -1
+        new = a.copy()  # funnel and p_same keep the last item
+        m = comp == 1
+        new[m] = items[base[m] + (u_pick[m] * t).astype(np.int64)]
+        m = comp == 2
+        new[m] = succ_draw.sample(a[m], u_pick[m])
+        m = comp == 3
+        new[m] = cl_draw.sample(truth.cluster[a[m]], u_pick[m])
+        m = comp == 4
+        new[m] = global_draw(u_pick[m])
+        items[base + t] = new
+        events[base + t] = np.where(funnel, e + 1, 0)
+        rep(t, max_len, f"position {t}")
+    return items, events
+
+
+def _timestamps(cfg: DemoSize, visitor: np.ndarray, lengths: np.ndarray, n_visitors: int,
+                rng: np.random.Generator) -> np.ndarray:
+    """Event times (ms) for sessions given in visitor order (grouped, time order within visitor)."""
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    n_ev = int(offsets[-1])
+    gaps = np.exp(np.log(cfg.gap_median_s * 1000) + cfg.gap_sigma * rng.standard_normal(n_ev))
+    gaps = np.clip(gaps, 1000, 25 * MINUTE_MS).astype(np.int64)
+    gaps[offsets[:-1]] = 0  # first event of each session
+    cs = np.cumsum(gaps)
+    within = cs - np.repeat(cs[offsets[:-1]], lengths)
+    duration = within[offsets[1:] - 1]
+
+    first = np.ones(len(lengths), dtype=bool)
+    first[1:] = visitor[1:] != visitor[:-1]
+    lo, hi = np.log(31 * MINUTE_MS), np.log(cfg.max_gap_days * DAY_MS)
+    g = np.exp(lo + (hi - lo) * rng.random(len(lengths))).astype(np.int64) - 31 * MINUTE_MS
+    g[first] = 0
+    # fit each visitor's span in the timeline: shrink the part of its gaps above 31 min if needed
+    span_ms = int(cfg.days * DAY_MS)
+    n_gaps = np.bincount(visitor, weights=(~first).astype(float), minlength=n_visitors)
+    fixed = np.bincount(visitor, weights=duration, minlength=n_visitors) + n_gaps * 31 * MINUTE_MS
+    flex = np.bincount(visitor, weights=g, minlength=n_visitors)
+    room = 0.98 * span_ms - fixed
+    if (room < 0).any():
+        raise InputError("demo size: sessions of one visitor do not fit in the timeline")
+    scale = np.minimum(1.0, room / np.maximum(flex, 1.0))
+    g = (g * scale[visitor]).astype(np.int64) + np.where(first, 0, 31 * MINUTE_MS)
+    delta = g + np.concatenate([[0], duration[:-1]])
+    delta[first] = 0
+    cd = np.cumsum(delta)
+    first_idx = np.flatnonzero(first)
+    last_idx = np.append(first_idx[1:], len(lengths)) - 1
+    per_visitor = last_idx - first_idx + 1
+    rel_start = cd - np.repeat(cd[first_idx], per_visitor)
+    vspan = rel_start[last_idx] + duration[last_idx]
+    v_start = RR_START_MS + (rng.random(len(first_idx)) * (span_ms - vspan)).astype(np.int64)
+    start = np.repeat(v_start, per_visitor) + rel_start
+    return np.repeat(start, lengths) + within
+
+
+# ---- public API ---------------------------------------------------------------------------------
+def generate_demo(out_dir: Path, size: str = "small", seed: int = 0,
+                  progress: ProgressFn | None = None) -> dict:
+    """Write `out_dir/events.csv` and `out_dir/truth.npz` for demo `size`; return stats."""
+    if size not in DEMO_SIZES:
+        raise InputError(f"demo: unknown size {size!r}; valid sizes: {', '.join(DEMO_SIZES)}")
+    t0 = time.perf_counter()
+    cfg = DEMO_SIZES[size]
+    out_dir = Path(out_dir)
+    rep = StageReporter("demo", progress, total=cfg.max_len, unit="steps")
+    # independent streams, so changing one part of the process leaves the others' draws alone
+    r_cat, r_ses, r_seq, r_time = (np.random.default_rng(s)
+                                   for s in np.random.SeedSequence([seed, 0xDE30]).spawn(4))
+    truth = _catalogue(cfg, r_cat)
+
+    # visitors and their sessions (grouped by visitor, in time order within a visitor)
+    v = cfg.n_visitors
+    n_sess = np.ones(v, dtype=np.int64)
+    multi = r_ses.random(v) < cfg.multi_visitor_share
+    n_sess[multi] += np.minimum(r_ses.geometric(1 / cfg.extra_sessions_mean, multi.sum()), 30)
+    visitor = np.repeat(np.arange(v), n_sess)
+    lens = np.arange(3, cfg.max_len + 1)
+    tail = lens.astype(float) ** -cfg.len_exponent
+    p_tail = (1 - cfg.p_len1 - cfg.p_len2) * tail / tail.sum()
+    pmf = np.concatenate([[cfg.p_len1, cfg.p_len2], p_tail])
+    lengths = r_ses.choice(np.arange(1, cfg.max_len + 1), size=len(visitor), p=pmf).astype(np.int64)
+
+    # content: generated longest-first (active sessions form a prefix), then put back
+    order = np.argsort(-lengths, kind="stable")
+    items_g, events_g = _sequences(cfg, truth, lengths[order], r_seq, rep)
+    g_off = np.concatenate([[0], np.cumsum(lengths[order])])
+    inv = np.empty_like(order)
+    inv[order] = np.arange(len(order))
+    _, pos = csr_gather(g_off, inv)
+    items, events = items_g[pos], events_g[pos]
+    ts = _timestamps(cfg, visitor, lengths, v, r_time)
+
+    # one basket id per session with a purchase, numbered by the session's start time
+    sess_of = np.repeat(np.arange(len(lengths)), lengths)
+    is_tx = events == 2
+    tx_sess = np.unique(sess_of[is_tx])
+    starts = ts[np.concatenate([[0], np.cumsum(lengths)[:-1]])]
+    tx_rank = np.full(len(lengths), -1, dtype=np.int64)
+    tx_rank[tx_sess[np.argsort(starts[tx_sess], kind="stable")]] = np.arange(len(tx_sess))
+    txid = tx_rank[sess_of]
+
+    visitor_ids = r_ses.permutation(v).astype(np.int64)  # raw visitor ids unrelated to time
+    log_order = np.argsort(ts, kind="stable")  # the log is in time order, like a server log
+    table = pa.table({
+        "timestamp": pa.array(ts[log_order]),
+        "visitorid": pa.array(visitor_ids[visitor[sess_of]][log_order]),
+        "event": pa.DictionaryArray.from_arrays(pa.array(events[log_order].astype(np.int32)),
+                                                pa.array(EVENT_TYPES)),
+        "itemid": pa.array(truth.raw_ids[items][log_order]),
+        "transactionid": pa.array(txid[log_order], mask=~is_tx[log_order]),
+    })
+    # both files are complete before either is renamed into place (truth first)
+    with (atomic_path(out_dir / "events.csv") as tmp_csv,
+          atomic_path(out_dir / "truth.npz") as tmp_npz):
+        with open(tmp_csv, "wb") as f:
+            # header by hand: pyarrow quotes header names even with quoting_style="none"
+            f.write((CSV_HEADER + "\n").encode())
+            pacsv.write_csv(table, f, pacsv.WriteOptions(include_header=False,
+                                                         quoting_style="none", batch_size=1 << 16))
+        truth.save(tmp_npz, {"size": size, "seed": seed, "config": asdict(cfg)})
+
+    counts = np.bincount(events, minlength=3)
+    stats = {
+        "size": size, "seed": seed,
+        "events": int(len(items)),
+        "visitors": int(v),
+        "items": int(len(np.unique(items))),
+        "catalogue_items": int(cfg.n_items),
+        "sessions": int(len(lengths)),
+        "sessions_min3": int((lengths >= 3).sum()),
+        "event_shares": {name: round(float(c) / max(1, len(items)), 4)
+                         for name, c in zip(EVENT_TYPES, counts)},
+        "start": int(ts.min()), "end": int(ts.max()),
+        "start_date": _iso(int(ts.min())), "end_date": _iso(int(ts.max())),
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+    rep(cfg.max_len, cfg.max_len, "written")
+    return stats
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+class DemoOracle:
+    """The exact next-item law of a generated demo log, for any batch of session prefixes.
+
+    Prefixes come in CSR form: raw item ids as in events.csv, event codes 0/1/2 (EVENT_TYPES).
+    Score columns follow `raw_ids` (the whole catalogue, ascending raw id).
+    """
+
+    def __init__(self, truth: _Truth) -> None:
+        self.t = truth
+        self.raw_ids = truth.raw_ids
+        self.n_items = len(truth.raw_ids)
+        p = truth.params
+        self.p_same, self.p_repeat, self.p_trans, self.p_cluster, self.p_global = p[:5]
+        self.phi_of = np.array([p[5], p[6], 0.0])  # funnel mass on the last item, by last event
+        self.cl_pop = np.add.reduceat(truth.pop[truth.cl_members], truth.cl_offsets[:-1])
+        self.global_order = np.argsort(-truth.pop, kind="stable")
+
+    @classmethod
+    def load(cls, truth_path: Path) -> "DemoOracle":
+        return cls(_Truth.load(Path(truth_path)))
+
+    def index_of(self, raw: np.ndarray) -> np.ndarray:
+        """Internal indices of raw item ids; InputError for ids outside this demo's catalogue."""
+        raw = np.asarray(raw, dtype=np.int64)
+        idx = np.minimum(np.searchsorted(self.raw_ids, raw), self.n_items - 1)
+        bad = self.raw_ids[idx] != raw
+        if bad.any():
+            raise InputError(f"demo oracle: {int(bad.sum())} item id(s) not in the demo catalogue "
+                             f"(e.g. {int(raw[bad][0])}); is this the truth.npz of that log?")
+        return idx
+
+    # ---- internals on indices ---------------------------------------------------------------
+    def _check(self, offsets: np.ndarray) -> np.ndarray:
+        offsets = np.asarray(offsets, dtype=np.int64)
+        if len(offsets) < 1 or (np.diff(offsets) < 1).any():
+            raise InputError("demo oracle: every prefix needs at least one event")
+        return offsets
+
+    def _sparse(self, idx: np.ndarray, offsets: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(rows, items, weights) of the mixture terms that are not background, plus last items."""
+        b = len(offsets) - 1
+        lengths = np.diff(offsets)
+        a = idx[offsets[1:] - 1]
+        r_rep = row_ids(offsets)
+        s_off, s_pos = csr_gather(self.t.succ_offsets, a)
+        rows = np.concatenate([r_rep, np.arange(b), row_ids(s_off)])
+        items = np.concatenate([idx, a, self.t.succ_items[s_pos]])
+        w = np.concatenate([self.p_repeat / lengths[r_rep], np.full(b, self.p_same),
+                            self.p_trans * self.t.succ_probs[s_pos]])
+        return rows, items, w, a
+
+    def _background(self, items: np.ndarray, clus: np.ndarray) -> np.ndarray:
+        """p_global pop(x) + p_cluster pop(x) [cl(x) = clus] / pop(clus)."""
+        pop = self.t.pop[items]
+        same = self.t.cluster[items] == clus
+        return pop * (self.p_global + np.where(same, self.p_cluster / self.cl_pop[clus], 0.0))
+
+    def _topk_idx(self, idx: np.ndarray, events: np.ndarray, offsets: np.ndarray,
+                  k: int) -> np.ndarray:
+        """Exact top-k (ties: lower raw id first) from a few candidates per prefix.
+
+        Outside the sparse terms a score is background only, which ranks items by popularity within
+        the last item's cluster and globally; so the prefix items, the successors, the cluster's
+        top k and the global top k always contain the top k.
+        """
+        n = self.n_items
+        if not 1 <= k <= n:
+            raise InputError(f"demo oracle: k must be in 1..{n}, got {k}")
+        b = len(offsets) - 1
+        rows, items, w, a = self._sparse(idx, offsets)
+        clus = self.t.cluster[a]
+        c_len = np.minimum(k, np.diff(self.t.cl_offsets)[clus])
+        c_off = np.concatenate([[0], np.cumsum(c_len)])
+        c_pos = np.repeat(self.t.cl_offsets[clus] - c_off[:-1], c_len) + np.arange(c_off[-1])
+        rows = np.concatenate([rows, row_ids(c_off), np.repeat(np.arange(b), k)])
+        items = np.concatenate([items, self.t.cl_members[c_pos], np.tile(self.global_order[:k], b)])
+        w = np.concatenate([w, np.zeros(c_off[-1] + b * k)])
+        key, inv = np.unique(rows * n + items, return_inverse=True)
+        u_row, u_item = key // n, key % n
+        mix = np.bincount(inv, weights=w, minlength=len(key))
+        mix += self._background(u_item, clus[u_row])
+        phi = self.phi_of[events[offsets[1:] - 1]][u_row]
+        score = (1 - phi) * mix + phi * (u_item == a[u_row])
+        order = np.lexsort((u_item, -score, u_row))
+        first = np.searchsorted(u_row[order], np.arange(b))
+        return u_item[order[first[:, None] + np.arange(k)]]
+
+    # ---- public ------------------------------------------------------------------------------
+    def scores(self, items: np.ndarray, events: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+        """float32[B, n_items]: P(next item = raw_ids[j] | prefix b). Dense: keep B modest."""
+        offsets = self._check(offsets)
+        idx = self.index_of(items)
+        events = np.asarray(events, dtype=np.int64)
+        b = len(offsets) - 1
+        rows, cols, w, a = self._sparse(idx, offsets)
+        clus = self.t.cluster[a]
+        out = np.broadcast_to(self.p_global * self.t.pop, (b, self.n_items)).copy()
+        c_off, c_pos = csr_gather(self.t.cl_offsets, clus)
+        members = self.t.cl_members[c_pos]
+        c_rows = row_ids(c_off)
+        out[c_rows, members] += self.p_cluster * self.t.pop[members] / self.cl_pop[clus[c_rows]]
+        np.add.at(out, (rows, cols), w)
+        phi = self.phi_of[events[offsets[1:] - 1]]
+        out *= (1 - phi)[:, None]
+        out[np.arange(b), a] += phi
+        return out.astype(np.float32)
+
+    def topk(self, items: np.ndarray, events: np.ndarray, offsets: np.ndarray,
+             k: int = 10) -> np.ndarray:
+        """int64[B, k]: raw ids of the k most likely next items of each prefix, best first."""
+        offsets = self._check(offsets)
+        idx = self._topk_idx(self.index_of(items), np.asarray(events, dtype=np.int64),
+                             offsets, k)
+        return self.raw_ids[idx]
+
+
+PROTOCOLS = ("last", "prefixes")
+
+
+def oracle_recall(truth_path: Path, sessions: "Sessions", k: int = 10, protocol: str = "last",
+                  chunk_events: int = 1 << 20) -> dict:
+    """Recall@k and MRR@k of the oracle on `sessions` (raw item ids).
+
+    "last": one prediction per session of length >= 2 from all but its last event; "prefixes": one
+    per next item (prefix lengths 1..len-1). Prefixes are built in chunks of about `chunk_events`
+    prefix events, so memory stays bounded whatever the number of sessions.
+    """
+    if protocol not in PROTOCOLS:
+        raise InputError(f"oracle_recall: unknown protocol {protocol!r}; "
+                         f"expected one of {', '.join(PROTOCOLS)}")
+    oracle = DemoOracle.load(truth_path)
+    idx = oracle.index_of(sessions.items)
+    events = np.asarray(sessions.events, dtype=np.int64)
+    lengths = sessions.lengths
+    sess = np.flatnonzero(lengths >= 2)
+    if protocol == "last":
+        p_sess, p_len = sess, lengths[sess] - 1
+    else:
+        n_pref = lengths[sess] - 1
+        p_sess = np.repeat(sess, n_pref)
+        starts = np.concatenate([[0], np.cumsum(n_pref)[:-1]])
+        p_len = np.arange(len(p_sess)) - np.repeat(starts, n_pref) + 1
+    begin = sessions.offsets[p_sess]
+    target = idx[begin + p_len]
+    hits = np.zeros(len(p_sess), dtype=bool)
+    rr = np.zeros(len(p_sess))
+    cum = np.cumsum(p_len)
+    lo = 0
+    while lo < len(p_sess):  # a bounded number of chunks, each fully vectorised
+        hi = max(lo + 1, int(np.searchsorted(cum, (cum[lo - 1] if lo else 0) + chunk_events)))
+        ln = p_len[lo:hi]
+        off = np.concatenate([[0], np.cumsum(ln)])
+        pos = np.repeat(begin[lo:hi] - off[:-1], ln) + np.arange(off[-1])
+        top = oracle._topk_idx(idx[pos], events[pos], off, k)
+        match = top == target[lo:hi, None]
+        hits[lo:hi] = match.any(axis=1)
+        rr[lo:hi] = np.where(hits[lo:hi], 1.0 / (match.argmax(axis=1) + 1), 0.0)
+        lo = hi
+    n = len(p_sess)
+    return {"recall": float(hits.mean()) if n else 0.0, "mrr": float(rr.mean()) if n else 0.0,
+            "n": int(n), "protocol": protocol, "k": int(k)}
