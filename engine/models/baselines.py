@@ -1,0 +1,331 @@
+"""Non-neural baselines (POP, S-POP, item-kNN, V-SKNN): strong on session data, seconds to build.
+
+All implement the Scorer protocol (`score(batch) -> [B, V+1]`, column 0 = -inf, graph_mode "none")
+and are torch modules, so `.to(device)` moves their tables and scoring runs on CPU or CUDA alike.
+Scoring is gather/scatter over CSR tables: no Python loop over sessions, items or examples.
+
+Ties: the evaluator counts ties in the target's favour, and kNN scores are 0 for most of the
+catalogue, so every baseline adds a small popularity tie-break that makes all V scores distinct.
+Scores are float64 so that this tie-break survives next to the primary score.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from engine.data.sessions import Sessions, row_ids
+from engine.models.base import ModelSpec
+from engine.train.batches import Batch
+
+# primary scores are scaled into [0, 1]; the tie-break stays below this
+_TIE_EPS = 1e-6
+_LOW32 = (1 << 32) - 1   # (b << 32) | id keys: unpacked with shifts, not int64 division
+
+
+def _pop_tiebreak(train_counts: np.ndarray) -> torch.Tensor:
+    """float64 [V+1] in (0, 1], all distinct: higher for more train events, then lower index."""
+    counts = np.concatenate([[np.iinfo(np.int64).max], np.asarray(train_counts, dtype=np.int64)])
+    order = np.lexsort((np.arange(len(counts)), -counts))
+    tb = np.empty(len(counts), dtype=np.float64)
+    tb[order] = 1.0 - np.arange(len(counts)) / len(counts)
+    return torch.as_tensor(tb)
+
+
+def _csr_expand(indptr: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """For CSR `indptr` and a list of row ids: (which input row, position into the values) for
+    every stored element of those rows, in order. The core gather of every kNN step."""
+    start, end = indptr[rows], indptr[rows + 1]
+    counts = end - start
+    src = torch.repeat_interleave(torch.arange(len(rows), device=rows.device), counts)
+    first = torch.cumsum(counts, 0) - counts
+    pos = start[src] + torch.arange(len(src), device=rows.device) - first[src]
+    return src, pos
+
+
+def _positions(batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """(1-based position, prefix length) per cell of the padded prefix: position n is the last."""
+    L = batch.items.shape[1]
+    pos = torch.arange(1, L + 1, device=batch.items.device)[None, :].expand_as(batch.items)
+    return pos, batch.lengths[:, None].expand_as(batch.items)
+
+
+class _Baseline(nn.Module):
+    graph_mode = "none"
+
+    def __init__(self, train_counts: np.ndarray) -> None:
+        super().__init__()
+        self.n_items = len(train_counts)
+        self.register_buffer("tiebreak", _pop_tiebreak(train_counts), persistent=False)
+
+    def _finish(self, primary: torch.Tensor) -> torch.Tensor:
+        """Scale each row to max 1, add the popularity tie-break, mask padding."""
+        top = primary.amax(1, keepdim=True).clamp(min=1e-30)
+        scores = primary / top + _TIE_EPS * self.tiebreak
+        scores[:, 0] = float("-inf")
+        return scores
+
+
+class Pop(_Baseline):
+    """Train popularity; the same list for every session. Score = train count (+ tie-break)."""
+
+    def __init__(self, train_counts: np.ndarray) -> None:
+        super().__init__(train_counts)
+        counts = torch.as_tensor(np.concatenate([[0], train_counts]), dtype=torch.float64)
+        self.register_buffer("counts", counts, persistent=False)
+
+    def score(self, batch: Batch) -> torch.Tensor:
+        # counts are integers: a tie-break below 1/2 can only order equal counts
+        scores = (self.counts + 0.5 * self.tiebreak).expand(batch.size, -1).clone()
+        scores[:, 0] = float("-inf")
+        return scores
+
+
+class SPop(_Baseline):
+    """Session popularity: items of the prefix by count, ties by recency (latest first), then the
+    rest by train popularity. Score = count + last position / (n + 1) for session items (>= 1), and
+    < 1/2 for the others, so a session item always outranks a non-session item."""
+
+    def __init__(self, train_counts: np.ndarray) -> None:
+        super().__init__(train_counts)
+        counts = torch.as_tensor(np.concatenate([[0], train_counts]), dtype=torch.float64)
+        self.register_buffer("backfill", 0.49 * counts / counts.max().clamp(min=1) + 1e-3 * self.tiebreak,
+                             persistent=False)
+
+    def score(self, batch: Batch) -> torch.Tensor:
+        B, V1 = batch.size, self.n_items + 1
+        pos, n = _positions(batch)
+        m = batch.mask
+        flat = (torch.arange(B, device=m.device)[:, None] * V1 + batch.items)[m]
+        count = torch.zeros(B * V1, dtype=torch.float64, device=m.device)
+        count.index_add_(0, flat, torch.ones(len(flat), dtype=torch.float64, device=m.device))
+        recency = torch.zeros_like(count)
+        recency.scatter_reduce_(0, flat, (pos / (n + 1.0))[m].double(), "amax")
+        scores = torch.where(count.view(B, V1) > 0, (count + recency).view(B, V1), self.backfill)
+        scores[:, 0] = float("-inf")
+        return scores
+
+
+class ItemKNN(_Baseline):
+    """Item-kNN on the train co-occurrence graph.
+
+    sim(i, j) = w_ij / (d_i^alpha * d_j^(1-alpha)), d = weighted degree (row sum, self-loop
+    included): cosine for alpha = 1/2. Self-loops (repeats inside the window) are kept, so an item
+    that is often re-viewed recommends itself. Each item keeps its `neighbors` most similar items
+    (0 = all). Session score of j = sum over prefix positions p of decay^(n - p) * sim(item_p, j):
+    the last item weighs 1.
+    """
+
+    def __init__(self, graph, train_counts: np.ndarray, neighbors: int = 100, decay: float = 0.5,
+                 alpha: float = 0.5) -> None:
+        super().__init__(train_counts)
+        n_items = self.n_items
+        self.decay = decay
+        A = graph.to_scipy().tocsr().astype(np.float64)
+        A.sum_duplicates()
+        d = np.asarray(A.sum(axis=1)).ravel()
+        rows = row_ids(A.indptr)
+        cols = A.indices.astype(np.int64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            sim = A.data / (np.power(d[rows], alpha) * np.power(d[cols], 1.0 - alpha))
+        sim = np.nan_to_num(sim, nan=0.0, posinf=0.0)
+        # keep the top `neighbors` per row: sort by (row, -sim) and cut by rank inside the row
+        order = np.lexsort((cols, -sim, rows))
+        rows, cols, sim = rows[order], cols[order], sim[order]
+        if neighbors > 0:
+            rank = np.arange(len(rows)) - np.repeat(A.indptr[:-1], np.diff(A.indptr))
+            keep = rank < neighbors
+            rows, cols, sim = rows[keep], cols[keep], sim[keep]
+        indptr = np.zeros(n_items + 2, dtype=np.int64)
+        np.cumsum(np.bincount(rows, minlength=n_items + 1), out=indptr[1:])
+        self.register_buffer("indptr", torch.as_tensor(indptr), persistent=False)
+        self.register_buffer("nbr", torch.as_tensor(cols), persistent=False)
+        self.register_buffer("sim", torch.as_tensor(sim), persistent=False)
+
+    def score(self, batch: Batch) -> torch.Tensor:
+        B, V1 = batch.size, self.n_items + 1
+        pos, n = _positions(batch)
+        m = batch.mask
+        b = torch.arange(B, device=m.device)[:, None].expand_as(m)[m]
+        item = batch.items[m]
+        w = torch.pow(torch.tensor(self.decay, dtype=torch.float64, device=m.device), (n - pos)[m])
+        src, at = _csr_expand(self.indptr, item)
+        primary = torch.zeros(B * V1, dtype=torch.float64, device=m.device)
+        primary.index_add_(0, b[src] * V1 + self.nbr[at], w[src] * self.sim[at])
+        return self._finish(primary.view(B, V1))
+
+
+# position weights of the prefix (i = 1..n, n = last) and score weights of neighbours (step = 1 for
+# a neighbour sharing the last item); both are monotone, which the vectorised max/last logic needs
+POSITION_WEIGHTS = ("div", "linear", "same", "quadratic", "log")
+SCORE_WEIGHTS = ("div", "linear", "same", "quadratic", "log")
+
+
+def _position_weight(name: str, i: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+    i, n = i.double(), n.double()
+    if name == "div":
+        return i / n
+    if name == "linear":
+        return (1.0 - 0.1 * (n - i)).clamp(min=0.0)
+    if name == "same":
+        return torch.ones_like(i)
+    if name == "quadratic":
+        return (i / n) ** 2
+    if name == "log":
+        return 1.0 / torch.log10(n - i + 1.7)
+    raise ValueError(f"unknown weighting {name!r}; expected one of {', '.join(POSITION_WEIGHTS)}")
+
+
+def _score_weight(name: str, step: torch.Tensor) -> torch.Tensor:
+    step = step.double()
+    if name == "div":
+        return 1.0 / step
+    if name == "linear":
+        return (1.0 - 0.1 * step).clamp(min=0.0)
+    if name == "same":
+        return torch.ones_like(step)
+    if name == "quadratic":
+        return 1.0 / step ** 2
+    if name == "log":
+        return 1.0 / torch.log10(step + 1.7)
+    raise ValueError(f"unknown score_weighting {name!r}; expected one of {', '.join(SCORE_WEIGHTS)}")
+
+
+class SessionKNN(_Baseline):
+    """V-SKNN (Ludewig & Jannach), as in session-rec's VMContextKNN, vectorised over a batch.
+
+    1. Prefix vector: item -> position weight of its last occurrence (`weighting`, "div" = i/n: the
+       last item 1, linearly decaying to 1/n).
+    2. Candidates: train sessions sharing an item with the prefix, of which the `sample` most recent
+       (by last event time; 0 = all). Exact, and cheap: a session among the `sample` most recent of
+       the union is among the `sample` most recent sessions of each item it shares, so each item's
+       session list is cut to its `sample` most recent at build time.
+    3. Similarity = dot product of the prefix vector with the candidate's binary item vector; the
+       top `k` candidates are the neighbours (ties, after rounding to 1e-9: the more recent first).
+    4. Item score = sum over neighbours containing it of sim * score_weight(step) *
+       (1 + idf * log(S / train count of the item)); step = distance from the end of the prefix of
+       the latest prefix item the neighbour shares (1 = the last item). Prefix items are not removed.
+    """
+
+    def __init__(self, train: Sessions, n_items: int, k: int = 100, sample: int = 500,
+                 weighting: str = "div", score_weighting: str = "div", idf: float = 0.0) -> None:
+        items = train.items.astype(np.int64)
+        ok = items > 0
+        super().__init__(np.bincount(items[ok], minlength=n_items + 1)[1:])
+        _position_weight(weighting, torch.ones(1), torch.ones(1))   # validate names early
+        _score_weight(score_weighting, torch.ones(1))
+        self.k, self.sample, self.idf = k, sample, idf
+        self.weighting, self.score_weighting = weighting, score_weighting
+        S = len(train)
+        self.n_sessions = S
+        # recency rank of each session: 0 = oldest (by last event time, then by position)
+        order = np.lexsort((np.arange(S), train.end))
+        rank = np.empty(S, dtype=np.int64)
+        rank[order] = np.arange(S)
+        sess = rank[row_ids(train.offsets)]
+        # unique (session rank, item) pairs, sorted: the session -> items CSR
+        key = np.unique(sess[ok] * (n_items + 1) + items[ok])
+        s_of, i_of = np.divmod(key, n_items + 1)
+        s_ptr = np.zeros(S + 1, dtype=np.int64)
+        np.cumsum(np.bincount(s_of, minlength=S), out=s_ptr[1:])
+        # item -> sessions CSR, each item's sessions cut to its `sample` most recent
+        o = np.lexsort((s_of, i_of))
+        i_sorted, s_sorted = i_of[o], s_of[o]
+        i_counts = np.bincount(i_sorted, minlength=n_items + 1)
+        if sample > 0:
+            from_end = np.repeat(np.cumsum(i_counts), i_counts) - 1 - np.arange(len(i_sorted))
+            keep = from_end < sample
+            i_sorted, s_sorted = i_sorted[keep], s_sorted[keep]
+        i_ptr = np.zeros(n_items + 2, dtype=np.int64)
+        np.cumsum(np.bincount(i_sorted, minlength=n_items + 1), out=i_ptr[1:])
+        # idf as in session-rec: log(sessions / events of the item)
+        ev = np.bincount(items[ok], minlength=n_items + 1).astype(np.float64)
+        with np.errstate(divide="ignore"):
+            idf_v = np.where(ev > 0, np.log(max(S, 1) / np.maximum(ev, 1)), 0.0)
+        for name, arr in (("s_ptr", s_ptr), ("s_items", i_of), ("i_ptr", i_ptr),
+                          ("i_sess", s_sorted), ("item_factor", 1.0 + idf * idf_v)):
+            self.register_buffer(name, torch.as_tensor(arr), persistent=False)
+
+    def score(self, batch: Batch) -> torch.Tensor:
+        B, V1 = batch.size, self.n_items + 1
+        dev = batch.items.device
+        pos, n = _positions(batch)
+        m = batch.mask
+        # 1. prefix nodes (b, item) with the position of the item's last occurrence; both weights
+        # are monotone in the position, so the last occurrence's weights are the node's
+        b_cell = torch.arange(B, device=dev)[:, None].expand_as(m)
+        node_key, inv = torch.unique((b_cell[m] << 32) | batch.items[m], return_inverse=True)
+        last = torch.zeros(len(node_key), dtype=torch.long, device=dev).scatter_reduce_(
+            0, inv, pos[m], "amax", include_self=False)
+        node_b, node_item = node_key >> 32, node_key & _LOW32
+        node_n = batch.lengths[node_b]
+        w_pos = _position_weight(self.weighting, last, node_n)
+        w_step = _score_weight(self.score_weighting, node_n - last + 1)
+        # 2. candidate (b, session) pairs through the item -> sessions lists; sorted by (b, recency)
+        src, at = _csr_expand(self.i_ptr, node_item)
+        cand, cinv = torch.unique((node_b[src] << 32) | self.i_sess[at], return_inverse=True)
+        sim = torch.zeros(len(cand), dtype=torch.float64, device=dev).index_add_(0, cinv, w_pos[src])
+        step_w = torch.zeros_like(sim).scatter_reduce_(0, cinv, w_step[src], "amax", include_self=False)
+        cb = cand >> 32
+        # column = rank from b's most recent candidate; the `sample` most recent are columns < sample
+        counts = torch.bincount(cb, minlength=B)
+        col = (torch.cumsum(counts, 0) - 1)[cb] - torch.arange(len(cb), device=dev)
+        kept = torch.nonzero(col < self.sample).squeeze(1) if self.sample > 0 else \
+            torch.arange(len(cb), device=dev)
+        # 3. top k per b by similarity, ties by recency: a stable sort of padded [B, C] rows whose
+        # columns are in recency order (C <= sample)
+        C = int(col[kept].max()) + 1 if len(kept) else 1
+        dense = torch.full((B, C), -1.0, dtype=torch.float64, device=dev)
+        # rounded: sums of the same weights in another order (or CUDA atomics) must still tie
+        dense[cb[kept], col[kept]] = torch.round(sim[kept], decimals=9)
+        which = torch.zeros(B, C, dtype=torch.long, device=dev)
+        which[cb[kept], col[kept]] = kept
+        val, top = torch.sort(dense, dim=1, descending=True, stable=True)
+        kk = min(self.k, C)
+        nb = which.gather(1, top[:, :kk])[val[:, :kk] > 0]       # neighbours, as candidate ids
+        # 4. neighbours' items: each adds sim * step weight
+        src, at = _csr_expand(self.s_ptr, cand[nb] & _LOW32)
+        primary = torch.zeros(B * V1, dtype=torch.float64, device=dev)
+        primary.index_add_(0, cb[nb][src] * V1 + self.s_items[at], (sim[nb] * step_w[nb])[src])
+        return self._finish(primary.view(B, V1) * self.item_factor)
+
+
+# ---- registry ---------------------------------------------------------------------------------
+def _counts(data) -> np.ndarray:
+    return np.asarray(data.items.train_counts)
+
+
+def _pop(params: dict[str, Any], data) -> Pop:
+    return Pop(_counts(data))
+
+
+def _spop(params: dict[str, Any], data) -> SPop:
+    return SPop(_counts(data))
+
+
+def _itemknn(params: dict[str, Any], data) -> ItemKNN:
+    return ItemKNN(data.graph, _counts(data), neighbors=int(params["neighbors"]),
+                   decay=float(params["decay"]), alpha=float(params["alpha"]))
+
+
+def _sknn(params: dict[str, Any], data) -> SessionKNN:
+    return SessionKNN(data.train, data.n_items, k=int(params["k"]), sample=int(params["sample"]),
+                      weighting=str(params["weighting"]), score_weighting=str(params["score_weighting"]),
+                      idf=float(params["idf"]))
+
+
+BASELINE_SPECS: list[ModelSpec] = [
+    ModelSpec("pop", "baseline", "Train popularity (the same list for every session)", {}, _pop),
+    ModelSpec("spop", "baseline", "Session items by count and recency, then train popularity", {},
+              _spop),
+    ModelSpec("itemknn", "baseline",
+              "Item-kNN on the co-occurrence graph (cosine), recency-weighted sum over the prefix",
+              {"neighbors": 100, "decay": 0.5, "alpha": 0.5}, _itemknn),
+    ModelSpec("sknn", "baseline",
+              "V-SKNN session-kNN: position-weighted prefix, k recent similar train sessions",
+              {"k": 100, "sample": 500, "weighting": "div", "score_weighting": "div", "idf": 0.0},
+              _sknn),
+]
