@@ -1,0 +1,171 @@
+"""Session GNNs (GraphSAGE, GAT, Graph Transformer) that score every item for a session prefix.
+
+    h0    = emb[x] (+ Linear(sign * pe[x]))       node inputs            [N, d]
+    h     = ConvBlock^layers(h0, edges)           message passing        [N, d]
+    s     = readout(h[alias], mask, h[last])      session vector         [B, d]
+    score = s @ emb.T, column 0 = -inf            one logit per item     [B, V+1]
+
+With `normalize` (NISER) s and the item table are L2-normalised and s is multiplied by `scale`, which
+curbs the popularity bias of dot-product scores. Laplacian PE columns have arbitrary signs, so in
+training each session graph sees each PE column with a random sign (the model learns to be invariant);
+in eval mode no signs are flipped. The item table for scoring is the embedding alone (no PE).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from engine.errors import InputError
+from engine.models.base import ModelSpec, mask_padding
+from engine.models.layers import CONVS, ConvBlock
+from engine.models.readout import READOUTS, Readout
+from engine.train.batches import GRAPH_MODES, Batch
+
+
+def l2_normalize(x: torch.Tensor) -> torch.Tensor:
+    """x / ||x|| over the last dim (a zero row stays 0). Multiplying by the reciprocal norm has a
+    cheaper backward than F.normalize's full-size division, which shows on the [V+1, d] table."""
+    return x * torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min(1e-6).reciprocal()
+
+
+class SessionGNN(nn.Module):
+    def __init__(self, n_items: int, hidden: int = 256, conv: str = "transformer", layers: int = 2,
+                 heads: int = 2, ffn_mult: int = 0, readout: str = "attention",
+                 pe: np.ndarray | torch.Tensor | None = None, use_pe: bool = True, dropout: float = 0.1,
+                 normalize: bool = True, scale: float = 16.0, graph_mode: str = "transitions") -> None:
+        super().__init__()
+        if use_pe and pe is None:
+            raise InputError("use_pe is on but the dataset has no Laplacian PE; build the encodings "
+                             "stage or set use_pe=false")
+        if graph_mode not in GRAPH_MODES:
+            raise InputError(f"graph_mode {graph_mode!r}; expected one of {', '.join(GRAPH_MODES)}")
+        if conv not in CONVS or readout not in READOUTS:
+            raise InputError(f"conv {conv!r} / readout {readout!r}; expected conv in {CONVS}, "
+                             f"readout in {READOUTS}")
+        if conv != "sage" and hidden % heads:
+            raise InputError(f"hidden ({hidden}) must be divisible by heads ({heads})")
+        if hidden < 1 or layers < 0 or scale <= 0 or not 0 <= dropout < 1:
+            raise InputError("need hidden >= 1, layers >= 0, scale > 0 and 0 <= dropout < 1")
+        self.n_items, self.hidden = n_items, hidden
+        self.graph_mode = graph_mode
+        self.normalize, self.scale = normalize, float(scale)
+        self.emb = nn.Embedding(n_items + 1, hidden, padding_idx=0)
+        nn.init.normal_(self.emb.weight, std=hidden ** -0.5)
+        with torch.no_grad():
+            self.emb.weight[0].zero_()
+        self.use_pe = use_pe
+        if use_pe:
+            pe_t = torch.as_tensor(np.asarray(pe, dtype=np.float32))
+            if pe_t.ndim != 2 or pe_t.shape[0] != n_items + 1:
+                raise InputError(f"PE has shape {tuple(pe_t.shape)}; expected [{n_items + 1}, k]")
+            # persistent: a checkpoint scores exactly as trained even if the dataset's PE is rebuilt
+            self.register_buffer("pe", pe_t)
+            self.pe_proj = nn.Linear(pe_t.shape[1], hidden, bias=False)
+        self.drop = nn.Dropout(dropout)
+        self.blocks = nn.ModuleList(ConvBlock(conv, hidden, heads, dropout, ffn_mult) for _ in range(layers))
+        self.readout = Readout(readout, hidden)
+
+    # ---- nodes -> sessions ----------------------------------------------------------------------
+    def node_inputs(self, batch: Batch, h: torch.Tensor | None = None) -> torch.Tensor:
+        """emb[x] (+ PE projection, random column signs in training), dropped out: [N, d]."""
+        h = self.emb(batch.x) if h is None else h                               # [N, d]
+        if self.use_pe:
+            pe = self.pe[batch.x]                                               # [N, k]
+            if self.training:
+                # one random sign per (session graph, PE column); no host sync
+                n_graphs = batch.items.shape[0]
+                sign = torch.randint(0, 2, (n_graphs, pe.shape[1]), device=pe.device) * 2 - 1
+                pe = pe * sign[batch.batch].to(pe.dtype)
+            h = h + self.pe_proj(pe)
+        return self.drop(h)
+
+    def forward(self, batch: Batch, h: torch.Tensor | None = None) -> torch.Tensor:
+        """Session representations [B, d] (normalised and scaled when `normalize`).
+
+        `h`: the node embeddings emb[batch.x] when the caller already looked them up.
+        """
+        h = self.node_inputs(batch, h)                                          # [N, d]
+        w = batch.edge_weight
+        # transition counts are unbounded (loops in long sessions): log1p like the cooc weights
+        ea = (torch.log1p(w) if self.graph_mode == "transitions" else w).unsqueeze(-1).to(h.dtype)
+        for block in self.blocks:
+            h = block(h, batch.edge_index, ea)
+        if h.shape[0] == 0:                        # every prefix empty: give the gathers a row to read
+            h = h.new_zeros(1, h.shape[1])
+        # index_select, not h[idx]: its backward is one index_add, while advanced indexing's
+        # backward sorts the indices (the largest GPU kernel of a step when it was used here)
+        B, L = batch.alias.shape
+        has = (batch.lengths > 0).unsqueeze(-1)                                 # [B, 1]
+        h_last = h.index_select(0, batch.last_node) * has.to(h.dtype)           # [B, d]
+        h_pos = h.index_select(0, batch.alias.reshape(-1)).view(B, L, h.shape[1])  # [B, L, d]
+        s = self.readout(h_pos, batch.mask, h_last)                             # [B, d]
+        s = self.drop(s)
+        if self.normalize:
+            s = l2_normalize(s) * self.scale
+        return s
+
+    # ---- items ----------------------------------------------------------------------------------
+    def item_vectors(self, items: torch.Tensor | None = None) -> torch.Tensor:
+        """Scoring vectors of `items` ([..., d]) or of the whole table ([V+1, d]) when None."""
+        v = self.emb.weight if items is None else self.emb(items)
+        return l2_normalize(v) if self.normalize else v
+
+    def forward_with_items(self, batch: Batch, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(session reps [B, d], scoring vectors of `items` [..., d]) from one embedding lookup.
+
+        On CPU every lookup's backward materialises a dense [V+1, d] gradient; one lookup instead of
+        three makes sampled/BPR steps ~25% faster there (it changes nothing on the GPU).
+        """
+        n = batch.x.shape[0]
+        e = self.emb(torch.cat([batch.x, items.reshape(-1)]))                  # [N + |items|, d]
+        v = e[n:].reshape(*items.shape, e.shape[-1])
+        return self(batch, e[:n]), (l2_normalize(v) if self.normalize else v)
+
+    def item_table(self) -> torch.Tensor:
+        return self.item_vectors(None)
+
+    def score(self, batch: Batch) -> torch.Tensor:
+        """float32 [B, V+1] logits; column 0 (padding) = -inf.
+
+        The final product runs in float32 even under autocast: bfloat16 logits (8-bit mantissa) tie
+        often among many items, and ties flatter the target's rank.
+        """
+        reps, table = self(batch), self.item_table()
+        with torch.autocast(reps.device.type, enabled=False):
+            return mask_padding(reps.float() @ table.float().T)
+
+
+# ---- registry ------------------------------------------------------------------------------------
+_COMMON: dict[str, Any] = {
+    "hidden": 256, "layers": 2, "use_pe": True, "readout": "attention", "graph_mode": "transitions",
+    "dropout": 0.1, "normalize": True, "scale": 16.0,
+}
+_CPU = {"hidden": 64}
+
+
+def _factory(conv: str, ffn: bool):
+    def build(params: dict[str, Any], data: Any) -> SessionGNN:
+        p = dict(params)
+        return SessionGNN(
+            data.n_items, hidden=p["hidden"], conv=conv, layers=p["layers"], heads=p.get("heads", 1),
+            ffn_mult=p.get("ffn_mult", 0) if ffn else 0, readout=p["readout"],
+            pe=getattr(data, "pe", None), use_pe=p["use_pe"], dropout=p["dropout"],
+            normalize=p["normalize"], scale=p["scale"], graph_mode=p["graph_mode"])
+    return build
+
+
+GNN_SPECS: list[ModelSpec] = [
+    ModelSpec("graphsage", "gnn", "GraphSAGE (mean aggregation; edge weights unused) + attention readout",
+              dict(_COMMON), _factory("sage", False), dict(_CPU)),
+    ModelSpec("gat", "gnn", "GAT (edge weights in the attention) + attention readout",
+              {**_COMMON, "heads": 2}, _factory("gat", False), dict(_CPU)),
+    ModelSpec("graph_transformer", "gnn",
+              "Graph Transformer (TransformerConv, gated residual, no FFN: the reference's best)",
+              {**_COMMON, "heads": 2}, _factory("transformer", False), dict(_CPU)),
+    ModelSpec("graph_transformer_ffn", "gnn", "Graph Transformer with a feed-forward block per layer",
+              {**_COMMON, "heads": 2, "ffn_mult": 2}, _factory("transformer", True), dict(_CPU)),
+]

@@ -1,0 +1,42 @@
+"""Session readouts: node states -> one vector per session.
+
+Readouts work on positions, not nodes (h[alias] with the prefix mask), so an item clicked three
+times counts three times, as in SR-GNN. Empty prefixes (no positions) give a finite vector: zeros
+for mean/max/last, the output bias for attention.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+READOUTS = ("mean", "max", "last", "attention")
+
+
+class Readout(nn.Module):
+    def __init__(self, kind: str, d: int) -> None:
+        super().__init__()
+        if kind not in READOUTS:
+            raise ValueError(f"readout {kind!r}; expected one of {', '.join(READOUTS)}")
+        self.kind = kind
+        if kind == "attention":
+            # SR-GNN: alpha_i = q^T sigmoid(W1 h_last + W2 h_i + c); s = W3 [sum_i alpha_i h_i ; h_last]
+            self.w1 = nn.Linear(d, d, bias=False)
+            self.w2 = nn.Linear(d, d, bias=True)   # its bias is c
+            self.q = nn.Linear(d, 1, bias=False)
+            self.w3 = nn.Linear(2 * d, d, bias=True)
+
+    def forward(self, h_pos: torch.Tensor, mask: torch.Tensor, h_last: torch.Tensor) -> torch.Tensor:
+        # h_pos: [B, L, d] state at each position, mask: bool [B, L], h_last: [B, d] (0 for empty)
+        m = mask.unsqueeze(-1).to(h_pos.dtype)                        # [B, L, 1]
+        if self.kind == "mean":
+            return (h_pos * m).sum(1) / m.sum(1).clamp(min=1)
+        if self.kind == "max":
+            neg = torch.finfo(h_pos.dtype).min                        # not -inf: keeps grads finite
+            out = h_pos.masked_fill(~mask.unsqueeze(-1), neg).amax(1)
+            return out * mask.any(1, keepdim=True).to(out.dtype)      # empty prefix -> 0
+        if self.kind == "last":
+            return h_last
+        alpha = self.q(torch.sigmoid(self.w1(h_last).unsqueeze(1) + self.w2(h_pos)))   # [B, L, 1]
+        s_g = (alpha * m * h_pos).sum(1)                                                # [B, d]
+        return self.w3(torch.cat([s_g, h_last], dim=-1))                               # [B, d]

@@ -1,0 +1,196 @@
+"""Session GNNs: score shapes and masking, gradients, PE handling, graph modes, overfitting, determinism."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from engine.data.graph import build_cooc_graph
+from engine.data.sessions import Sessions
+from engine.errors import InputError
+from engine.models.base import Scorer
+from engine.models.gnn import GNN_SPECS, SessionGNN
+from engine.models.readout import READOUTS
+from engine.train.batches import BatchBuilder, SessionStore, make_examples
+from engine.train.losses import compute_loss
+
+V = 20
+SPECS = {s.name: s for s in GNN_SPECS}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def make_sessions(lists: list[list[int]]) -> Sessions:
+    lengths = [len(x) for x in lists]
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    items = np.concatenate(lists).astype(np.int32)
+    n = len(lists)
+    return Sessions(np.arange(n), np.arange(n), np.arange(n), np.arange(n), offsets, items,
+                    np.zeros(len(items), np.int8), np.arange(len(items)))
+
+
+def tiny_data(seed: int = 0, n_sessions: int = 30):
+    rng = np.random.default_rng(seed)
+    train = make_sessions([rng.integers(1, V + 1, size=int(rng.integers(2, 6))).tolist()
+                           for _ in range(n_sessions)])
+    pe = rng.standard_normal((V + 1, 4)).astype(np.float32)
+    pe[0] = 0
+    graph, _ = build_cooc_graph(train, V, window=3)
+    return SimpleNamespace(n_items=V, pe=pe, train=train, graph=graph)
+
+
+def build(name: str, data, **over) -> SessionGNN:
+    params = {**SPECS[name].defaults, "hidden": 16, "dropout": 0.0, **over}
+    return SPECS[name].factory(params, data)
+
+
+def batches(model: SessionGNN, data):
+    builder = BatchBuilder(SessionStore(data.train), V, model.graph_mode, cooc=data.graph)
+    return builder, builder(make_examples(data.train, "prefixes"))
+
+
+def check_scores(scores: torch.Tensor, n_rows: int) -> None:
+    assert scores.shape == (n_rows, V + 1) and scores.dtype == torch.float32
+    assert torch.isneginf(scores[:, 0]).all()
+    assert torch.isfinite(scores[:, 1:]).all()
+
+
+@pytest.mark.parametrize("readout", READOUTS)
+@pytest.mark.parametrize("name", list(SPECS))
+def test_score_shapes_and_padding(name, readout):
+    data = tiny_data()
+    model = build(name, data, readout=readout).eval()
+    assert isinstance(model, Scorer)
+    builder, batch = batches(model, data)
+    with torch.no_grad():
+        check_scores(model.score(batch), batch.size)
+        check_scores(model.score(builder.from_prefixes([[], [3, 3, 5], [7]])), 3)  # empty prefix
+        check_scores(model.score(builder.from_prefixes([[]])), 1)                  # no nodes at all
+    model.train()
+    loss = compute_loss(model, builder.from_prefixes([[], [2, 4]]), "ce")          # targets 0: guarded
+    assert torch.isfinite(loss)
+
+
+@pytest.mark.parametrize("name", list(SPECS))
+def test_gradients_reach_embeddings_convs_and_pe(name):
+    data = tiny_data()
+    model = build(name, data)
+    _, batch = batches(model, data)
+    compute_loss(model, batch, "ce").backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    assert model.emb.weight.grad.abs().sum() > 0 and not model.emb.weight.grad[0].any()
+    assert model.pe_proj.weight.grad.abs().sum() > 0
+    for block in model.blocks:
+        grads = [p.grad for p in block.conv.parameters()]
+        assert all(g is not None for g in grads) and sum(g.abs().sum() for g in grads) > 0
+
+    no_pe = build(name, SimpleNamespace(**{**vars(data), "pe": None}), use_pe=False)
+    assert not any("pe" in n for n, _ in no_pe.named_parameters())
+    compute_loss(no_pe, batch, "ce").backward()
+    assert no_pe.emb.weight.grad.abs().sum() > 0
+
+
+def test_use_pe_needs_pe_and_shapes_are_checked():
+    data = SimpleNamespace(**{**vars(tiny_data()), "pe": None})
+    with pytest.raises(InputError, match="PE"):
+        build("graph_transformer", data)
+    with pytest.raises(InputError, match="shape"):
+        build("graph_transformer", SimpleNamespace(n_items=V, pe=np.zeros((V, 4), np.float32)))
+    with pytest.raises(InputError, match="divisible"):
+        build("gat", tiny_data(), hidden=15, heads=2)
+
+
+def test_pe_signs_flip_in_training_only():
+    data = tiny_data()
+    model = build("graph_transformer", data)
+    _, batch = batches(model, data)
+    torch.manual_seed(0)
+    a, b = model.node_inputs(batch), model.node_inputs(batch)
+    assert not torch.equal(a, b)
+    model.eval()
+    assert torch.equal(model.node_inputs(batch), model.node_inputs(batch))
+    # a flipped column is a sign change of that column's projection, nothing else
+    x = batch.x[:1]
+    flipped = model.emb(x) + model.pe_proj(-model.pe[x])
+    assert torch.allclose(2 * model.emb(x) - flipped, model.node_inputs(batch)[:1], atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["graphsage", "graph_transformer"])
+def test_cooc_graph_mode(name):
+    data = tiny_data()
+    model = build(name, data, graph_mode="cooc").eval()
+    builder, batch = batches(model, data)
+    assert builder.graph_mode == "cooc" and batch.edge_index.shape[1] > 0
+    with torch.no_grad():
+        check_scores(model.score(batch), batch.size)
+        check_scores(model.score(builder.from_prefixes([[], [1]])), 2)
+
+
+def recall_at(scores: torch.Tensor, targets: torch.Tensor, k: int = 10) -> float:
+    rank = 1 + (scores > scores.gather(1, targets[:, None])).sum(1)
+    return float((rank <= k).float().mean())
+
+
+@pytest.mark.parametrize("name", list(SPECS))
+def test_overfits_tiny_dataset(name):
+    torch.manual_seed(0)
+    data = tiny_data()
+    model = build(name, data, hidden=32)
+    _, batch = batches(model, data)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(150):
+        opt.zero_grad()
+        compute_loss(model, batch, "ce").backward()
+        opt.step()
+    model.eval()
+    with torch.no_grad():
+        assert recall_at(model.score(batch), batch.targets) == 1.0
+
+
+def test_deterministic_on_cpu():
+    data = tiny_data()
+
+    def run() -> torch.Tensor:
+        torch.manual_seed(123)
+        model = build("gat", data, dropout=0.1)
+        _, batch = batches(model, data)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+        for loss in ("ce", "sampled", "bpr"):
+            opt.zero_grad()
+            compute_loss(model, batch, loss, negatives=5).backward()
+            opt.step()
+        with torch.no_grad():
+            return model.eval().score(batch)
+
+    assert torch.equal(run(), run())
+
+
+def test_bf16_autocast_on_cpu():
+    data = tiny_data()
+    model = build("graph_transformer_ffn", data)
+    builder, batch = batches(model, data)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        for loss in ("ce", "sampled", "bpr"):
+            out = compute_loss(model, batch, loss, negatives=5)
+            assert torch.isfinite(out)
+            out.backward()
+        scores = model.eval().score(builder.from_prefixes([[], [1, 2]]))
+    check_scores(scores, 2)                            # float32 even under autocast
+
+
+def test_specs_defaults_cover_factory_params():
+    data = tiny_data()
+    for spec in GNN_SPECS:
+        assert set(spec.cpu_overrides) <= set(spec.defaults)
+        model = spec.factory({**spec.defaults, **spec.cpu_overrides}, data)
+        assert model.graph_mode == spec.defaults["graph_mode"]
+        assert model.hidden == spec.cpu_overrides.get("hidden", spec.defaults["hidden"])
