@@ -16,6 +16,7 @@ single `np.unique` over a combined (row, col, pair type) key: no loop over sessi
 from __future__ import annotations
 
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,7 +77,7 @@ class CoocGraph:
                                      f"expected {_FORMAT_VERSION}; rebuild the graph stage")
                 pc = z["pair_counts"] if "pair_counts" in z.files else None
                 g = cls(int(z["n_nodes"]), z["indptr"], z["indices"], z["weight"], pc)
-        except (OSError, KeyError, ValueError) as e:
+        except (OSError, KeyError, ValueError, zipfile.BadZipFile) as e:
             raise InputError(f"{path}: not a co-occurrence graph file ({e})") from e
         if len(g.indptr) != g.n_nodes + 1 or len(g.indices) != g.nnz or len(g.weight) != g.nnz:
             raise InputError(f"{path}: inconsistent graph arrays; rebuild the graph stage")
@@ -124,7 +125,8 @@ def build_cooc_graph(sessions: Sessions, n_items: int, window: int = 5,
     if window < 1:
         raise InputError(f"graph: window must be >= 1, got {window}")
     if not np.issubdtype(sessions.items.dtype, np.integer):
-        raise InputError(f"graph: session items must be integer indices, got {sessions.items.dtype}")
+        raise InputError(f"graph: session items must be integer indices, "
+                         f"got {sessions.items.dtype}")
     if sessions.n_events and (sessions.items.min() < 0 or sessions.items.max() > n_items):
         raise InputError(f"graph: item indices must lie in 0..{n_items} (item index stage first); "
                          f"got {sessions.items.min()}..{sessions.items.max()}")
