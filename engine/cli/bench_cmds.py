@@ -17,10 +17,74 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--out", type=Path, help="JSON path (default bench/results/pipeline-<size>-<time>.json)")
     b.add_argument("--oracle", action="store_true", help="also time the demo oracle stage")
     b.set_defaults(func=cmd_bench_pipeline)
+    _register_train(bsub)
+    _register_quality(bsub)
 
 
 def cmd_bench_pipeline(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
     from engine.bench import pipeline as bp
     res = bp.run(ws, size=args.size, log=out.log, out=args.out, include_oracle=args.oracle)
     out.result(res, bp.render(res))
+    return 0
+
+
+def _register_train(bsub) -> None:
+    b = bsub.add_parser("train", help="training and evaluation throughput per model")
+    b.add_argument("--dataset", default="bench-demo-full", help="built dataset (default: the full demo "
+                   "built by `sessrec bench pipeline`)")
+    b.add_argument("--device", default="auto")
+    b.add_argument("--models", default=",".join(("graphsage", "gat", "graph_transformer", "graph_transformer_ffn")))
+    b.add_argument("--batch-size", type=int, default=1024)
+    b.add_argument("--steps", type=int, default=20, help="timed steps per model (epoch time is projected)")
+    b.add_argument("--hidden", type=int, default=256)
+    b.add_argument("--loss", default="ce", choices=["ce", "sampled", "bpr"])
+    b.add_argument("--full-epoch", action="store_true", help="time one whole epoch instead of projecting")
+    b.add_argument("--no-bf16", dest="bf16", action="store_false")
+    b.add_argument("--compile", action="store_true")
+    b.add_argument("--no-reference", dest="reference", action="store_false")
+    b.add_argument("--threads", type=int, default=0)
+    b.add_argument("--out", type=Path)
+    b.set_defaults(func=cmd_bench_train)
+
+
+def cmd_bench_train(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
+    import torch
+    from engine.bench import train as bt
+    from engine.errors import InputError
+    if args.batch_size < 1 or args.steps < 1:
+        raise InputError("--batch-size and --steps must be >= 1")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    models = tuple(m for m in args.models.split(",") if m)
+    res = bt.run(ws, args.dataset, args.device, models, args.batch_size, args.steps, args.hidden,
+                 args.full_epoch, args.bf16, args.compile, args.reference, args.loss, log=out.log, out=args.out)
+    out.result(res, bt.render(res))
+    return 0
+
+
+def _register_quality(bsub) -> None:
+    from engine.bench.quality import BASELINES, DATASETS, GNNS
+    b = bsub.add_parser("quality", help="all models and baselines on the real samples and the demo")
+    b.add_argument("--datasets", default="yoochoose-100k,diginetica-sample,demo-small",
+                   help=f"comma list of {', '.join(DATASETS)}")
+    b.add_argument("--models", default=",".join(BASELINES + GNNS))
+    b.add_argument("--shared", type=Path, default=Path(__file__).resolve().parents[3] / "shared" / "data",
+                   help="folder with the real samples (default ../shared/data)")
+    b.add_argument("--device", default="auto")
+    b.add_argument("--epochs", type=int, default=30)
+    b.add_argument("--patience", type=int, default=3)
+    b.add_argument("--batch-size", type=int, default=512)
+    b.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                   help="model parameter for every GNN (e.g. hidden=128)")
+    b.add_argument("--out", type=Path)
+    b.set_defaults(func=cmd_bench_quality)
+
+
+def cmd_bench_quality(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
+    from engine.bench import quality as bq
+    extra = dict(kv.split("=", 1) for kv in args.param)
+    res = bq.run(ws, [d for d in args.datasets.split(",") if d], [m for m in args.models.split(",") if m],
+                 args.shared, args.device, args.epochs, args.patience, args.batch_size, extra,
+                 log=out.log, out=args.out)
+    out.result(res, bq.render(res))
     return 0

@@ -97,10 +97,18 @@ class Output:
 
 def table(title: str, columns: list[str], rows: list[list[Any]], **kw: Any) -> Table:
     t = Table(title=title, title_justify="left", **kw)
-    for c in columns:
-        t.add_column(c, overflow="fold")
-    for r in rows:
-        t.add_row(*[fmt(v) for v in r])
+    cells = [[fmt(v) for v in r] for r in rows]
+    for i, c in enumerate(columns):
+        last = i == len(columns) - 1
+        numeric = bool(rows) and all(isinstance(r[i], (int, float)) or r[i] is None for r in rows)
+        width = max((len(r[i]) for r in cells), default=0)
+        # narrow terminals: the first column (names, ids) and numbers are never cut; other text wraps
+        first = i == 0
+        t.add_column(c, no_wrap=first or numeric, overflow="ellipsis" if first else "fold",
+                     justify="right" if numeric else "left",
+                     min_width=min(width, 28) if first else (width if numeric else None))
+    for r in cells:
+        t.add_row(*r)
     return t
 
 

@@ -78,10 +78,10 @@ def rebuild_model(ckpt: dict, data: Any | None = None):
         if data is None:
             raise InputError(f"baseline {cfg.model} needs its dataset to be rebuilt")
         return build_model(cfg.model, cfg.model_params, data)
-    if data is None:
-        pe_shape = ckpt.get("pe_shape")
-        data = SimpleNamespace(n_items=ckpt["n_items"], graph=None, train=None, items=None,
-                               pe=np.zeros(pe_shape, np.float32) if pe_shape else None)
-    model = build_model(cfg.model, cfg.model_params, data)
+    # the PE buffer is part of the weights: build with a placeholder of the saved shape
+    pe_shape = ckpt.get("pe_shape")
+    stub = SimpleNamespace(n_items=ckpt["n_items"], graph=getattr(data, "graph", None), train=None,
+                           items=None, pe=np.zeros(pe_shape, np.float32) if pe_shape else None)
+    model = build_model(cfg.model, cfg.model_params, stub)
     model.load_state_dict(ckpt["model"])
     return model

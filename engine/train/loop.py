@@ -60,7 +60,7 @@ class StopFlag:
 
 
 def new_run_id(ws: Workspace, cfg: TrainConfig) -> str:
-    base = f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.model}-{cfg.dataset}"[:60]
+    base = f"{cfg.model}-{time.strftime('%m%d-%H%M%S')}"
     run_id, n = base, 1
     while ws.run_dir(run_id).exists():
         n += 1
