@@ -52,7 +52,10 @@ def _sigterm_to_interrupt(signum: int, frame: object) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:        # --help, --version, or a usage error (already printed)
+        return int(e.code or 0) if not isinstance(e.code, str) else 2
     out = Output(args.events, args.quiet)
     try:
         signal.signal(signal.SIGTERM, _sigterm_to_interrupt)

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from engine.errors import InputError
@@ -24,6 +25,9 @@ from engine.models.base import ModelSpec, mask_padding
 from engine.models.layers import CONVS, ConvBlock
 from engine.models.readout import READOUTS, Readout
 from engine.train.batches import GRAPH_MODES, Batch
+
+
+REPEAT_BUCKETS = 8   # recency buckets of the repeat scorer: last position, 1 before, ..., 7+ before
 
 
 def l2_normalize(x: torch.Tensor) -> torch.Tensor:
@@ -36,7 +40,8 @@ class SessionGNN(nn.Module):
     def __init__(self, n_items: int, hidden: int = 256, conv: str = "transformer", layers: int = 2,
                  heads: int = 2, ffn_mult: int = 0, readout: str = "attention",
                  pe: np.ndarray | torch.Tensor | None = None, use_pe: bool = True, dropout: float = 0.1,
-                 normalize: bool = True, scale: float = 16.0, graph_mode: str = "transitions") -> None:
+                 normalize: bool = True, scale: float = 16.0, graph_mode: str = "transitions",
+                 repeat: bool = True) -> None:
         super().__init__()
         if use_pe and pe is None:
             raise InputError("use_pe is on but the dataset has no Laplacian PE; build the encodings "
@@ -68,6 +73,14 @@ class SessionGNN(nn.Module):
         self.drop = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(ConvBlock(conv, hidden, heads, dropout, ffn_mult) for _ in range(layers))
         self.readout = Readout(readout, hidden)
+        self.repeat = repeat
+        if repeat:
+            # repeat-aware scoring: e-commerce sessions re-view items (a third of the demo's and
+            # RetailRocket's targets repeat a session item), which a dot product with one session
+            # vector ranks poorly; a learned recency weight per position plus a session-dependent
+            # gate adds a score to the items already in the session (RepeatNet-like, one scatter)
+            self.recency_w = nn.Parameter(torch.zeros(REPEAT_BUCKETS))
+            self.repeat_gate = nn.Linear(hidden, 1)
 
     # ---- nodes -> sessions ----------------------------------------------------------------------
     def node_inputs(self, batch: Batch, h: torch.Tensor | None = None) -> torch.Tensor:
@@ -128,6 +141,30 @@ class SessionGNN(nn.Module):
     def item_table(self) -> torch.Tensor:
         return self.item_vectors(None)
 
+    def repeat_logits(self, batch: Batch, reps: torch.Tensor,
+                      items: torch.Tensor | None = None) -> torch.Tensor | None:
+        """Extra logits for items already in the session (None when `repeat` is off).
+
+        items None: dense [B, V+1]; items [C]: the same candidates for every row -> [B, C];
+        items [B, K]: per-row candidates -> [B, K].
+        """
+        if not self.repeat:
+            return None
+        B, L = batch.items.shape
+        pos = torch.arange(L, device=reps.device)
+        recency = (batch.lengths[:, None] - 1 - pos[None, :]).clamp(0, REPEAT_BUCKETS - 1)   # [B, L]
+        w = torch.exp(self.recency_w.float())[recency] * batch.mask                            # [B, L]
+        # the gate sees the unit-norm session vector: the scaled one (x16) saturates it at init
+        unit = reps.float() / self.scale if self.normalize else reps.float()
+        gate = F.softplus(self.repeat_gate(unit))                                              # [B, 1]
+        if items is None:
+            rep = torch.zeros(B, self.n_items + 1, device=reps.device).scatter_add_(1, batch.items, w)
+        elif items.dim() == 1:
+            rep = ((batch.items[:, :, None] == items[None, None, :]) * w[:, :, None]).sum(1)  # [B, C]
+        else:
+            rep = ((batch.items[:, :, None] == items[:, None, :]) * w[:, :, None]).sum(1)     # [B, K]
+        return gate * torch.log1p(rep)
+
     def score(self, batch: Batch) -> torch.Tensor:
         """float32 [B, V+1] logits; column 0 (padding) = -inf.
 
@@ -136,13 +173,17 @@ class SessionGNN(nn.Module):
         """
         reps, table = self(batch), self.item_table()
         with torch.autocast(reps.device.type, enabled=False):
-            return mask_padding(reps.float() @ table.float().T)
+            logits = reps.float() @ table.float().T
+            extra = self.repeat_logits(batch, reps)
+            if extra is not None:
+                logits = logits + extra
+            return mask_padding(logits)
 
 
 # ---- registry ------------------------------------------------------------------------------------
 _COMMON: dict[str, Any] = {
     "hidden": 256, "layers": 2, "use_pe": True, "readout": "attention", "graph_mode": "transitions",
-    "dropout": 0.1, "normalize": True, "scale": 16.0,
+    "dropout": 0.1, "normalize": True, "scale": 16.0, "repeat": True,
 }
 _CPU = {"hidden": 64}
 
@@ -154,7 +195,8 @@ def _factory(conv: str, ffn: bool):
             data.n_items, hidden=p["hidden"], conv=conv, layers=p["layers"], heads=p.get("heads", 1),
             ffn_mult=p.get("ffn_mult", 0) if ffn else 0, readout=p["readout"],
             pe=getattr(data, "pe", None), use_pe=p["use_pe"], dropout=p["dropout"],
-            normalize=p["normalize"], scale=p["scale"], graph_mode=p["graph_mode"])
+            normalize=p["normalize"], scale=p["scale"], graph_mode=p["graph_mode"],
+            repeat=p.get("repeat", False))
     return build
 
 

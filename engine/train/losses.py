@@ -40,13 +40,16 @@ def full_softmax_ce(logits: torch.Tensor, targets: torch.Tensor, padded: bool = 
 
 
 def sampled_softmax_ce(reps: torch.Tensor, cand_vecs: torch.Tensor, cand_items: torch.Tensor,
-                       targets: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
+                       targets: torch.Tensor, log_q: torch.Tensor,
+                       extra: torch.Tensor | None = None) -> torch.Tensor:
     """Softmax CE over candidates whose first B are the batch's targets (row i's positive is column i).
 
     reps [B, d], cand_vecs [C, d], cand_items long [C], targets long [B], log_q [C] (log expected count).
     """
     B = targets.shape[0]
     logits = (reps @ cand_vecs.T).float() - log_q.float()                   # [B, C]
+    if extra is not None:                                                   # model's extra logits [B, C]
+        logits = logits + extra
     rows = torch.arange(B, device=logits.device)
     own = torch.arange(logits.shape[1], device=logits.device)[None, :] == rows[:, None]
     hit = (cand_items[None, :] == targets[:, None]) & ~own                  # accidental hits
@@ -94,8 +97,13 @@ def compute_loss(model, batch, loss: str = "ce", negatives: int = 256,
     Uniform negatives are drawn from 1..V with torch's global RNG (seeded by the loop).
     """
     targets = batch.targets
+    extra = getattr(model, "repeat_logits", None)      # repeat-aware models add session-item logits
     if loss == "ce":
-        logits = model(batch) @ model.item_table()[1:].T                    # [B, V] (no padding)
+        reps = model(batch)
+        logits = reps @ model.item_table()[1:].T                            # [B, V] (no padding)
+        rep = extra(batch, reps) if extra else None
+        if rep is not None:
+            logits = logits.float() + rep[:, 1:]
         return full_softmax_ce(logits, targets, padded=False)
     V, B = model.n_items, targets.shape[0]
     if loss == "sampled":
@@ -103,11 +111,16 @@ def compute_loss(model, batch, loss: str = "ce", negatives: int = 256,
         cand = torch.cat([targets, neg])                                    # [B + n]
         reps, cand_vecs = _reps_and_items(model, batch, cand)               # [B, d], [B + n, d]
         log_q = log_expected_counts(cand, targets, negatives, V, item_freq)
-        return sampled_softmax_ce(reps, cand_vecs, cand, targets, log_q)
+        rep = extra(batch, reps, cand) if extra else None
+        return sampled_softmax_ce(reps, cand_vecs, cand, targets, log_q, rep)
     if loss == "bpr":
         neg = torch.randint(1, V + 1, (B, negatives), device=targets.device)   # [B, k]
-        reps, vecs = _reps_and_items(model, batch, torch.cat([targets[:, None], neg], 1))
+        cand = torch.cat([targets[:, None], neg], 1)                        # [B, 1 + k]
+        reps, vecs = _reps_and_items(model, batch, cand)
         scores = torch.einsum("bd,bkd->bk", reps, vecs)                     # [B, 1 + k]
+        rep = extra(batch, reps, cand) if extra else None
+        if rep is not None:
+            scores = scores.float() + rep
         valid = (neg != targets[:, None]) & (targets > 0)[:, None]
         return bpr_loss(scores[:, 0], scores[:, 1:], valid)
     raise ValueError(f"unknown loss {loss!r}; expected one of {', '.join(LOSSES)}")

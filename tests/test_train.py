@@ -1,0 +1,221 @@
+"""Training loop, checkpoints, resume, SIGTERM, run events, recommend and the train/eval CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from engine.cli import main as cli
+from engine.config import TrainConfig
+from engine.data.artifacts import load_dataset
+from engine.evaluate import evaluate
+from engine.recommend import Recommender, parse_item_ids
+from engine.runs import curves, summarize_run
+from engine.train.batches import BatchBuilder, SessionStore
+from engine.train.checkpoint import load_checkpoint, rebuild_model
+from engine.train.events import read_events
+from engine.train.loop import StopFlag, Trainer, fit
+from engine.workspace import Workspace
+from engine.errors import InputError
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = {"hidden": 16, "heads": 2}
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory) -> Workspace:
+    root = tmp_path_factory.mktemp("trainws")
+    assert cli(["--workspace", str(root), "-q", "demo", "--size", "tiny"]) == 0
+    return Workspace.open(root)
+
+
+def cfg(**kw) -> TrainConfig:
+    base = dict(dataset="demo-tiny", model="graph_transformer", model_params=dict(SMALL), epochs=2,
+                batch_size=256, warmup_steps=2, device="cpu", seed=0)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_fit_writes_run_folder_and_events(ws):
+    final = fit(cfg(), ws)
+    run = ws.run_dir(final["run_id"])
+    assert (run / "config.json").exists() and (run / "best.pt").exists() and (run / "last.pt").exists()
+    events = read_events(run / "events.jsonl")
+    types = [e["type"] for e in events]
+    assert types[0] == "run_started" and types[-1] == "run_finished"
+    assert types.count("epoch") == 2 and "step" in types and "checkpoint" in types
+    assert all(e["run_id"] == final["run_id"] and "time" in e for e in events)
+    started = events[0]
+    assert started["train_examples"] > 0 and started["steps_per_epoch"] >= 1 and started["n_params"] > 0
+    epoch = next(e for e in events if e["type"] == "epoch")
+    assert set(epoch["val"]["metrics"]) >= {"recall@10", "ndcg@10", "mrr@10", "recall@20"}
+    assert final["status"] == "completed"
+    assert set(final["test"]) == {"last", "prefixes"}
+    for r in final["test"].values():
+        assert 0 <= r["metrics"]["recall@10"] <= 1 and r["n"] > 0
+    s = summarize_run(run)
+    assert s.status == "completed" and s.epochs_run == 2 and s.best_epoch in (1, 2)
+    c = curves(events)
+    assert len(c["epoch"]) == 2 and len(c["loss"]) >= 1
+
+
+def test_checkpoint_rebuilds_model_alone_and_reproduces_test_metrics(ws):
+    final = fit(cfg(model="gat"), ws)
+    ckpt = load_checkpoint(ws.run_dir(final["run_id"]) / "best.pt")
+    assert ckpt["item_fingerprint"] and ckpt["n_items"] > 0 and "versions" in ckpt
+    assert {"optimizer", "scheduler", "rng", "epoch", "step"} <= set(ckpt)
+    model = rebuild_model(ckpt)            # no dataset needed
+    data = load_dataset(ws, "demo-tiny")
+    builder = BatchBuilder(SessionStore(data.test), data.n_items, model.graph_mode, data.graph)
+    pop = np.concatenate([[0], data.items.train_counts])
+    res = evaluate(model, builder, data.test, protocol="last", popularity=pop)
+    assert res["metrics"] == pytest.approx(final["test"]["last"]["metrics"], abs=1e-9)
+
+
+class StopAfter(StopFlag):
+    """Requests a stop after `n` optimisation steps (what SIGTERM does, deterministically)."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.n = n
+        self.signal = "test"
+
+    @property
+    def requested(self) -> bool:  # type: ignore[override]
+        self.n -= 1
+        return self.n < 0
+
+    @requested.setter
+    def requested(self, value: bool) -> None:
+        pass
+
+
+def test_resume_mid_epoch_gives_the_same_weights(ws):
+    full = fit(cfg(epochs=3, seed=3), ws)
+    stopped = fit(cfg(epochs=3, seed=3), ws, stop=StopAfter(5))     # mid epoch 1 or 2
+    assert stopped["status"] == "stopped"
+    assert summarize_run(ws.run_dir(stopped["run_id"])).status == "stopped"
+    resumed = fit(None, ws, run_id=stopped["run_id"], resume=True)
+    assert resumed["status"] == "completed"
+    a = load_checkpoint(ws.run_dir(full["run_id"]) / "last.pt")["model"]
+    b = load_checkpoint(ws.run_dir(resumed["run_id"]) / "last.pt")["model"]
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert resumed["test"]["last"]["metrics"] == full["test"]["last"]["metrics"]
+    events = read_events(ws.run_dir(resumed["run_id"]) / "events.jsonl")
+    assert [e["type"] for e in events].count("run_started") == 2
+    assert events[-1]["type"] == "run_finished"
+
+
+@pytest.mark.parametrize("name", ["pop", "spop", "itemknn", "sknn"])
+def test_every_baseline_on_tiny_demo(ws, name):
+    final = fit(cfg(model=name, model_params={}), ws)
+    assert final["status"] == "completed"
+    r = final["test"]["prefixes"]["metrics"]
+    assert 0 <= r["mrr@10"] <= r["recall@10"] <= r["recall@20"] <= 1
+    if name != "pop":   # session-aware baselines beat popularity on the planted structure
+        pop_run = fit(cfg(model="pop", model_params={}), ws)
+        assert r["recall@10"] > pop_run["test"]["prefixes"]["metrics"]["recall@10"]
+
+
+def test_cuda_oom_is_reported_with_batch_size_and_suggestion(ws, monkeypatch, capsys):
+    def oom(self, idx):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 9.00 GiB")
+    monkeypatch.setattr(Trainer, "step", oom)
+    rc = cli(["--workspace", str(ws.root), "train", "--dataset", "demo-tiny", "--model", "graph_transformer",
+              "--hidden", "16", "--batch-size", "512", "--device", "cpu", "--run-id", "oom-run"])
+    assert rc == 3
+    err = capsys.readouterr().err
+    assert "CUDA out of memory at batch size 512" in err and "--batch-size 256" in err
+    last = read_events(ws.run_dir("oom-run") / "events.jsonl")[-1]
+    assert last["type"] == "run_failed" and last["error_kind"] == "cuda_oom" and last["batch_size"] == 512
+    assert summarize_run(ws.run_dir("oom-run")).status == "failed"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "--model", "nope"], "unknown model 'nope'; valid models: graphsage, gat"),
+    (["train", "--batch-size", "0"], "batch size must be >= 1"),
+    (["train", "--device", "tpu"], "unknown device 'tpu'; expected one of auto, cpu, cuda"),
+    (["train", "--dataset", "missing"], "dataset 'missing' not found"),
+    (["train", "--loss", "hinge"], "invalid choice: 'hinge'"),
+    (["train", "--param", "depth=3"], "has no parameter 'depth'; valid:"),
+    (["eval", "no-such-run"], "run 'no-such-run' not found"),
+    (["recommend", "no-such-run", "1"], "run 'no-such-run' not found"),
+    (["recommend", "baseline:sknn@demo-tiny", "12x"], "item id '12x' is not a number"),
+])
+def test_bad_arguments_are_one_line_errors(ws, capsys, args, message):
+    assert cli(["--workspace", str(ws.root), *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_dataset_not_built_and_run_without_checkpoint(ws, capsys, tmp_path):
+    other = Workspace.open(tmp_path / "ws2")
+    assert cli(["--workspace", str(other.root), "-q", "demo", "--size", "tiny", "--no-build"]) == 0
+    assert cli(["--workspace", str(other.root), "train", "--dataset", "demo-tiny"]) == 2
+    assert "is not built" in capsys.readouterr().err
+    run = ws.run_dir("empty-run")
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"run_id": "empty-run", "train": {}}))
+    assert cli(["--workspace", str(ws.root), "eval", "empty-run"]) == 2
+    assert "no checkpoint" in capsys.readouterr().err
+
+
+def test_recommender_reports_unknown_ids_and_falls_back(ws):
+    final = fit(cfg(model="graphsage", model_params={"hidden": 16}), ws)
+    rec = Recommender.load(ws.run_dir(final["run_id"]))
+    data = load_dataset(ws, "demo-tiny", with_pe=False)
+    known = data.items.raw_ids[:3].tolist()
+    r = rec.recommend(known + [-5, 10**12], k=10)
+    assert r.unknown == [-5, 10**12] and r.known == known and not r.fallback
+    assert len(r.items) == 10 and r.scores == sorted(r.scores, reverse=True)
+    assert r.in_session == [i in known for i in r.items]
+    assert all(p == int(data.items.train_counts[data.items.encode(np.array([i]))[0] - 1])
+               for i, p in zip(r.items, r.popularity))
+    fb = rec.recommend([10**12], k=5)
+    assert fb.fallback and "popularity" in fb.source and fb.items == data.items.raw_ids[:5].tolist()
+    assert parse_item_ids("1, 2 3,,4") == [1, 2, 3, 4]
+    with pytest.raises(InputError, match="not a number"):
+        parse_item_ids("1 two")
+    base = Recommender.for_baseline(ws, "demo-tiny", "spop")
+    r = base.recommend(known, k=5)
+    assert r.items[:3] == sorted(known, key=lambda i: -known.index(i))[:3] or set(r.items[:3]) == set(known)
+
+
+def test_sigterm_stops_cleanly_and_resume_continues(ws):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "engine", "--workspace", str(ws.root), "--events", "jsonl", "train",
+           "--dataset", "demo-tiny", "--model", "graph_transformer", "--hidden", "16", "--epochs", "200",
+           "--batch-size", "64", "--device", "cpu", "--run-id", "sigterm-run"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        t0 = time.time()
+        for line in proc.stdout:                      # wait until training runs
+            if json.loads(line)["type"] == "step":
+                break
+            assert time.time() - t0 < 120
+        proc.send_signal(signal.SIGTERM)
+        rest = proc.stdout.read()
+        rc = proc.wait(timeout=60)
+    finally:
+        proc.kill()
+    assert rc == 0
+    last = json.loads(rest.strip().splitlines()[-1])
+    assert last["type"] == "run_finished" and last["status"] == "stopped" and last["reason"] == "SIGTERM"
+    assert (ws.run_dir("sigterm-run") / "last.pt").exists()
+    assert summarize_run(ws.run_dir("sigterm-run")).status == "stopped"
+    # resume for one more epoch than done so far
+    done = load_checkpoint(ws.run_dir("sigterm-run") / "last.pt")["epoch"]
+    final = fit(None, ws, run_id="sigterm-run", resume=True, epochs=done + 1)
+    assert final["status"] == "completed"
