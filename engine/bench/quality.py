@@ -30,11 +30,11 @@ BASELINES = ("pop", "spop", "itemknn", "sknn")
 GNNS = ("graphsage", "gat", "graph_transformer", "graph_transformer_ffn")
 
 DATASETS: dict[str, dict[str, Any]] = {
-    "yoochoose-100k": {"format": "rsc15", "path": "yoochoose-clicks-100k_train_full.txt.gz",
+    "yoochoose-100k": {"format": "rsc15", "batch_size": 256, "path": "yoochoose-clicks-100k_train_full.txt.gz",
                        "test": "yoochoose-clicks-100k_test.txt.gz",
                        "cfg": {"min_session_length": 2, "split_mode": "test_file", "val_ratio": 0.1,
                                "blackout_days": 0.0}},
-    "diginetica-sample": {"format": "diginetica", "path": "diginetica-sample_train-item-views.csv.gz",
+    "diginetica-sample": {"format": "diginetica", "batch_size": 64, "path": "diginetica-sample_train-item-views.csv.gz",
                           "cfg": {"min_session_length": 2, "min_item_support": 5, "split_mode": "days",
                                   "test_days": 7.0, "val_ratio": 0.1, "blackout_days": 0.0}},
     "demo-small": {"demo": "small"},
@@ -73,8 +73,10 @@ def run(ws: Workspace, datasets: list[str], models: list[str], shared: Path, dev
             log(f"[{name}] {model} ...")
             from engine.models.registry import get_spec
             params = dict(extra or {}) if get_spec(model).kind == "gnn" else {}
+            # small datasets get smaller batches (enough optimiser steps per epoch)
+            bs = DATASETS[name].get("batch_size", batch_size)
             cfg = TrainConfig(dataset=ds.name, model=model, epochs=epochs, patience=patience,
-                              batch_size=batch_size, device=device, model_params=params)
+                              batch_size=bs, device=device, model_params=params)
             final = fit(cfg, ws, log=lambda m: None, stop=stop)
             summ = summarize_run(ws.run_dir(final["run_id"]))
             row = {"dataset": name, "model": model, "kind": summ.kind, "run_id": final["run_id"],

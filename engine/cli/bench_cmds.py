@@ -19,6 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.set_defaults(func=cmd_bench_pipeline)
     _register_train(bsub)
     _register_quality(bsub)
+    _register_ablation(bsub)
 
 
 def cmd_bench_pipeline(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
@@ -87,4 +88,27 @@ def cmd_bench_quality(args: argparse.Namespace, ws: Workspace, out: Output) -> i
                  args.shared, args.device, args.epochs, args.patience, args.batch_size, extra,
                  log=out.log, out=args.out)
     out.result(res, bq.render(res))
+    return 0
+
+
+def _register_ablation(bsub) -> None:
+    b = bsub.add_parser("ablation", help="Graph Transformer variants: FFN, PE, layers, losses, readouts")
+    b.add_argument("--dataset", default="demo")
+    b.add_argument("--device", default="auto")
+    b.add_argument("--epochs", type=int, default=20)
+    b.add_argument("--patience", type=int, default=3)
+    b.add_argument("--batch-size", type=int, default=512)
+    b.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                   help="model parameter for every variant (e.g. hidden=128)")
+    b.add_argument("--only", help="comma list of substrings of variant names")
+    b.add_argument("--out", type=Path)
+    b.set_defaults(func=cmd_bench_ablation)
+
+
+def cmd_bench_ablation(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
+    from engine.bench import ablation as ba
+    res = ba.run(ws, args.dataset, args.device, args.epochs, args.patience, args.batch_size,
+                 dict(kv.split("=", 1) for kv in args.param),
+                 [o for o in (args.only or "").split(",") if o] or None, log=out.log, out=args.out)
+    out.result(res, ba.render(res))
     return 0

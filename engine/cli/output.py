@@ -44,7 +44,7 @@ class Output:
 
     def log(self, msg: str) -> None:
         if not self.quiet:
-            (err_console if self.mode == "jsonl" else self.console).print(msg)
+            (err_console if self.mode == "jsonl" else self.console).print(msg, markup=False)
 
     def print(self, renderable: Any) -> None:
         if self.mode == "jsonl":

@@ -3,7 +3,10 @@
     h0    = emb[x] (+ Linear(sign * pe[x]))       node inputs            [N, d]
     h     = ConvBlock^layers(h0, edges)           message passing        [N, d]
     s     = readout(h[alias], mask, h[last])      session vector         [B, d]
-    score = s @ emb.T, column 0 = -inf            one logit per item     [B, V+1]
+    score = s @ emb.T (+ repeat(session items))   one logit per item     [B, V+1], column 0 = -inf
+
+The optional repeat scorer adds gate(s) * log1p(sum of learned recency weights of the positions
+holding an item) to the items already in the session (e-commerce sessions re-view items often).
 
 With `normalize` (NISER) s and the item table are L2-normalised and s is multiplied by `scale`, which
 curbs the popularity bias of dot-product scores. Laplacian PE columns have arbitrary signs, so in
@@ -114,8 +117,7 @@ class SessionGNN(nn.Module):
         B, L = batch.alias.shape
         has = (batch.lengths > 0).unsqueeze(-1)                                 # [B, 1]
         h_last = h.index_select(0, batch.last_node) * has.to(h.dtype)           # [B, d]
-        h_pos = h.index_select(0, batch.alias.reshape(-1)).view(B, L, h.shape[1])  # [B, L, d]
-        s = self.readout(h_pos, batch.mask, h_last)                             # [B, d]
+        s = self.readout(h, batch.alias, batch.mask, h_last)                    # [B, d]
         s = self.drop(s)
         if self.normalize:
             s = l2_normalize(s) * self.scale

@@ -26,8 +26,14 @@ class Readout(nn.Module):
             self.q = nn.Linear(d, 1, bias=False)
             self.w3 = nn.Linear(2 * d, d, bias=True)
 
-    def forward(self, h_pos: torch.Tensor, mask: torch.Tensor, h_last: torch.Tensor) -> torch.Tensor:
-        # h_pos: [B, L, d] state at each position, mask: bool [B, L], h_last: [B, d] (0 for empty)
+    def forward(self, h: torch.Tensor, alias: torch.Tensor, mask: torch.Tensor,
+                h_last: torch.Tensor) -> torch.Tensor:
+        # h: [N, d] node states, alias: long [B, L] node of each position, mask: bool [B, L],
+        # h_last: [B, d] (0 for empty prefixes)
+        B, L = alias.shape
+        flat = alias.reshape(-1)
+        # index_select, not h[idx]: its backward is one index_add (advanced indexing sorts)
+        h_pos = h.index_select(0, flat).view(B, L, h.shape[1])       # [B, L, d]
         m = mask.unsqueeze(-1).to(h_pos.dtype)                        # [B, L, 1]
         if self.kind == "mean":
             return (h_pos * m).sum(1) / m.sum(1).clamp(min=1)
@@ -37,6 +43,9 @@ class Readout(nn.Module):
             return out * mask.any(1, keepdim=True).to(out.dtype)      # empty prefix -> 0
         if self.kind == "last":
             return h_last
-        alpha = self.q(torch.sigmoid(self.w1(h_last).unsqueeze(1) + self.w2(h_pos)))   # [B, L, 1]
+        # W2 on the N nodes, then gathered to the B*L positions (padding included): same values as
+        # W2(h_pos), several times fewer multiply-adds since positions outnumber nodes
+        w2_pos = self.w2(h).index_select(0, flat).view(B, L, -1)                        # [B, L, d]
+        alpha = self.q(torch.sigmoid(self.w1(h_last).unsqueeze(1) + w2_pos))            # [B, L, 1]
         s_g = (alpha * m * h_pos).sum(1)                                                # [B, d]
         return self.w3(torch.cat([s_g, h_last], dim=-1))                               # [B, d]

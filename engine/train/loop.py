@@ -69,7 +69,8 @@ def new_run_id(ws: Workspace, cfg: TrainConfig) -> str:
 
 
 def lr_lambda(cfg: TrainConfig, total_steps: int) -> Callable[[int], float]:
-    warm = min(cfg.warmup_steps, max(0, total_steps - 1))
+    # warm-up never takes more than a tenth of the run (small datasets have few steps in all)
+    warm = min(cfg.warmup_steps, total_steps // 10)
 
     def f(step: int) -> float:
         if warm and step < warm:
