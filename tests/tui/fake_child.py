@@ -1,0 +1,185 @@
+"""A stand-in for `python -m engine --workspace W --events jsonl COMMAND ...` in the app's tests.
+
+It speaks the engine's protocol (JSON lines on stdout, logs on stderr; a training run also writes
+runs/<id>/config.json and events.jsonl) with small sleeps, so tests see progress arrive over time.
+The scenario comes from $FAKE_CHILD (default ok):
+
+  ok           pipeline: progress per stage + result; train: 2 epochs x 8 steps, run_finished
+  slow         like ok but long (for cancel / quit-while-running tests); honours SIGTERM
+  crash        train: a few steps, a traceback on stderr, exit 1 (no run_failed)
+  cuda_error   train: run_failed error_kind cuda_error
+  oom          train: run_failed error_kind cuda_oom with a suggestion, exit 3
+  killed       train: SIGKILL to itself after a few steps (like the kernel's OOM killer)
+  ignore_term  train: ignores SIGTERM (the app must kill it)
+  fail         pipeline: {"type":"error"} and exit 2
+
+$FAKE_CHILD_DELAY: seconds between steps (default 0.02).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+SCENARIO = os.environ.get("FAKE_CHILD", "ok")
+DELAY = float(os.environ.get("FAKE_CHILD_DELAY", "0.02"))
+STOP = {"requested": False}
+
+
+def out(obj: dict) -> None:
+    obj.setdefault("time", round(time.time(), 3))
+    try:
+        sys.stdout.write(json.dumps(obj) + "\n")
+        sys.stdout.flush()
+    except (BrokenPipeError, OSError, ValueError):
+        pass
+
+
+def log(msg: str) -> None:
+    sys.stderr.write(msg + "\n")
+    sys.stderr.flush()
+
+
+def opt(argv: list[str], name: str, default: str | None = None) -> str | None:
+    return argv[argv.index(name) + 1] if name in argv and argv.index(name) + 1 < len(argv) else default
+
+
+def on_term(signum: int, frame: object) -> None:
+    STOP["requested"] = True
+
+
+def pipeline(ws: Path, argv: list[str]) -> int:
+    name = opt(argv, "--name") or (argv[2] if len(argv) > 2 and argv[0] == "data" else "demo")
+    if argv[0] == "demo":
+        size = opt(argv, "--size", "small")
+        name = opt(argv, "--name") or ("demo" if size == "small" else f"demo-{size}")
+    if SCENARIO == "fail":
+        log("sessrec: error: something is wrong with the input")
+        out({"type": "error", "error": f"dataset {name!r}: the source file has no valid rows"})
+        return 2
+    stages = ["ingest", "sessionize", "split", "items", "graph", "encodings"]
+    steps = 200 if SCENARIO == "slow" else 4
+    for i, st in enumerate(stages):
+        out({"type": "progress", "stage": "pipeline", "done": i, "total": len(stages), "unit": "stages",
+             "message": f"{st}: running"})
+        log(f"{st}: running")
+        for k in range(1, steps + 1):
+            if STOP["requested"]:
+                log("sessrec: interrupted")
+                out({"type": "error", "error": "interrupted"})
+                return 130
+            out({"type": "progress", "stage": st, "done": k, "total": steps, "unit": "steps",
+                 "message": f"step {k}"})
+            time.sleep(DELAY)
+        out({"type": "progress", "stage": "pipeline", "done": i + 1, "total": len(stages), "unit": "stages",
+             "message": f"{st}: done"})
+    for st in stages:
+        out({"type": "stage", "dataset": name, "stage": st, "ran": True, "seconds": 0.1})
+    out({"type": "result", "dataset": name, "stages": {s: {"state": "done"} for s in stages}, "summary": {}})
+    log(f"dataset {name}: built")
+    return 0
+
+
+def train(ws: Path, argv: list[str]) -> int:
+    run_id = opt(argv, "--run-id") or "fake-run"
+    model = opt(argv, "--model", "graph_transformer")
+    dataset = opt(argv, "--dataset", "demo")
+    epochs = int(opt(argv, "--epochs", "2") or 2)
+    if SCENARIO == "slow":
+        epochs = max(epochs, 50)
+    spe = 8 if SCENARIO != "slow" else 40
+    run_dir = ws / "runs" / run_id
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(json.dumps({
+        "run_id": run_id, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "kind": "gnn",
+        "train": {"dataset": dataset, "model": model, "epochs": epochs, "batch_size": 512, "model_params": {}},
+        "argv": argv}))
+    events = open(run_dir / "events.jsonl", "a", buffering=1)
+
+    def emit(type_: str, **fields) -> dict:
+        obj = {"type": type_, "time": round(time.time(), 3), "run_id": run_id, **fields}
+        events.write(json.dumps(obj) + "\n")
+        out(dict(obj))
+        return obj
+
+    emit("run_started", config={"model": model, "dataset": dataset, "epochs": epochs}, dataset=dataset,
+         model=model, device="cpu", device_info={"cuda_available": False}, n_params=1234, pid=os.getpid(),
+         train_examples=spe * 512, steps_per_epoch=spe, epochs=epochs, resumed_from=None)
+    log(f"{model} on {dataset}: {spe} steps/epoch, device cpu")
+    step, best, best_epoch = 0, -1.0, 0
+    for epoch in range(1, epochs + 1):
+        for k in range(1, spe + 1):
+            step += 1
+            time.sleep(DELAY)
+            emit("step", epoch=epoch, step=step, epoch_step=k, steps_per_epoch=spe,
+                 loss=round(5.0 / (1 + 0.1 * step), 5), lr=0.001, examples_per_s=5000.0,
+                 eta_s=round((epochs * spe - step) * DELAY, 2), gpu_mem_mb=None)
+            if step == 3 and SCENARIO == "crash":
+                log("Traceback (most recent call last):\n  File \"loop.py\", line 1\nRuntimeError: boom in step 3")
+                return 1
+            if step == 3 and SCENARIO == "killed":
+                os.kill(os.getpid(), signal.SIGKILL)
+            if step == 3 and SCENARIO == "cuda_error":
+                emit("run_failed", error="RuntimeError: CUDA error: an illegal memory access was encountered",
+                     error_kind="cuda_error", batch_size=512, suggestion="", traceback="Traceback ...")
+                log("sessrec: run failed: CUDA error")
+                return 1
+            if step == 3 and SCENARIO == "oom":
+                emit("run_failed", error="CUDA out of memory at batch size 512: tried to allocate 2.00 GiB",
+                     error_kind="cuda_oom", batch_size=512,
+                     suggestion="retry with --batch-size 256 or --loss sampled (no [batch x items] logits)",
+                     traceback="Traceback ...")
+                log("sessrec: run failed: CUDA out of memory")
+                return 3
+            if STOP["requested"]:
+                emit("checkpoint", kind="last", path=str(run_dir / "last.pt"), epoch=epoch, step=step)
+                (run_dir / "last.pt").write_bytes(b"fake")
+                log(f"stopped (SIGTERM) at epoch {epoch}, step {step}")
+                emit("run_finished", status="stopped", reason="SIGTERM", best_epoch=best_epoch or None,
+                     best_val=None, seconds=1.0, epochs_run=epoch - 1)
+                return 0
+        r10 = round(0.1 + 0.05 * epoch - 0.004 * epoch * epoch + (0.03 if model == "graphsage" else 0.0), 4)
+        improved = r10 > best
+        if improved:
+            best, best_epoch = r10, epoch
+        emit("epoch", epoch=epoch, train_loss=round(5.0 / (1 + 0.1 * step), 5), epoch_seconds=spe * DELAY,
+             val={"protocol": "prefixes", "metrics": {"recall@10": r10, "ndcg@10": round(r10 * 0.6, 4)}},
+             best_epoch=best_epoch, best_value=best, improved=improved, patience_left=3)
+        if improved:
+            (run_dir / "best.pt").write_bytes(b"fake")
+            emit("checkpoint", kind="best", path=str(run_dir / "best.pt"), epoch=epoch, step=step)
+        log(f"epoch {epoch}/{epochs}: val recall@10 {r10}")
+    test = {p: {"metrics": {"recall@10": round(best * 0.9, 4), "ndcg@10": round(best * 0.5, 4)}}
+            for p in ("last", "prefixes")}
+    emit("run_finished", status="completed", best_epoch=best_epoch,
+         best_val={"recall@10": best, "ndcg@10": round(best * 0.6, 4)},
+         val=test, test=test, seconds=round(epochs * spe * DELAY, 2), epochs_run=epochs)
+    return 0
+
+
+def main() -> int:
+    argv = sys.argv[1:]
+    ws = Path(opt(argv, "--workspace", "workspace") or "workspace")
+    i = argv.index("jsonl") + 1 if "jsonl" in argv else 0
+    cmd = argv[i:]
+    if SCENARIO == "ignore_term":
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    else:
+        signal.signal(signal.SIGTERM, on_term)
+    if not cmd:
+        log("fake_child: no command")
+        return 2
+    if cmd[0] == "train":
+        return train(ws, cmd)
+    if cmd[0] in ("demo", "data"):
+        return pipeline(ws, cmd)
+    log(f"fake_child: unknown command {cmd[0]}")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

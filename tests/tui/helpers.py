@@ -1,0 +1,35 @@
+"""Small helpers for pilot tests."""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+
+async def wait_for(pilot, cond: Callable[[], object], timeout: float = 15.0, step: float = 0.05) -> None:
+    """Let the app run until `cond()` is true (fails the test after `timeout` seconds)."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s: {getattr(cond, '__doc__', '') or cond}")
+        await pilot.pause(step)
+
+
+async def settle(pilot, rounds: int = 3) -> None:
+    """Let workers finish and the screen catch up."""
+    from textual.worker import WorkerCancelled, WorkerFailed
+    for _ in range(rounds):
+        try:
+            await pilot.app.workers.wait_for_complete()
+        except (WorkerCancelled, WorkerFailed):   # a superseded exclusive worker, or a failed one
+            pass
+        await pilot.pause(0.05)
+
+
+async def type_text(pilot, text: str) -> None:
+    await pilot.press(*[{" ": "space", ",": "comma", "/": "slash", ".": "full_stop", "-": "minus",
+                         "_": "underscore", "~": "tilde"}.get(c, c) for c in text])
+
+
+def notifications(app) -> list[str]:
+    return [f"{n.title or ''}: {n.message}" for n in app._notifications]

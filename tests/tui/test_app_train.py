@@ -1,0 +1,251 @@
+"""Train screen: the form, a run's events driving the charts (fake child), crash / OOM / kill,
+stop, quit while a run trains (stop or leave detached), re-open a detached run."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from textual.widgets import Input, Select, Static
+
+from tests.tui.conftest import make_app
+from tests.tui.helpers import notifications, settle, wait_for
+from tui.jobs import pid_alive
+from tui.screens.modals import OpenRunScreen, QuitScreen
+from tui.widgets.charts import Chart
+
+
+async def _train_screen(pilot, model: str = "sknn"):
+    app = pilot.app
+    await pilot.press("f4")
+    await settle(pilot)
+    screen = app.screen
+    await wait_for(pilot, lambda: screen.datasets and app.registry)
+    screen.query_one("#f-model", Select).value = model
+    await settle(pilot)
+    await wait_for(pilot, lambda: screen._params_for and screen._params_for[0] == model)
+    return screen
+
+
+def _unbuilt_dataset(ws: Path) -> None:
+    """A second dataset registered but never built."""
+    from engine.config import DataConfig
+    from engine.data.manifest import Dataset
+    from engine.workspace import Workspace
+    w = Workspace.open(ws)
+    Dataset.create(w, "raw", w.dataset_dir("demo-tiny") / "source" / "events.csv", DataConfig())
+
+
+async def test_form_defaults_and_bad_inputs(tiny_ws: Path) -> None:
+    _unbuilt_dataset(tiny_ws)
+    app = make_app(tiny_ws)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await _train_screen(pilot, "graph_transformer")
+        assert screen.query_one("#f-dataset", Select).value == "demo-tiny"
+        # CPU: the CPU preset of the hyperparameters is shown, epochs are CPU-friendly
+        assert screen.query_one("#p-hidden", Input).value == "64"
+        assert screen.query_one("#f-epochs", Input).value == "3"
+        assert "no GPU" in str(screen.query_one("#device-info", Static).render())
+        # a dataset that is not built is refused with a message, before any job starts
+        screen.query_one("#f-dataset", Select).value = "raw"
+        await pilot.press("ctrl+s")
+        assert any("dataset raw is not built" in n for n in notifications(app))
+        screen.query_one("#f-dataset", Select).value = "demo-tiny"
+        screen.query_one("#f-model", Select).value = "sknn"
+        await wait_for(pilot, lambda: screen._params_for[0] == "sknn")
+        assert screen.query_one("#f-epochs", Input).disabled
+        screen.query_one("#p-k", Input).value = "many"
+        await pilot.press("ctrl+s")
+        assert any("k: expected a whole number" in n for n in notifications(app))
+        screen.query_one("#f-device", Select).value = "cuda"
+        screen.query_one("#p-k", Input).value = "50"
+        await pilot.press("ctrl+s")
+        assert any("no GPU was detected" in n for n in notifications(app))
+        assert app.jobs.jobs == {}
+        screen.query_one("#f-model", Select).value = "graphsage"
+        screen.query_one("#f-device", Select).value = "auto"
+        await wait_for(pilot, lambda: screen._params_for[0] == "graphsage")
+        screen.query_one("#f-epochs", Input).value = "0"
+        await pilot.press("ctrl+s")
+        assert any("epochs must be >= 1" in n for n in notifications(app))
+        # ctrl+r restores the defaults
+        screen.query_one("#p-hidden", Input).value = "7"
+        await pilot.press("ctrl+r")
+        await wait_for(pilot, lambda: screen.query_one("#p-hidden", Input).value == "64")
+
+
+async def test_run_events_drive_the_charts(tiny_ws: Path, monkeypatch) -> None:
+    monkeypatch.setenv("FAKE_CHILD", "ok")
+    monkeypatch.setenv("FAKE_CHILD_DELAY", "0.01")
+    app = make_app(tiny_ws)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await _train_screen(pilot, "sknn")
+        screen.query_one("#p-k", Input).value = "50"
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: app.jobs.running("train") or app.jobs.jobs)
+        job = next(iter(app.jobs.jobs.values()))
+        assert "--param" in job.argv and "k=50" in job.argv and job.run_id in job.argv
+        rid = job.run_id
+        await wait_for(pilot, lambda: app.runs_live[rid].finished)
+        st = app.runs_live[rid]
+        assert st.status == "completed" and len(st.losses) == 16 and st.epoch_x == [1, 2]
+        await pilot.pause(0.5)        # the charts redraw on their timer
+        loss = screen.query_one("#loss-chart", Chart)
+        val = screen.query_one("#val-chart", Chart)
+        assert loss.data.series[0].ys == st.losses and loss.draws >= 1
+        assert [s.label for s in val.data.series] == ["Recall@10", "NDCG@10"]
+        assert val.data.vlines == [float(st.best_epoch)]
+        head = str(screen.query_one("#run-head", Static).render())
+        assert rid in head and "completed" in head and "test R@10" in head and "last " in head
+        assert any("finished" in n for n in notifications(app))
+        assert app.preferred_source == f"run:{rid}"
+
+
+async def test_charts_redraw_at_most_a_few_times_a_second(tiny_ws: Path, monkeypatch) -> None:
+    monkeypatch.setenv("FAKE_CHILD", "slow")
+    monkeypatch.setenv("FAKE_CHILD_DELAY", "0.01")     # 100 steps/s: 50 times the engine's rate
+    app = make_app(tiny_ws)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("f5")                         # mount the Runs screen once
+        await settle(pilot)
+        screen = await _train_screen(pilot)
+        loss = screen.query_one("#loss-chart", Chart)
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: app.current_run and len(app.runs_live[app.current_run].losses) > 5)
+        d0, n0, t0 = loss.draws, len(app.runs_live[app.current_run].losses), time.monotonic()
+        await pilot.pause(1.5)
+        draws = loss.draws - d0
+        events = len(app.runs_live[app.current_run].losses) - n0
+        elapsed = time.monotonic() - t0
+        assert events > draws * 3, (events, draws)
+        assert draws <= 5 * elapsed + 2
+        # keys still answer while the child streams events: time from the key to its action
+        handled: list[float] = []
+        show = app.action_show
+
+        async def timed_show(mode: str) -> None:
+            handled.append(time.monotonic())
+            await show(mode)
+        app.action_show = timed_show  # type: ignore[method-assign]
+        lags = []
+        for key, mode in (("f5", "runs"), ("f4", "train"), ("f5", "runs"), ("f4", "train")):
+            t1 = time.monotonic()
+            await pilot.press(key)
+            assert app.current_mode == mode
+            lags.append(handled[-1] - t1)
+        assert max(lags) < 0.1, lags
+        await pilot.press("ctrl+t")
+        job = app.jobs.job_for_run(app.current_run)
+        await wait_for(pilot, lambda: not job.running)
+
+
+@pytest.mark.parametrize("scenario,kind,needle", [
+    ("crash", "error", "boom in step 3"),
+    ("oom", "cuda_oom", "CUDA out of memory"),
+    ("cuda_error", "cuda_error", "illegal memory access"),
+    ("killed", "error", "SIGKILL"),
+])
+async def test_child_failures_are_shown_and_the_app_lives_on(tiny_ws: Path, monkeypatch, scenario, kind,
+                                                             needle) -> None:
+    monkeypatch.setenv("FAKE_CHILD", scenario)
+    app = make_app(tiny_ws)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await _train_screen(pilot)
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: app.current_run and app.runs_live[app.current_run].finished)
+        st = app.runs_live[app.current_run]
+        assert st.status == "failed" and needle in (st.error or "")
+        assert (st.error_kind or "error") == kind
+        await pilot.pause(0.4)
+        err = screen.query_one("#run-error", Static)
+        assert err.display and needle in str(err.render())
+        if scenario == "oom":
+            assert "batch-size 256" in str(err.render())
+        if scenario == "crash":       # the stderr tail is on screen
+            await wait_for(pilot, lambda: "RuntimeError" in "\n".join(screen.query_one("#run-log").lines))
+        assert any("failed" in n for n in notifications(app))
+        await pilot.press("f2")
+        assert app.current_mode == "datasets"
+
+
+async def test_stop_ends_the_run_as_stopped(tiny_ws: Path, monkeypatch) -> None:
+    monkeypatch.setenv("FAKE_CHILD", "slow")
+    app = make_app(tiny_ws)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await _train_screen(pilot)
+        await pilot.press("ctrl+t")
+        assert any("no run to stop" in n for n in notifications(app))
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: app.current_run and app.runs_live[app.current_run].losses)
+        await pilot.press("ctrl+t")
+        job = app.jobs.job_for_run(app.current_run)
+        await wait_for(pilot, lambda: not job.running)
+        assert job.status == "stopped" and app.runs_live[app.current_run].status == "stopped"
+        assert (tiny_ws / "runs" / app.current_run / "last.pt").exists()
+
+
+async def test_quit_while_training_can_stop_the_run(tiny_ws: Path, monkeypatch) -> None:
+    monkeypatch.setenv("FAKE_CHILD", "slow")
+    app = make_app(tiny_ws)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await _train_screen(pilot)
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: app.current_run and app.runs_live[app.current_run].losses)
+        job = app.jobs.job_for_run(app.current_run)
+        pid = job.pid
+        await pilot.press("ctrl+q")
+        assert isinstance(app.screen, QuitScreen)
+        await pilot.press("escape")           # stay
+        assert not isinstance(app.screen, QuitScreen) and app.is_running
+        await pilot.press("ctrl+q")
+        await pilot.press("ctrl+t")           # stop and quit
+        await wait_for(pilot, lambda: not job.running, timeout=10)
+    deadline = time.monotonic() + 10
+    while pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not pid_alive(pid)
+
+
+async def test_quit_leaving_the_run_detached_then_reopen_it(tiny_ws: Path, monkeypatch) -> None:
+    monkeypatch.setenv("FAKE_CHILD", "slow")
+    monkeypatch.setenv("FAKE_CHILD_DELAY", "0.05")
+    app = make_app(tiny_ws)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await _train_screen(pilot)
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: app.current_run and app.runs_live[app.current_run].losses)
+        rid = app.current_run
+        pid = app.jobs.job_for_run(rid).pid
+        await pilot.press("ctrl+q")
+        await pilot.press("ctrl+d")           # leave running
+        await pilot.pause(0.2)
+    try:
+        assert pid_alive(pid), "a detached run must survive the app"
+        events = tiny_ws / "runs" / rid / "events.jsonl"
+        n = events.read_text().count("\n")
+        time.sleep(0.5)
+        assert events.read_text().count("\n") > n, "the detached run keeps writing its events"
+        # a new app: the job is listed as detached; the run re-opens from its events file and is followed
+        app2 = make_app(tiny_ws)
+        async with app2.run_test(size=(80, 24)) as pilot:
+            await settle(pilot)
+            assert app2.jobs.job_for_run(rid).status == "detached"
+            await pilot.press("f4")
+            await settle(pilot)
+            await pilot.press("ctrl+o")
+            await wait_for(pilot, lambda: isinstance(app2.screen, OpenRunScreen))
+            await pilot.press("enter")            # the running run is listed first
+            await wait_for(pilot, lambda: app2.current_run == rid)
+            st = app2.runs_live[rid]
+            n0 = len(st.losses)
+            assert n0 > 0 and st.status == "running"
+            await wait_for(pilot, lambda: len(st.losses) > n0)     # followed live
+            await pilot.press("ctrl+t")                              # stop the detached run
+            await wait_for(pilot, lambda: st.finished, timeout=10)
+            assert st.status == "stopped"
+    finally:
+        if pid_alive(pid):
+            os.kill(pid, signal.SIGKILL)

@@ -1,0 +1,81 @@
+"""The whole path with the real engine, keyboard only, on the tiny demo:
+generate -> build -> train (a tiny Graph Transformer, 1 epoch; and the sknn baseline) -> recommend."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from textual.widgets import DataTable, Input, Select
+
+from tests.tui.conftest import make_app
+from tests.tui.helpers import settle, wait_for
+from tui.screens.modals import DemoScreen
+
+pytestmark = pytest.mark.slow
+
+
+async def _train(pilot, model: str, **params: str):
+    app = pilot.app
+    screen = app.screen
+    screen.query_one("#f-model", Select).value = model
+    await wait_for(pilot, lambda: screen._params_for and screen._params_for[0] == model)
+    for key, value in params.items():
+        screen.query_one(f"#p-{key}", Input).value = value
+    before = set(app.jobs.jobs)
+    await pilot.press("ctrl+s")
+    await wait_for(pilot, lambda: set(app.jobs.jobs) - before)
+    job = app.jobs.jobs[(set(app.jobs.jobs) - before).pop()]
+    await wait_for(pilot, lambda: not job.running, timeout=240)
+    assert job.status == "done", (job.error, list(job.stderr_tail)[-10:])
+    return job
+
+
+async def test_generate_build_train_recommend(empty_ws: Path) -> None:
+    app = make_app(empty_ws, child=False, registry_loader=None, device_loader=None)   # the real engine
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        assert app.screen.query_one("#welcome").display
+        # generate and build the tiny demo (Enter would build the small one; ctrl+n picks the size)
+        await pilot.press("ctrl+n")
+        assert isinstance(app.screen, DemoScreen)
+        app.screen.query_one("#size", Select).value = "tiny"
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: app.jobs.jobs)
+        demo = next(iter(app.jobs.jobs.values()))
+        await wait_for(pilot, lambda: not demo.running, timeout=120)
+        assert demo.status == "done", (demo.error, list(demo.stderr_tail)[-10:])
+        assert {"pipeline", "ingest", "graph", "encodings"} <= set(demo.stages)
+        # the guide takes the new user to the Train screen, preselected
+        await wait_for(pilot, lambda: app.current_mode == "train", timeout=30)
+        screen = app.screen
+        await wait_for(pilot, lambda: app.registry and screen.datasets and screen._params_for, timeout=60)
+        assert screen.query_one("#f-dataset", Select).value == "demo-tiny"
+        assert screen.query_one("#f-model", Select).value == "graph_transformer"
+        assert "Step 2" in (app.guide or "")
+        screen.query_one("#f-epochs", Input).value = "1"
+        gt = await _train(pilot, "graph_transformer", hidden="32")
+        st = app.runs_live[gt.run_id]
+        assert st.status == "completed" and st.epoch_x == [1] and st.losses and st.test
+        assert (empty_ws / "runs" / gt.run_id / "best.pt").exists()
+        sk = await _train(pilot, "sknn")
+        assert app.runs_live[sk.run_id].status == "completed"
+        # recommend with the trained model, the baseline side by side
+        app.preferred_source = f"run:{gt.run_id}"
+        await pilot.press("f6")
+        await settle(pilot)
+        rec = app.screen
+        await wait_for(pilot, lambda: rec.results["a"] is not None, timeout=60)
+        assert rec.query_one("#src-a", Select).value == f"run:{gt.run_id}"
+        rec.query_one("#src-b", Select).value = f"run:{sk.run_id}"
+        await wait_for(pilot, lambda: rec.results["b"] is not None, timeout=60)
+        items = [i for i, _ in rec.popular[:3]]
+        rec.query_one("#ids", Input).value = " ".join(map(str, items))
+        await wait_for(pilot, lambda: rec.results["a"].known == items and rec.results["b"].known == items)
+        assert rec.query_one("#rec-a", DataTable).row_count == 10
+        assert rec.query_one("#rec-b", DataTable).row_count == 10
+        # the Runs screen lists both, with test metrics
+        await pilot.press("f5")
+        await settle(pilot)
+        await wait_for(pilot, lambda: len(app.screen.rows) == 2)
+        assert all(r["test_last"] is not None for r in app.screen.rows)

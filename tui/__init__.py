@@ -1,0 +1,1 @@
+"""sessrec-tui: the terminal app (Textual). The engine never imports this package."""

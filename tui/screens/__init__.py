@@ -1,0 +1,1 @@
+"""One screen per part of the workflow: datasets, jobs, train, runs, recommend, help."""

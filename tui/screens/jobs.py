@@ -1,0 +1,204 @@
+"""Jobs: running and recent engine child processes, with progress, elapsed time, ETA, the stderr
+tail, and cancel."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Iterable
+
+from rich.text import Text
+from textual import on
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.widget import Widget
+from textual.widgets import DataTable, Log, Static
+
+from tui.jobs import Job, describe_exit
+from tui.screens.base import BaseScreen
+from tui.state import JOB_STYLE, fmt_bar, fmt_duration, short_path
+
+COLUMNS = ("status", "job", "progress", "elapsed", "ETA")
+
+
+def job_cells(job: Job, now: float) -> list:
+    frac, eta = job.overall()
+    if job.running:
+        prog = f"{fmt_bar(frac, 10)} {frac * 100:3.0f}%" if frac is not None else "working..."
+    else:
+        prog = "[##########] 100%" if job.status == "done" else "-"
+    return [Text(job.status, style=JOB_STYLE.get(job.status, "")), job.title, prog,
+            fmt_duration(job.elapsed(now)), fmt_duration(eta) if job.running and eta is not None else "-"]
+
+
+def stage_lines(job: Job, now: float, root: Path | None = None) -> Text:
+    t = Text()
+    t.append(job.title, style="bold")
+    t.append(f"  {job.status}", style=JOB_STYLE.get(job.status, ""))
+    if job.pid:
+        t.append(f"  pid {job.pid}", style="dim")
+    if job.returncode is not None and job.status != "done":
+        t.append(f"  ({describe_exit(job.returncode)})", style="dim")
+    t.append("\n")
+    if job.error:
+        t.append(f"error: {job.error}\n", style="red")
+    if job.suggestion:
+        t.append(f"suggestion: {job.suggestion}\n", style="yellow")
+    ev = job.last_run_event
+    if job.kind == "train" and ev:
+        if ev.get("type") == "step":
+            t.append(f"epoch {ev.get('epoch')}  step {ev.get('epoch_step')}/{ev.get('steps_per_epoch')}  "
+                     f"loss {ev.get('loss')}  {ev.get('examples_per_s')} examples/s  "
+                     f"ETA {fmt_duration(ev.get('eta_s'))}\n")
+        else:
+            t.append(f"last event: {ev.get('type')}\n")
+        t.append("F4 (or enter here) shows its charts\n", style="dim")
+    width = max((len(s) for s in job.stages), default=0)
+    for name, sp in job.stages.items():
+        frac = sp.fraction
+        t.append(f"{name:<{width}} ", style="bold" if name == job.current_stage else "")
+        t.append(fmt_bar(frac, 16) + " ")
+        if sp.total:
+            t.append(f"{sp.done:,.0f}/{sp.total:,.0f} {sp.unit}".ljust(22))
+        else:
+            t.append(f"{sp.done:,.0f} {sp.unit}".ljust(22))
+        eta = sp.eta() if job.running and name == job.current_stage else None
+        if eta is not None:
+            t.append(f" ETA {fmt_duration(eta)}")
+        if sp.message:
+            t.append(f"  {sp.message[:60]}", style="dim")
+        t.append("\n")
+    if not job.stages and job.kind != "train":
+        t.append("no progress reported yet\n" if job.running else "", style="dim")
+    t.append(f"log: {short_path(job.log_path, root)}", style="dim")
+    return t
+
+
+class JobsScreen(BaseScreen):
+    MODE = "jobs"
+    BINDINGS = [
+        Binding("ctrl+t", "cancel", "Cancel job"),
+        Binding("ctrl+l", "clear", "Clear finished"),
+        Binding("enter", "open_run", "Open run", show=False),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.selected: str | None = None
+        self._order: list[str] = []
+        self._log_key: tuple = ()
+
+    def compose_body(self) -> Iterable[Widget]:
+        with Vertical(id="jobs-main"):
+            yield DataTable(id="jobs-table", cursor_type="row")
+            with Horizontal(id="job-detail"):
+                yield Static("", id="job-stages")
+                yield Log(id="job-log", max_lines=400, auto_scroll=True)
+            yield Static("", id="jobs-empty")
+
+    def on_mount(self) -> None:
+        t = self.query_one("#jobs-table", DataTable)
+        for c in COLUMNS:
+            t.add_column(c, key=c)
+        self.sapp.jobs_signal.subscribe(self, lambda _: self.refresh_jobs())
+        self.set_interval(1.0, self._tick)
+        self.refresh_jobs()
+        t.focus()
+
+    def on_screen_resume(self) -> None:
+        super().on_screen_resume()
+        self.refresh_jobs()
+
+    def _tick(self) -> None:
+        if self.is_current and self.sapp.jobs.running():
+            self.refresh_jobs()
+
+    def refresh_jobs(self) -> None:
+        jobs = self.sapp.jobs.ordered()
+        now = time.time()
+        t = self.query_one("#jobs-table", DataTable)
+        order = [j.id for j in jobs]
+        if order != self._order:
+            self._order = order
+            t.clear()
+            for j in jobs:
+                t.add_row(*job_cells(j, now), key=j.id)
+            if self.selected in order:
+                t.move_cursor(row=order.index(self.selected))
+            elif order:
+                self.selected = order[0]
+                t.move_cursor(row=0)
+        else:
+            for j in jobs:
+                for col, val in zip(COLUMNS, job_cells(j, now)):
+                    t.update_cell(j.id, col, val)
+        self.query_one("#jobs-empty", Static).update(
+            "" if jobs else "No jobs yet. Jobs start from the Datasets (F2) and Train (F4) screens.")
+        self._show_detail()
+
+    @on(DataTable.RowHighlighted, "#jobs-table")
+    def highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.row_key is not None and event.row_key.value != self.selected:
+            self.selected = event.row_key.value
+            self._show_detail()
+
+    @on(DataTable.RowSelected, "#jobs-table")
+    def row_selected(self, event: DataTable.RowSelected) -> None:
+        self.action_open_run()
+
+    def _job(self) -> Job | None:
+        return self.sapp.jobs.jobs.get(self.selected or "")
+
+    def _show_detail(self) -> None:
+        job = self._job()
+        stages = self.query_one("#job-stages", Static)
+        log = self.query_one("#job-log", Log)
+        if job is None:
+            stages.update("")
+            if self._log_key:
+                log.clear()
+                self._log_key = ()
+            return
+        stages.update(stage_lines(job, time.time(), self.sapp.ws.root))
+        key = (job.id, job._stderr_pos, len(job.stderr_tail))
+        if key != self._log_key:
+            same_job = self._log_key[:1] == (job.id,)
+            old_pos = self._log_key[1] if same_job else None
+            self._log_key = key
+            if same_job and old_pos is not None and len(job.stderr_tail) < job.stderr_tail.maxlen:
+                new = list(job.stderr_tail)[log.line_count:]
+                if new:
+                    log.write_lines(new)
+            else:
+                log.clear()
+                log.write_lines(list(job.stderr_tail))
+
+    def action_cancel(self) -> None:
+        job = self._job()
+        if job is None:
+            self.error("no job selected")
+            return
+        if not (job.running or job.status == "detached"):
+            self.notify(f"{job.title} is not running ({job.status})", timeout=3)
+            return
+        if job.status == "stopping":
+            if self.sapp.jobs.kill_now(job):
+                self.notify(f"killed {job.title} (SIGKILL)", severity="warning", timeout=4)
+            return
+        if self.sapp.jobs.cancel(job):
+            self.notify(f"stopping {job.title} (SIGTERM; killed if it does not stop in "
+                        f"{self.sapp.jobs.grace(job):.0f}s; ctrl+t again kills it now)", timeout=5)
+        self.refresh_jobs()
+
+    def action_clear(self) -> None:
+        n = self.sapp.jobs.forget_finished()
+        self.notify(f"cleared {n} finished job(s); their logs stay in {short_path(self.sapp.jobs.logs_dir)}",
+                    timeout=3)
+        self.refresh_jobs()
+
+    def action_open_run(self) -> None:
+        job = self._job()
+        if job is None or job.kind != "train" or not job.run_id:
+            return
+        if self.sapp.open_run(job.run_id) is not None:
+            self.app.call_later(self.sapp.action_show, "train")

@@ -1,0 +1,248 @@
+"""Runs: every run of the workspace in a sortable table; select several (space) to compare their
+curves on one chart; open a run's config and events."""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from rich.text import Text
+from textual import on, work
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.widget import Widget
+from textual.widgets import DataTable, Static
+from textual.worker import get_current_worker
+
+from tui.screens.base import BaseScreen
+from tui.state import (RUN_COLUMNS, RUN_STYLE, RunState, fmt_num, recommendable, run_cells, run_row, sort_rows)
+from tui.widgets.charts import Chart, ChartData, Series
+
+METRICS = (("val_recall", "validation Recall@10 per epoch"), ("val_ndcg", "validation NDCG@10 per epoch"),
+           ("loss", "training loss per step"))
+
+
+def load_runs(ws) -> tuple[list[dict], dict[str, RunState]]:
+    """Rows for the table and the curves of each run (from its events file)."""
+    from engine.runs import list_runs
+    from tui.state import EventTail
+    rows, curves = [], {}
+    for r in list_runs(ws):
+        rows.append(run_row(r))
+        curves[r.run_id] = RunState(r.run_id).feed_all(EventTail(r.dir / "events.jsonl").poll())
+    return rows, curves
+
+
+class RunsScreen(BaseScreen):
+    MODE = "runs"
+    BINDINGS = [
+        Binding("space", "toggle", "Select", key_display="space"),
+        Binding("enter", "details", "Details", show=False),
+        Binding("ctrl+s", "sort", "Sort"),
+        Binding("ctrl+g", "cycle_metric", "Metric"),
+        Binding("ctrl+o", "open_train", "On Train"),
+        Binding("ctrl+r", "recommend", "Recommend"),
+        Binding("ctrl+l", "refresh", "Refresh", show=False),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[dict] = []
+        self.curves: dict[str, RunState] = {}
+        self.marked: list[str] = []
+        self.sort_key: str = "created"
+        self.sort_reverse = True
+        self.metric = 0
+        self.cursor_run: str | None = None
+
+    def compose_body(self) -> Iterable[Widget]:
+        with Vertical(id="runs-main"):
+            yield DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
+            with Horizontal(id="runs-lower"):
+                yield Chart(ChartData(title="compare: select runs with space"), id="compare-chart")
+                yield Static("", id="run-info")
+
+    def on_mount(self) -> None:
+        t = self.query_one("#runs-table", DataTable)
+        t.add_column(" ", key="mark")
+        for label, key in RUN_COLUMNS:
+            t.add_column(label, key=key)
+        self.sapp.runs_signal.subscribe(self, lambda _: self.reload())
+        self.reload()
+        t.focus()
+
+    def on_screen_resume(self) -> None:
+        super().on_screen_resume()
+        self.reload()
+
+    def reload(self) -> None:
+        self.load_worker()
+
+    @work(thread=True, exclusive=True, group="runs-load", exit_on_error=False)
+    def load_worker(self) -> None:
+        try:
+            rows, curves = load_runs(self.sapp.ws)
+            err = None
+        except Exception as e:
+            rows, curves, err = [], {}, f"could not read the runs: {e}"
+        if not get_current_worker().is_cancelled:
+            self.app.call_from_thread(self._show, rows, curves, err)
+
+    def _show(self, rows: list[dict], curves: dict[str, RunState], err: str | None) -> None:
+        if err:
+            self.error(err)
+        self.rows, self.curves = rows, curves
+        self.marked = [m for m in self.marked if m in curves]
+        self._fill()
+
+    def _fill(self) -> None:
+        t = self.query_one("#runs-table", DataTable)
+        rows = sort_rows(self.rows, self.sort_key, self.sort_reverse)
+        keep = self.cursor_run
+        t.clear()
+        for r in rows:
+            cells = run_cells(r)
+            cells[3] = Text(cells[3], style=RUN_STYLE.get(r["status"], ""))
+            mark = Text("[x]", style="bold cyan") if r["run_id"] in self.marked else Text("[ ]", style="dim")
+            t.add_row(mark, *cells, key=r["run_id"])
+        ids = [r["run_id"] for r in rows]
+        if keep in ids:
+            t.move_cursor(row=ids.index(keep))
+        elif ids:
+            self.cursor_run = ids[0]
+            t.move_cursor(row=0)
+        if not rows:
+            self.cursor_run = None
+        self._update_info()
+        self._update_chart()
+
+    @on(DataTable.RowHighlighted, "#runs-table")
+    def highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.row_key is not None:
+            self.cursor_run = event.row_key.value
+            self._update_info()
+            if not self.marked:
+                self._update_chart()
+
+    @on(DataTable.RowSelected, "#runs-table")
+    def selected(self, event: DataTable.RowSelected) -> None:
+        self.action_details()
+
+    @on(DataTable.HeaderSelected, "#runs-table")
+    def header(self, event: DataTable.HeaderSelected) -> None:
+        self._sort_by(str(event.column_key.value))
+
+    def _row(self, run_id: str | None) -> dict | None:
+        return next((r for r in self.rows if r["run_id"] == run_id), None)
+
+    def _update_info(self) -> None:
+        info = self.query_one("#run-info", Static)
+        r = self._row(self.cursor_run)
+        if r is None:
+            info.update(Text("No runs yet. Train one on the Train screen (F4).", style="dim"))
+            return
+        t = Text()
+        t.append(f"{r['run_id']}\n", style="bold")
+        t.append(f"{r['model']} on {r['dataset']}  ")
+        t.append(f"{r['status']}\n", style=RUN_STYLE.get(r["status"], ""))
+        for label, key in (("val R@10", "val_recall"), ("val NDCG@10", "val_ndcg"),
+                           ("test R@10 last", "test_last"), ("test R@10 prefixes", "test_prefixes")):
+            t.append(f"{label:<19}", style="dim")
+            t.append(f"{fmt_num(r.get(key))}\n")
+        if r.get("error"):
+            t.append(f"error: {r['error'][:200]}\n", style="red")
+        t.append(f"\n{len(self.marked)} selected to compare", style="dim")
+        info.update(t)
+
+    def _update_chart(self) -> None:
+        chart = self.query_one("#compare-chart", Chart)
+        key, title = METRICS[self.metric]
+        ids = self.marked or ([self.cursor_run] if self.cursor_run else [])
+        series = []
+        for rid in ids:
+            st = self.curves.get(rid)
+            if st is None:
+                continue
+            label = rid if len(ids) > 1 else ""
+            if key == "loss":
+                series.append(Series(label, list(st.steps), list(st.losses)))
+            else:
+                ys = st.val_recall if key == "val_recall" else st.val_ndcg
+                series.append(Series(label, list(st.epoch_x), list(ys), marker="dot"))
+        hint = "" if self.marked else " (space selects runs)"
+        chart.update_data(ChartData(title=title + hint, series=series,
+                                    xlabel="step" if key == "loss" else "epoch",
+                                    empty_text="no curve for this run" if ids else "no runs"))
+
+    # ---- actions -------------------------------------------------------------------------------
+    def action_toggle(self) -> None:
+        rid = self.cursor_run
+        if not rid:
+            return
+        if rid in self.marked:
+            self.marked.remove(rid)
+        else:
+            self.marked.append(rid)
+        t = self.query_one("#runs-table", DataTable)
+        mark = Text("[x]", style="bold cyan") if rid in self.marked else Text("[ ]", style="dim")
+        t.update_cell(rid, "mark", mark)
+        self._update_info()
+        self._update_chart()
+
+    def _sort_by(self, key: str) -> None:
+        if key == "mark":
+            return
+        if key == self.sort_key:
+            self.sort_reverse = not self.sort_reverse
+        else:
+            self.sort_key, self.sort_reverse = key, key not in ("run_id", "model", "dataset", "status", "device")
+        label = dict((k, lbl) for lbl, k in RUN_COLUMNS).get(key, key)
+        self.notify(f"sorted by {label} ({'descending' if self.sort_reverse else 'ascending'})", timeout=2)
+        self._fill()
+
+    def action_sort(self) -> None:
+        t = self.query_one("#runs-table", DataTable)
+        keys = ["mark"] + [k for _, k in RUN_COLUMNS]
+        col = t.cursor_coordinate.column if t.cursor_type != "row" else None
+        if col is None:
+            # row cursor: cycle through the metric columns
+            cycle = ["val_recall", "val_ndcg", "test_last", "test_prefixes", "seconds", "model", "created"]
+            nxt = cycle[(cycle.index(self.sort_key) + 1) % len(cycle)] if self.sort_key in cycle else cycle[0]
+            self.sort_key, self.sort_reverse = nxt, nxt not in ("model",)
+            label = dict((k, lbl) for lbl, k in RUN_COLUMNS).get(nxt, nxt)
+            self.notify(f"sorted by {label} ({'descending' if self.sort_reverse else 'ascending'}); "
+                        f"click a header to choose", timeout=2)
+            self._fill()
+        else:
+            self._sort_by(keys[col])
+
+    def action_cycle_metric(self) -> None:
+        self.metric = (self.metric + 1) % len(METRICS)
+        self._update_chart()
+
+    def action_details(self) -> None:
+        if not self.cursor_run:
+            self.error("no run selected")
+            return
+        from tui.screens.modals import RunDetailsScreen
+        self.app.push_screen(RunDetailsScreen(self.sapp.ws.run_dir(self.cursor_run)))
+
+    def action_open_train(self) -> None:
+        if not self.cursor_run:
+            self.error("no run selected")
+            return
+        if self.sapp.open_run(self.cursor_run) is not None:
+            self.app.call_later(self.sapp.action_show, "train")
+
+    def action_recommend(self) -> None:
+        r = self._row(self.cursor_run)
+        if r is None:
+            self.error("no run selected")
+            return
+        if not recommendable(r):
+            self.error(f"run {r['run_id']} has no checkpoint yet ({r['status']}); it cannot recommend")
+            return
+        self.sapp.preferred_source = f"run:{r['run_id']}"
+        self.app.call_later(self.sapp.action_show, "recommend")
+
+    def action_refresh(self) -> None:
+        self.reload()

@@ -1,0 +1,1 @@
+"""Widgets of the app: charts, the navigation bar, tables and forms."""
