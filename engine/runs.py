@@ -10,7 +10,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from engine.train.events import EVENTS_FILE, read_events
 from engine.workspace import Workspace
@@ -45,6 +45,19 @@ class RunSummary:
             return self.best_val.get(name)
         proto = where.split("_", 1)[1]
         return (self.test.get(proto) or {}).get(name)
+
+
+def new_run_id(model: str, existing: "Iterable[str]", stamp: str | None = None) -> str:
+    """`<model>-<mmdd-HHMMSS>` (with -2, -3, ... when taken). The dataset is in the run's config."""
+    import time
+    stamp = stamp or time.strftime("%m%d-%H%M%S")
+    base = f"{model}-{stamp}"[:60]
+    taken = set(existing)
+    rid, n = base, 1
+    while rid in taken:
+        n += 1
+        rid = f"{base}-{n}"
+    return rid
 
 
 def _alive(pid: int | None) -> bool:

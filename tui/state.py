@@ -354,7 +354,7 @@ def dataset_info(ws: Any, name: str) -> DatasetInfo:
         return DatasetInfo(name, "?", "?", False, [], {}, error=str(e))
     rows = [StageRow(s.name, s.state, s.seconds, _stage_note(s.name, s.stats) if s.stats else "", s.error)
             for s in sts]
-    src = ds.source.get("path") or ""
+    src = str(ds.source_file("path") or "")
     return DatasetInfo(name, ds.source.get("format") or "?", short_path(src, ws.root), ds.is_demo, rows,
                        summary_stats(ds))
 
@@ -558,17 +558,9 @@ def effective_defaults(spec_defaults: dict[str, Any], cpu_overrides: dict[str, A
 
 
 def new_run_id(model: str, dataset: str, existing: Iterable[str], stamp: str | None = None) -> str:
-    """`<model>-<mmdd-HHMMSS>`, like the engine names the runs it starts itself (the dataset is in
-    the run's config and in the Runs table)."""
-    import time
-    stamp = stamp or time.strftime("%m%d-%H%M%S")
-    base = f"{model}-{stamp}"[:60]
-    taken = set(existing)
-    rid, n = base, 1
-    while rid in taken:
-        n += 1
-        rid = f"{base}-{n}"
-    return rid
+    """The engine's run naming (engine.runs.new_run_id); the dataset is in the run's config."""
+    from engine.runs import new_run_id as engine_new_run_id
+    return engine_new_run_id(model, existing, stamp)
 
 
 # ---- recommend -----------------------------------------------------------------------------------

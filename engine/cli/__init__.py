@@ -72,6 +72,13 @@ def main(argv: list[str] | None = None) -> int:
         out.emit({"type": "error", "error": "interrupted"})
         err_console.print("sessrec: interrupted", markup=False)
         return 130
+    except Exception as e:  # a bug: say so on the event stream too, then show the traceback
+        import traceback
+        out.emit({"type": "error", "error": f"internal error: {type(e).__name__}: {e}",
+                  "traceback": traceback.format_exc(limit=12)})
+        err_console.print(f"sessrec: internal error: {type(e).__name__}: {e}", markup=False)
+        traceback.print_exc()
+        return 1
 
 
 if __name__ == "__main__":

@@ -123,10 +123,11 @@ def cmd_train(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
                 raise InputError(f"--resume continues a run with its saved config; only --epochs and "
                                  f"--device may change (got {', '.join(given) or 'model/dataset options'})")
             final = fit(None, ws, run_id=args.resume, resume=True, epochs=args.epochs, device=args.device,
-                        to_stdout=out.mode == "jsonl", log=log, stop=stop)
+                        to_stdout=out.mode == "jsonl", log=log, stop=stop, progress=out.progress)
         else:
             cfg = train_config_from_args(args)
-            final = fit(cfg, ws, run_id=args.run_id, to_stdout=out.mode == "jsonl", log=log, stop=stop)
+            final = fit(cfg, ws, run_id=args.run_id, to_stdout=out.mode == "jsonl", log=log, stop=stop,
+                        progress=out.progress)
     except RunFailed as e:
         ev = e.event
         err_console.print(f"sessrec: run failed: {ev.get('error')}", markup=False)
@@ -230,7 +231,9 @@ def cmd_runs(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
 
 
 def cmd_recommend(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
+    import torch
     from engine.recommend import Recommender, parse_item_ids
+    torch.set_num_threads(1)   # one short lookup: thread start-up costs more than it saves
     if args.k < 1:
         raise InputError("--k must be >= 1")
     ids = parse_item_ids(" ".join(args.items))

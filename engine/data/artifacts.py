@@ -17,6 +17,8 @@ from engine.errors import InputError
 from engine.workspace import Workspace
 
 REQUIRED = ("items", "graph", "encodings")
+# stages a model kind needs (GNNs read the Laplacian PE; baselines only the items and the graph)
+REQUIRED_STAGES = {"gnn": REQUIRED, "baseline": ("items", "graph")}
 
 
 @dataclass
@@ -53,7 +55,7 @@ def require_built(ds: Dataset, stages: tuple[str, ...] = REQUIRED) -> None:
 
 def load_dataset(ws: Workspace, name: str, with_pe: bool = True) -> DatasetArtifacts:
     ds = Dataset.load(ws, name)
-    require_built(ds, REQUIRED if with_pe else ("items", "graph"))
+    require_built(ds, REQUIRED_STAGES["gnn" if with_pe else "baseline"])
     d = ds.dir
     pe = np.load(d / "encodings" / "pe.npy") if with_pe else None
     oracle_rec = ds.stage_record("oracle")

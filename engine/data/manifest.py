@@ -66,6 +66,15 @@ class Dataset:
     def is_demo(self) -> bool:
         return bool(self.source.get("demo"))
 
+    def source_file(self, role: str = "path") -> Path | None:
+        """The source (`path`) or test file (`test_path`); files inside the dataset folder are stored
+        relative to it, so a workspace can be moved or copied."""
+        p = self.source.get(role)
+        if not p:
+            return None
+        path = Path(p)
+        return path if path.is_absolute() else self.dir / path
+
     def stage_dir(self, stage: str) -> Path:
         return self.dir / stage
 
@@ -78,10 +87,19 @@ class Dataset:
                test_path: Path | None = None, demo: dict | None = None,
                overwrite: bool = False) -> "Dataset":
         d = ws.dataset_dir(name)
+
+        def stored(p: Path | None) -> str | None:
+            if p is None:
+                return None
+            p = Path(p).resolve()
+            try:
+                return str(p.relative_to(d.resolve()))
+            except ValueError:
+                return str(p)
         if (d / MANIFEST).exists() and not overwrite:
             existing = cls.load(ws, name)
-            same = (existing.source.get("path") == str(source_path)
-                    and existing.source.get("test_path") == (str(test_path) if test_path else None))
+            same = (existing.source.get("path") == stored(source_path)
+                    and existing.source.get("test_path") == stored(test_path))
             if not same:
                 raise InputError(f"dataset {name!r} already exists with source "
                                  f"{existing.source.get('path')}; choose another --name or delete it "
@@ -95,8 +113,8 @@ class Dataset:
             "version": MANIFEST_VERSION,
             "name": name,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "source": {"path": str(source_path), "format": cfg.format,
-                       "test_path": str(test_path) if test_path else None, "demo": demo},
+            "source": {"path": stored(source_path), "format": cfg.format,
+                       "test_path": stored(test_path), "demo": demo},
             "config": to_dict(cfg),
             "stages": {},
         }

@@ -78,12 +78,11 @@ def _events_stats(table) -> dict:
 
 def run_ingest(ctx: StageContext) -> dict:
     from engine.data.formats import read_events
-    src = ctx.ds.source
-    res = read_events(Path(src["path"]), ctx.cfg.format, ctx.progress)
+    res = read_events(ctx.ds.source_file("path"), ctx.cfg.format, ctx.progress)
     _write_table(res.table, ctx.out / "events.parquet")
     stats = {"reader": res.stats, **_events_stats(res.table)}
-    if src.get("test_path"):
-        tres = read_events(Path(src["test_path"]), ctx.cfg.format, ctx.progress)
+    if ctx.ds.source_file("test_path"):
+        tres = read_events(ctx.ds.source_file("test_path"), ctx.cfg.format, ctx.progress)
         _write_table(tres.table, ctx.out / "test_events.parquet")
         stats["test_file"] = {"reader": tres.stats, **_events_stats(tres.table)}
     return stats
@@ -152,7 +151,7 @@ def run_encodings(ctx: StageContext) -> dict:
 
 def run_oracle(ctx: StageContext) -> dict:
     from engine.data.demo import oracle_recall
-    truth = Path(ctx.ds.source["path"]).with_name("truth.npz")
+    truth = ctx.ds.source_file("path").with_name("truth.npz")
     if not truth.exists():
         raise StageError(f"demo truth file {truth} is missing; regenerate with `sessrec demo`")
     test = Sessions.read(ctx.input("split", "test.parquet"))
@@ -199,9 +198,8 @@ def _source_fingerprints(ds: Dataset, cached: dict | None) -> dict:
     cached = cached or {}
     fps = {}
     for role in ("path", "test_path"):
-        p = ds.source.get(role)
-        if p:
-            path = Path(p)
+        path = ds.source_file(role)
+        if path is not None:
             if not path.exists():
                 raise StageError(f"source file {path} does not exist (dataset {ds.name!r}); "
                                  f"restore it or re-import the dataset")

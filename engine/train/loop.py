@@ -60,11 +60,8 @@ class StopFlag:
 
 
 def new_run_id(ws: Workspace, cfg: TrainConfig) -> str:
-    base = f"{cfg.model}-{time.strftime('%m%d-%H%M%S')}"
-    run_id, n = base, 1
-    while ws.run_dir(run_id).exists():
-        n += 1
-        run_id = f"{base}-{n}"
+    from engine.runs import new_run_id as make_id
+    run_id = make_id(cfg.model, (p.name for p in ws.runs_dir.iterdir()) if ws.runs_dir.exists() else ())
     return check_name(run_id, "run id")
 
 
@@ -158,16 +155,26 @@ def build_trainer(cfg: TrainConfig, data: DatasetArtifacts, device: torch.device
     return Trainer(cfg, model, builder, torch.as_tensor(ex, device=device), opt, sched, freq, device)
 
 
+class StoppedDuringEval(Exception):
+    """A stop was requested while an evaluation pass ran (checked per batch)."""
+
+
 def _eval(model: Any, data: DatasetArtifacts, split: str, protocol: str, cfg: TrainConfig,
-          device: torch.device, progress=None) -> dict:
+          device: torch.device, progress=None, stop: StopFlag | None = None) -> dict:
     graph_mode = getattr(model, "graph_mode", "none")
     builder = BatchBuilder(SessionStore(data.split(split), device), data.n_items,
                            graph_mode if graph_mode in ("transitions", "cooc") else "none", data.graph)
     pop = np.concatenate([[0], data.items.train_counts])
     autocast = device.type == "cuda" and cfg.bf16
+
+    def report(p):  # evaluation passes on large data take a while: honour a stop between batches
+        if stop is not None and stop.requested:
+            raise StoppedDuringEval
+        if progress is not None:
+            progress(p)
     with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=autocast):
         res = evaluate(model, builder, data.split(split), protocol=protocol,
-                       batch_size=cfg.eval_batch_size, popularity=pop, progress=progress)
+                       batch_size=cfg.eval_batch_size, popularity=pop, progress=report)
     res["split"] = split
     return res
 
@@ -347,12 +354,21 @@ def _fit_gnn(cfg, data, device, run_dir, runlog, log, stop, resume, t_start, pro
                 runlog.emit("checkpoint", kind="last", path=str(run_dir / LAST), epoch=epoch + 1, step=step)
                 log(f"stopped ({stop.signal}) at epoch {epoch + 1}, step {step}; resume with --resume")
                 return runlog.emit("run_finished", status="stopped", reason=stop.signal,
-                                   best_epoch=early["best_epoch"], best_val=early.get("best_metrics"),
+                                   best_epoch=early["best_epoch"] or None, best_val=early.get("best_metrics"),
                                    seconds=round(time.perf_counter() - t_start, 2), epochs_run=epoch)
         train_loss = float(loss_sum) / max(1, loss_n)
         epoch_seconds = time.perf_counter() - t_epoch
         tr.model.eval()
-        val = _eval(tr.model, data, "val", cfg.val_protocol, cfg, device)
+        try:
+            val = _eval(tr.model, data, "val", cfg.val_protocol, cfg, device, progress, stop)
+        except StoppedDuringEval:
+            # the epoch's training is complete: resume starts with its validation
+            save_checkpoint(run_dir / LAST, _payload(tr, data, cfg, epoch, spe, step, early))
+            runlog.emit("checkpoint", kind="last", path=str(run_dir / LAST), epoch=epoch + 1, step=step)
+            log(f"stopped ({stop.signal}) during validation of epoch {epoch + 1}; resume with --resume")
+            return runlog.emit("run_finished", status="stopped", reason=stop.signal,
+                               best_epoch=early["best_epoch"] or None, best_val=early.get("best_metrics"),
+                               seconds=round(time.perf_counter() - t_start, 2), epochs_run=epoch)
         value = val["metrics"]["recall@10"]
         improved = value > early["best_value"] + 1e-12
         if improved:
@@ -384,8 +400,14 @@ def _fit_gnn(cfg, data, device, run_dir, runlog, log, stop, resume, t_start, pro
     getattr(tr.model, "_orig_mod", tr.model).load_state_dict(best["model"])
     tr.model.eval()
     log("evaluating the best epoch on val and test (both protocols)")
-    val = {p: _eval(tr.model, data, "val", p, cfg, device, progress) for p in ("last", "prefixes")}
-    test = {p: _eval(tr.model, data, "test", p, cfg, device, progress) for p in ("last", "prefixes")}
+    try:
+        val = {p: _eval(tr.model, data, "val", p, cfg, device, progress, stop) for p in ("last", "prefixes")}
+        test = {p: _eval(tr.model, data, "test", p, cfg, device, progress, stop) for p in ("last", "prefixes")}
+    except StoppedDuringEval:
+        log(f"stopped ({stop.signal}) during the final evaluation; `sessrec eval {runlog.run_id}` runs it")
+        return runlog.emit("run_finished", status="stopped", reason=stop.signal,
+                           best_epoch=early["best_epoch"] or None, best_val=early.get("best_metrics"),
+                           seconds=round(time.perf_counter() - t_start, 2), epochs_run=cfg.epochs)
     return runlog.emit("run_finished", status=status, best_epoch=early["best_epoch"],
                        best_val=early.get("best_metrics"), val=val, test=test,
                        seconds=round(time.perf_counter() - t_start, 2), epochs_run=cfg.epochs)

@@ -15,6 +15,7 @@ from textual.widget import Widget
 from textual.widgets import Button, Input, Label, Log, Select, Static
 from textual.worker import get_current_worker
 
+from engine.data.artifacts import REQUIRED_STAGES
 from tui import jobs as J
 from tui.screens.base import BaseScreen
 from tui.state import (RUN_STYLE, FormError, RunState, changed_params, dataset_infos, effective_defaults,
@@ -275,7 +276,7 @@ class TrainScreen(BaseScreen):
         params = changed_params(values, defaults)
         if info is None:
             raise FormError(f"dataset {ds} is gone; pick another")
-        need = ("items", "graph") if spec["kind"] == "baseline" else ("items", "graph", "encodings")
+        need = REQUIRED_STAGES["baseline" if spec["kind"] == "baseline" else "gnn"]
         missing = [s for s in need if info.state_of(s) != "done"]
         if missing:
             raise FormError(f"dataset {ds} is not built ({', '.join(f'{s}: {info.state_of(s)}' for s in missing)}); "
