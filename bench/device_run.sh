@@ -13,7 +13,7 @@ OUT=${OUT:-bench/results/device}
 SIZE=${SIZE:-full}
 DEVICE=${DEVICE:-cuda}
 BATCH=${BATCH:-2048}
-EPOCHS=${EPOCHS:-8}
+EPOCHS=${EPOCHS:-6}
 WS=${WS:-/tmp/sessrec-ws}
 mkdir -p "$OUT"
 LOG="$OUT/run.log"
@@ -36,7 +36,8 @@ step models
 timeout 150 "${S[@]}" bench train --dataset "$DS" --device "$DEVICE" --batch-size "$BATCH" --steps 25 \
   --out "$OUT/train_models.json" >> "$LOG" 2>&1
 step quality
-timeout 240 "${S[@]}" train --dataset "$DS" --model graph_transformer --device "$DEVICE" --batch-size "$BATCH" \
-  --epochs "$EPOCHS" --patience 2 --lr 2e-3 --run-id gt-full >> "$LOG" 2>&1
-cp "$WS/runs/gt-full/events.jsonl" "$OUT/quality_gt_events.jsonl" 2>/dev/null
+# events straight into $OUT (kept even if the time limit cuts the run), logs into run.log
+timeout 240 "${S[@]}" --events jsonl train --dataset "$DS" --model graph_transformer --device "$DEVICE" \
+  --batch-size "$BATCH" --epochs "$EPOCHS" --patience 2 --lr 2e-3 --run-id gt-full \
+  > "$OUT/quality_gt_events.jsonl" 2>> "$LOG"
 step done
