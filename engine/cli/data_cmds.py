@@ -231,14 +231,13 @@ def cmd_status(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
         not_done = [f"{s.name} {s.state}" for s in sts if s.state != "done"]
         states = f"[green]all {len(sts)} done[/]" if not not_done else \
             f"[yellow]{'; '.join(not_done[:2])}{' ...' if len(not_done) > 2 else ''}[/]"
-        rows.append([n, ds.source.get("format"), states, summ.get("sessions"), summ.get("items"),
-                     "/".join(fmt(summ.get(f"{p}_sessions")) for p in ("train", "val", "test")),
-                     summ.get("graph_nodes"), summ.get("graph_edges"), summ.get("repeat_rate")])
+        rows.append([n, states, summ.get("sessions"), summ.get("items"),
+                     " / ".join(fmt(summ.get(f"{p}_sessions")) for p in ("train", "val", "test")),
+                     summ.get("graph_edges"), summ.get("repeat_rate")])
         objs.append({"dataset": n, "stages": {s.name: s.state for s in sts}, "summary": summ})
     out.result({"datasets": objs},
-               table(f"datasets in {ws.datasets_dir}",
-                     ["name", "format", "stages", "sessions", "items", "train/val/test",
-                      "nodes", "edges", "repeat"], rows))
+               table(f"datasets in {ws.datasets_dir} (`sessrec data status NAME` for every stat)",
+                     ["name", "stages", "sessions", "items", "train / val / test", "edges", "repeat"], rows))
     return 0
 
 

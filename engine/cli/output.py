@@ -102,11 +102,12 @@ def table(title: str, columns: list[str], rows: list[list[Any]], **kw: Any) -> T
         last = i == len(columns) - 1
         numeric = bool(rows) and all(isinstance(r[i], (int, float)) or r[i] is None for r in rows)
         width = max((len(r[i]) for r in cells), default=0)
-        # narrow terminals: the first column (names, ids) and numbers are never cut; other text wraps
+        # narrow terminals: numbers are never cut or wrapped; text folds (names stay readable)
         first = i == 0
-        t.add_column(c, no_wrap=first or numeric, overflow="ellipsis" if first else "fold",
+        t.add_column(c, no_wrap=numeric or first, overflow="ellipsis" if first else "fold",
                      justify="right" if numeric else "left",
-                     min_width=min(width, 28) if first else (width if numeric else None))
+                     min_width=width if numeric else min(width, 24 if first else 6),
+                     max_width=32 if first else None)
     for r in cells:
         t.add_row(*r)
     return t

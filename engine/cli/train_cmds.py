@@ -216,16 +216,15 @@ def cmd_eval(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
 def cmd_runs(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
     from engine.runs import list_runs
     runs = [r for r in list_runs(ws) if not args.dataset or r.dataset == args.dataset]
-    rows = [[r.run_id, r.dataset, r.status, f"{r.epochs_run}/{r.epochs}" if r.kind == "gnn" else "-",
-             r.metric("val"), r.metric("val", "ndcg@10"), r.metric("test_last"), r.metric("test_prefixes"),
-             f"{r.seconds:.0f}s" if r.seconds else "-", r.device] for r in runs]
+    rows = [[r.run_id, r.dataset, f"{r.status} {r.epochs_run}/{r.epochs}" if r.kind == "gnn" else r.status,
+             r.metric("val"), r.metric("test_last"), r.metric("test_prefixes"),
+             f"{r.seconds:.0f}s {r.device or ''}" if r.seconds else (r.device or "-")] for r in runs]
     out.result({"runs": [{"run_id": r.run_id, "model": r.model, "dataset": r.dataset, "status": r.status,
                           "epochs_run": r.epochs_run, "best_epoch": r.best_epoch, "best_val": r.best_val,
                           "test": r.test, "seconds": r.seconds, "device": r.device, "error": r.error}
                          for r in runs]},
-               table(f"runs in {ws.runs_dir} (R@10 = Recall@10, N@10 = NDCG@10; test: last / prefixes protocol)",
-                     ["run", "dataset", "status", "epochs", "val R@10", "val N@10", "test last", "test pref",
-                      "time", "device"], rows)
+               table(f"runs in {ws.runs_dir} (Recall@10: best val epoch; test: last / prefixes protocol)",
+                     ["run", "dataset", "status", "val", "test last", "test pref", "time"], rows)
                if runs else "no runs yet: `sessrec train --dataset NAME --model NAME`")
     return 0
 
