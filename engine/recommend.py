@@ -19,7 +19,7 @@ import torch
 
 from engine.config import TrainConfig, from_dict
 from engine.data.graph import CoocGraph
-from engine.data.items import ItemIndex
+from engine.data.items import ItemIndex, parse_item_ids  # noqa: F401 (re-exported)
 from engine.data.sessions import Sessions
 from engine.errors import InputError
 from engine.models.registry import get_spec
@@ -40,17 +40,6 @@ class Recommendation:
     source: str
     seconds: float = 0.0
     extra: dict = field(default_factory=dict)
-
-
-def parse_item_ids(text: str) -> list[int]:
-    """'355908, 248676 1' -> [355908, 248676, 1]; a non-numeric token is a clear error."""
-    tokens = [t for t in text.replace(",", " ").split() if t]
-    out = []
-    for t in tokens:
-        if not t.lstrip("-").isdigit():
-            raise InputError(f"item id {t!r} is not a number (type ids separated by spaces or commas)")
-        out.append(int(t))
-    return out
 
 
 class Recommender:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from engine.process import pid_alive
 from engine.train.events import EVENTS_FILE, read_events
 from engine.workspace import Workspace
 
@@ -60,18 +61,6 @@ def new_run_id(model: str, existing: "Iterable[str]", stamp: str | None = None) 
     return rid
 
 
-def _alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def summarize_run(run_dir: Path) -> RunSummary:
     cfg = json.loads((run_dir / "config.json").read_text())
     train = cfg.get("train", {})
@@ -102,7 +91,7 @@ def summarize_run(run_dir: Path) -> RunSummary:
             s.status = "failed" if ev.get("error_kind") != "interrupted" else "interrupted"
             s.error = ev.get("error")
         last_type = t
-    if last_type not in TERMINAL and s.status == "running" and not _alive(s.pid):
+    if last_type not in TERMINAL and s.status == "running" and not pid_alive(s.pid):
         s.status = "interrupted"     # killed without a chance to write run_finished (OOM killer, kill -9)
     return s
 

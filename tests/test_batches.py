@@ -9,12 +9,7 @@ from engine.train.batches import BatchBuilder, SessionStore, make_examples
 
 
 def make(lists):
-    lengths = [len(x) for x in lists]
-    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    items = np.concatenate(lists).astype(np.int32)
-    n = len(lists)
-    return Sessions(np.arange(n), np.arange(n), np.arange(n), np.arange(n), offsets, items,
-                    np.zeros(len(items), np.int8), np.arange(len(items)))
+    return Sessions.from_lists(lists, np.int32)
 
 
 def random_sessions(rng, n=60, n_items=12, unknown=True):

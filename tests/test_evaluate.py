@@ -15,12 +15,7 @@ V = 30
 
 
 def make(lists):
-    lengths = [len(x) for x in lists]
-    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    items = np.concatenate(lists).astype(np.int32)
-    n = len(lists)
-    return Sessions(np.arange(n), np.arange(n), np.arange(n), np.arange(n), offsets, items,
-                    np.zeros(len(items), np.int8), np.arange(len(items)))
+    return Sessions.from_lists(lists, np.int32)
 
 
 class FixedScorer(torch.nn.Module):

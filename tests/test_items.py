@@ -7,12 +7,7 @@ from engine.data.sessions import Sessions
 
 
 def make(lists):
-    lengths = [len(x) for x in lists]
-    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    items = np.concatenate(lists).astype(np.int64)
-    n = len(lists)
-    return Sessions(np.arange(n), np.arange(n), np.arange(n), np.arange(n), offsets, items,
-                    np.zeros(len(items), np.int8), np.arange(len(items)))
+    return Sessions.from_lists(lists, np.int64)
 
 
 def test_index_is_popularity_ordered_with_padding_zero():

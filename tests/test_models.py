@@ -29,13 +29,8 @@ def _one_thread():
     torch.set_num_threads(n)
 
 
-def make_sessions(lists: list[list[int]]) -> Sessions:
-    lengths = [len(x) for x in lists]
-    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    items = np.concatenate(lists).astype(np.int32)
-    n = len(lists)
-    return Sessions(np.arange(n), np.arange(n), np.arange(n), np.arange(n), offsets, items,
-                    np.zeros(len(items), np.int8), np.arange(len(items)))
+def make_sessions(lists):
+    return Sessions.from_lists(lists, np.int32)
 
 
 def tiny_data(seed: int = 0, n_sessions: int = 30):
@@ -194,3 +189,24 @@ def test_specs_defaults_cover_factory_params():
         model = spec.factory({**spec.defaults, **spec.cpu_overrides}, data)
         assert model.graph_mode == spec.defaults["graph_mode"]
         assert model.hidden == spec.cpu_overrides.get("hidden", spec.defaults["hidden"])
+
+
+def test_repeat_scorer_dense_and_candidate_forms_agree_with_hand_values():
+    data = tiny_data()
+    model = build("graph_transformer", data).eval()
+    builder, _ = batches(model, data)
+    batch = builder.from_prefixes([[3, 5, 3], [7]])
+    with torch.no_grad():
+        reps = model(batch)
+        dense = model.repeat_logits(batch, reps)                       # [2, V+1]
+        cand = torch.tensor([3, 5, 7, 9])
+        shared = model.repeat_logits(batch, reps, cand)                # [2, 4]
+        per_row = model.repeat_logits(batch, reps, cand.expand(2, 4))  # [2, 4]
+        gate = torch.nn.functional.softplus(model.repeat_gate(reps / model.scale))
+    assert torch.allclose(dense[:, cand], shared) and torch.allclose(shared, per_row)
+    # recency weights start at exp(0) = 1: item 3 sits at 2 positions, 5 at 1, 9 nowhere
+    expect = torch.tensor([[np.log(3), np.log(2), 0.0, 0.0], [0.0, 0.0, np.log(2), 0.0]], dtype=torch.float32) * gate
+    assert torch.allclose(shared, expect, atol=1e-6)
+    off = build("graph_transformer", data, repeat=False)
+    assert off.repeat_logits(batch, reps) is None
+    assert not any(n.startswith("recency_w") or n.startswith("repeat_gate") for n, _ in off.named_parameters())

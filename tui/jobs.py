@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Coroutine, Iterable
 
+from engine.process import pid_alive
+
 RUNNING = ("starting", "running", "stopping")
 FINISHED = ("done", "failed", "cancelled", "stopped", "interrupted")
 TAIL_LINES = 400
@@ -194,18 +196,6 @@ class Job:
 
 
 # ---- process helpers -----------------------------------------------------------------------------
-def pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def pid_is_engine(pid: int | None) -> bool:
     """The process is alive and (where /proc tells) still an engine process, not a reused pid."""
     if not pid_alive(pid):

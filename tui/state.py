@@ -566,12 +566,12 @@ def new_run_id(model: str, dataset: str, existing: Iterable[str], stamp: str | N
 # ---- recommend -----------------------------------------------------------------------------------
 def parse_ids(text: str) -> tuple[list[int], str | None]:
     """Item ids typed as 'a, b c' -> ([ids], None), or ([], message) for the first bad token."""
-    ids = []
-    for tok in text.replace(",", " ").split():
-        if not tok.lstrip("-").isdigit():
-            return [], f"{tok!r} is not an item id (ids are whole numbers, separated by spaces or commas)"
-        ids.append(int(tok))
-    return ids, None
+    from engine.data.items import parse_item_ids
+    from engine.errors import InputError
+    try:
+        return parse_item_ids(text), None
+    except InputError as e:
+        return [], str(e)
 
 
 BASELINES = ("pop", "spop", "itemknn", "sknn")

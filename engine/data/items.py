@@ -20,6 +20,17 @@ from engine.data.sessions import Sessions
 UNKNOWN = 0
 
 
+def parse_item_ids(text: str) -> list[int]:
+    """'355908, 248676 1' -> [355908, 248676, 1]; a non-numeric token is a clear error."""
+    from engine.errors import InputError
+    out = []
+    for t in text.replace(",", " ").split():
+        if not t.lstrip("-").isdigit():
+            raise InputError(f"item id {t!r} is not a number (type ids separated by spaces or commas)")
+        out.append(int(t))
+    return out
+
+
 @dataclass
 class ItemIndex:
     raw_ids: np.ndarray       # int64[V]: raw id of index i+1

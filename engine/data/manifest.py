@@ -18,6 +18,7 @@ from typing import Any
 from engine import atomic
 from engine.config import DataConfig, from_dict, to_dict
 from engine.errors import InputError, StageError
+from engine.process import pid_alive
 from engine.workspace import Workspace
 
 MANIFEST = "manifest.json"
@@ -170,7 +171,7 @@ class BuildLock:
                 return self
             except FileExistsError:
                 pid = holder_pid(self.path)
-                if pid is not None and _alive(pid) and pid != os.getpid():
+                if pid is not None and pid_alive(pid) and pid != os.getpid():
                     raise StageError(f"dataset {self.name!r} is being built by process {pid}; "
                                      f"wait for it or stop it") from None
                 self.path.unlink(missing_ok=True)   # stale lock of a dead process
@@ -187,17 +188,7 @@ def holder_pid(lock_path: Path) -> int | None:
         return None
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def building_pid(ds: Dataset) -> int | None:
     """PID of the live process building `ds`, or None."""
     pid = holder_pid(ds.dir / LOCK)
-    return pid if pid is not None and _alive(pid) else None
+    return pid if pid is not None and pid_alive(pid) else None

@@ -76,6 +76,19 @@ class Sessions:
         return replace(self, items=items)
 
     @classmethod
+    def from_lists(cls, lists: list[list[int]], item_dtype=np.int32) -> "Sessions":
+        """Sessions from Python lists of items (small inputs: tests, typed sessions); session i gets
+        id, visitor, start and end i, events are views, timestamps count the events."""
+        lengths = np.array([len(x) for x in lists], dtype=np.int64)
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        items = np.concatenate([np.asarray(x, dtype=item_dtype) for x in lists]) if lists else \
+            np.zeros(0, item_dtype)
+        n = len(lists)
+        ids = np.arange(n, dtype=np.int64)
+        return cls(ids, ids.copy(), ids.copy(), ids.copy(), offsets, items.astype(item_dtype),
+                   np.zeros(len(items), np.int8), np.arange(len(items), dtype=np.int64))
+
+    @classmethod
     def empty(cls, item_dtype=np.int64) -> "Sessions":
         z = np.zeros(0, dtype=np.int64)
         return cls(z, z, z, z, np.zeros(1, dtype=np.int64), np.zeros(0, dtype=item_dtype),

@@ -60,7 +60,7 @@ async def test_top10_updates_as_ids_are_typed(tiny_ws: Path) -> None:
         # a non-numeric token: an inline message, the last good result stays
         await type_text(pilot, " x1")
         await pilot.pause(0.2)
-        assert "'x1' is not an item id" in str(screen.query_one("#rec-status", Static).render())
+        assert "'x1' is not a number" in str(screen.query_one("#rec-status", Static).render())
         assert screen.results["a"].unknown == [99999999]
         await pilot.press("ctrl+l")
         await wait_for(pilot, lambda: screen.results["a"].known == [] and screen.ids == [])
