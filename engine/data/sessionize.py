@@ -4,8 +4,9 @@ Rules (all in DataConfig): a gap of *more than* `session_gap_minutes` starts a n
 exactly 30:00 stays in the session, 30:00.001 starts a new one); sessions with fewer than
 `min_session_length` events are dropped; longer than `max_session_length` keep their last events.
 Formats whose rows carry a session id (RSC15, Diginetica) keep those sessions; their events are only
-ordered by time (stable, so equal timestamps keep file order). Items seen fewer than
-`min_item_support` times in the whole log are removed first (SR-GNN style preprocessing).
+ordered by time (stable, so equal timestamps keep file order). With `min_item_support` > 1 the
+SR-GNN preprocessing order applies: items seen fewer times in sessions of length >= 2 are removed,
+then short sessions are dropped.
 """
 
 from __future__ import annotations
@@ -17,11 +18,6 @@ from engine.config import DataConfig
 from engine.data.sessions import NO_VISITOR, Sessions, row_ids, session_stats
 from engine.errors import StageError
 from engine.progress import ProgressFn, StageReporter
-
-
-def _item_support_mask(items: np.ndarray, min_support: int) -> np.ndarray:
-    _, inverse, counts = np.unique(items, return_inverse=True, return_counts=True)
-    return counts[inverse] >= min_support
 
 
 def sessionize(events: pa.Table, cfg: DataConfig, progress: ProgressFn | None = None,
@@ -41,16 +37,6 @@ def sessionize(events: pa.Table, cfg: DataConfig, progress: ProgressFn | None = 
     n_in = len(items)
     stats: dict = {"input_events": int(n_in), f"input_{key_name}s": int(len(np.unique(key)))}
 
-    if cfg.min_item_support > 1:
-        if item_support_from is None:
-            keep = _item_support_mask(items, cfg.min_item_support)
-        else:
-            all_items = np.concatenate([item_support_from.column("item").to_numpy(), items])
-            keep = _item_support_mask(all_items, cfg.min_item_support)[-n_in:]
-        stats["dropped_rare_item_events"] = int(n_in - keep.sum())
-        key, items, ts, ev = key[keep], items[keep], ts[keep], ev[keep]
-    rep.step("filtered rare items")
-
     # stable sort by (key, time): lexsort is stable, so equal timestamps keep file order
     order = np.lexsort((ts, key))
     key, items, ts, ev = key[order], items[order], ts[order], ev[order]
@@ -65,10 +51,30 @@ def sessionize(events: pa.Table, cfg: DataConfig, progress: ProgressFn | None = 
         else:
             gap_ms = cfg.session_gap_minutes * 60_000.0
             new_session[1:] = ~(same_key & ((ts[1:] - ts[:-1]) <= gap_ms))
-    starts_at = np.flatnonzero(new_session)
+    sid = np.cumsum(new_session) - 1                     # session of each event
+    stats["sessions_before_filter"] = int(sid[-1] + 1) if n else 0
+
+    if cfg.min_item_support > 1:
+        # SR-GNN's order: support is counted over sessions of length >= 2 (of both files when a test
+        # file is given), rare items are removed, then short sessions are dropped. Sessions stay as
+        # cut before the removal.
+        counted = np.bincount(sid)[sid] >= 2
+        pool = items[counted]
+        if item_support_from is not None:
+            pool = np.concatenate([pool, item_support_from.column("item").to_numpy()])
+        uniq, counts = np.unique(pool, return_counts=True)
+        pos = np.minimum(np.searchsorted(uniq, items), len(uniq) - 1)
+        keep = (uniq[pos] == items) & (counts[pos] >= cfg.min_item_support)
+        stats["dropped_rare_item_events"] = int(n - keep.sum())
+        key, items, ts, ev, sid = key[keep], items[keep], ts[keep], ev[keep], sid[keep]
+        n = len(key)
+    rep.step("filtered rare items")
+
+    first = np.ones(n, dtype=bool)
+    first[1:] = sid[1:] != sid[:-1]
+    starts_at = np.flatnonzero(first)
     offsets = np.append(starts_at, n).astype(np.int64)
     lengths = np.diff(offsets)
-    stats["sessions_before_filter"] = int(len(lengths))
 
     keep_s = lengths >= cfg.min_session_length
     stats["dropped_short_sessions"] = int((~keep_s).sum())
