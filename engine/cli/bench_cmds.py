@@ -20,6 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     _register_train(bsub)
     _register_quality(bsub)
     _register_ablation(bsub)
+    _register_recommend(bsub)
 
 
 def cmd_bench_pipeline(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
@@ -111,4 +112,20 @@ def cmd_bench_ablation(args: argparse.Namespace, ws: Workspace, out: Output) -> 
                  dict(kv.split("=", 1) for kv in args.param),
                  [o for o in (args.only or "").split(",") if o] or None, log=out.log, out=args.out)
     out.result(res, ba.render(res))
+    return 0
+
+
+def _register_recommend(bsub) -> None:
+    b = bsub.add_parser("recommend", help="latency of recommend() on the CPU (GNN, 235K items, kNN)")
+    b.add_argument("--dataset", default="bench-demo-full")
+    b.add_argument("--calls", type=int, default=200)
+    b.add_argument("--threads", type=int, default=1)
+    b.add_argument("--out", type=Path)
+    b.set_defaults(func=cmd_bench_recommend)
+
+
+def cmd_bench_recommend(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
+    from engine.bench import recommend as br
+    res = br.run(ws, args.dataset, args.calls, args.threads, log=out.log, out=args.out)
+    out.result(res, br.render(res))
     return 0

@@ -99,8 +99,11 @@ class Dataset:
                 return str(p)
         if (d / MANIFEST).exists() and not overwrite:
             existing = cls.load(ws, name)
-            same = (existing.source.get("path") == stored(source_path)
-                    and existing.source.get("test_path") == stored(test_path))
+            def same_file(role: str, p: Path | None) -> bool:
+                cur = existing.source_file(role)
+                return (cur is None and p is None) or (cur is not None and p is not None
+                                                       and cur.resolve() == Path(p).resolve())
+            same = same_file("path", source_path) and same_file("test_path", test_path)
             if not same:
                 raise InputError(f"dataset {name!r} already exists with source "
                                  f"{existing.source.get('path')}; choose another --name or delete it "
