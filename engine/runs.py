@@ -7,7 +7,6 @@ process (or before an SSH drop) reads the same as one the caller started.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable

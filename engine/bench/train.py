@@ -10,8 +10,6 @@ reference trains 6.6 sessions/s and evaluates 30-39 sessions/s on this kind of C
 
 from __future__ import annotations
 
-import dataclasses
-import math
 import time
 from typing import Any
 

@@ -99,7 +99,6 @@ def table(title: str, columns: list[str], rows: list[list[Any]], **kw: Any) -> T
     t = Table(title=title, title_justify="left", **kw)
     cells = [[fmt(v) for v in r] for r in rows]
     for i, c in enumerate(columns):
-        last = i == len(columns) - 1
         numeric = bool(rows) and all(isinstance(r[i], (int, float)) or r[i] is None for r in rows)
         width = max((len(r[i]) for r in cells), default=0)
         # narrow terminals: numbers are never cut or wrapped; text folds (names stay readable)

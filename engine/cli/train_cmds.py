@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
-from engine.cli.output import Output, err_console, fmt, table
+from engine.cli.output import Output, err_console, table
 from engine.config import EXAMPLE_MODES, LOSSES, SCHEDULES, TrainConfig
 from engine.errors import InputError
 from engine.workspace import Workspace

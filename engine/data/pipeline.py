@@ -24,9 +24,9 @@ import pyarrow.parquet as pq
 from engine.atomic import atomic_dir, atomic_path
 from engine.config import DataConfig, stable_hash
 from engine.data.manifest import BuildLock, Dataset, building_pid, file_fingerprint
-from engine.data.sessions import Sessions, session_stats
+from engine.data.sessions import Sessions
 from engine.errors import StageError
-from engine.progress import Progress, ProgressFn, StageReporter, null_progress
+from engine.progress import Progress, ProgressFn, null_progress
 
 
 @dataclass(frozen=True)

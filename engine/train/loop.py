@@ -16,7 +16,6 @@ import socket
 import time
 import traceback
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
