@@ -196,3 +196,12 @@ def test_kaggle_command(monkeypatch):
     monkeypatch.setattr(fetch.importlib.util, "find_spec", lambda name: object())
     cmd = KAGGLE_COMMAND()
     assert cmd[:2] == [sys.executable, "-c"] and "kaggle.cli" in cmd[2]
+
+
+def test_instructions_name_the_workspace_when_given(tmp_path, monkeypatch):
+    from engine.data import fetch
+    monkeypatch.setattr(fetch, "kaggle_command", lambda: None)
+    ws = tmp_path / "my ws"
+    with pytest.raises(InputError) as e:
+        fetch.fetch_retailrocket(tmp_path / "dl", workspace=ws)
+    assert f"sessrec --workspace '{ws}' data import" in str(e.value)

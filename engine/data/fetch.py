@@ -35,12 +35,12 @@ _KAGGLE_MODULE_CLI = "import sys; from kaggle.cli import main; sys.exit(main())"
 
 
 def fetch_retailrocket(dest_dir: Path, timeout_s: float = 10.0, progress: ProgressFn | None = None,
-                       download_timeout_s: float = DOWNLOAD_TIMEOUT_S) -> Path:
+                       download_timeout_s: float = DOWNLOAD_TIMEOUT_S, workspace: Path | None = None) -> Path:
     """Return the path of `dest_dir/events.csv`, downloading it from Kaggle if it is not there yet.
 
     `timeout_s` bounds the network check (connecting to www.kaggle.com:443); the download itself is
     bounded by `download_timeout_s`. Raises InputError with manual instructions when the download is
-    not possible or fails.
+    not possible or fails; the follow-up command in them names `workspace` when given.
     """
     dest_dir = Path(dest_dir)
     target = dest_dir / EVENTS_FILE
@@ -49,26 +49,28 @@ def fetch_retailrocket(dest_dir: Path, timeout_s: float = 10.0, progress: Progre
     command = kaggle_command()
     if command is None:
         raise InputError(manual_instructions(
-            target, "neither the kaggle CLI nor its Python package is installed"))
+            target, "neither the kaggle CLI nor its Python package is installed", workspace))
     if not has_credentials():
-        raise InputError(manual_instructions(target, "no Kaggle API credentials were found"))
+        raise InputError(manual_instructions(
+            target, "no Kaggle API credentials were found", workspace))
     rep = StageReporter("fetch", progress, total=2)
     rep(0, message=f"checking {KAGGLE_HOST}")
     if not network_ok(KAGGLE_HOST, KAGGLE_PORT, timeout_s):
         raise InputError(manual_instructions(
-            target, f"{KAGGLE_HOST}:{KAGGLE_PORT} cannot be reached within {timeout_s:g} s"))
+            target, f"{KAGGLE_HOST}:{KAGGLE_PORT} cannot be reached within {timeout_s:g} s", workspace))
     rep(1, message=f"downloading {EVENTS_FILE} ({EVENTS_SIZE}) from {KAGGLE_DATASET}")
-    _download(command, target, download_timeout_s)
+    _download(command, target, download_timeout_s, workspace)
     rep(2, message=f"saved {target}")
     return target
 
 
-def import_command(path: Path) -> str:
+def import_command(path: Path, workspace: Path | None = None) -> str:
     """The command that turns a downloaded events.csv into a dataset."""
-    return f"sessrec data import {shlex.quote(str(path))} --format retailrocket --name retailrocket"
+    ws = f" --workspace {shlex.quote(str(workspace))}" if workspace else ""
+    return f"sessrec{ws} data import {shlex.quote(str(path))} --format retailrocket --name retailrocket"
 
 
-def manual_instructions(target: Path, reason: str) -> str:
+def manual_instructions(target: Path, reason: str, workspace: Path | None = None) -> str:
     """What to do by hand, and how to make the automatic download work next time."""
     return "\n".join([
         f"Cannot download RetailRocket's {EVENTS_FILE} automatically: {reason}.",
@@ -76,7 +78,7 @@ def manual_instructions(target: Path, reason: str) -> str:
         f"  1. Open {KAGGLE_URL} (sign in to Kaggle; the data is free).",
         f"  2. Download the file {EVENTS_FILE} ({EVENTS_SIZE}); if it arrives as a zip, unzip it.",
         f"  3. Put it at {target}",
-        f"  4. Run: {import_command(target)}",
+        f"  4. Run: {import_command(target, workspace)}",
         "Or set up automatic download:",
         "  pip install kaggle; create an API token at https://www.kaggle.com/settings (API > Create New "
         "Token) and save it as ~/.kaggle/kaggle.json (chmod 600), or put kaggle.json in the folder named "
@@ -132,7 +134,7 @@ def network_ok(host: str = KAGGLE_HOST, port: int = KAGGLE_PORT, timeout_s: floa
 
 # ---- download --------------------------------------------------------------------------------
 
-def _download(command: list[str], target: Path, timeout_s: float) -> None:
+def _download(command: list[str], target: Path, timeout_s: float, workspace: Path | None = None) -> None:
     """Run `kaggle datasets download` into a temp folder beside `target`, unzip if needed, check the
     header, and rename into place; the temp folder is always removed."""
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -145,27 +147,28 @@ def _download(command: list[str], target: Path, timeout_s: float) -> None:
                                   stdin=subprocess.DEVNULL)
         except subprocess.TimeoutExpired:
             raise InputError(manual_instructions(
-                target, f"the download did not finish within {timeout_s:g} s")) from None
+                target, f"the download did not finish within {timeout_s:g} s", workspace)) from None
         except OSError as e:
-            raise InputError(manual_instructions(target, f"running kaggle failed: {e}")) from None
+            raise InputError(manual_instructions(
+                target, f"running kaggle failed: {e}", workspace)) from None
         if proc.returncode != 0:
             said = _tail(proc.stderr or proc.stdout) or "no output"
             raise InputError(manual_instructions(
-                target, f"`kaggle datasets download` exited with {proc.returncode}: {said}"))
+                target, f"`kaggle datasets download` exited with {proc.returncode}: {said}", workspace))
         with atomic_path(target) as tmp:
-            _extract(work, tmp, target)
+            _extract(work, tmp, target, workspace)
             try:
                 fmt = detect_format(tmp)
             except InputError as e:
                 fmt = str(e)
             if fmt != "retailrocket":
                 raise InputError(manual_instructions(
-                    target, f"the downloaded file is not RetailRocket events ({fmt})"))
+                    target, f"the downloaded file is not RetailRocket events ({fmt})", workspace))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _extract(work: Path, tmp: Path, target: Path) -> None:
+def _extract(work: Path, tmp: Path, target: Path, workspace: Path | None = None) -> None:
     """Move the downloaded events.csv (plain, or inside a zip) from `work` to `tmp`."""
     for path in sorted(work.rglob("*")):
         if not path.is_file():
@@ -181,7 +184,8 @@ def _extract(work: Path, tmp: Path, target: Path) -> None:
             os.replace(path, tmp)  # same folder tree, so a rename
             return
     found = ", ".join(p.name for p in work.rglob("*")) or "nothing"
-    raise InputError(manual_instructions(target, f"the download held no {EVENTS_FILE} (got {found})"))
+    raise InputError(manual_instructions(
+        target, f"the download held no {EVENTS_FILE} (got {found})", workspace))
 
 
 def _tail(text: str, n: int = 300) -> str:
