@@ -210,3 +210,25 @@ def test_repeat_scorer_dense_and_candidate_forms_agree_with_hand_values():
     off = build("graph_transformer", data, repeat=False)
     assert off.repeat_logits(batch, reps) is None
     assert not any(n.startswith("recency_w") or n.startswith("repeat_gate") for n, _ in off.named_parameters())
+
+
+def test_cached_item_table_follows_training_and_loading():
+    model = build("graph_transformer", tiny_data())
+    opt = torch.optim.AdamW(model.parameters(), lr=0.1, fused=True)   # fused: no tensor version bump
+    model.eval()
+    with torch.no_grad():
+        before = model.item_table().clone()
+    model.train()
+    (model.emb.weight ** 2).sum().backward()
+    opt.step()
+    model.eval()
+    with torch.no_grad():
+        after = model.item_table()
+        assert not torch.equal(before, after)
+        assert torch.equal(after, model.item_vectors(None))
+        other = build("graph_transformer", tiny_data())
+        other.load_state_dict(model.state_dict())
+        other.eval()
+        assert torch.equal(other.item_table(), after)
+        model.load_state_dict(build("graph_transformer", tiny_data()).state_dict())
+        assert torch.equal(model.item_table(), model.item_vectors(None))

@@ -141,18 +141,27 @@ class SessionGNN(nn.Module):
         return self(batch, e[:n]), (l2_normalize(v) if self.normalize else v)
 
     def item_table(self) -> torch.Tensor:
-        """Scoring vectors of all items [V+1, d]. Outside training (no grad) the normalised table
-        is cached until the weights change: normalising 235K x 256 floats per request would cost
-        more than the scoring itself."""
+        """Scoring vectors of all items [V+1, d]. Outside training (eval mode, no grad) the normalised
+        table is cached: normalising 235K x 256 floats per request would cost more than the scoring.
+        The cache is dropped whenever the mode changes or weights are loaded (fused optimisers update
+        weights without bumping tensor versions, so a version check would not see training)."""
         if torch.is_grad_enabled() or self.training or not self.normalize:
             return self.item_vectors(None)
         w = self.emb.weight
-        key = (w.data_ptr(), w._version, w.device, w.dtype)
+        key = (w.data_ptr(), w.device, w.dtype)
         cache = getattr(self, "_table_cache", None)
         if cache is None or cache[0] != key:
             cache = (key, self.item_vectors(None))
             self._table_cache = cache
         return cache[1]
+
+    def train(self, mode: bool = True) -> "SessionGNN":
+        self._table_cache = None
+        return super().train(mode)
+
+    def load_state_dict(self, *args: Any, **kwargs: Any):
+        self._table_cache = None
+        return super().load_state_dict(*args, **kwargs)
 
     def repeat_logits(self, batch: Batch, reps: torch.Tensor,
                       items: torch.Tensor | None = None) -> torch.Tensor | None:
