@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from engine.bench.measure import machine, save_result
+from engine.bench.measure import machine, result_path, save_result
 from engine.config import TrainConfig
 from engine.train.events import read_events
 from engine.train.loop import StopFlag, fit
@@ -36,8 +36,14 @@ VARIANTS: list[tuple[str, str, dict, dict]] = [
 def run(ws: Workspace, dataset: str, device: str = "auto", epochs: int = 20, patience: int = 3,
         batch_size: int = 512, base_params: dict | None = None, only: list[str] | None = None,
         log=print, out: Path | None = None) -> dict[str, Any]:
-    rows = []
+    rows: list[dict[str, Any]] = []
     stop = StopFlag()
+    result = {"benchmark": "ablation", "dataset": dataset, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+              "machine": machine(), "device": device, "base_params": base_params or {}, "rows": rows,
+              "complete": False}
+    # One path for the whole run: the file is rewritten after every variant, so an interrupted
+    # ablation (hours on a CPU) keeps what it measured.
+    out = out or result_path(f"ablation-{dataset}")
     for label, model, params, overrides in VARIANTS:
         if only and not any(o.lower() in label.lower() for o in only):
             continue
@@ -57,8 +63,8 @@ def run(ws: Workspace, dataset: str, device: str = "auto", epochs: int = 20, pat
         rows.append(row)
         log(f"  val {row['val_recall@10']:.4f}, test last {row['last_recall@10']:.4f}, "
             f"{row['epoch_seconds']}s/epoch")
-    result = {"benchmark": "ablation", "dataset": dataset, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-              "machine": machine(), "device": device, "base_params": base_params or {}, "rows": rows}
+        save_result(f"ablation-{dataset}", result, out)
+    result["complete"] = True
     result["json_path"] = str(save_result(f"ablation-{dataset}", result, out))
     return result
 

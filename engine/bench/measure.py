@@ -8,9 +8,9 @@ import os
 import platform
 import resource
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from engine.atomic import write_json
 
@@ -84,8 +84,13 @@ def machine() -> dict:
     return info
 
 
+def result_path(name: str) -> Path:
+    """Default JSON path of a benchmark result: bench/results/<name>-<timestamp>.json."""
+    return Path("bench") / "results" / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+
+
 def save_result(name: str, obj: dict, out: Path | None = None) -> Path:
-    out = out or Path("bench") / "results" / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out = out or result_path(name)
     write_json(out, obj)
     return out
 
