@@ -219,3 +219,27 @@ def test_sigterm_stops_cleanly_and_resume_continues(ws):
     done = load_checkpoint(ws.run_dir("sigterm-run") / "last.pt")["epoch"]
     final = fit(None, ws, run_id="sigterm-run", resume=True, epochs=done + 1)
     assert final["status"] == "completed"
+
+
+def test_ablation_saves_each_variant_as_it_finishes(ws, tmp_path):
+    from engine.bench import ablation
+    out = tmp_path / "ablation.json"
+
+    def log(msg: str) -> None:       # interrupt the run when the second variant starts
+        if msg.startswith("GT no repeat"):
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        ablation.run(ws, "demo-tiny", device="cpu", epochs=1, batch_size=256, base_params=SMALL,
+                     only=["1 layer", "no repeat"], log=log, out=out)
+    partial = json.loads(out.read_text())
+    assert partial["complete"] is False
+    assert [r["variant"] for r in partial["rows"]] == ["GT 1 layer"]
+    row = partial["rows"][0]
+    assert row["epochs_run"] == 1 and 0 <= row["last_recall@10"] <= 1
+    assert json.loads((ws.run_dir(row["run_id"]) / "config.json").read_text())["train"]["model_params"]["layers"] == 1
+
+    done = ablation.run(ws, "demo-tiny", device="cpu", epochs=1, batch_size=256, base_params=SMALL,
+                        only=["no repeat"], log=lambda m: None, out=out)
+    saved = json.loads(out.read_text())
+    assert saved["complete"] is True and [r["variant"] for r in saved["rows"]] == ["GT no repeat scorer"]
+    assert done["json_path"] == str(out)
