@@ -243,3 +243,21 @@ def test_ablation_saves_each_variant_as_it_finishes(ws, tmp_path):
     saved = json.loads(out.read_text())
     assert saved["complete"] is True and [r["variant"] for r in saved["rows"]] == ["GT no repeat scorer"]
     assert done["json_path"] == str(out)
+
+
+def test_eval_cli_reproduces_the_runs_test_metrics_and_tables_fit_80_columns(ws, capsys, monkeypatch):
+    final = fit(cfg(model="gat", epochs=1), ws)
+    rid = final["run_id"]
+    assert cli(["--workspace", str(ws.root), "--events", "jsonl", "eval", rid, "--protocol", "both"]) == 0
+    res = [json.loads(line) for line in capsys.readouterr().out.splitlines()][-1]
+    assert res["type"] == "result" and res["run_id"] == rid
+    for proto in ("last", "prefixes"):
+        assert res["results"][proto]["metrics"] == pytest.approx(final["test"][proto]["metrics"], abs=1e-9)
+    monkeypatch.setenv("COLUMNS", "80")
+    for args in (["eval", rid, "--protocol", "both"], ["runs"]):
+        assert cli(["--workspace", str(ws.root), *args]) == 0
+        text = capsys.readouterr().out
+        assert max(len(line) for line in text.splitlines()) <= 80
+        assert f"{final['test']['last']['metrics']['recall@10']:.4f}" in text
+        assert f"{final['test']['prefixes']['metrics']['recall@10']:.4f}" in text
+    assert rid in text

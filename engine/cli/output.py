@@ -100,13 +100,13 @@ def table(title: str, columns: list[str], rows: list[list[Any]], **kw: Any) -> T
     cells = [[fmt(v) for v in r] for r in rows]
     for i, c in enumerate(columns):
         numeric = bool(rows) and all(isinstance(r[i], (int, float)) or r[i] is None for r in rows)
-        width = max((len(r[i]) for r in cells), default=0)
+        width = max((len(line) for r in cells for line in r[i].splitlines() or [""]), default=0)
         # narrow terminals: numbers are never cut or wrapped; text folds (names stay readable)
         first = i == 0
         t.add_column(c, no_wrap=numeric or first, overflow="ellipsis" if first else "fold",
                      justify="right" if numeric else "left",
-                     min_width=width if numeric else min(width, 24 if first else 6),
-                     max_width=32 if first else None)
+                     min_width=width if numeric else min(width, 33 if first else 6),
+                     max_width=33 if first else None)
     for r in cells:
         t.add_row(*r)
     return t

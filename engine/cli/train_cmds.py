@@ -143,10 +143,25 @@ def _print_final(final: dict, out: Output) -> None:
             f"{final.get('seconds')}s)")
     test = final.get("test") or {}
     if test:
-        rows = [[p, *(r["metrics"].get(k) for k in ("recall@10", "ndcg@10", "mrr@10", "recall@20")),
-                 r.get("n"), r.get("unseen_targets")] for p, r in test.items()]
-        out.print(table("test (best epoch)", ["protocol", "Recall@10", "NDCG@10", "MRR@10", "Recall@20", "n",
-                                              "unseen targets"], rows))
+        out.print(metrics_table("test (best epoch)", test))
+
+
+# (label, key in an evaluation result's metrics, or None for a top-level key)
+_METRIC_ROWS = [("Recall@10", "recall@10"), ("NDCG@10", "ndcg@10"), ("MRR@10", "mrr@10"),
+                ("Recall@20", "recall@20"), ("NDCG@20", "ndcg@20"), ("examples (n)", None),
+                ("unseen targets", None), ("coverage@10", None), ("mean popularity@10", None)]
+_TOP_LEVEL = {"examples (n)": "n", "unseen targets": "unseen_targets", "coverage@10": "coverage@10",
+              "mean popularity@10": "popularity@10"}
+
+
+def metrics_table(title: str, results: dict[str, dict]):
+    """One row per metric, one column per protocol: stays readable at 80 columns."""
+    rows = []
+    for label, key in _METRIC_ROWS:
+        vals = [(r.get("metrics", {}).get(key) if key else r.get(_TOP_LEVEL[label])) for r in results.values()]
+        if any(v is not None for v in vals):
+            rows.append([label, *vals])
+    return table(title, ["metric", *results], rows)
 
 
 def _resolve_run(ws: Workspace, run: str):
@@ -191,16 +206,9 @@ def cmd_eval(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
                                 enabled=device.type == "cuda" and cfg.bf16):
                 results[proto] = evaluate(model, builder, data.split(args.split), protocol=proto,
                                           batch_size=args.batch_size, popularity=pop, progress=out.progress)
-    rows = []
-    for proto, r in results.items():
-        m = r["metrics"]
-        rows.append([proto, m.get("recall@10"), m.get("ndcg@10"), m.get("mrr@10"), m.get("recall@20"),
-                     m.get("ndcg@20"), r.get("n"), r.get("unseen_targets"), r.get("coverage@10")])
     out.result({"run_id": args.run, "split": args.split, "results": results},
-               table(f"{cfg.model} on {cfg.dataset} / {args.split} ({args.checkpoint} checkpoint, epoch "
-                     f"{ckpt.get('epoch')})",
-                     ["protocol", "Recall@10", "NDCG@10", "MRR@10", "Recall@20", "NDCG@20", "n", "unseen",
-                      "coverage@10"], rows))
+               metrics_table(f"{cfg.model} on {cfg.dataset} / {args.split} ({args.checkpoint} checkpoint, "
+                             f"epoch {ckpt.get('epoch')})", results))
     if out.mode != "jsonl":
         for proto, r in results.items():
             strata = r.get("strata", {})
@@ -215,15 +223,18 @@ def cmd_eval(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
 def cmd_runs(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
     from engine.runs import list_runs
     runs = [r for r in list_runs(ws) if not args.dataset or r.dataset == args.dataset]
-    rows = [[r.run_id, r.dataset, f"{r.status} {r.epochs_run}/{r.epochs}" if r.kind == "gnn" else r.status,
-             r.metric("val"), r.metric("test_last"), r.metric("test_prefixes"),
-             f"{r.seconds:.0f}s {r.device or ''}" if r.seconds else (r.device or "-")] for r in runs]
+    # two lines per run (id over dataset, status over time) so that the table fits 80 columns
+    rows = [[f"{r.run_id}\n{r.dataset}",
+             (f"{r.status.replace('_', ' ')} {r.epochs_run}/{r.epochs}" if r.kind == "gnn" else r.status)
+             + "\n" + (f"{r.seconds:.0f}s {r.device or ''}" if r.seconds else (r.device or "-")),
+             r.metric("val"), r.metric("test_last"), r.metric("test_prefixes")] for r in runs]
     out.result({"runs": [{"run_id": r.run_id, "model": r.model, "dataset": r.dataset, "status": r.status,
                           "epochs_run": r.epochs_run, "best_epoch": r.best_epoch, "best_val": r.best_val,
                           "test": r.test, "seconds": r.seconds, "device": r.device, "error": r.error}
                          for r in runs]},
-               table(f"runs in {ws.runs_dir} (Recall@10: best val epoch; test: last / prefixes protocol)",
-                     ["run", "dataset", "status", "val", "test last", "test pref", "time"], rows)
+               table(f"runs in {ws.runs_dir}; Recall@10 of the best validation epoch and on test "
+                     f"(protocols last / prefixes)",
+                     ["run / dataset", "status / time", "val", "last", "prefixes"], rows)
                if runs else "no runs yet: `sessrec train --dataset NAME --model NAME`")
     return 0
 
