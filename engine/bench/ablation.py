@@ -1,5 +1,8 @@
 """Ablation like the reference's table: FFN on/off, PE on/off, 1-3 layers, CE vs BPR, readouts.
 
+"ref." marks the reference project's choices: BPR with 5 negatives, one example (the last item)
+per session, and the induced co-occurrence subgraph as the session graph.
+
 Every variant trains with early stopping on validation and is tested once; the table reports the
 best validation Recall@10, test Recall@10 / MRR@10 under both protocols and seconds per epoch.
 """
@@ -23,12 +26,12 @@ VARIANTS: list[tuple[str, str, dict, dict]] = [
     ("GT no PE", "graph_transformer", {"use_pe": False}, {}),
     ("GT 1 layer", "graph_transformer", {"layers": 1}, {}),
     ("GT 3 layers", "graph_transformer", {"layers": 3}, {}),
-    ("GT BPR-5 (reference loss)", "graph_transformer", {}, {"loss": "bpr", "negatives": 5}),
-    ("GT BPR-5, last only (reference setup)", "graph_transformer", {}, {"loss": "bpr", "negatives": 5,
-                                                                       "examples": "last"}),
+    ("GT BPR-5 (ref. loss)", "graph_transformer", {}, {"loss": "bpr", "negatives": 5}),
+    ("GT BPR-5 last-only (ref.)", "graph_transformer", {}, {"loss": "bpr", "negatives": 5,
+                                                          "examples": "last"}),
     ("GT sampled softmax", "graph_transformer", {}, {"loss": "sampled", "negatives": 512}),
     ("GT no repeat scorer", "graph_transformer", {"repeat": False}, {}),
-    ("GT cooc session graph (reference)", "graph_transformer", {"graph_mode": "cooc"}, {}),
+    ("GT cooc graph (ref.)", "graph_transformer", {"graph_mode": "cooc"}, {}),
     ("GT mean readout", "graph_transformer", {"readout": "mean"}, {}),
 ]
 
@@ -74,5 +77,5 @@ def render(result: dict[str, Any]):
     rows = [[r["variant"], r["val_recall@10"], r["last_recall@10"], r["last_mrr@10"], r["prefixes_recall@10"],
              r["prefixes_mrr@10"], r["best_epoch"], r["epoch_seconds"]] for r in result["rows"]]
     return table(f"ablation on {result['dataset']} ({result['device']})",
-                 ["variant", "val R@10", "last R@10", "last MRR@10", "pref R@10", "pref MRR@10", "best ep",
-                  "s/epoch"], rows, caption=f"json: {result['json_path']}")
+                 ["variant", "val R@10", "last R@10", "last MRR@10", "pref R@10", "pref MRR@10", "ep",
+                  "s/ep"], rows, caption=f"json: {result['json_path']}")

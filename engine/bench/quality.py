@@ -137,15 +137,25 @@ def verdict(rows: list[dict]) -> list[dict]:
 
 
 def render(result: dict[str, Any]):
+    """One table per dataset (models as rows), so that it stays readable at 80 columns."""
+    from rich.console import Group
+
     from engine.cli.output import table
-    rows = [[r["dataset"], r["model"], r.get("best_epoch"), r.get("val_recall@10"), r.get("last_recall@10"),
-             r.get("last_mrr@10"), r.get("prefixes_recall@10"), r.get("prefixes_mrr@10"),
-             r.get("prefixes_recall@20"), r.get("last_unseen"), r.get("seconds")] for r in result["rows"]]
-    vt = "; ".join(f"{v['dataset']}/{v['protocol']}: {v['best_gnn']} {v['best_gnn_recall@10']:.4f} vs "
-                   f"{v['best_baseline']} {v['best_baseline_recall@10']:.4f}"
-                   + (f", {v['gnn_share_of_oracle']:.0%} of oracle" if "gnn_share_of_oracle" in v else "")
-                   for v in result["verdicts"] if v.get("best_gnn") and v.get("best_baseline"))
-    return table("quality (test split, best epoch chosen on validation)",
-                 ["dataset", "model", "best ep", "val R@10", "last R@10", "last MRR@10", "pref R@10",
-                  "pref MRR@10", "pref R@20", "unseen (last)", "seconds"], rows,
-                 caption=vt + f"\njson: {result['json_path']}")
+    tables = []
+    for ds in dict.fromkeys(r["dataset"] for r in result["rows"]):
+        rs = [r for r in result["rows"] if r["dataset"] == ds]
+        rows = [[r["model"], r.get("best_epoch"), r.get("val_recall@10"), r.get("last_recall@10"),
+                 r.get("last_mrr@10"), r.get("prefixes_recall@10"), r.get("prefixes_mrr@10"), r.get("seconds")]
+                for r in rs]
+        first = next((r for r in rs if r.get("last_n")), {})
+        vt = "; ".join(f"{v['protocol']}: {v['best_gnn']} {v['best_gnn_recall@10']:.4f} vs "
+                       f"{v['best_baseline']} {v['best_baseline_recall@10']:.4f}"
+                       + (f", {v['gnn_share_of_oracle']:.0%} of oracle" if "gnn_share_of_oracle" in v else "")
+                       for v in result["verdicts"]
+                       if v["dataset"] == ds and v.get("best_gnn") and v.get("best_baseline"))
+        tables.append(table(f"{ds}: test split, best epoch chosen on validation (n last {first.get('last_n')}, "
+                            f"prefixes {first.get('prefixes_n')}; unseen targets {first.get('last_unseen')} / "
+                            f"{first.get('prefixes_unseen')}, counted as misses)",
+                            ["model", "ep", "val R@10", "last R@10", "last MRR@10", "pref R@10",
+                             "pref MRR@10", "seconds"], rows, caption=vt))
+    return Group(*tables, f"json: {result['json_path']}")

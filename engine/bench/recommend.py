@@ -58,13 +58,13 @@ def run(ws: Workspace, dataset: str, n_calls: int = 200, threads: int = 1, log=p
     sessions = [[x for x in s if x >= 0] or [int(data.items.raw_ids[0])] for s in sessions]
     rows = []
     log(f"graph_transformer on {dataset} ({data.n_items:,} items) ...")
-    rows.append({"model": "graph_transformer (hidden 256)", "catalogue": data.n_items,
+    rows.append({"model": "GT hidden 256", "catalogue": data.n_items,
                  **_time_calls(_gnn_recommender(data.items, data.pe), sessions)})
     log(f"graph_transformer on a synthetic {RETAILROCKET_ITEMS:,}-item catalogue ...")
     big = ItemIndex(np.arange(1, RETAILROCKET_ITEMS + 1, dtype=np.int64),
                     np.ones(RETAILROCKET_ITEMS, dtype=np.int64))
     big_sessions = [rng.integers(1, RETAILROCKET_ITEMS + 1, size=len(s)).tolist() for s in sessions]
-    rows.append({"model": "graph_transformer (hidden 256, no PE)", "catalogue": RETAILROCKET_ITEMS,
+    rows.append({"model": "GT hidden 256, no PE", "catalogue": RETAILROCKET_ITEMS,
                  **_time_calls(_gnn_recommender(big, None), big_sessions)})
     for name in ("sknn", "itemknn"):
         log(f"{name} on {dataset} ...")

@@ -95,7 +95,7 @@ def run(ws: Workspace, dataset: str, device_name: str = "auto", models: tuple[st
                                        loss=loss, bf16=bf16, compile=compile, device=device_name)))
     if reference:
         params = resolve_params("graph_transformer", {"hidden": 256, "layers": 2, "heads": 2}, device.type)
-        configs.append(("reference: graph_transformer BPR-5, last only",
+        configs.append(("reference setup (GT)",
                         TrainConfig(dataset=dataset, model="graph_transformer", model_params=params,
                                     batch_size=512, loss="bpr", negatives=5, examples="last", bf16=bf16,
                                     compile=compile, device=device_name)))
@@ -124,12 +124,18 @@ def run(ws: Workspace, dataset: str, device_name: str = "auto", models: tuple[st
 
 def render(result: dict[str, Any]):
     from engine.cli.output import table
-    rows = [[r["config"], r["loss"], r["examples_mode"], r["batch_size"], r["hidden"], r["examples_per_s"],
-             r["seconds_per_step"], f"{r['epoch_seconds']}{'' if r['epoch_measured'] else ' (proj.)'}",
-             r["eval_per_s"], r.get("speedup_vs_reference_train", "-")] for r in result["rows"]]
+    rows, setups = [], []
+    for r in result["rows"]:
+        setup = f"{r['loss']}, {r['examples_mode']}, batch {r['batch_size']}, dim {r['hidden']}"
+        if setup not in setups:
+            setups.append(setup)
+        rows.append([f"{r['config']} [{setups.index(setup) + 1}]", r["examples_per_s"], r["seconds_per_step"],
+                     r["epoch_seconds"], "yes" if r["epoch_measured"] else "proj.", r["eval_per_s"],
+                     r.get("speedup_vs_reference_train")])
     m = result["machine"]
+    legend = "; ".join(f"[{i + 1}] {s}" for i, s in enumerate(setups))
     return table(f"training throughput on {result['dataset']} ({result['n_items']:,} items), device "
                  f"{result['device']} ({m.get('gpu') or m.get('cpu')}, {m.get('cpus')} cpus, "
                  f"torch threads {m.get('torch_threads')})",
-                 ["config", "loss", "examples", "batch", "dim", "train ex/s", "s/step", "s/epoch",
-                  "eval ex/s", "x reference"], rows, caption=f"json: {result['json_path']}")
+                 ["config", "train ex/s", "s/step", "s/epoch", "full epoch", "eval ex/s", "x ref."], rows,
+                 caption=f"{legend}\njson: {result['json_path']}")

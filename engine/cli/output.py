@@ -11,6 +11,7 @@ import sys
 import time
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.progress import (BarColumn, Progress as RichProgress, SpinnerColumn, TaskProgressColumn,
                            TextColumn, TimeElapsedColumn)
@@ -96,17 +97,21 @@ class Output:
 
 
 def table(title: str, columns: list[str], rows: list[list[Any]], **kw: Any) -> Table:
+    # no vertical rules: two characters more per column, so that wide tables fit 80 columns
+    kw.setdefault("box", box.SIMPLE_HEAD)
+    kw.setdefault("collapse_padding", True)
     t = Table(title=title, title_justify="left", **kw)
     cells = [[fmt(v) for v in r] for r in rows]
     for i, c in enumerate(columns):
         numeric = bool(rows) and all(isinstance(r[i], (int, float)) or r[i] is None for r in rows)
         width = max((len(line) for r in cells for line in r[i].splitlines() or [""]), default=0)
-        # narrow terminals: numbers are never cut or wrapped; text folds (names stay readable)
+        # narrow terminals: numbers are never cut or wrapped (their min width), headers and text fold
         first = i == 0
-        t.add_column(c, no_wrap=numeric or first, overflow="ellipsis" if first else "fold",
+        t.add_column(c, no_wrap=first, overflow="ellipsis" if first else "fold",
                      justify="right" if numeric else "left",
                      min_width=width if numeric else min(width, 33 if first else 6),
-                     max_width=33 if first else None)
+                     # a numeric column is as wide as its numbers (its header wraps between words)
+                     max_width=33 if first else max(width, *map(len, c.split())) if numeric else None)
     for r in cells:
         t.add_row(*r)
     return t

@@ -273,12 +273,14 @@ def cmd_recommend(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
 def cmd_models(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
     from engine.models.registry import all_specs
     specs = all_specs()
-    rows = [[s.name, s.kind, s.description,
-             ", ".join(f"{k}={v}" for k, v in s.defaults.items()),
-             ", ".join(f"{k}={v}" for k, v in s.cpu_overrides.items()) or "-"] for s in specs.values()]
+    # two columns (name and kind | description, defaults, CPU preset): readable at 80 columns
+    rows = [[f"{s.name}\n({s.kind})",
+             f"{s.description}\ndefaults: " + ", ".join(f"{k}={v}" for k, v in s.defaults.items())
+             + ("\non CPU: " + ", ".join(f"{k}={v}" for k, v in s.cpu_overrides.items()) if s.cpu_overrides else "")]
+            for s in specs.values()]
     out.result({"models": {s.name: {"kind": s.kind, "description": s.description, "defaults": s.defaults,
                                     "cpu_overrides": s.cpu_overrides} for s in specs.values()}},
-               table("models", ["name", "kind", "description", "defaults", "CPU preset"], rows))
+               table("models (`sessrec train --model NAME --param KEY=VALUE`)", ["model", "description"], rows))
     return 0
 
 
