@@ -252,7 +252,7 @@ class SessionKNN(_Baseline):
     def score(self, batch: Batch) -> torch.Tensor:
         B, V1 = batch.size, self.n_items + 1
         dev = batch.items.device
-        pos, n = _positions(batch)
+        pos, _ = _positions(batch)
         m = batch.mask
         # 1. prefix nodes (b, item) with the position of the item's last occurrence; both weights
         # are monotone in the position, so the last occurrence's weights are the node's

@@ -114,7 +114,6 @@ class SessionGNN(nn.Module):
             h = h.new_zeros(1, h.shape[1])
         # index_select, not h[idx]: its backward is one index_add, while advanced indexing's
         # backward sorts the indices (the largest GPU kernel of a step when it was used here)
-        B, L = batch.alias.shape
         has = (batch.lengths > 0).unsqueeze(-1)                                 # [B, 1]
         h_last = h.index_select(0, batch.last_node) * has.to(h.dtype)           # [B, d]
         s = self.readout(h, batch.alias, batch.mask, h_last)                    # [B, d]
