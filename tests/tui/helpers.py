@@ -33,3 +33,17 @@ async def type_text(pilot, text: str) -> None:
 
 def notifications(app) -> list[str]:
     return [f"{n.title or ''}: {n.message}" for n in app._notifications]
+
+
+async def charts_drawn(pilot, limit: float = 3.0) -> None:
+    """Give the charts time to draw their latest data: they redraw on a timer, which a loaded
+    machine delays past a fixed pause. Waits while a visible chart is still marked dirty, at least
+    0.4 s and at most `limit` seconds (a chart scrolled out of view never draws), then settles."""
+    from tui.widgets.charts import Chart
+    await settle(pilot)
+    start = time.monotonic()
+    await pilot.pause(0.4)
+    while (time.monotonic() - start < limit
+           and any(c._dirty and c.is_on_screen for c in pilot.app.screen.query(Chart))):
+        await pilot.pause(0.05)
+    await settle(pilot)
