@@ -13,12 +13,11 @@ from engine.errors import InputError
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3      # glibc mallopt parameters
 HOST_MMAP_THRESHOLD = 1 << 30
-GLIBC_DYNAMIC_MMAP_MAX = 32 << 20                  # glibc's own threshold never rises above this
-_allocator_tuned = False
+_allocator_tuned: bool | None = None
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """The torch device for `--device` (auto: CUDA when available)."""
+    """The torch device for `--device`; on CPU also tunes the host allocator (see below)."""
     if name not in DEVICES:
         raise InputError(f"unknown device {name!r}; expected one of {', '.join(DEVICES)}")
     if name == "auto":
@@ -27,29 +26,31 @@ def resolve_device(name: str = "auto") -> torch.device:
         raise InputError("device cuda requested but CUDA is not available "
                          f"(torch {torch.__version__}, built for CUDA: {torch.version.cuda}); "
                          "use --device cpu or auto")
+    if name == "cpu":
+        tune_host_allocator()
     return torch.device(name)
 
 
-def tune_host_allocator(block_bytes: int) -> bool:
-    """On CPU, keep freed blocks of `block_bytes` in the heap instead of returning them (glibc only).
+def tune_host_allocator() -> bool:
+    """Keep large freed blocks in the process instead of returning them to the OS (glibc only).
 
-    Training and evaluation allocate and free a batch x catalogue score matrix every step. glibc
-    serves blocks over its mmap threshold (which it raises by itself up to 32 MB) with mmap and
-    unmaps them on free, so with a large catalogue every step page-faults hundreds of MB back in:
-    on the 2-core machine 1.6x slower training and 2x slower evaluation on the full demo (82K
-    items). Raising the mmap and trim thresholds to 1 GB keeps such blocks for reuse, at about 1.5x
-    the peak resident memory. Below 32 MB glibc does well alone (and tuning measured 15% slower on
-    the small demo), so nothing changes there. Returns whether the process is tuned.
+    Training and evaluation on the CPU allocate and free full-catalogue score matrices of hundreds
+    of MB every step. glibc serves blocks over its mmap threshold (at most 32 MB by default) with
+    mmap and unmaps them on free, so every step page-faults them back in: on the 2-core machine
+    1.6x slower training and 2x slower evaluation on the full demo. Raising the mmap and trim
+    thresholds to 1 GB keeps them in the heap for reuse, at about 1.5x the peak resident memory
+    (which the process then keeps). Returns whether it applied.
     """
     global _allocator_tuned
-    if _allocator_tuned or block_bytes <= GLIBC_DYNAMIC_MMAP_MAX or not sys.platform.startswith("linux"):
-        return _allocator_tuned
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        _allocator_tuned = bool(libc.mallopt(_M_MMAP_THRESHOLD, HOST_MMAP_THRESHOLD)
-                                and libc.mallopt(_M_TRIM_THRESHOLD, HOST_MMAP_THRESHOLD))
-    except (OSError, AttributeError):           # musl or another libc without mallopt
-        pass
+    if _allocator_tuned is None:
+        _allocator_tuned = False
+        if sys.platform.startswith("linux"):
+            try:
+                libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+                _allocator_tuned = all([libc.mallopt(_M_MMAP_THRESHOLD, HOST_MMAP_THRESHOLD),
+                                        libc.mallopt(_M_TRIM_THRESHOLD, HOST_MMAP_THRESHOLD)])
+            except (OSError, AttributeError):     # musl or another libc without mallopt
+                pass
     return _allocator_tuned
 
 

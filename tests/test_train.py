@@ -265,15 +265,12 @@ def test_eval_cli_reproduces_the_runs_test_metrics_and_tables_fit_80_columns(ws,
 
 @pytest.mark.skipif(not sys.platform.startswith("linux") or not os.confstr("CS_GNU_LIBC_VERSION"),
                     reason="glibc only")
-def test_host_allocator_keeps_large_score_blocks_in_the_heap():
-    """Blocks under glibc's own 32 MB limit are left alone; once tuned for 256 MB score matrices,
-    freed blocks are reused instead of unmapped and page-faulted back every step."""
+def test_cpu_device_keeps_large_blocks_in_the_heap():
+    """After resolve_device('cpu'), freed 256 MB score-sized blocks are reused, not unmapped and faulted back."""
     import resource
 
-    from engine import device
-    if not device._allocator_tuned:
-        assert device.tune_host_allocator(8 << 20) is False      # the small demo: nothing to do
-    assert device.tune_host_allocator(256 << 20) is True
+    from engine.device import resolve_device, tune_host_allocator
+    assert resolve_device("cpu").type == "cpu" and tune_host_allocator() is True
 
     def minor_faults_of(allocations: int) -> int:
         before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt

@@ -178,7 +178,7 @@ def cmd_eval(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
     import torch
     from engine.config import from_dict
     from engine.data.artifacts import load_dataset
-    from engine.device import resolve_device, tune_host_allocator
+    from engine.device import resolve_device
     from engine.evaluate import evaluate
     from engine.train.batches import BatchBuilder, SessionStore
     from engine.train.checkpoint import load_checkpoint, rebuild_model
@@ -191,8 +191,6 @@ def cmd_eval(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
     data = load_dataset(ws, cfg.dataset, with_pe=False)
     if data.items.fingerprint() != ckpt["item_fingerprint"]:
         raise InputError(f"dataset {cfg.dataset!r} was rebuilt with another item index; retrain")
-    if device.type == "cpu":
-        tune_host_allocator(args.batch_size * (data.n_items + 1) * 4)
     model = rebuild_model(ckpt, data)
     if hasattr(model, "to"):
         model = model.to(device)

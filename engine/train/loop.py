@@ -24,7 +24,7 @@ import torch
 from engine.atomic import write_json
 from engine.config import TrainConfig, from_dict, to_dict
 from engine.data.artifacts import DatasetArtifacts, load_dataset
-from engine.device import device_info, gpu_memory_mb, resolve_device, tune_host_allocator
+from engine.device import device_info, gpu_memory_mb, resolve_device
 from engine.errors import InputError
 from engine.evaluate import evaluate
 from engine.models.registry import build_model, get_spec, resolve_params
@@ -228,8 +228,6 @@ def fit(cfg: TrainConfig | None, ws: Workspace, run_id: str | None = None, resum
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     data = load_dataset(ws, cfg.dataset, with_pe=True)
-    if device.type == "cpu":          # float32 batch x catalogue scores, allocated every step
-        tune_host_allocator(max(cfg.batch_size, cfg.eval_batch_size) * (data.n_items + 1) * 4)
     if not resume:
         run_id = run_id or new_run_id(ws, cfg)
         run_dir = ws.run_dir(run_id)
