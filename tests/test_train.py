@@ -261,23 +261,3 @@ def test_eval_cli_reproduces_the_runs_test_metrics_and_tables_fit_80_columns(ws,
         assert f"{final['test']['last']['metrics']['recall@10']:.4f}" in text
         assert f"{final['test']['prefixes']['metrics']['recall@10']:.4f}" in text
     assert rid in text
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux") or not os.confstr("CS_GNU_LIBC_VERSION"),
-                    reason="glibc only")
-def test_cpu_device_keeps_large_blocks_in_the_heap():
-    """After resolve_device('cpu'), freed 256 MB score-sized blocks are reused, not unmapped and faulted back."""
-    import resource
-
-    from engine.device import resolve_device, tune_host_allocator
-    assert resolve_device("cpu").type == "cpu" and tune_host_allocator() is True
-
-    def minor_faults_of(allocations: int) -> int:
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-        for _ in range(allocations):
-            t = torch.ones(64 * 2**20)          # 256 MB, written: every page touched
-            del t
-        return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
-    minor_faults_of(6)            # the heap grows to its working size once (aligned blocks fragment it)
-    # unmapped and re-mapped each time: 2 x 65,536 page faults; kept in the heap: almost none
-    assert minor_faults_of(2) < 65_536 // 4
