@@ -35,15 +35,25 @@ def notifications(app) -> list[str]:
     return [f"{n.title or ''}: {n.message}" for n in app._notifications]
 
 
-async def charts_drawn(pilot, limit: float = 3.0) -> None:
-    """Give the charts time to draw their latest data: they redraw on a timer, which a loaded
-    machine delays past a fixed pause. Waits while a visible chart is still marked dirty, at least
-    0.4 s and at most `limit` seconds (a chart scrolled out of view never draws), then settles."""
+def _pending(pilot) -> bool:
+    """A visible chart not yet redrawn, or a table whose column widths wait for the next idle."""
+    from textual.widgets import DataTable
+
     from tui.widgets.charts import Chart
+    screen = pilot.app.screen
+    return (any(c._dirty and c.is_on_screen for c in screen.query(Chart))
+            or any(t._new_rows or t._require_update_dimensions or t._updated_cells
+                   for t in screen.query(DataTable)))
+
+
+async def screen_drawn(pilot, limit: float = 3.0) -> None:
+    """Give the screen time to draw its latest data: charts redraw on a timer and tables size their
+    columns when the app is idle, both of which a loaded machine delays past a fixed pause. Waits
+    at least 0.4 s and while something is pending, at most `limit` seconds (a chart scrolled out of
+    view never draws), then settles."""
     await settle(pilot)
     start = time.monotonic()
     await pilot.pause(0.4)
-    while (time.monotonic() - start < limit
-           and any(c._dirty and c.is_on_screen for c in pilot.app.screen.query(Chart))):
+    while time.monotonic() - start < limit and _pending(pilot):
         await pilot.pause(0.05)
     await settle(pilot)

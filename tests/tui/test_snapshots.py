@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.tui.conftest import make_app
-from tests.tui.helpers import charts_drawn, settle, wait_for
+from tests.tui.helpers import screen_drawn, settle, wait_for
 
 SIZES = [(80, 24), (120, 40)]
 
@@ -52,7 +52,7 @@ async def _show(pilot, mode: str) -> None:
     app = pilot.app
     await settle(pilot)
     await app.switch_mode(mode)
-    await charts_drawn(pilot)
+    await screen_drawn(pilot)
 
 
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
@@ -60,7 +60,7 @@ def test_datasets(snap, snap_ws: Path, size) -> None:
     async def run_before(pilot) -> None:
         await _show(pilot, "datasets")
         await wait_for(pilot, lambda: pilot.app.screen._dist_for == "demo-tiny")
-        await charts_drawn(pilot)
+        await screen_drawn(pilot)
     assert snap(_app(snap_ws), terminal_size=size, run_before=run_before)
 
 
@@ -79,7 +79,7 @@ def test_train_with_a_finished_run(snap, snap_ws: Path, size) -> None:
         await wait_for(pilot, lambda: app.registry and app.device and app.screen._params_for)
         app.open_run("run-a")
         await pilot.pause(0.2)
-        await charts_drawn(pilot)
+        await screen_drawn(pilot)
     assert snap(_app(snap_ws), terminal_size=size, run_before=run_before)
 
 
@@ -91,7 +91,7 @@ def test_runs_compare(snap, snap_ws: Path, size) -> None:
         await wait_for(pilot, lambda: len(app.screen.rows) == 3)
         await pilot.press("down", "space", "down", "space")
         await pilot.pause(0.2)
-        await charts_drawn(pilot)
+        await screen_drawn(pilot)
     assert snap(_app(snap_ws), terminal_size=size, run_before=run_before)
 
 
