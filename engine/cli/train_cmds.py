@@ -146,19 +146,19 @@ def _print_final(final: dict, out: Output) -> None:
         out.print(metrics_table("test (best epoch)", test))
 
 
-# (label, key in an evaluation result's metrics, or None for a top-level key)
-_METRIC_ROWS = [("Recall@10", "recall@10"), ("NDCG@10", "ndcg@10"), ("MRR@10", "mrr@10"),
-                ("Recall@20", "recall@20"), ("NDCG@20", "ndcg@20"), ("examples (n)", None),
-                ("unseen targets", None), ("coverage@10", None), ("mean popularity@10", None)]
-_TOP_LEVEL = {"examples (n)": "n", "unseen targets": "unseen_targets", "coverage@10": "coverage@10",
-              "mean popularity@10": "popularity@10"}
+# (label, section of an evaluation result or None for its top level, key)
+_METRIC_ROWS = [("Recall@10", "metrics", "recall@10"), ("NDCG@10", "metrics", "ndcg@10"),
+                ("MRR@10", "metrics", "mrr@10"), ("Recall@20", "metrics", "recall@20"),
+                ("NDCG@20", "metrics", "ndcg@20"), ("examples (n)", None, "n"),
+                ("unseen targets", None, "unseen_targets"), ("coverage@10", None, "coverage@10"),
+                ("mean popularity@10", None, "popularity@10")]
 
 
 def metrics_table(title: str, results: dict[str, dict]):
     """One row per metric, one column per protocol: stays readable at 80 columns."""
     rows = []
-    for label, key in _METRIC_ROWS:
-        vals = [(r.get("metrics", {}).get(key) if key else r.get(_TOP_LEVEL[label])) for r in results.values()]
+    for label, section, key in _METRIC_ROWS:
+        vals = [(r.get(section) or {} if section else r).get(key) for r in results.values()]
         if any(v is not None for v in vals):
             rows.append([label, *vals])
     return table(title, ["metric", *results], rows)
