@@ -70,9 +70,10 @@ class Recommender:
         cfg = from_dict(TrainConfig, ckpt["config"])
         ws = ws or Workspace.open(run_dir.parent.parent)
         dev = torch.device(device)
-        items_path = Path(ckpt.get("items_path") or "")
-        if not items_path.exists():
-            items_path = ws.dataset_dir(cfg.dataset) / "items" / "items.parquet"
+        # the dataset by name in this workspace (never a stored absolute path: a copied workspace
+        # must read its own files)
+        paths = ws.dataset(cfg.dataset)
+        items_path = paths.items
         if not items_path.exists():
             raise InputError(f"run {run_dir.name}: its dataset {cfg.dataset!r} item index is missing "
                              f"({items_path}); rebuild the dataset")
@@ -89,7 +90,7 @@ class Recommender:
             graph = data.graph
         else:
             if cfg.model_params.get("graph_mode") == "cooc":
-                graph = CoocGraph.load(items_path.parent.parent / "graph" / "graph.npz")
+                graph = CoocGraph.load(paths.graph)
             model = rebuild_model(ckpt)
         if hasattr(model, "to"):
             model = model.to(dev)

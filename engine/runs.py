@@ -99,7 +99,7 @@ def list_runs(ws: Workspace) -> list[RunSummary]:
     out = []
     for rid in ws.run_ids():
         try:
-            out.append(summarize_run(ws.run_dir(rid)))
+            out.append(summarize_run(ws.run(rid).root))
         except (OSError, json.JSONDecodeError, KeyError):
             continue   # a half-created run folder: not a run
     return out

@@ -1,19 +1,25 @@
-"""Where datasets and runs live.
+"""Where datasets, runs and job logs live: every path of a workspace is a property here, nowhere else.
 
-    <workspace>/datasets/<name>/manifest.json, <stage>/...   (see engine/data/pipeline.py)
-    <workspace>/runs/<run-id>/config.json, events.jsonl, best.pt, last.pt
+    <workspace>/datasets/<name>/manifest.json, source/, <stage>/...    DatasetDir
+    <workspace>/runs/<run-id>/config.json, events.jsonl, best.pt, last.pt, .lock   RunDir
+    <workspace>/logs/<job-id>.json, <job-id>.log                     the app's job records
+    <workspace>/downloads/                                           `sessrec data fetch`
 
-The workspace is `--workspace`, else $SESSREC_HOME, else ./workspace.
+The workspace is `--workspace`, else $SESSREC_HOME, else ./workspace. Stage bodies write into a
+temp folder that is swapped in for the stage's folder; `DatasetDir.staging(stage, tmp)` gives the
+same properties with that stage's folder pointing at the temp folder, so the file names of every
+artifact are spelled once, below.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from engine.errors import InputError
+from engine.schema import Split
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -27,6 +33,140 @@ def check_name(name: str, what: str = "dataset name") -> str:
         raise InputError(f"{what} {name!r}: use 1-64 letters, digits, '_', '-', '.' "
                          f"(starting with a letter or digit)")
     return name
+
+
+@dataclass(frozen=True)
+class DatasetDir:
+    """The folder of one dataset and the path of each of its artifacts."""
+
+    root: Path
+    # stage -> folder, for a stage being written into a temp folder (see `staging`)
+    overrides: tuple[tuple[str, Path], ...] = field(default=())
+
+    @property
+    def name(self) -> str:
+        return self.root.name
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / "manifest.json"
+
+    @property
+    def build_lock(self) -> Path:
+        return self.root / ".build.lock"
+
+    @property
+    def exists(self) -> bool:
+        return self.manifest.exists()
+
+    def stage_dir(self, stage: str) -> Path:
+        for name, path in self.overrides:
+            if name == stage:
+                return path
+        return self.root / stage
+
+    def staging(self, stage: str, tmp: Path) -> "DatasetDir":
+        """The same dataset with `stage`'s folder at `tmp` (where the running stage writes)."""
+        return replace(self, overrides=((stage, Path(tmp)), *self.overrides))
+
+    # ---- demo source ---------------------------------------------------------------------------
+    @property
+    def source_dir(self) -> Path:
+        return self.root / "source"
+
+    @property
+    def demo_events(self) -> Path:
+        return self.source_dir / "events.csv"
+
+    @property
+    def demo_truth(self) -> Path:
+        return self.source_dir / "truth.npz"
+
+    # ---- stage artifacts -----------------------------------------------------------------------
+    @property
+    def events(self) -> Path:
+        return self.stage_dir("ingest") / "events.parquet"
+
+    @property
+    def test_events(self) -> Path:
+        return self.stage_dir("ingest") / "test_events.parquet"
+
+    @property
+    def sessions(self) -> Path:
+        return self.stage_dir("sessionize") / "sessions.parquet"
+
+    @property
+    def test_sessions(self) -> Path:
+        return self.stage_dir("sessionize") / "test_sessions.parquet"
+
+    def split_sessions(self, split: str) -> Path:
+        """Raw-id sessions of a split (train, val, test)."""
+        return self.stage_dir("split") / f"{Split(split).value}.parquet"
+
+    @property
+    def items(self) -> Path:
+        return self.stage_dir("items") / "items.parquet"
+
+    def encoded_sessions(self, split: str) -> Path:
+        """Sessions of a split as item indices (1..V, 0 = unknown)."""
+        return self.stage_dir("items") / f"{Split(split).value}.parquet"
+
+    @property
+    def graph(self) -> Path:
+        return self.stage_dir("graph") / "graph.npz"
+
+    @property
+    def pe(self) -> Path:
+        return self.stage_dir("encodings") / "pe.npy"
+
+    @property
+    def oracle(self) -> Path:
+        return self.stage_dir("oracle") / "oracle.json"
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """The folder of one run."""
+
+    root: Path
+
+    @property
+    def run_id(self) -> str:
+        return self.root.name
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.json"
+
+    @property
+    def events(self) -> Path:
+        return self.root / "events.jsonl"
+
+    @property
+    def best(self) -> Path:
+        return self.root / "best.pt"
+
+    @property
+    def last(self) -> Path:
+        return self.root / "last.pt"
+
+    @property
+    def lock(self) -> Path:
+        return self.root / ".lock"
+
+    def checkpoint(self, which: str) -> Path:
+        """`best` or `last`."""
+        if which not in ("best", "last"):
+            raise InputError(f"checkpoint {which!r}: expected best or last")
+        return self.best if which == "best" else self.last
+
+    @property
+    def exists(self) -> bool:
+        return self.config.exists()
+
+    @property
+    def workspace(self) -> "Workspace":
+        return Workspace(self.root.parent.parent)
 
 
 @dataclass(frozen=True)
@@ -52,20 +192,33 @@ class Workspace:
     def downloads_dir(self) -> Path:
         return self.root / "downloads"
 
-    def dataset_dir(self, name: str) -> Path:
-        return self.datasets_dir / check_name(name)
+    @property
+    def logs_dir(self) -> Path:
+        """The app's job records and child-process logs."""
+        return self.root / "logs"
 
-    def run_dir(self, run_id: str) -> Path:
-        return self.runs_dir / check_name(run_id, "run id")
+    def job_record(self, job_id: str) -> Path:
+        return self.logs_dir / f"{job_id}.json"
+
+    def job_log(self, job_id: str) -> Path:
+        return self.logs_dir / f"{job_id}.log"
+
+    def dataset(self, name: str) -> DatasetDir:
+        return DatasetDir(self.datasets_dir / check_name(name))
+
+    def run(self, run_id: str) -> RunDir:
+        return RunDir(self.runs_dir / check_name(run_id, "run id"))
 
     def dataset_names(self) -> list[str]:
+        """Every dataset folder with a manifest (readable or not: status reports the broken ones)."""
         if not self.datasets_dir.is_dir():
             return []
         return sorted(p.name for p in self.datasets_dir.iterdir()
-                      if p.is_dir() and (p / "manifest.json").exists())
+                      if p.is_dir() and NAME_RE.match(p.name) and DatasetDir(p).exists)
 
     def run_ids(self) -> list[str]:
+        """Every run folder with a config file (readable or not: the run store reports the rest)."""
         if not self.runs_dir.is_dir():
             return []
         return sorted(p.name for p in self.runs_dir.iterdir()
-                      if p.is_dir() and (p / "config.json").exists())
+                      if p.is_dir() and NAME_RE.match(p.name) and RunDir(p).exists)

@@ -14,7 +14,7 @@ from engine.cli import main as cli
 from engine.config import DataConfig, to_dict
 from engine.data import pipeline
 from engine.data.demo import generate_demo
-from engine.data.manifest import LOCK, Dataset
+from engine.data.manifest import Dataset
 from engine.data.pipeline import build, status
 from engine.errors import StageError
 
@@ -64,7 +64,7 @@ def test_end_to_end_tiny_demo(workspace, tiny_source):
         + spl["blackout_dropped"] == ses["sessions"]
     n_items = st["items"]["items"]
     assert st["graph"]["nodes"] <= n_items and st["graph"]["edges"] > 0
-    pe = np.load(ds.dir / "encodings" / "pe.npy")
+    pe = np.load(ds.paths.pe)
     assert pe.shape == (n_items + 1, 16) and pe.dtype == np.float32 and not pe[0].any()
     assert 0 < st["oracle"]["recall@10_last"] <= 1
     # manifest records parameters, inputs, outputs, timings
@@ -120,18 +120,18 @@ def test_input_change_reruns_everything(workspace, tiny_source, tmp_path):
 def test_failed_stage_keeps_previous_artifacts(workspace, tiny_source, monkeypatch):
     ds = make_ds(workspace, tiny_source)
     build(ds)
-    before = (ds.dir / "graph" / "graph.npz").read_bytes()
+    before = (ds.paths.graph).read_bytes()
 
     def broken(ctx):
-        (ctx.out / "graph.npz").write_bytes(b"half written")
+        (ctx.out.graph).write_bytes(b"half written")
         raise RuntimeError("disk on fire")
     stages = tuple(dataclasses.replace(s, run=broken) if s.name == "graph" else s for s in pipeline.STAGES)
     monkeypatch.setattr(pipeline, "STAGES", stages)
     with pytest.raises(RuntimeError, match="disk on fire"):
         build(Dataset.load(workspace, "t"), force="graph")
-    assert (ds.dir / "graph" / "graph.npz").read_bytes() == before
+    assert (ds.paths.graph).read_bytes() == before
     assert not list(ds.dir.rglob(".tmp-*"))
-    assert not (ds.dir / LOCK).exists()
+    assert not ds.paths.build_lock.exists()
     st = {s.name: s for s in status(Dataset.load(workspace, "t"))}
     assert st["graph"].state == "failed" and "disk on fire" in st["graph"].error
     monkeypatch.undo()
@@ -146,7 +146,7 @@ def test_interrupted_stage_keeps_previous_record(workspace, tiny_source, monkeyp
     rec_before = Dataset.load(workspace, "t").stage_record("encodings")
 
     def interrupted(ctx):
-        (ctx.out / "pe.npy").write_bytes(b"partial")
+        (ctx.out.pe).write_bytes(b"partial")
         raise KeyboardInterrupt
     stages = tuple(dataclasses.replace(s, run=interrupted) if s.name == "encodings" else s
                    for s in pipeline.STAGES)
@@ -155,7 +155,7 @@ def test_interrupted_stage_keeps_previous_record(workspace, tiny_source, monkeyp
         build(Dataset.load(workspace, "t"), force="encodings")
     ds2 = Dataset.load(workspace, "t")
     assert ds2.stage_record("encodings") == rec_before
-    assert np.load(ds.dir / "encodings" / "pe.npy").dtype == np.float32
+    assert np.load(ds.paths.pe).dtype == np.float32
     assert not list(ds.dir.rglob(".tmp-*"))
 
 
@@ -171,10 +171,10 @@ def test_interrupted_swap_is_recovered(workspace, tiny_source):
 
 def test_build_lock_held_by_live_process(workspace, tiny_source):
     ds = make_ds(workspace, tiny_source)
-    (ds.dir / LOCK).write_text(str(os.getppid()))   # a live process that is not us
+    ds.paths.build_lock.write_text(str(os.getppid()))   # a live process that is not us
     with pytest.raises(StageError, match="being built by process"):
         build(ds)
-    (ds.dir / LOCK).write_text("999999999")         # a dead process: stale lock is taken over
+    ds.paths.build_lock.write_text("999999999")         # a dead process: stale lock is taken over
     build(ds, upto="ingest")
     assert states(ds)["ingest"] == "done"
 

@@ -47,7 +47,7 @@ def cfg(**kw) -> TrainConfig:
 
 def test_fit_writes_run_folder_and_events(ws):
     final = fit(cfg(), ws)
-    run = ws.run_dir(final["run_id"])
+    run = ws.run(final["run_id"]).root
     assert (run / "config.json").exists() and (run / "best.pt").exists() and (run / "last.pt").exists()
     events = read_events(run / "events.jsonl")
     types = [e["type"] for e in events]
@@ -70,7 +70,7 @@ def test_fit_writes_run_folder_and_events(ws):
 
 def test_checkpoint_rebuilds_model_alone_and_reproduces_test_metrics(ws):
     final = fit(cfg(model="gat"), ws)
-    ckpt = load_checkpoint(ws.run_dir(final["run_id"]) / "best.pt")
+    ckpt = load_checkpoint(ws.run(final["run_id"]).root / "best.pt")
     assert ckpt["item_fingerprint"] and ckpt["n_items"] > 0 and "versions" in ckpt
     assert {"optimizer", "scheduler", "rng", "epoch", "step"} <= set(ckpt)
     model = rebuild_model(ckpt)            # no dataset needed
@@ -103,16 +103,16 @@ def test_resume_mid_epoch_gives_the_same_weights(ws):
     full = fit(cfg(epochs=3, seed=3), ws)
     stopped = fit(cfg(epochs=3, seed=3), ws, stop=StopAfter(5))     # mid epoch 1 or 2
     assert stopped["status"] == "stopped"
-    assert summarize_run(ws.run_dir(stopped["run_id"])).status == "stopped"
+    assert summarize_run(ws.run(stopped["run_id"]).root).status == "stopped"
     resumed = fit(None, ws, run_id=stopped["run_id"], resume=True)
     assert resumed["status"] == "completed"
-    a = load_checkpoint(ws.run_dir(full["run_id"]) / "last.pt")["model"]
-    b = load_checkpoint(ws.run_dir(resumed["run_id"]) / "last.pt")["model"]
+    a = load_checkpoint(ws.run(full["run_id"]).root / "last.pt")["model"]
+    b = load_checkpoint(ws.run(resumed["run_id"]).root / "last.pt")["model"]
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
     assert resumed["test"]["last"]["metrics"] == full["test"]["last"]["metrics"]
-    events = read_events(ws.run_dir(resumed["run_id"]) / "events.jsonl")
+    events = read_events(ws.run(resumed["run_id"]).root / "events.jsonl")
     assert [e["type"] for e in events].count("run_started") == 2
     assert events[-1]["type"] == "run_finished"
 
@@ -137,9 +137,9 @@ def test_cuda_oom_is_reported_with_batch_size_and_suggestion(ws, monkeypatch, ca
     assert rc == 3
     err = capsys.readouterr().err
     assert "CUDA out of memory at batch size 512" in err and "--batch-size 256" in err
-    last = read_events(ws.run_dir("oom-run") / "events.jsonl")[-1]
+    last = read_events(ws.run("oom-run").root / "events.jsonl")[-1]
     assert last["type"] == "run_failed" and last["error_kind"] == "cuda_oom" and last["batch_size"] == 512
-    assert summarize_run(ws.run_dir("oom-run")).status == "failed"
+    assert summarize_run(ws.run("oom-run").root).status == "failed"
 
 
 @pytest.mark.parametrize("args, message", [
@@ -165,7 +165,7 @@ def test_dataset_not_built_and_run_without_checkpoint(ws, capsys, tmp_path):
     assert cli(["--workspace", str(other.root), "-q", "demo", "--size", "tiny", "--no-build"]) == 0
     assert cli(["--workspace", str(other.root), "train", "--dataset", "demo-tiny"]) == 2
     assert "is not built" in capsys.readouterr().err
-    run = ws.run_dir("empty-run")
+    run = ws.run("empty-run").root
     run.mkdir()
     (run / "config.json").write_text(json.dumps({"run_id": "empty-run", "train": {}}))
     assert cli(["--workspace", str(ws.root), "eval", "empty-run"]) == 2
@@ -174,7 +174,7 @@ def test_dataset_not_built_and_run_without_checkpoint(ws, capsys, tmp_path):
 
 def test_recommender_reports_unknown_ids_and_falls_back(ws):
     final = fit(cfg(model="graphsage", model_params={"hidden": 16}), ws)
-    rec = Recommender.load(ws.run_dir(final["run_id"]))
+    rec = Recommender.load(ws.run(final["run_id"]).root)
     data = load_dataset(ws, "demo-tiny", with_pe=False)
     known = data.items.raw_ids[:3].tolist()
     r = rec.recommend(known + [-5, 10**12], k=10)
@@ -213,10 +213,10 @@ def test_sigterm_stops_cleanly_and_resume_continues(ws):
     assert rc == 0
     last = json.loads(rest.strip().splitlines()[-1])
     assert last["type"] == "run_finished" and last["status"] == "stopped" and last["reason"] == "SIGTERM"
-    assert (ws.run_dir("sigterm-run") / "last.pt").exists()
-    assert summarize_run(ws.run_dir("sigterm-run")).status == "stopped"
+    assert (ws.run("sigterm-run").root / "last.pt").exists()
+    assert summarize_run(ws.run("sigterm-run").root).status == "stopped"
     # resume for one more epoch than done so far
-    done = load_checkpoint(ws.run_dir("sigterm-run") / "last.pt")["epoch"]
+    done = load_checkpoint(ws.run("sigterm-run").root / "last.pt")["epoch"]
     final = fit(None, ws, run_id="sigterm-run", resume=True, epochs=done + 1)
     assert final["status"] == "completed"
 
@@ -236,7 +236,7 @@ def test_ablation_saves_each_variant_as_it_finishes(ws, tmp_path):
     assert [r["variant"] for r in partial["rows"]] == ["GT 1 layer"]
     row = partial["rows"][0]
     assert row["epochs_run"] == 1 and 0 <= row["last_recall@10"] <= 1
-    assert json.loads((ws.run_dir(row["run_id"]) / "config.json").read_text())["train"]["model_params"]["layers"] == 1
+    assert json.loads((ws.run(row["run_id"]).root / "config.json").read_text())["train"]["model_params"]["layers"] == 1
 
     done = ablation.run(ws, "demo-tiny", device="cpu", epochs=1, batch_size=256, base_params=SMALL,
                         only=["no repeat"], log=lambda m: None, out=out)

@@ -271,7 +271,7 @@ class SessrecApp(App):
             self.current_run = run_id
             self.run_signal.publish(run_id)
             return self.runs_live[run_id]
-        run_dir = self.ws.run_dir(run_id)
+        run_dir = self.ws.run(run_id).root
         if not (run_dir / "config.json").exists() and not (run_dir / "events.jsonl").exists():
             self.notify(f"run {run_id}: no such run folder in {short_path(self.ws.runs_dir)}", severity="error")
             return None

@@ -392,14 +392,14 @@ def distributions(ws: Any, name: str) -> Distributions:
     import numpy as np
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
-    d = ws.dataset_dir(name)
+    d = ws.dataset(name)
     counts: list[int] = []
     hist: dict[int, int] = {}
-    items = d / "items" / "items.parquet"
+    items = d.items
     if items.exists():
         c = pq.read_table(items, columns=["train_count"]).column("train_count").to_numpy()
         counts = np.sort(c)[::-1].astype(int).tolist()
-    sess = d / "sessionize" / "sessions.parquet"
+    sess = d.sessions
     if sess.exists():
         col = pq.read_table(sess, columns=["items"]).column("items")
         lengths = pc.list_value_length(col).to_numpy(zero_copy_only=False)

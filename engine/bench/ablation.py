@@ -55,7 +55,7 @@ def run(ws: Workspace, dataset: str, device: str = "auto", epochs: int = 20, pat
                           epochs=epochs, patience=patience, batch_size=batch_size, device=device,
                           **overrides)
         final = fit(cfg, ws, log=lambda m: None, stop=stop)
-        events = read_events(ws.run_dir(final["run_id"]) / "events.jsonl")
+        events = read_events(ws.run(final["run_id"]).root / "events.jsonl")
         ep = [e["epoch_seconds"] for e in events if e["type"] == "epoch"]
         row = {"variant": label, "run_id": final["run_id"], "best_epoch": final.get("best_epoch"),
                "epochs_run": len(ep), "epoch_seconds": round(sum(ep) / max(1, len(ep)), 2),

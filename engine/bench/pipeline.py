@@ -24,14 +24,14 @@ TARGET_RSS_MB = 3 * 1024
 def ensure_demo(ws: Workspace, size: str, seed: int = 0, log=print) -> Dataset:
     from engine.data.demo import generate_demo
     name = f"bench-demo-{size}"
-    src = ws.dataset_dir(name) / "source"
-    if not (src / "events.csv").exists() or not (src / "truth.npz").exists():
-        log(f"generating the {size} demo once into {src} (cached for later runs) ...")
+    paths = ws.dataset(name)
+    if not paths.demo_events.exists() or not paths.demo_truth.exists():
+        log(f"generating the {size} demo once into {paths.source_dir} (cached for later runs) ...")
         with measure() as m:
-            generate_demo(src, size=size, seed=seed)
+            generate_demo(paths.source_dir, size=size, seed=seed)
         log(f"  generated in {m.seconds:.1f}s")
-    return Dataset.create(ws, name, src / "events.csv", DataConfig(format="retailrocket"),
-                          demo={"size": size, "seed": seed}, overwrite=not (ws.dataset_dir(name) / "manifest.json").exists())
+    return Dataset.create(ws, name, paths.demo_events, DataConfig(format="retailrocket"),
+                          demo={"size": size, "seed": seed}, overwrite=not paths.exists)
 
 
 def run(ws: Workspace, size: str = "full", log=print, out: Path | None = None,

@@ -56,7 +56,7 @@ def prepare(ws: Workspace, name: str, shared: Path, log=print) -> Dataset:
             raise InputError(f"{path}: real sample missing (see ../shared/data/README.md)")
         test = shared / spec["test"] if spec.get("test") else None
         ds = Dataset.create(ws, bname, path, DataConfig(format=spec["format"], **spec["cfg"]), test_path=test,
-                            overwrite=not (ws.dataset_dir(bname) / "manifest.json").exists())
+                            overwrite=not ws.dataset(bname).exists)
     build(ds)
     return Dataset.load(ws, ds.name)
 
@@ -78,7 +78,7 @@ def run(ws: Workspace, datasets: list[str], models: list[str], shared: Path, dev
             cfg = TrainConfig(dataset=ds.name, model=model, epochs=epochs, patience=patience,
                               batch_size=bs, device=device, model_params=params)
             final = fit(cfg, ws, log=lambda m: None, stop=stop)
-            summ = summarize_run(ws.run_dir(final["run_id"]))
+            summ = summarize_run(ws.run(final["run_id"]).root)
             row = {"dataset": name, "model": model, "kind": summ.kind, "run_id": final["run_id"],
                    "status": final.get("status"), "best_epoch": final.get("best_epoch"),
                    "val_recall@10": (final.get("best_val") or {}).get("recall@10"),

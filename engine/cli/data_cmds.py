@@ -119,20 +119,20 @@ def cmd_demo(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
     if args.size not in DEMO_SIZES:
         raise InputError(f"unknown demo size {args.size!r}; expected one of {', '.join(DEMO_SIZES)}")
     name = args.name or ("demo" if args.size == "small" else f"demo-{args.size}")
-    src_dir = ws.dataset_dir(name) / "source"
-    events = src_dir / "events.csv"
+    paths = ws.dataset(name)
+    events = paths.demo_events
     demo = {"size": args.size, "seed": args.seed}
     existing = None
-    if (ws.dataset_dir(name) / "manifest.json").exists():
+    if paths.exists:
         existing = Dataset.load(ws, name)
         if existing.source.get("demo") != demo and not args.force:
             raise InputError(f"dataset {name!r} exists with demo {existing.source.get('demo')}; "
                              f"pass --force to regenerate, or choose another --name")
-    if args.force or not events.exists() or not (src_dir / "truth.npz").exists() or \
+    if args.force or not events.exists() or not paths.demo_truth.exists() or \
             (existing and existing.source.get("demo") != demo):
         out.log(f"generating demo dataset '{name}' ({args.size}, seed {args.seed}) ...")
         with out:
-            gstats = generate_demo(src_dir, size=args.size, seed=args.seed, progress=out.progress)
+            gstats = generate_demo(paths.source_dir, size=args.size, seed=args.seed, progress=out.progress)
         out.emit({"type": "demo_generated", "dataset": name, "stats": gstats})
         out.log(f"wrote {events} ({gstats.get('events', 0):,} events)")
     base = existing.config if existing else DataConfig(format="retailrocket")

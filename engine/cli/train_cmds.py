@@ -165,7 +165,7 @@ def metrics_table(title: str, results: dict[str, dict]):
 
 
 def _resolve_run(ws: Workspace, run: str):
-    d = ws.run_dir(run)
+    d = ws.run(run).root
     if not (d / "config.json").exists():
         known = ws.run_ids()
         raise InputError(f"run {run!r} not found in {ws.runs_dir}"

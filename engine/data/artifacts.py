@@ -14,7 +14,7 @@ from engine.data.manifest import Dataset
 from engine.data.pipeline import status
 from engine.data.sessions import Sessions
 from engine.errors import InputError
-from engine.workspace import Workspace
+from engine.workspace import DatasetDir, Workspace
 
 REQUIRED = ("items", "graph", "encodings")
 # stages a model kind needs (GNNs read the Laplacian PE; baselines only the items and the graph)
@@ -24,7 +24,7 @@ REQUIRED_STAGES = {"gnn": REQUIRED, "baseline": ("items", "graph")}
 @dataclass
 class DatasetArtifacts:
     name: str
-    dir: Path
+    paths: DatasetDir
     config: DataConfig
     items: ItemIndex
     train: Sessions          # encoded: int32 item indices, 0 = unknown
@@ -56,16 +56,16 @@ def require_built(ds: Dataset, stages: tuple[str, ...] = REQUIRED) -> None:
 def load_dataset(ws: Workspace, name: str, with_pe: bool = True) -> DatasetArtifacts:
     ds = Dataset.load(ws, name)
     require_built(ds, REQUIRED_STAGES["gnn" if with_pe else "baseline"])
-    d = ds.dir
-    pe = np.load(d / "encodings" / "pe.npy") if with_pe else None
+    d = ds.paths
+    pe = np.load(d.pe) if with_pe else None
     oracle_rec = ds.stage_record("oracle")
     return DatasetArtifacts(
-        name=name, dir=d, config=ds.config,
-        items=ItemIndex.read(d / "items" / "items.parquet"),
-        train=Sessions.read(d / "items" / "train.parquet"),
-        val=Sessions.read(d / "items" / "val.parquet"),
-        test=Sessions.read(d / "items" / "test.parquet"),
-        graph=CoocGraph.load(d / "graph" / "graph.npz"),
+        name=name, paths=d, config=ds.config,
+        items=ItemIndex.read(d.items),
+        train=Sessions.read(d.encoded_sessions("train")),
+        val=Sessions.read(d.encoded_sessions("val")),
+        test=Sessions.read(d.encoded_sessions("test")),
+        graph=CoocGraph.load(d.graph),
         pe=pe,
         stats={k: v.get("stats", {}) for k, v in ds.data.get("stages", {}).items()},
         oracle=(oracle_rec or {}).get("stats") if (oracle_rec or {}).get("status") == "done" else None,

@@ -19,10 +19,8 @@ from engine import atomic
 from engine.config import DataConfig, from_dict, to_dict
 from engine.errors import InputError, StageError
 from engine.process import pid_alive
-from engine.workspace import Workspace
+from engine.workspace import DatasetDir, Workspace
 
-MANIFEST = "manifest.json"
-LOCK = ".build.lock"
 MANIFEST_VERSION = 1
 
 
@@ -48,12 +46,16 @@ class Dataset:
     data: dict[str, Any]
 
     @property
+    def paths(self) -> DatasetDir:
+        return self.ws.dataset(self.name)
+
+    @property
     def dir(self) -> Path:
-        return self.ws.dataset_dir(self.name)
+        return self.paths.root
 
     @property
     def manifest_path(self) -> Path:
-        return self.dir / MANIFEST
+        return self.paths.manifest
 
     @property
     def config(self) -> DataConfig:
@@ -77,7 +79,7 @@ class Dataset:
         return path if path.is_absolute() else self.dir / path
 
     def stage_dir(self, stage: str) -> Path:
-        return self.dir / stage
+        return self.paths.stage_dir(stage)
 
     def stage_record(self, stage: str) -> dict[str, Any] | None:
         return self.data.get("stages", {}).get(stage)
@@ -87,7 +89,7 @@ class Dataset:
     def create(cls, ws: Workspace, name: str, source_path: Path, cfg: DataConfig,
                test_path: Path | None = None, demo: dict | None = None,
                overwrite: bool = False) -> "Dataset":
-        d = ws.dataset_dir(name)
+        d = ws.dataset(name).root
 
         def stored(p: Path | None) -> str | None:
             if p is None:
@@ -97,7 +99,7 @@ class Dataset:
                 return str(p.relative_to(d.resolve()))
             except ValueError:
                 return str(p)
-        if (d / MANIFEST).exists() and not overwrite:
+        if ws.dataset(name).exists and not overwrite:
             existing = cls.load(ws, name)
             def same_file(role: str, p: Path | None) -> bool:
                 cur = existing.source_file(role)
@@ -129,7 +131,7 @@ class Dataset:
 
     @classmethod
     def load(cls, ws: Workspace, name: str) -> "Dataset":
-        path = ws.dataset_dir(name) / MANIFEST
+        path = ws.dataset(name).manifest
         if not path.exists():
             known = ws.dataset_names()
             hint = f"known datasets: {', '.join(known)}" if known else \
@@ -162,7 +164,7 @@ class BuildLock:
     """Exclusive lock on a dataset folder while a build runs (another process gets a clear error)."""
 
     def __init__(self, ds: Dataset) -> None:
-        self.path = ds.dir / LOCK
+        self.path = ds.paths.build_lock
         self.name = ds.name
 
     def __enter__(self) -> "BuildLock":
@@ -193,5 +195,5 @@ def holder_pid(lock_path: Path) -> int | None:
 
 def building_pid(ds: Dataset) -> int | None:
     """PID of the live process building `ds`, or None."""
-    pid = holder_pid(ds.dir / LOCK)
+    pid = holder_pid(ds.paths.build_lock)
     return pid if pid is not None and pid_alive(pid) else None

@@ -25,6 +25,7 @@ from engine.atomic import atomic_dir, atomic_path
 from engine.config import DataConfig, stable_hash
 from engine.data.manifest import BuildLock, Dataset, building_pid, file_fingerprint
 from engine.data.sessions import Sessions
+from engine.workspace import DatasetDir
 from engine.errors import StageError
 from engine.progress import Progress, ProgressFn, null_progress
 
@@ -43,14 +44,14 @@ class Stage:
 class StageContext:
     ds: Dataset
     cfg: DataConfig
-    out: Path                  # temp folder to write this stage's outputs into
+    out: DatasetDir            # the dataset's paths, with this stage's folder at its temp folder
     progress: ProgressFn
 
-    def input(self, stage: str, file: str) -> Path:
-        p = self.ds.stage_dir(stage) / file
-        if not p.exists():
-            raise StageError(f"missing input {p}; rebuild stage {stage!r}")
-        return p
+    def input(self, path: Path) -> Path:
+        """An upstream artifact (a path of `ds.paths`), which must exist."""
+        if not path.exists():
+            raise StageError(f"missing input {path}; rebuild stage {path.parent.name!r}")
+        return path
 
 
 # ---- stage bodies ------------------------------------------------------------------------------
@@ -79,49 +80,49 @@ def _events_stats(table) -> dict:
 def run_ingest(ctx: StageContext) -> dict:
     from engine.data.formats import read_events
     res = read_events(ctx.ds.source_file("path"), ctx.cfg.format, ctx.progress)
-    _write_table(res.table, ctx.out / "events.parquet")
+    _write_table(res.table, ctx.out.events)
     stats = {"reader": res.stats, **_events_stats(res.table)}
     if ctx.ds.source_file("test_path"):
         tres = read_events(ctx.ds.source_file("test_path"), ctx.cfg.format, ctx.progress)
-        _write_table(tres.table, ctx.out / "test_events.parquet")
+        _write_table(tres.table, ctx.out.test_events)
         stats["test_file"] = {"reader": tres.stats, **_events_stats(tres.table)}
     return stats
 
 
 def run_sessionize(ctx: StageContext) -> dict:
     from engine.data.sessionize import sessionize
-    events = pq.read_table(ctx.input("ingest", "events.parquet"))
-    test_p = ctx.ds.stage_dir("ingest") / "test_events.parquet"
+    events = pq.read_table(ctx.input(ctx.ds.paths.events))
+    test_p = ctx.ds.paths.test_events
     test_events = pq.read_table(test_p) if test_p.exists() else None
     sessions, stats = sessionize(events, ctx.cfg, ctx.progress, item_support_from=test_events)
-    sessions.write(ctx.out / "sessions.parquet")
+    sessions.write(ctx.out.sessions)
     if test_events is not None:
         tsess, tstats = sessionize(test_events, ctx.cfg, ctx.progress, item_support_from=events)
-        tsess.write(ctx.out / "test_sessions.parquet")
+        tsess.write(ctx.out.test_sessions)
         stats["test_file"] = tstats
     return stats
 
 
 def run_split(ctx: StageContext) -> dict:
     from engine.data.split import split_sessions
-    sessions = Sessions.read(ctx.input("sessionize", "sessions.parquet"))
-    test_p = ctx.ds.stage_dir("sessionize") / "test_sessions.parquet"
+    sessions = Sessions.read(ctx.input(ctx.ds.paths.sessions))
+    test_p = ctx.ds.paths.test_sessions
     test = Sessions.read(test_p) if ctx.cfg.split_mode == "test_file" and test_p.exists() else None
     if ctx.cfg.split_mode == "test_file" and test is None:
         raise StageError("split_mode is test_file but the dataset has no test file (--test-file)")
     parts, stats = split_sessions(sessions, ctx.cfg, test)
     for name, part in parts.items():
-        part.write(ctx.out / f"{name}.parquet")
+        part.write(ctx.out.split_sessions(name))
     return stats
 
 
 def run_items(ctx: StageContext) -> dict:
     from engine.data.items import encode_splits
-    parts = {n: Sessions.read(ctx.input("split", f"{n}.parquet")) for n in ("train", "val", "test")}
+    parts = {n: Sessions.read(ctx.input(ctx.ds.paths.split_sessions(n))) for n in ("train", "val", "test")}
     index, encoded, stats = encode_splits(parts)
-    index.write(ctx.out / "items.parquet")
+    index.write(ctx.out.items)
     for name, s in encoded.items():
-        s.write(ctx.out / f"{name}.parquet")
+        s.write(ctx.out.encoded_sessions(name))
     stats["fingerprint"] = index.fingerprint()
     return stats
 
@@ -129,21 +130,21 @@ def run_items(ctx: StageContext) -> dict:
 def run_graph(ctx: StageContext) -> dict:
     from engine.data.graph import build_cooc_graph
     from engine.data.items import ItemIndex
-    index = ItemIndex.read(ctx.input("items", "items.parquet"))
-    train = Sessions.read(ctx.input("items", "train.parquet"))
+    index = ItemIndex.read(ctx.input(ctx.ds.paths.items))
+    train = Sessions.read(ctx.input(ctx.ds.paths.encoded_sessions("train")))
     graph, stats = build_cooc_graph(train, index.n_items, window=ctx.cfg.cooc_window,
                                     with_event_pairs=ctx.cfg.format == "retailrocket",
                                     progress=ctx.progress)
-    graph.save(ctx.out / "graph.npz")
+    graph.save(ctx.out.graph)
     return stats
 
 
 def run_encodings(ctx: StageContext) -> dict:
     from engine.data.encodings import laplacian_pe
     from engine.data.graph import CoocGraph
-    graph = CoocGraph.load(ctx.input("graph", "graph.npz"))
+    graph = CoocGraph.load(ctx.input(ctx.ds.paths.graph))
     pe, stats = laplacian_pe(graph, k=ctx.cfg.pe_dim, progress=ctx.progress)
-    with atomic_path(ctx.out / "pe.npy") as tmp:
+    with atomic_path(ctx.out.pe) as tmp:
         with open(tmp, "wb") as f:
             np.save(f, pe.astype(np.float32))
     return stats
@@ -151,15 +152,16 @@ def run_encodings(ctx: StageContext) -> dict:
 
 def run_oracle(ctx: StageContext) -> dict:
     from engine.data.demo import oracle_recall
-    truth = ctx.ds.source_file("path").with_name("truth.npz")
+    # the generator writes its truth beside the log it generated
+    truth = ctx.ds.source_file("path").with_name(ctx.ds.paths.demo_truth.name)
     if not truth.exists():
         raise StageError(f"demo truth file {truth} is missing; regenerate with `sessrec demo`")
-    test = Sessions.read(ctx.input("split", "test.parquet"))
+    test = Sessions.read(ctx.input(ctx.ds.paths.split_sessions("test")))
     out = {}
     for protocol in ("last", "prefixes"):
         for k in (10, 20):
             out[f"{protocol}@{k}"] = oracle_recall(truth, test, k=k, protocol=protocol)
-    with atomic_path(ctx.out / "oracle.json") as tmp:
+    with atomic_path(ctx.out.oracle) as tmp:
         tmp.write_text(json.dumps(out, indent=2))
     return {"recall@10_last": out["last@10"]["recall"], "recall@10_prefixes": out["prefixes@10"]["recall"],
             "recall@20_last": out["last@20"]["recall"], "recall@20_prefixes": out["prefixes@20"]["recall"],
@@ -317,7 +319,7 @@ def build(ds: Dataset, upto: str | None = None, force: bool | str = False,
             t0 = time.perf_counter()
             try:
                 with atomic_dir(ds.stage_dir(st.name)) as tmp:
-                    ctx = StageContext(ds, ds.config, tmp, progress)
+                    ctx = StageContext(ds, ds.config, ds.paths.staging(st.name, tmp), progress)
                     stats = st.run(ctx)
                     outputs = {p.name: {"bytes": p.stat().st_size} for p in sorted(tmp.iterdir())}
             except BaseException as e:

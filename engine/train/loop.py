@@ -190,7 +190,7 @@ def _payload(tr: Trainer, data: DatasetArtifacts, cfg: TrainConfig, epoch: int, 
     model = getattr(tr.model, "_orig_mod", tr.model)
     return {
         "config": to_dict(cfg), "dataset": data.name, "n_items": data.n_items,
-        "item_fingerprint": data.items.fingerprint(), "items_path": str(data.dir / "items" / "items.parquet"),
+        "item_fingerprint": data.items.fingerprint(),
         "pe_shape": list(data.pe.shape) if data.pe is not None else None,
         "model": model.state_dict(), "optimizer": tr.optimizer.state_dict(),
         "scheduler": tr.scheduler.state_dict(), "epoch": epoch, "batch_in_epoch": batch_in_epoch,
@@ -211,7 +211,7 @@ def fit(cfg: TrainConfig | None, ws: Workspace, run_id: str | None = None, resum
     if resume:
         if run_id is None:
             raise InputError("--resume needs the run id")
-        run_dir = ws.run_dir(run_id)
+        run_dir = ws.run(run_id).root
         if not (run_dir / CONFIG_FILE).exists():
             raise InputError(f"run {run_id!r} not found in {ws.runs_dir}")
         saved = from_dict(TrainConfig, json.loads((run_dir / CONFIG_FILE).read_text())["train"])
@@ -230,7 +230,7 @@ def fit(cfg: TrainConfig | None, ws: Workspace, run_id: str | None = None, resum
     data = load_dataset(ws, cfg.dataset, with_pe=True)
     if not resume:
         run_id = run_id or new_run_id(ws, cfg)
-        run_dir = ws.run_dir(run_id)
+        run_dir = ws.run(run_id).root
         run_dir.mkdir(parents=True, exist_ok=False)
         write_json(run_dir / CONFIG_FILE, {
             "run_id": run_id, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "train": to_dict(cfg),
@@ -285,7 +285,6 @@ def _fit_baseline(cfg, data, device, run_dir, runlog, log, t_start, progress) ->
                  resumed_from=None)
     save_checkpoint(run_dir / BEST, {"config": to_dict(cfg), "dataset": data.name, "n_items": data.n_items,
                                      "item_fingerprint": data.items.fingerprint(),
-                                     "items_path": str(data.dir / "items" / "items.parquet"),
                                      "pe_shape": None, "model": None, "epoch": 0, "step": 0})
     runlog.emit("checkpoint", kind="best", path=str(run_dir / BEST), epoch=0, step=0)
     log(f"{cfg.model}: evaluating on val and test")

@@ -60,9 +60,9 @@ def _build_tiny(ws_root: Path) -> None:
     from engine.workspace import Workspace
     ws = Workspace.open(ws_root)
     name = "demo-tiny"
-    src = ws.dataset_dir(name) / "source"
-    generate_demo(src, size="tiny", seed=0)
-    ds = Dataset.create(ws, name, src / "events.csv", DataConfig(format="retailrocket"),
+    paths = ws.dataset(name)
+    generate_demo(paths.source_dir, size="tiny", seed=0)
+    ds = Dataset.create(ws, name, paths.demo_events, DataConfig(format="retailrocket"),
                         demo={"size": "tiny", "seed": 0})
     build(ds)
     ds = Dataset.load(ws, name)

@@ -36,7 +36,7 @@ def _unbuilt_dataset(ws: Path) -> None:
     from engine.data.manifest import Dataset
     from engine.workspace import Workspace
     w = Workspace.open(ws)
-    Dataset.create(w, "raw", w.dataset_dir("demo-tiny") / "source" / "events.csv", DataConfig())
+    Dataset.create(w, "raw", w.dataset("demo-tiny").demo_events, DataConfig())
 
 
 async def test_form_defaults_and_bad_inputs(tiny_ws: Path) -> None:

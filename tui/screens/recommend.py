@@ -45,7 +45,7 @@ def load_recommender(ws, key: str):
     _one_torch_thread()
     kind, name, dataset = parse_source_key(key)
     if kind == "run":
-        return Recommender.load(ws.run_dir(name), ws, device="cpu")
+        return Recommender.load(ws.run(name).root, ws, device="cpu")
     return Recommender.for_baseline(ws, dataset, name, device="cpu")
 
 

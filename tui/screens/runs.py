@@ -224,7 +224,7 @@ class RunsScreen(BaseScreen):
             self.error("no run selected")
             return
         from tui.screens.modals import RunDetailsScreen
-        self.app.push_screen(RunDetailsScreen(self.sapp.ws.run_dir(self.cursor_run)))
+        self.app.push_screen(RunDetailsScreen(self.sapp.ws.run(self.cursor_run).root))
 
     def action_open_train(self) -> None:
         if not self.cursor_run:

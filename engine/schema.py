@@ -1,0 +1,171 @@
+"""Every vocabulary of sessrec, defined once: the engine, the CLI, the app and the tests import it.
+
+Each is a `StrEnum`, so a member compares equal to (and serialises as) its plain string: JSON files
+written by older versions read back unchanged, and `argparse` / form choices are `list(Enum)`.
+Nothing here imports more than the standard library (the CLI imports it before anything heavy).
+"""
+
+from __future__ import annotations
+
+import enum
+import sys
+
+if sys.version_info >= (3, 11):
+    from enum import StrEnum
+else:  # pragma: no cover - Python 3.10
+    class StrEnum(str, enum.Enum):
+        """Python 3.10's stand-in for enum.StrEnum: members are their string values."""
+
+        def __str__(self) -> str:
+            return str(self.value)
+
+
+def values(vocab: type[StrEnum]) -> tuple[str, ...]:
+    """The plain strings of a vocabulary, in definition order (for messages and choices)."""
+    return tuple(m.value for m in vocab)
+
+
+# ---- data --------------------------------------------------------------------------------------
+class DataFormat(StrEnum):
+    RETAILROCKET = "retailrocket"
+    RSC15 = "rsc15"
+    DIGINETICA = "diginetica"
+
+
+class SplitMode(StrEnum):
+    RATIO = "ratio"          # 70/15/15 by session start, blackout before each cut
+    DAYS = "days"            # the last `test_days` are test
+    TEST_FILE = "test_file"  # a published test file is test
+
+
+class StageState(StrEnum):
+    DONE = "done"
+    STALE = "stale"
+    MISSING = "missing"
+    BUILDING = "building"
+    FAILED = "failed"
+
+
+class Split(StrEnum):
+    TRAIN = "train"
+    VAL = "val"
+    TEST = "test"
+
+
+# ---- models and training -----------------------------------------------------------------------
+class ModelKind(StrEnum):
+    GNN = "gnn"
+    BASELINE = "baseline"
+
+
+class Loss(StrEnum):
+    CE = "ce"              # full-softmax cross-entropy
+    SAMPLED = "sampled"    # in-batch + uniform negatives, logQ correction
+    BPR = "bpr"            # BPR with k negatives (the reference project's)
+
+
+class Device(StrEnum):
+    AUTO = "auto"
+    CPU = "cpu"
+    CUDA = "cuda"
+
+
+class Protocol(StrEnum):
+    """Which next items are predicted: every prefix of every session, or only the last item."""
+
+    LAST = "last"
+    PREFIXES = "prefixes"
+
+
+class Schedule(StrEnum):
+    COSINE = "cosine"
+    LINEAR = "linear"
+    CONSTANT = "constant"
+
+
+class Readout(StrEnum):
+    ATTENTION = "attention"
+    MEAN = "mean"
+    MAX = "max"
+    LAST = "last"
+
+
+class GraphMode(StrEnum):
+    TRANSITIONS = "transitions"   # click transitions inside the session
+    COOC = "cooc"                 # the co-occurrence graph induced on the session's items
+    NONE = "none"                 # no session graph (baselines)
+
+
+class Conv(StrEnum):
+    SAGE = "sage"
+    GAT = "gat"
+    TRANSFORMER = "transformer"
+
+
+class Weighting(StrEnum):
+    """Position weights of session-kNN (session-rec's names)."""
+
+    DIV = "div"
+    LINEAR = "linear"
+    SAME = "same"
+    LOG = "log"
+    QUADRATIC = "quadratic"
+
+
+# ---- runs and jobs -----------------------------------------------------------------------------
+class RunStatus(StrEnum):
+    STARTING = "starting"          # the app started it; no event yet
+    RUNNING = "running"
+    COMPLETED = "completed"
+    EARLY_STOPPED = "early_stopped"
+    STOPPED = "stopped"            # SIGTERM / ctrl+t: last.pt kept, resumable
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"    # the process died without a final event (kill -9, OOM killer)
+    UNREADABLE = "unreadable"      # its config.json cannot be read
+
+    @property
+    def finished(self) -> bool:
+        return self not in (RunStatus.STARTING, RunStatus.RUNNING)
+
+    @property
+    def succeeded(self) -> bool:
+        return self in (RunStatus.COMPLETED, RunStatus.EARLY_STOPPED)
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"              # waits for its share of the machine
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    STOPPED = "stopped"
+    INTERRUPTED = "interrupted"
+    DETACHED = "detached"          # left running when the app quit
+
+    @property
+    def active(self) -> bool:
+        """Holds (or waits for) machine resources."""
+        return self in (JobStatus.QUEUED, JobStatus.STARTING, JobStatus.RUNNING, JobStatus.STOPPING)
+
+    @property
+    def finished(self) -> bool:
+        return self in (JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.STOPPED,
+                        JobStatus.INTERRUPTED)
+
+
+class JobKind(StrEnum):
+    DEMO = "demo"
+    IMPORT = "import"
+    BUILD = "build"
+    DELETE = "delete"
+    TRAIN = "train"
+
+
+class ErrorKind(StrEnum):
+    ERROR = "error"
+    CUDA_OOM = "cuda_oom"
+    CUDA_ERROR = "cuda_error"
+    OS_ERROR = "os_error"          # disk full, permissions: the message names the path
+    INTERRUPTED = "interrupted"
