@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import torch
 
-from engine.config import DEVICES
 from engine.errors import InputError
+from engine.schema import Device, values
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    if name not in DEVICES:
-        raise InputError(f"unknown device {name!r}; expected one of {', '.join(DEVICES)}")
-    if name == "auto":
+    if name not in values(Device):
+        raise InputError(f"unknown device {name!r}; expected one of {', '.join(values(Device))}")
+    if name == Device.AUTO:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
         raise InputError("device cuda requested but CUDA is not available "
                          f"(torch {torch.__version__}, built for CUDA: {torch.version.cuda}); "
                          "use --device cpu or auto")
-    return torch.device(name)
+    return torch.device(str(name))
 
 
 def device_info(device: torch.device | None = None) -> dict:

@@ -1,6 +1,6 @@
 """Top-k next items for a session typed as raw item ids, from a trained run or a baseline.
 
-    rec = Recommender.load(run_dir)
+    rec = Recommender.load(ws.run(run_id))
     rec.recommend([355908, 248676], k=10)   # -> Recommendation (raw ids, scores, unknown ids, ...)
 
 Raw ids not in the run's item index are reported as unknown and ignored; when none is known the
@@ -11,20 +11,20 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from engine.config import TrainConfig, from_dict
-from engine.data.graph import CoocGraph
-from engine.data.items import ItemIndex, parse_item_ids  # noqa: F401 (re-exported)
+from engine.data.artifacts import load_dataset
+from engine.data.items import ItemIndex
 from engine.data.sessions import Sessions
 from engine.errors import InputError
-from engine.models.registry import get_spec
+from engine.models.registry import build_model, get_spec
+from engine.schema import GraphMode, ModelKind, StageName
 from engine.train.batches import BatchBuilder, SessionStore
-from engine.train.checkpoint import BEST, LAST, load_checkpoint, rebuild_model
-from engine.workspace import Workspace
+from engine.train.checkpoint import load_checkpoint, rebuild_model
+from engine.workspace import RunDir, Workspace
 
 
 @dataclass
@@ -58,66 +58,51 @@ class Recommender:
 
     # ---- construction --------------------------------------------------------------------------
     @classmethod
-    def load(cls, run_dir: str | Path, ws: Workspace | None = None, device: str = "cpu",
-             checkpoint: str = BEST) -> "Recommender":
-        run_dir = Path(run_dir)
-        if not (run_dir / "config.json").exists():
-            raise InputError(f"{run_dir}: not a run folder (no config.json)")
-        path = run_dir / checkpoint
-        if not path.exists() and checkpoint == BEST and (run_dir / LAST).exists():
-            path = run_dir / LAST
+    def load(cls, run: RunDir, device: str = "cpu", checkpoint: str = "best") -> "Recommender":
+        """A run's model (its best checkpoint, else its last) with its dataset's item index, read
+        from the workspace that holds the run."""
+        if not run.exists:
+            raise InputError(f"{run.root}: not a run folder (no {run.config.name})")
+        path = run.checkpoint(checkpoint)
+        if not path.exists() and checkpoint == "best" and run.last.exists():
+            path = run.last
         ckpt = load_checkpoint(path)
         cfg = from_dict(TrainConfig, ckpt["config"])
-        ws = ws or Workspace.open(run_dir.parent.parent)
-        dev = torch.device(device)
-        # the dataset by name in this workspace (never a stored absolute path: a copied workspace
-        # must read its own files)
-        paths = ws.dataset(cfg.dataset)
-        items_path = paths.items
-        if not items_path.exists():
-            raise InputError(f"run {run_dir.name}: its dataset {cfg.dataset!r} item index is missing "
-                             f"({items_path}); rebuild the dataset")
-        items = ItemIndex.read(items_path)
-        if items.fingerprint() != ckpt["item_fingerprint"]:
-            raise InputError(f"run {run_dir.name}: dataset {cfg.dataset!r} was rebuilt with another item "
-                             f"index; retrain the model")
         spec = get_spec(cfg.model)
-        graph = None
-        if spec.kind == "baseline":
-            from engine.data.artifacts import load_dataset
-            data = load_dataset(ws, cfg.dataset, with_pe=False)
-            model = rebuild_model(ckpt, data)
-            graph = data.graph
-        else:
-            if cfg.model_params.get("graph_mode") == "cooc":
-                graph = CoocGraph.load(paths.graph)
-            model = rebuild_model(ckpt)
-        if hasattr(model, "to"):
-            model = model.to(dev)
-        mode = getattr(model, "graph_mode", "none")
-        empty = SessionStore(Sessions.empty(np.int32), dev)
-        builder = BatchBuilder(empty, items.n_items, mode if mode in ("transitions", "cooc") else "none", graph)
-        return cls(model, items, builder, f"{cfg.model} (run {run_dir.name})", dev,
-                   {"run_id": run_dir.name, "model": cfg.model, "dataset": cfg.dataset,
-                    "epoch": ckpt.get("epoch")})
+        dev = torch.device(device)
+        # the dataset by name in this run's workspace (never a stored absolute path: a copied
+        # workspace reads its own files)
+        mcfg = spec.config.from_dict(cfg.model_params)
+        # a GNN carries its PE in its weights: it needs the item index (and the graph for cooc)
+        stages = spec.stages(mcfg) if spec.kind == ModelKind.BASELINE else (
+            (StageName.ITEMS, StageName.GRAPH) if getattr(mcfg, "graph_mode", None) == GraphMode.COOC
+            else (StageName.ITEMS,))
+        data = load_dataset(run.workspace, cfg.dataset, stages=stages)
+        if data.items.fingerprint() != ckpt["item_fingerprint"]:
+            raise InputError(f"run {run.run_id}: dataset {cfg.dataset!r} was rebuilt with another item "
+                             f"index; retrain the model")
+        model = rebuild_model(ckpt, data).to(dev)
+        return cls(model, data.items, cls._builder(model, data, dev), f"{cfg.model} (run {run.run_id})", dev,
+                   {"run_id": run.run_id, "model": cfg.model, "dataset": cfg.dataset, "epoch": ckpt.get("epoch")})
 
     @classmethod
     def for_baseline(cls, ws: Workspace, dataset: str, name: str, params: dict | None = None,
                      device: str = "cpu") -> "Recommender":
-        from engine.data.artifacts import load_dataset
-        from engine.models.registry import build_model, resolve_params
         spec = get_spec(name)
-        if spec.kind != "baseline":
+        if spec.kind != ModelKind.BASELINE:
             raise InputError(f"{name} is not a baseline; train it first (sessrec train --model {name})")
-        data = load_dataset(ws, dataset, with_pe=False)
-        model = build_model(name, resolve_params(name, params), data)
+        cfg = spec.resolve(params)
+        data = load_dataset(ws, dataset, stages=spec.stages(cfg))
         dev = torch.device(device)
-        if hasattr(model, "to"):
-            model = model.to(dev)
-        empty = SessionStore(Sessions.empty(np.int32), dev)
-        builder = BatchBuilder(empty, data.n_items, "none", data.graph)
-        return cls(model, data.items, builder, f"{name} (baseline on {dataset})", dev,
+        model = build_model(name, cfg, data).to(dev)
+        return cls(model, data.items, cls._builder(model, data, dev), f"{name} (baseline on {dataset})", dev,
                    {"model": name, "dataset": dataset})
+
+    @staticmethod
+    def _builder(model, data, dev: torch.device) -> BatchBuilder:
+        """Batches for typed sessions (no stored split): an empty store, the model's graph mode."""
+        empty = SessionStore(Sessions.empty(np.int32), dev)
+        return BatchBuilder(empty, data.n_items, model.graph_mode, data.graph)
 
     # ---- queries -------------------------------------------------------------------------------
     def popular(self, n: int = 50) -> list[tuple[int, int]]:

@@ -38,6 +38,18 @@ class SplitMode(StrEnum):
     TEST_FILE = "test_file"  # a published test file is test
 
 
+class StageName(StrEnum):
+    """The pipeline's stages, in order (`oracle` only for demo datasets)."""
+
+    INGEST = "ingest"
+    SESSIONIZE = "sessionize"
+    SPLIT = "split"
+    ITEMS = "items"
+    GRAPH = "graph"
+    ENCODINGS = "encodings"
+    ORACLE = "oracle"
+
+
 class StageState(StrEnum):
     DONE = "done"
     STALE = "stale"

@@ -9,7 +9,8 @@ import torch
 from engine.data.graph import build_cooc_graph
 from engine.data.items import ItemIndex
 from engine.data.sessions import Sessions
-from engine.models.baselines import (_TIE_EPS, BASELINE_SPECS, ItemKNN, Pop, SessionKNN, SPop)
+from engine.models.baselines import _TIE_EPS, ItemKNN, Pop, SessionKNN, SPop
+from engine.models.registry import BASELINES, SPECS, build_model
 from engine.train.batches import BatchBuilder, SessionStore, make_examples
 from tests.conftest import shared_file
 
@@ -164,14 +165,13 @@ def test_specs_and_to_device():
     items = ItemIndex(np.arange(1, 6), np.array([2, 2, 3, 2, 1]))   # counts of `train`
     g, _ = build_cooc_graph(train, 5, window=2, with_event_pairs=False)
     data = SimpleNamespace(train=train, items=items, graph=g, n_items=5)
-    names = [s.name for s in BASELINE_SPECS]
-    assert names == ["pop", "spop", "itemknn", "sknn"]
+    assert BASELINES == ("pop", "spop", "itemknn", "sknn")
     test = make([[1, 2, 4], [5, 3]])
     builder = BatchBuilder(SessionStore(test), 5, "none")
     batch = builder(make_examples(test, "prefixes"))
-    for spec in BASELINE_SPECS:
-        assert spec.kind == "baseline"
-        m = spec.factory(dict(spec.defaults), data).to("cpu")
+    for name in BASELINES:
+        assert SPECS[name].kind == "baseline"
+        m = build_model(name, SPECS[name].resolve(), data).to("cpu")
         assert m.graph_mode == "none"
         check_valid(m.score(batch), 5)
         # an empty prefix (every item unknown) falls back to popularity, ties by index
@@ -191,8 +191,8 @@ def test_same_scores_on_cuda():
     ex = make_examples(test, "prefixes")
     cpu_b = BatchBuilder(SessionStore(test), V, "none")(ex)
     gpu_b = BatchBuilder(SessionStore(test, "cuda"), V, "none")(ex)
-    for spec in BASELINE_SPECS:
-        m = spec.factory(dict(spec.defaults), data)
+    for name in BASELINES:
+        m = build_model(name, SPECS[name].resolve(), data)
         ref = m.score(cpu_b)
         got = m.to("cuda").score(gpu_b).cpu()
         torch.testing.assert_close(got, ref, rtol=1e-9, atol=1e-12)

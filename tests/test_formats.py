@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.config import FORMATS
+from engine.schema import DataFormat, values
 from engine.data.formats import FORMAT_SPECS, ReadResult, detect_format, read_events
 from engine.errors import InputError
 from tests.conftest import shared_file
@@ -39,7 +39,7 @@ def bad(result: ReadResult) -> dict:
 # ---- formats ----------------------------------------------------------------------------------
 
 def test_format_specs_cover_config_formats():
-    assert tuple(FORMAT_SPECS) == FORMATS
+    assert tuple(FORMAT_SPECS) == values(DataFormat)
     assert FORMAT_SPECS["retailrocket"].key == "visitor"
     assert FORMAT_SPECS["rsc15"].key == FORMAT_SPECS["diginetica"].key == "session_key"
 

@@ -12,13 +12,13 @@ from engine.data.graph import build_cooc_graph
 from engine.data.sessions import Sessions
 from engine.errors import InputError
 from engine.models.base import Scorer
-from engine.models.gnn import GNN_SPECS, SessionGNN
+from engine.models.gnn import SessionGNN
+from engine.models.registry import GNNS, SPECS, build_model
 from engine.models.readout import READOUTS
 from engine.train.batches import BatchBuilder, SessionStore, make_examples
 from engine.train.losses import compute_loss
 
 V = 20
-SPECS = {s.name: s for s in GNN_SPECS}
 
 
 @pytest.fixture(autouse=True)
@@ -44,8 +44,7 @@ def tiny_data(seed: int = 0, n_sessions: int = 30):
 
 
 def build(name: str, data, **over) -> SessionGNN:
-    params = {**SPECS[name].defaults, "hidden": 16, "dropout": 0.0, **over}
-    return SPECS[name].factory(params, data)
+    return build_model(name, SPECS[name].resolve({"hidden": 16, "dropout": 0.0, **over}, "cuda"), data)
 
 
 def batches(model: SessionGNN, data):
@@ -60,7 +59,7 @@ def check_scores(scores: torch.Tensor, n_rows: int) -> None:
 
 
 @pytest.mark.parametrize("readout", READOUTS)
-@pytest.mark.parametrize("name", list(SPECS))
+@pytest.mark.parametrize("name", GNNS)
 def test_score_shapes_and_padding(name, readout):
     data = tiny_data()
     model = build(name, data, readout=readout).eval()
@@ -75,7 +74,7 @@ def test_score_shapes_and_padding(name, readout):
     assert torch.isfinite(loss)
 
 
-@pytest.mark.parametrize("name", list(SPECS))
+@pytest.mark.parametrize("name", GNNS)
 def test_gradients_reach_embeddings_convs_and_pe(name):
     data = tiny_data()
     model = build(name, data)
@@ -135,7 +134,7 @@ def recall_at(scores: torch.Tensor, targets: torch.Tensor, k: int = 10) -> float
     return float((rank <= k).float().mean())
 
 
-@pytest.mark.parametrize("name", list(SPECS))
+@pytest.mark.parametrize("name", GNNS)
 def test_overfits_tiny_dataset(name):
     torch.manual_seed(0)
     data = tiny_data()
@@ -182,13 +181,17 @@ def test_bf16_autocast_on_cpu():
     check_scores(scores, 2)                            # float32 even under autocast
 
 
-def test_specs_defaults_cover_factory_params():
+def test_specs_build_their_config_with_the_cpu_preset():
     data = tiny_data()
-    for spec in GNN_SPECS:
-        assert set(spec.cpu_overrides) <= set(spec.defaults)
-        model = spec.factory({**spec.defaults, **spec.cpu_overrides}, data)
-        assert model.graph_mode == spec.defaults["graph_mode"]
-        assert model.hidden == spec.cpu_overrides.get("hidden", spec.defaults["hidden"])
+    for name in GNNS:
+        spec = SPECS[name]
+        for device, hidden in (("cpu", 128), ("cuda", 256)):
+            cfg = spec.resolve(None, device)
+            model = build_model(name, cfg, data)
+            assert model.graph_mode == "transitions" and model.hidden == hidden
+            assert model.repeat is True                # one default for repeat (it was two)
+    assert SPECS["graph_transformer_ffn"].resolve().ffn_mult == 2
+    assert not hasattr(SPECS["graphsage"].resolve(), "heads")   # SAGE has no attention heads
 
 
 def test_repeat_scorer_dense_and_candidate_forms_agree_with_hand_values():

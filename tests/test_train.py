@@ -18,12 +18,14 @@ from engine.cli import main as cli
 from engine.config import TrainConfig
 from engine.data.artifacts import load_dataset
 from engine.evaluate import evaluate
-from engine.recommend import Recommender, parse_item_ids
-from engine.runs import curves, summarize_run
+from engine.data.items import parse_item_ids
+from engine.recommend import Recommender
+from engine.runs import read_events, read_run
+from engine.runs.events import Epoch, RunFailed, RunStarted, Step
 from engine.train.batches import BatchBuilder, SessionStore
 from engine.train.checkpoint import load_checkpoint, rebuild_model
-from engine.train.events import read_events
-from engine.train.loop import StopFlag, Trainer, fit
+from engine.train.loop import StopFlag, fit
+from engine.train.trainer import Trainer
 from engine.workspace import Workspace
 from engine.errors import InputError
 
@@ -50,22 +52,22 @@ def test_fit_writes_run_folder_and_events(ws):
     run = ws.run(final["run_id"]).root
     assert (run / "config.json").exists() and (run / "best.pt").exists() and (run / "last.pt").exists()
     events = read_events(run / "events.jsonl")
-    types = [e["type"] for e in events]
+    types = [e.TYPE for e in events]
     assert types[0] == "run_started" and types[-1] == "run_finished"
     assert types.count("epoch") == 2 and "step" in types and "checkpoint" in types
-    assert all(e["run_id"] == final["run_id"] and "time" in e for e in events)
+    assert all(e.run_id == final["run_id"] and e.time > 0 for e in events)
     started = events[0]
-    assert started["train_examples"] > 0 and started["steps_per_epoch"] >= 1 and started["n_params"] > 0
-    epoch = next(e for e in events if e["type"] == "epoch")
-    assert set(epoch["val"]["metrics"]) >= {"recall@10", "ndcg@10", "mrr@10", "recall@20"}
+    assert isinstance(started, RunStarted)
+    assert started.train_examples > 0 and started.steps_per_epoch >= 1 and started.n_params > 0
+    epoch = next(e for e in events if isinstance(e, Epoch))
+    assert set(epoch.val["metrics"]) >= {"recall@10", "ndcg@10", "mrr@10", "recall@20"}
     assert final["status"] == "completed"
     assert set(final["test"]) == {"last", "prefixes"}
     for r in final["test"].values():
         assert 0 <= r["metrics"]["recall@10"] <= 1 and r["n"] > 0
-    s = summarize_run(run)
+    s = read_run(ws, final["run_id"])
     assert s.status == "completed" and s.epochs_run == 2 and s.best_epoch in (1, 2)
-    c = curves(events)
-    assert len(c["epoch"]) == 2 and len(c["loss"]) >= 1
+    assert len(s.epoch_x) == 2 and len(s.losses) >= 1
 
 
 def test_checkpoint_rebuilds_model_alone_and_reproduces_test_metrics(ws):
@@ -103,7 +105,7 @@ def test_resume_mid_epoch_gives_the_same_weights(ws):
     full = fit(cfg(epochs=3, seed=3), ws)
     stopped = fit(cfg(epochs=3, seed=3), ws, stop=StopAfter(5))     # mid epoch 1 or 2
     assert stopped["status"] == "stopped"
-    assert summarize_run(ws.run(stopped["run_id"]).root).status == "stopped"
+    assert read_run(ws, stopped["run_id"]).status == "stopped"
     resumed = fit(None, ws, run_id=stopped["run_id"], resume=True)
     assert resumed["status"] == "completed"
     a = load_checkpoint(ws.run(full["run_id"]).root / "last.pt")["model"]
@@ -113,8 +115,8 @@ def test_resume_mid_epoch_gives_the_same_weights(ws):
         assert torch.equal(a[k], b[k]), k
     assert resumed["test"]["last"]["metrics"] == full["test"]["last"]["metrics"]
     events = read_events(ws.run(resumed["run_id"]).root / "events.jsonl")
-    assert [e["type"] for e in events].count("run_started") == 2
-    assert events[-1]["type"] == "run_finished"
+    assert [e.TYPE for e in events].count("run_started") == 2
+    assert events[-1].TYPE == "run_finished"
 
 
 @pytest.mark.parametrize("name", ["pop", "spop", "itemknn", "sknn"])
@@ -137,17 +139,17 @@ def test_cuda_oom_is_reported_with_batch_size_and_suggestion(ws, monkeypatch, ca
     assert rc == 3
     err = capsys.readouterr().err
     assert "CUDA out of memory at batch size 512" in err and "--batch-size 256" in err
-    last = read_events(ws.run("oom-run").root / "events.jsonl")[-1]
-    assert last["type"] == "run_failed" and last["error_kind"] == "cuda_oom" and last["batch_size"] == 512
-    assert summarize_run(ws.run("oom-run").root).status == "failed"
+    last = read_events(ws.run("oom-run").events)[-1]
+    assert isinstance(last, RunFailed) and last.error_kind == "cuda_oom" and last.batch_size == 512
+    assert read_run(ws, "oom-run").status == "failed"
 
 
 @pytest.mark.parametrize("args, message", [
     (["train", "--model", "nope"], "unknown model 'nope'; valid models: graphsage, gat"),
-    (["train", "--batch-size", "0"], "batch size must be >= 1"),
-    (["train", "--device", "tpu"], "unknown device 'tpu'; expected one of auto, cpu, cuda"),
+    (["train", "--batch-size", "0"], "batch_size: must be >= 1 (got 0)"),
+    (["train", "--device", "tpu"], "device: expected one of auto, cpu, cuda, got 'tpu'"),
     (["train", "--dataset", "missing"], "dataset 'missing' not found"),
-    (["train", "--loss", "hinge"], "invalid choice: 'hinge'"),
+    (["train", "--loss", "hinge"], "loss: expected one of ce, sampled, bpr, got 'hinge'"),
     (["train", "--param", "depth=3"], "has no parameter 'depth'; valid:"),
     (["eval", "no-such-run"], "run 'no-such-run' not found"),
     (["recommend", "no-such-run", "1"], "run 'no-such-run' not found"),
@@ -174,7 +176,7 @@ def test_dataset_not_built_and_run_without_checkpoint(ws, capsys, tmp_path):
 
 def test_recommender_reports_unknown_ids_and_falls_back(ws):
     final = fit(cfg(model="graphsage", model_params={"hidden": 16}), ws)
-    rec = Recommender.load(ws.run(final["run_id"]).root)
+    rec = Recommender.load(ws.run(final["run_id"]))
     data = load_dataset(ws, "demo-tiny", with_pe=False)
     known = data.items.raw_ids[:3].tolist()
     r = rec.recommend(known + [-5, 10**12], k=10)
@@ -201,20 +203,20 @@ def test_sigterm_stops_cleanly_and_resume_continues(ws):
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         t0 = time.time()
-        for line in proc.stdout:                      # wait until training runs
-            if json.loads(line)["type"] == "step":
-                break
-            assert time.time() - t0 < 120
+        while not any(isinstance(e, Step) for e in read_events(ws.run("sigterm-run").events)):
+            assert time.time() - t0 < 120 and proc.poll() is None   # wait until training runs
+            time.sleep(0.05)
         proc.send_signal(signal.SIGTERM)
         rest = proc.stdout.read()
         rc = proc.wait(timeout=60)
     finally:
         proc.kill()
     assert rc == 0
-    last = json.loads(rest.strip().splitlines()[-1])
+    # stdout carries what the events file does not: here the final result
+    last = json.loads(rest.strip().splitlines()[-1])["run"]
     assert last["type"] == "run_finished" and last["status"] == "stopped" and last["reason"] == "SIGTERM"
-    assert (ws.run("sigterm-run").root / "last.pt").exists()
-    assert summarize_run(ws.run("sigterm-run").root).status == "stopped"
+    assert ws.run("sigterm-run").last.exists()
+    assert read_run(ws, "sigterm-run").status == "stopped"
     # resume for one more epoch than done so far
     done = load_checkpoint(ws.run("sigterm-run").root / "last.pt")["epoch"]
     final = fit(None, ws, run_id="sigterm-run", resume=True, epochs=done + 1)

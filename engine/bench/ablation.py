@@ -15,8 +15,7 @@ from typing import Any
 
 from engine.bench.measure import machine, result_path, save_result
 from engine.config import TrainConfig
-from engine.train.events import read_events
-from engine.train.loop import StopFlag, fit
+from engine.runs import read_run
 from engine.workspace import Workspace
 
 # (label, model, model params, train config overrides)
@@ -39,6 +38,7 @@ VARIANTS: list[tuple[str, str, dict, dict]] = [
 def run(ws: Workspace, dataset: str, device: str = "auto", epochs: int = 20, patience: int = 3,
         batch_size: int = 512, base_params: dict | None = None, only: list[str] | None = None,
         log=print, out: Path | None = None) -> dict[str, Any]:
+    from engine.train.loop import StopFlag, fit
     rows: list[dict[str, Any]] = []
     stop = StopFlag()
     result = {"benchmark": "ablation", "dataset": dataset, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -55,10 +55,10 @@ def run(ws: Workspace, dataset: str, device: str = "auto", epochs: int = 20, pat
                           epochs=epochs, patience=patience, batch_size=batch_size, device=device,
                           **overrides)
         final = fit(cfg, ws, log=lambda m: None, stop=stop)
-        events = read_events(ws.run(final["run_id"]).root / "events.jsonl")
-        ep = [e["epoch_seconds"] for e in events if e["type"] == "epoch"]
+        st = read_run(ws, final["run_id"])
+        ep = st.epoch_seconds
         row = {"variant": label, "run_id": final["run_id"], "best_epoch": final.get("best_epoch"),
-               "epochs_run": len(ep), "epoch_seconds": round(sum(ep) / max(1, len(ep)), 2),
+               "epochs_run": st.epochs_run, "epoch_seconds": round(sum(ep) / max(1, len(ep)), 2),
                "val_recall@10": (final.get("best_val") or {}).get("recall@10")}
         for proto in ("last", "prefixes"):
             m = ((final.get("test") or {}).get(proto) or {}).get("metrics", {})

@@ -20,14 +20,11 @@ from typing import Any
 from engine.bench.measure import machine, save_result
 from engine.config import DataConfig, TrainConfig
 from engine.data.manifest import Dataset
-from engine.data.pipeline import build
 from engine.errors import InputError
-from engine.runs import summarize_run
-from engine.train.loop import StopFlag, fit
+from engine.models.registry import get_spec
+from engine.runs import read_run
+from engine.schema import ModelKind
 from engine.workspace import Workspace
-
-BASELINES = ("pop", "spop", "itemknn", "sknn")
-GNNS = ("graphsage", "gat", "graph_transformer", "graph_transformer_ffn")
 
 DATASETS: dict[str, dict[str, Any]] = {
     "yoochoose-100k": {"format": "rsc15", "batch_size": 256, "path": "yoochoose-clicks-100k_train_full.txt.gz",
@@ -57,6 +54,7 @@ def prepare(ws: Workspace, name: str, shared: Path, log=print) -> Dataset:
         test = shared / spec["test"] if spec.get("test") else None
         ds = Dataset.create(ws, bname, path, DataConfig(format=spec["format"], **spec["cfg"]), test_path=test,
                             overwrite=not ws.dataset(bname).exists)
+    from engine.data.pipeline import build
     build(ds)
     return Dataset.load(ws, ds.name)
 
@@ -64,6 +62,7 @@ def prepare(ws: Workspace, name: str, shared: Path, log=print) -> Dataset:
 def run(ws: Workspace, datasets: list[str], models: list[str], shared: Path, device: str = "auto",
         epochs: int = 30, patience: int = 3, batch_size: int = 512, extra: dict | None = None,
         log=print, out: Path | None = None) -> dict[str, Any]:
+    from engine.train.loop import StopFlag, fit
     rows = []
     stop = StopFlag()
     for name in datasets:
@@ -71,14 +70,13 @@ def run(ws: Workspace, datasets: list[str], models: list[str], shared: Path, dev
         oracle = (ds.stage_record("oracle") or {}).get("stats")
         for model in models:
             log(f"[{name}] {model} ...")
-            from engine.models.registry import get_spec
-            params = dict(extra or {}) if get_spec(model).kind == "gnn" else {}
+            params = dict(extra or {}) if get_spec(model).kind == ModelKind.GNN else {}
             # small datasets get smaller batches (enough optimiser steps per epoch)
             bs = DATASETS[name].get("batch_size", batch_size)
             cfg = TrainConfig(dataset=ds.name, model=model, epochs=epochs, patience=patience,
                               batch_size=bs, device=device, model_params=params)
             final = fit(cfg, ws, log=lambda m: None, stop=stop)
-            summ = summarize_run(ws.run(final["run_id"]).root)
+            summ = read_run(ws, final["run_id"])
             row = {"dataset": name, "model": model, "kind": summ.kind, "run_id": final["run_id"],
                    "status": final.get("status"), "best_epoch": final.get("best_epoch"),
                    "val_recall@10": (final.get("best_val") or {}).get("recall@10"),

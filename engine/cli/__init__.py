@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from engine import __version__
-from engine.cli import data_cmds
+from engine.cli import bench_cmds, data_cmds, train_cmds
 from engine.cli.output import Output, err_console
 from engine.errors import SessrecError
 from engine.workspace import Workspace
@@ -28,21 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars or logs")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND", parser_class=_Parser)
     data_cmds.register(sub)
-    _register_optional(sub)
+    train_cmds.register(sub)
+    bench_cmds.register(sub)
     return p
-
-
-def _register_optional(sub: argparse._SubParsersAction) -> None:
-    """Command groups that live in their own modules (added as they are written)."""
-    import importlib
-    for mod in ("engine.cli.train_cmds", "engine.cli.bench_cmds"):
-        try:
-            m = importlib.import_module(mod)
-        except ModuleNotFoundError as e:
-            if e.name != mod:
-                raise
-            continue
-        m.register(sub)
 
 
 def _sigterm_to_interrupt(signum: int, frame: object) -> None:

@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 
 from engine.cli.output import Output
+from engine.models.registry import GNNS
+from engine.schema import Device, Loss
 from engine.workspace import Workspace
 
 
@@ -34,17 +36,17 @@ def _register_train(bsub) -> None:
     b = bsub.add_parser("train", help="training and evaluation throughput per model")
     b.add_argument("--dataset", default="bench-demo-full", help="built dataset (default: the full demo "
                    "built by `sessrec bench pipeline`)")
-    b.add_argument("--device", default="auto")
-    b.add_argument("--models", default=",".join(("graphsage", "gat", "graph_transformer", "graph_transformer_ffn")))
+    b.add_argument("--device", default=Device.AUTO.value, choices=list(Device))
+    b.add_argument("--models", default=",".join(GNNS))
     b.add_argument("--batch-size", type=int, default=1024)
     b.add_argument("--steps", type=int, default=20, help="timed steps per model (epoch time is projected)")
     b.add_argument("--hidden", type=int, default=256)
-    b.add_argument("--loss", default="ce", choices=["ce", "sampled", "bpr"])
+    b.add_argument("--loss", default=Loss.CE.value, choices=list(Loss))
     b.add_argument("--full-epoch", action="store_true", help="time one whole epoch instead of projecting")
     b.add_argument("--no-bf16", dest="bf16", action="store_false")
     b.add_argument("--compile", action="store_true")
     b.add_argument("--no-reference", dest="reference", action="store_false")
-    b.add_argument("--threads", type=int, default=0)
+    b.add_argument("--num-threads", type=int, default=0, help="CPU threads for torch (0: default)")
     b.add_argument("--out", type=Path)
     b.set_defaults(func=cmd_bench_train)
 
@@ -55,8 +57,8 @@ def cmd_bench_train(args: argparse.Namespace, ws: Workspace, out: Output) -> int
     from engine.errors import InputError
     if args.batch_size < 1 or args.steps < 1:
         raise InputError("--batch-size and --steps must be >= 1")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    if args.num_threads:
+        torch.set_num_threads(args.num_threads)
     models = tuple(m for m in args.models.split(",") if m)
     res = bt.run(ws, args.dataset, args.device, models, args.batch_size, args.steps, args.hidden,
                  args.full_epoch, args.bf16, args.compile, args.reference, args.loss, log=out.log, out=args.out)
@@ -65,14 +67,15 @@ def cmd_bench_train(args: argparse.Namespace, ws: Workspace, out: Output) -> int
 
 
 def _register_quality(bsub) -> None:
-    from engine.bench.quality import BASELINES, DATASETS, GNNS
+    from engine.bench.quality import DATASETS
+    from engine.models.registry import BASELINES, GNNS
     b = bsub.add_parser("quality", help="all models and baselines on the real samples and the demo")
     b.add_argument("--datasets", default="yoochoose-100k,diginetica-sample,demo-small",
                    help=f"comma list of {', '.join(DATASETS)}")
     b.add_argument("--models", default=",".join(BASELINES + GNNS))
     b.add_argument("--shared", type=Path, default=Path(__file__).resolve().parents[3] / "shared" / "data",
                    help="folder with the real samples (default ../shared/data)")
-    b.add_argument("--device", default="auto")
+    b.add_argument("--device", default=Device.AUTO.value, choices=list(Device))
     b.add_argument("--epochs", type=int, default=30)
     b.add_argument("--patience", type=int, default=3)
     b.add_argument("--batch-size", type=int, default=512)
@@ -95,7 +98,7 @@ def cmd_bench_quality(args: argparse.Namespace, ws: Workspace, out: Output) -> i
 def _register_ablation(bsub) -> None:
     b = bsub.add_parser("ablation", help="Graph Transformer variants: FFN, PE, layers, losses, readouts")
     b.add_argument("--dataset", default="demo")
-    b.add_argument("--device", default="auto")
+    b.add_argument("--device", default=Device.AUTO.value, choices=list(Device))
     b.add_argument("--epochs", type=int, default=20)
     b.add_argument("--patience", type=int, default=3)
     b.add_argument("--batch-size", type=int, default=512)
@@ -119,13 +122,13 @@ def _register_recommend(bsub) -> None:
     b = bsub.add_parser("recommend", help="latency of recommend() on the CPU (GNN, 235K items, kNN)")
     b.add_argument("--dataset", default="bench-demo-full")
     b.add_argument("--calls", type=int, default=200)
-    b.add_argument("--threads", type=int, default=1)
+    b.add_argument("--num-threads", type=int, default=1)
     b.add_argument("--out", type=Path)
     b.set_defaults(func=cmd_bench_recommend)
 
 
 def cmd_bench_recommend(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
     from engine.bench import recommend as br
-    res = br.run(ws, args.dataset, args.calls, args.threads, log=out.log, out=args.out)
+    res = br.run(ws, args.dataset, args.calls, args.num_threads, log=out.log, out=args.out)
     out.result(res, br.render(res))
     return 0

@@ -9,40 +9,25 @@ from dataclasses import replace
 from pathlib import Path
 
 from engine.cli.output import Output, fmt, table
-from engine.config import FORMATS, SPLIT_MODES, DataConfig, to_dict
+from engine.cli.flags import add_config_flags, config_names, given
+from engine.config import DataConfig, to_dict
 from engine.data.manifest import Dataset, building_pid
 from engine.data.pipeline import STAGE_NAMES, StageStatus, build, stages_for, status, summary_stats
 from engine.errors import InputError, StageError
+from engine.schema import DataFormat, SplitMode
 from engine.workspace import Workspace
 
-# CLI flag -> DataConfig field
-CONFIG_FLAGS = {
-    "gap_minutes": "session_gap_minutes", "min_length": "min_session_length",
-    "max_length": "max_session_length", "min_item_support": "min_item_support",
-    "split": "split_mode", "train_ratio": "train_ratio", "val_ratio": "val_ratio",
-    "blackout_days": "blackout_days", "test_days": "test_days", "window": "cooc_window",
-    "pe_dim": "pe_dim",
-}
+DATA_FLAGS = config_names(DataConfig)
 
 
-def add_config_flags(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("pipeline parameters (default: the dataset's current ones)")
-    g.add_argument("--gap-minutes", type=float, help="inactivity that starts a new session (30)")
-    g.add_argument("--min-length", type=int, help="drop sessions with fewer events (3)")
-    g.add_argument("--max-length", type=int, help="keep the last N events of longer sessions (50)")
-    g.add_argument("--min-item-support", type=int, help="drop items seen fewer times (1)")
-    g.add_argument("--split", choices=SPLIT_MODES, help="ratio (70/15/15) | days | test_file")
-    g.add_argument("--train-ratio", type=float, help="share of sessions for train (0.70)")
-    g.add_argument("--val-ratio", type=float, help="share for validation (0.15)")
-    g.add_argument("--blackout-days", type=float, help="gap after each cut point, dropped (2)")
-    g.add_argument("--test-days", type=float, help="split=days: last N days are test (7)")
-    g.add_argument("--window", type=int, help="co-occurrence window in positions (5)")
-    g.add_argument("--pe-dim", type=int, help="Laplacian PE dimension k (16)")
+def add_data_flags(p: argparse.ArgumentParser) -> None:
+    """The pipeline's parameters, one flag per `DataConfig` field (`--min-session-length`, ...)."""
+    add_config_flags(p.add_argument_group("pipeline parameters (default: the dataset's current ones)"),
+                     DataConfig)
 
 
 def config_from_args(base: DataConfig, args: argparse.Namespace) -> DataConfig:
-    changes = {field: getattr(args, flag) for flag, field in CONFIG_FLAGS.items()
-               if getattr(args, flag, None) is not None}
+    changes = given(args, DATA_FLAGS)
     return replace(base, **changes) if changes else base
 
 
@@ -53,7 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-build", action="store_true", help="only write events.csv")
     p.add_argument("--force", action="store_true", help="regenerate even if the source exists")
-    add_config_flags(p)
+    add_data_flags(p)
     p.set_defaults(func=cmd_demo)
 
     data = sub.add_parser("data", help="datasets: import, build, status, fetch, delete")
@@ -61,11 +46,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = dsub.add_parser("import", help="register a raw log file as a dataset and build it")
     p.add_argument("path", type=Path)
-    p.add_argument("--format", required=True, choices=FORMATS)
+    p.add_argument("--format", required=True, choices=list(DataFormat))
     p.add_argument("--name", required=True)
     p.add_argument("--test-file", type=Path, help="predefined test period (published split)")
     p.add_argument("--no-build", action="store_true")
-    add_config_flags(p)
+    add_data_flags(p)
     p.set_defaults(func=cmd_import)
 
     p = dsub.add_parser("build", help="run (or refresh) the pipeline stages of a dataset")
@@ -73,14 +58,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--upto", choices=STAGE_NAMES, help="stop after this stage")
     p.add_argument("--force", nargs="?", const=True, default=False, metavar="STAGE",
                    help="rerun everything, or STAGE and what depends on it")
-    add_config_flags(p)
+    add_data_flags(p)
     p.set_defaults(func=cmd_build)
 
     for st in STAGE_NAMES:
         p = dsub.add_parser(st, help=f"run the pipeline up to the {st} stage")
         p.add_argument("name")
         p.add_argument("--force", action="store_true", help=f"rerun {st} even if it is up to date")
-        add_config_flags(p)
+        add_data_flags(p)
         p.set_defaults(func=cmd_build, upto=st, stage_cmd=st)
 
     p = dsub.add_parser("status", help="stages, freshness and stats of each dataset")
@@ -149,12 +134,12 @@ def cmd_import(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
     test = args.test_file.expanduser().resolve() if args.test_file else None
     if test is not None and not test.exists():
         raise InputError(f"{args.test_file}: test file not found")
-    base = DataConfig(format=args.format, split_mode="test_file" if test else "ratio")
+    base = DataConfig(format=args.format, split_mode=SplitMode.TEST_FILE if test else SplitMode.RATIO)
     cfg = config_from_args(base, args)
-    if test is not None and cfg.split_mode != "test_file":
-        raise InputError("--test-file needs --split test_file (the default when a test file is given)")
-    if test is None and cfg.split_mode == "test_file":
-        raise InputError("--split test_file needs --test-file PATH")
+    if test is not None and cfg.split_mode != SplitMode.TEST_FILE:
+        raise InputError("--test-file needs --split-mode test_file (the default when a test file is given)")
+    if test is None and cfg.split_mode == SplitMode.TEST_FILE:
+        raise InputError("--split-mode test_file needs --test-file PATH")
     ds = Dataset.create(ws, args.name, path, cfg, test_path=test)
     out.log(f"dataset {args.name}: source {path}" + (f", test file {test}" if test else ""))
     if not args.no_build:

@@ -1,65 +1,48 @@
-"""`sessrec train | eval | runs | recommend | models | quickstart`."""
+"""`sessrec train | eval | runs | recommend | models | quickstart`.
+
+Registering these commands imports no torch: the training flags come from `TrainConfig`, the model
+flags from the model configs of the registry; the heavy modules are imported by the command that runs.
+"""
 
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from typing import Any
 
+from engine.cli.flags import add_config_flags, add_union_flags, config_names, given
 from engine.cli.output import Output, err_console, table
-from engine.config import EXAMPLE_MODES, LOSSES, SCHEDULES, TrainConfig
+from engine.config import TrainConfig
 from engine.errors import InputError
-from engine.workspace import Workspace
+from engine.models.registry import SPECS, get_spec
+from engine.schema import Device, ModelKind, Protocol, Split
+from engine.workspace import RunDir, Workspace
 
-MODEL_FLAGS = {"hidden": int, "layers": int, "heads": int, "readout": str, "graph_mode": str,
-               "dropout": float}
+TRAIN_FLAGS = config_names(TrainConfig)
+MODEL_FLAGS: list[str] = []          # filled by `register` (the union of the model configs' fields)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a model (or fit a baseline) on a built dataset")
     p.add_argument("--dataset", default=None, help="dataset name (default: demo)")
-    p.add_argument("--model", default=None, help="model name (see `sessrec models`)")
-    p.add_argument("--run-id", help="name of the run folder (default: time-model-dataset)")
+    p.add_argument("--model", default=None, type=model_name, metavar="MODEL",
+                   help=f"one of {', '.join(SPECS)} (default graph_transformer)")
+    p.add_argument("--run-id", help="name of the run folder (default: <model>-<time>)")
     p.add_argument("--resume", metavar="RUN", help="continue RUN from its last.pt")
-    d = TrainConfig()
-    g = p.add_argument_group("training")
-    g.add_argument("--epochs", type=int)
-    g.add_argument("--batch-size", type=int)
-    g.add_argument("--lr", type=float)
-    g.add_argument("--weight-decay", type=float)
-    g.add_argument("--warmup-steps", type=int)
-    g.add_argument("--schedule", choices=SCHEDULES)
-    g.add_argument("--grad-clip", type=float)
-    g.add_argument("--loss", choices=LOSSES, help=f"(default {d.loss})")
-    g.add_argument("--negatives", type=int, help="sampled: uniform negatives; bpr: per example")
-    g.add_argument("--examples", choices=EXAMPLE_MODES, help="prefixes (all) | last (one per session)")
-    g.add_argument("--val-protocol", choices=EXAMPLE_MODES)
-    g.add_argument("--patience", type=int)
-    g.add_argument("--device", help="auto | cpu | cuda (default auto)")
-    g.add_argument("--no-bf16", dest="bf16", action="store_false", default=None)
-    g.add_argument("--compile", action="store_true", default=None)
-    g.add_argument("--seed", type=int)
-    g.add_argument("--eval-batch-size", type=int)
-    g.add_argument("--threads", dest="num_threads", type=int, help="CPU threads for torch")
-    m = p.add_argument_group("model (see `sessrec models` for every parameter)")
-    m.add_argument("--hidden", type=int)
-    m.add_argument("--layers", type=int)
-    m.add_argument("--heads", type=int)
-    m.add_argument("--readout", help="mean | max | last | attention")
-    m.add_argument("--graph-mode", help="transitions | cooc")
-    m.add_argument("--dropout", type=float)
-    m.add_argument("--pe", dest="use_pe", action="store_true", default=None, help="use Laplacian PE")
-    m.add_argument("--no-pe", dest="use_pe", action="store_false", help="no Laplacian PE")
+    add_config_flags(p.add_argument_group("training"), TrainConfig)
+    m = p.add_argument_group("model hyperparameters ([models] that have them; `sessrec models` lists all)")
+    MODEL_FLAGS[:] = add_union_flags(m, {n: s.config for n, s in SPECS.items()})
     m.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
-                   help="any model parameter, repeatable")
+                   help="any model hyperparameter by name, repeatable")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="evaluate a run's checkpoint on a split")
     p.add_argument("run")
-    p.add_argument("--split", default="test", choices=["train", "val", "test"])
-    p.add_argument("--protocol", default="both", choices=["last", "prefixes", "both"])
+    p.add_argument("--split", default=Split.TEST.value, choices=list(Split))
+    p.add_argument("--protocol", default="both", choices=[*Protocol, "both"])
     p.add_argument("--checkpoint", default="best", choices=["best", "last"])
-    p.add_argument("--device", default="auto")
-    p.add_argument("--batch-size", type=int, default=1024)
+    p.add_argument("--device", default=Device.AUTO.value, choices=list(Device))
+    p.add_argument("--eval-batch-size", type=int, default=1024)
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("runs", help="table of runs with status and metrics")
@@ -70,24 +53,33 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run", help="run id, or baseline:NAME@DATASET (e.g. baseline:sknn@demo)")
     p.add_argument("items", nargs="*", help="raw item ids, oldest first")
     p.add_argument("--k", type=int, default=10)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default=Device.CPU.value, choices=list(Device))
     p.set_defaults(func=cmd_recommend)
 
-    p = sub.add_parser("models", help="list models and their default hyperparameters")
+    p = sub.add_parser("models", help="list models and their hyperparameters")
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("quickstart", help="demo end to end: generate, build, train, compare, recommend")
     p.add_argument("--size", default="small")
-    p.add_argument("--model", default="graph_transformer")
+    p.add_argument("--model", default="graph_transformer", type=model_name, metavar="MODEL")
     p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default=Device.AUTO.value, choices=list(Device))
     p.set_defaults(func=cmd_quickstart)
 
 
-def _model_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    out: dict[str, Any] = {k: getattr(args, k) for k in MODEL_FLAGS if getattr(args, k, None) is not None}
-    if getattr(args, "use_pe", None) is not None:
-        out["use_pe"] = args.use_pe
+# ---- train ---------------------------------------------------------------------------------------
+def model_name(text: str) -> str:
+    """argparse type: a registered model name (the message lists the valid ones)."""
+    try:
+        return get_spec(text).name
+    except InputError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def model_values(args: argparse.Namespace) -> dict[str, Any]:
+    """Model hyperparameters given as flags or `--param KEY=VALUE` (text values are parsed by the
+    model's config)."""
+    out = given(args, MODEL_FLAGS)
     for kv in getattr(args, "param", []) or []:
         if "=" not in kv:
             raise InputError(f"--param {kv!r}: expected KEY=VALUE")
@@ -96,43 +88,42 @@ def _model_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-TRAIN_FIELDS = ("epochs", "batch_size", "lr", "weight_decay", "warmup_steps", "schedule", "grad_clip", "loss",
-                "negatives", "examples", "val_protocol", "patience", "device", "bf16", "compile", "seed",
-                "eval_batch_size", "num_threads")
-
-
 def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
-    from engine.models.registry import get_spec
-    fields = {f: getattr(args, f) for f in TRAIN_FIELDS if getattr(args, f, None) is not None}
-    model = args.model or "graph_transformer"
-    get_spec(model)   # unknown model: one line with the valid names
-    return TrainConfig(dataset=args.dataset or "demo", model=model, model_params=_model_overrides(args),
-                       **fields)
+    """The run's config from the flags; every value is checked here (exit 2 before any folder)."""
+    spec = get_spec(args.model or "graph_transformer")
+    values = model_values(args)
+    spec.resolve(values)                     # unknown names, types, bounds, hidden % heads
+    return TrainConfig(dataset=args.dataset or "demo", model=spec.name, model_params=values,
+                       **given(args, TRAIN_FLAGS))
 
 
 def cmd_train(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
-    from engine.train.loop import RunFailed, StopFlag, fit
+    from engine.train.loop import StopFlag, fit
+    from engine.train.recorder import RunFailedError
     stop = StopFlag()
     stop.install()
     log = (lambda m: err_console.print(m, markup=False)) if not out.quiet else (lambda m: None)
     try:
-        if args.resume:
-            given = [f for f in TRAIN_FIELDS if getattr(args, f, None) is not None and f not in ("epochs", "device")]
-            if given or args.model or args.dataset or _model_overrides(args):
-                raise InputError(f"--resume continues a run with its saved config; only --epochs and "
-                                 f"--device may change (got {', '.join(given) or 'model/dataset options'})")
-            final = fit(None, ws, run_id=args.resume, resume=True, epochs=args.epochs, device=args.device,
-                        to_stdout=out.mode == "jsonl", log=log, stop=stop, progress=out.progress)
-        else:
-            cfg = train_config_from_args(args)
-            final = fit(cfg, ws, run_id=args.run_id, to_stdout=out.mode == "jsonl", log=log, stop=stop,
-                        progress=out.progress)
-    except RunFailed as e:
+        with out:
+            if args.resume:
+                extra = [f for f in given(args, TRAIN_FLAGS) if f not in ("epochs", "device")]
+                if extra or args.model or args.dataset or args.run_id or model_values(args):
+                    raise InputError(f"--resume continues a run with its saved config; only --epochs and "
+                                     f"--device may change (got {', '.join(extra) or 'model/dataset options'})")
+                final = fit(None, ws, run_id=args.resume, resume=True, epochs=args.epochs, device=args.device,
+                            log=log, stop=stop, progress=out.progress)
+            else:
+                final = fit(train_config_from_args(args), ws, run_id=args.run_id, log=log, stop=stop,
+                            progress=out.progress)
+    except RunFailedError as e:
         ev = e.event
-        err_console.print(f"sessrec: run failed: {ev.get('error')}", markup=False)
-        if ev.get("suggestion"):
-            err_console.print(f"  suggestion: {ev['suggestion']}", markup=False)
-        return 3 if ev.get("error_kind") == "cuda_oom" else 1
+        out.emit({"type": "error", "error": ev.error, "error_kind": ev.error_kind,
+                  "suggestion": ev.suggestion or None})
+        err_console.print(f"sessrec: run failed: {ev.error}", markup=False, soft_wrap=True)
+        if ev.suggestion:
+            err_console.print(f"  suggestion: {ev.suggestion}", markup=False)
+        return 3 if ev.error_kind == "cuda_oom" else 1
+    out.result({"run": final}, None)
     if out.mode != "jsonl":
         _print_final(final, out)
     return 0
@@ -164,48 +155,35 @@ def metrics_table(title: str, results: dict[str, dict]):
     return table(title, ["metric", *results], rows)
 
 
-def _resolve_run(ws: Workspace, run: str):
-    d = ws.run(run).root
-    if not (d / "config.json").exists():
+def resolve_run(ws: Workspace, run: str) -> RunDir:
+    d = ws.run(run)
+    if not d.exists:
         known = ws.run_ids()
         raise InputError(f"run {run!r} not found in {ws.runs_dir}"
                          + (f"; recent runs: {', '.join(known[-5:])}" if known else "; no runs yet (sessrec train)"))
     return d
 
 
+# ---- eval ----------------------------------------------------------------------------------------
 def cmd_eval(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
-    import numpy as np
-    import torch
-    from engine.config import from_dict
     from engine.data.artifacts import load_dataset
     from engine.device import resolve_device
-    from engine.evaluate import evaluate
-    from engine.train.batches import BatchBuilder, SessionStore
     from engine.train.checkpoint import load_checkpoint, rebuild_model
-    if args.batch_size < 1:
-        raise InputError("--batch-size must be >= 1")
-    run_dir = _resolve_run(ws, args.run)
-    ckpt = load_checkpoint(run_dir / f"{args.checkpoint}.pt")
-    cfg = from_dict(TrainConfig, ckpt["config"])
+    from engine.train.trainer import evaluate_split
+    if args.eval_batch_size < 1:
+        raise InputError("--eval-batch-size must be >= 1")
+    run = resolve_run(ws, args.run)
+    ckpt = load_checkpoint(run.checkpoint(args.checkpoint))
+    cfg = replace(TrainConfig.from_dict(ckpt["config"]), eval_batch_size=args.eval_batch_size)
+    spec = get_spec(cfg.model)
     device = resolve_device(args.device)
-    data = load_dataset(ws, cfg.dataset, with_pe=False)
+    data = load_dataset(ws, cfg.dataset, stages=spec.stages(spec.config.from_dict(cfg.model_params)))
     if data.items.fingerprint() != ckpt["item_fingerprint"]:
         raise InputError(f"dataset {cfg.dataset!r} was rebuilt with another item index; retrain")
-    model = rebuild_model(ckpt, data)
-    if hasattr(model, "to"):
-        model = model.to(device)
-    mode = getattr(model, "graph_mode", "none")
-    builder = BatchBuilder(SessionStore(data.split(args.split), device), data.n_items,
-                           mode if mode in ("transitions", "cooc") else "none", data.graph)
-    pop = np.concatenate([[0], data.items.train_counts])
-    protocols = ["last", "prefixes"] if args.protocol == "both" else [args.protocol]
-    results = {}
+    model = rebuild_model(ckpt, data).to(device)
+    protocols = list(Protocol) if args.protocol == "both" else [Protocol(args.protocol)]
     with out:
-        for proto in protocols:
-            with torch.autocast(device_type=device.type, dtype=torch.bfloat16,
-                                enabled=device.type == "cuda" and cfg.bf16):
-                results[proto] = evaluate(model, builder, data.split(args.split), protocol=proto,
-                                          batch_size=args.batch_size, popularity=pop, progress=out.progress)
+        results = {p.value: evaluate_split(model, data, args.split, p, cfg, device, out.progress) for p in protocols}
     out.result({"run_id": args.run, "split": args.split, "results": results},
                metrics_table(f"{cfg.model} on {cfg.dataset} / {args.split} ({args.checkpoint} checkpoint, "
                              f"epoch {ckpt.get('epoch')})", results))
@@ -220,28 +198,36 @@ def cmd_eval(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
     return 0
 
 
+# ---- runs ----------------------------------------------------------------------------------------
 def cmd_runs(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
     from engine.runs import list_runs
     runs = [r for r in list_runs(ws) if not args.dataset or r.dataset == args.dataset]
+
+    def status_cell(r) -> str:
+        if r.error and not r.finished or r.status == "unreadable":
+            return f"{r.status}\n{r.error}"
+        head = (f"{r.status.replace('_', ' ')} {r.epochs_run}/{r.epochs or '?'}" if r.kind == ModelKind.GNN
+                else str(r.status))
+        return head + "\n" + (f"{r.seconds:.0f}s {r.device or ''}" if r.seconds else (r.device or "-"))
     # two lines per run (id over dataset, status over time) so that the table fits 80 columns
-    rows = [[f"{r.run_id}\n{r.dataset}",
-             (f"{r.status.replace('_', ' ')} {r.epochs_run}/{r.epochs}" if r.kind == "gnn" else r.status)
-             + "\n" + (f"{r.seconds:.0f}s {r.device or ''}" if r.seconds else (r.device or "-")),
-             r.metric("val"), r.metric("test_last"), r.metric("test_prefixes")] for r in runs]
-    out.result({"runs": [{"run_id": r.run_id, "model": r.model, "dataset": r.dataset, "status": r.status,
-                          "epochs_run": r.epochs_run, "best_epoch": r.best_epoch, "best_val": r.best_val,
-                          "test": r.test, "seconds": r.seconds, "device": r.device, "error": r.error}
-                         for r in runs]},
+    rows = [[f"{r.run_id}\n{r.dataset or '?'}", status_cell(r), r.metric("val"), r.metric("test_last"),
+             r.metric("test_prefixes")] for r in runs]
+    skipped = sum(r.skipped_lines for r in runs)
+    caption = (f"{skipped} unreadable line(s) in events files were skipped" if skipped else None)
+    out.result({"runs": [r.summary() for r in runs]},
                table(f"runs in {ws.runs_dir}; Recall@10 of the best validation epoch and on test "
                      f"(protocols last / prefixes)",
-                     ["run / dataset", "status / time", "val", "last", "prefixes"], rows)
+                     ["run / dataset", "status / time", "val", "last", "prefixes"], rows, caption=caption)
                if runs else "no runs yet: `sessrec train --dataset NAME --model NAME`")
     return 0
 
 
+# ---- recommend -----------------------------------------------------------------------------------
 def cmd_recommend(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
     import torch
-    from engine.recommend import Recommender, parse_item_ids
+
+    from engine.data.items import parse_item_ids
+    from engine.recommend import Recommender
     torch.set_num_threads(1)   # one short lookup: thread start-up costs more than it saves
     if args.k < 1:
         raise InputError("--k must be >= 1")
@@ -253,7 +239,7 @@ def cmd_recommend(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
         name, dataset = spec.split("@", 1)
         rec = Recommender.for_baseline(ws, dataset, name, device=args.device)
     else:
-        rec = Recommender.load(_resolve_run(ws, args.run), ws, device=args.device)
+        rec = Recommender.load(resolve_run(ws, args.run), device=args.device)
     r = rec.recommend(ids, k=args.k)
     rows = [[i + 1, item, score, pop, "yes" if ins else ""] for i, (item, score, pop, ins)
             in enumerate(zip(r.items, r.scores, r.popularity, r.in_session))]
@@ -270,30 +256,39 @@ def cmd_recommend(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
     return 0
 
 
+# ---- models --------------------------------------------------------------------------------------
 def cmd_models(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
-    from engine.models.registry import all_specs
-    specs = all_specs()
+    def value(v: Any) -> Any:
+        return getattr(v, "value", v)
     # two columns (name and kind | description, defaults, CPU preset): readable at 80 columns
-    rows = [[f"{s.name}\n({s.kind})",
-             f"{s.description}\ndefaults: " + ", ".join(f"{k}={v}" for k, v in s.defaults.items())
-             + ("\non CPU: " + ", ".join(f"{k}={v}" for k, v in s.cpu_overrides.items()) if s.cpu_overrides else "")]
-            for s in specs.values()]
-    out.result({"models": {s.name: {"kind": s.kind, "description": s.description, "defaults": s.defaults,
-                                    "cpu_overrides": s.cpu_overrides} for s in specs.values()}},
-               table("models (`sessrec train --model NAME --param KEY=VALUE`)", ["model", "description"], rows))
+    rows, objs = [], {}
+    for s in SPECS.values():
+        params = s.config.params()
+        defaults = {p.name: value(p.default) for p in params}
+        cpu = {p.name: value(p.cpu) for p in params if p.cpu is not None}
+        rows.append([f"{s.name}\n({s.kind})",
+                     f"{s.description}\ndefaults: " + (", ".join(f"{k}={v}" for k, v in defaults.items()) or "-")
+                     + ("\non CPU: " + ", ".join(f"{k}={v}" for k, v in cpu.items()) if cpu else "")])
+        objs[s.name] = {"kind": s.kind.value, "description": s.description, "defaults": defaults,
+                        "cpu_overrides": cpu, "stages": [str(x) for x in s.stages()],
+                        "params": {p.name: {"type": p.kind, "help": p.help, "bounds": p.bounds() or None}
+                                   for p in params}}
+    out.result({"models": objs},
+               table("models (`sessrec train --model NAME --hidden 64 ...` or --param KEY=VALUE)",
+                     ["model", "description"], rows))
     return 0
 
 
+# ---- quickstart ----------------------------------------------------------------------------------
 def cmd_quickstart(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
     """The main job without the app: demo data -> pipeline -> baseline + GNN -> recommendations."""
+    from engine.cli import build_parser
     from engine.cli.data_cmds import cmd_demo
-    ns = argparse.Namespace(size=args.size, name=None, seed=0, no_build=False, force=False,
-                            **{k: None for k in ("gap_minutes", "min_length", "max_length", "min_item_support",
-                                                 "split", "train_ratio", "val_ratio", "blackout_days",
-                                                 "test_days", "window", "pe_dim")})
-    cmd_demo(ns, ws, out)
-    name = "demo" if args.size == "small" else f"demo-{args.size}"
+    from engine.data.artifacts import load_dataset
     from engine.train.loop import StopFlag, fit
+    parser = build_parser()
+    cmd_demo(parser.parse_args(["demo", "--size", args.size]), ws, out)
+    name = "demo" if args.size == "small" else f"demo-{args.size}"
     stop = StopFlag()
     stop.install()
     log = (lambda m: err_console.print(m, markup=False)) if not out.quiet else (lambda m: None)
@@ -301,18 +296,17 @@ def cmd_quickstart(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
     for model in ("sknn", args.model):
         cfg = TrainConfig(dataset=name, model=model, device=args.device,
                           **({"epochs": args.epochs} if args.epochs else {}))
-        finals.append(fit(cfg, ws, log=log, stop=stop, to_stdout=out.mode == "jsonl"))
+        with out:
+            finals.append(fit(cfg, ws, log=log, stop=stop, progress=out.progress))
         if stop.requested:
             return 130
     for f in finals:
         _print_final(f, out)
     run_id = finals[-1]["run_id"]
-    from engine.data.artifacts import load_dataset
-    data = load_dataset(ws, name, with_pe=False)
+    data = load_dataset(ws, name, stages=("items",))
     sample = data.test.take([0])
     raw = data.items.decode(sample.items[:-1][sample.items[:-1] > 0]).tolist()
-    ns = argparse.Namespace(run=run_id, items=[str(i) for i in raw], k=10, device="cpu")
     out.log(f"recommendations for a test session {raw} (its next item was "
             f"{int(data.items.decode(sample.items[-1:])[0])}):")
-    cmd_recommend(ns, ws, out)
+    cmd_recommend(parser.parse_args(["recommend", run_id, *map(str, raw)]), ws, out)
     return 0

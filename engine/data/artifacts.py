@@ -30,7 +30,7 @@ class DatasetArtifacts:
     train: Sessions          # encoded: int32 item indices, 0 = unknown
     val: Sessions
     test: Sessions
-    graph: CoocGraph
+    graph: CoocGraph | None  # None when the model does not need it
     pe: np.ndarray | None    # float32 [V+1, k]
     stats: dict              # per-stage stats from the manifest
     oracle: dict | None      # demo datasets: oracle Recall@K on the test split
@@ -53,11 +53,15 @@ def require_built(ds: Dataset, stages: tuple[str, ...] = REQUIRED) -> None:
                          f"run `sessrec data build {ds.name}`")
 
 
-def load_dataset(ws: Workspace, name: str, with_pe: bool = True) -> DatasetArtifacts:
+def load_dataset(ws: Workspace, name: str, with_pe: bool = True,
+                 stages: tuple[str, ...] | None = None) -> DatasetArtifacts:
+    """The artifacts a model needs: `stages` (a model spec's `stages()`; default: items and graph,
+    plus the PE `with_pe`). Stages not needed are neither required nor loaded."""
     ds = Dataset.load(ws, name)
-    require_built(ds, REQUIRED_STAGES["gnn" if with_pe else "baseline"])
+    stages = tuple(stages) if stages is not None else REQUIRED_STAGES["gnn" if with_pe else "baseline"]
+    require_built(ds, stages)
     d = ds.paths
-    pe = np.load(d.pe) if with_pe else None
+    pe = np.load(d.pe) if "encodings" in stages else None
     oracle_rec = ds.stage_record("oracle")
     return DatasetArtifacts(
         name=name, paths=d, config=ds.config,
@@ -65,7 +69,7 @@ def load_dataset(ws: Workspace, name: str, with_pe: bool = True) -> DatasetArtif
         train=Sessions.read(d.encoded_sessions("train")),
         val=Sessions.read(d.encoded_sessions("val")),
         test=Sessions.read(d.encoded_sessions("test")),
-        graph=CoocGraph.load(d.graph),
+        graph=CoocGraph.load(d.graph) if "graph" in stages else None,
         pe=pe,
         stats={k: v.get("stats", {}) for k, v in ds.data.get("stages", {}).items()},
         oracle=(oracle_rec or {}).get("stats") if (oracle_rec or {}).get("status") == "done" else None,

@@ -18,6 +18,7 @@ from engine.atomic import atomic_path
 from engine.data.sessions import Sessions
 
 UNKNOWN = 0
+INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1
 
 
 def parse_item_ids(text: str) -> list[int]:
@@ -27,7 +28,11 @@ def parse_item_ids(text: str) -> list[int]:
     for t in text.replace(",", " ").split():
         if not t.lstrip("-").isdigit():
             raise InputError(f"item id {t!r} is not a number (type ids separated by spaces or commas)")
-        out.append(int(t))
+        v = int(t)
+        if not INT64_MIN <= v <= INT64_MAX:      # ids are int64 everywhere (parquet, the index)
+            raise InputError(f"item id {t} is out of range: item ids are 64-bit integers "
+                             f"({INT64_MIN} .. {INT64_MAX})")
+        out.append(v)
     return out
 
 

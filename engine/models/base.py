@@ -26,19 +26,3 @@ def mask_padding(scores: torch.Tensor) -> torch.Tensor:
     """Set the padding column to -inf (in place) and return the scores."""
     scores[:, 0] = float("-inf")
     return scores
-
-
-from dataclasses import dataclass, field  # noqa: E402
-from typing import Any, Callable  # noqa: E402
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """A registry entry: how to build a model and its default hyperparameters."""
-
-    name: str
-    kind: str                                   # "gnn" | "baseline"
-    description: str
-    defaults: dict[str, Any]                    # every valid hyperparameter with its default (GPU preset)
-    factory: Callable[[dict[str, Any], Any], Any]   # (params, DatasetArtifacts) -> Scorer
-    cpu_overrides: dict[str, Any] = field(default_factory=dict)  # smaller presets for CPU runs

@@ -18,7 +18,8 @@ import torch
 from torch import nn
 
 from engine.data.sessions import Sessions, row_ids
-from engine.models.base import ModelSpec
+from engine.config import ItemKNNConfig, NoParams, SKNNConfig
+from engine.schema import Weighting, values
 from engine.train.batches import Batch
 
 # primary scores are scaled into [0, 1]; the tie-break stays below this
@@ -160,8 +161,7 @@ class ItemKNN(_Baseline):
 
 # position weights of the prefix (i = 1..n, n = last) and score weights of neighbours (step = 1 for
 # a neighbour sharing the last item); both are monotone, which the vectorised max/last logic needs
-POSITION_WEIGHTS = ("div", "linear", "same", "quadratic", "log")
-SCORE_WEIGHTS = ("div", "linear", "same", "quadratic", "log")
+WEIGHTINGS = values(Weighting)   # the same names for position and score weights (session-rec's)
 
 
 def _position_weight(name: str, i: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
@@ -176,7 +176,7 @@ def _position_weight(name: str, i: torch.Tensor, n: torch.Tensor) -> torch.Tenso
         return (i / n) ** 2
     if name == "log":
         return 1.0 / torch.log10(n - i + 1.7)
-    raise ValueError(f"unknown weighting {name!r}; expected one of {', '.join(POSITION_WEIGHTS)}")
+    raise ValueError(f"unknown weighting {name!r}; expected one of {', '.join(WEIGHTINGS)}")
 
 
 def _score_weight(name: str, step: torch.Tensor) -> torch.Tensor:
@@ -191,7 +191,7 @@ def _score_weight(name: str, step: torch.Tensor) -> torch.Tensor:
         return 1.0 / step ** 2
     if name == "log":
         return 1.0 / torch.log10(step + 1.7)
-    raise ValueError(f"unknown score_weighting {name!r}; expected one of {', '.join(SCORE_WEIGHTS)}")
+    raise ValueError(f"unknown score_weighting {name!r}; expected one of {', '.join(WEIGHTINGS)}")
 
 
 class SessionKNN(_Baseline):
@@ -293,39 +293,23 @@ class SessionKNN(_Baseline):
         return self._finish(primary.view(B, V1) * self.item_factor)
 
 
-# ---- registry ---------------------------------------------------------------------------------
+# ---- builders (see engine.models.registry) -------------------------------------------------------
 def _counts(data) -> np.ndarray:
     return np.asarray(data.items.train_counts)
 
 
-def _pop(params: dict[str, Any], data) -> Pop:
+def build_pop(cfg: NoParams, data) -> Pop:
     return Pop(_counts(data))
 
 
-def _spop(params: dict[str, Any], data) -> SPop:
+def build_spop(cfg: NoParams, data) -> SPop:
     return SPop(_counts(data))
 
 
-def _itemknn(params: dict[str, Any], data) -> ItemKNN:
-    return ItemKNN(data.graph, _counts(data), neighbors=int(params["neighbors"]),
-                   decay=float(params["decay"]), alpha=float(params["alpha"]))
+def build_itemknn(cfg: ItemKNNConfig, data) -> ItemKNN:
+    return ItemKNN(data.graph, _counts(data), neighbors=cfg.neighbors, decay=cfg.decay, alpha=cfg.alpha)
 
 
-def _sknn(params: dict[str, Any], data) -> SessionKNN:
-    return SessionKNN(data.train, data.n_items, k=int(params["k"]), sample=int(params["sample"]),
-                      weighting=str(params["weighting"]), score_weighting=str(params["score_weighting"]),
-                      idf=float(params["idf"]))
-
-
-BASELINE_SPECS: list[ModelSpec] = [
-    ModelSpec("pop", "baseline", "Train popularity (the same list for every session)", {}, _pop),
-    ModelSpec("spop", "baseline", "Session items by count and recency, then train popularity", {},
-              _spop),
-    ModelSpec("itemknn", "baseline",
-              "Item-kNN on the co-occurrence graph (cosine), recency-weighted sum over the prefix",
-              {"neighbors": 100, "decay": 0.5, "alpha": 0.5}, _itemknn),
-    ModelSpec("sknn", "baseline",
-              "V-SKNN session-kNN: position-weighted prefix, k recent similar train sessions",
-              {"k": 100, "sample": 500, "weighting": "div", "score_weighting": "div", "idf": 0.0},
-              _sknn),
-]
+def build_sknn(cfg: SKNNConfig, data) -> SessionKNN:
+    return SessionKNN(data.train, data.n_items, k=cfg.k, sample=cfg.sample, weighting=cfg.weighting,
+                      score_weighting=cfg.score_weighting, idf=cfg.idf)

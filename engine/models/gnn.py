@@ -24,7 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine.errors import InputError
-from engine.models.base import ModelSpec, mask_padding
+from engine.config import GNNConfig
+from engine.models.base import mask_padding
 from engine.models.layers import CONVS, ConvBlock
 from engine.models.readout import READOUTS, Readout
 from engine.train.batches import GRAPH_MODES, Batch
@@ -201,37 +202,12 @@ class SessionGNN(nn.Module):
             return mask_padding(logits)
 
 
-# ---- registry ------------------------------------------------------------------------------------
-_COMMON: dict[str, Any] = {
-    "hidden": 256, "layers": 2, "use_pe": True, "readout": "attention", "graph_mode": "transitions",
-    "dropout": 0.1, "normalize": True, "scale": 16.0, "repeat": True,
-}
-# CPU preset, chosen on validation on the small demo (Graph Transformer, 2-core CPU, one torch
-# thread): val Recall@10 0.643 at hidden 64, 0.699 at 128 (26 s/epoch), 0.707 at 256 (63 s/epoch);
-# 128 keeps the demo in minutes and well above session-kNN (val 0.634)
-_CPU = {"hidden": 128}
-
-
-def _factory(conv: str, ffn: bool):
-    def build(params: dict[str, Any], data: Any) -> SessionGNN:
-        p = dict(params)
-        return SessionGNN(
-            data.n_items, hidden=p["hidden"], conv=conv, layers=p["layers"], heads=p.get("heads", 1),
-            ffn_mult=p.get("ffn_mult", 0) if ffn else 0, readout=p["readout"],
-            pe=getattr(data, "pe", None), use_pe=p["use_pe"], dropout=p["dropout"],
-            normalize=p["normalize"], scale=p["scale"], graph_mode=p["graph_mode"],
-            repeat=p.get("repeat", False))
-    return build
-
-
-GNN_SPECS: list[ModelSpec] = [
-    ModelSpec("graphsage", "gnn", "GraphSAGE (mean aggregation; edge weights unused) + attention readout",
-              dict(_COMMON), _factory("sage", False), dict(_CPU)),
-    ModelSpec("gat", "gnn", "GAT (edge weights in the attention) + attention readout",
-              {**_COMMON, "heads": 2}, _factory("gat", False), dict(_CPU)),
-    ModelSpec("graph_transformer", "gnn",
-              "Graph Transformer (TransformerConv, gated residual, no FFN: the reference's best)",
-              {**_COMMON, "heads": 2}, _factory("transformer", False), dict(_CPU)),
-    ModelSpec("graph_transformer_ffn", "gnn", "Graph Transformer with a feed-forward block per layer",
-              {**_COMMON, "heads": 2, "ffn_mult": 2}, _factory("transformer", True), dict(_CPU)),
-]
+# ---- builder (see engine.models.registry) -------------------------------------------------------
+def build_gnn(cfg: GNNConfig, data: Any, conv: str) -> SessionGNN:
+    """A session GNN with `conv` layers from its typed config; `data` gives the item count and the
+    Laplacian PE (dataset artifacts, or a checkpoint's stand-in)."""
+    return SessionGNN(
+        data.n_items, hidden=cfg.hidden, conv=conv, layers=cfg.layers, heads=getattr(cfg, "heads", 1),
+        ffn_mult=getattr(cfg, "ffn_mult", 0), readout=cfg.readout, pe=getattr(data, "pe", None),
+        use_pe=cfg.use_pe, dropout=cfg.dropout, normalize=cfg.normalize, scale=cfg.scale,
+        graph_mode=cfg.graph_mode, repeat=cfg.repeat)

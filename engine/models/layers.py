@@ -12,7 +12,9 @@ import torch
 from torch import nn
 from torch_geometric.nn import GATConv, SAGEConv, TransformerConv
 
-CONVS = ("sage", "gat", "transformer")
+from engine.schema import Conv, values
+
+CONVS = values(Conv)
 
 
 class ConvBlock(nn.Module):

@@ -10,7 +10,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-READOUTS = ("mean", "max", "last", "attention")
+from engine.schema import Readout, values
+
+READOUTS = values(Readout)
 
 
 class Readout(nn.Module):

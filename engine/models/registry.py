@@ -1,62 +1,87 @@
-"""Model registry: names -> factories and default hyperparameters (`sessrec models` lists them)."""
+"""Model registry: names -> kind, description, typed config class, the dataset stages it needs, and
+where its builder lives (`sessrec models` lists them; the CLI's flags and the app's form come from
+the config classes). Pure data: importing it loads no torch, so the CLI and the app read it at once;
+`build_model` imports the model's module only when a model is built.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, Mapping
 
+from engine.config import (AttentionGNNConfig, Config, FFNGraphTransformerConfig, GNNConfig, ItemKNNConfig,
+                           NoParams, SKNNConfig)
 from engine.errors import InputError
-from engine.models.base import ModelSpec
+from engine.schema import Conv, ModelKind, StageName
 
 
-def all_specs() -> dict[str, ModelSpec]:
-    from engine.models.baselines import BASELINE_SPECS
-    from engine.models.gnn import GNN_SPECS
-    return {s.name: s for s in (*GNN_SPECS, *BASELINE_SPECS)}
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    kind: ModelKind
+    description: str
+    config: type[Config]
+    builder: str                                  # "module:function(cfg, data, **options)"
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def resolve(self, values: Mapping[str, Any] | None = None, device_type: str = "cpu") -> Config:
+        """The typed hyperparameters: defaults (CPU preset off CUDA) updated by `values`."""
+        return self.config.from_values(values, device_type, what=f"model {self.name!r}")
+
+    def stages(self, cfg: Config | None = None) -> tuple[StageName, ...]:
+        """The dataset stages this model reads: no baseline needs the Laplacian PE, and a GNN
+        without PE does not either."""
+        if self.kind == ModelKind.BASELINE:
+            return (StageName.ITEMS, StageName.GRAPH) if self.options.get("uses_graph") else (StageName.ITEMS,)
+        if cfg is not None and not getattr(cfg, "use_pe", True):
+            return (StageName.ITEMS, StageName.GRAPH)
+        return (StageName.ITEMS, StageName.GRAPH, StageName.ENCODINGS)
+
+
+_GNN = "engine.models.gnn:build_gnn"
+_SPECS: tuple[ModelSpec, ...] = (
+    ModelSpec("graphsage", ModelKind.GNN, "GraphSAGE (mean aggregation; edge weights unused) + attention readout",
+              GNNConfig, _GNN, {"conv": Conv.SAGE}),
+    ModelSpec("gat", ModelKind.GNN, "GAT (edge weights in the attention) + attention readout",
+              AttentionGNNConfig, _GNN, {"conv": Conv.GAT}),
+    ModelSpec("graph_transformer", ModelKind.GNN,
+              "Graph Transformer (TransformerConv, gated residual, no FFN: the reference's best)",
+              AttentionGNNConfig, _GNN, {"conv": Conv.TRANSFORMER}),
+    ModelSpec("graph_transformer_ffn", ModelKind.GNN, "Graph Transformer with a feed-forward block per layer",
+              FFNGraphTransformerConfig, _GNN, {"conv": Conv.TRANSFORMER}),
+    ModelSpec("pop", ModelKind.BASELINE, "Train popularity (the same list for every session)", NoParams,
+              "engine.models.baselines:build_pop"),
+    ModelSpec("spop", ModelKind.BASELINE, "Session items by count and recency, then train popularity",
+              NoParams, "engine.models.baselines:build_spop"),
+    ModelSpec("itemknn", ModelKind.BASELINE,
+              "Item-kNN on the co-occurrence graph (cosine), recency-weighted sum over the prefix",
+              ItemKNNConfig, "engine.models.baselines:build_itemknn", {"uses_graph": True}),
+    ModelSpec("sknn", ModelKind.BASELINE,
+              "V-SKNN session-kNN: position-weighted prefix, k recent similar train sessions",
+              SKNNConfig, "engine.models.baselines:build_sknn"),
+)
+SPECS: dict[str, ModelSpec] = {s.name: s for s in _SPECS}
+BASELINES: tuple[str, ...] = tuple(s.name for s in _SPECS if s.kind == ModelKind.BASELINE)
+GNNS: tuple[str, ...] = tuple(s.name for s in _SPECS if s.kind == ModelKind.GNN)
 
 
 def get_spec(name: str) -> ModelSpec:
-    specs = all_specs()
-    if name not in specs:
-        raise InputError(f"unknown model {name!r}; valid models: {', '.join(specs)}")
-    return specs[name]
+    if name not in SPECS:
+        raise InputError(f"unknown model {name!r}; valid models: {', '.join(SPECS)}")
+    return SPECS[name]
 
 
-def _coerce(key: str, value: Any, default: Any) -> Any:
-    """CLI values arrive as strings: convert to the default's type, with a clear error."""
-    if isinstance(value, str) and not isinstance(default, str):
-        try:
-            if isinstance(default, bool):
-                if value.lower() in ("1", "true", "yes", "on"):
-                    return True
-                if value.lower() in ("0", "false", "no", "off"):
-                    return False
-                raise ValueError(value)
-            if isinstance(default, int):
-                return int(value)
-            if isinstance(default, float):
-                return float(value)
-        except ValueError:
-            raise InputError(f"model parameter {key}={value!r}: expected {type(default).__name__}") from None
-    if isinstance(default, bool) and not isinstance(value, bool):
-        raise InputError(f"model parameter {key}={value!r}: expected true/false")
-    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    return value
-
-
-def resolve_params(name: str, overrides: dict[str, Any] | None = None,
+def resolve_params(name: str, overrides: Mapping[str, Any] | None = None,
                    device_type: str = "cpu") -> dict[str, Any]:
-    """Defaults (with the CPU preset on CPU) updated by `overrides`; unknown keys are an error."""
+    """Complete hyperparameters as a JSON-able dict (what config.json and checkpoints store)."""
+    return get_spec(name).resolve(overrides, device_type).to_dict()
+
+
+def build_model(name: str, params: Mapping[str, Any] | Config, data: Any):
+    """The model `name` with `params` (a config or its dict) for dataset artifacts `data`."""
     spec = get_spec(name)
-    params = dict(spec.defaults)
-    if device_type != "cuda":
-        params.update(spec.cpu_overrides)
-    for key, value in (overrides or {}).items():
-        if key not in spec.defaults:
-            raise InputError(f"model {name!r} has no parameter {key!r}; valid: {', '.join(spec.defaults)}")
-        params[key] = _coerce(key, value, spec.defaults[key])
-    return params
-
-
-def build_model(name: str, params: dict[str, Any], data: Any):
-    return get_spec(name).factory(params, data)
+    cfg = params if isinstance(params, Config) else spec.config.from_dict(params)
+    module, func = spec.builder.split(":")
+    options = {k: v for k, v in spec.options.items() if k != "uses_graph"}
+    return getattr(importlib.import_module(module), func)(cfg, data, **options)

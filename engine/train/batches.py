@@ -23,8 +23,9 @@ from torch_geometric.utils import coalesce
 
 from engine.data.graph import CoocGraph
 from engine.data.sessions import Sessions
+from engine.schema import GraphMode, values
 
-GRAPH_MODES = ("transitions", "cooc", "none")
+GRAPH_MODES = values(GraphMode)
 
 
 def make_examples(sessions: Sessions, protocol: str = "prefixes", drop_unknown_targets: bool = False,

@@ -1,7 +1,8 @@
 """Checkpoints `best.pt` and `last.pt`: everything needed to rebuild the model alone and to resume.
 
-Contents: format version, the run's TrainConfig (with resolved model params), dataset name, item
-count and item-map fingerprint (and the items.parquet path it was built from), model state,
+Contents: format version, the run's TrainConfig (with resolved model params), dataset name (resolved
+in the workspace that holds the run, never by an absolute path), item count and item-map
+fingerprint, model state,
 optimizer and scheduler state, epoch / step / position inside the epoch, RNG states (torch, CUDA,
 numpy, python), early-stopping state and library versions. Written atomically.
 """
@@ -20,7 +21,8 @@ import torch
 from engine import __version__
 from engine.atomic import atomic_path
 from engine.config import TrainConfig, from_dict
-from engine.errors import InputError
+from engine.schema import ModelKind
+from engine.errors import InputError, StorageError
 
 CKPT_FORMAT = 1
 BEST, LAST = "best.pt", "last.pt"
@@ -48,9 +50,23 @@ def set_rng_state(st: dict) -> None:
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    """Write atomically. Disk full or any OS error: StorageError naming the file."""
     payload = {"format": CKPT_FORMAT, "versions": versions(), **payload}
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    try:
+        with atomic_path(path) as tmp:
+            # a Python file object: a failed write raises OSError with its errno (disk full, file
+            # too large), where torch's own writer only says "enforce fail at inline_container.cc"
+            with open(tmp, "wb") as f:
+                torch.save(payload, f)
+    except StorageError:
+        raise
+    except OSError as e:
+        raise StorageError(f"checkpoint {path.name}", path, e) from e
+    except RuntimeError as e:          # torch's writer wraps the failed write
+        cause = e.__cause__ or e.__context__
+        if isinstance(cause, OSError):
+            raise StorageError(f"checkpoint {path.name}", path, cause) from e
+        raise
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -68,13 +84,14 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
 def rebuild_model(ckpt: dict, data: Any | None = None):
     """Rebuild the model of a checkpoint and load its weights.
 
-    GNN weights include the PE buffer, so `data` is optional for them: a stub with the item count
-    and a PE of the right shape is enough. Baselines are fitted from the dataset: `data` required.
+    GNN weights include the PE buffer, so `data` is optional for them: a stand-in with the item
+    count and a PE of the right shape is enough. Baselines are fitted from the dataset: `data`
+    required.
     """
     from engine.models.registry import build_model, get_spec
     cfg = from_dict(TrainConfig, ckpt["config"])
     spec = get_spec(cfg.model)
-    if spec.kind == "baseline":
+    if spec.kind == ModelKind.BASELINE:
         if data is None:
             raise InputError(f"baseline {cfg.model} needs its dataset to be rebuilt")
         return build_model(cfg.model, cfg.model_params, data)

@@ -18,7 +18,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-LOSSES = ("ce", "sampled", "bpr")
+from engine.schema import Loss, values
+
+LOSSES = values(Loss)
 
 
 def _masked_mean(per_row: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
