@@ -24,10 +24,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from engine.data.examples import make_examples
 from engine.data.sessions import Sessions
 from engine.models.base import mask_padding
 from engine.progress import ProgressFn, StageReporter
-from engine.train.batches import BatchBuilder, make_examples
+from engine.train.batches import BatchBuilder
 
 PROTOCOLS = ("last", "prefixes")
 # session length strata: events up to and including the target -> label (lower bound, upper bound)
