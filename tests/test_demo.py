@@ -15,16 +15,21 @@ from engine.errors import InputError
 MIN = 60_000
 
 
+def _generate(out: Path, size: str, seed: int = 0, **kw) -> dict:
+    """The demo into folder `out`, with a workspace's file names."""
+    return generate_demo(out / "events.csv", out / "truth.npz", size, seed=seed, **kw)
+
+
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("tiny")
-    return out, generate_demo(out, "tiny", seed=0)
+    return out, _generate(out, "tiny", seed=0)
 
 
 @pytest.fixture(scope="module")
 def small(tmp_path_factory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("small")
-    return out, generate_demo(out, "small", seed=0)
+    return out, _generate(out, "small", seed=0)
 
 
 def _log(out: Path) -> pd.DataFrame:
@@ -48,14 +53,14 @@ def _sessionize(df: pd.DataFrame) -> Sessions:
 
 def test_unknown_size_lists_valid_ones(tmp_path):
     with pytest.raises(InputError, match="tiny, small, full"):
-        generate_demo(tmp_path, "huge")
+        _generate(tmp_path, "huge")
     assert not (tmp_path / "events.csv").exists()
 
 
 def test_same_seed_same_bytes_other_seed_differs(tmp_path, tiny):
     out, stats = tiny
-    generate_demo(tmp_path / "a", "tiny", seed=0)
-    generate_demo(tmp_path / "b", "tiny", seed=1)
+    _generate(tmp_path / "a", "tiny", seed=0)
+    _generate(tmp_path / "b", "tiny", seed=1)
     assert (tmp_path / "a" / "events.csv").read_bytes() == (out / "events.csv").read_bytes()
     assert (tmp_path / "b" / "events.csv").read_bytes() != (out / "events.csv").read_bytes()
     with np.load(out / "truth.npz") as x, np.load(tmp_path / "a" / "truth.npz") as y:
@@ -254,6 +259,16 @@ def test_oracle_rejects_bad_input(tiny, tmp_path):
 
 def test_progress_is_reported(tmp_path):
     seen = []
-    generate_demo(tmp_path, "tiny", seed=3, progress=seen.append)
+    _generate(tmp_path, "tiny", seed=3, progress=seen.append)
     assert seen and seen[-1].stage == "demo" and seen[-1].fraction == 1.0
     assert len(seen) <= DEMO_SIZES["tiny"].max_len + 1
+
+
+def test_writes_exactly_the_given_paths(tmp_path):
+    log, truth = tmp_path / "a" / "log.csv", tmp_path / "b" / "planted.npz"
+    stats = generate_demo(log, truth, "tiny", seed=0)
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["log.csv", "planted.npz"]
+    assert len(log.read_text().splitlines()) == stats["events"] + 1
+    assert DemoOracle.load(truth).n_items == DEMO_SIZES["tiny"].n_items
+    with pytest.raises(InputError, match="two paths"):
+        generate_demo(log, log, "tiny")

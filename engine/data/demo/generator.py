@@ -1,8 +1,10 @@
 """The embedded demo dataset: seeded RetailRocket-format click logs with planted structure.
 
-`generate_demo` writes `events.csv` (header `timestamp,visitorid,event,itemid,transactionid`,
-times in ms, like RetailRocket's file) and `truth.npz` (the generator's parameters), so `DemoOracle`
-can score any session prefix with the exact next-item distribution the log was drawn from.
+`generate_demo` writes the log (header `timestamp,visitorid,event,itemid,transactionid`, times in
+ms, like RetailRocket's events.csv) and the truth file (`DemoTruth`, the generator's parameters), so
+`DemoOracle` can score any session prefix with the exact next-item distribution the log was drawn
+from. It takes both paths from the caller: in a workspace they are `DatasetDir.demo_events` and
+`DatasetDir.demo_truth`.
 
 The process. A catalogue of items with Zipf-like popularity `pop` is cut into clusters (categories);
 each item `a` has a few successors `succ(a)` in its cluster with skewed probabilities. A visitor has
@@ -273,14 +275,17 @@ def _timestamps(cfg: DemoSize, visitor: np.ndarray, lengths: np.ndarray, n_visit
 
 
 # ---- public API ---------------------------------------------------------------------------------
-def generate_demo(out_dir: Path, size: str = "small", seed: int = 0,
+def generate_demo(events_path: Path, truth_path: Path, size: str = "small", seed: int = 0,
                   progress: ProgressFn | None = None) -> dict:
-    """Write `out_dir/events.csv` and `out_dir/truth.npz` for demo `size`; return stats."""
+    """Write the log of demo `size` to `events_path` (CSV) and its truth to `truth_path` (npz);
+    return stats."""
     if size not in DEMO_SIZES:
         raise InputError(f"demo: unknown size {size!r}; valid sizes: {', '.join(DEMO_SIZES)}")
     t0 = time.perf_counter()
     cfg = DEMO_SIZES[size]
-    out_dir = Path(out_dir)
+    events_path, truth_path = Path(events_path), Path(truth_path)
+    if events_path.resolve() == truth_path.resolve():
+        raise InputError(f"demo: the log and the truth file need two paths, got {events_path} twice")
     rep = StageReporter("demo", progress, total=cfg.max_len, unit="steps")
     # independent streams, so changing one part of the process leaves the others' draws alone
     r_cat, r_ses, r_seq, r_time = (np.random.default_rng(s)
@@ -329,8 +334,7 @@ def generate_demo(out_dir: Path, size: str = "small", seed: int = 0,
         "transactionid": pa.array(txid[log_order], mask=~is_tx[log_order]),
     })
     # both files are complete before either is renamed into place (truth first)
-    with (atomic_path(out_dir / "events.csv") as tmp_csv,
-          atomic_path(out_dir / "truth.npz") as tmp_npz):
+    with (atomic_path(events_path) as tmp_csv, atomic_path(truth_path) as tmp_npz):
         with open(tmp_csv, "wb") as f:
             # header by hand: pyarrow quotes header names even with quoting_style="none"
             f.write((CSV_HEADER + "\n").encode())
