@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -9,8 +10,10 @@ import pandas as pd
 import pytest
 
 from engine.data.demo import CSV_HEADER, DEMO_SIZES, DemoOracle, generate_demo, oracle_recall
+from engine.data.examples import make_examples
 from engine.data.sessions import EVENT_TYPES, Sessions
 from engine.errors import InputError
+from engine.metrics import metrics_from_ranks
 
 MIN = 60_000
 
@@ -272,3 +275,46 @@ def test_writes_exactly_the_given_paths(tmp_path):
     assert DemoOracle.load(truth).n_items == DEMO_SIZES["tiny"].n_items
     with pytest.raises(InputError, match="two paths"):
         generate_demo(log, log, "tiny")
+
+
+def test_oracle_ranks_and_metrics_on_a_hand_made_case(tiny):
+    """Targets placed by hand at positions 1, 3 and outside the top 10 of the oracle's list."""
+    out, _ = tiny
+    truth = out / "truth.npz"
+    oracle = DemoOracle.load(truth)
+    raw = oracle.raw_ids
+
+    def top(prefix: list[int]) -> np.ndarray:  # the oracle's top 10 after a prefix of views
+        return oracle.topk(np.array(prefix), np.zeros(len(prefix), np.int8),
+                           np.array([0, len(prefix)]), k=10)[0]
+
+    a, b, c = int(raw[0]), int(raw[1]), int(raw[2])
+    t_a = top([a])
+    miss = int(next(x for x in raw if x not in top([c])))
+    t2 = int(top([a, int(t_a[0])])[4])
+    s = Sessions.from_lists([[a, int(t_a[0])], [b, int(top([b])[2])], [c, miss], [a],
+                             [a, int(t_a[0]), t2]], np.int64)
+
+    last = make_examples(s, "last")
+    assert last.tolist() == [[0, 1], [1, 1], [2, 1], [4, 2]]
+    ranks = oracle.ranks(s, last, k=10)
+    np.testing.assert_array_equal(ranks, [1, 3, np.inf, 5])
+    got = oracle_recall(truth, s, k=10, protocol="last")
+    assert got == {"recall": 0.75, "ndcg": pytest.approx((1 + 1 / 2 + 1 / math.log2(6)) / 4),
+                   "mrr": pytest.approx((1 + 1 / 3 + 1 / 5) / 4), "n": 4, "protocol": "last",
+                   "k": 10}
+    m = metrics_from_ranks(ranks, ks=(10,))
+    assert (got["recall"], got["ndcg"], got["mrr"]) == (m["recall@10"], m["ndcg@10"], m["mrr@10"])
+
+    # "prefixes" adds the first step of the last session (its target is a's top item: rank 1)
+    pref = make_examples(s, "prefixes")
+    np.testing.assert_array_equal(oracle.ranks(s, pref, k=10), [1, 3, np.inf, 1, 5])
+    got = oracle_recall(truth, s, k=10, protocol="prefixes", chunk_events=2)
+    assert got["n"] == 5 and got["recall"] == 0.8
+    assert got["mrr"] == pytest.approx((1 + 1 / 3 + 1 + 1 / 5) / 5)
+    # a cutoff below a rank turns it into a miss
+    assert oracle_recall(truth, s, k=2, protocol="last")["recall"] == 0.25
+    assert oracle_recall(truth, Sessions.empty(), k=10) == {
+        "recall": 0.0, "ndcg": 0.0, "mrr": 0.0, "n": 0, "protocol": "last", "k": 10}
+    with pytest.raises(InputError, match="non-empty prefix"):
+        oracle.ranks(s, np.array([[3, 0]]), k=10)

@@ -2,8 +2,9 @@
 
 `DemoOracle` reads the planted parameters (`DemoTruth`, truth.npz) and scores session prefixes with
 P(next item = x | prefix) as written in the generator's docstring: densely (`scores`) or as an exact
-top-k from a few candidates per prefix (`topk`). `oracle_recall` measures that top-k on a split:
-the ceiling any model can reach on the demo, up to sampling noise.
+top-k from a few candidates per prefix (`topk`). `ranks` places each example's target in that
+top-k, and `oracle_recall` turns those ranks into the evaluator's metrics on a split: the ceiling
+any model can reach on the demo, up to sampling noise.
 """
 
 from __future__ import annotations
@@ -14,8 +15,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from engine.data.demo.truth import DemoTruth
+from engine.data.examples import make_examples
 from engine.data.sessions import csr_gather, row_ids
 from engine.errors import InputError
+from engine.metrics import metrics_from_ranks
+from engine.schema import Protocol, values
 
 if TYPE_CHECKING:
     from engine.data.sessions import Sessions
@@ -137,48 +141,53 @@ class DemoOracle:
         return self.raw_ids[idx]
 
 
-PROTOCOLS = ("last", "prefixes")
+    def ranks(self, sessions: "Sessions", examples: np.ndarray, k: int = 10,
+              chunk_events: int = 1 << 20) -> np.ndarray:
+        """float64[N]: rank of each example's target in the oracle's top-k (position + 1), inf
+        when the target is not in it; the input of `engine.metrics.metrics_from_ranks`.
+
+        `sessions` hold raw item ids; `examples` are (session, prefix length) pairs as made by
+        `make_examples`. Prefixes are gathered in chunks of about `chunk_events` events, so memory
+        stays bounded whatever the number of examples.
+        """
+        if not 1 <= k <= self.n_items:
+            raise InputError(f"demo oracle: k must be in 1..{self.n_items}, got {k}")
+        examples = np.asarray(examples, dtype=np.int64).reshape(-1, 2)
+        sid, p_len = examples[:, 0], examples[:, 1]
+        if ((p_len < 1) | (p_len >= sessions.lengths[sid])).any():
+            raise InputError("demo oracle: every example needs a non-empty prefix and a next item")
+        idx = self.index_of(sessions.items)
+        events = np.asarray(sessions.events, dtype=np.int64)
+        begin = sessions.offsets[sid]
+        target = idx[begin + p_len]
+        ranks = np.full(len(examples), np.inf)
+        cum = np.cumsum(p_len)
+        lo = 0
+        while lo < len(examples):  # a bounded number of chunks, each fully vectorised
+            hi = max(lo + 1, int(np.searchsorted(cum, (cum[lo - 1] if lo else 0) + chunk_events)))
+            ln = p_len[lo:hi]
+            off = np.concatenate([[0], np.cumsum(ln)])
+            pos = np.repeat(begin[lo:hi] - off[:-1], ln) + np.arange(off[-1])
+            match = self._topk_idx(idx[pos], events[pos], off, k) == target[lo:hi, None]
+            ranks[lo:hi] = np.where(match.any(axis=1), match.argmax(axis=1) + 1.0, np.inf)
+            lo = hi
+        return ranks
 
 
 def oracle_recall(truth_path: Path, sessions: "Sessions", k: int = 10, protocol: str = "last",
                   chunk_events: int = 1 << 20) -> dict:
-    """Recall@k and MRR@k of the oracle on `sessions` (raw item ids).
+    """Recall@k, NDCG@k and MRR@k of the oracle on `sessions` (raw item ids).
 
-    "last": one prediction per session of length >= 2 from all but its last event; "prefixes": one
-    per next item (prefix lengths 1..len-1). Prefixes are built in chunks of about `chunk_events`
-    prefix events, so memory stays bounded whatever the number of sessions.
+    The examples and the metrics are the evaluator's own (`make_examples`, `metrics_from_ranks`),
+    so the oracle's numbers compare one to one with a model's: "last" predicts the last item of
+    each session of length >= 2, "prefixes" every next item. With no examples the metrics are 0.
     """
-    if protocol not in PROTOCOLS:
+    if protocol not in values(Protocol):
         raise InputError(f"oracle_recall: unknown protocol {protocol!r}; "
-                         f"expected one of {', '.join(PROTOCOLS)}")
+                         f"expected one of {', '.join(values(Protocol))}")
     oracle = DemoOracle.load(truth_path)
-    idx = oracle.index_of(sessions.items)
-    events = np.asarray(sessions.events, dtype=np.int64)
-    lengths = sessions.lengths
-    sess = np.flatnonzero(lengths >= 2)
-    if protocol == "last":
-        p_sess, p_len = sess, lengths[sess] - 1
-    else:
-        n_pref = lengths[sess] - 1
-        p_sess = np.repeat(sess, n_pref)
-        starts = np.concatenate([[0], np.cumsum(n_pref)[:-1]])
-        p_len = np.arange(len(p_sess)) - np.repeat(starts, n_pref) + 1
-    begin = sessions.offsets[p_sess]
-    target = idx[begin + p_len]
-    hits = np.zeros(len(p_sess), dtype=bool)
-    rr = np.zeros(len(p_sess))
-    cum = np.cumsum(p_len)
-    lo = 0
-    while lo < len(p_sess):  # a bounded number of chunks, each fully vectorised
-        hi = max(lo + 1, int(np.searchsorted(cum, (cum[lo - 1] if lo else 0) + chunk_events)))
-        ln = p_len[lo:hi]
-        off = np.concatenate([[0], np.cumsum(ln)])
-        pos = np.repeat(begin[lo:hi] - off[:-1], ln) + np.arange(off[-1])
-        top = oracle._topk_idx(idx[pos], events[pos], off, k)
-        match = top == target[lo:hi, None]
-        hits[lo:hi] = match.any(axis=1)
-        rr[lo:hi] = np.where(hits[lo:hi], 1.0 / (match.argmax(axis=1) + 1), 0.0)
-        lo = hi
-    n = len(p_sess)
-    return {"recall": float(hits.mean()) if n else 0.0, "mrr": float(rr.mean()) if n else 0.0,
-            "n": int(n), "protocol": protocol, "k": int(k)}
+    ranks = oracle.ranks(sessions, make_examples(sessions, protocol), k, chunk_events)
+    m = metrics_from_ranks(ranks, ks=(k,))
+    # None (no examples) reads as 0, as it always has in the pipeline's oracle stage
+    return {**{name: m[f"{name}@{k}"] or 0.0 for name in ("recall", "ndcg", "mrr")},
+            "n": int(len(ranks)), "protocol": protocol, "k": int(k)}
