@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from engine.data.demo import CSV_HEADER, DEMO_SIZES, DemoOracle, generate_demo, oracle_recall
+from engine.data.demo import (CSV_HEADER, DEMO_SIZES, TRUTH_VERSION, DemoOracle, DemoTruth,
+                              generate_demo, oracle_recall)
 from engine.data.examples import make_examples
 from engine.data.sessions import EVENT_TYPES, Sessions
 from engine.errors import InputError
@@ -318,3 +319,17 @@ def test_oracle_ranks_and_metrics_on_a_hand_made_case(tiny):
         "recall": 0.0, "ndcg": 0.0, "mrr": 0.0, "n": 0, "protocol": "last", "k": 10}
     with pytest.raises(InputError, match="non-empty prefix"):
         oracle.ranks(s, np.array([[3, 0]]), k=10)
+
+
+def test_truth_from_another_generator_version_is_refused(tiny, tmp_path):
+    out, _ = tiny
+    with np.load(out / "truth.npz") as z:
+        arrays = {k: z[k] for k in z.files}
+    truth = DemoTruth.load(out / "truth.npz")
+    assert truth.params.tolist() == [*truth.mixture, *truth.funnel[:2]] and truth.funnel[2] == 0
+    older = dict(arrays, version=np.array(TRUTH_VERSION - 1))
+    unversioned = {k: v for k, v in arrays.items() if k != "version"}
+    for name, bad in (("older.npz", older), ("unversioned.npz", unversioned)):
+        np.savez(tmp_path / name, **bad)
+        with pytest.raises(InputError, match="regenerate the demo"):
+            DemoOracle.load(tmp_path / name)
