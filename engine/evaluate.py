@@ -9,7 +9,8 @@ because repeat views are real next items in e-commerce.
 Targets unknown to the training vocabulary (index 0) can never be hit: they get rank = inf, count as
 misses in the main metrics and are reported (`unseen_targets`, `metrics_known_targets`). A target
 whose score is NaN also gets rank inf (NaN compares false with everything and would otherwise look
-like rank 1).
+like rank 1). The metrics themselves are `engine.metrics.metrics_from_ranks`, shared with the demo
+oracle; ranks go to the host once per evaluation for them.
 
 Protocols (examples from `make_examples`): "last" predicts each session's last item from the rest
 (one example per session); "prefixes" predicts every next item of every session (SR-GNN papers).
@@ -24,10 +25,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from engine.data.examples import make_examples
 from engine.data.sessions import Sessions
+from engine.metrics import metrics_from_ranks
 from engine.models.base import mask_padding
 from engine.progress import ProgressFn, StageReporter
-from engine.train.batches import BatchBuilder, make_examples
+from engine.train.batches import BatchBuilder
 
 PROTOCOLS = ("last", "prefixes")
 # session length strata: events up to and including the target -> label (lower bound, upper bound)
@@ -36,27 +39,8 @@ LENGTH_STRATA: tuple[tuple[str, int, float], ...] = (
 COVERAGE_K = 10
 
 
-def metrics_from_ranks(ranks: torch.Tensor, ks=(10, 20)) -> dict[str, float | None]:
-    """Recall@K, NDCG@K (1/log2(rank+1)) and MRR@K (1/rank), averaged over `ranks` (float, inf =
-    miss). Keys in order recall@K, ndcg@K, mrr@K per K; values are None when `ranks` is empty."""
-    ranks = ranks.double()
-    out: dict[str, float | None] = {}
-    for k in ks:
-        hit = ranks <= k
-        r = torch.where(hit, ranks, torch.ones_like(ranks))   # avoid log2(inf) / 1/inf noise
-        zero = torch.zeros_like(ranks)
-        values = {
-            f"recall@{k}": hit.double(),
-            f"ndcg@{k}": torch.where(hit, 1.0 / torch.log2(r + 1.0), zero),
-            f"mrr@{k}": torch.where(hit, 1.0 / r, zero),
-        }
-        for name, v in values.items():
-            out[name] = float(v.mean()) if v.numel() else None
-    return out
-
-
-def _with_n(ranks: torch.Tensor, ks) -> dict[str, Any]:
-    return {"n": int(ranks.numel()), **metrics_from_ranks(ranks, ks)}
+def _with_n(ranks: np.ndarray, ks) -> dict[str, Any]:
+    return {"n": int(ranks.size), **metrics_from_ranks(ranks, ks)}
 
 
 def _popularity_vector(popularity: np.ndarray | None, n_items: int, device) -> torch.Tensor | None:
@@ -134,7 +118,9 @@ def evaluate(scorer, builder: BatchBuilder, sessions: Sessions, protocol: str = 
     tgt = torch.cat(targets_all) if targets_all else empty.long()
     rep_mask = torch.cat(repeats) if repeats else empty.bool()
     known = tgt > 0
-    ev_len = torch.as_tensor(examples[:, 1] + 1 if n else np.zeros(0, np.int64), device=device)
+    # metrics and strata on the host: ranks and masks cross over once (n values, small)
+    rank_h, known_h, rep_h = (t.cpu().numpy() for t in (rank, known, rep_mask))
+    ev_len = examples[:, 1] + 1 if n else np.zeros(0, np.int64)
 
     reco_counts[0] = 0
     coverage = float((reco_counts > 0).sum()) / V if V and n else None
@@ -150,12 +136,12 @@ def evaluate(scorer, builder: BatchBuilder, sessions: Sessions, protocol: str = 
         "protocol": protocol,
         "n": n,
         "unseen_targets": int((~known).sum()),
-        "metrics": metrics_from_ranks(rank, ks),
-        "metrics_known_targets": _with_n(rank[known], ks),
+        "metrics": metrics_from_ranks(rank_h, ks),
+        "metrics_known_targets": _with_n(rank_h[known_h], ks),
         "strata": {
-            "length": {label: _with_n(rank[(ev_len >= lo) & (ev_len <= hi)], ks)
+            "length": {label: _with_n(rank_h[(ev_len >= lo) & (ev_len <= hi)], ks)
                        for label, lo, hi in LENGTH_STRATA},
-            "repeat": {"repeat": _with_n(rank[rep_mask], ks), "new": _with_n(rank[~rep_mask], ks)},
+            "repeat": {"repeat": _with_n(rank_h[rep_h], ks), "new": _with_n(rank_h[~rep_h], ks)},
         },
         f"coverage@{COVERAGE_K}": coverage,
         f"popularity@{COVERAGE_K}": pop_at,

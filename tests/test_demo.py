@@ -2,29 +2,38 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from engine.data.demo import CSV_HEADER, DEMO_SIZES, DemoOracle, generate_demo, oracle_recall
+from engine.data.demo import (CSV_HEADER, DEMO_SIZES, TRUTH_VERSION, DemoOracle, DemoTruth,
+                              generate_demo, oracle_recall)
+from engine.data.examples import make_examples
 from engine.data.sessions import EVENT_TYPES, Sessions
 from engine.errors import InputError
+from engine.metrics import metrics_from_ranks
 
 MIN = 60_000
+
+
+def _generate(out: Path, size: str, seed: int = 0, **kw) -> dict:
+    """The demo into folder `out`, with a workspace's file names."""
+    return generate_demo(out / "events.csv", out / "truth.npz", size, seed=seed, **kw)
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("tiny")
-    return out, generate_demo(out, "tiny", seed=0)
+    return out, _generate(out, "tiny", seed=0)
 
 
 @pytest.fixture(scope="module")
 def small(tmp_path_factory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("small")
-    return out, generate_demo(out, "small", seed=0)
+    return out, _generate(out, "small", seed=0)
 
 
 def _log(out: Path) -> pd.DataFrame:
@@ -48,14 +57,14 @@ def _sessionize(df: pd.DataFrame) -> Sessions:
 
 def test_unknown_size_lists_valid_ones(tmp_path):
     with pytest.raises(InputError, match="tiny, small, full"):
-        generate_demo(tmp_path, "huge")
+        _generate(tmp_path, "huge")
     assert not (tmp_path / "events.csv").exists()
 
 
 def test_same_seed_same_bytes_other_seed_differs(tmp_path, tiny):
     out, stats = tiny
-    generate_demo(tmp_path / "a", "tiny", seed=0)
-    generate_demo(tmp_path / "b", "tiny", seed=1)
+    _generate(tmp_path / "a", "tiny", seed=0)
+    _generate(tmp_path / "b", "tiny", seed=1)
     assert (tmp_path / "a" / "events.csv").read_bytes() == (out / "events.csv").read_bytes()
     assert (tmp_path / "b" / "events.csv").read_bytes() != (out / "events.csv").read_bytes()
     with np.load(out / "truth.npz") as x, np.load(tmp_path / "a" / "truth.npz") as y:
@@ -254,6 +263,73 @@ def test_oracle_rejects_bad_input(tiny, tmp_path):
 
 def test_progress_is_reported(tmp_path):
     seen = []
-    generate_demo(tmp_path, "tiny", seed=3, progress=seen.append)
+    _generate(tmp_path, "tiny", seed=3, progress=seen.append)
     assert seen and seen[-1].stage == "demo" and seen[-1].fraction == 1.0
     assert len(seen) <= DEMO_SIZES["tiny"].max_len + 1
+
+
+def test_writes_exactly_the_given_paths(tmp_path):
+    log, truth = tmp_path / "a" / "log.csv", tmp_path / "b" / "planted.npz"
+    stats = generate_demo(log, truth, "tiny", seed=0)
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["log.csv", "planted.npz"]
+    assert len(log.read_text().splitlines()) == stats["events"] + 1
+    assert DemoOracle.load(truth).n_items == DEMO_SIZES["tiny"].n_items
+    with pytest.raises(InputError, match="two paths"):
+        generate_demo(log, log, "tiny")
+
+
+def test_oracle_ranks_and_metrics_on_a_hand_made_case(tiny):
+    """Targets placed by hand at positions 1, 3 and outside the top 10 of the oracle's list."""
+    out, _ = tiny
+    truth = out / "truth.npz"
+    oracle = DemoOracle.load(truth)
+    raw = oracle.raw_ids
+
+    def top(prefix: list[int]) -> np.ndarray:  # the oracle's top 10 after a prefix of views
+        return oracle.topk(np.array(prefix), np.zeros(len(prefix), np.int8),
+                           np.array([0, len(prefix)]), k=10)[0]
+
+    a, b, c = int(raw[0]), int(raw[1]), int(raw[2])
+    t_a = top([a])
+    miss = int(next(x for x in raw if x not in top([c])))
+    t2 = int(top([a, int(t_a[0])])[4])
+    s = Sessions.from_lists([[a, int(t_a[0])], [b, int(top([b])[2])], [c, miss], [a],
+                             [a, int(t_a[0]), t2]], np.int64)
+
+    last = make_examples(s, "last")
+    assert last.tolist() == [[0, 1], [1, 1], [2, 1], [4, 2]]
+    ranks = oracle.ranks(s, last, k=10)
+    np.testing.assert_array_equal(ranks, [1, 3, np.inf, 5])
+    got = oracle_recall(truth, s, k=10, protocol="last")
+    assert got == {"recall": 0.75, "ndcg": pytest.approx((1 + 1 / 2 + 1 / math.log2(6)) / 4),
+                   "mrr": pytest.approx((1 + 1 / 3 + 1 / 5) / 4), "n": 4, "protocol": "last",
+                   "k": 10}
+    m = metrics_from_ranks(ranks, ks=(10,))
+    assert (got["recall"], got["ndcg"], got["mrr"]) == (m["recall@10"], m["ndcg@10"], m["mrr@10"])
+
+    # "prefixes" adds the first step of the last session (its target is a's top item: rank 1)
+    pref = make_examples(s, "prefixes")
+    np.testing.assert_array_equal(oracle.ranks(s, pref, k=10), [1, 3, np.inf, 1, 5])
+    got = oracle_recall(truth, s, k=10, protocol="prefixes", chunk_events=2)
+    assert got["n"] == 5 and got["recall"] == 0.8
+    assert got["mrr"] == pytest.approx((1 + 1 / 3 + 1 + 1 / 5) / 5)
+    # a cutoff below a rank turns it into a miss
+    assert oracle_recall(truth, s, k=2, protocol="last")["recall"] == 0.25
+    assert oracle_recall(truth, Sessions.empty(), k=10) == {
+        "recall": 0.0, "ndcg": 0.0, "mrr": 0.0, "n": 0, "protocol": "last", "k": 10}
+    with pytest.raises(InputError, match="non-empty prefix"):
+        oracle.ranks(s, np.array([[3, 0]]), k=10)
+
+
+def test_truth_from_another_generator_version_is_refused(tiny, tmp_path):
+    out, _ = tiny
+    with np.load(out / "truth.npz") as z:
+        arrays = {k: z[k] for k in z.files}
+    truth = DemoTruth.load(out / "truth.npz")
+    assert truth.params.tolist() == [*truth.mixture, *truth.funnel[:2]] and truth.funnel[2] == 0
+    older = dict(arrays, version=np.array(TRUTH_VERSION - 1))
+    unversioned = {k: v for k, v in arrays.items() if k != "version"}
+    for name, bad in (("older.npz", older), ("unversioned.npz", unversioned)):
+        np.savez(tmp_path / name, **bad)
+        with pytest.raises(InputError, match="regenerate the demo"):
+            DemoOracle.load(tmp_path / name)

@@ -22,7 +22,7 @@ from engine.errors import StageError
 @pytest.fixture(scope="module")
 def tiny_source(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("tinysrc")
-    generate_demo(d, size="tiny", seed=0)
+    generate_demo(d / "events.csv", d / "truth.npz", size="tiny", seed=0)
     return d / "events.csv"
 
 

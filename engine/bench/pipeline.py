@@ -28,7 +28,7 @@ def ensure_demo(ws: Workspace, size: str, seed: int = 0, log=print) -> Dataset:
     if not paths.demo_events.exists() or not paths.demo_truth.exists():
         log(f"generating the {size} demo once into {paths.source_dir} (cached for later runs) ...")
         with measure() as m:
-            generate_demo(paths.source_dir, size=size, seed=seed)
+            generate_demo(paths.demo_events, paths.demo_truth, size=size, seed=seed)
         log(f"  generated in {m.seconds:.1f}s")
     return Dataset.create(ws, name, paths.demo_events, DataConfig(format="retailrocket"),
                           demo={"size": size, "seed": seed}, overwrite=not paths.exists)

@@ -117,7 +117,8 @@ def cmd_demo(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
             (existing and existing.source.get("demo") != demo):
         out.log(f"generating demo dataset '{name}' ({args.size}, seed {args.seed}) ...")
         with out:
-            gstats = generate_demo(paths.source_dir, size=args.size, seed=args.seed, progress=out.progress)
+            gstats = generate_demo(paths.demo_events, paths.demo_truth, size=args.size, seed=args.seed,
+                                   progress=out.progress)
         out.emit({"type": "demo_generated", "dataset": name, "stats": gstats})
         out.log(f"wrote {events} ({gstats.get('events', 0):,} events)")
     base = existing.config if existing else DataConfig(format="retailrocket")

@@ -1,9 +1,10 @@
-"""Training/evaluation examples and vectorised batches with per-session graphs, built on the device.
+"""Vectorised batches with per-session graphs, built on the device from examples.
 
-An example is a pair (session, prefix_len): the first `prefix_len` items of the session are the input,
-item number `prefix_len` is the target. Examples are index pairs made with np.repeat/arange; prefixes
-are never materialised. A batch gathers its prefixes from the flat session tensor into a padded
-[B, L] tensor in one indexing operation, and builds the session graphs of the whole batch at once:
+An example is a pair (session, prefix_len) from `engine.data.examples.make_examples` (re-exported
+here): the first `prefix_len` items of the session are the input, item number `prefix_len` is the
+target; prefixes are never materialised. A batch gathers its prefixes from the flat session tensor
+into a padded [B, L] tensor in one indexing operation, and builds the session graphs of the whole
+batch at once:
 
     key = b * (V + 1) + item;  nodes, alias = torch.unique(key, return_inverse=True)
 
@@ -21,41 +22,12 @@ import numpy as np
 import torch
 from torch_geometric.utils import coalesce
 
+from engine.data.examples import make_examples  # noqa: F401  (re-exported: callers import it from here)
 from engine.data.graph import CoocGraph
 from engine.data.sessions import Sessions
 from engine.schema import GraphMode, values
 
 GRAPH_MODES = values(GraphMode)
-
-
-def make_examples(sessions: Sessions, protocol: str = "prefixes", drop_unknown_targets: bool = False,
-                  max_per_session: int | None = None) -> np.ndarray:
-    """int64 [N, 2] (session index, prefix length) pairs.
-
-    protocol "prefixes": every next item (prefix lengths 1..n-1); "last": one per session (n-1).
-    `max_per_session=1` with "prefixes" is the same as "last" (the reference's one example per session).
-    """
-    lengths = sessions.lengths
-    if protocol == "last" or max_per_session == 1:
-        keep = lengths >= 2
-        sid = np.flatnonzero(keep)
-        ex = np.stack([sid, lengths[sid] - 1], axis=1)
-    elif protocol == "prefixes":
-        n_pref = np.maximum(lengths - 1, 0)
-        if max_per_session is not None:
-            n_pref = np.minimum(n_pref, max_per_session)
-        sid = np.repeat(np.arange(len(lengths)), n_pref)
-        starts = np.cumsum(n_pref) - n_pref
-        # rank of each example inside its session, counted back from the last prefix
-        rank = np.arange(len(sid)) - np.repeat(starts, n_pref)
-        ex = np.stack([sid, lengths[sid] - 1 - rank], axis=1)
-        ex = ex[np.lexsort((ex[:, 1], ex[:, 0]))]
-    else:
-        raise ValueError(f"unknown protocol {protocol!r}; expected 'last' or 'prefixes'")
-    ex = ex.astype(np.int64)
-    if drop_unknown_targets and len(ex):
-        ex = ex[sessions.items[sessions.offsets[ex[:, 0]] + ex[:, 1]] != 0]
-    return ex
 
 
 @dataclass

@@ -61,7 +61,7 @@ def _build_tiny(ws_root: Path) -> None:
     ws = Workspace.open(ws_root)
     name = "demo-tiny"
     paths = ws.dataset(name)
-    generate_demo(paths.source_dir, size="tiny", seed=0)
+    generate_demo(paths.demo_events, paths.demo_truth, size="tiny", seed=0)
     ds = Dataset.create(ws, name, paths.demo_events, DataConfig(format="retailrocket"),
                         demo={"size": "tiny", "seed": 0})
     build(ds)

@@ -1,8 +1,10 @@
 """The embedded demo dataset: seeded RetailRocket-format click logs with planted structure.
 
-`generate_demo` writes `events.csv` (header `timestamp,visitorid,event,itemid,transactionid`,
-times in ms, like RetailRocket's file) and `truth.npz` (the generator's parameters), so `DemoOracle`
-can score any session prefix with the exact next-item distribution the log was drawn from.
+`generate_demo` writes the log (header `timestamp,visitorid,event,itemid,transactionid`, times in
+ms, like RetailRocket's events.csv) and the truth file (`DemoTruth`, the generator's parameters), so
+`DemoOracle` can score any session prefix with the exact next-item distribution the log was drawn
+from. It takes both paths from the caller: in a workspace they are `DatasetDir.demo_events` and
+`DatasetDir.demo_truth`.
 
 The process. A catalogue of items with Zipf-like popularity `pop` is cut into clusters (categories);
 each item `a` has a few successors `succ(a)` in its cluster with skewed probabilities. A visitor has
@@ -33,32 +35,26 @@ by start; graph = distinct item pairs within 5 positions, self-pairs excluded). 
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from engine.atomic import atomic_path
+from engine.data.demo.truth import MIX_NAMES, DemoTruth
 from engine.data.sessions import EVENT_TYPES, csr_gather, row_ids
 from engine.errors import InputError
 from engine.progress import ProgressFn, StageReporter
 
-if TYPE_CHECKING:
-    from engine.data.sessions import Sessions
-
 CSV_HEADER = "timestamp,visitorid,event,itemid,transactionid"
-TRUTH_VERSION = 1
 MINUTE_MS = 60_000
 DAY_MS = 86_400_000
 # RetailRocket's log starts 2015-05-03 03:00 UTC and runs 138 days (to 2015-09-18)
 RR_START_MS = int(datetime(2015, 5, 3, 3, tzinfo=timezone.utc).timestamp() * 1000)
-MIX_NAMES = ("p_same", "p_repeat", "p_trans", "p_cluster", "p_global")
 
 
 @dataclass(frozen=True)
@@ -146,44 +142,7 @@ class _SegmentSampler:
         return self.values[np.clip(pos, self.offsets[seg], self.offsets[seg + 1] - 1)]
 
 
-@dataclass
-class _Truth:
-    """The planted parameters (internal item index i <-> raw id raw_ids[i], sorted)."""
-
-    raw_ids: np.ndarray       # int64[N], ascending
-    pop: np.ndarray           # float64[N], sums to 1
-    cluster: np.ndarray       # int64[N]
-    cl_offsets: np.ndarray    # int64[C+1]
-    cl_members: np.ndarray    # int64[N], grouped by cluster, popularity descending within
-    succ_offsets: np.ndarray  # int64[N+1]
-    succ_items: np.ndarray    # int64[nnz]
-    succ_probs: np.ndarray    # float64[nnz], sum to 1 per item
-    params: np.ndarray        # float64[7]: MIX_NAMES..., f_cart, f_buy
-
-    PARAM_NAMES = (*MIX_NAMES, "f_cart", "f_buy")
-
-    def save(self, path: Path, meta: dict) -> None:
-        arrays = dict(self.__dict__)
-        arrays["param_names"] = np.array(self.PARAM_NAMES)
-        arrays["meta"] = np.array(json.dumps(meta, sort_keys=True))
-        arrays["version"] = np.array(TRUTH_VERSION)
-        with open(path, "wb") as f:  # a file object: np.savez would add ".npz" to a temp name
-            np.savez(f, **arrays)
-
-    @classmethod
-    def load(cls, path: Path) -> "_Truth":
-        try:
-            z = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise InputError(f"demo truth: cannot read {path}: {exc}") from exc
-        with z:
-            if int(z["version"]) != TRUTH_VERSION:
-                raise InputError(f"demo truth: {path} has version {int(z['version'])}, "
-                                 f"expected {TRUTH_VERSION}; regenerate the demo")
-            return cls(**{k: z[k] for k in cls.__dataclass_fields__})
-
-
-def _catalogue(cfg: DemoSize, rng: np.random.Generator) -> _Truth:
+def _catalogue(cfg: DemoSize, rng: np.random.Generator) -> DemoTruth:
     n, c = cfg.n_items, cfg.n_clusters
     # raw ids: sparse and unrelated to popularity, as in real logs (catches "ids are 0..N-1" bugs)
     raw_ids = np.sort(rng.permutation(2 * n)[:n] + 1).astype(np.int64)
@@ -219,11 +178,11 @@ def _catalogue(cfg: DemoSize, rng: np.random.Generator) -> _Truth:
     sw = cfg.succ_ratio ** j
     succ_probs = sw / np.repeat(np.add.reduceat(sw, succ_offsets[:-1]), counts)
     params = np.array([*(getattr(cfg, n) for n in MIX_NAMES), cfg.f_cart, cfg.f_buy])
-    return _Truth(raw_ids, pop, cluster, cl_offsets, cl_members, succ_offsets, succ_items,
+    return DemoTruth(raw_ids, pop, cluster, cl_offsets, cl_members, succ_offsets, succ_items,
                   succ_probs, params)
 
 
-def _sequences(cfg: DemoSize, truth: _Truth, lengths: np.ndarray, rng: np.random.Generator,
+def _sequences(cfg: DemoSize, truth: DemoTruth, lengths: np.ndarray, rng: np.random.Generator,
                rep: StageReporter) -> tuple[np.ndarray, np.ndarray]:
     """Items and events of sessions with `lengths` (sorted descending), flat in CSR order.
 
@@ -241,9 +200,8 @@ def _sequences(cfg: DemoSize, truth: _Truth, lengths: np.ndarray, rng: np.random
 
     cl_draw = _SegmentSampler(truth.cl_offsets, truth.cl_members, truth.pop[truth.cl_members])
     succ_draw = _SegmentSampler(truth.succ_offsets, truth.succ_items, truth.succ_probs)
-    p = truth.params
-    mix_cum = np.cumsum(p[:5])
-    phi_of = np.array([p[5], p[6], 0.0])
+    mix_cum = np.cumsum(truth.mixture)
+    phi_of = truth.funnel
     # first items: long sessions start at popular items; bounces (1-2 events, dropped by the
     # pipeline) land on a flatter law, which gives the long tail of items seen once or twice
     entry_cum = np.cumsum(truth.pop ** cfg.entry_beta)
@@ -317,14 +275,17 @@ def _timestamps(cfg: DemoSize, visitor: np.ndarray, lengths: np.ndarray, n_visit
 
 
 # ---- public API ---------------------------------------------------------------------------------
-def generate_demo(out_dir: Path, size: str = "small", seed: int = 0,
+def generate_demo(events_path: Path, truth_path: Path, size: str = "small", seed: int = 0,
                   progress: ProgressFn | None = None) -> dict:
-    """Write `out_dir/events.csv` and `out_dir/truth.npz` for demo `size`; return stats."""
+    """Write the log of demo `size` to `events_path` (CSV) and its truth to `truth_path` (npz);
+    return stats."""
     if size not in DEMO_SIZES:
         raise InputError(f"demo: unknown size {size!r}; valid sizes: {', '.join(DEMO_SIZES)}")
     t0 = time.perf_counter()
     cfg = DEMO_SIZES[size]
-    out_dir = Path(out_dir)
+    events_path, truth_path = Path(events_path), Path(truth_path)
+    if events_path.resolve() == truth_path.resolve():
+        raise InputError(f"demo: the log and the truth file need two paths, got {events_path} twice")
     rep = StageReporter("demo", progress, total=cfg.max_len, unit="steps")
     # independent streams, so changing one part of the process leaves the others' draws alone
     r_cat, r_ses, r_seq, r_time = (np.random.default_rng(s)
@@ -373,8 +334,7 @@ def generate_demo(out_dir: Path, size: str = "small", seed: int = 0,
         "transactionid": pa.array(txid[log_order], mask=~is_tx[log_order]),
     })
     # both files are complete before either is renamed into place (truth first)
-    with (atomic_path(out_dir / "events.csv") as tmp_csv,
-          atomic_path(out_dir / "truth.npz") as tmp_npz):
+    with (atomic_path(events_path) as tmp_csv, atomic_path(truth_path) as tmp_npz):
         with open(tmp_csv, "wb") as f:
             # header by hand: pyarrow quotes header names even with quoting_style="none"
             f.write((CSV_HEADER + "\n").encode())
@@ -404,166 +364,3 @@ def generate_demo(out_dir: Path, size: str = "small", seed: int = 0,
 def _iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
 
-
-class DemoOracle:
-    """The exact next-item law of a generated demo log, for any batch of session prefixes.
-
-    Prefixes come in CSR form: raw item ids as in events.csv, event codes 0/1/2 (EVENT_TYPES).
-    Score columns follow `raw_ids` (the whole catalogue, ascending raw id).
-    """
-
-    def __init__(self, truth: _Truth) -> None:
-        self.t = truth
-        self.raw_ids = truth.raw_ids
-        self.n_items = len(truth.raw_ids)
-        p = truth.params
-        self.p_same, self.p_repeat, self.p_trans, self.p_cluster, self.p_global = p[:5]
-        self.phi_of = np.array([p[5], p[6], 0.0])  # funnel mass on the last item, by last event
-        self.cl_pop = np.add.reduceat(truth.pop[truth.cl_members], truth.cl_offsets[:-1])
-        self.global_order = np.argsort(-truth.pop, kind="stable")
-
-    @classmethod
-    def load(cls, truth_path: Path) -> "DemoOracle":
-        return cls(_Truth.load(Path(truth_path)))
-
-    def index_of(self, raw: np.ndarray) -> np.ndarray:
-        """Internal indices of raw item ids; InputError for ids outside this demo's catalogue."""
-        raw = np.asarray(raw, dtype=np.int64)
-        idx = np.minimum(np.searchsorted(self.raw_ids, raw), self.n_items - 1)
-        bad = self.raw_ids[idx] != raw
-        if bad.any():
-            raise InputError(f"demo oracle: {int(bad.sum())} item id(s) not in the demo catalogue "
-                             f"(e.g. {int(raw[bad][0])}); is this the truth.npz of that log?")
-        return idx
-
-    # ---- internals on indices ---------------------------------------------------------------
-    def _check(self, offsets: np.ndarray) -> np.ndarray:
-        offsets = np.asarray(offsets, dtype=np.int64)
-        if len(offsets) < 1 or (np.diff(offsets) < 1).any():
-            raise InputError("demo oracle: every prefix needs at least one event")
-        return offsets
-
-    def _sparse(self, idx: np.ndarray, offsets: np.ndarray
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(rows, items, weights) of the mixture terms that are not background, plus last items."""
-        b = len(offsets) - 1
-        lengths = np.diff(offsets)
-        a = idx[offsets[1:] - 1]
-        r_rep = row_ids(offsets)
-        s_off, s_pos = csr_gather(self.t.succ_offsets, a)
-        rows = np.concatenate([r_rep, np.arange(b), row_ids(s_off)])
-        items = np.concatenate([idx, a, self.t.succ_items[s_pos]])
-        w = np.concatenate([self.p_repeat / lengths[r_rep], np.full(b, self.p_same),
-                            self.p_trans * self.t.succ_probs[s_pos]])
-        return rows, items, w, a
-
-    def _background(self, items: np.ndarray, clus: np.ndarray) -> np.ndarray:
-        """p_global pop(x) + p_cluster pop(x) [cl(x) = clus] / pop(clus)."""
-        pop = self.t.pop[items]
-        same = self.t.cluster[items] == clus
-        return pop * (self.p_global + np.where(same, self.p_cluster / self.cl_pop[clus], 0.0))
-
-    def _topk_idx(self, idx: np.ndarray, events: np.ndarray, offsets: np.ndarray,
-                  k: int) -> np.ndarray:
-        """Exact top-k (ties: lower raw id first) from a few candidates per prefix.
-
-        Outside the sparse terms a score is background only, which ranks items by popularity within
-        the last item's cluster and globally; so the prefix items, the successors, the cluster's
-        top k and the global top k always contain the top k.
-        """
-        n = self.n_items
-        if not 1 <= k <= n:
-            raise InputError(f"demo oracle: k must be in 1..{n}, got {k}")
-        b = len(offsets) - 1
-        rows, items, w, a = self._sparse(idx, offsets)
-        clus = self.t.cluster[a]
-        c_len = np.minimum(k, np.diff(self.t.cl_offsets)[clus])
-        c_off = np.concatenate([[0], np.cumsum(c_len)])
-        c_pos = np.repeat(self.t.cl_offsets[clus] - c_off[:-1], c_len) + np.arange(c_off[-1])
-        rows = np.concatenate([rows, row_ids(c_off), np.repeat(np.arange(b), k)])
-        items = np.concatenate([items, self.t.cl_members[c_pos], np.tile(self.global_order[:k], b)])
-        w = np.concatenate([w, np.zeros(c_off[-1] + b * k)])
-        key, inv = np.unique(rows * n + items, return_inverse=True)
-        u_row, u_item = key // n, key % n
-        mix = np.bincount(inv, weights=w, minlength=len(key))
-        mix += self._background(u_item, clus[u_row])
-        phi = self.phi_of[events[offsets[1:] - 1]][u_row]
-        score = (1 - phi) * mix + phi * (u_item == a[u_row])
-        order = np.lexsort((u_item, -score, u_row))
-        first = np.searchsorted(u_row[order], np.arange(b))
-        return u_item[order[first[:, None] + np.arange(k)]]
-
-    # ---- public ------------------------------------------------------------------------------
-    def scores(self, items: np.ndarray, events: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-        """float32[B, n_items]: P(next item = raw_ids[j] | prefix b). Dense: keep B modest."""
-        offsets = self._check(offsets)
-        idx = self.index_of(items)
-        events = np.asarray(events, dtype=np.int64)
-        b = len(offsets) - 1
-        rows, cols, w, a = self._sparse(idx, offsets)
-        clus = self.t.cluster[a]
-        out = np.broadcast_to(self.p_global * self.t.pop, (b, self.n_items)).copy()
-        c_off, c_pos = csr_gather(self.t.cl_offsets, clus)
-        members = self.t.cl_members[c_pos]
-        c_rows = row_ids(c_off)
-        out[c_rows, members] += self.p_cluster * self.t.pop[members] / self.cl_pop[clus[c_rows]]
-        np.add.at(out, (rows, cols), w)
-        phi = self.phi_of[events[offsets[1:] - 1]]
-        out *= (1 - phi)[:, None]
-        out[np.arange(b), a] += phi
-        return out.astype(np.float32)
-
-    def topk(self, items: np.ndarray, events: np.ndarray, offsets: np.ndarray,
-             k: int = 10) -> np.ndarray:
-        """int64[B, k]: raw ids of the k most likely next items of each prefix, best first."""
-        offsets = self._check(offsets)
-        idx = self._topk_idx(self.index_of(items), np.asarray(events, dtype=np.int64),
-                             offsets, k)
-        return self.raw_ids[idx]
-
-
-PROTOCOLS = ("last", "prefixes")
-
-
-def oracle_recall(truth_path: Path, sessions: "Sessions", k: int = 10, protocol: str = "last",
-                  chunk_events: int = 1 << 20) -> dict:
-    """Recall@k and MRR@k of the oracle on `sessions` (raw item ids).
-
-    "last": one prediction per session of length >= 2 from all but its last event; "prefixes": one
-    per next item (prefix lengths 1..len-1). Prefixes are built in chunks of about `chunk_events`
-    prefix events, so memory stays bounded whatever the number of sessions.
-    """
-    if protocol not in PROTOCOLS:
-        raise InputError(f"oracle_recall: unknown protocol {protocol!r}; "
-                         f"expected one of {', '.join(PROTOCOLS)}")
-    oracle = DemoOracle.load(truth_path)
-    idx = oracle.index_of(sessions.items)
-    events = np.asarray(sessions.events, dtype=np.int64)
-    lengths = sessions.lengths
-    sess = np.flatnonzero(lengths >= 2)
-    if protocol == "last":
-        p_sess, p_len = sess, lengths[sess] - 1
-    else:
-        n_pref = lengths[sess] - 1
-        p_sess = np.repeat(sess, n_pref)
-        starts = np.concatenate([[0], np.cumsum(n_pref)[:-1]])
-        p_len = np.arange(len(p_sess)) - np.repeat(starts, n_pref) + 1
-    begin = sessions.offsets[p_sess]
-    target = idx[begin + p_len]
-    hits = np.zeros(len(p_sess), dtype=bool)
-    rr = np.zeros(len(p_sess))
-    cum = np.cumsum(p_len)
-    lo = 0
-    while lo < len(p_sess):  # a bounded number of chunks, each fully vectorised
-        hi = max(lo + 1, int(np.searchsorted(cum, (cum[lo - 1] if lo else 0) + chunk_events)))
-        ln = p_len[lo:hi]
-        off = np.concatenate([[0], np.cumsum(ln)])
-        pos = np.repeat(begin[lo:hi] - off[:-1], ln) + np.arange(off[-1])
-        top = oracle._topk_idx(idx[pos], events[pos], off, k)
-        match = top == target[lo:hi, None]
-        hits[lo:hi] = match.any(axis=1)
-        rr[lo:hi] = np.where(hits[lo:hi], 1.0 / (match.argmax(axis=1) + 1), 0.0)
-        lo = hi
-    n = len(p_sess)
-    return {"recall": float(hits.mean()) if n else 0.0, "mrr": float(rr.mean()) if n else 0.0,
-            "n": int(n), "protocol": protocol, "k": int(k)}
