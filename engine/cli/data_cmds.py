@@ -10,9 +10,10 @@ from pathlib import Path
 
 from engine.cli.output import Output, fmt, table
 from engine.config import FORMATS, SPLIT_MODES, DataConfig, to_dict
-from engine.data.manifest import Dataset, building_pid
+from engine.data.manifest import Dataset, holder_pid
 from engine.data.pipeline import STAGE_NAMES, StageStatus, build, stages_for, status, summary_stats
 from engine.errors import InputError, StageError
+from engine.process import pid_alive
 from engine.workspace import Workspace
 
 # CLI flag -> DataConfig field
@@ -254,19 +255,22 @@ def cmd_fetch(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
 
 
 def cmd_delete(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
-    ds = Dataset.load(ws, args.name)
-    pid = building_pid(ds)
-    if pid:
+    # no Dataset.load: a dataset whose manifest is unreadable must still be deletable
+    paths = ws.dataset(args.name)
+    if not paths.root.is_dir():
+        Dataset.load(ws, args.name)    # raises "not found", with the known names
+    pid = holder_pid(paths.build_lock)
+    if pid is not None and pid_alive(pid):
         raise StageError(f"dataset {args.name!r} is being built by process {pid}; stop it first")
     if not args.yes:
         if out.mode == "jsonl":
             raise InputError("delete needs --yes when not interactive")
-        answer = input(f"delete {ds.dir} (the source file stays)? [y/N] ").strip().lower()
+        answer = input(f"delete {paths.root} (the source file stays)? [y/N] ").strip().lower()
         if answer not in ("y", "yes"):
             out.log("kept")
             return 1
-    shutil.rmtree(ds.dir)
-    out.log(f"deleted {ds.dir}")
+    shutil.rmtree(paths.root)
+    out.log(f"deleted {paths.root}")
     return 0
 
 

@@ -5,8 +5,10 @@
 Each stage reads its inputs from upstream stage folders, writes its outputs into a fresh temp folder
 that is swapped in atomically, and records in the manifest: its key (a hash of its parameters, the
 keys of the stages it depends on, and for `ingest` the content fingerprint of the raw files), its
-outputs, stats and timing. A stage whose key is unchanged and whose outputs exist is skipped; a
-changed parameter or input changes that stage's key and therefore every downstream key.
+outputs (size and a quick content check per file), stats and timing. A stage whose key is unchanged
+and whose output files still match their record is skipped; a changed parameter or input changes
+that stage's key and therefore every downstream key; a changed output file makes its stage stale
+(rebuilt, with everything downstream, by the next build).
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ import pyarrow.parquet as pq
 
 from engine.atomic import atomic_dir, atomic_path
 from engine.config import DataConfig, stable_hash
-from engine.data.manifest import BuildLock, Dataset, building_pid, file_fingerprint
+from engine.data.manifest import (BuildLock, Dataset, building_pid, file_fingerprint, output_problem,
+                                  output_record)
 from engine.data.sessions import Sessions
 from engine.workspace import DatasetDir
 from engine.errors import StageError
@@ -234,9 +237,14 @@ class StageStatus:
     error: str | None = None
 
 
-def _outputs_exist(ds: Dataset, rec: dict) -> bool:
-    d = ds.stage_dir(rec.get("stage", ""))
-    return all((d / f).exists() for f in rec.get("outputs", {}))
+def outputs_problem(ds: Dataset, stage: str, rec: dict) -> str | None:
+    """Why a stage's recorded outputs no longer match the files on disk (None if they all do)."""
+    d = ds.stage_dir(stage)
+    for name, out in rec.get("outputs", {}).items():
+        problem = output_problem(d / name, out if isinstance(out, dict) else {}, f"{stage}/{name}")
+        if problem:
+            return problem
+    return None
 
 
 def status(ds: Dataset) -> list[StageStatus]:
@@ -252,17 +260,18 @@ def status(ds: Dataset) -> list[StageStatus]:
     out = []
     for st in stages_for(ds):
         rec = ds.stage_record(st.name)
+        changed = None
         if current == st.name:
             state = "building"
         elif rec is None:
             state = "missing"
         elif rec.get("status") == "failed":
             state = "failed"
-        elif keys.get(st.name) != rec.get("key") or not _outputs_exist(ds, rec):
+        elif (changed := outputs_problem(ds, st.name, rec)) or keys.get(st.name) != rec.get("key"):
             state = "stale"
         else:
             state = "done"
-        error = (rec or {}).get("error") or (source_error if st.name == "ingest" else None)
+        error = (rec or {}).get("error") or changed or (source_error if st.name == "ingest" else None)
         out.append(StageStatus(st.name, state, (rec or {}).get("stats", {}),
                                (rec or {}).get("seconds"), (rec or {}).get("finished_at"), error))
     return out
@@ -307,13 +316,14 @@ def build(ds: Dataset, upto: str | None = None, force: bool | str = False,
         for i, st in enumerate(stages):
             rec = ds.stage_record(st.name)
             forced = force is True or force == st.name or any(d in rerun for d in st.deps)
-            fresh = (rec is not None and rec.get("status") == "done" and rec.get("key") == keys[st.name]
-                     and _outputs_exist(ds, rec))
-            if fresh and not forced:
+            fresh = rec is not None and rec.get("status") == "done" and rec.get("key") == keys[st.name]
+            changed = outputs_problem(ds, st.name, rec) if fresh else None
+            if fresh and not changed and not forced:
                 progress(Progress("pipeline", i + 1, total, "stages", f"{st.name}: up to date"))
                 results.append(StageResult(st.name, False, 0.0, rec.get("stats", {})))
                 continue
-            progress(Progress("pipeline", i, total, "stages", f"{st.name}: running"))
+            progress(Progress("pipeline", i, total, "stages",
+                              f"{st.name}: running" + (f" ({changed})" if changed else "")))
             ds.data["building"] = {"stage": st.name}
             ds.save()
             t0 = time.perf_counter()
@@ -321,7 +331,7 @@ def build(ds: Dataset, upto: str | None = None, force: bool | str = False,
                 with atomic_dir(ds.stage_dir(st.name)) as tmp:
                     ctx = StageContext(ds, ds.config, ds.paths.staging(st.name, tmp), progress)
                     stats = st.run(ctx)
-                    outputs = {p.name: {"bytes": p.stat().st_size} for p in sorted(tmp.iterdir())}
+                    outputs = {p.name: output_record(p) for p in sorted(tmp.iterdir())}
             except BaseException as e:
                 ds.data.pop("building", None)
                 failed = dict(rec or {})

@@ -1,0 +1,124 @@
+"""Data-side reliability: artifacts checked against the manifest, broken manifests, imports of odd
+files, disk errors, temp leftovers, bad-row reports and file modes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from engine.cli import main as cli
+from engine.data.artifacts import load_dataset
+from engine.data.manifest import Dataset
+from engine.data.pipeline import build, status
+from engine.errors import InputError
+from tests.test_pipeline import make_ds, snapshot, states, tiny_source  # noqa: F401 (fixture)
+
+
+def stage_status(ds: Dataset) -> dict:
+    return {s.name: s for s in status(Dataset.load(ds.ws, ds.name))}
+
+
+def ran(ds: Dataset, **kw) -> list[str]:
+    return [r.name for r in build(Dataset.load(ds.ws, ds.name), **kw) if r.ran]
+
+
+# ---- 1. artifacts are checked against the manifest ------------------------------------------------
+
+def test_outputs_record_size_and_quick_check(workspace, tiny_source):
+    ds = make_ds(workspace, tiny_source)
+    build(ds)
+    out = Dataset.load(workspace, "t").stage_record("items")["outputs"]
+    assert set(out) == {"items.parquet", "train.parquet", "val.parquet", "test.parquet"}
+    items = out["items.parquet"]
+    assert items["bytes"] == ds.paths.items.stat().st_size
+    assert len(items["quick_blake2b"]) == 32 and set(items["quick_blake2b"]) <= set("0123456789abcdef")
+
+
+def test_truncated_output_is_stale_and_rebuilt_without_force(workspace, tiny_source):
+    ds = make_ds(workspace, tiny_source)
+    build(ds)
+    good = ds.paths.items.read_bytes()
+    ds.paths.items.write_bytes(good[: len(good) // 2])
+    st = stage_status(ds)
+    assert st["items"].state == "stale"
+    assert "items/items.parquet" in st["items"].error and f"{len(good):,}" in st["items"].error
+    assert st["split"].state == st["graph"].state == "done"
+    with pytest.raises(InputError, match=r"not built \(items: stale: items/items.parquet"):
+        load_dataset(workspace, "t")
+    assert ran(ds) == ["items", "graph", "encodings"]
+    assert ds.paths.items.read_bytes() == good
+    assert set(states(ds).values()) == {"done"}
+    assert load_dataset(workspace, "t").n_items > 0
+
+
+def test_same_size_overwrite_is_caught_by_the_content_check(workspace, tiny_source):
+    ds = make_ds(workspace, tiny_source)
+    build(ds)
+    data = bytearray(ds.paths.pe.read_bytes())
+    data[-1] ^= 0xFF
+    ds.paths.pe.write_bytes(bytes(data))
+    st = stage_status(ds)
+    assert st["encodings"].state == "stale" and "encodings/pe.npy" in st["encodings"].error
+    assert "content" in st["encodings"].error
+    assert ran(ds) == ["encodings"]
+
+
+def test_missing_output_file_is_stale(workspace, tiny_source):
+    ds = make_ds(workspace, tiny_source)
+    build(ds)
+    ds.paths.graph.unlink()
+    st = stage_status(ds)
+    assert st["graph"].state == "stale" and "graph/graph.npz is missing" in st["graph"].error
+    assert ran(ds) == ["graph", "encodings"]
+
+
+def test_manifest_without_quick_checks_keeps_working(workspace, tiny_source):
+    """Manifests written before the content check: size only, no spurious rebuild."""
+    ds = make_ds(workspace, tiny_source)
+    build(ds)
+    man = json.loads(ds.manifest_path.read_text())
+    for rec in man["stages"].values():
+        rec["outputs"] = {f: {"bytes": o["bytes"]} for f, o in rec["outputs"].items()}
+    ds.manifest_path.write_text(json.dumps(man))
+    before = snapshot(ds)
+    assert set(states(ds).values()) == {"done"}
+    assert ran(ds) == []
+    assert snapshot(ds) == before
+    with open(ds.paths.graph, "ab") as f:
+        f.write(b"x")
+    assert stage_status(ds)["graph"].state == "stale"
+    assert ran(ds) == ["graph", "encodings"]
+
+
+BROKEN_MANIFESTS = [
+    ("{}", r"missing key\(s\) source, config, stages; expected a sessrec dataset manifest"),
+    ('{"source": {"path": "e.csv"}, "config": {}}', r"missing key\(s\) stages"),
+    ("[1, 2]", r"expected a JSON object .*, found an array"),
+    ('{"source": [], "config": {}, "stages": {}}', r"'source' is an array; expected an object"),
+    ('{"source": {"path": "e.csv"}, "config": {}, "stages": {"ingest": 3}}',
+     r"'stages.ingest' is a number; expected an object"),
+    ('{"source": {"path": 7}, "config": {}, "stages": {}}', r"'source.path' is a number; expected a string"),
+    ('{"source": {"path": "e.csv"}, "config": {"bogus": 1}, "stages": {}}',
+     r"'config': DataConfig: unknown field\(s\) bogus"),
+    ("{not json", r"not valid JSON"),
+    ("\xff\xfe{}", r"not valid JSON"),
+]
+
+
+@pytest.mark.parametrize("text,expected", BROKEN_MANIFESTS)
+def test_broken_manifest_is_a_one_line_error(workspace, tmp_path, capsys, text, expected):
+    folder = workspace.dataset("bad").root
+    folder.mkdir(parents=True)
+    workspace.dataset("bad").manifest.write_bytes(text.encode("latin-1"))
+    with pytest.raises(InputError, match=r"datasets/bad/manifest.json: " + expected):
+        Dataset.load(workspace, "bad")
+    for args in (["data", "status", "bad"], ["data", "build", "bad"]):
+        assert cli(["--workspace", str(workspace.root), *args]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "manifest.json" in err and "Traceback" not in err
+    assert "sessrec data delete bad" in err
+    # the advice works: a dataset with an unreadable manifest can be deleted
+    assert cli(["--workspace", str(workspace.root), "-q", "data", "delete", "bad", "--yes"]) == 0
+    assert not folder.exists()
