@@ -122,3 +122,62 @@ def test_broken_manifest_is_a_one_line_error(workspace, tmp_path, capsys, text, 
     # the advice works: a dataset with an unreadable manifest can be deleted
     assert cli(["--workspace", str(workspace.root), "-q", "data", "delete", "bad", "--yes"]) == 0
     assert not folder.exists()
+
+
+# ---- 2. one unreadable dataset never hides the others ---------------------------------------------
+
+def _break(workspace, name: str, text: str) -> None:
+    workspace.dataset(name).root.mkdir(parents=True)
+    workspace.dataset(name).manifest.write_text(text)
+
+
+def test_status_lists_readable_datasets_and_marks_unreadable_ones(workspace, tiny_source, capsys):
+    build(make_ds(workspace, tiny_source, name="good"))
+    _break(workspace, "a-empty", "{}")
+    _break(workspace, "z-json", "{oops")
+    ws = str(workspace.root)
+    assert cli(["--workspace", ws, "--events", "jsonl", "data", "status"]) == 0
+    res = json.loads(capsys.readouterr().out.splitlines()[-1])
+    by_name = {d["dataset"]: d for d in res["datasets"]}
+    assert list(by_name) == ["a-empty", "good", "z-json"]
+    assert set(by_name["good"]["stages"].values()) == {"done"} and "error" not in by_name["good"]
+    assert by_name["good"]["summary"]["sessions"] > 100
+    assert "missing key(s) source, config, stages" in by_name["a-empty"]["error"]
+    assert "not valid JSON" in by_name["z-json"]["error"]
+    assert cli(["--workspace", ws, "data", "status"]) == 0
+    out = capsys.readouterr().out
+    assert "all 7 done" in out and out.count("unreadable") == 2
+
+
+def test_dataset_report(workspace, tiny_source):
+    from engine.data.report import dataset_report, dataset_reports, stage_note
+    build(make_ds(workspace, tiny_source, name="good"))
+    _break(workspace, "bad", "[]")
+    good = dataset_report(workspace, "good")
+    assert good.error is None and good.is_demo and good.format == "retailrocket"
+    assert good.source == str(tiny_source)
+    assert [s.name for s in good.stages] == ["ingest", "sessionize", "split", "items", "graph",
+                                              "encodings", "oracle"]
+    assert good.built and good.fully_built and good.state_of("graph") == "done"
+    sts = status(Dataset.load(workspace, "good"))
+    assert [s.note for s in good.stages] == [stage_note(s) for s in sts]
+    assert good.stages[4].note.startswith(f"{sts[4].stats['nodes']:,} nodes, ")
+    assert good.summary["sessions"] == sts[1].stats["sessions"]
+    bad = dataset_report(workspace, "bad")
+    assert bad.name == "bad" and bad.stages == [] and not bad.built
+    assert "manifest.json: expected a JSON object" in bad.error
+    assert [r.name for r in dataset_reports(workspace)] == ["bad", "good"]
+    assert "not found" in dataset_report(workspace, "nope").error
+
+
+def test_stage_note():
+    from engine.data.pipeline import StageStatus
+    from engine.data.report import stage_note
+    graph = {"nodes": 1200, "edges": 34567, "avg_degree": 57.6, "components": 3}
+    assert stage_note(StageStatus("graph", "done", graph, 1.0, None)) == \
+        "1,200 nodes, 34,567 edges, avg degree 57.6, 3 components"
+    assert stage_note(StageStatus("graph", "stale", graph, 1.0, None, "graph/graph.npz is missing")) \
+        == "graph/graph.npz is missing"
+    assert stage_note(StageStatus("ingest", "failed", {}, None, None, "x" * 100)) == "x" * 80
+    assert stage_note(StageStatus("graph", "missing", {}, None, None)) == ""
+    assert stage_note(StageStatus("graph", "done", {"nodes": "odd"}, 1.0, None)) == ""

@@ -8,10 +8,13 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from rich.markup import escape
+
 from engine.cli.output import Output, fmt, table
 from engine.config import FORMATS, SPLIT_MODES, DataConfig, to_dict
 from engine.data.manifest import Dataset, holder_pid
-from engine.data.pipeline import STAGE_NAMES, StageStatus, build, stages_for, status, summary_stats
+from engine.data.pipeline import STAGE_NAMES, build, stages_for
+from engine.data.report import DatasetReport, dataset_report, dataset_reports
 from engine.errors import InputError, StageError
 from engine.process import pid_alive
 from engine.workspace import Workspace
@@ -112,7 +115,7 @@ def _build(ds: Dataset, out: Output, upto: str | None = None, force: bool | str 
     ran = [r.name for r in results if r.ran]
     out.log(f"dataset {ds.name}: {'built ' + ', '.join(ran) if ran else 'everything up to date'} "
             f"({time.perf_counter() - t0:.1f}s)")
-    show_dataset(Dataset.load(ds.ws, ds.name), out)
+    show_dataset(dataset_report(ds.ws, ds.name), out)
 
 
 def cmd_demo(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
@@ -179,63 +182,43 @@ def cmd_build(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
 STATE_STYLE = {"done": "green", "stale": "yellow", "missing": "dim", "failed": "red", "building": "cyan"}
 
 
-def _stage_note(s: StageStatus) -> str:
-    st = s.stats
-    if s.error and s.state in ("failed", "stale"):
-        return s.error[:80]
-    notes = {
-        "ingest": lambda: f"{st.get('events', 0):,} events, {st.get('items', 0):,} items"
-                          + (f", {sum(v['count'] for v in st.get('reader', {}).get('bad_rows', {}).values()):,} bad rows"
-                             if st.get("reader", {}).get("bad_rows") else ""),
-        "sessionize": lambda: f"{st.get('sessions', 0):,} sessions, median length {st.get('length_median')}, "
-                              f"repeat rate {st.get('repeat_rate')}",
-        "split": lambda: " / ".join(f"{p} {st.get(p, {}).get('sessions', 0):,}" for p in ("train", "val", "test"))
-                         + f", blackout dropped {st.get('blackout_dropped', 0):,}",
-        "items": lambda: f"{st.get('items', 0):,} items; test unseen events {st.get('test', {}).get('unseen_events', 0):,}",
-        "graph": lambda: f"{st.get('nodes', 0):,} nodes, {st.get('edges', 0):,} edges, avg degree "
-                         f"{fmt(st.get('avg_degree'))}, {st.get('components', 0):,} components",
-        "encodings": lambda: f"k={st.get('k', '-')}, {st.get('method', '')}",
-        "oracle": lambda: f"Recall@10 last {fmt(st.get('recall@10_last'))}, prefixes {fmt(st.get('recall@10_prefixes'))}",
-    }
-    try:
-        return notes[s.name]() if st else ""
-    except Exception:  # stats of an older layout: show nothing rather than fail the table
-        return ""
-
-
-def show_dataset(ds: Dataset, out: Output) -> None:
-    sts = status(ds)
+def show_dataset(rep: DatasetReport, out: Output) -> None:
+    """One dataset's stages and stats; an unreadable dataset is a one-line error."""
+    if rep.error:
+        raise InputError(rep.error)
     rows = [[s.name, f"[{STATE_STYLE.get(s.state, '')}]{s.state}[/]",
-             f"{s.seconds:.2f}s" if s.seconds is not None else "-", _stage_note(s)] for s in sts]
-    src = ds.source
-    title = f"dataset {ds.name} ({src.get('format')}: {src.get('path')})"
-    out.result({"dataset": ds.name, "stages": {s.name: {"state": s.state, "seconds": s.seconds,
-                                                         "error": s.error} for s in sts},
-                "summary": summary_stats(ds)},
-               table(title, ["stage", "state", "time", "stats"], rows))
+             f"{s.seconds:.2f}s" if s.seconds is not None else "-", escape(s.note)] for s in rep.stages]
+    out.result({"dataset": rep.name, "stages": {s.name: {"state": s.state, "seconds": s.seconds,
+                                                          "error": s.error} for s in rep.stages},
+                "summary": rep.summary},
+               table(f"dataset {escape(rep.name)} ({rep.format}: {escape(rep.source)})",
+                     ["stage", "state", "time", "stats"], rows))
 
 
 def cmd_status(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
-    names = [args.name] if args.name else ws.dataset_names()
-    if not names:
+    if args.name:
+        show_dataset(dataset_report(ws, args.name), out)
+        return 0
+    reports = dataset_reports(ws)
+    if not reports:
         out.result({"datasets": []}, "no datasets in " + str(ws.datasets_dir) +
                    ": run `sessrec demo` or `sessrec data import PATH --format F --name N`")
         return 0
-    if args.name:
-        show_dataset(Dataset.load(ws, args.name), out)
-        return 0
     rows, objs = [], []
-    for n in names:
-        ds = Dataset.load(ws, n)
-        sts = status(ds)
-        summ = summary_stats(ds)
-        not_done = [f"{s.name} {s.state}" for s in sts if s.state != "done"]
-        states = f"[green]all {len(sts)} done[/]" if not not_done else \
+    for rep in reports:
+        if rep.error:   # listed with its reason: one broken dataset must not hide the others
+            reason = rep.error.removeprefix(f"{ws.dataset(rep.name).manifest}: ")  # the row names it
+            rows.append([rep.name, f"[red]unreadable[/]: {escape(reason)}", None, None, None, None, None])
+            objs.append({"dataset": rep.name, "error": rep.error})
+            continue
+        summ = rep.summary
+        not_done = [f"{s.name} {s.state}" for s in rep.stages if s.state != "done"]
+        states = f"[green]all {len(rep.stages)} done[/]" if not not_done else \
             f"[yellow]{'; '.join(not_done[:2])}{' ...' if len(not_done) > 2 else ''}[/]"
-        rows.append([n, states, summ.get("sessions"), summ.get("items"),
+        rows.append([rep.name, states, summ.get("sessions"), summ.get("items"),
                      " / ".join(fmt(summ.get(f"{p}_sessions")) for p in ("train", "val", "test")),
                      summ.get("graph_edges"), summ.get("repeat_rate")])
-        objs.append({"dataset": n, "stages": {s.name: s.state for s in sts}, "summary": summ})
+        objs.append({"dataset": rep.name, "stages": {s.name: s.state for s in rep.stages}, "summary": summ})
     out.result({"datasets": objs},
                table(f"datasets in {ws.datasets_dir} (`sessrec data status NAME` for every stat)",
                      ["name", "stages", "sessions", "items", "train / val / test", "edges", "repeat"], rows))
