@@ -3,16 +3,21 @@ files, disk errors, temp leftovers, bad-row reports and file modes."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 from pathlib import Path
 
 import pytest
 
 from engine.cli import main as cli
+from engine.config import DataConfig
 from engine.data.artifacts import load_dataset
 from engine.data.manifest import Dataset
 from engine.data.pipeline import build, status
 from engine.errors import InputError
+from engine.workspace import Workspace
 from tests.test_pipeline import make_ds, snapshot, states, tiny_source  # noqa: F401 (fixture)
 
 
@@ -181,3 +186,85 @@ def test_stage_note():
     assert stage_note(StageStatus("ingest", "failed", {}, None, None, "x" * 100)) == "x" * 80
     assert stage_note(StageStatus("graph", "missing", {}, None, None)) == ""
     assert stage_note(StageStatus("graph", "done", {"nodes": "odd"}, 1.0, None)) == ""
+
+
+# ---- 3. data import refuses what is not a regular file; a failed import leaves nothing ------------
+
+@contextlib.contextmanager
+def deadline(seconds: int):
+    """Fail instead of hanging (opening a FIFO blocks until a writer comes)."""
+    def timeout(signum, frame):
+        raise TimeoutError(f"still running after {seconds}s")
+    old = signal.signal(signal.SIGALRM, timeout)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def _odd_file(tmp_path: Path, kind: str) -> Path:
+    path = tmp_path / f"odd-{kind}"
+    if kind == "directory":
+        path.mkdir()
+    else:
+        os.mkfifo(path)
+    return path
+
+
+@pytest.mark.parametrize("kind,said", [("directory", "is a directory"), ("fifo", "is a FIFO")])
+@pytest.mark.parametrize("role", ["path", "test-file"])
+def test_import_refuses_a_non_regular_file(tmp_path, tiny_source, capsys, kind, said, role):
+    ws = str(tmp_path / "ws")
+    odd = _odd_file(tmp_path, kind)
+    args = [str(odd), "--format", "retailrocket", "--name", "x"] if role == "path" else \
+        [str(tiny_source), "--format", "retailrocket", "--name", "x", "--test-file", str(odd)]
+    with deadline(20):
+        assert cli(["--workspace", ws, "data", "import", *args]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"{odd}: {said}" in err
+        assert "expected a RetailRocket events.csv file" in err and "Traceback" not in err
+        assert not (tmp_path / "ws" / "datasets" / "x").exists()
+        assert cli(["--workspace", ws, "data", "status"]) == 0
+        assert "no datasets" in capsys.readouterr().out
+
+
+def test_status_of_a_dataset_whose_source_became_a_fifo(workspace, tiny_source, tmp_path):
+    src = tmp_path / "events.csv"
+    src.write_bytes(tiny_source.read_bytes())
+    ds = Dataset.create(workspace, "t", src, DataConfig(format="retailrocket"))
+    src.unlink()
+    os.mkfifo(src)
+    with deadline(20):
+        st = stage_status(ds)
+        assert st["ingest"].state == "missing" and f"{src}: is a FIFO" in st["ingest"].error
+
+
+def test_failed_import_leaves_no_dataset_and_the_retry_works(tmp_path, tiny_source, capsys):
+    ws = str(tmp_path / "ws")
+    folder = tmp_path / "ws" / "datasets" / "x"
+    src = tmp_path / "events.csv"
+    src.write_text("SessionId\tItemId\tTime\n1\t2\t3.0\n")
+    imp = ["--workspace", ws, "data", "import", str(src), "--format", "retailrocket", "--name", "x"]
+    assert cli(imp) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{src}: wrong header" in err
+    assert "expected 'timestamp,visitorid,event,itemid,transactionid'" in err
+    assert not folder.exists()
+    assert cli(["--workspace", ws, "data", "status"]) == 0
+    assert "no datasets" in capsys.readouterr().out
+    src.write_bytes(tiny_source.read_bytes())       # the fixed file, same path
+    assert cli(["-q", *imp]) == 0
+    assert set(states(Dataset.load(Workspace.open(tmp_path / "ws"), "x")).values()) == {"done"}
+
+
+def test_failed_build_never_removes_an_existing_dataset(tmp_path, capsys):
+    ws = str(tmp_path / "ws")
+    src = tmp_path / "events.csv"
+    src.write_text("SessionId\tItemId\tTime\n1\t2\t3.0\n")
+    imp = ["--workspace", ws, "data", "import", str(src), "--format", "retailrocket", "--name", "x"]
+    assert cli([*imp, "--no-build"]) == 0
+    assert cli(imp) == 2                     # the dataset existed: its build fails, it stays
+    assert "wrong header" in capsys.readouterr().err
+    assert (tmp_path / "ws" / "datasets" / "x" / "manifest.json").exists()

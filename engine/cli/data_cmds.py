@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Iterator
 
 from rich.markup import escape
 
 from engine.cli.output import Output, fmt, table
 from engine.config import FORMATS, SPLIT_MODES, DataConfig, to_dict
+from engine.data.formats import require_regular_file, spec_file_text
 from engine.data.manifest import Dataset, holder_pid
 from engine.data.pipeline import STAGE_NAMES, build, stages_for
 from engine.data.report import DatasetReport, dataset_report, dataset_reports
@@ -147,23 +150,39 @@ def cmd_demo(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
 
 
 def cmd_import(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
+    # refuse a directory, FIFO or device before anything is registered (a FIFO would hang the build)
+    what = spec_file_text(args.format)
+    require_regular_file(args.path, what)
     path = args.path.expanduser().resolve()
-    if not path.exists():
-        raise InputError(f"{args.path}: file not found")
     test = args.test_file.expanduser().resolve() if args.test_file else None
-    if test is not None and not test.exists():
-        raise InputError(f"{args.test_file}: test file not found")
+    if test is not None:
+        require_regular_file(args.test_file, f"{what} (test period)")
     base = DataConfig(format=args.format, split_mode="test_file" if test else "ratio")
     cfg = config_from_args(base, args)
     if test is not None and cfg.split_mode != "test_file":
         raise InputError("--test-file needs --split test_file (the default when a test file is given)")
     if test is None and cfg.split_mode == "test_file":
         raise InputError("--split test_file needs --test-file PATH")
-    ds = Dataset.create(ws, args.name, path, cfg, test_path=test)
-    out.log(f"dataset {args.name}: source {path}" + (f", test file {test}" if test else ""))
-    if not args.no_build:
-        _build(ds, out)
+    with _removed_on_failure(ws, args.name):
+        ds = Dataset.create(ws, args.name, path, cfg, test_path=test)
+        out.log(f"dataset {args.name}: source {path}" + (f", test file {test}" if test else ""))
+        if not args.no_build:
+            _build(ds, out)
     return 0
+
+
+@contextlib.contextmanager
+def _removed_on_failure(ws: Workspace, name: str) -> Iterator[None]:
+    """Remove the dataset folder if this block created it and then failed, so that a retry with a
+    fixed file just works; a dataset that existed before is never removed."""
+    folder = ws.dataset(name).root
+    existed = folder.exists()
+    try:
+        yield
+    except BaseException:
+        if not existed:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
 
 
 def cmd_build(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
@@ -232,8 +251,9 @@ def cmd_fetch(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
     out.log(f"RetailRocket events.csv at {path}")
     out.emit({"type": "fetched", "path": str(path)})
     if args.do_import:
-        ds = Dataset.create(ws, "retailrocket", path, DataConfig(format="retailrocket"))
-        _build(ds, out)
+        with _removed_on_failure(ws, "retailrocket"):
+            ds = Dataset.create(ws, "retailrocket", path, DataConfig(format="retailrocket"))
+            _build(ds, out)
     return 0
 
 

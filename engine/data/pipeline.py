@@ -27,9 +27,10 @@ from engine.atomic import atomic_dir, atomic_path
 from engine.config import DataConfig, stable_hash
 from engine.data.manifest import (BuildLock, Dataset, building_pid, file_fingerprint, output_problem,
                                   output_record)
+from engine.data.formats import require_regular_file, spec_file_text
 from engine.data.sessions import Sessions
 from engine.workspace import DatasetDir
-from engine.errors import StageError
+from engine.errors import SessrecError, StageError
 from engine.progress import Progress, ProgressFn, null_progress
 
 
@@ -208,6 +209,8 @@ def _source_fingerprints(ds: Dataset, cached: dict | None) -> dict:
             if not path.exists():
                 raise StageError(f"source file {path} does not exist (dataset {ds.name!r}); "
                                  f"restore it or re-import the dataset")
+            # before fingerprinting: reading a FIFO would hang `data status`
+            require_regular_file(path, spec_file_text(ds.config.format))
             fps[role] = file_fingerprint(path, cached.get(role))
     return fps
 
@@ -253,7 +256,7 @@ def status(ds: Dataset) -> list[StageStatus]:
     try:
         keys = expected_keys(ds, _source_fingerprints(ds, ingest_rec.get("inputs")))
         source_error = None
-    except StageError as e:
+    except SessrecError as e:
         keys, source_error = {}, str(e)
     builder = building_pid(ds)
     current = (ds.data.get("building") or {}).get("stage") if builder else None
