@@ -4,9 +4,14 @@ files, disk errors, temp leftovers, bad-row reports and file modes."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import pickle
+import resource
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,9 +21,11 @@ from engine.config import DataConfig
 from engine.data.artifacts import load_dataset
 from engine.data.manifest import Dataset
 from engine.data.pipeline import build, status
-from engine.errors import InputError
+from engine.errors import InputError, StorageError
 from engine.workspace import Workspace
 from tests.test_pipeline import make_ds, snapshot, states, tiny_source  # noqa: F401 (fixture)
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def stage_status(ds: Dataset) -> dict:
@@ -268,3 +275,83 @@ def test_failed_build_never_removes_an_existing_dataset(tmp_path, capsys):
     assert cli(imp) == 2                     # the dataset existed: its build fails, it stays
     assert "wrong header" in capsys.readouterr().err
     assert (tmp_path / "ws" / "datasets" / "x" / "manifest.json").exists()
+
+
+# ---- 4. disk full and other OS errors while writing ------------------------------------------------
+
+ENOSPC = OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_atomic_writers_raise_storage_error_and_keep_the_old_file(tmp_path):
+    from engine import atomic
+    target = tmp_path / "out.json"
+    target.write_text("old")
+    with pytest.raises(StorageError) as e:
+        with atomic.atomic_path(target, "test output") as tmp:
+            tmp.write_text("half")
+            raise ENOSPC
+    assert str(e.value) == f"could not write test output {target}: [Errno 28] No space left on device"
+    assert e.value.path == target and e.value.error is ENOSPC and e.value.what == "test output"
+    assert target.read_text() == "old" and os.listdir(tmp_path) == ["out.json"]
+    # pickles with its three arguments (the message is rebuilt)
+    again = pickle.loads(pickle.dumps(e.value))
+    assert str(again) == str(e.value) and again.path == target
+
+
+def test_write_json_where_a_file_blocks_the_folder(tmp_path):
+    from engine import atomic
+    (tmp_path / "blocker").write_text("a file, not a folder")   # fails for root too
+    with pytest.raises(StorageError, match=r"^could not write dataset manifest .*/blocker/m.json: "
+                                           r"\[Errno 17\] File exists$"):
+        atomic.write_json(tmp_path / "blocker" / "m.json", {"a": 1}, "dataset manifest")
+
+
+def test_stage_write_error_names_the_stage_and_keeps_previous_artifacts(workspace, tiny_source,
+                                                                       monkeypatch):
+    from engine.data import graph as graph_mod
+    ds = make_ds(workspace, tiny_source)
+    build(ds)
+    before = snapshot(ds)
+
+    def full(*args, **kwargs):
+        raise ENOSPC
+    monkeypatch.setattr(graph_mod.np, "savez", full)
+    with pytest.raises(StorageError) as e:
+        build(Dataset.load(workspace, "t"), force="graph")
+    msg = str(e.value)
+    assert msg.startswith(f"could not write graph stage output {ds.dir}/.tmp-graph.")
+    assert msg.endswith("/graph.npz: [Errno 28] No space left on device")
+    assert snapshot(ds) == before and not list(ds.dir.rglob(".tmp-*"))
+    rec = Dataset.load(workspace, "t").stage_record("graph")
+    assert rec["status"] == "failed" and "traceback" not in rec and "No space left" in rec["error"]
+
+
+def _limited(limit: int):
+    def preexec() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)   # a write past the limit fails with EFBIG
+    return preexec
+
+
+def engine_cli(ws: Path, *args: str, preexec=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "engine", "--workspace", str(ws), *args],
+                          cwd=REPO, capture_output=True, text=True, timeout=120, preexec_fn=preexec)
+
+
+def test_file_too_large_is_one_line_and_keeps_previous_artifacts(workspace, tiny_source):
+    """For real: the OS refuses the write (RLIMIT_FSIZE); graph.npz of the tiny demo is ~190 kB,
+    every other file (manifest included) is under 40 kB."""
+    ds = make_ds(workspace, tiny_source)
+    build(ds)
+    assert ds.paths.graph.stat().st_size > 100_000
+    before = snapshot(ds)
+    proc = engine_cli(workspace.root, "data", "build", "t", "--force", "graph",
+                      preexec=_limited(100_000))
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith(f"sessrec: error: could not write graph stage output {ds.dir}/.tmp-graph.")
+    assert lines[0].endswith("/graph.npz: [Errno 27] File too large")
+    assert snapshot(ds) == before and not list(ds.dir.rglob(".tmp-*"))
+    assert stage_status(ds)["graph"].state == "failed"
+    assert ran(ds) == ["graph", "encodings"]

@@ -18,7 +18,7 @@ from typing import Any
 
 from engine import atomic
 from engine.config import DataConfig, from_dict, to_dict
-from engine.errors import InputError, StageError
+from engine.errors import InputError, StageError, StorageError
 from engine.process import pid_alive
 from engine.workspace import DatasetDir, Workspace
 
@@ -169,7 +169,10 @@ class Dataset:
             "stages": {},
         }
         ds = cls(ws, name, data)
-        d.mkdir(parents=True, exist_ok=True)
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StorageError("dataset folder", d, e) from e
         ds.save()
         return ds
 
@@ -189,7 +192,7 @@ class Dataset:
         return ds
 
     def save(self) -> None:
-        atomic.write_json(self.manifest_path, self.data)
+        atomic.write_json(self.manifest_path, self.data, "dataset manifest")
 
     def record(self, stage: str, rec: dict[str, Any]) -> None:
         self.data.setdefault("stages", {})[stage] = rec
@@ -283,15 +286,23 @@ class BuildLock:
         for _ in range(2):
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-                os.write(fd, str(os.getpid()).encode())
-                os.close(fd)
-                return self
             except FileExistsError:
                 pid = holder_pid(self.path)
                 if pid is not None and pid_alive(pid) and pid != os.getpid():
                     raise StageError(f"dataset {self.name!r} is being built by process {pid}; "
                                      f"wait for it or stop it") from None
                 self.path.unlink(missing_ok=True)   # stale lock of a dead process
+                continue
+            except OSError as e:
+                raise StorageError("build lock", self.path, e) from e
+            try:
+                os.write(fd, str(os.getpid()).encode())
+            except OSError as e:
+                self.path.unlink(missing_ok=True)   # ours, but empty
+                raise StorageError("build lock", self.path, e) from e
+            finally:
+                os.close(fd)
+            return self
         raise StageError(f"dataset {self.name!r}: could not take the build lock {self.path}")
 
     def __exit__(self, *exc: object) -> None:

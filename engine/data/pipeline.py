@@ -30,7 +30,7 @@ from engine.data.manifest import (BuildLock, Dataset, building_pid, file_fingerp
 from engine.data.formats import require_regular_file, spec_file_text
 from engine.data.sessions import Sessions
 from engine.workspace import DatasetDir
-from engine.errors import SessrecError, StageError
+from engine.errors import SessrecError, StageError, StorageError
 from engine.progress import Progress, ProgressFn, null_progress
 
 
@@ -331,9 +331,12 @@ def build(ds: Dataset, upto: str | None = None, force: bool | str = False,
             ds.save()
             t0 = time.perf_counter()
             try:
-                with atomic_dir(ds.stage_dir(st.name)) as tmp:
+                with atomic_dir(ds.stage_dir(st.name), f"{st.name} stage folder") as tmp:
                     ctx = StageContext(ds, ds.config, ds.paths.staging(st.name, tmp), progress)
-                    stats = st.run(ctx)
+                    try:
+                        stats = st.run(ctx)
+                    except StorageError as e:   # the writer knows its file; name the stage too
+                        raise StorageError(f"{st.name} stage output", e.path, e.error) from e
                     outputs = {p.name: output_record(p) for p in sorted(tmp.iterdir())}
             except BaseException as e:
                 ds.data.pop("building", None)
@@ -342,13 +345,16 @@ def build(ds: Dataset, upto: str | None = None, force: bool | str = False,
                                "error": f"{type(e).__name__}: {e}" if not isinstance(e, KeyboardInterrupt)
                                else "interrupted",
                                "failed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
-                if isinstance(e, KeyboardInterrupt) and rec is not None:
-                    ds.save()          # interrupted: keep the previous record as it was
-                else:
-                    failed.setdefault("outputs", {})
-                    if not isinstance(e, (StageError,)) and not isinstance(e, KeyboardInterrupt):
-                        failed["traceback"] = traceback.format_exc(limit=8)
-                    ds.record(st.name, failed)
+                try:
+                    if isinstance(e, KeyboardInterrupt) and rec is not None:
+                        ds.save()          # interrupted: keep the previous record as it was
+                    else:
+                        failed.setdefault("outputs", {})
+                        if not isinstance(e, (SessrecError, KeyboardInterrupt)):   # a bug: keep where
+                            failed["traceback"] = traceback.format_exc(limit=8)
+                        ds.record(st.name, failed)
+                except StorageError:
+                    pass    # the disk that refused the stage may refuse the manifest too: say why it failed
                 raise
             seconds = time.perf_counter() - t0
             ds.data.pop("building", None)
