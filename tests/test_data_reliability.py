@@ -355,3 +355,21 @@ def test_file_too_large_is_one_line_and_keeps_previous_artifacts(workspace, tiny
     assert snapshot(ds) == before and not list(ds.dir.rglob(".tmp-*"))
     assert stage_status(ds)["graph"].state == "failed"
     assert ran(ds) == ["graph", "encodings"]
+
+
+# ---- 5. leftovers of killed stages are removed by the next build ----------------------------------
+
+def test_build_removes_temp_leftovers(workspace, tiny_source):
+    ds = make_ds(workspace, tiny_source)
+    build(ds)
+    before = snapshot(ds)
+    leftovers = [ds.dir / ".tmp-graph.xyz", ds.dir / ".tmp-split.q1", ds.paths.items.parent / ".tmp-x.dir"]
+    for d in leftovers:
+        d.mkdir()
+        (d / "graph.npz").write_bytes(b"half")
+    files = [ds.dir / ".tmp-manifest.json.abc", ds.paths.items.parent / ".tmp-items.parquet.k2"]
+    for f in files:
+        f.write_bytes(b"half")
+    assert ran(ds) == []                # nothing to rebuild: the leftovers are just removed
+    assert not list(ds.dir.rglob(".tmp-*"))
+    assert snapshot(ds) == before

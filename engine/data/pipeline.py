@@ -23,7 +23,7 @@ from typing import Any, Callable
 import numpy as np
 import pyarrow.parquet as pq
 
-from engine.atomic import atomic_dir, atomic_path
+from engine.atomic import atomic_dir, atomic_path, clean_temp, recover_dir
 from engine.config import DataConfig, stable_hash
 from engine.data.manifest import (BuildLock, Dataset, building_pid, file_fingerprint, output_problem,
                                   output_record)
@@ -311,6 +311,12 @@ def build(ds: Dataset, upto: str | None = None, force: bool | str = False,
         stages = [s for s in stages if s.name in need]
     results: list[StageResult] = []
     with BuildLock(ds):
+        # what a killed build left: finish or undo its folder swaps, then drop its temp files
+        # (safe now: the lock keeps any other build out)
+        for name in STAGE_NAMES:
+            recover_dir(ds.stage_dir(name))
+        for folder in (ds.dir, *(ds.stage_dir(name) for name in STAGE_NAMES)):
+            clean_temp(folder)
         ingest_rec = ds.stage_record("ingest") or {}
         fps = _source_fingerprints(ds, ingest_rec.get("inputs"))
         keys = expected_keys(ds, fps)
