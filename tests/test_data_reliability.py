@@ -373,3 +373,36 @@ def test_build_removes_temp_leftovers(workspace, tiny_source):
     assert ran(ds) == []                # nothing to rebuild: the leftovers are just removed
     assert not list(ds.dir.rglob(".tmp-*"))
     assert snapshot(ds) == before
+
+
+# ---- 6. bad-row reasons and their first line numbers are shown ------------------------------------
+
+def test_bad_rows_text():
+    from engine.data.report import bad_rows_text
+    assert bad_rows_text({}) == ""
+    assert bad_rows_text({"path": "/x/ev.csv", "bad_rows": {
+        "missing_field": {"count": 7, "first_lines": [2, 3, 5, 6, 8]},
+        "bad_timestamp": {"count": 1, "first_lines": [10]}}}) == \
+        "ev.csv: skipped 8 bad rows: missing or extra fields (7; first lines 2, 3, 5, 6, 8), " \
+        "bad timestamp (1; line 10)"
+
+
+def test_bad_rows_in_import_and_status_output(tmp_path, tiny_source, capsys):
+    lines = tiny_source.read_text().splitlines()
+    for i, row in ((4, "1433221332117,abc,view,1,"),      # line 5: non-numeric visitor
+                   (8, "1433221332117,5,view,x9,"),       # line 9: non-numeric item
+                   (11, "1433221332117,5,click,1,")):     # line 12: unknown event type
+        lines.insert(i, row)
+    src = tmp_path / "events.csv"
+    src.write_text("\n".join(lines) + "\n")
+    expected = "events.csv: skipped 3 bad rows: non-numeric or negative id (2; lines 5, 9), " \
+               "unknown event type (1; line 12)"
+    ws = str(tmp_path / "ws")
+    assert cli(["--workspace", ws, "-q", "data", "import", str(src), "--format", "retailrocket",
+                "--name", "x"]) == 0
+    assert expected in capsys.readouterr().out.splitlines()
+    assert cli(["--workspace", ws, "data", "status", "x"]) == 0
+    out = capsys.readouterr().out
+    assert expected in out.splitlines() and "3 bad rows" in out
+    assert cli(["--workspace", ws, "--events", "jsonl", "data", "status", "x"]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["bad_rows"] == [expected]

@@ -209,9 +209,12 @@ def show_dataset(rep: DatasetReport, out: Output) -> None:
              f"{s.seconds:.2f}s" if s.seconds is not None else "-", escape(s.note)] for s in rep.stages]
     out.result({"dataset": rep.name, "stages": {s.name: {"state": s.state, "seconds": s.seconds,
                                                           "error": s.error} for s in rep.stages},
-                "summary": rep.summary},
+                "summary": rep.summary, "bad_rows": rep.bad_rows},
                table(f"dataset {escape(rep.name)} ({rep.format}: {escape(rep.source)})",
                      ["stage", "state", "time", "stats"], rows))
+    if out.mode == "rich":
+        for line in rep.bad_rows:   # unwrapped: line numbers must not be split
+            out.console.print(line, soft_wrap=True, markup=False, highlight=False)
 
 
 def cmd_status(args: argparse.Namespace, ws: Workspace, out: Output) -> int:

@@ -37,6 +37,10 @@ from engine.progress import ProgressFn, StageReporter
 
 # Reasons a row is skipped. A row is counted once, under the first reason that applies in this order.
 REASONS: tuple[str, ...] = ("missing_field", "non_numeric_id", "bad_timestamp", "unknown_event")
+# ... and how each reads in a sentence (missing_field also counts rows with too few or too many fields)
+REASON_LABELS: dict[str, str] = {"missing_field": "missing or extra fields",
+                                 "non_numeric_id": "non-numeric or negative id",
+                                 "bad_timestamp": "bad timestamp", "unknown_event": "unknown event type"}
 MAX_FIRST_LINES = 5
 BLOCK_SIZE = 4 << 20  # 4 MiB blocks: fewer, larger chunks parse faster than the 1 MiB default
 

@@ -8,9 +8,11 @@ shows every readable one and marks the others with their reason.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from engine.cli.output import fmt
+from engine.data.formats import REASON_LABELS
 from engine.data.manifest import Dataset
 from engine.data.pipeline import StageStatus, status, summary_stats
 from engine.errors import SessrecError
@@ -37,6 +39,7 @@ class DatasetReport:
     is_demo: bool = False
     stages: list[StageReport] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
+    bad_rows: list[str] = field(default_factory=list)   # `bad_rows_text` of the log and the test file
     error: str | None = None    # why the dataset could not be read; everything else is then empty
 
     @property
@@ -82,6 +85,31 @@ def bad_row_count(bad_rows: dict | None) -> int:
     return sum(int(v.get("count", 0)) for v in (bad_rows or {}).values())
 
 
+def bad_rows_text(reader: dict) -> str:
+    """The rows a reader skipped, in one line ("" if none), from its stats (`ReadResult.stats`):
+
+        events.csv: skipped 3 bad rows: non-numeric or negative id (2; lines 5, 9), unknown event
+        type (1; line 12)
+    """
+    bad = reader.get("bad_rows") or {}
+    if not bad:
+        return ""
+    parts = []
+    for reason, d in bad.items():
+        lines, count = d.get("first_lines", []), d.get("count", 0)
+        where = "line" if count == 1 else "lines" if count == len(lines) else "first lines"
+        parts.append(f"{REASON_LABELS.get(reason, reason)} ({count:,}; {where} "
+                     f"{', '.join(map(str, lines))})")
+    name = Path(reader["path"]).name if reader.get("path") else "source"
+    return f"{name}: skipped {bad_row_count(bad):,} bad rows: {', '.join(parts)}"
+
+
+def bad_row_lines(ingest_stats: dict) -> list[str]:
+    """`bad_rows_text` of the ingested log and of its test file, for those with bad rows."""
+    readers = [ingest_stats.get("reader"), (ingest_stats.get("test_file") or {}).get("reader")]
+    return [t for r in readers if isinstance(r, dict) and (t := bad_rows_text(r))]
+
+
 def dataset_report(ws: Workspace, name: str) -> DatasetReport:
     """The report of dataset `name`; a dataset that cannot be read gives a report with `error` set."""
     try:
@@ -94,8 +122,9 @@ def dataset_report(ws: Workspace, name: str) -> DatasetReport:
         return DatasetReport(name, error=f"cannot read dataset {name!r}: {type(e).__name__}: {e}")
     stages = [StageReport(s.name, s.state, s.seconds, stage_note(s), s.error) for s in sts]
     src = ds.source_file("path")
+    ingest = next((s.stats for s in sts if s.name == "ingest"), {})
     return DatasetReport(name, ds.source.get("format") or ds.config.format, str(src or ""), ds.is_demo,
-                         stages, summary)
+                         stages, summary, bad_row_lines(ingest))
 
 
 def dataset_reports(ws: Workspace) -> list[DatasetReport]:
