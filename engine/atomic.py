@@ -20,6 +20,25 @@ from engine.errors import StorageError
 TMP_PREFIX = ".tmp-"
 
 
+def _read_umask() -> int:
+    """The process's umask, without changing it where Linux can tell (/proc); elsewhere by setting
+    and restoring it (a restrictive value in between, as the umask is process-wide)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    old = os.umask(0o077)
+    os.umask(old)
+    return old
+
+
+# mkstemp makes 0600 files and mkdtemp 0700 folders; what is renamed into place gets the modes a
+# plain open()/mkdir() would have given instead. Read once: the umask rarely changes in a process.
+UMASK = _read_umask()
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike, what: str = "file") -> Iterator[Path]:
     """Yield a temp path in the target's folder; on success rename it onto `target`.
@@ -32,11 +51,14 @@ def atomic_path(target: str | os.PathLike, what: str = "file") -> Iterator[Path]
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{target.name}.", dir=target.parent)
-        os.close(fd)
     except OSError as e:
         raise StorageError(what, target, e) from e
     tmp_path = Path(tmp)
     try:
+        try:
+            os.fchmod(fd, 0o666 & ~UMASK)
+        finally:
+            os.close(fd)
         yield tmp_path
         os.replace(tmp_path, target)
     except OSError as e:
@@ -94,6 +116,11 @@ def atomic_dir(target: str | os.PathLike, what: str = "folder") -> Iterator[Path
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{target.name}.", dir=target.parent))
     except OSError as e:
+        raise StorageError(what, target, e) from e
+    try:
+        os.chmod(tmp, 0o777 & ~UMASK)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
         raise StorageError(what, target, e) from e
     try:
         yield tmp

@@ -10,6 +10,7 @@ import os
 import pickle
 import resource
 import signal
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -406,3 +407,34 @@ def test_bad_rows_in_import_and_status_output(tmp_path, tiny_source, capsys):
     assert expected in out.splitlines() and "3 bad rows" in out
     assert cli(["--workspace", ws, "--events", "jsonl", "data", "status", "x"]) == 0
     assert json.loads(capsys.readouterr().out.splitlines()[-1])["bad_rows"] == [expected]
+
+
+# ---- 7. files and folders follow the user's umask --------------------------------------------------
+
+def _mode(p: Path) -> int:
+    return stat.S_IMODE(p.stat().st_mode)
+
+
+def test_built_dataset_follows_the_umask(tmp_path):
+    def umask_022() -> None:
+        os.umask(0o022)
+    ws = tmp_path / "ws"
+    proc = engine_cli(ws, "-q", "demo", "--size", "tiny", preexec=umask_022)
+    assert proc.returncode == 0, proc.stderr
+    d = Workspace.open(ws).dataset("demo-tiny")
+    assert _mode(d.manifest) == _mode(d.items) == _mode(d.events) == _mode(d.demo_events) == 0o644
+    assert _mode(d.pe) == _mode(d.graph) == 0o644
+    for stage in ("ingest", "items", "graph", "encodings", "oracle"):
+        assert _mode(d.stage_dir(stage)) == 0o755
+
+
+def test_atomic_writers_apply_the_umask(tmp_path, monkeypatch):
+    from engine import atomic
+    monkeypatch.setattr(atomic, "UMASK", 0o027)
+    atomic.write_text(tmp_path / "f.txt", "x")
+    with atomic.atomic_dir(tmp_path / "d") as tmp:
+        (tmp / "inner").write_text("y")
+    assert _mode(tmp_path / "f.txt") == 0o640 and _mode(tmp_path / "d") == 0o750
+    real = os.umask(0o077)
+    os.umask(real)
+    assert atomic._read_umask() == real
