@@ -196,6 +196,13 @@ def test_stage_note():
     assert stage_note(StageStatus("graph", "done", {"nodes": "odd"}, 1.0, None)) == ""
 
 
+def test_report_module_imports_on_its_own():
+    """The app imports engine.data.report first (engine.cli imports it too: no import cycle)."""
+    proc = subprocess.run([sys.executable, "-c", "import engine.data.report as r; print(r.stage_note)"],
+                          cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+
+
 # ---- 3. data import refuses what is not a regular file; a failed import leaves nothing ------------
 
 @contextlib.contextmanager
@@ -438,3 +445,4 @@ def test_atomic_writers_apply_the_umask(tmp_path, monkeypatch):
     real = os.umask(0o077)
     os.umask(real)
     assert atomic._read_umask() == real
+

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.cli.output import fmt
 from engine.data.formats import REASON_LABELS
 from engine.data.manifest import Dataset
 from engine.data.pipeline import StageStatus, status, summary_stats
@@ -58,6 +57,8 @@ class DatasetReport:
 
 def stage_note(s: StageStatus) -> str:
     """One line about a stage: its error when failed or stale, else its headline stats."""
+    # imported here: engine.cli imports this module (a top-level import would be circular)
+    from engine.cli.output import fmt
     st = s.stats
     if s.error and s.state in ("failed", "stale"):
         return s.error[:NOTE_WIDTH]
