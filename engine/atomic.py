@@ -1,7 +1,8 @@
 """Atomic file and folder writes: write next to the target, then rename into place.
 
 A crash or Ctrl-C at any point leaves either the old file/folder or the new one, never a partial one,
-and never a stray temp file (temp names start with `.tmp-` and are removed on failure).
+and never a stray temp file (temp names start with `.tmp-` and are removed on failure). OS errors in
+writing (disk full, ...) are raised as `StorageError`, one line naming what was written and where.
 """
 
 from __future__ import annotations
@@ -14,36 +15,77 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
+from engine.errors import StorageError
+
 TMP_PREFIX = ".tmp-"
 
 
+def _read_umask() -> int:
+    """The process's umask, without changing it where Linux can tell (/proc); elsewhere by setting
+    and restoring it (a restrictive value in between, as the umask is process-wide)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    old = os.umask(0o077)
+    os.umask(old)
+    return old
+
+
+# mkstemp makes 0600 files and mkdtemp 0700 folders; what is renamed into place gets the modes a
+# plain open()/mkdir() would have given instead. Read once: the umask rarely changes in a process.
+UMASK = _read_umask()
+
+
 @contextlib.contextmanager
-def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temp path in the target's folder; on success rename it onto `target`."""
+def atomic_path(target: str | os.PathLike, what: str = "file") -> Iterator[Path]:
+    """Yield a temp path in the target's folder; on success rename it onto `target`.
+
+    An OSError (disk full, file too large, read-only folder, ...) while making the temp file, inside
+    the block or in the rename becomes a StorageError naming `what` and `target`; the temp file is
+    removed on any failure.
+    """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{target.name}.", dir=target.parent)
-    os.close(fd)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{target.name}.", dir=target.parent)
+    except OSError as e:
+        raise StorageError(what, target, e) from e
     tmp_path = Path(tmp)
     try:
+        try:
+            os.fchmod(fd, 0o666 & ~UMASK)
+        finally:
+            os.close(fd)
         yield tmp_path
         os.replace(tmp_path, target)
+    except OSError as e:
+        _unlink_quietly(tmp_path)
+        raise StorageError(what, target, e) from e
     except BaseException:
-        tmp_path.unlink(missing_ok=True)
+        _unlink_quietly(tmp_path)
         raise
 
 
-def write_bytes(target: str | os.PathLike, data: bytes) -> None:
-    with atomic_path(target) as tmp:
+def _unlink_quietly(path: Path) -> None:
+    # clean-up must not replace the error being raised (a full or read-only disk can refuse it too)
+    with contextlib.suppress(OSError):
+        path.unlink(missing_ok=True)
+
+
+def write_bytes(target: str | os.PathLike, data: bytes, what: str = "file") -> None:
+    with atomic_path(target, what) as tmp:
         tmp.write_bytes(data)
 
 
-def write_text(target: str | os.PathLike, text: str) -> None:
-    write_bytes(target, text.encode())
+def write_text(target: str | os.PathLike, text: str, what: str = "file") -> None:
+    write_bytes(target, text.encode(), what)
 
 
-def write_json(target: str | os.PathLike, obj: Any) -> None:
-    write_text(target, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+def write_json(target: str | os.PathLike, obj: Any, what: str = "file") -> None:
+    write_text(target, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n", what)
 
 
 def _json_default(o: Any) -> Any:
@@ -61,26 +103,42 @@ def _json_default(o: Any) -> Any:
 
 
 @contextlib.contextmanager
-def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
+def atomic_dir(target: str | os.PathLike, what: str = "folder") -> Iterator[Path]:
     """Yield a fresh temp folder beside `target`; on success swap it in place of `target`.
 
     The old folder is renamed aside, the new one renamed in, then the old one removed; if the swap
-    is interrupted between the two renames, `recover_dir` puts the old folder back.
+    is interrupted between the two renames, `recover_dir` puts the old folder back. An OSError in
+    making the temp folder or in the swap becomes a StorageError naming `what` and `target`; one
+    raised inside the block passes through as it is (the block may read as well as write).
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{target.name}.", dir=target.parent))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{target.name}.", dir=target.parent))
+    except OSError as e:
+        raise StorageError(what, target, e) from e
+    try:
+        os.chmod(tmp, 0o777 & ~UMASK)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise StorageError(what, target, e) from e
     try:
         yield tmp
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     old = target.parent / f"{TMP_PREFIX}{target.name}.old"
-    if old.exists():
-        shutil.rmtree(old)
-    if target.exists():
-        os.replace(target, old)
-    os.replace(tmp, target)
+    try:
+        if old.exists():
+            shutil.rmtree(old)
+        if target.exists():
+            os.replace(target, old)
+        os.replace(tmp, target)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            recover_dir(target)          # put the old folder back if it was moved aside
+        raise StorageError(what, target, e) from e
     shutil.rmtree(old, ignore_errors=True)
 
 

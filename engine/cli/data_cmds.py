@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Iterator
+
+from rich.markup import escape
 
 from engine.cli.output import Output, fmt, table
 from engine.cli.flags import add_config_flags, config_names, given
 from engine.config import DataConfig, to_dict
-from engine.data.manifest import Dataset, building_pid
-from engine.data.pipeline import STAGE_NAMES, StageStatus, build, stages_for, status, summary_stats
+from engine.data.formats import require_regular_file, spec_file_text
+from engine.data.manifest import Dataset, holder_pid
+from engine.data.pipeline import STAGE_NAMES, build, stages_for
+from engine.data.report import DatasetReport, dataset_report, dataset_reports
 from engine.errors import InputError, StageError
+from engine.process import pid_alive
 from engine.schema import DataFormat, SplitMode
 from engine.workspace import Workspace
 
@@ -96,7 +103,7 @@ def _build(ds: Dataset, out: Output, upto: str | None = None, force: bool | str 
     ran = [r.name for r in results if r.ran]
     out.log(f"dataset {ds.name}: {'built ' + ', '.join(ran) if ran else 'everything up to date'} "
             f"({time.perf_counter() - t0:.1f}s)")
-    show_dataset(Dataset.load(ds.ws, ds.name), out)
+    show_dataset(dataset_report(ds.ws, ds.name), out)
 
 
 def cmd_demo(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
@@ -129,23 +136,39 @@ def cmd_demo(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
 
 
 def cmd_import(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
+    # refuse a directory, FIFO or device before anything is registered (a FIFO would hang the build)
+    what = spec_file_text(args.format)
+    require_regular_file(args.path, what)
     path = args.path.expanduser().resolve()
-    if not path.exists():
-        raise InputError(f"{args.path}: file not found")
     test = args.test_file.expanduser().resolve() if args.test_file else None
-    if test is not None and not test.exists():
-        raise InputError(f"{args.test_file}: test file not found")
+    if test is not None:
+        require_regular_file(args.test_file, f"{what} (test period)")
     base = DataConfig(format=args.format, split_mode=SplitMode.TEST_FILE if test else SplitMode.RATIO)
     cfg = config_from_args(base, args)
     if test is not None and cfg.split_mode != SplitMode.TEST_FILE:
         raise InputError("--test-file needs --split-mode test_file (the default when a test file is given)")
     if test is None and cfg.split_mode == SplitMode.TEST_FILE:
         raise InputError("--split-mode test_file needs --test-file PATH")
-    ds = Dataset.create(ws, args.name, path, cfg, test_path=test)
-    out.log(f"dataset {args.name}: source {path}" + (f", test file {test}" if test else ""))
-    if not args.no_build:
-        _build(ds, out)
+    with _removed_on_failure(ws, args.name):
+        ds = Dataset.create(ws, args.name, path, cfg, test_path=test)
+        out.log(f"dataset {args.name}: source {path}" + (f", test file {test}" if test else ""))
+        if not args.no_build:
+            _build(ds, out)
     return 0
+
+
+@contextlib.contextmanager
+def _removed_on_failure(ws: Workspace, name: str) -> Iterator[None]:
+    """Remove the dataset folder if this block created it and then failed, so that a retry with a
+    fixed file just works; a dataset that existed before is never removed."""
+    folder = ws.dataset(name).root
+    existed = folder.exists()
+    try:
+        yield
+    except BaseException:
+        if not existed:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
 
 
 def cmd_build(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
@@ -164,63 +187,46 @@ def cmd_build(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
 STATE_STYLE = {"done": "green", "stale": "yellow", "missing": "dim", "failed": "red", "building": "cyan"}
 
 
-def _stage_note(s: StageStatus) -> str:
-    st = s.stats
-    if s.error and s.state in ("failed", "stale"):
-        return s.error[:80]
-    notes = {
-        "ingest": lambda: f"{st.get('events', 0):,} events, {st.get('items', 0):,} items"
-                          + (f", {sum(v['count'] for v in st.get('reader', {}).get('bad_rows', {}).values()):,} bad rows"
-                             if st.get("reader", {}).get("bad_rows") else ""),
-        "sessionize": lambda: f"{st.get('sessions', 0):,} sessions, median length {st.get('length_median')}, "
-                              f"repeat rate {st.get('repeat_rate')}",
-        "split": lambda: " / ".join(f"{p} {st.get(p, {}).get('sessions', 0):,}" for p in ("train", "val", "test"))
-                         + f", blackout dropped {st.get('blackout_dropped', 0):,}",
-        "items": lambda: f"{st.get('items', 0):,} items; test unseen events {st.get('test', {}).get('unseen_events', 0):,}",
-        "graph": lambda: f"{st.get('nodes', 0):,} nodes, {st.get('edges', 0):,} edges, avg degree "
-                         f"{fmt(st.get('avg_degree'))}, {st.get('components', 0):,} components",
-        "encodings": lambda: f"k={st.get('k', '-')}, {st.get('method', '')}",
-        "oracle": lambda: f"Recall@10 last {fmt(st.get('recall@10_last'))}, prefixes {fmt(st.get('recall@10_prefixes'))}",
-    }
-    try:
-        return notes[s.name]() if st else ""
-    except Exception:  # stats of an older layout: show nothing rather than fail the table
-        return ""
-
-
-def show_dataset(ds: Dataset, out: Output) -> None:
-    sts = status(ds)
+def show_dataset(rep: DatasetReport, out: Output) -> None:
+    """One dataset's stages and stats; an unreadable dataset is a one-line error."""
+    if rep.error:
+        raise InputError(rep.error)
     rows = [[s.name, f"[{STATE_STYLE.get(s.state, '')}]{s.state}[/]",
-             f"{s.seconds:.2f}s" if s.seconds is not None else "-", _stage_note(s)] for s in sts]
-    src = ds.source
-    title = f"dataset {ds.name} ({src.get('format')}: {src.get('path')})"
-    out.result({"dataset": ds.name, "stages": {s.name: {"state": s.state, "seconds": s.seconds,
-                                                         "error": s.error} for s in sts},
-                "summary": summary_stats(ds)},
-               table(title, ["stage", "state", "time", "stats"], rows))
+             f"{s.seconds:.2f}s" if s.seconds is not None else "-", escape(s.note)] for s in rep.stages]
+    out.result({"dataset": rep.name, "stages": {s.name: {"state": s.state, "seconds": s.seconds,
+                                                          "error": s.error} for s in rep.stages},
+                "summary": rep.summary, "bad_rows": rep.bad_rows},
+               table(f"dataset {escape(rep.name)} ({rep.format}: {escape(rep.source)})",
+                     ["stage", "state", "time", "stats"], rows))
+    if out.mode == "rich":
+        for line in rep.bad_rows:   # unwrapped: line numbers must not be split
+            out.console.print(line, soft_wrap=True, markup=False, highlight=False)
 
 
 def cmd_status(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
-    names = [args.name] if args.name else ws.dataset_names()
-    if not names:
+    if args.name:
+        show_dataset(dataset_report(ws, args.name), out)
+        return 0
+    reports = dataset_reports(ws)
+    if not reports:
         out.result({"datasets": []}, "no datasets in " + str(ws.datasets_dir) +
                    ": run `sessrec demo` or `sessrec data import PATH --format F --name N`")
         return 0
-    if args.name:
-        show_dataset(Dataset.load(ws, args.name), out)
-        return 0
     rows, objs = [], []
-    for n in names:
-        ds = Dataset.load(ws, n)
-        sts = status(ds)
-        summ = summary_stats(ds)
-        not_done = [f"{s.name} {s.state}" for s in sts if s.state != "done"]
-        states = f"[green]all {len(sts)} done[/]" if not not_done else \
+    for rep in reports:
+        if rep.error:   # listed with its reason: one broken dataset must not hide the others
+            reason = rep.error.removeprefix(f"{ws.dataset(rep.name).manifest}: ")  # the row names it
+            rows.append([rep.name, f"[red]unreadable[/]: {escape(reason)}", None, None, None, None, None])
+            objs.append({"dataset": rep.name, "error": rep.error})
+            continue
+        summ = rep.summary
+        not_done = [f"{s.name} {s.state}" for s in rep.stages if s.state != "done"]
+        states = f"[green]all {len(rep.stages)} done[/]" if not not_done else \
             f"[yellow]{'; '.join(not_done[:2])}{' ...' if len(not_done) > 2 else ''}[/]"
-        rows.append([n, states, summ.get("sessions"), summ.get("items"),
+        rows.append([rep.name, states, summ.get("sessions"), summ.get("items"),
                      " / ".join(fmt(summ.get(f"{p}_sessions")) for p in ("train", "val", "test")),
                      summ.get("graph_edges"), summ.get("repeat_rate")])
-        objs.append({"dataset": n, "stages": {s.name: s.state for s in sts}, "summary": summ})
+        objs.append({"dataset": rep.name, "stages": {s.name: s.state for s in rep.stages}, "summary": summ})
     out.result({"datasets": objs},
                table(f"datasets in {ws.datasets_dir} (`sessrec data status NAME` for every stat)",
                      ["name", "stages", "sessions", "items", "train / val / test", "edges", "repeat"], rows))
@@ -234,25 +240,29 @@ def cmd_fetch(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
     out.log(f"RetailRocket events.csv at {path}")
     out.emit({"type": "fetched", "path": str(path)})
     if args.do_import:
-        ds = Dataset.create(ws, "retailrocket", path, DataConfig(format="retailrocket"))
-        _build(ds, out)
+        with _removed_on_failure(ws, "retailrocket"):
+            ds = Dataset.create(ws, "retailrocket", path, DataConfig(format="retailrocket"))
+            _build(ds, out)
     return 0
 
 
 def cmd_delete(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
-    ds = Dataset.load(ws, args.name)
-    pid = building_pid(ds)
-    if pid:
+    # no Dataset.load: a dataset whose manifest is unreadable must still be deletable
+    paths = ws.dataset(args.name)
+    if not paths.root.is_dir():
+        Dataset.load(ws, args.name)    # raises "not found", with the known names
+    pid = holder_pid(paths.build_lock)
+    if pid is not None and pid_alive(pid):
         raise StageError(f"dataset {args.name!r} is being built by process {pid}; stop it first")
     if not args.yes:
         if out.mode == "jsonl":
             raise InputError("delete needs --yes when not interactive")
-        answer = input(f"delete {ds.dir} (the source file stays)? [y/N] ").strip().lower()
+        answer = input(f"delete {paths.root} (the source file stays)? [y/N] ").strip().lower()
         if answer not in ("y", "yes"):
             out.log("kept")
             return 1
-    shutil.rmtree(ds.dir)
-    out.log(f"deleted {ds.dir}")
+    shutil.rmtree(paths.root)
+    out.log(f"deleted {paths.root}")
     return 0
 
 

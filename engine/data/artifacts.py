@@ -47,7 +47,8 @@ class DatasetArtifacts:
 
 def require_built(ds: Dataset, stages: tuple[str, ...] = REQUIRED) -> None:
     states = {s.name: s for s in status(ds)}
-    bad = [f"{n}: {states[n].state}" for n in stages if n in states and states[n].state != "done"]
+    bad = [f"{n}: {states[n].state}" + (f": {states[n].error}" if states[n].error else "")
+           for n in stages if n in states and states[n].state != "done"]
     if bad:
         raise InputError(f"dataset {ds.name!r} is not built ({'; '.join(bad)}); "
                          f"run `sessrec data build {ds.name}`")

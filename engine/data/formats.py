@@ -19,6 +19,8 @@ Rows are kept in file order; sessionize sorts. Blank lines are ignored (not coun
 from __future__ import annotations
 
 import gzip
+import os
+import stat
 import zlib
 from array import array
 from dataclasses import dataclass
@@ -35,6 +37,10 @@ from engine.progress import ProgressFn, StageReporter
 
 # Reasons a row is skipped. A row is counted once, under the first reason that applies in this order.
 REASONS: tuple[str, ...] = ("missing_field", "non_numeric_id", "bad_timestamp", "unknown_event")
+# ... and how each reads in a sentence (missing_field also counts rows with too few or too many fields)
+REASON_LABELS: dict[str, str] = {"missing_field": "missing or extra fields",
+                                 "non_numeric_id": "non-numeric or negative id",
+                                 "bad_timestamp": "bad timestamp", "unknown_event": "unknown event type"}
 MAX_FIRST_LINES = 5
 BLOCK_SIZE = 4 << 20  # 4 MiB blocks: fewer, larger chunks parse faster than the 1 MiB default
 
@@ -163,6 +169,33 @@ def detect_format(path: str | Path) -> str:
 
 # ---- file head: existence, compression, header ---------------------------------------------------
 
+_FILE_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+               (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+               (stat.S_ISSOCK, "a socket"))
+
+
+def require_regular_file(path: str | Path, what: str) -> None:
+    """InputError unless `path` is a regular file (or a link to one); `what` says what was expected.
+
+    Checked with stat, without opening: opening a FIFO blocks until a writer comes, and a directory
+    or a device must be refused before anything is registered or built from it.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise InputError(f"{path}: file not found; expected {what}") from None
+    except OSError as e:
+        raise InputError(f"{path}: cannot read it ({e.strerror or e}); expected {what}") from None
+    if not stat.S_ISREG(mode):
+        kind = next((name for test, name in _FILE_KINDS if test(mode)), "not a regular file")
+        raise InputError(f"{path}: is {kind}, not a regular file; expected {what}")
+
+
+def spec_file_text(fmt: str) -> str:
+    """What a file of format `fmt` is, for messages ("a RetailRocket events.csv file with header ...")."""
+    spec = FORMAT_SPECS.get(fmt)
+    return f"a {spec.title} file with header {spec.header_text()!r}" if spec else "a click log"
+
 @dataclass(frozen=True)
 class _Head:
     compression: str | None   # "gzip" or None
@@ -179,11 +212,8 @@ def _spec(fmt: str, path: Path) -> FormatSpec:
 
 def _peek(path: Path, spec: FormatSpec | None) -> _Head:
     """Check the file exists and is not empty; find its compression, header line and first row."""
-    what = f"a {spec.title} file with header {spec.header_text()!r}" if spec else "a click log"
-    if not path.exists():
-        raise InputError(f"{path}: file not found; expected {what}")
-    if not path.is_file():
-        raise InputError(f"{path}: is not a file; expected {what}")
+    what = spec_file_text(spec.name) if spec else "a click log"
+    require_regular_file(path, what)
     with open(path, "rb") as f:
         magic = f.read(4)
     if magic[:2] == b"\x1f\x8b":

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,11 +18,12 @@ from typing import Any
 
 from engine import atomic
 from engine.config import DataConfig, from_dict, to_dict
-from engine.errors import InputError, StageError
+from engine.errors import InputError, StageError, StorageError
 from engine.process import pid_alive
 from engine.workspace import DatasetDir, Workspace
 
 MANIFEST_VERSION = 1
+QUICK_SPAN = 64 << 10   # bytes hashed at each end of an output file by `quick_check`
 
 
 def file_fingerprint(path: Path, cached: dict | None = None) -> dict:
@@ -35,6 +37,48 @@ def file_fingerprint(path: Path, cached: dict | None = None) -> dict:
         while chunk := f.read(1 << 23):
             h.update(chunk)
     return {"path": str(path), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns, "blake2b": h.hexdigest()}
+
+
+def quick_check(path: Path, size: int) -> str:
+    """blake2b of the size and the first and last 64 KiB of a file.
+
+    Two small reads, so `data status` can check every artifact on every call; it catches truncation,
+    appends and rewrites of either end (a change confined to the middle of a file larger than
+    128 KiB goes unnoticed: the price of not hashing gigabytes on every status).
+    """
+    h = hashlib.blake2b(str(size).encode(), digest_size=16)
+    with open(path, "rb") as f:
+        h.update(f.read(QUICK_SPAN))
+        if size > QUICK_SPAN:
+            f.seek(max(QUICK_SPAN, size - QUICK_SPAN))
+            h.update(f.read(QUICK_SPAN))
+    return h.hexdigest()
+
+
+def output_record(path: Path) -> dict:
+    """What the manifest records of one stage output file: its size and `quick_check`."""
+    size = path.stat().st_size
+    return {"bytes": size, "quick_blake2b": quick_check(path, size)}
+
+
+def output_problem(path: Path, rec: dict, label: str) -> str | None:
+    """Why the file at `path` no longer matches its record `rec` (None if it does); `label` names it.
+
+    Records written before the content check have only `bytes`: those get the size check only.
+    """
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return f"{label} is missing"
+    if not stat.S_ISREG(st.st_mode):
+        return f"{label} is not a regular file"
+    want = rec.get("bytes")
+    if want is not None and st.st_size != want:
+        return f"{label} changed on disk ({st.st_size:,} bytes, built with {want:,})"
+    check = rec.get("quick_blake2b")
+    if check and quick_check(path, st.st_size) != check:
+        return f"{label} changed on disk (same size, different content)"
+    return None
 
 
 @dataclass
@@ -125,7 +169,10 @@ class Dataset:
             "stages": {},
         }
         ds = cls(ws, name, data)
-        d.mkdir(parents=True, exist_ok=True)
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StorageError("dataset folder", d, e) from e
         ds.save()
         return ds
 
@@ -137,10 +184,7 @@ class Dataset:
             hint = f"known datasets: {', '.join(known)}" if known else \
                 "no datasets yet: run `sessrec demo` or `sessrec data import PATH --format F --name N`"
             raise InputError(f"dataset {name!r} not found in {ws.datasets_dir} ({hint})")
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise InputError(f"{path}: not valid JSON ({e}); delete the dataset and rebuild it") from e
+        data = read_manifest(path)
         ds = cls(ws, name, data)
         # finish or undo any stage swap that was interrupted, drop temp leftovers
         for stage in data.get("stages", {}):
@@ -148,7 +192,7 @@ class Dataset:
         return ds
 
     def save(self) -> None:
-        atomic.write_json(self.manifest_path, self.data)
+        atomic.write_json(self.manifest_path, self.data, "dataset manifest")
 
     def record(self, stage: str, rec: dict[str, Any]) -> None:
         self.data.setdefault("stages", {})[stage] = rec
@@ -158,6 +202,77 @@ class Dataset:
         for s in stages:
             self.data.get("stages", {}).pop(s, None)
         self.save()
+
+
+# manifest fields that are checked on load: dotted key -> (type, required)
+_FIELDS: dict[str, tuple[type | tuple[type, ...], bool]] = {
+    "source": (dict, True), "config": (dict, True), "stages": (dict, True),
+    "source.path": (str, True), "source.format": ((str, type(None)), False),
+    "source.test_path": ((str, type(None)), False), "source.demo": ((dict, type(None)), False),
+    "building": ((dict, type(None)), False),
+}
+# fields of each stage record
+_STAGE_FIELDS: dict[str, type] = {"status": str, "key": str, "outputs": dict, "stats": dict,
+                                  "inputs": dict}
+
+
+def _json_type(v: Any) -> str:
+    for t, name in ((bool, "a boolean"), (dict, "an object"), (list, "an array"), (str, "a string"),
+                    ((int, float), "a number")):
+        if isinstance(v, t):
+            return name
+    return "null"
+
+
+def _type_name(t: type | tuple[type, ...]) -> str:
+    first = t[0] if isinstance(t, tuple) else t
+    return {dict: "an object", str: "a string"}[first]
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    """A dataset's manifest, checked for the keys and types the pipeline relies on.
+
+    Anything else is one InputError naming the file and what was expected (never a KeyError later).
+    """
+    fix = f"delete the dataset (sessrec data delete {path.parent.name}) and import it again"
+    try:
+        st = path.stat()
+        if not stat.S_ISREG(st.st_mode):   # opening a FIFO would hang
+            raise InputError(f"{path}: is not a regular file; expected a dataset manifest (JSON)")
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except OSError as e:
+        raise InputError(f"{path}: cannot read it ({e.strerror or e})") from None
+    except ValueError as e:   # JSONDecodeError, UnicodeDecodeError
+        raise InputError(f"{path}: not valid JSON ({e}); {fix}") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: expected a JSON object with keys source, config and stages, "
+                         f"found {_json_type(data)}; {fix}")
+    missing = [k for k in ("source", "config", "stages") if k not in data]
+    if missing:
+        raise InputError(f"{path}: missing key(s) {', '.join(missing)}; expected a sessrec dataset "
+                         f"manifest with source, config and stages; {fix}")
+    for key, (typ, required) in _FIELDS.items():
+        parent, _, leaf = key.rpartition(".")
+        holder = data[parent] if parent else data
+        if leaf not in holder:
+            if required:
+                raise InputError(f"{path}: missing key {key!r}; {fix}")
+            continue
+        if not isinstance(holder[leaf], typ):
+            raise InputError(f"{path}: {key!r} is {_json_type(holder[leaf])}; expected "
+                             f"{_type_name(typ)}; {fix}")
+    for stage, rec in data["stages"].items():
+        if not isinstance(rec, dict):
+            raise InputError(f"{path}: 'stages.{stage}' is {_json_type(rec)}; expected an object; {fix}")
+        for key, typ in _STAGE_FIELDS.items():
+            if key in rec and not isinstance(rec[key], typ):
+                raise InputError(f"{path}: 'stages.{stage}.{key}' is {_json_type(rec[key])}; expected "
+                                 f"{_type_name(typ)}; {fix}")
+    try:
+        from_dict(DataConfig, data["config"])
+    except (InputError, TypeError) as e:
+        raise InputError(f"{path}: 'config': {e}; {fix}") from None
+    return data
 
 
 class BuildLock:
@@ -171,15 +286,23 @@ class BuildLock:
         for _ in range(2):
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-                os.write(fd, str(os.getpid()).encode())
-                os.close(fd)
-                return self
             except FileExistsError:
                 pid = holder_pid(self.path)
                 if pid is not None and pid_alive(pid) and pid != os.getpid():
                     raise StageError(f"dataset {self.name!r} is being built by process {pid}; "
                                      f"wait for it or stop it") from None
                 self.path.unlink(missing_ok=True)   # stale lock of a dead process
+                continue
+            except OSError as e:
+                raise StorageError("build lock", self.path, e) from e
+            try:
+                os.write(fd, str(os.getpid()).encode())
+            except OSError as e:
+                self.path.unlink(missing_ok=True)   # ours, but empty
+                raise StorageError("build lock", self.path, e) from e
+            finally:
+                os.close(fd)
+            return self
         raise StageError(f"dataset {self.name!r}: could not take the build lock {self.path}")
 
     def __exit__(self, *exc: object) -> None:

@@ -5,8 +5,10 @@
 Each stage reads its inputs from upstream stage folders, writes its outputs into a fresh temp folder
 that is swapped in atomically, and records in the manifest: its key (a hash of its parameters, the
 keys of the stages it depends on, and for `ingest` the content fingerprint of the raw files), its
-outputs, stats and timing. A stage whose key is unchanged and whose outputs exist is skipped; a
-changed parameter or input changes that stage's key and therefore every downstream key.
+outputs (size and a quick content check per file), stats and timing. A stage whose key is unchanged
+and whose output files still match their record is skipped; a changed parameter or input changes
+that stage's key and therefore every downstream key; a changed output file makes its stage stale
+(rebuilt, with everything downstream, by the next build).
 """
 
 from __future__ import annotations
@@ -21,12 +23,14 @@ from typing import Any, Callable
 import numpy as np
 import pyarrow.parquet as pq
 
-from engine.atomic import atomic_dir, atomic_path
+from engine.atomic import atomic_dir, atomic_path, clean_temp, recover_dir
 from engine.config import DataConfig, stable_hash
-from engine.data.manifest import BuildLock, Dataset, building_pid, file_fingerprint
+from engine.data.manifest import (BuildLock, Dataset, building_pid, file_fingerprint, output_problem,
+                                  output_record)
+from engine.data.formats import require_regular_file, spec_file_text
 from engine.data.sessions import Sessions
 from engine.workspace import DatasetDir
-from engine.errors import StageError
+from engine.errors import SessrecError, StageError, StorageError
 from engine.progress import Progress, ProgressFn, null_progress
 
 
@@ -205,6 +209,8 @@ def _source_fingerprints(ds: Dataset, cached: dict | None) -> dict:
             if not path.exists():
                 raise StageError(f"source file {path} does not exist (dataset {ds.name!r}); "
                                  f"restore it or re-import the dataset")
+            # before fingerprinting: reading a FIFO would hang `data status`
+            require_regular_file(path, spec_file_text(ds.config.format))
             fps[role] = file_fingerprint(path, cached.get(role))
     return fps
 
@@ -234,9 +240,14 @@ class StageStatus:
     error: str | None = None
 
 
-def _outputs_exist(ds: Dataset, rec: dict) -> bool:
-    d = ds.stage_dir(rec.get("stage", ""))
-    return all((d / f).exists() for f in rec.get("outputs", {}))
+def outputs_problem(ds: Dataset, stage: str, rec: dict) -> str | None:
+    """Why a stage's recorded outputs no longer match the files on disk (None if they all do)."""
+    d = ds.stage_dir(stage)
+    for name, out in rec.get("outputs", {}).items():
+        problem = output_problem(d / name, out if isinstance(out, dict) else {}, f"{stage}/{name}")
+        if problem:
+            return problem
+    return None
 
 
 def status(ds: Dataset) -> list[StageStatus]:
@@ -245,24 +256,25 @@ def status(ds: Dataset) -> list[StageStatus]:
     try:
         keys = expected_keys(ds, _source_fingerprints(ds, ingest_rec.get("inputs")))
         source_error = None
-    except StageError as e:
+    except SessrecError as e:
         keys, source_error = {}, str(e)
     builder = building_pid(ds)
     current = (ds.data.get("building") or {}).get("stage") if builder else None
     out = []
     for st in stages_for(ds):
         rec = ds.stage_record(st.name)
+        changed = None
         if current == st.name:
             state = "building"
         elif rec is None:
             state = "missing"
         elif rec.get("status") == "failed":
             state = "failed"
-        elif keys.get(st.name) != rec.get("key") or not _outputs_exist(ds, rec):
+        elif (changed := outputs_problem(ds, st.name, rec)) or keys.get(st.name) != rec.get("key"):
             state = "stale"
         else:
             state = "done"
-        error = (rec or {}).get("error") or (source_error if st.name == "ingest" else None)
+        error = (rec or {}).get("error") or changed or (source_error if st.name == "ingest" else None)
         out.append(StageStatus(st.name, state, (rec or {}).get("stats", {}),
                                (rec or {}).get("seconds"), (rec or {}).get("finished_at"), error))
     return out
@@ -299,6 +311,12 @@ def build(ds: Dataset, upto: str | None = None, force: bool | str = False,
         stages = [s for s in stages if s.name in need]
     results: list[StageResult] = []
     with BuildLock(ds):
+        # what a killed build left: finish or undo its folder swaps, then drop its temp files
+        # (safe now: the lock keeps any other build out)
+        for name in STAGE_NAMES:
+            recover_dir(ds.stage_dir(name))
+        for folder in (ds.dir, *(ds.stage_dir(name) for name in STAGE_NAMES)):
+            clean_temp(folder)
         ingest_rec = ds.stage_record("ingest") or {}
         fps = _source_fingerprints(ds, ingest_rec.get("inputs"))
         keys = expected_keys(ds, fps)
@@ -307,21 +325,25 @@ def build(ds: Dataset, upto: str | None = None, force: bool | str = False,
         for i, st in enumerate(stages):
             rec = ds.stage_record(st.name)
             forced = force is True or force == st.name or any(d in rerun for d in st.deps)
-            fresh = (rec is not None and rec.get("status") == "done" and rec.get("key") == keys[st.name]
-                     and _outputs_exist(ds, rec))
-            if fresh and not forced:
+            fresh = rec is not None and rec.get("status") == "done" and rec.get("key") == keys[st.name]
+            changed = outputs_problem(ds, st.name, rec) if fresh else None
+            if fresh and not changed and not forced:
                 progress(Progress("pipeline", i + 1, total, "stages", f"{st.name}: up to date"))
                 results.append(StageResult(st.name, False, 0.0, rec.get("stats", {})))
                 continue
-            progress(Progress("pipeline", i, total, "stages", f"{st.name}: running"))
+            progress(Progress("pipeline", i, total, "stages",
+                              f"{st.name}: running" + (f" ({changed})" if changed else "")))
             ds.data["building"] = {"stage": st.name}
             ds.save()
             t0 = time.perf_counter()
             try:
-                with atomic_dir(ds.stage_dir(st.name)) as tmp:
+                with atomic_dir(ds.stage_dir(st.name), f"{st.name} stage folder") as tmp:
                     ctx = StageContext(ds, ds.config, ds.paths.staging(st.name, tmp), progress)
-                    stats = st.run(ctx)
-                    outputs = {p.name: {"bytes": p.stat().st_size} for p in sorted(tmp.iterdir())}
+                    try:
+                        stats = st.run(ctx)
+                    except StorageError as e:   # the writer knows its file; name the stage too
+                        raise StorageError(f"{st.name} stage output", e.path, e.error) from e
+                    outputs = {p.name: output_record(p) for p in sorted(tmp.iterdir())}
             except BaseException as e:
                 ds.data.pop("building", None)
                 failed = dict(rec or {})
@@ -329,13 +351,16 @@ def build(ds: Dataset, upto: str | None = None, force: bool | str = False,
                                "error": f"{type(e).__name__}: {e}" if not isinstance(e, KeyboardInterrupt)
                                else "interrupted",
                                "failed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
-                if isinstance(e, KeyboardInterrupt) and rec is not None:
-                    ds.save()          # interrupted: keep the previous record as it was
-                else:
-                    failed.setdefault("outputs", {})
-                    if not isinstance(e, (StageError,)) and not isinstance(e, KeyboardInterrupt):
-                        failed["traceback"] = traceback.format_exc(limit=8)
-                    ds.record(st.name, failed)
+                try:
+                    if isinstance(e, KeyboardInterrupt) and rec is not None:
+                        ds.save()          # interrupted: keep the previous record as it was
+                    else:
+                        failed.setdefault("outputs", {})
+                        if not isinstance(e, (SessrecError, KeyboardInterrupt)):   # a bug: keep where
+                            failed["traceback"] = traceback.format_exc(limit=8)
+                        ds.record(st.name, failed)
+                except StorageError:
+                    pass    # the disk that refused the stage may refuse the manifest too: say why it failed
                 raise
             seconds = time.perf_counter() - t0
             ds.data.pop("building", None)

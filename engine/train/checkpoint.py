@@ -53,7 +53,7 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     """Write atomically. Disk full or any OS error: StorageError naming the file."""
     payload = {"format": CKPT_FORMAT, "versions": versions(), **payload}
     try:
-        with atomic_path(path) as tmp:
+        with atomic_path(path, f"checkpoint {path.name}") as tmp:
             # a Python file object: a failed write raises OSError with its errno (disk full, file
             # too large), where torch's own writer only says "enforce fail at inline_container.cc"
             with open(tmp, "wb") as f:
