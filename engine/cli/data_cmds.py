@@ -15,7 +15,7 @@ from rich.markup import escape
 from engine.cli.output import Output, fmt, table
 from engine.cli.flags import add_config_flags, config_names, given
 from engine.config import DataConfig, to_dict
-from engine.data.formats import require_regular_file, spec_file_text
+from engine.data.format_specs import require_regular_file, spec_file_text
 from engine.data.manifest import Dataset, holder_pid
 from engine.data.pipeline import STAGE_NAMES, build, stages_for
 from engine.data.report import DatasetReport, dataset_report, dataset_reports
@@ -254,6 +254,12 @@ def cmd_delete(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
     pid = holder_pid(paths.build_lock)
     if pid is not None and pid_alive(pid):
         raise StageError(f"dataset {args.name!r} is being built by process {pid}; stop it first")
+    from engine.runs import RunStore, lock_holder
+    training = [r for r in RunStore(ws).running(dataset=args.name)]
+    if training:
+        who = ", ".join(f"{r.run_id} (process {lock_holder(ws.run(r.run_id).lock) or '?'})" for r in training)
+        raise StageError(f"dataset {args.name!r} is used by a running training: {who}; stop it first "
+                         f"(ctrl+t on the Train screen, or kill the process)")
     if not args.yes:
         if out.mode == "jsonl":
             raise InputError("delete needs --yes when not interactive")

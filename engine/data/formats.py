@@ -19,8 +19,6 @@ Rows are kept in file order; sessionize sorts. Blank lines are ignored (not coun
 from __future__ import annotations
 
 import gzip
-import os
-import stat
 import zlib
 from array import array
 from dataclasses import dataclass
@@ -31,21 +29,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
+from engine.data.format_specs import (DELIMITER_NAMES, DATE, EVENT, FORMAT_SPECS, ID, MS, OFFSET_MS,
+                                      REASONS, SECONDS, FormatSpec, require_regular_file, spec_file_text)
 from engine.data.sessions import EVENT_TYPES
 from engine.errors import InputError
 from engine.progress import ProgressFn, StageReporter
 
-# Reasons a row is skipped. A row is counted once, under the first reason that applies in this order.
-REASONS: tuple[str, ...] = ("missing_field", "non_numeric_id", "bad_timestamp", "unknown_event")
-# ... and how each reads in a sentence (missing_field also counts rows with too few or too many fields)
-REASON_LABELS: dict[str, str] = {"missing_field": "missing or extra fields",
-                                 "non_numeric_id": "non-numeric or negative id",
-                                 "bad_timestamp": "bad timestamp", "unknown_event": "unknown event type"}
 MAX_FIRST_LINES = 5
 BLOCK_SIZE = 4 << 20  # 4 MiB blocks: fewer, larger chunks parse faster than the 1 MiB default
 
-# Column kinds. Ids are non-negative integers (NO_VISITOR = -1 is a sentinel downstream).
-ID, MS, OFFSET_MS, SECONDS, DATE, EVENT = "id", "ms", "offset_ms", "seconds", "date", "event"
 _REASON_OF_KIND = {ID: "non_numeric_id", MS: "bad_timestamp", OFFSET_MS: "bad_timestamp",
                    SECONDS: "bad_timestamp", DATE: "bad_timestamp", EVENT: "unknown_event"}
 _FAST_TYPE = {ID: pa.int64(), MS: pa.int64(), OFFSET_MS: pa.int64(), SECONDS: pa.float64(),
@@ -55,58 +47,6 @@ _DATE_RE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
 _MAX_SECONDS = 9.2e15  # seconds * 1000 must fit int64
 _MS_PER_DAY = 86_400_000
 _EVENT_VALUES = pa.array(EVENT_TYPES, pa.string())
-_DELIMITER_NAMES = {",": "comma ','", ";": "semicolon ';'", "\t": "tab", "|": "pipe '|'"}
-
-
-@dataclass(frozen=True)
-class FormatSpec:
-    """What a raw file of one format looks like and which of its columns feed the canonical table."""
-
-    name: str
-    title: str                      # for messages
-    header: tuple[str, ...]         # expected header columns, in file order (compared case-insensitively)
-    delimiters: tuple[str, ...]     # accepted field separators, the usual one first
-    key: str                        # canonical key column: "visitor" or "session_key"
-    key_column: str                 # file column holding the key
-    item_column: str
-    kinds: dict[str, str]           # file column -> kind, for every column that is read
-    example: str                    # one valid data row, for messages
-
-    @property
-    def time_columns(self) -> tuple[str, ...]:
-        return tuple(c for c, k in self.kinds.items() if k in (MS, OFFSET_MS, SECONDS, DATE))
-
-    @property
-    def event_column(self) -> str | None:
-        return next((c for c, k in self.kinds.items() if k == EVENT), None)
-
-    def header_text(self, delimiter: str | None = None) -> str:
-        return (delimiter or self.delimiters[0]).join(self.header)
-
-    def delimiter_text(self) -> str:
-        return " or ".join(_DELIMITER_NAMES.get(d, repr(d)) for d in self.delimiters)
-
-
-FORMAT_SPECS: dict[str, FormatSpec] = {
-    "retailrocket": FormatSpec(
-        name="retailrocket", title="RetailRocket events.csv",
-        header=("timestamp", "visitorid", "event", "itemid", "transactionid"), delimiters=(",",),
-        key="visitor", key_column="visitorid", item_column="itemid",
-        kinds={"timestamp": MS, "visitorid": ID, "event": EVENT, "itemid": ID},
-        example="1433221332117,257597,view,355908,"),
-    "rsc15": FormatSpec(
-        name="rsc15", title="YooChoose/RSC15 clicks",
-        header=("SessionId", "ItemId", "Time"), delimiters=("\t", ","),
-        key="session_key", key_column="SessionId", item_column="ItemId",
-        kinds={"SessionId": ID, "ItemId": ID, "Time": SECONDS},
-        example="1\t214536502\t1396860669.277"),
-    "diginetica": FormatSpec(
-        name="diginetica", title="Diginetica train-item-views",
-        header=("session_id", "user_id", "item_id", "timeframe", "eventdate"), delimiters=(";",),
-        key="session_key", key_column="session_id", item_column="item_id",
-        kinds={"session_id": ID, "item_id": ID, "timeframe": OFFSET_MS, "eventdate": DATE},
-        example="1;NA;81766;526309;2016-05-09"),
-}
 
 
 @dataclass
@@ -159,7 +99,7 @@ def detect_format(path: str | Path) -> str:
     path = Path(path)
     head = _peek(path, None)
     for name, spec in FORMAT_SPECS.items():
-        if _header_delimiter(spec, head.header, _DELIMITER_NAMES) is not None:
+        if _header_delimiter(spec, head.header, DELIMITER_NAMES) is not None:
             return name
     expected = "; ".join(f"{s.name}: {s.header_text()!r} ({s.delimiter_text()})"
                          for s in FORMAT_SPECS.values())
@@ -168,33 +108,6 @@ def detect_format(path: str | Path) -> str:
 
 
 # ---- file head: existence, compression, header ---------------------------------------------------
-
-_FILE_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
-               (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
-               (stat.S_ISSOCK, "a socket"))
-
-
-def require_regular_file(path: str | Path, what: str) -> None:
-    """InputError unless `path` is a regular file (or a link to one); `what` says what was expected.
-
-    Checked with stat, without opening: opening a FIFO blocks until a writer comes, and a directory
-    or a device must be refused before anything is registered or built from it.
-    """
-    try:
-        mode = os.stat(path).st_mode
-    except FileNotFoundError:
-        raise InputError(f"{path}: file not found; expected {what}") from None
-    except OSError as e:
-        raise InputError(f"{path}: cannot read it ({e.strerror or e}); expected {what}") from None
-    if not stat.S_ISREG(mode):
-        kind = next((name for test, name in _FILE_KINDS if test(mode)), "not a regular file")
-        raise InputError(f"{path}: is {kind}, not a regular file; expected {what}")
-
-
-def spec_file_text(fmt: str) -> str:
-    """What a file of format `fmt` is, for messages ("a RetailRocket events.csv file with header ...")."""
-    spec = FORMAT_SPECS.get(fmt)
-    return f"a {spec.title} file with header {spec.header_text()!r}" if spec else "a click log"
 
 @dataclass(frozen=True)
 class _Head:
@@ -252,13 +165,13 @@ def _check_header(path: Path, spec: FormatSpec, head: _Head) -> str:
     delimiter = _header_delimiter(spec, head.header, spec.delimiters)
     if delimiter is not None:
         return delimiter
-    other = _header_delimiter(spec, head.header, _DELIMITER_NAMES)
+    other = _header_delimiter(spec, head.header, DELIMITER_NAMES)
     if other is not None:
-        raise InputError(f"{path}: fields are separated by {_DELIMITER_NAMES[other]}, but a "
+        raise InputError(f"{path}: fields are separated by {DELIMITER_NAMES[other]}, but a "
                          f"{spec.title} file is separated by {spec.delimiter_text()} "
                          f"(expected header {spec.header_text()!r})")
     hint = next((f" (this header matches format {s.name!r})" for s in FORMAT_SPECS.values()
-                 if s is not spec and _header_delimiter(s, head.header, _DELIMITER_NAMES)), "")
+                 if s is not spec and _header_delimiter(s, head.header, DELIMITER_NAMES)), "")
     raise InputError(f"{path}: wrong header for format {spec.name!r}: expected "
                      f"{spec.header_text()!r} ({spec.delimiter_text()}), found "
                      f"{_clip(head.header)!r}{hint}")
@@ -272,9 +185,9 @@ def _data_delimiter_hint(spec: FormatSpec, delimiter: str, row: str) -> str:
     """When the header is right but the rows use another separator, say so."""
     if not row or delimiter in row:
         return ""
-    for d, name in _DELIMITER_NAMES.items():
+    for d, name in DELIMITER_NAMES.items():
         if len(row.split(d)) == len(spec.header):
-            return f"; the data rows seem to be separated by {name}, not {_DELIMITER_NAMES[delimiter]}"
+            return f"; the data rows seem to be separated by {name}, not {DELIMITER_NAMES[delimiter]}"
     return ""
 
 

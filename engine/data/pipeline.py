@@ -20,15 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
-import pyarrow.parquet as pq
-
 from engine.atomic import atomic_dir, atomic_path, clean_temp, recover_dir
 from engine.config import DataConfig, stable_hash
 from engine.data.manifest import (BuildLock, Dataset, building_pid, file_fingerprint, output_problem,
                                   output_record)
-from engine.data.formats import require_regular_file, spec_file_text
-from engine.data.sessions import Sessions
+from engine.data.format_specs import require_regular_file, spec_file_text
 from engine.workspace import DatasetDir
 from engine.errors import SessrecError, StageError, StorageError
 from engine.progress import Progress, ProgressFn, null_progress
@@ -60,11 +56,13 @@ class StageContext:
 
 # ---- stage bodies ------------------------------------------------------------------------------
 def _write_table(table, path: Path) -> None:
+    import pyarrow.parquet as pq
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp, compression="zstd")
 
 
 def _events_stats(table) -> dict:
+    import numpy as np
     import pyarrow.compute as pc
     from engine.data.sessions import EVENT_TYPES
     key = "session_key" if "session_key" in table.column_names else "visitor"
@@ -94,6 +92,7 @@ def run_ingest(ctx: StageContext) -> dict:
 
 
 def run_sessionize(ctx: StageContext) -> dict:
+    import pyarrow.parquet as pq
     from engine.data.sessionize import sessionize
     events = pq.read_table(ctx.input(ctx.ds.paths.events))
     test_p = ctx.ds.paths.test_events
@@ -108,6 +107,7 @@ def run_sessionize(ctx: StageContext) -> dict:
 
 
 def run_split(ctx: StageContext) -> dict:
+    from engine.data.sessions import Sessions
     from engine.data.split import split_sessions
     sessions = Sessions.read(ctx.input(ctx.ds.paths.sessions))
     test_p = ctx.ds.paths.test_sessions
@@ -121,6 +121,7 @@ def run_split(ctx: StageContext) -> dict:
 
 
 def run_items(ctx: StageContext) -> dict:
+    from engine.data.sessions import Sessions
     from engine.data.items import encode_splits
     parts = {n: Sessions.read(ctx.input(ctx.ds.paths.split_sessions(n))) for n in ("train", "val", "test")}
     index, encoded, stats = encode_splits(parts)
@@ -132,6 +133,7 @@ def run_items(ctx: StageContext) -> dict:
 
 
 def run_graph(ctx: StageContext) -> dict:
+    from engine.data.sessions import Sessions
     from engine.data.graph import build_cooc_graph
     from engine.data.items import ItemIndex
     index = ItemIndex.read(ctx.input(ctx.ds.paths.items))
@@ -144,6 +146,7 @@ def run_graph(ctx: StageContext) -> dict:
 
 
 def run_encodings(ctx: StageContext) -> dict:
+    import numpy as np
     from engine.data.encodings import laplacian_pe
     from engine.data.graph import CoocGraph
     graph = CoocGraph.load(ctx.input(ctx.ds.paths.graph))
@@ -155,6 +158,7 @@ def run_encodings(ctx: StageContext) -> dict:
 
 
 def run_oracle(ctx: StageContext) -> dict:
+    from engine.data.sessions import Sessions
     from engine.data.demo import oracle_recall
     # the generator writes its truth beside the log it generated
     truth = ctx.ds.source_file("path").with_name(ctx.ds.paths.demo_truth.name)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.data.formats import REASON_LABELS
+from engine.data.format_specs import REASON_LABELS
 from engine.data.manifest import Dataset
 from engine.data.pipeline import StageStatus, status, summary_stats
 from engine.errors import SessrecError

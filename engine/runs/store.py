@@ -8,6 +8,7 @@ last refresh (the app refreshes every half second; each file is read once). One 
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -23,50 +24,60 @@ class _Entry:
     state: RunState
     tail: EventTail
     config_stamp: tuple[int, int] | None = None
+    config_error: str | None = None
 
 
 class RunStore:
+    """Thread-safe: the app refreshes from its timer and from thread workers."""
+
     def __init__(self, ws: Workspace) -> None:
         self.ws = ws
         self._entries: dict[str, _Entry] = {}
+        self._lock = threading.RLock()
 
     # ---- reading -------------------------------------------------------------------------------
     def refresh(self, run_ids: Iterable[str] | None = None) -> list[RunState]:
         """Bring the given runs (default: every run folder) up to date; returns their states, and
         forgets runs whose folder is gone."""
         ids = list(run_ids) if run_ids is not None else self.ws.run_ids()
-        if run_ids is None:
-            for gone in set(self._entries) - set(ids):
-                del self._entries[gone]
-        return [self._refresh_one(rid) for rid in ids]
+        with self._lock:
+            if run_ids is None:
+                for gone in set(self._entries) - set(ids):
+                    del self._entries[gone]
+            return [self._refresh_one(rid) for rid in ids]
 
     def get(self, run_id: str) -> RunState | None:
         """One run, up to date (None when it has no folder)."""
         if not self.ws.run(run_id).exists and run_id not in self._entries:
             return None
-        return self._refresh_one(run_id)
+        with self._lock:
+            return self._refresh_one(run_id)
 
     def states(self) -> list[RunState]:
         """What the last refresh read (no disk access)."""
-        return [e.state for e in self._entries.values()]
+        with self._lock:
+            return [e.state for e in self._entries.values()]
 
     def _refresh_one(self, run_id: str) -> RunState:
         run = self.ws.run(run_id)
         entry = self._entries.get(run_id)
         if entry is None:
             entry = self._entries[run_id] = _Entry(RunState(run_id), EventTail(run.events))
-        st = entry.state
         self._read_config(run, entry)
+        st = entry.state
         if entry.tail.path != run.events:
             entry.tail = EventTail(run.events)
         if st.apply_all(entry.tail.poll()):
             st.skipped_lines = entry.tail.skipped
         self._apply_liveness(run, entry)
+        if entry.config_error and (st.status != RunStatus.UNREADABLE or st.error != entry.config_error):
+            # its events may tell how it went, but without its config it cannot be resumed or evaluated
+            st.status, st.error = RunStatus.UNREADABLE, entry.config_error
+            st.version += 1
         return st
 
     @staticmethod
     def _read_config(run: RunDir, entry: _Entry) -> None:
-        st = entry.state
         try:
             stat = run.config.stat()
         except OSError:
@@ -80,9 +91,11 @@ class RunStore:
             if not isinstance(cfg, dict) or not isinstance(cfg.get("train", {}), dict):
                 raise ValueError("not a JSON object with a 'train' object")
         except (OSError, UnicodeDecodeError, ValueError) as e:
-            st.status, st.error = RunStatus.UNREADABLE, f"{run.config.name}: {e}"
-            st.version += 1
+            entry.config_error = f"{run.config.name}: {e}"
             return
+        if entry.config_error is not None:    # repaired: fold its events again from the start
+            entry.state, entry.tail, entry.config_error = RunState(run.run_id), EventTail(run.events), None
+        st = entry.state
         train = cfg.get("train", {})
         st.config = train
         st.model = train.get("model", st.model)
@@ -90,8 +103,6 @@ class RunStore:
         st.kind = cfg.get("kind", st.kind) or ModelKind.GNN.value
         st.created = str(cfg.get("created", ""))
         st.epochs = st.epochs or train.get("epochs")
-        if st.status == RunStatus.UNREADABLE:        # repaired
-            st.status, st.error = RunStatus.STARTING, None
         st.version += 1
 
     def _apply_liveness(self, run: RunDir, entry: _Entry) -> None:

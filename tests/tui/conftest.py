@@ -1,5 +1,5 @@
 """Fixtures of the app's tests: a built tiny demo workspace (made once, copied per test), fake runs,
-job records with fixed times, a fixed model registry, and the fake engine child process."""
+job records with fixed times, a fixed device, and the fake engine child process."""
 
 from __future__ import annotations
 
@@ -15,25 +15,7 @@ import pytest
 HERE = Path(__file__).resolve().parent
 FAKE_CHILD = [sys.executable, str(HERE / "fake_child.py")]
 
-# A fixed copy of the registry (the app loads the real one in a thread; tests and snapshots use
-# this one so they neither import torch for it nor change when an engine default changes).
-REGISTRY = {
-    "graph_transformer": {"kind": "gnn", "description": "Graph Transformer (TransformerConv, gated residual)",
-                          "defaults": {"hidden": 256, "layers": 2, "use_pe": True, "readout": "attention",
-                                       "graph_mode": "transitions", "dropout": 0.1, "heads": 2},
-                          "cpu_overrides": {"hidden": 64}},
-    "graphsage": {"kind": "gnn", "description": "GraphSAGE + attention readout",
-                  "defaults": {"hidden": 256, "layers": 2, "use_pe": True, "readout": "attention",
-                               "graph_mode": "transitions", "dropout": 0.1}, "cpu_overrides": {"hidden": 64}},
-    "pop": {"kind": "baseline", "description": "Train popularity", "defaults": {}, "cpu_overrides": {}},
-    "sknn": {"kind": "baseline", "description": "V-SKNN session-kNN",
-             "defaults": {"k": 100, "sample": 500}, "cpu_overrides": {}},
-}
 DEVICE = {"cuda_available": False, "torch": "2.x", "cuda_version": None}
-
-
-def fake_registry() -> dict:
-    return json.loads(json.dumps(REGISTRY))
 
 
 def fake_device() -> dict:
@@ -44,7 +26,6 @@ def make_app(ws: Path, child: bool = True, **kw):
     """The app on `ws`, with the fake engine child, the fixed registry and device by default."""
     from tui.app import SessrecApp
     kw.setdefault("engine_cmd", FAKE_CHILD if child else None)
-    kw.setdefault("registry_loader", fake_registry)
     kw.setdefault("device_loader", fake_device)
     kw.setdefault("kill_after", 3.0)
     kw.setdefault("kill_after_train", 3.0)

@@ -28,6 +28,7 @@ from pathlib import Path
 SCENARIO = os.environ.get("FAKE_CHILD", "ok")
 DELAY = float(os.environ.get("FAKE_CHILD_DELAY", "0.02"))
 STOP = {"requested": False}
+RUN_LOCK: list = []
 
 
 def out(obj: dict) -> None:
@@ -92,13 +93,18 @@ def train(ws: Path, argv: list[str]) -> int:
     if SCENARIO == "slow":
         epochs = max(epochs, 50)
     spe = 8 if SCENARIO != "slow" else 40
-    run_dir = ws / "runs" / run_id
+    from engine.runs.lock import RunLock
+    from engine.workspace import Workspace
+    run = Workspace(ws.resolve()).run(run_id)
+    run_dir = run.root
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(json.dumps({
+    # like the engine: the run's lock is held from before its config until the process ends
+    RUN_LOCK.append(RunLock(run.lock, run_id).acquire())
+    run.config.write_text(json.dumps({
         "run_id": run_id, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "kind": "gnn",
         "train": {"dataset": dataset, "model": model, "epochs": epochs, "batch_size": 512, "model_params": {}},
         "argv": argv}))
-    events = open(run_dir / "events.jsonl", "a", buffering=1)
+    events = open(run.events, "a", buffering=1)
 
     def emit(type_: str, **fields) -> dict:
         obj = {"type": type_, "time": round(time.time(), 3), "run_id": run_id, **fields}
@@ -136,8 +142,8 @@ def train(ws: Path, argv: list[str]) -> int:
                 log("sessrec: run failed: CUDA out of memory")
                 return 3
             if STOP["requested"]:
-                emit("checkpoint", kind="last", path=str(run_dir / "last.pt"), epoch=epoch, step=step)
-                (run_dir / "last.pt").write_bytes(b"fake")
+                emit("checkpoint", kind="last", path=run.last.name, epoch=epoch, step=step)
+                run.last.write_bytes(b"fake")
                 log(f"stopped (SIGTERM) at epoch {epoch}, step {step}")
                 emit("run_finished", status="stopped", reason="SIGTERM", best_epoch=best_epoch or None,
                      best_val=None, seconds=1.0, epochs_run=epoch - 1)
@@ -150,8 +156,8 @@ def train(ws: Path, argv: list[str]) -> int:
              val={"protocol": "prefixes", "metrics": {"recall@10": r10, "ndcg@10": round(r10 * 0.6, 4)}},
              best_epoch=best_epoch, best_value=best, improved=improved, patience_left=3)
         if improved:
-            (run_dir / "best.pt").write_bytes(b"fake")
-            emit("checkpoint", kind="best", path=str(run_dir / "best.pt"), epoch=epoch, step=step)
+            run.best.write_bytes(b"fake")
+            emit("checkpoint", kind="best", path=run.best.name, epoch=epoch, step=step)
         log(f"epoch {epoch}/{epochs}: val recall@10 {r10}")
     test = {p: {"metrics": {"recall@10": round(best * 0.9, 4), "ndcg@10": round(best * 0.5, 4)}}
             for p in ("last", "prefixes")}

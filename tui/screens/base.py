@@ -1,4 +1,6 @@
-"""What every screen shares: the navigation bar, the guide line, the footer, safe workers."""
+"""What every screen shares: the navigation bar, the guide line, the footer, and the controller's
+messages (Textual calls these handlers for every screen class in the MRO, so subclasses add their
+own `on_mount` / `on_jobs_changed` without calling super)."""
 
 from __future__ import annotations
 
@@ -10,10 +12,11 @@ from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import Footer, Static
 
+from tui.controller import GuideChanged, JobsChanged
 from tui.widgets.nav import NavBar
 
 if TYPE_CHECKING:
-    from tui.app import SessrecApp
+    from tui.controller import Controller
 
 
 class GuideLine(Static):
@@ -31,10 +34,11 @@ class GuideLine(Static):
 
 class BaseScreen(Screen):
     MODE = ""
+    TITLE_TEXT = ""          # the screen's name in the palette and the navigation bar
 
     @property
-    def sapp(self) -> "SessrecApp":
-        return self.app  # type: ignore[return-value]
+    def controller(self) -> "Controller":
+        return self.app.controller  # type: ignore[attr-defined]
 
     def compose(self) -> ComposeResult:
         yield NavBar(self.MODE)
@@ -46,16 +50,27 @@ class BaseScreen(Screen):
     def compose_body(self) -> Iterable[Widget]:
         return []
 
+    def on_mount(self) -> None:
+        self.controller.listen(self)
+        self.refresh_guide()
+
+    def on_unmount(self) -> None:
+        self.controller.unlisten(self)
+
     def on_screen_resume(self) -> None:
         self.refresh_guide()
 
+    def on_guide_changed(self, _: GuideChanged) -> None:
+        self.refresh_guide()
+
+    def on_jobs_changed(self, _: JobsChanged) -> None:
+        self.query_one(NavBar).refresh()
+
     def refresh_guide(self) -> None:
-        try:
-            self.query_one("#guide", GuideLine).show_text(self.guide_text())
-        except Exception:
-            pass
+        self.query_one("#guide", GuideLine).show_text(self.guide_text())
 
     def guide_text(self) -> str | None:
+        """The guide line: the controller's first-run guide on the screens that show it."""
         return None
 
     def action_noop(self) -> None:

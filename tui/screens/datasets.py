@@ -1,8 +1,11 @@
-"""Datasets: every dataset of the workspace, its stages, stats and distributions; generate, import,
-build, rebuild, delete (each a job: an engine child process)."""
+"""Datasets: every dataset of the workspace, its stages, stats, bad rows and distributions; generate,
+import, build, rebuild, delete (each a job: an engine child process). What a dataset looks like comes
+from the engine's `dataset_report` (the same text `sessrec data status` prints)."""
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import Iterable
 
 from rich.text import Text
@@ -13,17 +16,84 @@ from textual.widget import Widget
 from textual.widgets import Button, DataTable, Static
 from textual.worker import get_current_worker
 
-from tui import jobs as J
+from engine.data.report import DatasetReport
+from engine.workspace import Workspace
+from tui.controller import DatasetsChanged, JobsChanged
+from tui.format import STATE_STYLE, fmt_bar, fmt_duration, fmt_num, short_path
 from tui.screens.base import BaseScreen
-from tui.state import (STATE_STYLE, DatasetInfo, Distributions, dataset_infos, distributions, fmt_bar,
-                       fmt_duration, length_bars, popularity_curve, summary_rows)
 from tui.widgets.charts import Chart, ChartData, Series
 
 STATE_CHAR = {"done": "#", "stale": "~", "missing": ".", "failed": "!", "building": ">"}
 STRIP_LEGEND = "stages: # done  ~ stale\n. missing  > building  ! failed"
+SUMMARY_LABELS = (
+    ("raw_events", "raw events"), ("events", "events (sessions)"), ("sessions", "sessions"),
+    ("items", "items"), ("length_mean", "mean length"), ("length_median", "median length"),
+    ("train_sessions", "train sessions"), ("val_sessions", "val sessions"), ("test_sessions", "test sessions"),
+    ("graph_nodes", "graph nodes"), ("graph_edges", "graph edges"), ("graph_avg_degree", "avg degree"),
+    ("graph_components", "components"), ("repeat_rate", "repeat rate"),
+    ("oracle_recall@10_last", "oracle R@10 last"), ("oracle_recall@10_prefixes", "oracle R@10 prefixes"),
+)
 
 
-def stage_strip(info: DatasetInfo) -> Text:
+def summary_rows(summary: dict) -> list[tuple[str, str]]:
+    return [(label, fmt_num(summary[key])) for key, label in SUMMARY_LABELS if summary.get(key) is not None]
+
+
+@dataclass
+class Distributions:
+    item_counts: list[int]          # train count per item, most popular first
+    length_hist: dict[int, int]     # session length -> number of sessions
+
+
+def distributions(ws: Workspace, name: str) -> Distributions:
+    """Item popularity (the items stage's train counts) and session lengths (sessionize)."""
+    import numpy as np
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+    d = ws.dataset(name)
+    counts: list[int] = []
+    hist: dict[int, int] = {}
+    if d.items.exists():
+        c = pq.read_table(d.items, columns=["train_count"]).column("train_count").to_numpy()
+        counts = np.sort(c)[::-1].astype(int).tolist()
+    if d.sessions.exists():
+        col = pq.read_table(d.sessions, columns=["items"]).column("items")
+        lengths = pc.list_value_length(col).to_numpy(zero_copy_only=False)
+        if len(lengths):
+            bc = np.bincount(lengths.astype(np.int64))
+            hist = {int(i): int(v) for i, v in enumerate(bc) if v}
+    return Distributions(counts, hist)
+
+
+def popularity_curve(counts: list[int], n: int = 60) -> tuple[list[float], list[float]]:
+    """Rank (log-spaced) against train count, so a long tail fits a small plot."""
+    if not counts:
+        return [], []
+    total = len(counts)
+    if total <= n:
+        return [float(i + 1) for i in range(total)], [float(c) for c in counts]
+    ranks = sorted({int(round(math.exp(math.log(total) * i / (n - 1)))) for i in range(n)})
+    ranks = [r for r in ranks if 1 <= r <= total]
+    return [float(r) for r in ranks], [float(counts[r - 1]) for r in ranks]
+
+
+def length_bars(hist: dict[int, int], max_len: int = 20) -> tuple[list[str], list[int]]:
+    """Session length histogram with the tail folded into a last '>N' bar."""
+    if not hist:
+        return [], []
+    labels, values = [], []
+    top = min(max(hist), max_len)
+    for L in range(min(hist), top + 1):
+        labels.append(str(L))
+        values.append(hist.get(L, 0))
+    rest = sum(v for L, v in hist.items() if L > top)
+    if rest:
+        labels.append(f">{top}")
+        values.append(rest)
+    return labels, values
+
+
+def stage_strip(info: DatasetReport) -> Text:
     """One character per stage, in pipeline order, coloured by state: '#' done, '~' stale, '.' missing,
     '>' building, '!' failed (readable without colours too), then a word for the whole."""
     t = Text()
@@ -44,8 +114,9 @@ class Welcome(Vertical):
     Welcome #welcome-progress { margin-top: 1; color: $text-muted; }
     """
 
-    def show_progress(self, jobs: list) -> None:
-        """While the first dataset is generated, say so here (the button goes away)."""
+    def show_progress(self, jobs: list, progress) -> None:
+        """While the first dataset is generated, say so here (the button goes away); `progress(job)`
+        gives (fraction, seconds left)."""
         prog = self.query_one("#welcome-progress", Static)
         self.query_one("#welcome-go", Button).display = not jobs
         if not jobs:
@@ -53,7 +124,7 @@ class Welcome(Vertical):
             return
         t = Text()
         for job in jobs:
-            frac, eta = job.overall()
+            frac, eta = progress(job)
             stage = job.current_stage or "starting"
             t.append(f"{job.title}: {stage} {fmt_bar(frac, 20)}"
                      + (f" {frac * 100:3.0f}%" if frac is not None else "")
@@ -62,7 +133,6 @@ class Welcome(Vertical):
         prog.update(t)
 
     def compose(self) -> Iterable[Widget]:
-        from tui.state import short_path
         root = short_path(self.app.ws.root)  # type: ignore[attr-defined]
         yield Static(f"[b]The workspace {root} has no datasets yet.[/b]\n\n"
                      "Press [b]Enter[/b] to generate the [b]small demo dataset[/b] (about 22K shopping sessions "
@@ -75,18 +145,20 @@ class Welcome(Vertical):
 
 class DatasetsScreen(BaseScreen):
     MODE = "datasets"
+    TITLE_TEXT = "Datasets"
     BINDINGS = [
-        Binding("ctrl+n", "new_demo", "Demo"),
-        Binding("ctrl+o", "import_file", "Import"),
-        Binding("ctrl+b", "build", "Build"),
-        Binding("ctrl+r", "rebuild", "Rebuild"),
-        Binding("ctrl+x,delete", "delete", "Delete", key_display="^x"),
-        Binding("ctrl+l", "refresh", "Refresh", show=False),
+        Binding("ctrl+n", "new_demo", "Demo", tooltip="generate a demo (tiny, small, full) and build it"),
+        Binding("ctrl+o", "import_file", "Import", tooltip="a RetailRocket, RSC15 or Diginetica log"),
+        Binding("ctrl+b", "build", "Build", tooltip="run the stages that are missing or stale"),
+        Binding("ctrl+r", "rebuild", "Rebuild", tooltip="rerun a stage and everything after it"),
+        Binding("ctrl+x,delete", "delete", "Delete", key_display="^x",
+                tooltip="delete the dataset folder (asks first)"),
+        Binding("ctrl+l", "refresh", "Refresh", show=False, tooltip="read the workspace again"),
     ]
 
     def __init__(self) -> None:
         super().__init__()
-        self.infos: dict[str, DatasetInfo] = {}
+        self.infos: dict[str, DatasetReport] = {}
         self.selected: str | None = None
         self._dist_for: str | None = None
         self._loaded = False
@@ -113,15 +185,15 @@ class DatasetsScreen(BaseScreen):
         t.tooltip = STRIP_LEGEND
         st = self.query_one("#stage-table", DataTable)
         st.add_columns("stage", "state", "time", "stats")
-        self.sapp.data_signal.subscribe(self, lambda _: self.reload())
-        self.sapp.jobs_signal.subscribe(self, lambda _: self._jobs_changed())
         self.query_one("#welcome").display = False
         self.reload()
 
     def on_screen_resume(self) -> None:
-        super().on_screen_resume()
         if self._loaded:
             self.reload()
+
+    def on_datasets_changed(self, _: DatasetsChanged) -> None:
+        self.reload()
 
     # ---- loading -------------------------------------------------------------------------------
     def reload(self) -> None:
@@ -129,18 +201,15 @@ class DatasetsScreen(BaseScreen):
 
     @work(thread=True, exclusive=True, group="ds-infos", exit_on_error=False)
     def load_infos(self) -> None:
-        try:
-            infos = dataset_infos(self.sapp.ws)
-            err = None
-        except Exception as e:
-            infos, err = [], f"could not read the workspace: {e}"
+        from engine.data.report import dataset_report
+        ws = self.controller.ws
+        # one report per dataset; a broken one carries its error and never hides the others
+        infos = [dataset_report(ws, n) for n in ws.dataset_names()]
         if not get_current_worker().is_cancelled:
-            self.app.call_from_thread(self._show_infos, infos, err)
+            self.app.call_from_thread(self._show_infos, infos)
 
-    def _show_infos(self, infos: list[DatasetInfo], err: str | None) -> None:
+    def _show_infos(self, infos: list[DatasetReport]) -> None:
         self._loaded = True
-        if err:
-            self.error(err)
         self.infos = {i.name: i for i in infos}
         t = self.query_one("#ds-table", DataTable)
         keep = self.selected
@@ -150,7 +219,7 @@ class DatasetsScreen(BaseScreen):
         empty = not infos
         welcome = self.query_one("#welcome", Welcome)
         welcome.display = empty
-        welcome.show_progress(self.sapp.jobs.running())
+        welcome.show_progress(self.controller.running_jobs(), self.controller.job_progress)
         self.query_one("#ds-main").display = not empty
         if empty:
             self.selected = None
@@ -167,16 +236,17 @@ class DatasetsScreen(BaseScreen):
         if self.focused is None or isinstance(self.focused, Button):
             t.focus()
 
-    def _jobs_changed(self) -> None:
+    def on_jobs_changed(self, _: JobsChanged) -> None:
         # while a pipeline job runs, its dataset's stage states move: re-read now and then
-        key = tuple(sorted((j.id, j.current_stage, (j.stages.get("pipeline") or J.StageProgress("")).done)
-                           for j in self.sapp.jobs.running() if j.kind != "train"))
+        running = self.controller.running_jobs()
+        key = tuple(sorted((j.id, j.current_stage, self.controller.job_progress(j)[0] or 0.0)
+                           for j in running if j.kind != "train"))
         if key != self._busy_key:
             self._busy_key = key
             if self.is_current:
                 self.reload()
         if not self.infos:
-            self.query_one("#welcome", Welcome).show_progress(self.sapp.jobs.running())
+            self.query_one("#welcome", Welcome).show_progress(running, self.controller.job_progress)
 
     @on(DataTable.RowHighlighted, "#ds-table")
     def highlighted(self, event: DataTable.RowHighlighted) -> None:
@@ -185,7 +255,7 @@ class DatasetsScreen(BaseScreen):
             self.selected = name
             self._show_detail(self.infos[name])
 
-    def _show_detail(self, info: DatasetInfo | None) -> None:
+    def _show_detail(self, info: DatasetReport | None) -> None:
         title = self.query_one("#ds-title", Static)
         st = self.query_one("#stage-table", DataTable)
         st.clear()
@@ -194,7 +264,7 @@ class DatasetsScreen(BaseScreen):
             self.query_one("#ds-summary", Static).update("")
             self._set_dist(None)
             return
-        busy = info.name in self.sapp.jobs.busy_datasets()
+        busy = info.name in self.controller.busy_datasets()
         head = Text()
         head.append(info.name, style="bold")
         head.append(f"  {info.format}  {info.source}", style="dim")
@@ -204,9 +274,7 @@ class DatasetsScreen(BaseScreen):
             head.append(f"\n{info.error}", style="red")
         title.update(head)
         for s in info.stages:
-            note = Text(s.note)
-            if s.error and s.state in ("failed", "stale"):
-                note = Text(s.error[:70], style="red")
+            note = Text(s.note, style="red" if s.error and s.state in ("failed", "stale") else "")
             st.add_row(s.name, Text(s.state, style=STATE_STYLE.get(s.state, "")),
                        fmt_duration(s.seconds) if s.seconds is not None else "-", note)
         rows = summary_rows(info.summary)
@@ -217,6 +285,8 @@ class DatasetsScreen(BaseScreen):
             summ.append(f"{v}\n")
         if not rows:
             summ.append("no stats yet: build the dataset (ctrl+b)", style="dim")
+        for line in info.bad_rows:                 # skipped rows of the raw log, with line numbers
+            summ.append(f"\n{line}", style="yellow")
         self.query_one("#ds-summary", Static).update(summ)
         if self._dist_for != info.name or busy:
             self.load_distributions(info.name)
@@ -224,7 +294,7 @@ class DatasetsScreen(BaseScreen):
     @work(thread=True, exclusive=True, group="ds-dist", exit_on_error=False)
     def load_distributions(self, name: str) -> None:
         try:
-            d = distributions(self.sapp.ws, name)
+            d = distributions(self.controller.ws, name)
         except Exception:
             d = Distributions([], {})
         if not get_current_worker().is_cancelled:
@@ -258,20 +328,14 @@ class DatasetsScreen(BaseScreen):
         if not vals:
             return
         ds = vals["dataset"]
-        if ds in self.sapp.jobs.busy_datasets():
+        if ds in self.controller.busy_datasets():
             self.error(f"dataset {ds} is already being built (F3 Jobs)")
             return
-        self.sapp.guide = self.sapp.guide or (
-            "Step 1 of 3: the demo dataset is being generated and built (F3 shows the job). "
-            "The Train screen opens when it is ready.")
-        job = self.sapp.start_job("demo", J.demo_args(vals["size"], vals.get("name")),
-                                  f"demo {vals['size']} -> {ds}", dataset=ds)
-        if job is not None:
-            self.refresh_guide()
+        if self.controller.generate_demo(vals["size"], vals.get("name"), ds) is not None:
             self.reload()
 
     def guide_text(self) -> str | None:
-        return self.sapp.guide
+        return self.controller.guide
 
     def action_new_demo(self) -> None:
         from tui.screens.modals import DemoScreen
@@ -282,8 +346,7 @@ class DatasetsScreen(BaseScreen):
 
         def done(vals: dict | None) -> None:
             if vals:
-                self.sapp.start_job("import", J.import_args(vals["path"], vals["format"], vals["name"], vals["test"]),
-                                    f"import {vals['name']} ({vals['format']})", dataset=vals["name"])
+                self.controller.import_log(vals["path"], vals["format"], vals["name"], vals["test"])
                 self.reload()
         self.app.push_screen(ImportScreen(list(self.infos)), done)
 
@@ -291,7 +354,7 @@ class DatasetsScreen(BaseScreen):
         if not self.selected:
             self.error(f"no dataset to {verb}: generate a demo (ctrl+n) or import a file (ctrl+o)")
             return None
-        if self.selected in self.sapp.jobs.busy_datasets():
+        if self.selected in self.controller.busy_datasets():
             self.error(f"dataset {self.selected} is busy with another job (F3 Jobs); wait or cancel it")
             return None
         return self.selected
@@ -303,7 +366,7 @@ class DatasetsScreen(BaseScreen):
             if info is not None and info.fully_built:
                 self.notify(f"dataset {name}: every stage is up to date (ctrl+r rebuilds)", timeout=4)
                 return
-            self.sapp.start_job("build", J.build_args(name), f"build {name}", dataset=name)
+            self.controller.build(name)
             self.reload()
 
     def action_rebuild(self) -> None:
@@ -317,8 +380,7 @@ class DatasetsScreen(BaseScreen):
         def done(force: bool | str | None) -> None:
             if force is None:
                 return
-            what = "all stages" if force is True else f"from {force}"
-            self.sapp.start_job("build", J.build_args(name, force), f"rebuild {name} ({what})", dataset=name)
+            self.controller.build(name, force)
             self.reload()
         self.app.push_screen(RebuildScreen(name, stages), done)
 
@@ -332,7 +394,7 @@ class DatasetsScreen(BaseScreen):
 
         def done(yes: bool | None) -> None:
             if yes:
-                self.sapp.start_job("delete", J.delete_args(name), f"delete {name}", dataset=name)
+                self.controller.delete(name)
         self.app.push_screen(ConfirmScreen(f"Delete dataset {name} and everything built from it?{src}\n"
                                            f"(runs trained on it stay, but cannot recommend any more)",
                                            yes="Delete (ctrl+y)", no="Keep"), done)

@@ -9,7 +9,7 @@ from textual.widget import Widget
 from textual.widgets import Markdown
 
 from tui.screens.base import BaseScreen
-from tui.state import short_path
+from tui.format import short_path
 
 HELP = """\
 # sessrec: session-based next-item recommendation
@@ -91,10 +91,11 @@ choose "leave running" on quit, or when the app dies: re-open it with F4 then ct
 
 class HelpScreen(BaseScreen):
     MODE = "help"
+    TITLE_TEXT = "Help"
 
     def compose_body(self) -> Iterable[Widget]:
         with VerticalScroll(id="help-scroll"):
-            yield Markdown(HELP.format(root=short_path(self.sapp.ws.root)), id="help-md")
+            yield Markdown(HELP.format(root=short_path(self.controller.ws.root)), id="help-md")
 
     def on_mount(self) -> None:
         self.query_one("#help-scroll").focus()

@@ -19,9 +19,14 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, OptionList, Select, Static
 from textual.widgets.option_list import Option
 
-FORMATS = ("retailrocket", "rsc15", "diginetica")
-DEMO_SIZES = (("tiny: ~430 sessions, seconds", "tiny"), ("small: ~22K sessions, the default", "small"),
-              ("full: RetailRocket scale, minutes", "full"))
+from engine.data.demo import DEMO_SIZES as GENERATOR_SIZES
+from engine.schema import DataFormat, values
+from engine.workspace import RunDir
+
+FORMATS = values(DataFormat)
+SIZE_NOTES = {"tiny": "~430 sessions, seconds", "small": "~22K sessions, the default",
+              "full": "RetailRocket scale, minutes"}
+DEMO_SIZES = tuple((f"{n}: {SIZE_NOTES[n]}" if n in SIZE_NOTES else n, n) for n in GENERATOR_SIZES)
 
 
 class Dialog(ModalScreen):
@@ -253,13 +258,13 @@ class RunDetailsScreen(Dialog):
     """
     BINDINGS = [Binding("escape", "cancel", "Close")]
 
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(self, run: RunDir) -> None:
         super().__init__()
-        self.run_dir = Path(run_dir)
+        self.run = run
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Static(f"run {self.run_dir.name}  (escape closes)", classes="title")
+            yield Static(f"run {self.run.run_id}  (escape closes)", classes="title")
             with VerticalScroll(id="details-scroll"):
                 yield Static(self._text(), id="details")
 
@@ -267,34 +272,34 @@ class RunDetailsScreen(Dialog):
         self.query_one("#details-scroll").focus()
 
     def _text(self) -> Text:
+        from engine.runs.events import EventTail, RunFailed, Step
         t = Text()
-        cfg_p = self.run_dir / "config.json"
+        name = self.run.config.name
         try:
-            cfg = json.loads(cfg_p.read_text())
-            t.append("config.json\n", style="bold")
+            cfg = json.loads(self.run.config.read_bytes().decode("utf-8"))
+            t.append(f"{name}\n", style="bold")
             t.append(json.dumps(cfg.get("train", cfg), indent=1) + "\n")
             if cfg.get("dataset"):
                 t.append(f"dataset: {json.dumps(cfg['dataset'])}\n")
-        except (OSError, json.JSONDecodeError) as e:
-            t.append(f"config.json: {e}\n", style="red")
-        from tui.state import EventTail
-        events = EventTail(self.run_dir / "events.jsonl").poll()
-        t.append(f"\nevents.jsonl ({len(events)} events; step events summarised)\n", style="bold")
-        steps = [e for e in events if e.get("type") == "step"]
-        for ev in events:
-            typ = ev.get("type")
-            if typ == "step":
+        except (OSError, ValueError, AttributeError) as e:
+            t.append(f"{name}: {e}\n", style="red")
+        tail = EventTail(self.run.events)
+        events = tail.read_all()
+        t.append(f"\n{self.run.events.name} ({len(events)} events; step events summarised"
+                 + (f"; {tail.skipped} unreadable lines skipped" if tail.skipped else "") + ")\n", style="bold")
+        steps = [e for e in events if isinstance(e, Step)]
+        for e in events:
+            if isinstance(e, Step):
                 continue
-            ev = {k: v for k, v in ev.items() if k not in ("config", "traceback", "time", "run_id")}
-            if typ in ("epoch", "run_finished"):
-                for key in ("val", "test"):
-                    if isinstance(ev.get(key), dict):
-                        ev[key] = _metrics_only(ev[key])
-            t.append(f"{typ}: ", style="bold cyan")
+            ev = {k: v for k, v in e.to_dict().items() if k not in ("config", "traceback", "time", "run_id", "type")}
+            for key in ("val", "test"):
+                if isinstance(ev.get(key), dict):
+                    ev[key] = _metrics_only(ev[key])
+            t.append(f"{e.TYPE}: ", style="bold cyan")
             t.append(json.dumps(ev, default=str)[:600] + "\n")
         if steps:
-            t.append(f"{len(steps)} step events, last: {json.dumps(steps[-1])[:300]}\n", style="dim")
-        tb = next((e.get("traceback") for e in events if e.get("type") == "run_failed" and e.get("traceback")), None)
+            t.append(f"{len(steps)} step events, last: {json.dumps(steps[-1].to_dict())[:300]}\n", style="dim")
+        tb = next((e.traceback for e in events if isinstance(e, RunFailed) and e.traceback), None)
         if tb:
             t.append("\ntraceback\n", style="bold red")
             t.append(tb)
@@ -314,17 +319,16 @@ class OpenRunScreen(Dialog):
     OpenRunScreen OptionList { height: auto; max-height: 16; }
     """
 
-    def __init__(self, runs: list[dict]) -> None:
+    def __init__(self, runs: list[tuple[str, str]]) -> None:
         super().__init__()
-        self.runs = runs
+        self.runs = runs          # (status, run id), in the order to list them
 
     def compose(self) -> ComposeResult:
         with Vertical():
             yield Static("Re-open a run (its charts come from its events file; a running one is followed)",
                          classes="title")
             if self.runs:
-                yield OptionList(*[Option(f"{r['status']:<13} {r['run_id']}", id=r["run_id"]) for r in self.runs],
-                                 id="runs")
+                yield OptionList(*[Option(f"{status:<13} {rid}", id=rid) for status, rid in self.runs], id="runs")
             else:
                 yield Static("no runs yet: start one with ctrl+s on the Train screen")
             with Horizontal(classes="buttons"):

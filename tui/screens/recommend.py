@@ -15,28 +15,53 @@ from textual.widgets import DataTable, Input, OptionList, Select, Static
 from textual.widgets.option_list import Option
 from textual.worker import get_current_worker
 
+from engine.data.items import parse_item_ids
+from engine.errors import InputError
+from engine.models.registry import BASELINES
+from engine.schema import RunStatus
+from tui.controller import DatasetsChanged, RunsChanged
 from tui.screens.base import BaseScreen
-from tui.state import BASELINES, dataset_infos, parse_ids, parse_source_key, recommendable, run_row, source_key
 
 K = 10
 POPULAR_N = 300
 SIDES = ("a", "b")
 
 
-def list_sources(ws) -> list[tuple[str, str]]:
-    """(label, key) of everything that can recommend: runs with a checkpoint, then baselines on
-    each built dataset."""
-    from engine.runs import list_runs
+def source_key(kind: str, name: str, dataset: str | None = None) -> str:
+    """'run:<id>' or 'baseline:<name>@<dataset>' (the CLI's spelling for baselines)."""
+    return f"run:{name}" if kind == "run" else f"baseline:{name}@{dataset}"
+
+
+def parse_source_key(key: str) -> tuple[str, str, str | None]:
+    if key.startswith("run:"):
+        return "run", key[4:], None
+    if key.startswith("baseline:") and "@" in key:
+        name, ds = key[len("baseline:"):].split("@", 1)
+        return "baseline", name, ds
+    raise ValueError(f"not a recommender source: {key!r}")
+
+
+def parse_ids(text: str) -> tuple[list[int], str | None]:
+    """Item ids typed as 'a, b c' -> ([ids], None), or ([], message) for the first bad token."""
+    try:
+        return parse_item_ids(text), None
+    except InputError as e:
+        return [], str(e)
+
+
+def list_sources(controller) -> list[tuple[str, str]]:
+    """(label, key) of everything that can recommend: runs with a checkpoint (newest first), then
+    the baselines on each built dataset."""
+    from engine.data.report import dataset_report
     out = []
-    runs = sorted(list_runs(ws), key=lambda r: r.created, reverse=True)
-    for r in runs:
-        row = run_row(r)
-        if recommendable(row) and r.status != "failed":
+    for r in sorted(controller.list_runs(), key=lambda r: r.created, reverse=True):
+        if r.status not in (RunStatus.FAILED, RunStatus.UNREADABLE) and controller.can_recommend(r.run_id):
             out.append((f"{r.model} on {r.dataset}: {r.run_id}", source_key("run", r.run_id)))
-    for info in dataset_infos(ws):
-        if info.built:
+    ws = controller.ws
+    for name in ws.dataset_names():
+        if dataset_report(ws, name).built:
             for b in BASELINES:
-                out.append((f"baseline {b} on {info.name}", source_key("baseline", b, info.name)))
+                out.append((f"baseline {b} on {name}", source_key("baseline", b, name)))
     return out
 
 
@@ -45,7 +70,7 @@ def load_recommender(ws, key: str):
     _one_torch_thread()
     kind, name, dataset = parse_source_key(key)
     if kind == "run":
-        return Recommender.load(ws.run(name).root, ws, device="cpu")
+        return Recommender.load(ws.run(name), device="cpu")
     return Recommender.for_baseline(ws, dataset, name, device="cpu")
 
 
@@ -74,11 +99,12 @@ def fmt_score(v: float) -> str:
 
 class RecommendScreen(BaseScreen):
     MODE = "recommend"
+    TITLE_TEXT = "Recommend"
     BINDINGS = [
-        Binding("ctrl+l", "clear", "Clear"),
-        Binding("ctrl+e", "focus_ids", "Ids"),
-        Binding("ctrl+f", "focus_search", "Search"),
-        Binding("ctrl+b", "focus_b", "Compare", show=False),
+        Binding("ctrl+l", "clear", "Clear", tooltip="empty the item ids"),
+        Binding("ctrl+e", "focus_ids", "Ids", tooltip="type item ids"),
+        Binding("ctrl+f", "focus_search", "Search", tooltip="filter the popular items"),
+        Binding("ctrl+b", "focus_b", "Compare", show=False, tooltip="pick a second model (B)"),
     ]
 
     def __init__(self) -> None:
@@ -118,21 +144,24 @@ class RecommendScreen(BaseScreen):
             for label, key, width in (("#", "rank", 3), ("item", "item", 8), ("score", "score", 7),
                                       ("pop", "pop", 7), ("in", "in", 3)):
                 t.add_column(label, key=key, width=width)
-        self.sapp.runs_signal.subscribe(self, lambda _: self.load_sources())
-        self.sapp.data_signal.subscribe(self, lambda _: self.load_sources())
         self.load_sources()
         self._show_titles()
         self.query_one("#ids", Input).focus()
 
     def on_screen_resume(self) -> None:
-        super().on_screen_resume()
+        self.load_sources()
+
+    def on_runs_changed(self, _: RunsChanged) -> None:
+        self.load_sources()
+
+    def on_datasets_changed(self, _: DatasetsChanged) -> None:
         self.load_sources()
 
     # ---- sources -------------------------------------------------------------------------------
     @work(thread=True, exclusive=True, group="rec-sources", exit_on_error=False)
     def load_sources(self) -> None:
         try:
-            src = list_sources(self.sapp.ws)
+            src = list_sources(self.controller)
         except Exception as e:
             self.app.call_from_thread(self.error, f"could not list runs and datasets: {e}")
             return
@@ -141,7 +170,7 @@ class RecommendScreen(BaseScreen):
 
     def _set_sources(self, sources: list[tuple[str, str]]) -> None:
         keys = [k for _, k in sources]
-        pref = self.sapp.preferred_source
+        pref = self.controller.take_preferred_source()
         if sources != self.sources:
             self.sources = sources
             for side in SIDES:
@@ -153,10 +182,9 @@ class RecommendScreen(BaseScreen):
                         sel.value = cur
         a = self.query_one("#src-a", Select)
         if pref in keys and a.value != pref:
-            self.sapp.preferred_source = None
             a.value = pref            # fires Changed -> loads it
         elif a.value is Select.NULL and sources:
-            a.value = sources[0][1]
+            a.value = self.controller.default_source(keys)
         elif isinstance(a.value, str) and self.results["a"] is None and not self.pending["a"]:
             self._source_changed("a")
         self._show_titles()
@@ -183,7 +211,7 @@ class RecommendScreen(BaseScreen):
         if key is None:
             self._show_titles()
             return
-        if key in self.sapp.recommenders:
+        if self.controller.recommender(key) is not None:
             self.pending[side] = None
             self._after_load(side, key)
             return
@@ -195,7 +223,7 @@ class RecommendScreen(BaseScreen):
     def load_worker(self, side: str, key: str) -> None:
         t0 = time.perf_counter()
         try:
-            rec = load_recommender(self.sapp.ws, key)
+            rec = load_recommender(self.controller.ws, key)
             err = None
         except Exception as e:       # InputError and anything else: a message, not a traceback
             rec, err = None, f"{type(e).__name__}: {e}" if type(e).__name__ != "InputError" else str(e)
@@ -203,7 +231,7 @@ class RecommendScreen(BaseScreen):
 
     def _loaded(self, side: str, key: str, rec: Any, err: str | None, seconds: float) -> None:
         if rec is not None:
-            self.sapp.recommenders[key] = rec
+            self.controller.keep_recommender(key, rec)
         if self.pending.get(side) == key:
             self.pending[side] = None
         if self._key(side) != key:
@@ -218,7 +246,7 @@ class RecommendScreen(BaseScreen):
     def _after_load(self, side: str, key: str) -> None:
         self._show_titles()
         if side == "a" and self._popular_for != key:
-            rec = self.sapp.recommenders[key]
+            rec = self.controller.recommender(key)
             try:
                 self.popular = rec.popular(POPULAR_N)
             except Exception:
@@ -295,7 +323,7 @@ class RecommendScreen(BaseScreen):
 
     def lookup(self, side: str | None = None) -> None:
         """Score the typed session with every loaded source (A and B) in one thread worker."""
-        keys = {s: k for s in SIDES if (k := self._key(s)) is not None and k in self.sapp.recommenders}
+        keys = {s: k for s in SIDES if (k := self._key(s)) is not None and self.controller.recommender(k) is not None}
         if keys:
             self.lookup_worker(keys, list(self.ids))
 
@@ -306,7 +334,7 @@ class RecommendScreen(BaseScreen):
         for side, key in keys.items():
             if get_current_worker().is_cancelled:
                 return
-            rec = self.sapp.recommenders.get(key)
+            rec = self.controller.recommender(key)
             if rec is None:
                 continue
             try:

@@ -1,9 +1,10 @@
 """Runs: every run of the workspace in a sortable table; select several (space) to compare their
-curves on one chart; open a run's config and events."""
+curves on one chart; open a run's config and events. Runs come from the engine's run store (the
+fold `sessrec runs` uses too), which reads each events file once and then only what is appended."""
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Any, Iterable
 
 from rich.text import Text
 from textual import on, work
@@ -13,41 +14,67 @@ from textual.widget import Widget
 from textual.widgets import DataTable, Static
 from textual.worker import get_current_worker
 
+from engine.runs import RunState
+from engine.schema import ModelKind
+from tui.controller import RunsChanged
+from tui.format import RUN_STYLE, fmt_duration, fmt_num, sort_rows
 from tui.screens.base import BaseScreen
-from tui.state import (RUN_COLUMNS, RUN_STYLE, RunState, fmt_num, recommendable, run_cells, run_row, sort_rows)
 from tui.widgets.charts import Chart, ChartData, Series
 
 METRICS = (("val_recall", "validation Recall@10 per epoch"), ("val_ndcg", "validation NDCG@10 per epoch"),
            ("loss", "training loss per step"))
+RUN_COLUMNS = (
+    ("run", "run_id"), ("model", "model"), ("dataset", "dataset"), ("status", "status"),
+    ("epochs", "epochs_run"), ("val R@10", "val_recall"), ("val N@10", "val_ndcg"),
+    ("test last", "test_last"), ("test pref", "test_prefixes"), ("time", "seconds"),
+    ("device", "device"),
+)
 
 
-def load_runs(ws) -> tuple[list[dict], dict[str, RunState]]:
-    """Rows for the table and the curves of each run (from its events file)."""
-    from engine.runs import list_runs
-    from tui.state import EventTail
-    rows, curves = [], {}
-    for r in list_runs(ws):
-        rows.append(run_row(r))
-        curves[r.run_id] = RunState(r.run_id).feed_all(EventTail(r.dir / "events.jsonl").poll())
-    return rows, curves
+def short_run_id(run_id: str, model: str | None) -> str:
+    """Run ids are `<model>-<time>[-n]`; the table has a model column, so it shows the rest."""
+    if model and run_id.startswith(f"{model}-") and len(run_id) > len(model) + 1:
+        return run_id[len(model) + 1:]
+    return run_id
+
+
+def run_row(r: RunState) -> dict[str, Any]:
+    """A run as sortable values (keys of RUN_COLUMNS)."""
+    return {"run_id": r.run_id, "model": r.model or "?", "dataset": r.dataset or "?", "status": str(r.status),
+            "epochs_run": r.epochs_run, "epochs": r.epochs, "val_recall": r.metric("val"),
+            "val_ndcg": r.metric("val", "ndcg@10"), "test_last": r.metric("test_last"),
+            "test_prefixes": r.metric("test_prefixes"), "seconds": r.seconds, "device": r.device,
+            "created": r.created, "kind": r.kind, "error": r.error}
+
+
+def run_cells(row: dict) -> list[str]:
+    epochs, total = row.get("epochs_run") or 0, row.get("epochs")
+    if row.get("kind") == ModelKind.BASELINE:
+        ep = "-"
+    else:
+        ep = f"{epochs}/{total}" if total else str(epochs)
+    return [short_run_id(row["run_id"], row["model"]), row["model"], row["dataset"], row["status"], ep,
+            fmt_num(row.get("val_recall")), fmt_num(row.get("val_ndcg")), fmt_num(row.get("test_last")),
+            fmt_num(row.get("test_prefixes")), fmt_duration(row.get("seconds")), row.get("device") or "-"]
 
 
 class RunsScreen(BaseScreen):
     MODE = "runs"
+    TITLE_TEXT = "Runs"
     BINDINGS = [
-        Binding("space", "toggle", "Select", key_display="space"),
-        Binding("enter", "details", "Details", show=False),
-        Binding("ctrl+s", "sort", "Sort"),
-        Binding("ctrl+g", "cycle_metric", "Metric"),
-        Binding("ctrl+o", "open_train", "On Train"),
-        Binding("ctrl+r", "recommend", "Recommend"),
-        Binding("ctrl+l", "refresh", "Refresh", show=False),
+        Binding("space", "toggle", "Select", key_display="space", tooltip="select runs to compare"),
+        Binding("enter", "details", "Details", show=False, tooltip="config and events of the run"),
+        Binding("ctrl+s", "sort", "Sort", tooltip="sort by a column (again: reverse)"),
+        Binding("ctrl+g", "cycle_metric", "Metric", tooltip="compare val Recall@10, val NDCG@10 or loss"),
+        Binding("ctrl+o", "open_train", "On Train", tooltip="live view and charts of the run"),
+        Binding("ctrl+r", "recommend", "Recommend", tooltip="open Recommend with this run"),
+        Binding("ctrl+l", "refresh", "Refresh", show=False, tooltip="read the runs folder again"),
     ]
 
     def __init__(self) -> None:
         super().__init__()
         self.rows: list[dict] = []
-        self.curves: dict[str, RunState] = {}
+        self.states: dict[str, RunState] = {}
         self.marked: list[str] = []
         self.sort_key: str = "created"
         self.sort_reverse = True
@@ -66,12 +93,13 @@ class RunsScreen(BaseScreen):
         t.add_column(" ", key="mark")
         for label, key in RUN_COLUMNS:
             t.add_column(label, key=key)
-        self.sapp.runs_signal.subscribe(self, lambda _: self.reload())
         self.reload()
         t.focus()
 
     def on_screen_resume(self) -> None:
-        super().on_screen_resume()
+        self.reload()
+
+    def on_runs_changed(self, _: RunsChanged) -> None:
         self.reload()
 
     def reload(self) -> None:
@@ -79,19 +107,14 @@ class RunsScreen(BaseScreen):
 
     @work(thread=True, exclusive=True, group="runs-load", exit_on_error=False)
     def load_worker(self) -> None:
-        try:
-            rows, curves = load_runs(self.sapp.ws)
-            err = None
-        except Exception as e:
-            rows, curves, err = [], {}, f"could not read the runs: {e}"
+        states = self.controller.list_runs()
         if not get_current_worker().is_cancelled:
-            self.app.call_from_thread(self._show, rows, curves, err)
+            self.app.call_from_thread(self._show, states)
 
-    def _show(self, rows: list[dict], curves: dict[str, RunState], err: str | None) -> None:
-        if err:
-            self.error(err)
-        self.rows, self.curves = rows, curves
-        self.marked = [m for m in self.marked if m in curves]
+    def _show(self, states: list[RunState]) -> None:
+        self.states = {s.run_id: s for s in states}
+        self.rows = [run_row(s) for s in states]
+        self.marked = [m for m in self.marked if m in self.states]
         self._fill()
 
     def _fill(self) -> None:
@@ -100,7 +123,7 @@ class RunsScreen(BaseScreen):
         keep = self.cursor_run
         t.clear()
         for r in rows:
-            cells = run_cells(r)
+            cells: list[Any] = run_cells(r)
             cells[3] = Text(cells[3], style=RUN_STYLE.get(r["status"], ""))
             mark = Text("[x]", style="bold cyan") if r["run_id"] in self.marked else Text("[ ]", style="dim")
             t.add_row(mark, *cells, key=r["run_id"])
@@ -150,6 +173,9 @@ class RunsScreen(BaseScreen):
             t.append(f"{fmt_num(r.get(key))}\n")
         if r.get("error"):
             t.append(f"error: {r['error'][:200]}\n", style="red")
+        skipped = self.states[r["run_id"]].skipped_lines if r["run_id"] in self.states else 0
+        if skipped:
+            t.append(f"{skipped} unreadable line(s) in its events file were skipped\n", style="yellow")
         t.append(f"\n{len(self.marked)} selected to compare", style="dim")
         info.update(t)
 
@@ -159,7 +185,7 @@ class RunsScreen(BaseScreen):
         ids = self.marked or ([self.cursor_run] if self.cursor_run else [])
         series = []
         for rid in ids:
-            st = self.curves.get(rid)
+            st = self.states.get(rid)
             if st is None:
                 continue
             label = rid if len(ids) > 1 else ""
@@ -183,8 +209,7 @@ class RunsScreen(BaseScreen):
         else:
             self.marked.append(rid)
         t = self.query_one("#runs-table", DataTable)
-        mark = Text("[x]", style="bold cyan") if rid in self.marked else Text("[ ]", style="dim")
-        t.update_cell(rid, "mark", mark)
+        t.update_cell(rid, "mark", Text("[x]", style="bold cyan") if rid in self.marked else Text("[ ]", style="dim"))
         self._update_info()
         self._update_chart()
 
@@ -200,20 +225,14 @@ class RunsScreen(BaseScreen):
         self._fill()
 
     def action_sort(self) -> None:
-        t = self.query_one("#runs-table", DataTable)
-        keys = ["mark"] + [k for _, k in RUN_COLUMNS]
-        col = t.cursor_coordinate.column if t.cursor_type != "row" else None
-        if col is None:
-            # row cursor: cycle through the metric columns
-            cycle = ["val_recall", "val_ndcg", "test_last", "test_prefixes", "seconds", "model", "created"]
-            nxt = cycle[(cycle.index(self.sort_key) + 1) % len(cycle)] if self.sort_key in cycle else cycle[0]
-            self.sort_key, self.sort_reverse = nxt, nxt not in ("model",)
-            label = dict((k, lbl) for lbl, k in RUN_COLUMNS).get(nxt, nxt)
-            self.notify(f"sorted by {label} ({'descending' if self.sort_reverse else 'ascending'}); "
-                        f"click a header to choose", timeout=2)
-            self._fill()
-        else:
-            self._sort_by(keys[col])
+        """The row cursor cycles through the metric columns (a click on a header picks one)."""
+        cycle = ["val_recall", "val_ndcg", "test_last", "test_prefixes", "seconds", "model", "created"]
+        nxt = cycle[(cycle.index(self.sort_key) + 1) % len(cycle)] if self.sort_key in cycle else cycle[0]
+        self.sort_key, self.sort_reverse = nxt, nxt != "model"
+        label = dict((k, lbl) for lbl, k in RUN_COLUMNS).get(nxt, nxt)
+        self.notify(f"sorted by {label} ({'descending' if self.sort_reverse else 'ascending'}); "
+                    f"click a header to choose", timeout=2)
+        self._fill()
 
     def action_cycle_metric(self) -> None:
         self.metric = (self.metric + 1) % len(METRICS)
@@ -224,25 +243,26 @@ class RunsScreen(BaseScreen):
             self.error("no run selected")
             return
         from tui.screens.modals import RunDetailsScreen
-        self.app.push_screen(RunDetailsScreen(self.sapp.ws.run(self.cursor_run).root))
+        self.app.push_screen(RunDetailsScreen(self.controller.ws.run(self.cursor_run)))
 
     def action_open_train(self) -> None:
         if not self.cursor_run:
             self.error("no run selected")
             return
-        if self.sapp.open_run(self.cursor_run) is not None:
-            self.app.call_later(self.sapp.action_show, "train")
+        if self.controller.open_run(self.cursor_run) is not None:
+            self.app.call_later(self.app.action_show, "train")  # type: ignore[attr-defined]
 
     def action_recommend(self) -> None:
-        r = self._row(self.cursor_run)
-        if r is None:
+        st = self.states.get(self.cursor_run or "")
+        if st is None:
             self.error("no run selected")
             return
-        if not recommendable(r):
-            self.error(f"run {r['run_id']} has no checkpoint yet ({r['status']}); it cannot recommend")
+        if not self.controller.can_recommend(st.run_id):
+            self.error(f"run {st.run_id} has no checkpoint yet ({st.status}); it cannot recommend")
             return
-        self.sapp.preferred_source = f"run:{r['run_id']}"
-        self.app.call_later(self.sapp.action_show, "recommend")
+        self.controller.prefer_source(f"run:{st.run_id}")
+        self.app.call_later(self.app.action_show, "recommend")  # type: ignore[attr-defined]
 
     def action_refresh(self) -> None:
         self.reload()
+

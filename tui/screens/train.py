@@ -1,6 +1,9 @@
-"""Train: a form (dataset, model and its hyperparameters, epochs, batch size, loss, device) that
-starts `engine train` as a child process, and the live view of a run: loss per step, validation
-Recall@10 / NDCG@10 per epoch with the best epoch marked, speed, ETA, GPU memory, errors, log."""
+"""Train: a form (dataset, model and its hyperparameters, the main training settings) that starts
+`engine train` as a child process, and the live view of a run: loss per step, validation Recall@10
+/ NDCG@10 per epoch with the best epoch marked, speed, ETA, GPU memory, errors, log.
+
+Every field of the form is generated from the engine's configs (`TrainConfig`, the model's config):
+its widget, choices, default (the CPU preset off CUDA) and validation."""
 
 from __future__ import annotations
 
@@ -12,44 +15,65 @@ from textual import on, work
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widget import Widget
-from textual.widgets import Button, Input, Label, Log, Select, Static
+from textual.widgets import Button, Log, Select, Static
 from textual.worker import get_current_worker
 
-from engine.data.artifacts import REQUIRED_STAGES
-from tui import jobs as J
+from engine.config import TrainConfig
+from engine.runs import RunState
+from engine.schema import Device, ModelKind, RunStatus
+from tui.controller import DatasetsChanged, DeviceReady, RunUpdated, TrainRequest
+from tui.format import RUN_STYLE, fmt_bar, fmt_duration, fmt_num
+from tui.forms import FormError, check_config, field_rows, field_widget, form_row, parse_fields, widget_text
 from tui.screens.base import BaseScreen
-from tui.state import (RUN_STYLE, FormError, RunState, changed_params, dataset_infos, effective_defaults,
-                       fmt_bar, new_run_id, parse_int, parse_param)
 from tui.widgets.charts import Chart, ChartData, Series
 
-LOSSES = ("ce", "sampled", "bpr")
-DEVICES = ("auto", "cpu", "cuda")
-CHOICES = {"readout": ("attention", "mean", "max", "last"), "graph_mode": ("transitions", "cooc"),
-           "weighting": ("div", "linear", "same", "log", "quadratic"),
-           "score_weighting": ("div", "linear", "same", "log", "quadratic")}
-CPU_EPOCHS = 3
+# the training settings the form shows (every other TrainConfig field keeps its default)
+TRAIN_FIELDS = ("epochs", "batch_size", "lr", "loss", "device")
+CPU_EPOCHS = 3          # what the form proposes without a GPU: a demo run in minutes
 
 
-def _row(label: str, widget: Widget, tooltip: str | None = None) -> Horizontal:
-    lab = Label(label, classes="form-label")
-    if tooltip:
-        lab.tooltip = tooltip
-    return Horizontal(lab, widget, classes="form-row")
+def stats_lines(st: RunState) -> list[tuple[str, str]]:
+    """The run's headline numbers for the live view."""
+    ev = st.last_step
+    out = [("status", str(st.status)), ("model", st.model or "-"), ("dataset", st.dataset or "-"),
+           ("device", st.device or "-")]
+    if st.model and st.dataset:
+        out.insert(1, ("run", f"{st.model} on {st.dataset}"))
+    if st.device_info.get("gpu_name") and (st.device or "").startswith("cuda"):
+        out.append(("gpu", f"{st.device_info['gpu_name']} ({st.device_info.get('gpu_memory_gb')} GB)"))
+    if st.n_params:
+        out.append(("parameters", f"{st.n_params:,}"))
+    if ev is not None:
+        out.append(("examples/s", fmt_num(ev.examples_per_s)))
+        out.append(("loss", fmt_num(ev.loss)))
+        if not st.finished:
+            out.append(("ETA", fmt_duration(ev.eta_s)))
+        if ev.gpu_mem_mb is not None:
+            out.append(("GPU memory", f"{ev.gpu_mem_mb:,.0f} MB peak"))
+    if st.epoch_seconds:
+        out.append(("epoch time", fmt_duration(st.epoch_seconds[-1])))
+    if st.best_epoch:
+        out.append(("best epoch", f"{st.best_epoch} (val R@10 {fmt_num(st.best_value)})"))
+    test = [f"{p} {fmt_num(st.test[p].get('recall@10'))}" for p in ("last", "prefixes") if st.test.get(p)]
+    if test:
+        out.append(("test R@10", ", ".join(test)))
+    return out
 
 
 class TrainScreen(BaseScreen):
     MODE = "train"
+    TITLE_TEXT = "Train"
     BINDINGS = [
-        Binding("ctrl+s", "start", "Start"),
-        Binding("ctrl+t", "stop", "Stop"),
-        Binding("ctrl+o", "reopen", "Open run"),
-        Binding("ctrl+r", "reset_params", "Defaults"),
+        Binding("ctrl+s", "start", "Start", tooltip="start a run with the form's settings"),
+        Binding("ctrl+t", "stop", "Stop", tooltip="stop cleanly (checkpoint kept, status stopped); again: kill"),
+        Binding("ctrl+o", "reopen", "Open run", tooltip="follow a detached or earlier run from its events"),
+        Binding("ctrl+r", "reset_params", "Defaults", tooltip="the model's default hyperparameters again"),
     ]
 
     def __init__(self) -> None:
         super().__init__()
-        self.datasets: dict[str, Any] = {}
-        self._params_for: tuple | None = None
+        self.datasets: dict[str, Any] = {}       # name -> DatasetReport
+        self.params_for: tuple | None = None     # (model, defaults) the hyperparameter rows show
         self._shown: tuple = ()
         self._log_key: tuple = ()
         self._params_lock = asyncio.Lock()
@@ -57,17 +81,19 @@ class TrainScreen(BaseScreen):
 
     # ---- layout --------------------------------------------------------------------------------
     def compose_body(self) -> Iterable[Widget]:
+        models = self.controller.models
         with Horizontal(id="train-main"):
             with VerticalScroll(id="train-form"):
-                yield _row("dataset", Select([], id="f-dataset", compact=True, prompt="(no dataset)"))
-                yield _row("model", Select([], id="f-model", compact=True, prompt="loading models..."))
+                yield form_row("dataset", Select([], id="f-dataset", compact=True, prompt="(no dataset)"))
+                yield form_row("model", Select([(f"{n} (baseline)" if s.kind == ModelKind.BASELINE else n, n)
+                                                for n, s in models.items()],
+                                               value="graph_transformer", allow_blank=False, id="f-model",
+                                               compact=True))
                 yield Static("", id="model-desc")
-                yield _row("epochs", Input("", id="f-epochs", compact=True, type="integer"))
-                yield _row("batch size", Input("512", id="f-batch", compact=True, type="integer"))
-                yield _row("loss", Select([(x, x) for x in LOSSES], value="ce", allow_blank=False, id="f-loss",
-                                          compact=True))
-                yield _row("device", Select([(x, x) for x in DEVICES], value="auto", allow_blank=False,
-                                            id="f-device", compact=True))
+                defaults = TrainConfig()
+                for name in TRAIN_FIELDS:
+                    spec = TrainConfig.param(name)
+                    yield form_row(name.replace("_", " "), field_widget(spec, getattr(defaults, name), f"t-{name}"))
                 yield Static("detecting devices...", id="device-info")
                 yield Static("hyperparameters (defaults shown)", id="params-title")
                 yield Vertical(id="params")
@@ -87,225 +113,163 @@ class TrainScreen(BaseScreen):
                 yield Log(id="run-log", max_lines=200)
 
     def on_mount(self) -> None:
-        from engine.config import TrainConfig
-        d = TrainConfig()
-        self.query_one("#f-epochs", Input).value = str(d.epochs)
-        self.query_one("#f-batch", Input).value = str(d.batch_size)
         self.query_one("#run-error").display = False
-        self.sapp.registry_signal.subscribe(self, lambda _: self._registry_ready())
-        self.sapp.data_signal.subscribe(self, lambda _: self.load_datasets())
-        self.set_interval(0.3, self._refresh_run)
+        self.set_interval(0.3, self._refresh_log)
         self.load_datasets()
-        self._registry_ready()
+        self._device_ready()
+        self.call_later(self._rebuild_params)
         self._refresh_run(force=True)
 
     def on_screen_resume(self) -> None:
-        super().on_screen_resume()
         self.load_datasets()
         self._refresh_run(force=True)
 
     def guide_text(self) -> str | None:
-        return self.sapp.guide
+        return self.controller.guide
 
-    # ---- datasets and registry -------------------------------------------------------------------
+    # ---- the controller's news -------------------------------------------------------------------
+    def on_datasets_changed(self, _: DatasetsChanged) -> None:
+        self.load_datasets()
+
+    def on_device_ready(self, _: DeviceReady) -> None:
+        self._device_ready()
+        self.call_later(self._rebuild_params)
+
+    def on_run_updated(self, msg: RunUpdated) -> None:
+        if msg.run_id == self.controller.current_run:
+            self._refresh_run()
+
+    # ---- datasets and devices --------------------------------------------------------------------
     @work(thread=True, exclusive=True, group="train-ds", exit_on_error=False)
     def load_datasets(self) -> None:
-        try:
-            infos = dataset_infos(self.sapp.ws)
-        except Exception:
-            infos = []
+        from engine.data.report import dataset_report
+        ws = self.controller.ws
+        reports = [dataset_report(ws, n) for n in ws.dataset_names()]
         if not get_current_worker().is_cancelled:
-            self.app.call_from_thread(self._set_datasets, infos)
+            self.app.call_from_thread(self._set_datasets, reports)
 
-    def _set_datasets(self, infos: list) -> None:
-        self.datasets = {i.name: i for i in infos}
+    def _set_datasets(self, reports: list) -> None:
+        self.datasets = {r.name: r for r in reports}
         sel = self.query_one("#f-dataset", Select)
         current = sel.value
-        opts = [(n if i.built else f"{n} (not built)", n) for n, i in self.datasets.items()]
+        opts = [(n if r.built else f"{n} (not built)", n) for n, r in self.datasets.items()]
         if opts != self._ds_opts:
             self._ds_opts = opts
             sel.set_options(opts)
             want = current if current in self.datasets else None
             if want is None:
-                built = [n for n, i in self.datasets.items() if i.built]
+                built = [n for n, r in self.datasets.items() if r.built]
                 want = "demo" if "demo" in built else (built[0] if built else (opts[0][1] if opts else None))
             if want is not None:
                 sel.value = want
-        self.apply_preset()
+        self.action_apply_preset()
 
-    def _registry_ready(self) -> None:
-        reg = self.sapp.registry
-        sel = self.query_one("#f-model", Select)
-        dev = self.sapp.device
+    def _device_ready(self) -> None:
+        dev = self.controller.device
         info = self.query_one("#device-info", Static)
         if dev is None:
             info.update(Text("detecting devices...", style="dim"))
-        elif dev.get("cuda_available"):
+            return
+        if dev.get("cuda_available"):
             info.update(Text(f"GPU: {dev.get('gpu_name')} ({dev.get('gpu_memory_gb')} GB)", style="green"))
         else:
             info.update(Text(f"no GPU: training runs on the CPU (torch {dev.get('torch', '?')})", style="dim"))
-        if reg is None:
-            if self.sapp.registry_error:
-                sel.set_options([])
-                self.query_one("#model-desc", Static).update(Text(self.sapp.registry_error, style="red"))
-            return
-        if not sel._options or len(sel._options) <= 1:      # first time: fill
-            names = list(reg)
-            sel.set_options([(f"{n} ({reg[n]['kind']})" if reg[n]["kind"] == "baseline" else n, n) for n in names])
-            sel.value = "graph_transformer" if "graph_transformer" in reg else names[0]
-            if dev is not None and not dev.get("cuda_available"):
-                self.query_one("#f-epochs", Input).value = str(CPU_EPOCHS)
-        self.apply_preset()
-        self.call_later(self._rebuild_params)
+            epochs = self.query_one("#t-epochs")
+            if widget_text(epochs) == str(TrainConfig().epochs):      # untouched: propose a short run
+                epochs.value = str(CPU_EPOCHS)
 
-    def apply_preset(self) -> None:
-        """The guided start: dataset demo, a CPU-friendly model and epochs (set by the app)."""
-        p = self.sapp.train_preset
-        if not p or self.sapp.registry is None or p.get("dataset") not in self.datasets:
+    def action_apply_preset(self) -> None:
+        """The guided start: the demo dataset, a CPU-friendly model and epochs."""
+        p = self.controller.take_train_preset(set(self.datasets))
+        if not p:
             return
-        self.sapp.train_preset = None
         self.query_one("#f-dataset", Select).value = p["dataset"]
-        if p.get("model") in self.sapp.registry:
+        if p.get("model") in self.controller.models:
             self.query_one("#f-model", Select).value = p["model"]
         if p.get("epochs"):
-            self.query_one("#f-epochs", Input).value = str(p["epochs"])
+            self.query_one("#t-epochs").value = str(p["epochs"])
         self.query_one("#start", Button).focus()
         self.refresh_guide()
 
     # ---- hyperparameters -----------------------------------------------------------------------
-    def _spec(self) -> dict | None:
-        reg = self.sapp.registry or {}
-        m = self.query_one("#f-model", Select).value
-        return reg.get(m) if isinstance(m, str) else None
+    def _model(self) -> str:
+        return str(self.query_one("#f-model", Select).value)
 
-    def _defaults(self) -> dict[str, Any]:
-        spec = self._spec()
-        if spec is None:
-            return {}
-        dev = self.query_one("#f-device", Select).value
-        return effective_defaults(spec["defaults"], spec["cpu_overrides"], str(dev),
-                                  bool((self.sapp.device or {}).get("cuda_available")))
+    def _device_type(self) -> str:
+        """Where the run will go: the CPU preset holds unless it goes to CUDA."""
+        dev = widget_text(self.query_one("#t-device"))
+        return "cuda" if dev == Device.CUDA or (dev == Device.AUTO and self.controller.has_cuda) else "cpu"
+
+    def _defaults(self):
+        return self.controller.spec(self._model()).resolve(None, self._device_type())
 
     @on(Select.Changed, "#f-model")
-    @on(Select.Changed, "#f-device")
+    @on(Select.Changed, "#t-device")
     def _model_or_device_changed(self) -> None:
         self.call_later(self._rebuild_params)
 
     async def _rebuild_params(self, force: bool = False) -> None:
         async with self._params_lock:      # model and device can change in quick succession
-            await self._rebuild_params_locked(force)
-
-    async def _rebuild_params_locked(self, force: bool) -> None:
-        spec = self._spec()
-        model = self.query_one("#f-model", Select).value
-        defaults = self._defaults()
-        key = (model, tuple(sorted((k, str(v)) for k, v in defaults.items())))
-        if key == self._params_for and not force:
-            return
-        box = self.query_one("#params", Vertical)
-        await box.remove_children()
-        desc = self.query_one("#model-desc", Static)
-        if spec is None:
-            desc.update("")
-            self._params_for = key
-            return
-        desc.update(Text(spec["description"], style="dim"))
-        rows = []
-        for k, v in defaults.items():
-            val = ("true" if v else "false") if isinstance(v, bool) else str(v)
-            if k in CHOICES and val in CHOICES[k]:
-                w: Widget = Select([(c, c) for c in CHOICES[k]], value=val, allow_blank=False, compact=True,
-                                   id=f"p-{k}")
-            else:
-                w = Input(val, compact=True, id=f"p-{k}", placeholder=val)
-            rows.append(_row(k, w, tooltip=f"default {val}"))
-        if not rows:
-            rows.append(Static("(no hyperparameters)", classes="dim"))
-        await box.mount_all(rows)
-        baseline = spec["kind"] == "baseline"
-        for wid in ("#f-epochs", "#f-batch", "#f-loss"):
-            self.query_one(wid).disabled = baseline
-        preset = bool(spec["cpu_overrides"]) and all(defaults.get(k) == v for k, v in spec["cpu_overrides"].items())
-        self.query_one("#params-title", Static).update(
-            "hyperparameters" + (" (CPU preset)" if preset else "") if not baseline else "parameters (baseline)")
-        self._params_for = key
-
-    def _param_values(self) -> dict[str, str]:
-        out = {}
-        for k in self._defaults():
-            try:
-                w = self.query_one(f"#p-{k}")
-            except Exception:
-                continue
-            v = w.value if isinstance(w, (Input, Select)) else None
-            out[k] = "" if v is None or v is Select.NULL else str(v)
-        return out
+            spec = self.controller.spec(self._model())
+            defaults = self._defaults()
+            key = (spec.name, defaults)
+            if key == self.params_for and not force:
+                return
+            box = self.query_one("#params", Vertical)
+            await box.remove_children()
+            self.query_one("#model-desc", Static).update(Text(spec.description, style="dim"))
+            rows: list[Widget] = field_rows(spec.config.params(), defaults.to_dict(), "p-")
+            await box.mount_all(rows or [Static("(no hyperparameters)", classes="dim")])
+            baseline = spec.kind == ModelKind.BASELINE
+            for name in TRAIN_FIELDS:
+                if name != "device":
+                    self.query_one(f"#t-{name}").disabled = baseline     # baselines have no epochs
+            preset = any(p.cpu is not None for p in spec.config.params()) and self._device_type() == "cpu"
+            self.query_one("#params-title", Static).update(
+                "parameters (baseline)" if baseline else "hyperparameters" + (" (CPU preset)" if preset else ""))
+            self.params_for = key
 
     def action_reset_params(self) -> None:
         self.call_later(self._rebuild_params, True)
         self.notify("hyperparameters reset to the model's defaults", timeout=2)
 
     # ---- start / stop --------------------------------------------------------------------------
-    def form_values(self) -> dict:
-        """The form as train arguments; raises FormError with a message for the user."""
-        reg = self.sapp.registry
-        if reg is None:
-            raise FormError("the model list is still loading (a few seconds after start)"
-                            if not self.sapp.registry_error else f"no models: {self.sapp.registry_error}")
+    def form_request(self) -> TrainRequest:
+        """The form as a training request, checked by the engine's configs; FormError otherwise."""
         ds = self.query_one("#f-dataset", Select).value
         if not isinstance(ds, str) or not ds:
             raise FormError("no dataset: generate the demo or import a file on the Datasets screen (F2)")
-        info = self.datasets.get(ds)
-        model = self.query_one("#f-model", Select).value
-        if not isinstance(model, str) or model not in reg:
-            raise FormError("choose a model")
-        spec = reg[model]
-        options: dict[str, Any] = {}
-        if spec["kind"] != "baseline":
-            options["epochs"] = parse_int(self.query_one("#f-epochs", Input).value, "epochs")
-            options["batch_size"] = parse_int(self.query_one("#f-batch", Input).value, "batch size")
-            options["loss"] = self.query_one("#f-loss", Select).value
-        device = self.query_one("#f-device", Select).value
-        if device == "cuda" and self.sapp.device is not None and not self.sapp.device.get("cuda_available"):
+        spec = self.controller.spec(self._model())
+        baseline = spec.kind == ModelKind.BASELINE
+        texts = {n: widget_text(self.query_one(f"#t-{n}")) for n in TRAIN_FIELDS if not baseline or n == "device"}
+        options = parse_fields(TrainConfig, texts)
+        if options.get("device") == Device.CUDA and self.controller.device is not None \
+                and not self.controller.has_cuda:
             raise FormError("device cuda: no GPU was detected here; choose auto or cpu")
-        options["device"] = device
         defaults = self._defaults()
-        values = self._param_values()
-        for k, text in values.items():
-            parse_param(k, text, defaults[k])      # the first bad value raises
-        params = changed_params(values, defaults)
-        if info is None:
+        values = parse_fields(spec.config, {p.name: widget_text(self.query_one(f"#p-{p.name}"))
+                                            for p in spec.config.params()}, base=defaults)
+        cfg = check_config(spec.config, values, self._device_type(), f"model {spec.name!r}")
+        report = self.datasets.get(ds)
+        if report is None:
             raise FormError(f"dataset {ds} is gone; pick another")
-        need = REQUIRED_STAGES["baseline" if spec["kind"] == "baseline" else "gnn"]
-        missing = [s for s in need if info.state_of(s) != "done"]
+        missing = [s for s in spec.stages(cfg) if report.state_of(s) != "done"]
         if missing:
-            raise FormError(f"dataset {ds} is not built ({', '.join(f'{s}: {info.state_of(s)}' for s in missing)}); "
+            raise FormError(f"dataset {ds} is not built ({', '.join(f'{s}: {report.state_of(s)}' for s in missing)}); "
                             f"build it on the Datasets screen (F2, ctrl+b)")
-        if ds in self.sapp.jobs.busy_datasets():
+        if ds in self.controller.busy_datasets():
             raise FormError(f"dataset {ds} is being built right now (F3); wait for it to finish")
-        return {"dataset": ds, "model": model, "options": options, "params": params}
+        # only what differs from the defaults: the engine applies its CPU preset to the rest
+        return TrainRequest(ds, spec.name, options, cfg.changed(defaults))
 
     def action_start(self) -> None:
         try:
-            v = self.form_values()
+            req = self.form_request()
         except FormError as e:
             self.error(str(e))
             return
-        run_id = new_run_id(v["model"], v["dataset"], self.sapp.ws.run_ids())
-        others = self.sapp.jobs.running("train")
-        args = J.train_args(v["dataset"], v["model"], run_id, v["options"], v["params"])
-        job = self.sapp.start_job("train", args, f"train {v['model']} on {v['dataset']}", dataset=v["dataset"],
-                                  run_id=run_id)
-        if job is None:
-            return
-        job.dataset = None      # a training run does not make its dataset busy
-        if others:
-            self.notify(f"{len(others)} other run(s) are training at the same time", severity="warning")
-        if self.sapp.guide:
-            self.sapp.guide = ("Step 3 of 3: training. When it finishes, press F6 (Recommend) and type item "
-                               "ids or pick popular items.")
-            self.refresh_guide()
-        self._refresh_run(force=True)
+        if self.controller.start_training(req):
+            self._refresh_run(force=True)
 
     @on(Button.Pressed, "#start")
     def start_pressed(self) -> None:
@@ -316,60 +280,39 @@ class TrainScreen(BaseScreen):
         self.action_stop()
 
     def action_stop(self) -> None:
-        rid = self.sapp.current_run
-        st = self.sapp.runs_live.get(rid or "")
+        rid = self.controller.current_run
+        st = self.controller.run_state(rid)
         if rid is None or st is None:
             self.error("no run to stop: start one with ctrl+s")
             return
         if st.finished:
             self.notify(f"run {rid} is not running ({st.status})", timeout=3)
             return
-        job = self.sapp.jobs.job_for_run(rid)
-        if job is not None and job.status == "stopping":
-            if self.sapp.jobs.kill_now(job):
-                self.notify(f"killed run {rid} (SIGKILL); its last checkpoint is the last completed one",
-                            severity="warning", timeout=5)
-            return
-        if self.sapp.stop_run(rid):
-            self.notify(f"stopping run {rid}: it saves last.pt and ends as 'stopped' (ctrl+t again kills it)",
-                        timeout=5)
-        else:
-            self.error(f"run {rid}: its process is not running any more")
+        self.notify(self.controller.stop_run(rid), timeout=5)
 
     def action_reopen(self) -> None:
         self.list_runs_worker()
 
     @work(thread=True, exclusive=True, group="train-runs", exit_on_error=False)
     def list_runs_worker(self) -> None:
-        from engine.runs import list_runs
-        try:
-            runs = list_runs(self.sapp.ws)
-        except Exception as e:
-            self.app.call_from_thread(self.error, f"could not list runs: {e}")
-            return
-        rows = [{"run_id": r.run_id, "status": r.status, "created": r.created} for r in runs]
-        running = sorted((r for r in rows if r["status"] == "running"), key=lambda r: r["created"], reverse=True)
-        rest = sorted((r for r in rows if r["status"] != "running"), key=lambda r: r["created"], reverse=True)
-        self.app.call_from_thread(self._pick_run, running + rest)
+        runs = sorted(self.controller.list_runs(), key=lambda r: r.created, reverse=True)
+        runs.sort(key=lambda r: r.status != RunStatus.RUNNING)          # running ones first (stable)
+        self.app.call_from_thread(self._pick_run, [(str(r.status), r.run_id) for r in runs])
 
-    def _pick_run(self, rows: list[dict]) -> None:
+    def _pick_run(self, rows: list[tuple[str, str]]) -> None:
         from tui.screens.modals import OpenRunScreen
 
         def done(rid: str | None) -> None:
-            if rid:
-                self.sapp.open_run(rid)
+            if rid and self.controller.open_run(rid) is not None:
                 self._refresh_run(force=True)
         self.app.push_screen(OpenRunScreen(rows), done)
 
     # ---- the live view -------------------------------------------------------------------------
     def _refresh_run(self, force: bool = False) -> None:
-        rid = self.sapp.current_run
-        st = self.sapp.runs_live.get(rid or "")
-        job = self.sapp.jobs.job_for_run(rid) if rid else None
-        if job is not None and job.status == "detached":
-            self.sapp.jobs.read_stderr(job)
-        key = (rid, st.version if st else -1, job.status if job else None,
-               job._stderr_pos if job else 0)
+        rid = self.controller.current_run
+        st = self.controller.run_state(rid)
+        job = self.controller.job_for_run(rid) if rid else None
+        key = (rid, st.version if st else -1, st.status if st else None, job.status if job else None)
         if key == self._shown and not force:
             return
         self._shown = key
@@ -380,7 +323,6 @@ class TrainScreen(BaseScreen):
                              "or detached run.", style="dim"))
             err.display = False
             self._update_charts(None)
-            self._update_log(job)
             return
         head.update(self._head_text(st, job))
         if st.error:
@@ -394,14 +336,11 @@ class TrainScreen(BaseScreen):
         else:
             err.display = False
         self._update_charts(st)
-        self._update_log(job)
 
     def _head_text(self, st: RunState, job: Any) -> Text:
         t = Text()
         t.append(f"{st.run_id} ", style="bold")
-        status = st.status
-        if job is not None and job.status == "stopping":
-            status = "stopping"
+        status = "stopping" if job is not None and job.status == "stopping" else str(st.status)
         t.append(status, style=RUN_STYLE.get(st.status, "yellow"))
         frac, desc = st.progress()
         t.append("  ")
@@ -410,7 +349,7 @@ class TrainScreen(BaseScreen):
             t.append(f"{frac * 100:3.0f}% ")
         t.append(desc, style="dim")
         t.append("\n")
-        stats = [(k, v) for k, v in st.stats_lines() if k not in ("status", "model", "dataset")]
+        stats = [(k, v) for k, v in stats_lines(st) if k not in ("status", "model", "dataset")]
         for i, (k, v) in enumerate(stats):
             if i:
                 t.append(" | ", style="dim")
@@ -436,17 +375,22 @@ class TrainScreen(BaseScreen):
                                           Series("NDCG@10", list(st.epoch_x), list(st.val_ndcg), marker="dot")],
                                   empty_text="validation after the first epoch"))
 
-    def _update_log(self, job: Any) -> None:
+    def _refresh_log(self) -> None:
+        """The run's job log (stderr of the child), when this app started it."""
+        rid = self.controller.current_run
+        found = self.controller.run_log(rid) if rid else None
         log = self.query_one("#run-log", Log)
-        log.display = job is not None and bool(job.stderr_tail)
-        if job is None:
+        if found is None:
+            log.display = False
             if self._log_key:
                 log.clear()
                 self._log_key = ()
             return
-        key = (job.id, job._stderr_pos, len(job.stderr_tail))
+        key, lines = found
+        log.display = bool(lines)
         if key == self._log_key:
             return
         self._log_key = key
         log.clear()
-        log.write_lines(list(job.stderr_tail)[-200:])
+        log.write_lines(lines[-200:])
+

@@ -1,5 +1,5 @@
-"""Charts on textual-plotext: series are set any time, drawn at most a few times a second, and
-thinned to about twice the widget's width before plotext sees them."""
+"""Charts on textual-plotext: series are set any time, drawn at most a few times a second, thinned
+to about twice the widget's width before plotext sees them, with round, evenly spaced y ticks."""
 
 from __future__ import annotations
 
@@ -9,10 +9,50 @@ from typing import Sequence
 from rich.text import Text
 from textual_plotext import PlotextPlot
 
-from tui.state import thin
+
+import math
 
 REDRAW_INTERVAL = 0.3     # seconds: at most ~3 redraws a second, however fast events arrive
 COLORS = ("cyan", "orange", "green", "magenta", "blue", "red", "yellow", "white")
+
+
+def thin(xs: Sequence[float], ys: Sequence[float | None], n: int) -> tuple[list[float], list[float]]:
+    """At most ~`n` points: bucket means (x and y) over equal index ranges; None values dropped.
+    The last point is kept as it is (the newest value is what people watch)."""
+    pts = [(x, y) for x, y in zip(xs, ys) if y is not None and y == y]
+    n = max(2, int(n))
+    if len(pts) <= n:
+        return [p[0] for p in pts], [p[1] for p in pts]
+    out_x, out_y = [], []
+    size = len(pts) / (n - 1)
+    for b in range(n - 1):
+        lo, hi = int(b * size), max(int(b * size) + 1, int((b + 1) * size))
+        chunk = pts[lo:min(hi, len(pts) - 1)] or pts[lo:lo + 1]
+        out_x.append(sum(p[0] for p in chunk) / len(chunk))
+        out_y.append(sum(p[1] for p in chunk) / len(chunk))
+    out_x.append(pts[-1][0])
+    out_y.append(pts[-1][1])
+    return out_x, out_y
+
+
+def nice_ticks(lo: float, hi: float, target: int = 5) -> tuple[list[float], list[str], tuple[float, float]]:
+    """Round, evenly spaced ticks covering [lo, hi]: a step of 1, 2, 2.5 or 5 times a power of ten, about
+    `target` ticks. Returns (ticks, labels, axis limits), the limits on ticks."""
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return [], [], (0.0, 1.0)
+    if hi < lo:
+        lo, hi = hi, lo
+    if hi == lo:
+        pad = abs(lo) * 0.1 or 1.0
+        lo, hi = lo - pad, hi + pad
+    raw = (hi - lo) / max(1, target - 1)
+    mag = 10 ** math.floor(math.log10(raw))
+    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw * (1 - 1e-9))
+    first, last = math.floor(lo / step + 1e-9), math.ceil(hi / step - 1e-9)
+    ticks = [round(i * step, 12) for i in range(first, last + 1)]
+    decimals = next(d for d in range(12) if abs(step * 10 ** d - round(step * 10 ** d)) < 1e-6)
+    labels = [f"{t:,.{decimals}f}" if abs(t) < 1e6 else f"{t:.2g}" for t in ticks]
+    return ticks, labels, (ticks[0], ticks[-1])
 
 
 @dataclass
@@ -84,21 +124,27 @@ class Chart(PlotextPlot):
             plt.title(d.title)
         if d.xlabel and self.size.height >= 10:
             plt.xlabel(d.xlabel)
+        target = max(2, min(6, (self.size.height - 4) // 2))     # about one tick per two rows
         if d.bars is not None:
             labels, values = d.bars
             plt.bar(labels, values, color=COLORS[0], width=0.4, marker="hd")
+            ticks, tick_labels, lim = nice_ticks(0.0, max(values, default=1.0), target)
         else:
+            lo, hi = math.inf, -math.inf
             for i, s in enumerate(d.series):
                 xs, ys = thin(list(s.xs), list(s.ys), 2 * width)
                 if not xs:
                     continue
+                lo, hi = min(lo, *ys), max(hi, *ys)
                 kw = {"label": s.label} if len(d.series) > 1 or s.label else {}
                 plt.plot(xs, ys, color=s.color or COLORS[i % len(COLORS)], marker=s.marker or "braille", **kw)
             for x in d.vlines:
                 plt.vline(x, "gray")
             if d.xlog:
                 plt.xscale("log")
-            if d.ylim is not None:
-                plt.ylim(*d.ylim)
+            ticks, tick_labels, lim = nice_ticks(*(d.ylim or (lo, hi)), target)
+        if ticks:
+            plt.ylim(*lim)
+            plt.yticks(ticks, tick_labels)
         self.draws += 1
         return super().render()

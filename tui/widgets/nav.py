@@ -17,17 +17,19 @@ class NavBar(Widget):
         self.mode = mode
         self._spans: list[tuple[int, int, str]] = []
 
-    def on_mount(self) -> None:
-        self.app.jobs_signal.subscribe(self, lambda _: self.refresh())  # type: ignore[attr-defined]
+    def _screens(self) -> list[tuple[str, str, str]]:
+        """(mode, key, label) from the app's screen bindings, in their order."""
+        out = []
+        for b in self.app.BINDINGS:
+            if b.show and b.action.startswith("show("):
+                mode = b.action[len("show('"):-2]
+                out.append((mode, b.key_display or b.key, self.app.MODES[mode].TITLE_TEXT))
+        return out
 
     def render(self) -> Text:
-        from tui.app import SCREENS_ORDER
         t = Text(no_wrap=True, overflow="ellipsis")
         self._spans = []
-        narrow = self.size.width < 100
-        for mode, key, label in SCREENS_ORDER:
-            if narrow and mode == "recommend":
-                label = "Recommend"
+        for mode, key, label in self._screens():
             start = len(t)
             if mode == self.mode:
                 t.append(f" {key} {label} ", style="bold reverse")
@@ -35,7 +37,7 @@ class NavBar(Widget):
                 t.append(f" {key}", style="bold")
                 t.append(f" {label} ", style="")
             self._spans.append((start, len(t), mode))
-        jobs = self.app.jobs.running()  # type: ignore[attr-defined]
+        jobs = self.app.controller.running_jobs()  # type: ignore[attr-defined]
         right = Text()
         if jobs:
             right.append(f" {len(jobs)} running ", style="bold cyan")

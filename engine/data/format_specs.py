@@ -1,0 +1,101 @@
+"""What each raw log format looks like (header, separators, columns, an example row), why a row can
+be skipped, and the checks made before a file is opened. Pure Python: `sessrec data status` and
+the app import it without numpy or pyarrow; the reader itself is `engine.data.formats`."""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine.errors import InputError
+
+# Reasons a row is skipped. A row is counted once, under the first reason that applies in this order.
+REASONS: tuple[str, ...] = ("missing_field", "non_numeric_id", "bad_timestamp", "unknown_event")
+# ... and how each reads in a sentence (missing_field also counts rows with too few or too many fields)
+REASON_LABELS: dict[str, str] = {"missing_field": "missing or extra fields",
+                                 "non_numeric_id": "non-numeric or negative id",
+                                 "bad_timestamp": "bad timestamp", "unknown_event": "unknown event type"}
+# Column kinds. Ids are non-negative integers (NO_VISITOR = -1 is a sentinel downstream).
+ID, MS, OFFSET_MS, SECONDS, DATE, EVENT = "id", "ms", "offset_ms", "seconds", "date", "event"
+DELIMITER_NAMES = {",": "comma ','", ";": "semicolon ';'", "\t": "tab", "|": "pipe '|'"}
+
+
+@dataclass(frozen=True)
+class FormatSpec:
+    """What a raw file of one format looks like and which of its columns feed the canonical table."""
+
+    name: str
+    title: str                      # for messages
+    header: tuple[str, ...]         # expected header columns, in file order (compared case-insensitively)
+    delimiters: tuple[str, ...]     # accepted field separators, the usual one first
+    key: str                        # canonical key column: "visitor" or "session_key"
+    key_column: str                 # file column holding the key
+    item_column: str
+    kinds: dict[str, str]           # file column -> kind, for every column that is read
+    example: str                    # one valid data row, for messages
+
+    @property
+    def time_columns(self) -> tuple[str, ...]:
+        return tuple(c for c, k in self.kinds.items() if k in (MS, OFFSET_MS, SECONDS, DATE))
+
+    @property
+    def event_column(self) -> str | None:
+        return next((c for c, k in self.kinds.items() if k == EVENT), None)
+
+    def header_text(self, delimiter: str | None = None) -> str:
+        return (delimiter or self.delimiters[0]).join(self.header)
+
+    def delimiter_text(self) -> str:
+        return " or ".join(DELIMITER_NAMES.get(d, repr(d)) for d in self.delimiters)
+
+
+FORMAT_SPECS: dict[str, FormatSpec] = {
+    "retailrocket": FormatSpec(
+        name="retailrocket", title="RetailRocket events.csv",
+        header=("timestamp", "visitorid", "event", "itemid", "transactionid"), delimiters=(",",),
+        key="visitor", key_column="visitorid", item_column="itemid",
+        kinds={"timestamp": MS, "visitorid": ID, "event": EVENT, "itemid": ID},
+        example="1433221332117,257597,view,355908,"),
+    "rsc15": FormatSpec(
+        name="rsc15", title="YooChoose/RSC15 clicks",
+        header=("SessionId", "ItemId", "Time"), delimiters=("\t", ","),
+        key="session_key", key_column="SessionId", item_column="ItemId",
+        kinds={"SessionId": ID, "ItemId": ID, "Time": SECONDS},
+        example="1\t214536502\t1396860669.277"),
+    "diginetica": FormatSpec(
+        name="diginetica", title="Diginetica train-item-views",
+        header=("session_id", "user_id", "item_id", "timeframe", "eventdate"), delimiters=(";",),
+        key="session_key", key_column="session_id", item_column="item_id",
+        kinds={"session_id": ID, "item_id": ID, "timeframe": OFFSET_MS, "eventdate": DATE},
+        example="1;NA;81766;526309;2016-05-09"),
+}
+
+
+_FILE_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+               (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+               (stat.S_ISSOCK, "a socket"))
+
+
+def require_regular_file(path: str | Path, what: str) -> None:
+    """InputError unless `path` is a regular file (or a link to one); `what` says what was expected.
+
+    Checked with stat, without opening: opening a FIFO blocks until a writer comes, and a directory
+    or a device must be refused before anything is registered or built from it.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise InputError(f"{path}: file not found; expected {what}") from None
+    except OSError as e:
+        raise InputError(f"{path}: cannot read it ({e.strerror or e}); expected {what}") from None
+    if not stat.S_ISREG(mode):
+        kind = next((name for test, name in _FILE_KINDS if test(mode)), "not a regular file")
+        raise InputError(f"{path}: is {kind}, not a regular file; expected {what}")
+
+
+def spec_file_text(fmt: str) -> str:
+    """What a file of format `fmt` is, for messages ("a RetailRocket events.csv file with header ...")."""
+    spec = FORMAT_SPECS.get(fmt)
+    return f"a {spec.title} file with header {spec.header_text()!r}" if spec else "a click log"
