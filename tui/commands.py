@@ -18,6 +18,8 @@ ACTIONS: tuple[tuple[str, str, str, str], ...] = (
     ("Jobs: show", "jobs", "noop", "F3: running and recent jobs, progress and logs"),
     ("Jobs: cancel selected", "jobs", "cancel", "ctrl+t: SIGTERM, then SIGKILL after a timeout"),
     ("Jobs: clear finished", "jobs", "clear", "ctrl+l: forget finished jobs (their logs stay on disk)"),
+    ("Jobs: switch policy (share / queue)", "jobs", "policy",
+     "ctrl+g: run CPU jobs together with the cores split, or one at a time"),
     ("Jobs: open selected run", "jobs", "open_run", "enter: show a training job on the Train screen"),
     ("Train: show", "train", "noop", "F4: train a model, live charts"),
     ("Train: start training", "train", "start", "ctrl+s: start a run with the form's settings"),

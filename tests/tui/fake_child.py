@@ -14,6 +14,10 @@ The scenario comes from $FAKE_CHILD (default ok):
   fail         pipeline: {"type":"error"} and exit 2
 
 $FAKE_CHILD_DELAY: seconds between steps (default 0.02).
+
+Every command first reports what the app gave it, as {"type": "env", "omp": $OMP_NUM_THREADS,
+"cuda": $CUDA_VISIBLE_DEVICES, "budget": <its budget file's value>, ...}, and again at each step
+where its budget file holds a new value (how the engine's ThreadBudget.poll() sees a new share).
 """
 
 from __future__ import annotations
@@ -52,6 +56,28 @@ def on_term(signum: int, frame: object) -> None:
     STOP["requested"] = True
 
 
+def read_budget() -> str | None:
+    path = os.environ.get("SESSREC_THREADS_FILE")
+    try:
+        return Path(path).read_text().strip() if path else None
+    except OSError:
+        return None
+
+
+SEEN = {"budget": None}
+
+
+def report_env(force: bool = False) -> None:
+    """The environment and budget this child got (again only when the budget file changed)."""
+    budget = read_budget()
+    if force or budget != SEEN["budget"]:
+        SEEN["budget"] = budget
+        out({"type": "env", "pid": os.getpid(), "omp": os.environ.get("OMP_NUM_THREADS"),
+             "mkl": os.environ.get("MKL_NUM_THREADS"), "openblas": os.environ.get("OPENBLAS_NUM_THREADS"),
+             "wait_policy": os.environ.get("OMP_WAIT_POLICY"), "cuda": os.environ.get("CUDA_VISIBLE_DEVICES"),
+             "budget_file": os.environ.get("SESSREC_THREADS_FILE"), "budget": budget})
+
+
 def pipeline(ws: Path, argv: list[str]) -> int:
     name = opt(argv, "--name") or (argv[2] if len(argv) > 2 and argv[0] == "data" else "demo")
     if argv[0] == "demo":
@@ -74,6 +100,7 @@ def pipeline(ws: Path, argv: list[str]) -> int:
                 return 130
             out({"type": "progress", "stage": st, "done": k, "total": steps, "unit": "steps",
                  "message": f"step {k}"})
+            report_env()
             time.sleep(DELAY)
         out({"type": "progress", "stage": "pipeline", "done": i + 1, "total": len(stages), "unit": "stages",
              "message": f"{st}: done"})
@@ -114,6 +141,7 @@ def train(ws: Path, argv: list[str]) -> int:
     for epoch in range(1, epochs + 1):
         for k in range(1, spe + 1):
             step += 1
+            report_env()
             time.sleep(DELAY)
             emit("step", epoch=epoch, step=step, epoch_step=k, steps_per_epoch=spe,
                  loss=round(5.0 / (1 + 0.1 * step), 5), lr=0.001, examples_per_s=5000.0,
@@ -173,6 +201,7 @@ def main() -> int:
     if not cmd:
         log("fake_child: no command")
         return 2
+    report_env(force=True)
     if cmd[0] == "train":
         return train(ws, cmd)
     if cmd[0] in ("demo", "data"):

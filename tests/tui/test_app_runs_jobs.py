@@ -3,6 +3,7 @@ command palette and the help screen."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from textual.widgets import DataTable, Log, Static
@@ -142,3 +143,34 @@ async def test_help_screen_and_question_mark(tiny_ws: Path) -> None:
         assert app.current_mode == "help"
         md = app.screen.query_one("#help-md")
         assert "TEXTUAL_COLOR_SYSTEM" in md.source and "runs/RUN-ID" in md.source
+
+
+async def test_jobs_screen_switches_the_policy_and_shows_queued_jobs(tiny_ws: Path, monkeypatch) -> None:
+    monkeypatch.setenv("FAKE_CHILD", "slow")
+    app = make_app(tiny_ws)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("f3")
+        await settle(pilot)
+        screen = app.screen
+        policy = screen.query_one("#jobs-policy", Static)
+        assert "policy share" in str(policy.render())
+        await pilot.press("ctrl+g")
+        assert app.jobs.settings.policy == "queue"
+        assert json.loads(app.ws.settings.read_text())["job_policy"] == "queue"
+        assert "policy queue" in str(policy.render())
+        first = app.start_job("build", ["data", "build", "demo-tiny"], "build demo-tiny", dataset="demo-tiny")
+        second = app.start_job("demo", ["demo", "--size", "tiny", "--name", "other"], "demo other", dataset="other")
+        assert first.running and second.status == "queued"
+        table = screen.query_one("#jobs-table", DataTable)
+        await wait_for(pilot, lambda: table.row_count == 2 and str(table.get_row_at(0)[0]) == "queued")
+        assert "waits for build demo-tiny" in str(table.get_row_at(0)[2])
+        table.move_cursor(row=0)
+        await pilot.pause()
+        assert "queued: waits for build demo-tiny" in str(screen.query_one("#job-stages", Static).render())
+        await pilot.press("ctrl+t")                              # a queued job is just removed
+        await wait_for(pilot, lambda: table.row_count == 1)
+        assert second.id not in app.jobs.jobs and first.running
+        await pilot.press("ctrl+g")
+        assert app.jobs.settings.policy == "share" and "policy share" in str(policy.render())
+        await pilot.press("ctrl+t")
+        await wait_for(pilot, lambda: not first.running)

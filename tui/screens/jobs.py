@@ -1,9 +1,10 @@
-"""Jobs: running and recent engine child processes, with progress, elapsed time, ETA, the stderr
-tail, and cancel."""
+"""Jobs: running, queued and recent engine child processes, with progress, elapsed time, ETA, the
+stderr tail, cancel, and how jobs share the machine (the job policy)."""
 
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Iterable
 
@@ -14,7 +15,8 @@ from textual.containers import Horizontal, Vertical
 from textual.widget import Widget
 from textual.widgets import DataTable, Log, Static
 
-from tui.jobs import Job, describe_exit
+from engine.schema import JobPolicy, JobStatus
+from tui.jobs import TAIL_LINES, Job, JobManager, describe_exit
 from tui.screens.base import BaseScreen
 from tui.state import JOB_STYLE, fmt_bar, fmt_duration, short_path
 
@@ -23,7 +25,9 @@ COLUMNS = ("status", "job", "progress", "elapsed", "ETA")
 
 def job_cells(job: Job, now: float) -> list:
     frac, eta = job.overall()
-    if job.running:
+    if job.status == JobStatus.QUEUED:
+        prog = f"waits for {job.waiting_for}" if job.waiting_for else "waiting..."
+    elif job.running:
         prog = f"{fmt_bar(frac, 10)} {frac * 100:3.0f}%" if frac is not None else "working..."
     else:
         prog = "[##########] 100%" if job.status == "done" else "-"
@@ -37,9 +41,16 @@ def stage_lines(job: Job, now: float, root: Path | None = None) -> Text:
     t.append(f"  {job.status}", style=JOB_STYLE.get(job.status, ""))
     if job.pid:
         t.append(f"  pid {job.pid}", style="dim")
+    if job.running and job.threads:
+        t.append(f"  {job.threads} thread{'s' if job.threads > 1 else ''}", style="dim")
+    if job.running and job.gpu is not None:
+        t.append(f"  GPU {job.gpu}", style="dim")
     if job.returncode is not None and job.status != "done":
         t.append(f"  ({describe_exit(job.returncode)})", style="dim")
     t.append("\n")
+    if job.status == JobStatus.QUEUED and job.waiting_for:
+        t.append(f"queued: starts when it has {job.waiting_for}\n" if "GPU" in job.waiting_for
+                 else f"queued: waits for {job.waiting_for} (job policy queue; ctrl+g: share)\n", style="yellow")
     if job.error:
         t.append(f"error: {job.error}\n", style="red")
     if job.suggestion:
@@ -74,11 +85,26 @@ def stage_lines(job: Job, now: float, root: Path | None = None) -> Text:
     return t
 
 
+def policy_line(jobs: JobManager) -> Text:
+    """The job policy in force, what it means, and the key that switches it (fits 80 columns)."""
+    t = Text()
+    t.append("policy ", style="dim")
+    t.append(str(jobs.settings.policy), style="bold")
+    if jobs.settings.policy == JobPolicy.SHARE:
+        t.append(": jobs run together, the cores split between them (ctrl+g: queue)", style="dim")
+    else:
+        t.append(": one CPU job at a time, the others wait (ctrl+g: share)", style="dim")
+    if jobs.settings_error:
+        t.append(f"\n{jobs.settings_error}", style="red")
+    return t
+
+
 class JobsScreen(BaseScreen):
     MODE = "jobs"
     BINDINGS = [
         Binding("ctrl+t", "cancel", "Cancel job"),
         Binding("ctrl+l", "clear", "Clear finished"),
+        Binding("ctrl+g", "policy", "Policy"),
         Binding("enter", "open_run", "Open run", show=False),
     ]
 
@@ -90,6 +116,7 @@ class JobsScreen(BaseScreen):
 
     def compose_body(self) -> Iterable[Widget]:
         with Vertical(id="jobs-main"):
+            yield Static("", id="jobs-policy")
             yield DataTable(id="jobs-table", cursor_type="row")
             with Horizontal(id="job-detail"):
                 yield Static("", id="job-stages")
@@ -132,6 +159,7 @@ class JobsScreen(BaseScreen):
             for j in jobs:
                 for col, val in zip(COLUMNS, job_cells(j, now)):
                     t.update_cell(j.id, col, val)
+        self.query_one("#jobs-policy", Static).update(policy_line(self.sapp.jobs))
         self.query_one("#jobs-empty", Static).update(
             "" if jobs else "No jobs yet. Jobs start from the Datasets (F2) and Train (F4) screens.")
         self._show_detail()
@@ -160,26 +188,31 @@ class JobsScreen(BaseScreen):
                 self._log_key = ()
             return
         stages.update(stage_lines(job, time.time(), self.sapp.ws.root))
-        key = (job.id, job._stderr_pos, len(job.stderr_tail))
+        key = (job.id, job.log_version)
         if key != self._log_key:
             same_job = self._log_key[:1] == (job.id,)
-            old_pos = self._log_key[1] if same_job else None
             self._log_key = key
-            if same_job and old_pos is not None and len(job.stderr_tail) < job.stderr_tail.maxlen:
-                new = list(job.stderr_tail)[log.line_count:]
+            lines = job.log_lines
+            if same_job and len(lines) < TAIL_LINES:     # the tail only grew: append the new lines
+                new = lines[log.line_count:]
                 if new:
                     log.write_lines(new)
             else:
                 log.clear()
-                log.write_lines(list(job.stderr_tail))
+                log.write_lines(lines)
 
     def action_cancel(self) -> None:
         job = self._job()
         if job is None:
             self.error("no job selected")
             return
-        if not (job.running or job.status == "detached"):
+        if not (job.active or job.status == JobStatus.DETACHED):
             self.notify(f"{job.title} is not running ({job.status})", timeout=3)
+            return
+        if job.status == JobStatus.QUEUED:
+            self.sapp.jobs.cancel(job)
+            self.notify(f"removed {job.title} from the queue", timeout=3)
+            self.refresh_jobs()
             return
         if job.status == "stopping":
             if self.sapp.jobs.kill_now(job):
@@ -188,6 +221,19 @@ class JobsScreen(BaseScreen):
         if self.sapp.jobs.cancel(job):
             self.notify(f"stopping {job.title} (SIGTERM; killed if it does not stop in "
                         f"{self.sapp.jobs.grace(job):.0f}s; ctrl+t again kills it now)", timeout=5)
+        self.refresh_jobs()
+
+    def action_policy(self) -> None:
+        """Switch the job policy: share (together, cores split) or queue (one CPU job at a time)."""
+        jobs = self.sapp.jobs
+        new = JobPolicy.QUEUE if jobs.settings.policy == JobPolicy.SHARE else JobPolicy.SHARE
+        try:
+            jobs.set_settings(replace(jobs.settings, policy=new))
+        except OSError as e:
+            self.error(f"job policy {new} applies now but could not be saved to "
+                       f"{short_path(jobs.ws.settings)}: {e.strerror or e}")
+        else:
+            self.notify(f"job policy: {new}", timeout=3)
         self.refresh_jobs()
 
     def action_clear(self) -> None:
