@@ -15,7 +15,7 @@ from textual.containers import Horizontal, Vertical
 from textual.widget import Widget
 from textual.widgets import DataTable, Log, Static
 
-from engine.schema import JobPolicy, JobStatus
+from engine.schema import JobKind, JobPolicy, JobStatus
 from tui.jobs import TAIL_LINES, Job, JobManager, describe_exit
 from tui.screens.base import BaseScreen
 from tui.state import JOB_STYLE, fmt_bar, fmt_duration, short_path
@@ -30,7 +30,7 @@ def job_cells(job: Job, now: float) -> list:
     elif job.running:
         prog = f"{fmt_bar(frac, 10)} {frac * 100:3.0f}%" if frac is not None else "working..."
     else:
-        prog = "[##########] 100%" if job.status == "done" else "-"
+        prog = "[##########] 100%" if job.status == JobStatus.DONE else "-"
     return [Text(job.status, style=JOB_STYLE.get(job.status, "")), job.title, prog,
             fmt_duration(job.elapsed(now)), fmt_duration(eta) if job.running and eta is not None else "-"]
 
@@ -45,7 +45,7 @@ def stage_lines(job: Job, now: float, root: Path | None = None) -> Text:
         t.append(f"  {job.threads} thread{'s' if job.threads > 1 else ''}", style="dim")
     if job.running and job.gpu is not None:
         t.append(f"  GPU {job.gpu}", style="dim")
-    if job.returncode is not None and job.status != "done":
+    if job.returncode is not None and job.status != JobStatus.DONE:
         t.append(f"  ({describe_exit(job.returncode)})", style="dim")
     t.append("\n")
     if job.status == JobStatus.QUEUED and job.waiting_for:
@@ -56,7 +56,7 @@ def stage_lines(job: Job, now: float, root: Path | None = None) -> Text:
     if job.suggestion:
         t.append(f"suggestion: {job.suggestion}\n", style="yellow")
     ev = job.last_run_event
-    if job.kind == "train" and ev:
+    if job.kind == JobKind.TRAIN and ev:
         if ev.get("type") == "step":
             t.append(f"epoch {ev.get('epoch')}  step {ev.get('epoch_step')}/{ev.get('steps_per_epoch')}  "
                      f"loss {ev.get('loss')}  {ev.get('examples_per_s')} examples/s  "
@@ -79,7 +79,7 @@ def stage_lines(job: Job, now: float, root: Path | None = None) -> Text:
         if sp.message:
             t.append(f"  {sp.message[:60]}", style="dim")
         t.append("\n")
-    if not job.stages and job.kind != "train":
+    if not job.stages and job.kind != JobKind.TRAIN:
         t.append("no progress reported yet\n" if job.running else "", style="dim")
     t.append(f"log: {short_path(job.log_path, root)}", style="dim")
     return t
@@ -214,7 +214,7 @@ class JobsScreen(BaseScreen):
             self.notify(f"removed {job.title} from the queue", timeout=3)
             self.refresh_jobs()
             return
-        if job.status == "stopping":
+        if job.status == JobStatus.STOPPING:
             if self.sapp.jobs.kill_now(job):
                 self.notify(f"killed {job.title} (SIGKILL)", severity="warning", timeout=4)
             return
@@ -244,7 +244,7 @@ class JobsScreen(BaseScreen):
 
     def action_open_run(self) -> None:
         job = self._job()
-        if job is None or job.kind != "train" or not job.run_id:
+        if job is None or job.kind != JobKind.TRAIN or not job.run_id:
             return
         if self.sapp.open_run(job.run_id) is not None:
             self.app.call_later(self.sapp.action_show, "train")
