@@ -353,3 +353,17 @@ def test_log_version_counts_new_lines(tmp_path: Path) -> None:
     with open(log, "a") as f:
         f.write("o\nthree\n")
     assert job.read_log() and job.log_lines == ["one", "two", "three"] and job.log_version == 2
+
+
+def test_job_manager_imports_no_textual() -> None:
+    code = ("import sys\n"
+            "class Block:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name.split('.')[0] in ('textual', 'textual_plotext'):\n"
+            "            raise ImportError('blocked: ' + name)\n"
+            "sys.meta_path.insert(0, Block())\n"
+            "import tui.jobs\n")
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=60,
+                         env=dict(os.environ, PYTHONPATH=str(root)))
+    assert out.returncode == 0, out.stderr
