@@ -203,6 +203,11 @@ class Job:
         """Deprecated name of `log_lines` (kept until every caller has moved)."""
         return self.log_lines
 
+    @property
+    def _stderr_pos(self) -> int:
+        """Deprecated: tui/screens/train.py reads it as a change key until it reads `log_version`."""
+        return self._log_pos
+
     def _append_log(self, lines: list[str]) -> None:
         if lines:
             self._tail.extend(lines)

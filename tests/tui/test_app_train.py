@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from textual.widgets import Input, Select, Static
 
+from engine.process import pid_alive
 from tests.tui.conftest import make_app
 from tests.tui.helpers import notifications, settle, wait_for
-from tui.jobs import pid_alive
 from tui.screens.modals import OpenRunScreen, QuitScreen
 from tui.widgets.charts import Chart
 
