@@ -29,7 +29,8 @@ def device_info(device: torch.device | None = None) -> dict:
     if cuda:
         idx = device.index if device is not None and device.type == "cuda" and device.index is not None else 0
         props = torch.cuda.get_device_properties(idx)
-        info.update({"gpu_name": props.name, "gpu_memory_gb": round(props.total_memory / 2**30, 1)})
+        info.update({"gpu_name": props.name, "gpu_memory_gb": round(props.total_memory / 2**30, 1),
+                     "gpu_count": torch.cuda.device_count()})
     return info
 
 

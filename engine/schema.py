@@ -167,6 +167,13 @@ class JobStatus(StrEnum):
                         JobStatus.INTERRUPTED)
 
 
+class JobPolicy(StrEnum):
+    """How the app runs CPU jobs that are started while another one runs."""
+
+    SHARE = "share"                # together, each with its share of the cores
+    QUEUE = "queue"                # one at a time; later ones wait (JobStatus.QUEUED)
+
+
 class JobKind(StrEnum):
     DEMO = "demo"
     IMPORT = "import"

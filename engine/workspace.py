@@ -2,7 +2,8 @@
 
     <workspace>/datasets/<name>/manifest.json, source/, <stage>/...    DatasetDir
     <workspace>/runs/<run-id>/config.json, events.jsonl, best.pt, last.pt, .lock   RunDir
-    <workspace>/logs/<job-id>.json, <job-id>.log                     the app's job records
+    <workspace>/logs/<job-id>.json, <job-id>.log, <job-id>.threads   the app's job records
+    <workspace>/settings.json                                        the app's settings (job policy)
     <workspace>/downloads/                                           `sessrec data fetch`
 
 The workspace is `--workspace`, else $SESSREC_HOME, else ./workspace. Stage bodies write into a
@@ -202,6 +203,15 @@ class Workspace:
 
     def job_log(self, job_id: str) -> Path:
         return self.logs_dir / f"{job_id}.log"
+
+    def job_threads(self, job_id: str) -> Path:
+        """A running job's thread budget (one integer), rewritten by the app when jobs start or end."""
+        return self.logs_dir / f"{job_id}.threads"
+
+    @property
+    def settings(self) -> Path:
+        """The app's settings for this workspace (how jobs share the machine)."""
+        return self.root / "settings.json"
 
     def dataset(self, name: str) -> DatasetDir:
         return DatasetDir(self.datasets_dir / check_name(name))

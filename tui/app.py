@@ -88,6 +88,8 @@ class SessrecApp(App):
         self.sub_title = short_path(self.ws.root)
         self.controller.listen(self)
         self.set_interval(TICK_INTERVAL, self.controller.tick)
+        if self.controller.startup_error:
+            self.notify(self.controller.startup_error, severity="error", timeout=12)
         self.detect_device()
 
     @work(thread=True, exclusive=True, group="device", exit_on_error=False)
@@ -107,6 +109,8 @@ class SessrecApp(App):
         self.notify(msg.text, title=msg.title, severity=msg.severity, timeout=msg.timeout)  # type: ignore[arg-type]
 
     async def on_go_to(self, msg: GoTo) -> None:
+        if self.return_code is not None:          # quitting: no new screen
+            return
         if msg.action:
             await self.run_on(msg.mode, msg.action)
         else:

@@ -12,13 +12,15 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from textual.message import Message, MessagePump
+from textual.message import Message
+from textual.message_pump import MessagePump
 
 from engine.models.registry import SPECS, ModelSpec, get_spec
 from engine.runs import RunState, RunStore, lock_holder, new_run_id
 from engine.runs.events import EventWriter, RunFailed
 from engine.schema import ErrorKind, JobKind, JobStatus, RunStatus
 from engine.workspace import Workspace
+from tui import jobs as J
 from tui.jobs import Job, JobManager
 
 PUBLISH_INTERVAL = 0.2      # job changes reach the screens at most 5 times a second
@@ -26,7 +28,12 @@ PUBLISH_INTERVAL = 0.2      # job changes reach the screens at most 5 times a se
 
 # ---- messages to the screens (not bubbling: each listener gets its own copy) ----------------------
 class ControllerMessage(Message, bubble=False):
-    """Something the controller tells every listening screen."""
+    """Something the controller tells every listening screen. Never bubbles: each listener gets
+    its own copy, so a screen's copy must not reach the App (which listens for itself)."""
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        kwargs["bubble"] = False            # Textual's default would make every subclass bubble
+        super().__init_subclass__(**kwargs)
 
 
 class JobsChanged(ControllerMessage):
@@ -83,19 +90,6 @@ class TrainRequest:
     params: dict[str, Any]           # model hyperparameters that differ from the defaults
 
 
-def engine_args_train(req: TrainRequest, run_id: str) -> list[str]:
-    """`train` arguments: every option and hyperparameter as its generated flag (`--batch-size`),
-    booleans as --name / --no-name (the CLI's flags are generated from the same configs)."""
-    args = ["train", "--dataset", req.dataset, "--model", req.model, "--run-id", run_id]
-    for name, value in {**req.options, **req.params}.items():
-        flag = "--" + name.replace("_", "-")
-        if isinstance(value, bool):
-            args.append(flag if value else "--no-" + name.replace("_", "-"))
-        elif value is not None and value != "":
-            args += [flag, str(getattr(value, "value", value))]
-    return args
-
-
 class Controller:
     """One per app. `post` delivers a message to a listener (the app passes its safe poster)."""
 
@@ -106,6 +100,7 @@ class Controller:
                                kill_after=kill_after, kill_after_train=kill_after_train)
         if load_history:
             self.jobs.load_history()
+        self.startup_error = self.jobs.settings_error     # an unusable settings file (shown at start)
         self.runs = RunStore(ws)
         self.models: dict[str, ModelSpec] = SPECS
         self.device: dict | None = None
@@ -168,6 +163,7 @@ class Controller:
 
     def set_device(self, info: dict) -> None:
         self.device = info
+        self.jobs.gpus = int(info.get("gpu_count") or 0)    # each GPU training gets a GPU of its own
         self.post(DeviceReady)
 
     # ---- jobs ----------------------------------------------------------------------------------
@@ -182,40 +178,33 @@ class Controller:
         return job
 
     def busy_datasets(self) -> set[str]:
-        """Datasets a pipeline job is writing (a training run only reads its dataset)."""
-        return {j.dataset for j in self.jobs.running() if j.dataset and j.kind != JobKind.TRAIN}
+        """Datasets a pipeline job is writing or queued to write (a training only reads its dataset)."""
+        return self.jobs.busy_datasets()
 
     def generate_demo(self, size: str, name: str | None, dataset: str) -> Job | None:
         self.set_guide(self.guide or ("Step 1 of 3: the demo dataset is being generated and built (F3 shows "
                                       "the job). The Train screen opens when it is ready."))
-        args = ["demo", "--size", size] + (["--name", name] if name else [])
-        return self._start(JobKind.DEMO, args, f"demo {size} -> {dataset}", dataset=dataset)
+        return self._start(JobKind.DEMO, J.demo_args(size, name), f"demo {size} -> {dataset}", dataset=dataset)
 
     def import_log(self, path: str, fmt: str, name: str, test_file: str | None) -> Job | None:
-        args = ["data", "import", path, "--format", fmt, "--name", name]
-        if test_file:
-            args += ["--test-file", test_file]
-        return self._start(JobKind.IMPORT, args, f"import {name} ({fmt})", dataset=name)
+        return self._start(JobKind.IMPORT, J.import_args(path, fmt, name, test_file), f"import {name} ({fmt})",
+                           dataset=name)
 
     def build(self, name: str, force: bool | str = False) -> Job | None:
-        args = ["data", "build", name]
-        if force is True:
-            args.append("--force")
-        elif force:
-            args += ["--force", str(force)]
         what = "" if not force else " (all stages)" if force is True else f" (from {force})"
-        return self._start(JobKind.BUILD, args, f"{'rebuild' if force else 'build'} {name}{what}", dataset=name)
+        return self._start(JobKind.BUILD, J.build_args(name, force), f"{'rebuild' if force else 'build'} {name}{what}",
+                           dataset=name)
 
     def delete(self, name: str) -> Job | None:
-        return self._start(JobKind.DELETE, ["data", "delete", name, "--yes"], f"delete {name}", dataset=name)
+        return self._start(JobKind.DELETE, J.delete_args(name), f"delete {name}", dataset=name)
 
     def start_training(self, req: TrainRequest) -> str | None:
         """Start a training job; returns its run id (shown at once as `starting`)."""
         run_id = new_run_id(req.model, self.ws.run_ids())
         others = self.jobs.running(JobKind.TRAIN.value)
         # a training run reads its dataset, it does not make it busy: no dataset on the job
-        job = self._start(JobKind.TRAIN, engine_args_train(req, run_id), f"train {req.model} on {req.dataset}",
-                          run_id=run_id)
+        job = self._start(JobKind.TRAIN, J.train_args(req.dataset, req.model, run_id, req.options, req.params),
+                          f"train {req.model} on {req.dataset}", run_id=run_id)
         if job is None:
             return None
         self._placeholders[run_id] = RunState(run_id, model=req.model, dataset=req.dataset,
@@ -231,10 +220,13 @@ class Controller:
         return run_id
 
     def cancel(self, job: Job) -> str:
-        """Cancel a job (SIGTERM, then SIGKILL); a second cancel of a stopping job kills it now.
-        Returns what happened, for the user."""
-        if not (job.running or job.status == JobStatus.DETACHED):
+        """Cancel a job (a queued one leaves the queue; a running one gets SIGTERM, then SIGKILL);
+        a second cancel of a stopping job kills it now. Returns what happened, for the user."""
+        if not (job.active or job.status == JobStatus.DETACHED):
             return f"{job.title} is not running ({job.status})"
+        if job.status == JobStatus.QUEUED:
+            self.jobs.cancel(job)
+            return f"removed {job.title} from the queue"
         if job.status == JobStatus.STOPPING:
             return f"killed {job.title} (SIGKILL)" if self.jobs.kill_now(job) else f"{job.title} has ended"
         if self.jobs.cancel(job):
@@ -380,7 +372,7 @@ class Controller:
         """Stop a run cleanly (SIGTERM): the app's child, or a detached run by the pid holding its
         lock. A second stop of a stopping run kills it. Returns what happened."""
         job = self.jobs.job_for_run(run_id)
-        if job is not None and (job.running or job.status == JobStatus.DETACHED):
+        if job is not None and (job.active or job.status == JobStatus.DETACHED):
             if job.status == JobStatus.STOPPING:
                 return (f"killed run {run_id} (SIGKILL); its last checkpoint is the last completed one"
                         if self.jobs.kill_now(job) else f"run {run_id} has ended")
@@ -442,12 +434,28 @@ class Controller:
             return f"run:{runs[0].run_id}"
         return next((k for k in sources if k.startswith("baseline:sknn@")), sources[0] if sources else None)
 
+    # ---- settings ------------------------------------------------------------------------------
+    def toggle_policy(self) -> str:
+        """Switch how jobs share the machine: share (together, the cores split) or queue (one CPU
+        job at a time). Returns what happened, for the user."""
+        from dataclasses import replace
+        from engine.schema import JobPolicy
+        new = JobPolicy.QUEUE if self.jobs.settings.policy == JobPolicy.SHARE else JobPolicy.SHARE
+        try:
+            self.jobs.set_settings(replace(self.jobs.settings, policy=new))
+        except OSError as e:
+            return f"job policy {new} applies now but could not be saved to {self.ws.settings}: {e.strerror or e}"
+        finally:
+            self._jobs_dirty = True
+        return f"job policy: {new}"
+
     # ---- quitting ------------------------------------------------------------------------------
     def running_jobs(self) -> list[Job]:
-        return self.jobs.running()
+        """Jobs running or queued (what quitting has to decide about)."""
+        return self.jobs.active()
 
     def stop_all(self) -> list[Job]:
-        return [j for j in self.jobs.running() if self.jobs.cancel(j) or j.running]
+        return self.jobs.cancel_all()
 
     def detach_all(self) -> list[Job]:
         return self.jobs.detach_all()

@@ -2,10 +2,18 @@
 
 A `Job` is one child process `python -m engine --workspace W --events jsonl ...`. The
 `JobManager` starts it (in its own session, so a training run can outlive the app), reads its
-stdout line by line (JSON events: progress, stage, result, error, and for training the run events),
+stdout line by line (JSON lines: progress, stage, result, error; a training's run events are in
+its run folder, read by the engine's run store),
 tails its stderr from a log file under `<workspace>/logs/`, cancels it (SIGTERM, then SIGKILL after
 a timeout) and records each job as `<workspace>/logs/<job-id>.json` so the list of recent jobs
 survives a restart of the app.
+
+Jobs share the machine (see `engine.threads`): every running job but the light ones (delete) gets
+its share of the cores, passed at start in the environment and rewritten into its budget file when
+a job starts or ends (a GPU training counts too: it builds batches and runs Python on the CPU).
+`JobSettings.policy` `share` runs CPU jobs together, `queue` runs one at a time (later ones wait as
+`queued`). A training whose device is not `cpu`, on a machine with GPUs, is a GPU job: it gets a GPU
+of its own through CUDA_VISIBLE_DEVICES and waits when all are taken, unless `share_gpus` is on.
 
 Nothing here imports Textual: the manager runs on any asyncio loop and reports through plain
 callbacks, so it is tested without a UI.
@@ -26,12 +34,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Coroutine, Iterable
 
-from engine.process import pid_alive
+from engine.atomic import write_json
+from engine.config import TrainConfig
+from engine.errors import InputError
+from engine.process import process_alive
+from engine.schema import Device, JobKind, JobPolicy, JobStatus, values
+from engine.threads import available_cores, budget_env, thread_shares, write_budget
+from engine.workspace import Workspace
 
-RUNNING = ("starting", "running", "stopping")
-FINISHED = ("done", "failed", "cancelled", "stopped", "interrupted")
+RUNNING = (JobStatus.STARTING, JobStatus.RUNNING, JobStatus.STOPPING)      # a child process exists
+ACTIVE = tuple(s for s in JobStatus if s.active)                            # RUNNING and QUEUED
+FINISHED = tuple(s for s in JobStatus if s.finished)
+LIGHT_KINDS = (JobKind.DELETE,)     # quick file work: never queued, one thread, not in the shares
 TAIL_LINES = 400
-RUN_EVENT_TYPES = ("run_started", "step", "epoch", "checkpoint", "run_finished", "run_failed")
 
 
 def engine_command() -> list[str]:
@@ -69,19 +84,27 @@ def delete_args(name: str) -> list[str]:
     return ["data", "delete", name, "--yes"]
 
 
+def train_device(argv: list[str]) -> str:
+    """The `--device` a training's argv asks for (the last one wins, as in argparse)."""
+    device = str(TrainConfig.device)
+    for flag, value in zip(argv, argv[1:]):
+        if flag == "--device":
+            device = value
+    return device
+
+
 def train_args(dataset: str, model: str, run_id: str, options: dict[str, Any] | None = None,
                params: dict[str, Any] | None = None) -> list[str]:
-    """`options`: TrainConfig fields by CLI flag name (epochs, batch-size, loss, device, ...);
-    `params`: model hyperparameters, passed as repeatable `--param KEY=VALUE`."""
+    """`options` (TrainConfig fields) and `params` (model hyperparameters) by field name, each as
+    the flag the CLI generates from that field (`batch_size` -> `--batch-size`; booleans as
+    `--name` / `--no-name`)."""
     args = ["train", "--dataset", dataset, "--model", model, "--run-id", run_id]
-    for flag, value in (options or {}).items():
-        if value is None or value == "":
-            continue
-        args += [f"--{flag.replace('_', '-')}", str(value)]
-    for key, value in (params or {}).items():
+    for name, value in {**(options or {}), **(params or {})}.items():
+        flag = name.replace("_", "-")
         if isinstance(value, bool):
-            value = "true" if value else "false"
-        args += ["--param", f"{key}={value}"]
+            args.append(f"--{flag}" if value else f"--no-{flag}")
+        elif value is not None and value != "":
+            args += [f"--{flag}", str(getattr(value, "value", value))]
     return args
 
 
@@ -114,41 +137,90 @@ class StageProgress:
         return max(0.0, (self.total - self.done) * dt / dd)
 
 
+def _vocab(vocab: type, value: Any, default: Any) -> Any:
+    """`value` as a member of `vocab` (records written by other versions may hold anything)."""
+    try:
+        return vocab(value)
+    except ValueError:
+        return default
+
+
 @dataclass
 class Job:
     id: str
-    kind: str                    # demo | import | build | delete | train
+    kind: str                    # a JobKind
     title: str
     argv: list[str]
     log_path: Path
     dataset: str | None = None
     run_id: str | None = None
-    status: str = "starting"     # starting | running | stopping | done | failed | cancelled | stopped
-    #                              | interrupted | detached
+    status: str = JobStatus.QUEUED   # a JobStatus
     pid: int | None = None
-    started: float | None = None
+    created: float | None = None     # when it was asked for (a queued job has not started yet)
+    started: float | None = None     # when its process was started
     finished: float | None = None
     returncode: int | None = None
     error: str | None = None
     suggestion: str | None = None
     stages: dict[str, StageProgress] = field(default_factory=dict)
     current_stage: str | None = None
-    stderr_tail: deque = field(default_factory=lambda: deque(maxlen=TAIL_LINES))
     result: dict | None = None
-    last_run_event: dict | None = None
     cancel_requested: bool = False
     detached: bool = False
     from_history: bool = False
-    _stderr_pos: int = 0
-    _stderr_partial: str = ""
+    threads: int | None = None       # its share of the cores now (None: no budget given)
+    gpu: int | None = None           # the GPU it was given (index among the app's GPUs)
+    waiting_for: str | None = None   # what a queued job waits for
+    _tail: deque = field(default_factory=lambda: deque(maxlen=TAIL_LINES), repr=False)
+    _log_pos: int = field(default=0, repr=False)
+    _log_partial: str = field(default="", repr=False)
+    _log_version: int = field(default=0, repr=False)
 
     @property
     def running(self) -> bool:
+        """Its process exists (starting, running or stopping)."""
         return self.status in RUNNING
 
     @property
+    def active(self) -> bool:
+        """Running, or queued to run."""
+        return self.status in ACTIVE
+
+    @property
+    def log_version(self) -> int:
+        """Goes up each time lines are added to `log_lines` (compare it to redraw a log only then)."""
+        return self._log_version
+
+    @property
+    def log_lines(self) -> list[str]:
+        """The last TAIL_LINES lines of the job's log (its stderr, and stray stdout lines)."""
+        return list(self._tail)
+
+    def _append_log(self, lines: list[str]) -> None:
+        if lines:
+            self._tail.extend(lines)
+            self._log_version += 1
+
+    def read_log(self) -> bool:
+        """Append new complete lines of the log file to the tail; True if any."""
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(self._log_pos)
+                data = f.read(1 << 20)
+        except OSError:
+            return False
+        if not data:
+            return False
+        self._log_pos += len(data)
+        text = self._log_partial + data.decode("utf-8", "replace")
+        lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+        self._log_partial = lines.pop()
+        self._append_log(lines)
+        return bool(lines)
+
+    @property
     def finished_ok(self) -> bool:
-        return self.status == "done"
+        return self.status == JobStatus.DONE
 
     def elapsed(self, now: float | None = None) -> float | None:
         if self.started is None:
@@ -157,15 +229,8 @@ class Job:
         return max(0.0, end - self.started)
 
     def overall(self) -> tuple[float | None, float | None]:
-        """(fraction done, seconds left) of the whole job, when they can be told."""
-        ev = self.last_run_event
-        if self.kind == "train" and ev and ev.get("type") == "step":
-            spe = ev.get("steps_per_epoch") or 0
-            total_epochs = (self.result or {}).get("epochs") or 0
-            if spe and total_epochs:
-                done = (ev.get("epoch", 1) - 1) * spe + ev.get("epoch_step", 0)
-                return min(1.0, done / (spe * total_epochs)), ev.get("eta_s")
-            return None, ev.get("eta_s")
+        """(fraction done, seconds left) of a pipeline job from its progress lines (a training
+        job's progress is its run's: see the controller)."""
         pipe = self.stages.get("pipeline")
         cur = self.stages.get(self.current_stage or "")
         if pipe is not None and pipe.total:
@@ -180,33 +245,61 @@ class Job:
     def record(self) -> dict:
         return {"id": self.id, "kind": self.kind, "title": self.title, "argv": self.argv,
                 "log": str(self.log_path), "dataset": self.dataset, "run_id": self.run_id,
-                "status": self.status, "pid": self.pid, "started": self.started, "finished": self.finished,
-                "returncode": self.returncode, "error": self.error, "suggestion": self.suggestion,
-                "detached": self.detached}
+                "status": self.status, "pid": self.pid, "created": self.created, "started": self.started,
+                "finished": self.finished, "returncode": self.returncode, "error": self.error,
+                "suggestion": self.suggestion, "detached": self.detached, "gpu": self.gpu}
 
     @classmethod
     def from_record(cls, rec: dict) -> "Job":
-        job = cls(id=rec["id"], kind=rec.get("kind", "?"), title=rec.get("title", rec["id"]),
-                  argv=list(rec.get("argv") or []), log_path=Path(rec.get("log") or ""),
-                  dataset=rec.get("dataset"), run_id=rec.get("run_id"), status=rec.get("status", "interrupted"),
-                  pid=rec.get("pid"), started=rec.get("started"), finished=rec.get("finished"),
-                  returncode=rec.get("returncode"), error=rec.get("error"), suggestion=rec.get("suggestion"),
-                  detached=bool(rec.get("detached")), from_history=True)
+        job = cls(id=rec["id"], kind=_vocab(JobKind, rec.get("kind"), rec.get("kind", "?")),
+                  title=rec.get("title", rec["id"]), argv=list(rec.get("argv") or []),
+                  log_path=Path(rec.get("log") or ""), dataset=rec.get("dataset"), run_id=rec.get("run_id"),
+                  status=_vocab(JobStatus, rec.get("status"), JobStatus.INTERRUPTED), pid=rec.get("pid"),
+                  created=rec.get("created", rec.get("started")), started=rec.get("started"),
+                  finished=rec.get("finished"), returncode=rec.get("returncode"), error=rec.get("error"),
+                  suggestion=rec.get("suggestion"), detached=bool(rec.get("detached")), gpu=rec.get("gpu"),
+                  from_history=True)
         return job
 
 
+# ---- how jobs share the machine ------------------------------------------------------------------
+@dataclass(frozen=True)
+class JobSettings:
+    """The user's choice, kept in the workspace's settings file."""
+
+    policy: JobPolicy = JobPolicy.SHARE
+    share_gpus: bool = False         # GPU jobs may share a GPU when there are more jobs than GPUs
+
+    @classmethod
+    def load(cls, path: Path) -> "JobSettings":
+        """The settings in `path` (defaults when there is none); InputError when it is unusable."""
+        if not path.exists():
+            return cls()
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise InputError(f"settings file {path}: cannot be read ({e}); fix or delete it") from None
+        if not isinstance(data, dict):
+            raise InputError(f"settings file {path}: expected a JSON object; fix or delete it")
+        policy = data.get("job_policy", JobPolicy.SHARE.value)
+        if policy not in values(JobPolicy):
+            raise InputError(f"settings file {path}: job_policy {policy!r}: expected one of "
+                             f"{', '.join(values(JobPolicy))}")
+        return cls(JobPolicy(policy), bool(data.get("share_gpus", False)))
+
+    def save(self, path: Path) -> None:
+        """Write them into `path`, keeping any other settings the file holds."""
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            data = {}
+        if not isinstance(data, dict):
+            data = {}
+        data.update(job_policy=self.policy.value, share_gpus=self.share_gpus)
+        write_json(path, data)
+
+
 # ---- process helpers -----------------------------------------------------------------------------
-def pid_is_engine(pid: int | None) -> bool:
-    """The process is alive and (where /proc tells) still an engine process, not a reused pid."""
-    if not pid_alive(pid):
-        return False
-    try:
-        cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return True            # no /proc: trust the pid
-    return b"engine" in cmd or b"sessrec" in cmd or b"fake_child" in cmd
-
-
 def describe_exit(rc: int | None) -> str:
     if rc is None:
         return "still running"
@@ -218,12 +311,6 @@ def describe_exit(rc: int | None) -> str:
         hint = " (out of memory? the kernel's OOM killer sends SIGKILL)" if -rc == signal.SIGKILL else ""
         return f"killed by {name}{hint}"
     return f"exit status {rc}"
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=1, default=str))
-    os.replace(tmp, path)
 
 
 def _pump_lines(proc: subprocess.Popen, loop: asyncio.AbstractEventLoop, out: asyncio.Queue) -> None:
@@ -257,18 +344,26 @@ EventListener = Callable[["Job", dict], None]
 
 
 class JobManager:
-    """Start, track, cancel and remember the engine's child processes.
+    """Start, track, cancel and remember the engine's child processes, and share the machine
+    between them.
 
     `engine_cmd`: the argv prefix of the engine (tests pass a fake child script); `spawn(coro, name)`
     runs a job's coroutine (the app passes its worker runner; default `asyncio.create_task`).
     `on_change(job)` is called after every update, `on_event(job, event)` for each JSON line.
+    `cores`: the cores to share (default: this process's CPU affinity); `gpus`: how many GPUs the
+    app found (0: every job is a CPU job; settable later, when device detection is done);
+    `thread_budgets=False` leaves each child all the cores (the behaviour before budgets);
+    `settings`: default read from the workspace's settings file (`settings_error` says why not).
     """
 
     def __init__(self, workspace: Path, engine_cmd: list[str] | None = None,
                  spawn: Spawner | None = None, on_change: Listener | None = None,
                  on_event: EventListener | None = None, kill_after: float = 10.0,
-                 kill_after_train: float | None = None, env: dict[str, str] | None = None) -> None:
-        self.workspace = Path(workspace)
+                 kill_after_train: float | None = None, env: dict[str, str] | None = None, *,
+                 cores: int | None = None, gpus: int = 0, thread_budgets: bool = True,
+                 settings: JobSettings | None = None) -> None:
+        self.ws = Workspace(Path(workspace))
+        self.workspace = self.ws.root
         self.engine_cmd = list(engine_cmd or engine_command())
         self.spawn = spawn or (lambda coro, name: asyncio.get_running_loop().create_task(coro, name=name))
         self.on_change = on_change or (lambda job: None)
@@ -277,30 +372,158 @@ class JobManager:
         # a training run stops at its next step but finishes a validation pass first: give it longer
         self.kill_after_train = kill_after if kill_after_train is None else kill_after_train
         self.env = env
+        self.cores = cores or available_cores()
+        self._gpus = max(0, gpus)
+        self.thread_budgets = thread_budgets
+        self.settings_error: str | None = None
+        if settings is None:
+            try:
+                settings = JobSettings.load(self.ws.settings)
+            except InputError as e:       # the app still opens, with the defaults, and says why
+                settings, self.settings_error = JobSettings(), str(e)
+        self.settings = settings
         self.jobs: dict[str, Job] = {}
         self._procs: dict[str, subprocess.Popen] = {}
         self._counter = 0
 
     @property
     def logs_dir(self) -> Path:
-        return self.workspace / "logs"
+        return self.ws.logs_dir
+
+    @property
+    def gpus(self) -> int:
+        return self._gpus
+
+    @gpus.setter
+    def gpus(self, n: int) -> None:
+        """The app learns the GPU count after start-up (device detection imports torch)."""
+        self._gpus = max(0, n)
+        self._schedule()
+
+    def set_settings(self, settings: JobSettings) -> None:
+        """Use `settings` from now on (queued jobs that may now start, start) and save them in the
+        workspace; raises OSError when they cannot be saved (they apply anyway)."""
+        self.settings, self.settings_error = settings, None
+        self._schedule()
+        settings.save(self.ws.settings)
 
     # ---- queries ---------------------------------------------------------------------------------
     def ordered(self) -> list[Job]:
-        """Running jobs first, then the most recent."""
-        return sorted(self.jobs.values(), key=lambda j: (not j.running, -(j.started or 0)))
+        """Running and queued jobs first, then the most recent."""
+        return sorted(self.jobs.values(), key=lambda j: (not j.active, -(j.started or j.created or 0)))
 
     def running(self, kind: str | None = None) -> list[Job]:
+        """Jobs whose process exists."""
         return [j for j in self.jobs.values() if j.running and (kind is None or j.kind == kind)]
 
+    def active(self, kind: str | None = None) -> list[Job]:
+        """Running and queued jobs."""
+        return [j for j in self.jobs.values() if j.active and (kind is None or j.kind == kind)]
+
     def busy_datasets(self) -> set[str]:
-        return {j.dataset for j in self.running() if j.dataset and j.kind != "train"}
+        return {j.dataset for j in self.active() if j.dataset and j.kind != JobKind.TRAIN}
 
     def job_for_run(self, run_id: str) -> Job | None:
         for j in self.jobs.values():
-            if j.run_id == run_id and j.kind == "train":
+            if j.run_id == run_id and j.kind == JobKind.TRAIN:
                 return j
         return None
+
+    def adopt(self, run_id: str, pid: int) -> Job:
+        """A training this app did not start (a detached run of an earlier session, found by the pid
+        holding its run lock), as a job that can be cancelled like the others."""
+        job = self.job_for_run(run_id)
+        if job is None or job.pid != pid:
+            jid = f"detached-{run_id}"
+            job = Job(id=jid, kind=JobKind.TRAIN, title=f"train {run_id} (detached)", argv=[],
+                      log_path=self.ws.job_log(jid), run_id=run_id, status=JobStatus.DETACHED, pid=pid,
+                      started=time.time(), detached=True)
+            self.jobs[jid] = job
+        return job
+
+    # ---- sharing the machine ---------------------------------------------------------------------
+    def is_light(self, job: Job) -> bool:
+        return job.kind in LIGHT_KINDS
+
+    def is_gpu_job(self, job: Job) -> bool:
+        """A training whose device is not cpu, on a machine with GPUs (`auto` then means a GPU)."""
+        if job.gpu is not None:
+            return True
+        return job.kind == JobKind.TRAIN and self._gpus > 0 and train_device(job.argv) != Device.CPU
+
+    def _free_gpu(self) -> int | None:
+        """A GPU no running job holds; with `share_gpus`, the least busy one when all are held."""
+        if self._gpus <= 0:
+            return None
+        load = [0] * self._gpus
+        for j in self.running():
+            if j.gpu is not None and j.gpu < self._gpus:
+                load[j.gpu] += 1
+        idle = min(range(self._gpus), key=lambda i: (load[i], i))
+        return idle if load[idle] == 0 or self.settings.share_gpus else None
+
+    def _wait_reason(self, job: Job) -> str | None:
+        """What `job` has to wait for before it may start (None: it may start now)."""
+        if self.is_light(job):
+            return None
+        if self.is_gpu_job(job):
+            return None if self._free_gpu() is not None else f"a free GPU (all {self._gpus} in use)"
+        if self.settings.policy == JobPolicy.QUEUE:
+            cpu_jobs = [j for j in self.running() if not self.is_light(j) and not self.is_gpu_job(j)]
+            if cpu_jobs:
+                return f"{cpu_jobs[0].title} to end"
+        return None
+
+    def _schedule(self) -> None:
+        """Start the queued jobs that may start now, oldest first."""
+        queued = sorted((j for j in self.jobs.values() if j.status == JobStatus.QUEUED),
+                        key=lambda j: (j.created or 0, j.id))
+        for job in queued:
+            reason = self._wait_reason(job)
+            if reason is None:
+                self._launch(job)
+            elif reason != job.waiting_for:
+                job.waiting_for = reason
+                self.on_change(job)
+
+    def _rebalance(self) -> None:
+        """Give each running job its share of the cores (the oldest get the remainder) and rewrite
+        the budget file of each job whose share changed."""
+        if not self.thread_budgets:
+            return
+        sharing = []
+        for j in self.running():
+            if self.is_light(j):
+                j.threads = 1
+            else:
+                sharing.append(j)
+        sharing.sort(key=lambda j: (j.started or 0, j.id))
+        for job, n in zip(sharing, thread_shares(self.cores, len(sharing))):
+            if job.threads != n:
+                job.threads = n
+                try:
+                    write_budget(self.ws.job_threads(job.id), n)
+                except OSError:
+                    pass                  # the child keeps its current share
+
+    def _release(self, job: Job) -> None:
+        """A job ended: its cores and GPU go to the others, queued jobs may start."""
+        self.ws.job_threads(job.id).unlink(missing_ok=True)
+        self._rebalance()
+        self._schedule()
+
+    def child_env(self, job: Job) -> dict[str, str]:
+        """The environment of the job's process: its thread budget and its GPU."""
+        env = dict(os.environ if self.env is None else self.env)
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        env["COLUMNS"] = env.get("SESSREC_LOG_COLUMNS", "120")
+        if self.thread_budgets and job.threads is not None:
+            env.update(budget_env(job.threads, None if self.is_light(job) else self.ws.job_threads(job.id)))
+        if job.gpu is not None:
+            # the app's own CUDA_VISIBLE_DEVICES (if any) names the GPUs it may use: pick among them
+            visible = [d for d in env.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+            env["CUDA_VISIBLE_DEVICES"] = visible[job.gpu] if job.gpu < len(visible) else str(job.gpu)
+        return env
 
     # ---- history ---------------------------------------------------------------------------------
     def load_history(self, limit: int = 50) -> None:
@@ -313,24 +536,28 @@ class JobManager:
                 recs.append(json.loads(p.read_text()))
             except (OSError, json.JSONDecodeError):
                 continue
-        recs.sort(key=lambda r: r.get("started") or 0, reverse=True)
+        recs.sort(key=lambda r: r.get("started") or r.get("created") or 0, reverse=True)
         for rec in recs[:limit]:
             if not rec.get("id") or rec["id"] in self.jobs:
                 continue
             job = Job.from_record(rec)
             if not job.log_path.is_file():        # the workspace was moved: the log sits next to the record
-                job.log_path = self.logs_dir / f"{job.id}.log"
-            if job.status in RUNNING or job.status == "detached":
-                job.status = "detached" if pid_is_engine(job.pid) else "interrupted"
-                if job.status == "detached":
-                    job.detached = True
-            self.read_stderr(job)
+                job.log_path = self.ws.job_log(job.id)
+            if job.status == JobStatus.QUEUED:
+                job.status = JobStatus.INTERRUPTED
+                job.error = job.error or "not started: the app quit while the job was queued"
+            elif job.status in RUNNING or job.status == JobStatus.DETACHED:
+                if process_alive(job.pid, job.started):
+                    job.status, job.detached = JobStatus.DETACHED, True
+                else:
+                    job.status = JobStatus.INTERRUPTED
+                    self.ws.job_threads(job.id).unlink(missing_ok=True)
+            job.read_log()
             self.jobs[job.id] = job
 
     def _save(self, job: Job) -> None:
         try:
-            self.logs_dir.mkdir(parents=True, exist_ok=True)
-            write_json_atomic(self.logs_dir / f"{job.id}.json", job.record())
+            write_json(self.ws.job_record(job.id), job.record())
         except OSError:
             pass
 
@@ -339,7 +566,7 @@ class JobManager:
         base = time.strftime("%Y%m%d-%H%M%S") + f"-{kind}" + (f"-{label}" if label else "")
         base = "".join(c if c.isalnum() or c in "-_." else "_" for c in base)[:60]
         jid, n = base, 1
-        while jid in self.jobs or (self.logs_dir / f"{jid}.json").exists():
+        while jid in self.jobs or self.ws.job_record(jid).exists():
             n += 1
             jid = f"{base}-{n}"
         return jid
@@ -347,35 +574,45 @@ class JobManager:
     # ---- start -----------------------------------------------------------------------------------
     def start(self, kind: str, args: list[str], title: str, dataset: str | None = None,
               run_id: str | None = None, job_id: str | None = None) -> Job:
-        """Start `engine --workspace W --events jsonl ARGS` as a job; returns at once."""
+        """Start `engine --workspace W --events jsonl ARGS` as a job, or queue it when it has to
+        wait for a CPU slot or a GPU; returns at once."""
         jid = job_id or self.new_id(kind, run_id or dataset or "")
         self.logs_dir.mkdir(parents=True, exist_ok=True)
         argv = [*self.engine_cmd, "--workspace", str(self.workspace), "--events", "jsonl", *args]
-        job = Job(id=jid, kind=kind, title=title, argv=argv, log_path=self.logs_dir / f"{jid}.log",
-                  dataset=dataset, run_id=run_id, started=time.time())
+        job = Job(id=jid, kind=_vocab(JobKind, kind, kind), title=title, argv=argv,
+                  log_path=self.ws.job_log(jid), dataset=dataset, run_id=run_id, created=time.time())
         self.jobs[jid] = job
-        self.spawn(self._run(job), f"job-{jid}")
-        self.on_change(job)
+        self._schedule()
+        if job.status == JobStatus.QUEUED:
+            self._save(job)           # a record, so that a crash of the app leaves a trace of it
+            self.on_change(job)
         return job
 
+    def _launch(self, job: Job) -> None:
+        """Take the job's resources (a GPU, a share of the cores) and start its process."""
+        if self.is_gpu_job(job):
+            job.gpu = self._free_gpu()
+        job.status, job.started, job.waiting_for = JobStatus.STARTING, time.time(), None
+        self._rebalance()
+        self.spawn(self._run(job), f"job-{job.id}")
+        self.on_change(job)
+
     def _popen(self, job: Job) -> subprocess.Popen:
-        env = dict(os.environ if self.env is None else self.env)
-        env.setdefault("PYTHONUNBUFFERED", "1")
-        env["COLUMNS"] = env.get("SESSREC_LOG_COLUMNS", "120")
         with open(job.log_path, "ab") as log:
             return subprocess.Popen(job.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log,
-                                    start_new_session=True, env=env, close_fds=True)
+                                    start_new_session=True, env=self.child_env(job), close_fds=True)
 
     async def _run(self, job: Job) -> None:
         try:
             proc = self._popen(job)
         except OSError as e:
-            job.status, job.error, job.finished = "failed", f"could not start the engine: {e}", time.time()
+            job.status, job.error, job.finished = JobStatus.FAILED, f"could not start the engine: {e}", time.time()
             self._save(job)
             self.on_change(job)
+            self._release(job)
             return
         self._procs[job.id] = proc
-        job.pid, job.status = proc.pid, "running"
+        job.pid, job.status = proc.pid, JobStatus.RUNNING
         self._save(job)
         self.on_change(job)
         # stdout is read by a thread that owns the pipe (plain blocking reads; no asyncio pipe
@@ -396,36 +633,23 @@ class JobManager:
             # the app is going away: leave the child running (it is in its own session); the
             # reader thread closes the pipe when it finds the loop gone
             if job.running:
-                job.status, job.detached = "detached", True
+                job.status, job.detached = JobStatus.DETACHED, True
                 self._save(job)
             raise
         finally:
             tail.cancel()
-        self.read_stderr(job)
+        job.read_log()
         self._finish(job, proc.returncode)
 
     async def _tail_loop(self, job: Job) -> None:
         while True:
             await asyncio.sleep(0.25)
-            if self.read_stderr(job):
+            if job.read_log():
                 self.on_change(job)
 
     def read_stderr(self, job: Job) -> bool:
-        """Append new complete stderr lines from the job's log file to its tail; True if any."""
-        try:
-            with open(job.log_path, "rb") as f:
-                f.seek(job._stderr_pos)
-                data = f.read(1 << 20)
-        except OSError:
-            return False
-        if not data:
-            return False
-        job._stderr_pos += len(data)
-        text = job._stderr_partial + data.decode("utf-8", "replace")
-        lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
-        job._stderr_partial = lines.pop()
-        job.stderr_tail.extend(lines)
-        return bool(lines)
+        """New lines of the job's log (a detached job's, which no task tails); True if any."""
+        return job.read_log()
 
     # ---- events ----------------------------------------------------------------------------------
     def handle_line(self, job: Job, line: str) -> dict | None:
@@ -435,7 +659,7 @@ class JobManager:
         try:
             ev = json.loads(line)
         except json.JSONDecodeError:
-            job.stderr_tail.append(line)     # stray print on stdout: show it with the log
+            job._append_log([line])          # stray print on stdout: show it with the log
             self.on_change(job)
             return None
         if not isinstance(ev, dict):
@@ -454,17 +678,9 @@ class JobManager:
                 job.current_stage = "pipeline"
         elif t == "error":
             job.error = ev.get("error")
+            job.suggestion = ev.get("suggestion") or None
         elif t == "result":
             job.result = {**(job.result or {}), **ev}
-        elif t in RUN_EVENT_TYPES:
-            job.last_run_event = ev
-            if t == "run_started":
-                job.run_id = ev.get("run_id", job.run_id)
-                job.result = {**(job.result or {}), "epochs": ev.get("epochs"),
-                              "steps_per_epoch": ev.get("steps_per_epoch")}
-            elif t == "run_failed":
-                job.error = ev.get("error")
-                job.suggestion = ev.get("suggestion") or None
         self.on_event(job, ev)
         self.on_change(job)
         return ev
@@ -472,33 +688,32 @@ class JobManager:
     def _finish(self, job: Job, rc: int | None) -> None:
         self._procs.pop(job.id, None)
         job.returncode, job.finished = rc, time.time()
-        last = job.last_run_event or {}
-        if job.kind == "train" and last.get("type") == "run_finished":
-            job.status = "stopped" if last.get("status") == "stopped" else "done"
-        elif job.kind == "train" and last.get("type") == "run_failed":
-            job.status = "cancelled" if job.cancel_requested and last.get("error_kind") == "interrupted" \
-                else "failed"
+        # a training's own events are in its run folder; its result line says how the run ended
+        run_status = ((job.result or {}).get("run") or {}).get("status")
+        if job.kind == JobKind.TRAIN and rc == 0 and run_status == "stopped":
+            job.status = JobStatus.STOPPED
         elif rc == 0:
-            job.status = "done"
+            job.status = JobStatus.DONE
         elif job.cancel_requested:
-            job.status = "cancelled"
+            job.status = JobStatus.CANCELLED
         else:
-            job.status = "failed"
-        if job.status == "failed" and not job.error:
-            tail = [ln for ln in job.stderr_tail if ln.strip()]
+            job.status = JobStatus.FAILED
+        if job.status == JobStatus.FAILED and not job.error:
+            tail = [ln for ln in job.log_lines if ln.strip()]
             last_line = tail[-1].strip() if tail else ""
             job.error = f"the engine stopped: {describe_exit(rc)}" + (f": {last_line}" if last_line else "")
         self._save(job)
         self.on_change(job)
+        self._release(job)
 
     # ---- cancel / detach -------------------------------------------------------------------------
     def grace(self, job: Job) -> float:
         """Seconds between SIGTERM and SIGKILL for this job."""
-        return self.kill_after_train if job.kind == "train" else self.kill_after
+        return self.kill_after_train if job.kind == JobKind.TRAIN else self.kill_after
 
     def kill_now(self, job: Job) -> bool:
         """SIGKILL the job's process group at once (a second cancel of a job that is stopping)."""
-        if not job.pid or not (job.running or job.status == "detached") or not pid_alive(job.pid):
+        if not (job.running or job.status == JobStatus.DETACHED) or not process_alive(job.pid, job.started):
             return False
         job.cancel_requested = True
         try:
@@ -511,18 +726,25 @@ class JobManager:
         return True
 
     def cancel(self, job: Job) -> bool:
-        """SIGTERM now (the engine stops cleanly), SIGKILL to its process group after `grace(job)`."""
+        """SIGTERM now (the engine stops cleanly), SIGKILL to its process group after `grace(job)`.
+        A queued job is just removed (it has no process, log or resources)."""
         pid = job.pid
-        if job.status == "detached":
-            if not pid_is_engine(pid):
-                job.status = "interrupted"
+        if job.status == JobStatus.QUEUED:
+            self.jobs.pop(job.id, None)
+            self.ws.job_record(job.id).unlink(missing_ok=True)
+            job.status, job.cancel_requested, job.finished = JobStatus.CANCELLED, True, time.time()
+            self.on_change(job)
+            return True
+        if job.status == JobStatus.DETACHED:
+            if not process_alive(pid, job.started):
+                job.status = JobStatus.INTERRUPTED
                 self._save(job)
                 self.on_change(job)
                 return False
         elif not job.running:
             return False
         job.cancel_requested = True
-        job.status = "stopping"
+        job.status = JobStatus.STOPPING
         try:
             if pid:
                 os.kill(pid, signal.SIGTERM)
@@ -538,10 +760,11 @@ class JobManager:
         while time.monotonic() < deadline:
             await asyncio.sleep(0.1)
             proc = self._procs.get(job.id)
-            alive = proc.poll() is None if proc is not None else pid_alive(job.pid) and job.status == "stopping"
+            alive = proc.poll() is None if proc is not None else \
+                process_alive(job.pid, job.started) and job.status == JobStatus.STOPPING
             if not alive:
-                if proc is None and job.status == "stopping":   # a detached job: nobody reaps it for us
-                    job.status, job.finished = "cancelled", time.time()
+                if proc is None and job.status == JobStatus.STOPPING:   # a detached job: nobody reaps it for us
+                    job.status, job.finished = JobStatus.CANCELLED, time.time()
                     self._save(job)
                     self.on_change(job)
                 return
@@ -553,37 +776,44 @@ class JobManager:
                 os.kill(job.pid or 0, signal.SIGKILL) if job.pid else None
             except ProcessLookupError:
                 pass
-        if job.id not in self._procs and job.status == "stopping":
-            job.status, job.finished = "cancelled", time.time()
+        if job.id not in self._procs and job.status == JobStatus.STOPPING:
+            job.status, job.finished = JobStatus.CANCELLED, time.time()
             self._save(job)
             self.on_change(job)
 
     def detach_all(self) -> list[Job]:
-        """Mark running jobs as detached (the app quits and leaves them running)."""
+        """Mark running jobs as detached (the app quits and leaves them running); queued jobs,
+        which nobody will start, are cancelled."""
         out = []
-        for job in self.running():
-            job.status, job.detached = "detached", True
+        for job in self.active():
+            if job.status == JobStatus.QUEUED:
+                job.status, job.finished = JobStatus.CANCELLED, time.time()
+                job.error = "not started: the app quit while the job was queued"
+            else:
+                job.status, job.detached = JobStatus.DETACHED, True
+                out.append(job)
             self._save(job)
-            out.append(job)
         return out
 
     def cancel_all(self) -> list[Job]:
-        return [j for j in list(self.jobs.values()) if (j.running or j.status == "detached") and self.cancel(j)]
+        """Cancel the queued jobs, then stop the running and detached ones."""
+        jobs = sorted(self.jobs.values(), key=lambda j: j.status != JobStatus.QUEUED)
+        return [j for j in jobs if (j.active or j.status == JobStatus.DETACHED) and self.cancel(j)]
 
     async def wait(self, job: Job, timeout: float = 60.0) -> Job:
         """Until the job has finished (tests and scripts)."""
         deadline = time.monotonic() + timeout
-        while job.running and time.monotonic() < deadline:
+        while job.active and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
         return job
 
     def forget_finished(self) -> int:
         """Drop finished jobs from the list and their records (their .log files stay)."""
-        gone = [jid for jid, j in self.jobs.items() if not j.running and j.status != "detached"]
+        gone = [jid for jid, j in self.jobs.items() if not j.active and j.status != JobStatus.DETACHED]
         for jid in gone:
             del self.jobs[jid]
             try:
-                (self.logs_dir / f"{jid}.json").unlink(missing_ok=True)
+                self.ws.job_record(jid).unlink(missing_ok=True)
             except OSError:
                 pass
         return len(gone)

@@ -11,6 +11,7 @@ from engine import __version__
 from engine.cli import bench_cmds, data_cmds, train_cmds
 from engine.cli.output import Output, err_console
 from engine.errors import SessrecError
+from engine.threads import process_budget
 from engine.workspace import Workspace
 
 
@@ -45,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:        # --help, --version, or a usage error (already printed)
         return int(e.code or 0) if not isinstance(e.code, str) else 2
     out = Output(args.events, args.quiet)
+    process_budget().apply()       # the app's share of the cores for this job (no-op when run by hand)
     try:
         signal.signal(signal.SIGTERM, _sigterm_to_interrupt)
     except ValueError:  # not in the main thread (tests)

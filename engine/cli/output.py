@@ -19,6 +19,7 @@ from rich.table import Table
 
 from engine.atomic import _json_default
 from engine.progress import Progress
+from engine.threads import process_budget
 
 err_console = Console(stderr=True, highlight=False)
 
@@ -77,6 +78,9 @@ class Output:
             self._tasks.clear()
 
     def progress(self, p: Progress) -> None:
+        # every long command but training reports here: the one place where a pipeline picks up a
+        # new thread budget from the app (another job started or ended); cheap when nothing changed
+        process_budget().poll()
         if self.mode == "jsonl":
             # bounded rate per stage (always pass the final update through)
             now = time.monotonic()

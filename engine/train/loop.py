@@ -26,6 +26,7 @@ from engine.progress import ProgressFn
 from engine.runs.lock import RunLock
 from engine.runs.store import new_run_id
 from engine.schema import ErrorKind, ModelKind, Protocol, RunStatus, Split
+from engine.threads import process_budget
 from engine.train.checkpoint import load_checkpoint, rng_state, set_rng_state, versions
 from engine.train.early_stopping import EarlyStopping
 from engine.train.optim import epoch_permutation, seed_everything
@@ -94,8 +95,10 @@ def fit(cfg: TrainConfig | None, ws: Workspace, run_id: str | None = None, resum
     try:
         try:
             rec = RunRecorder(prep.run, echo=echo)
-            if prep.cfg.num_threads:
+            if prep.cfg.num_threads:             # the user's choice overrides the app's share
                 torch.set_num_threads(prep.cfg.num_threads)
+            else:
+                process_budget().apply(with_torch=True)
             if prep.spec.kind == ModelKind.BASELINE:
                 final = _fit_baseline(prep, rec, log, progress)
             else:
@@ -254,6 +257,9 @@ class _Loop:
         self.loss_sum, self.loss_n = 0.0, 0                   # this epoch's training loss so far
         self.epoch_seconds = 0.0
         self.epochs_run = 0
+        # the app may change this job's share of the cores while it runs (another job starts or
+        # ends): one cheap check per step, unless the user fixed the thread count
+        self.budget = None if self.cfg.num_threads else process_budget()
 
     # ---- checkpoints -----------------------------------------------------------------------------
     def _payload(self) -> dict[str, Any]:
@@ -321,6 +327,8 @@ class _Loop:
         for bi in range(self.batch, spe):
             idx = perm[bi * cfg.batch_size:(bi + 1) * cfg.batch_size]
             loss = tr.step(idx)
+            if self.budget is not None:
+                self.budget.poll()
             self.step += 1
             self.batch = bi + 1
             epoch_sum += loss

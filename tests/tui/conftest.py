@@ -23,7 +23,7 @@ def fake_device() -> dict:
 
 
 def make_app(ws: Path, child: bool = True, **kw):
-    """The app on `ws`, with the fake engine child, the fixed registry and device by default."""
+    """The app on `ws`, with the fake engine child and a fixed device (no GPU) by default."""
     from tui.app import SessrecApp
     kw.setdefault("engine_cmd", FAKE_CHILD if child else None)
     kw.setdefault("device_loader", fake_device)

@@ -14,6 +14,10 @@ The scenario comes from $FAKE_CHILD (default ok):
   fail         pipeline: {"type":"error"} and exit 2
 
 $FAKE_CHILD_DELAY: seconds between steps (default 0.02).
+
+Every command first reports what the app gave it, as {"type": "env", "omp": $OMP_NUM_THREADS,
+"cuda": $CUDA_VISIBLE_DEVICES, "budget": <its budget file's value>, ...}, and again at each step
+where its budget file holds a new value (how the engine's ThreadBudget.poll() sees a new share).
 """
 
 from __future__ import annotations
@@ -53,6 +57,28 @@ def on_term(signum: int, frame: object) -> None:
     STOP["requested"] = True
 
 
+def read_budget() -> str | None:
+    path = os.environ.get("SESSREC_THREADS_FILE")
+    try:
+        return Path(path).read_text().strip() if path else None
+    except OSError:
+        return None
+
+
+SEEN = {"budget": None}
+
+
+def report_env(force: bool = False) -> None:
+    """The environment and budget this child got (again only when the budget file changed)."""
+    budget = read_budget()
+    if force or budget != SEEN["budget"]:
+        SEEN["budget"] = budget
+        out({"type": "env", "pid": os.getpid(), "omp": os.environ.get("OMP_NUM_THREADS"),
+             "mkl": os.environ.get("MKL_NUM_THREADS"), "openblas": os.environ.get("OPENBLAS_NUM_THREADS"),
+             "wait_policy": os.environ.get("OMP_WAIT_POLICY"), "cuda": os.environ.get("CUDA_VISIBLE_DEVICES"),
+             "budget_file": os.environ.get("SESSREC_THREADS_FILE"), "budget": budget})
+
+
 def pipeline(ws: Path, argv: list[str]) -> int:
     name = opt(argv, "--name") or (argv[2] if len(argv) > 2 and argv[0] == "data" else "demo")
     if argv[0] == "demo":
@@ -75,6 +101,7 @@ def pipeline(ws: Path, argv: list[str]) -> int:
                 return 130
             out({"type": "progress", "stage": st, "done": k, "total": steps, "unit": "steps",
                  "message": f"step {k}"})
+            report_env()
             time.sleep(DELAY)
         out({"type": "progress", "stage": "pipeline", "done": i + 1, "total": len(stages), "unit": "stages",
              "message": f"{st}: done"})
@@ -107,10 +134,14 @@ def train(ws: Path, argv: list[str]) -> int:
     events = open(run.events, "a", buffering=1)
 
     def emit(type_: str, **fields) -> dict:
+        # like the engine: run events go to the run's events file only
         obj = {"type": type_, "time": round(time.time(), 3), "run_id": run_id, **fields}
         events.write(json.dumps(obj) + "\n")
-        out(dict(obj))
         return obj
+
+    def fail(ev: dict) -> None:
+        out({"type": "error", "error": ev["error"], "error_kind": ev["error_kind"],
+             "suggestion": ev.get("suggestion") or None})
 
     emit("run_started", config={"model": model, "dataset": dataset, "epochs": epochs}, dataset=dataset,
          model=model, device="cpu", device_info={"cuda_available": False}, n_params=1234, pid=os.getpid(),
@@ -120,6 +151,7 @@ def train(ws: Path, argv: list[str]) -> int:
     for epoch in range(1, epochs + 1):
         for k in range(1, spe + 1):
             step += 1
+            report_env()
             time.sleep(DELAY)
             emit("step", epoch=epoch, step=step, epoch_step=k, steps_per_epoch=spe,
                  loss=round(5.0 / (1 + 0.1 * step), 5), lr=0.001, examples_per_s=5000.0,
@@ -130,23 +162,24 @@ def train(ws: Path, argv: list[str]) -> int:
             if step == 3 and SCENARIO == "killed":
                 os.kill(os.getpid(), signal.SIGKILL)
             if step == 3 and SCENARIO == "cuda_error":
-                emit("run_failed", error="RuntimeError: CUDA error: an illegal memory access was encountered",
-                     error_kind="cuda_error", batch_size=512, suggestion="", traceback="Traceback ...")
+                fail(emit("run_failed", error="RuntimeError: CUDA error: an illegal memory access was encountered",
+                          error_kind="cuda_error", batch_size=512, suggestion="", traceback="Traceback ..."))
                 log("sessrec: run failed: CUDA error")
                 return 1
             if step == 3 and SCENARIO == "oom":
-                emit("run_failed", error="CUDA out of memory at batch size 512: tried to allocate 2.00 GiB",
-                     error_kind="cuda_oom", batch_size=512,
-                     suggestion="retry with --batch-size 256 or --loss sampled (no [batch x items] logits)",
-                     traceback="Traceback ...")
+                fail(emit("run_failed", error="CUDA out of memory at batch size 512: tried to allocate 2.00 GiB",
+                          error_kind="cuda_oom", batch_size=512,
+                          suggestion="retry with --batch-size 256 or --loss sampled (no [batch x items] logits)",
+                          traceback="Traceback ..."))
                 log("sessrec: run failed: CUDA out of memory")
                 return 3
             if STOP["requested"]:
                 emit("checkpoint", kind="last", path=run.last.name, epoch=epoch, step=step)
                 run.last.write_bytes(b"fake")
                 log(f"stopped (SIGTERM) at epoch {epoch}, step {step}")
-                emit("run_finished", status="stopped", reason="SIGTERM", best_epoch=best_epoch or None,
-                     best_val=None, seconds=1.0, epochs_run=epoch - 1)
+                out({"type": "result", "run": emit("run_finished", status="stopped", reason="SIGTERM",
+                                                   best_epoch=best_epoch or None, best_val=None, seconds=1.0,
+                                                   epochs_run=epoch - 1)})
                 return 0
         r10 = round(0.1 + 0.05 * epoch - 0.004 * epoch * epoch + (0.03 if model == "graphsage" else 0.0), 4)
         improved = r10 > best
@@ -161,9 +194,10 @@ def train(ws: Path, argv: list[str]) -> int:
         log(f"epoch {epoch}/{epochs}: val recall@10 {r10}")
     test = {p: {"metrics": {"recall@10": round(best * 0.9, 4), "ndcg@10": round(best * 0.5, 4)}}
             for p in ("last", "prefixes")}
-    emit("run_finished", status="completed", best_epoch=best_epoch,
-         best_val={"recall@10": best, "ndcg@10": round(best * 0.6, 4)},
-         val=test, test=test, seconds=round(epochs * spe * DELAY, 2), epochs_run=epochs)
+    out({"type": "result", "run": emit("run_finished", status="completed", best_epoch=best_epoch,
+                                       best_val={"recall@10": best, "ndcg@10": round(best * 0.6, 4)},
+                                       val=test, test=test, seconds=round(epochs * spe * DELAY, 2),
+                                       epochs_run=epochs)})
     return 0
 
 
@@ -179,6 +213,7 @@ def main() -> int:
     if not cmd:
         log("fake_child: no command")
         return 2
+    report_env(force=True)
     if cmd[0] == "train":
         return train(ws, cmd)
     if cmd[0] in ("demo", "data"):

@@ -21,13 +21,16 @@ async def test_first_start_offers_the_demo_with_one_key(empty_ws: Path, monkeypa
         assert app.screen.query_one("#welcome").display
         assert app.focused is not None and app.focused.id == "welcome-go"
         await pilot.press("enter")
-        await wait_for(pilot, lambda: app.jobs.jobs)
-        job = next(iter(app.jobs.jobs.values()))
+        await wait_for(pilot, lambda: app.controller.jobs.jobs)
+        job = next(iter(app.controller.jobs.jobs.values()))
         assert job.kind == "demo" and job.argv[-3:] == ["demo", "--size", "small"]
         assert "--events" in job.argv and str(empty_ws.resolve()) in job.argv
-        assert app.guide and "Step 1" in app.guide
+        assert app.controller.guide and "Step 1" in app.controller.guide
         await wait_for(pilot, lambda: not job.running)
         assert job.status == "done"
+        await wait_for(pilot, lambda: app.current_mode == "train")       # step 2 of the guide
+        await settle(pilot)
+        assert "Step 2" in (app.controller.guide or "")
 
 
 async def test_table_details_and_build(tiny_ws: Path, monkeypatch) -> None:
@@ -51,14 +54,14 @@ async def test_table_details_and_build(tiny_ws: Path, monkeypatch) -> None:
         await wait_for(pilot, lambda: screen._dist_for == "demo-tiny")
         assert screen.query_one("#len-chart").data.bars is not None
         await pilot.press("ctrl+b")                  # everything is up to date: nothing to run
-        assert any("up to date" in n for n in notifications(app)) and not app.jobs.jobs
+        assert any("up to date" in n for n in notifications(app)) and not app.controller.jobs.jobs
         await pilot.press("down")                    # the dataset that is not built
         await wait_for(pilot, lambda: screen.selected == "raw")
         states = [str(stages.get_row_at(i)[1]) for i in range(stages.row_count)]
         assert states == ["missing"] * 6              # not a demo: no oracle stage
         await pilot.press("ctrl+b")
-        await wait_for(pilot, lambda: app.jobs.jobs)
-        job = next(iter(app.jobs.jobs.values()))
+        await wait_for(pilot, lambda: app.controller.jobs.jobs)
+        job = next(iter(app.controller.jobs.jobs.values()))
         assert job.argv[-3:] == ["data", "build", "raw"] and job.dataset == "raw"
         # the dataset is busy while its job runs: a second build is refused with a message
         if job.running:
@@ -82,10 +85,13 @@ async def test_generate_demo_dialog(tiny_ws: Path, monkeypatch) -> None:
         assert "use letters" in str(app.screen.query_one("#error", Static).render())
         app.screen.query_one("#name", Input).value = "mydemo"
         await pilot.press("enter")
-        await wait_for(pilot, lambda: app.jobs.jobs)
-        job = next(iter(app.jobs.jobs.values()))
+        await wait_for(pilot, lambda: app.controller.jobs.jobs)
+        job = next(iter(app.controller.jobs.jobs.values()))
         assert job.argv[-5:] == ["demo", "--size", "tiny", "--name", "mydemo"]
         await wait_for(pilot, lambda: not job.running)
+        # no run yet in this workspace: the guide takes the user on to the Train screen
+        await wait_for(pilot, lambda: app.current_mode == "train")
+        await settle(pilot)
 
 
 async def test_import_dialog_checks_inputs(tiny_ws: Path, tmp_path: Path, monkeypatch) -> None:
@@ -118,10 +124,10 @@ async def test_import_dialog_checks_inputs(tiny_ws: Path, tmp_path: Path, monkey
         await pilot.press("ctrl+s")
         assert "test file" in str(err.render())
         dlg.query_one("#test", Input).value = ""
-        assert app.jobs.jobs == {}
+        assert app.controller.jobs.jobs == {}
         await pilot.press("ctrl+s")
-        await wait_for(pilot, lambda: app.jobs.jobs)
-        job = next(iter(app.jobs.jobs.values()))
+        await wait_for(pilot, lambda: app.controller.jobs.jobs)
+        job = next(iter(app.controller.jobs.jobs.values()))
         assert job.argv[-7:] == ["data", "import", str(log.resolve()), "--format", "rsc15", "--name", "clicks"]
         await wait_for(pilot, lambda: not job.running)
 
@@ -135,20 +141,20 @@ async def test_rebuild_and_delete_with_confirmation(tiny_ws: Path, monkeypatch) 
         assert isinstance(app.screen, RebuildScreen)
         app.screen.query_one("#stage", Select).value = "graph"
         await pilot.press("ctrl+s")
-        await wait_for(pilot, lambda: app.jobs.jobs)
-        job = next(iter(app.jobs.jobs.values()))
+        await wait_for(pilot, lambda: app.controller.jobs.jobs)
+        job = next(iter(app.controller.jobs.jobs.values()))
         assert job.argv[-5:] == ["data", "build", "demo-tiny", "--force", "graph"]
         await wait_for(pilot, lambda: not job.running)
         # delete: escape keeps it, ctrl+y deletes
         await pilot.press("ctrl+x")
         assert isinstance(app.screen, ConfirmScreen)
         await pilot.press("escape")
-        assert len(app.jobs.jobs) == 1
+        assert len(app.controller.jobs.jobs) == 1
         await pilot.press("delete")
         assert isinstance(app.screen, ConfirmScreen)
         await pilot.press("ctrl+y")
-        await wait_for(pilot, lambda: len(app.jobs.jobs) == 2)
-        job = app.jobs.ordered()[0]
+        await wait_for(pilot, lambda: len(app.controller.jobs.jobs) == 2)
+        job = app.controller.jobs.ordered()[0]
         assert job.argv[-4:] == ["data", "delete", "demo-tiny", "--yes"]
         await wait_for(pilot, lambda: not job.running)
 
@@ -159,7 +165,7 @@ async def test_failed_job_shows_its_error(tiny_ws: Path, monkeypatch) -> None:
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(pilot)
         await pilot.press("ctrl+r", "ctrl+s")
-        await wait_for(pilot, lambda: app.jobs.jobs and not app.jobs.ordered()[0].running)
+        await wait_for(pilot, lambda: app.controller.jobs.jobs and not app.controller.jobs.ordered()[0].running)
         await pilot.pause(0.3)
         assert any("no valid rows" in n for n in notifications(app))
         await pilot.press("f3")
@@ -176,4 +182,4 @@ async def test_actions_without_datasets_explain_themselves(empty_ws: Path) -> No
             await pilot.press(key)
         msgs = notifications(app)
         assert len([m for m in msgs if "no dataset to" in m]) == 3
-        assert app.jobs.jobs == {}
+        assert app.controller.jobs.jobs == {}

@@ -26,7 +26,7 @@ async def _ready(pilot, key: str = "baseline:sknn@demo-tiny"):
     assert {"baseline:pop@demo-tiny", "baseline:spop@demo-tiny", "baseline:itemknn@demo-tiny",
             "baseline:sknn@demo-tiny"} <= set(keys)
     screen.query_one("#src-a", Select).value = key
-    await wait_for(pilot, lambda: key in app.recommenders and screen.results["a"] is not None, timeout=60)
+    await wait_for(pilot, lambda: app.controller.recommender(key) is not None and screen.results["a"] is not None, timeout=60)
     return screen
 
 
@@ -103,7 +103,7 @@ async def test_lookup_latency_on_cpu(tiny_ws: Path) -> None:
     app = make_app(tiny_ws)
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await _ready(pilot)
-        rec = app.recommenders["baseline:sknn@demo-tiny"]
+        rec = app.controller.recommender("baseline:sknn@demo-tiny")
         ids = [i for i, _ in rec.popular(5)]
         rec.recommend(ids, 10)                         # warm up
         t0 = time.perf_counter()

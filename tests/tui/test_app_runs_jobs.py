@@ -3,6 +3,7 @@ command palette and the help screen."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from textual.widgets import DataTable, Log, Static
@@ -70,7 +71,7 @@ async def test_runs_recommend_refuses_a_run_without_checkpoint(full_ws: Path) ->
         await pilot.pause()
         await pilot.press("ctrl+o")
         await wait_for(pilot, lambda: app.current_mode == "train")
-        assert app.current_run == "run-a" and app.runs_live["run-a"].epoch_x == [1, 2, 3, 4]
+        assert app.controller.current_run == "run-a" and app.controller.run_state("run-a").epoch_x == [1, 2, 3, 4]
 
 
 async def test_jobs_history_log_tail(full_ws: Path) -> None:
@@ -90,7 +91,7 @@ async def test_jobs_history_log_tail(full_ws: Path) -> None:
         await pilot.press("ctrl+t")
         assert any("not running" in n for n in notifications(app))
         await pilot.press("ctrl+l")
-        assert table.row_count == 0 and app.jobs.jobs == {}
+        assert table.row_count == 0 and app.controller.jobs.jobs == {}
         assert not list((full_ws / "logs").glob("*.json")) and list((full_ws / "logs").glob("*.log"))
 
 
@@ -101,7 +102,7 @@ async def test_jobs_screen_cancels_a_running_pipeline(tiny_ws: Path, monkeypatch
         await settle(pilot)
         await pilot.press("ctrl+r", "ctrl+s")          # rebuild everything
         await pilot.press("f3")
-        job = next(iter(app.jobs.jobs.values()))
+        job = next(iter(app.controller.jobs.jobs.values()))
         await wait_for(pilot, lambda: job.stages.get("ingest") is not None)
         await pilot.pause(0.3)
         screen = app.screen
@@ -142,3 +143,34 @@ async def test_help_screen_and_question_mark(tiny_ws: Path) -> None:
         assert app.current_mode == "help"
         md = app.screen.query_one("#help-md")
         assert "TEXTUAL_COLOR_SYSTEM" in md.source and "runs/RUN-ID" in md.source
+
+
+async def test_jobs_screen_switches_the_policy_and_shows_queued_jobs(tiny_ws: Path, monkeypatch) -> None:
+    monkeypatch.setenv("FAKE_CHILD", "slow")
+    app = make_app(tiny_ws)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("f3")
+        await settle(pilot)
+        screen = app.screen
+        policy = screen.query_one("#jobs-policy", Static)
+        assert "policy share" in str(policy.render())
+        await pilot.press("ctrl+g")
+        assert app.controller.jobs.settings.policy == "queue"
+        assert json.loads(app.ws.settings.read_text())["job_policy"] == "queue"
+        assert "policy queue" in str(policy.render())
+        first = app.controller.build("demo-tiny")
+        second = app.controller.generate_demo("tiny", "other", "other")
+        assert first.running and second.status == "queued"
+        table = screen.query_one("#jobs-table", DataTable)
+        await wait_for(pilot, lambda: table.row_count == 2 and str(table.get_row_at(0)[0]) == "queued")
+        assert "waits for build demo-tiny" in str(table.get_row_at(0)[2])
+        table.move_cursor(row=0)
+        await pilot.pause()
+        assert "queued: waits for build demo-tiny" in str(screen.query_one("#job-stages", Static).render())
+        await pilot.press("ctrl+t")                              # a queued job is just removed
+        await wait_for(pilot, lambda: table.row_count == 1)
+        assert second.id not in app.controller.jobs.jobs and first.running
+        await pilot.press("ctrl+g")
+        assert app.controller.jobs.settings.policy == "share" and "policy share" in str(policy.render())
+        await pilot.press("ctrl+t")
+        await wait_for(pilot, lambda: not first.running)

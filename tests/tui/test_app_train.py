@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from textual.widgets import Input, Select, Static
 
+from engine.process import pid_alive
 from tests.tui.conftest import make_app
 from tests.tui.helpers import notifications, settle, wait_for
-from tui.jobs import pid_alive
 from tui.screens.modals import OpenRunScreen, QuitScreen
 from tui.widgets.charts import Chart
 
@@ -23,10 +23,10 @@ async def _train_screen(pilot, model: str = "sknn"):
     await pilot.press("f4")
     await settle(pilot)
     screen = app.screen
-    await wait_for(pilot, lambda: screen.datasets and app.registry)
+    await wait_for(pilot, lambda: screen.datasets and app.controller.device is not None)
     screen.query_one("#f-model", Select).value = model
     await settle(pilot)
-    await wait_for(pilot, lambda: screen._params_for and screen._params_for[0] == model)
+    await wait_for(pilot, lambda: screen.params_for and screen.params_for[0] == model)
     return screen
 
 
@@ -45,9 +45,11 @@ async def test_form_defaults_and_bad_inputs(tiny_ws: Path) -> None:
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await _train_screen(pilot, "graph_transformer")
         assert screen.query_one("#f-dataset", Select).value == "demo-tiny"
-        # CPU: the CPU preset of the hyperparameters is shown, epochs are CPU-friendly
-        assert screen.query_one("#p-hidden", Input).value == "64"
-        assert screen.query_one("#f-epochs", Input).value == "3"
+        # CPU: the CPU preset of the hyperparameters is shown (the engine config's), epochs are
+        # CPU-friendly, every field comes from the engine's configs
+        assert screen.query_one("#p-hidden", Input).value == "128"
+        assert screen.query_one("#t-epochs", Input).value == "3"
+        assert [str(s.value) for s in screen.query("#p-readout")] == ["attention"]
         assert "no GPU" in str(screen.query_one("#device-info", Static).render())
         # a dataset that is not built is refused with a message, before any job starts
         screen.query_one("#f-dataset", Select).value = "raw"
@@ -55,26 +57,31 @@ async def test_form_defaults_and_bad_inputs(tiny_ws: Path) -> None:
         assert any("dataset raw is not built" in n for n in notifications(app))
         screen.query_one("#f-dataset", Select).value = "demo-tiny"
         screen.query_one("#f-model", Select).value = "sknn"
-        await wait_for(pilot, lambda: screen._params_for[0] == "sknn")
-        assert screen.query_one("#f-epochs", Input).disabled
+        await wait_for(pilot, lambda: screen.params_for[0] == "sknn")
+        assert screen.query_one("#t-epochs", Input).disabled
         screen.query_one("#p-k", Input).value = "many"
         await pilot.press("ctrl+s")
         assert any("k: expected a whole number" in n for n in notifications(app))
-        screen.query_one("#f-device", Select).value = "cuda"
+        screen.query_one("#t-device", Select).value = "cuda"
         screen.query_one("#p-k", Input).value = "50"
         await pilot.press("ctrl+s")
         assert any("no GPU was detected" in n for n in notifications(app))
-        assert app.jobs.jobs == {}
+        assert app.controller.jobs.jobs == {}
         screen.query_one("#f-model", Select).value = "graphsage"
-        screen.query_one("#f-device", Select).value = "auto"
-        await wait_for(pilot, lambda: screen._params_for[0] == "graphsage")
-        screen.query_one("#f-epochs", Input).value = "0"
+        screen.query_one("#t-device", Select).value = "auto"
+        await wait_for(pilot, lambda: screen.params_for[0] == "graphsage")
+        screen.query_one("#t-epochs", Input).value = "0"
         await pilot.press("ctrl+s")
-        assert any("epochs must be >= 1" in n for n in notifications(app))
+        assert any("epochs: must be >= 1 (got 0)" in n for n in notifications(app))
+        screen.query_one("#t-epochs", Input).value = "2"
+        screen.query_one("#p-dropout", Input).value = "1.5"
+        await pilot.press("ctrl+s")
+        assert any("dropout: must be >= 0 and < 1 (got 1.5)" in n for n in notifications(app))
+        assert app.controller.jobs.jobs == {}
         # ctrl+r restores the defaults
         screen.query_one("#p-hidden", Input).value = "7"
         await pilot.press("ctrl+r")
-        await wait_for(pilot, lambda: screen.query_one("#p-hidden", Input).value == "64")
+        await wait_for(pilot, lambda: screen.query_one("#p-hidden", Input).value == "128")
 
 
 async def test_run_events_drive_the_charts(tiny_ws: Path, monkeypatch) -> None:
@@ -85,12 +92,12 @@ async def test_run_events_drive_the_charts(tiny_ws: Path, monkeypatch) -> None:
         screen = await _train_screen(pilot, "sknn")
         screen.query_one("#p-k", Input).value = "50"
         await pilot.press("ctrl+s")
-        await wait_for(pilot, lambda: app.jobs.running("train") or app.jobs.jobs)
-        job = next(iter(app.jobs.jobs.values()))
-        assert "--param" in job.argv and "k=50" in job.argv and job.run_id in job.argv
+        await wait_for(pilot, lambda: app.controller.jobs.jobs)
+        job = next(iter(app.controller.jobs.jobs.values()))
+        assert job.argv[job.argv.index("--k") + 1] == "50" and job.run_id in job.argv
         rid = job.run_id
-        await wait_for(pilot, lambda: app.runs_live[rid].finished)
-        st = app.runs_live[rid]
+        await wait_for(pilot, lambda: app.controller.run_state(rid).finished)
+        st = app.controller.run_state(rid)
         assert st.status == "completed" and len(st.losses) == 16 and st.epoch_x == [1, 2]
         await pilot.pause(0.5)        # the charts redraw on their timer
         loss = screen.query_one("#loss-chart", Chart)
@@ -101,7 +108,7 @@ async def test_run_events_drive_the_charts(tiny_ws: Path, monkeypatch) -> None:
         head = str(screen.query_one("#run-head", Static).render())
         assert rid in head and "completed" in head and "test R@10" in head and "last " in head
         assert any("finished" in n for n in notifications(app))
-        assert app.preferred_source == f"run:{rid}"
+        assert app.controller.take_preferred_source() == f"run:{rid}"
 
 
 async def test_charts_redraw_at_most_a_few_times_a_second(tiny_ws: Path, monkeypatch) -> None:
@@ -114,11 +121,11 @@ async def test_charts_redraw_at_most_a_few_times_a_second(tiny_ws: Path, monkeyp
         screen = await _train_screen(pilot)
         loss = screen.query_one("#loss-chart", Chart)
         await pilot.press("ctrl+s")
-        await wait_for(pilot, lambda: app.current_run and len(app.runs_live[app.current_run].losses) > 5)
-        d0, n0, t0 = loss.draws, len(app.runs_live[app.current_run].losses), time.monotonic()
+        await wait_for(pilot, lambda: app.controller.current_run and len(app.controller.run_state(app.controller.current_run).losses) > 5)
+        d0, n0, t0 = loss.draws, len(app.controller.run_state(app.controller.current_run).losses), time.monotonic()
         await pilot.pause(1.5)
         draws = loss.draws - d0
-        events = len(app.runs_live[app.current_run].losses) - n0
+        events = len(app.controller.run_state(app.controller.current_run).losses) - n0
         elapsed = time.monotonic() - t0
         assert events > draws * 3, (events, draws)
         assert draws <= 5 * elapsed + 2
@@ -138,7 +145,7 @@ async def test_charts_redraw_at_most_a_few_times_a_second(tiny_ws: Path, monkeyp
             lags.append(handled[-1] - t1)
         assert max(lags) < 0.1, lags
         await pilot.press("ctrl+t")
-        job = app.jobs.job_for_run(app.current_run)
+        job = app.controller.job_for_run(app.controller.current_run)
         await wait_for(pilot, lambda: not job.running)
 
 
@@ -155,8 +162,8 @@ async def test_child_failures_are_shown_and_the_app_lives_on(tiny_ws: Path, monk
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await _train_screen(pilot)
         await pilot.press("ctrl+s")
-        await wait_for(pilot, lambda: app.current_run and app.runs_live[app.current_run].finished)
-        st = app.runs_live[app.current_run]
+        await wait_for(pilot, lambda: app.controller.current_run and app.controller.run_state(app.controller.current_run).finished)
+        st = app.controller.run_state(app.controller.current_run)
         assert st.status == "failed" and needle in (st.error or "")
         assert (st.error_kind or "error") == kind
         await pilot.pause(0.4)
@@ -179,12 +186,12 @@ async def test_stop_ends_the_run_as_stopped(tiny_ws: Path, monkeypatch) -> None:
         await pilot.press("ctrl+t")
         assert any("no run to stop" in n for n in notifications(app))
         await pilot.press("ctrl+s")
-        await wait_for(pilot, lambda: app.current_run and app.runs_live[app.current_run].losses)
+        await wait_for(pilot, lambda: app.controller.current_run and app.controller.run_state(app.controller.current_run).losses)
         await pilot.press("ctrl+t")
-        job = app.jobs.job_for_run(app.current_run)
+        job = app.controller.job_for_run(app.controller.current_run)
         await wait_for(pilot, lambda: not job.running)
-        assert job.status == "stopped" and app.runs_live[app.current_run].status == "stopped"
-        assert (tiny_ws / "runs" / app.current_run / "last.pt").exists()
+        assert job.status == "stopped" and app.controller.run_state(app.controller.current_run).status == "stopped"
+        assert (tiny_ws / "runs" / app.controller.current_run / "last.pt").exists()
 
 
 async def test_quit_while_training_can_stop_the_run(tiny_ws: Path, monkeypatch) -> None:
@@ -193,8 +200,8 @@ async def test_quit_while_training_can_stop_the_run(tiny_ws: Path, monkeypatch) 
     async with app.run_test(size=(80, 24)) as pilot:
         await _train_screen(pilot)
         await pilot.press("ctrl+s")
-        await wait_for(pilot, lambda: app.current_run and app.runs_live[app.current_run].losses)
-        job = app.jobs.job_for_run(app.current_run)
+        await wait_for(pilot, lambda: app.controller.current_run and app.controller.run_state(app.controller.current_run).losses)
+        job = app.controller.job_for_run(app.controller.current_run)
         pid = job.pid
         await pilot.press("ctrl+q")
         assert isinstance(app.screen, QuitScreen)
@@ -216,9 +223,9 @@ async def test_quit_leaving_the_run_detached_then_reopen_it(tiny_ws: Path, monke
     async with app.run_test(size=(80, 24)) as pilot:
         await _train_screen(pilot)
         await pilot.press("ctrl+s")
-        await wait_for(pilot, lambda: app.current_run and app.runs_live[app.current_run].losses)
-        rid = app.current_run
-        pid = app.jobs.job_for_run(rid).pid
+        await wait_for(pilot, lambda: app.controller.current_run and app.controller.run_state(app.controller.current_run).losses)
+        rid = app.controller.current_run
+        pid = app.controller.job_for_run(rid).pid
         await pilot.press("ctrl+q")
         await pilot.press("ctrl+d")           # leave running
         await pilot.pause(0.2)
@@ -232,14 +239,14 @@ async def test_quit_leaving_the_run_detached_then_reopen_it(tiny_ws: Path, monke
         app2 = make_app(tiny_ws)
         async with app2.run_test(size=(80, 24)) as pilot:
             await settle(pilot)
-            assert app2.jobs.job_for_run(rid).status == "detached"
+            assert app2.controller.job_for_run(rid).status == "detached"
             await pilot.press("f4")
             await settle(pilot)
             await pilot.press("ctrl+o")
             await wait_for(pilot, lambda: isinstance(app2.screen, OpenRunScreen))
             await pilot.press("enter")            # the running run is listed first
-            await wait_for(pilot, lambda: app2.current_run == rid)
-            st = app2.runs_live[rid]
+            await wait_for(pilot, lambda: app2.controller.current_run == rid)
+            st = app2.controller.run_state(rid)
             n0 = len(st.losses)
             assert n0 > 0 and st.status == "running"
             await wait_for(pilot, lambda: len(st.losses) > n0)     # followed live

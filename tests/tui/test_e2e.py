@@ -19,20 +19,20 @@ async def _train(pilot, model: str, **params: str):
     app = pilot.app
     screen = app.screen
     screen.query_one("#f-model", Select).value = model
-    await wait_for(pilot, lambda: screen._params_for and screen._params_for[0] == model)
+    await wait_for(pilot, lambda: screen.params_for and screen.params_for[0] == model)
     for key, value in params.items():
         screen.query_one(f"#p-{key}", Input).value = value
-    before = set(app.jobs.jobs)
+    before = set(app.controller.jobs.jobs)
     await pilot.press("ctrl+s")
-    await wait_for(pilot, lambda: set(app.jobs.jobs) - before)
-    job = app.jobs.jobs[(set(app.jobs.jobs) - before).pop()]
+    await wait_for(pilot, lambda: set(app.controller.jobs.jobs) - before)
+    job = app.controller.jobs.jobs[(set(app.controller.jobs.jobs) - before).pop()]
     await wait_for(pilot, lambda: not job.running, timeout=240)
-    assert job.status == "done", (job.error, list(job.stderr_tail)[-10:])
+    assert job.status == "done", (job.error, list(job.log_lines)[-10:])
     return job
 
 
 async def test_generate_build_train_recommend(empty_ws: Path) -> None:
-    app = make_app(empty_ws, child=False, registry_loader=None, device_loader=None)   # the real engine
+    app = make_app(empty_ws, child=False, device_loader=None)   # the real engine
     async with app.run_test(size=(100, 30)) as pilot:
         await settle(pilot)
         assert app.screen.query_one("#welcome").display
@@ -41,27 +41,27 @@ async def test_generate_build_train_recommend(empty_ws: Path) -> None:
         assert isinstance(app.screen, DemoScreen)
         app.screen.query_one("#size", Select).value = "tiny"
         await pilot.press("ctrl+s")
-        await wait_for(pilot, lambda: app.jobs.jobs)
-        demo = next(iter(app.jobs.jobs.values()))
+        await wait_for(pilot, lambda: app.controller.jobs.jobs)
+        demo = next(iter(app.controller.jobs.jobs.values()))
         await wait_for(pilot, lambda: not demo.running, timeout=120)
-        assert demo.status == "done", (demo.error, list(demo.stderr_tail)[-10:])
+        assert demo.status == "done", (demo.error, list(demo.log_lines)[-10:])
         assert {"pipeline", "ingest", "graph", "encodings"} <= set(demo.stages)
         # the guide takes the new user to the Train screen, preselected
         await wait_for(pilot, lambda: app.current_mode == "train", timeout=30)
         screen = app.screen
-        await wait_for(pilot, lambda: app.registry and screen.datasets and screen._params_for, timeout=60)
+        await wait_for(pilot, lambda: screen.datasets and screen.params_for, timeout=60)
         assert screen.query_one("#f-dataset", Select).value == "demo-tiny"
         assert screen.query_one("#f-model", Select).value == "graph_transformer"
-        assert "Step 2" in (app.guide or "")
-        screen.query_one("#f-epochs", Input).value = "1"
+        assert "Step 2" in (app.controller.guide or "")
+        screen.query_one("#t-epochs", Input).value = "1"
         gt = await _train(pilot, "graph_transformer", hidden="32")
-        st = app.runs_live[gt.run_id]
+        st = app.controller.run_state(gt.run_id)
         assert st.status == "completed" and st.epoch_x == [1] and st.losses and st.test
         assert (empty_ws / "runs" / gt.run_id / "best.pt").exists()
         sk = await _train(pilot, "sknn")
-        assert app.runs_live[sk.run_id].status == "completed"
+        assert app.controller.run_state(sk.run_id).status == "completed"
         # recommend with the trained model, the baseline side by side
-        app.preferred_source = f"run:{gt.run_id}"
+        app.controller.prefer_source(f"run:{gt.run_id}")
         await pilot.press("f6")
         await settle(pilot)
         rec = app.screen

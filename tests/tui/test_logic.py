@@ -92,15 +92,3 @@ def test_palette_entries_derive_from_the_bindings(tmp_path: Path) -> None:
             assert f"{screen.TITLE_TEXT}: {b.description}" in entries, (mode, b)
     assert entries["Train: Start"].startswith("ctrl+s: start a run")
     assert entries["Datasets: show"].startswith("F2:") and "Quit" in entries
-
-
-def test_train_arguments_use_the_generated_flags() -> None:
-    from tui.controller import TrainRequest, engine_args_train
-    args = engine_args_train(TrainRequest("d", "gat", {"epochs": 3, "batch_size": 64, "device": "cpu"},
-                                          {"use_pe": False, "hidden": 32}), "r1")
-    assert args == ["train", "--dataset", "d", "--model", "gat", "--run-id", "r1", "--epochs", "3",
-                    "--batch-size", "64", "--device", "cpu", "--no-use-pe", "--hidden", "32"]
-    # the engine's parser accepts exactly these
-    from engine.cli import build_parser
-    ns = build_parser().parse_args(args)
-    assert ns.batch_size == 64 and ns.use_pe is False and ns.hidden == 32

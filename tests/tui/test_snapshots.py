@@ -1,7 +1,7 @@
 """Screenshots (SVG) of the main screens at 80x24 and 120x40 with fixed data.
 
 The workspace is the tiny demo plus fake runs and job records with fixed times (conftest); the
-registry and the device are fixed; timings are hidden. Update after an intended change with
+device is fixed (no GPU); timings are hidden. Update after an intended change with
 `pytest tests/tui/test_snapshots.py --snapshot-update`, then look at them as PNG:
 `python scripts/snapshots_to_png.py` (writes build/snapshots_png/).
 """
@@ -76,8 +76,8 @@ def test_train_with_a_finished_run(snap, snap_ws: Path, size) -> None:
     async def run_before(pilot) -> None:
         app = pilot.app
         await _show(pilot, "train")
-        await wait_for(pilot, lambda: app.registry and app.device and app.screen._params_for)
-        app.open_run("run-a")
+        await wait_for(pilot, lambda: app.controller.device and app.screen.params_for)
+        app.controller.open_run("run-a")
         await pilot.pause(0.2)
         await screen_drawn(pilot)
     assert snap(_app(snap_ws), terminal_size=size, run_before=run_before)
@@ -99,7 +99,7 @@ def test_runs_compare(snap, snap_ws: Path, size) -> None:
 def test_recommend(snap, snap_ws: Path, size) -> None:
     async def run_before(pilot) -> None:
         app = pilot.app
-        app.preferred_source = "baseline:sknn@demo-tiny"
+        app.controller.prefer_source("baseline:sknn@demo-tiny")
         await _show(pilot, "recommend")
         screen = app.screen
         await wait_for(pilot, lambda: screen.results["a"] is not None, timeout=60)

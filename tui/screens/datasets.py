@@ -267,7 +267,7 @@ class DatasetsScreen(BaseScreen):
         busy = info.name in self.controller.busy_datasets()
         head = Text()
         head.append(info.name, style="bold")
-        head.append(f"  {info.format}  {info.source}", style="dim")
+        head.append(f"  {info.format}  {short_path(info.source, self.controller.ws.root)}", style="dim")
         if busy:
             head.append("  (a job is working on it: F3)", style="cyan")
         if info.error:

@@ -40,8 +40,10 @@ ctrl+x (or delete) delete, after a confirmation - ctrl+l re-read.
 
 Pipelines and training runs are child processes of the app (`python -m engine ... --events jsonl`);
 the app stays responsive while they work. Progress per stage, elapsed time, ETA, and the end of
-each job's log. ctrl+t cancels (SIGTERM, then SIGKILL after a timeout) - ctrl+l clears finished jobs -
-enter on a training job shows it on the Train screen.
+each job's log. ctrl+t cancels (SIGTERM, then SIGKILL after a timeout; a queued job is removed) -
+ctrl+l clears finished jobs - enter on a training job shows it on the Train screen. ctrl+g switches
+the job policy: share (jobs run together, each with its share of the cores) or queue (one CPU job at
+a time, the others wait). A training on a GPU gets a GPU of its own, or waits for one.
 
 ## Train (F4)
 

@@ -1,5 +1,5 @@
-"""Jobs: running and recent engine child processes, with progress, elapsed time, ETA, the stderr
-tail, and cancel."""
+"""Jobs: running, queued and recent engine child processes, with progress, elapsed time, ETA, the
+stderr tail, cancel, and how jobs share the machine (the job policy)."""
 
 from __future__ import annotations
 
@@ -14,44 +14,56 @@ from textual.containers import Horizontal, Vertical
 from textual.widget import Widget
 from textual.widgets import DataTable, Log, Static
 
-from tui.jobs import Job, describe_exit
+from engine.schema import JobKind, JobPolicy, JobStatus
+from tui.controller import Controller, JobsChanged
+from tui.format import JOB_STYLE, fmt_bar, fmt_duration, short_path
+from tui.jobs import TAIL_LINES, Job, JobManager, describe_exit
 from tui.screens.base import BaseScreen
-from tui.state import JOB_STYLE, fmt_bar, fmt_duration, short_path
 
 COLUMNS = ("status", "job", "progress", "elapsed", "ETA")
 
 
-def job_cells(job: Job, now: float) -> list:
-    frac, eta = job.overall()
-    if job.running:
+def job_cells(job: Job, now: float, progress) -> list:
+    """The table row of a job; `progress(job)` gives (fraction, seconds left)."""
+    frac, eta = progress(job)
+    if job.status == JobStatus.QUEUED:
+        prog = f"waits for {job.waiting_for}" if job.waiting_for else "waiting..."
+    elif job.running:
         prog = f"{fmt_bar(frac, 10)} {frac * 100:3.0f}%" if frac is not None else "working..."
     else:
-        prog = "[##########] 100%" if job.status == "done" else "-"
+        prog = "[##########] 100%" if job.status == JobStatus.DONE else "-"
     return [Text(job.status, style=JOB_STYLE.get(job.status, "")), job.title, prog,
             fmt_duration(job.elapsed(now)), fmt_duration(eta) if job.running and eta is not None else "-"]
 
 
-def stage_lines(job: Job, now: float, root: Path | None = None) -> Text:
+def stage_lines(job: Job, now: float, controller: Controller, root: Path | None = None) -> Text:
     t = Text()
     t.append(job.title, style="bold")
     t.append(f"  {job.status}", style=JOB_STYLE.get(job.status, ""))
     if job.pid:
         t.append(f"  pid {job.pid}", style="dim")
-    if job.returncode is not None and job.status != "done":
+    if job.running and job.threads:
+        t.append(f"  {job.threads} thread{'s' if job.threads > 1 else ''}", style="dim")
+    if job.running and job.gpu is not None:
+        t.append(f"  GPU {job.gpu}", style="dim")
+    if job.returncode is not None and job.status != JobStatus.DONE:
         t.append(f"  ({describe_exit(job.returncode)})", style="dim")
     t.append("\n")
+    if job.status == JobStatus.QUEUED and job.waiting_for:
+        t.append(f"queued: starts when it has {job.waiting_for}\n" if "GPU" in job.waiting_for
+                 else f"queued: waits for {job.waiting_for} (job policy queue; ctrl+g: share)\n", style="yellow")
     if job.error:
         t.append(f"error: {job.error}\n", style="red")
     if job.suggestion:
         t.append(f"suggestion: {job.suggestion}\n", style="yellow")
-    ev = job.last_run_event
-    if job.kind == "train" and ev:
-        if ev.get("type") == "step":
-            t.append(f"epoch {ev.get('epoch')}  step {ev.get('epoch_step')}/{ev.get('steps_per_epoch')}  "
-                     f"loss {ev.get('loss')}  {ev.get('examples_per_s')} examples/s  "
-                     f"ETA {fmt_duration(ev.get('eta_s'))}\n")
+    st = controller.run_state(job.run_id) if job.kind == JobKind.TRAIN else None
+    if st is not None:
+        ev = st.last_step
+        if ev is not None:
+            t.append(f"epoch {ev.epoch}  step {ev.epoch_step}/{ev.steps_per_epoch}  loss {ev.loss}  "
+                     f"{ev.examples_per_s} examples/s  ETA {fmt_duration(ev.eta_s)}\n")
         else:
-            t.append(f"last event: {ev.get('type')}\n")
+            t.append(f"run {st.run_id}: {st.progress()[1]}\n")
         t.append("F4 (or enter here) shows its charts\n", style="dim")
     width = max((len(s) for s in job.stages), default=0)
     for name, sp in job.stages.items():
@@ -68,18 +80,34 @@ def stage_lines(job: Job, now: float, root: Path | None = None) -> Text:
         if sp.message:
             t.append(f"  {sp.message[:60]}", style="dim")
         t.append("\n")
-    if not job.stages and job.kind != "train":
+    if not job.stages and job.kind != JobKind.TRAIN:
         t.append("no progress reported yet\n" if job.running else "", style="dim")
     t.append(f"log: {short_path(job.log_path, root)}", style="dim")
     return t
 
 
+def policy_line(jobs: JobManager) -> Text:
+    """The job policy in force, what it means, and the key that switches it (fits 80 columns)."""
+    t = Text()
+    t.append("policy ", style="dim")
+    t.append(str(jobs.settings.policy), style="bold")
+    if jobs.settings.policy == JobPolicy.SHARE:
+        t.append(": jobs run together, the cores split between them (ctrl+g: queue)", style="dim")
+    else:
+        t.append(": one CPU job at a time, the others wait (ctrl+g: share)", style="dim")
+    if jobs.settings_error:
+        t.append(f"\n{jobs.settings_error}", style="red")
+    return t
+
+
 class JobsScreen(BaseScreen):
     MODE = "jobs"
+    TITLE_TEXT = "Jobs"
     BINDINGS = [
-        Binding("ctrl+t", "cancel", "Cancel job"),
-        Binding("ctrl+l", "clear", "Clear finished"),
-        Binding("enter", "open_run", "Open run", show=False),
+        Binding("ctrl+t", "cancel", "Cancel job", tooltip="SIGTERM, then SIGKILL after a timeout; queued: remove"),
+        Binding("ctrl+l", "clear", "Clear finished", tooltip="forget finished jobs (their logs stay on disk)"),
+        Binding("ctrl+g", "policy", "Policy", tooltip="share the cores between jobs, or queue them"),
+        Binding("enter", "open_run", "Open run", show=False, tooltip="show a training job on the Train screen"),
     ]
 
     def __init__(self) -> None:
@@ -90,6 +118,7 @@ class JobsScreen(BaseScreen):
 
     def compose_body(self) -> Iterable[Widget]:
         with Vertical(id="jobs-main"):
+            yield Static("", id="jobs-policy")
             yield DataTable(id="jobs-table", cursor_type="row")
             with Horizontal(id="job-detail"):
                 yield Static("", id="job-stages")
@@ -100,21 +129,23 @@ class JobsScreen(BaseScreen):
         t = self.query_one("#jobs-table", DataTable)
         for c in COLUMNS:
             t.add_column(c, key=c)
-        self.sapp.jobs_signal.subscribe(self, lambda _: self.refresh_jobs())
         self.set_interval(1.0, self._tick)
         self.refresh_jobs()
         t.focus()
 
     def on_screen_resume(self) -> None:
-        super().on_screen_resume()
+        self.refresh_jobs()
+
+    def on_jobs_changed(self, _: JobsChanged) -> None:
         self.refresh_jobs()
 
     def _tick(self) -> None:
-        if self.is_current and self.sapp.jobs.running():
+        if self.is_current and self.controller.running_jobs():
             self.refresh_jobs()
 
     def refresh_jobs(self) -> None:
-        jobs = self.sapp.jobs.ordered()
+        jobs = self.controller.jobs.ordered()
+        progress = self.controller.job_progress
         now = time.time()
         t = self.query_one("#jobs-table", DataTable)
         order = [j.id for j in jobs]
@@ -122,7 +153,7 @@ class JobsScreen(BaseScreen):
             self._order = order
             t.clear()
             for j in jobs:
-                t.add_row(*job_cells(j, now), key=j.id)
+                t.add_row(*job_cells(j, now, progress), key=j.id)
             if self.selected in order:
                 t.move_cursor(row=order.index(self.selected))
             elif order:
@@ -130,8 +161,9 @@ class JobsScreen(BaseScreen):
                 t.move_cursor(row=0)
         else:
             for j in jobs:
-                for col, val in zip(COLUMNS, job_cells(j, now)):
+                for col, val in zip(COLUMNS, job_cells(j, now, progress)):
                     t.update_cell(j.id, col, val)
+        self.query_one("#jobs-policy", Static).update(policy_line(self.controller.jobs))
         self.query_one("#jobs-empty", Static).update(
             "" if jobs else "No jobs yet. Jobs start from the Datasets (F2) and Train (F4) screens.")
         self._show_detail()
@@ -147,7 +179,7 @@ class JobsScreen(BaseScreen):
         self.action_open_run()
 
     def _job(self) -> Job | None:
-        return self.sapp.jobs.jobs.get(self.selected or "")
+        return self.controller.jobs.jobs.get(self.selected or "")
 
     def _show_detail(self) -> None:
         job = self._job()
@@ -159,46 +191,45 @@ class JobsScreen(BaseScreen):
                 log.clear()
                 self._log_key = ()
             return
-        stages.update(stage_lines(job, time.time(), self.sapp.ws.root))
-        key = (job.id, job._stderr_pos, len(job.stderr_tail))
+        stages.update(stage_lines(job, time.time(), self.controller, self.controller.ws.root))
+        key, lines = self.controller.job_log(job)
         if key != self._log_key:
             same_job = self._log_key[:1] == (job.id,)
-            old_pos = self._log_key[1] if same_job else None
             self._log_key = key
-            if same_job and old_pos is not None and len(job.stderr_tail) < job.stderr_tail.maxlen:
-                new = list(job.stderr_tail)[log.line_count:]
+            if same_job and len(lines) < TAIL_LINES:     # the tail only grew: append the new lines
+                new = lines[log.line_count:]
                 if new:
                     log.write_lines(new)
             else:
                 log.clear()
-                log.write_lines(list(job.stderr_tail))
+                log.write_lines(lines)
 
     def action_cancel(self) -> None:
         job = self._job()
         if job is None:
             self.error("no job selected")
             return
-        if not (job.running or job.status == "detached"):
-            self.notify(f"{job.title} is not running ({job.status})", timeout=3)
-            return
-        if job.status == "stopping":
-            if self.sapp.jobs.kill_now(job):
-                self.notify(f"killed {job.title} (SIGKILL)", severity="warning", timeout=4)
-            return
-        if self.sapp.jobs.cancel(job):
-            self.notify(f"stopping {job.title} (SIGTERM; killed if it does not stop in "
-                        f"{self.sapp.jobs.grace(job):.0f}s; ctrl+t again kills it now)", timeout=5)
+        self.notify(self.controller.cancel(job), timeout=5)
+        self.refresh_jobs()
+
+    def action_policy(self) -> None:
+        """Switch the job policy: share (together, cores split) or queue (one CPU job at a time)."""
+        message = self.controller.toggle_policy()
+        if "could not be saved" in message:
+            self.error(message)
+        else:
+            self.notify(message, timeout=3)
         self.refresh_jobs()
 
     def action_clear(self) -> None:
-        n = self.sapp.jobs.forget_finished()
-        self.notify(f"cleared {n} finished job(s); their logs stay in {short_path(self.sapp.jobs.logs_dir)}",
+        n = self.controller.forget_finished()
+        self.notify(f"cleared {n} finished job(s); their logs stay in {short_path(self.controller.ws.logs_dir)}",
                     timeout=3)
         self.refresh_jobs()
 
     def action_open_run(self) -> None:
         job = self._job()
-        if job is None or job.kind != "train" or not job.run_id:
+        if job is None or job.kind != JobKind.TRAIN or not job.run_id:
             return
-        if self.sapp.open_run(job.run_id) is not None:
-            self.app.call_later(self.sapp.action_show, "train")
+        if self.controller.open_run(job.run_id) is not None:
+            self.app.call_later(self.app.action_show, "train")  # type: ignore[attr-defined]

@@ -116,8 +116,13 @@ class TrainScreen(BaseScreen):
         self.query_one("#run-error").display = False
         self.set_interval(0.3, self._refresh_log)
         self.load_datasets()
+        # after the first refresh: every row of the form is mounted by then (and a screen that
+        # is built while the app closes never gets there)
+        self.call_after_refresh(self._first_view)
+
+    async def _first_view(self) -> None:
         self._device_ready()
-        self.call_later(self._rebuild_params)
+        await self._rebuild_params()
         self._refresh_run(force=True)
 
     def on_screen_resume(self) -> None:
@@ -167,6 +172,7 @@ class TrainScreen(BaseScreen):
     def _device_ready(self) -> None:
         dev = self.controller.device
         info = self.query_one("#device-info", Static)
+        epochs = self.query_one("#t-epochs")
         if dev is None:
             info.update(Text("detecting devices...", style="dim"))
             return
@@ -174,7 +180,6 @@ class TrainScreen(BaseScreen):
             info.update(Text(f"GPU: {dev.get('gpu_name')} ({dev.get('gpu_memory_gb')} GB)", style="green"))
         else:
             info.update(Text(f"no GPU: training runs on the CPU (torch {dev.get('torch', '?')})", style="dim"))
-            epochs = self.query_one("#t-epochs")
             if widget_text(epochs) == str(TrainConfig().epochs):      # untouched: propose a short run
                 epochs.value = str(CPU_EPOCHS)
 

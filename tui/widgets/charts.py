@@ -35,9 +35,11 @@ def thin(xs: Sequence[float], ys: Sequence[float | None], n: int) -> tuple[list[
     return out_x, out_y
 
 
-def nice_ticks(lo: float, hi: float, target: int = 5) -> tuple[list[float], list[str], tuple[float, float]]:
+def nice_ticks(lo: float, hi: float, target: int = 5,
+               integer: bool = False) -> tuple[list[float], list[str], tuple[float, float]]:
     """Round, evenly spaced ticks covering [lo, hi]: a step of 1, 2, 2.5 or 5 times a power of ten, about
-    `target` ticks. Returns (ticks, labels, axis limits), the limits on ticks."""
+    `target` ticks (`integer`: a whole step, for steps and epochs). Returns (ticks, labels, axis
+    limits), the limits on ticks."""
     if not (math.isfinite(lo) and math.isfinite(hi)):
         return [], [], (0.0, 1.0)
     if hi < lo:
@@ -48,11 +50,21 @@ def nice_ticks(lo: float, hi: float, target: int = 5) -> tuple[list[float], list
     raw = (hi - lo) / max(1, target - 1)
     mag = 10 ** math.floor(math.log10(raw))
     step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw * (1 - 1e-9))
+    if integer and step < 1 or integer and step != int(step):
+        step = max(1.0, float(math.ceil(step)))
     first, last = math.floor(lo / step + 1e-9), math.ceil(hi / step - 1e-9)
     ticks = [round(i * step, 12) for i in range(first, last + 1)]
     decimals = next(d for d in range(12) if abs(step * 10 ** d - round(step * 10 ** d)) < 1e-6)
     labels = [f"{t:,.{decimals}f}" if abs(t) < 1e6 else f"{t:.2g}" for t in ticks]
     return ticks, labels, (ticks[0], ticks[-1])
+
+
+def log_ticks(lo: float, hi: float) -> tuple[list[float], list[str]]:
+    """Powers of ten within [lo, hi] (a log axis), labelled as whole numbers."""
+    if lo <= 0 or not (math.isfinite(lo) and math.isfinite(hi)):
+        return [], []
+    ticks = [10.0 ** k for k in range(math.ceil(math.log10(lo) - 1e-9), math.floor(math.log10(hi) + 1e-9) + 1)]
+    return ticks, [f"{t:,.0f}" for t in ticks]
 
 
 @dataclass
@@ -130,18 +142,27 @@ class Chart(PlotextPlot):
             plt.bar(labels, values, color=COLORS[0], width=0.4, marker="hd")
             ticks, tick_labels, lim = nice_ticks(0.0, max(values, default=1.0), target)
         else:
-            lo, hi = math.inf, -math.inf
+            lo, hi, xlo, xhi, whole = math.inf, -math.inf, math.inf, -math.inf, True
             for i, s in enumerate(d.series):
                 xs, ys = thin(list(s.xs), list(s.ys), 2 * width)
                 if not xs:
                     continue
                 lo, hi = min(lo, *ys), max(hi, *ys)
+                xlo, xhi = min(xlo, *xs), max(xhi, *xs)
+                whole = whole and all(float(x).is_integer() for x in s.xs)
                 kw = {"label": s.label} if len(d.series) > 1 or s.label else {}
                 plt.plot(xs, ys, color=s.color or COLORS[i % len(COLORS)], marker=s.marker or "braille", **kw)
             for x in d.vlines:
                 plt.vline(x, "gray")
             if d.xlog:
                 plt.xscale("log")
+                xticks, xlabels = log_ticks(xlo, xhi)
+            else:               # steps and epochs are whole numbers: so are their ticks
+                xt, xl, _ = nice_ticks(xlo, xhi, max(2, min(8, width // 10)), integer=whole)
+                inside = [(t, lbl) for t, lbl in zip(xt, xl) if xlo - 1e-9 <= t <= xhi + 1e-9]
+                xticks, xlabels = [t for t, _ in inside], [lbl for _, lbl in inside]
+            if xticks:
+                plt.xticks(xticks, xlabels)
             ticks, tick_labels, lim = nice_ticks(*(d.ylim or (lo, hi)), target)
         if ticks:
             plt.ylim(*lim)
