@@ -31,8 +31,9 @@ from engine.metrics import metrics_from_ranks
 from engine.models.base import mask_padding
 from engine.progress import ProgressFn, StageReporter
 from engine.train.batches import BatchBuilder
+from engine.schema import Protocol, values
 
-PROTOCOLS = ("last", "prefixes")
+PROTOCOLS = values(Protocol)
 # session length strata: events up to and including the target -> label (lower bound, upper bound)
 LENGTH_STRATA: tuple[tuple[str, int, float], ...] = (
     ("2", 2, 2), ("3", 3, 3), ("4", 4, 4), ("5-9", 5, 9), ("10+", 10, math.inf))

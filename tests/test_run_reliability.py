@@ -240,3 +240,19 @@ def test_delete_refuses_a_dataset_a_training_uses(ws) -> None:
 def test_an_item_id_beyond_64_bits_is_a_one_line_error(ws, capsys) -> None:
     assert cli(["--workspace", str(ws.root), "recommend", "baseline:pop@demo-tiny", str(2 ** 63)]) == 2
     assert "item id 9223372036854775808 is out of range" in one_line(capsys.readouterr().err)
+
+
+def test_a_baseline_trains_on_a_dataset_built_without_encodings(tmp_path, capsys) -> None:
+    """ModelSpec says which stages a model needs: session-kNN needs no Laplacian PE."""
+    other = Workspace.open(tmp_path / "ws")
+    assert cli(["--workspace", str(other.root), "-q", "demo", "--size", "tiny", "--no-build"]) == 0
+    assert cli(["--workspace", str(other.root), "-q", "data", "build", "demo-tiny", "--upto", "graph"]) == 0
+    assert cli(["--workspace", str(other.root), "-q", "train", "--dataset", "demo-tiny", "--model", "sknn",
+                "--run-id", "knn"]) == 0
+    assert read_run(other, "knn").status == "completed"
+    # a GNN with PE still needs them, and says which stage
+    assert cli(["--workspace", str(other.root), "train", "--dataset", "demo-tiny", "--model", "gat"]) == 2
+    assert "encodings: missing" in one_line(capsys.readouterr().err)
+    # without PE it does not
+    assert cli(["--workspace", str(other.root), "-q", "train", "--dataset", "demo-tiny", "--model", "gat",
+                "--no-use-pe", "--hidden", "16", "--epochs", "1", "--run-id", "nope"]) == 0

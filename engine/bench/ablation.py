@@ -17,6 +17,7 @@ from engine.bench.measure import machine, result_path, save_result
 from engine.config import TrainConfig
 from engine.runs import read_run
 from engine.workspace import Workspace
+from engine.schema import Protocol
 
 # (label, model, model params, train config overrides)
 VARIANTS: list[tuple[str, str, dict, dict]] = [
@@ -60,7 +61,7 @@ def run(ws: Workspace, dataset: str, device: str = "auto", epochs: int = 20, pat
         row = {"variant": label, "run_id": final["run_id"], "best_epoch": final.get("best_epoch"),
                "epochs_run": st.epochs_run, "epoch_seconds": round(sum(ep) / max(1, len(ep)), 2),
                "val_recall@10": (final.get("best_val") or {}).get("recall@10")}
-        for proto in ("last", "prefixes"):
+        for proto in Protocol:
             m = ((final.get("test") or {}).get(proto) or {}).get("metrics", {})
             row[f"{proto}_recall@10"], row[f"{proto}_mrr@10"] = m.get("recall@10"), m.get("mrr@10")
         rows.append(row)

@@ -23,7 +23,7 @@ from engine.data.manifest import Dataset
 from engine.errors import InputError
 from engine.models.registry import get_spec
 from engine.runs import read_run
-from engine.schema import ModelKind
+from engine.schema import ModelKind, Protocol
 from engine.workspace import Workspace
 
 DATASETS: dict[str, dict[str, Any]] = {
@@ -81,7 +81,7 @@ def run(ws: Workspace, datasets: list[str], models: list[str], shared: Path, dev
                    "status": final.get("status"), "best_epoch": final.get("best_epoch"),
                    "val_recall@10": (final.get("best_val") or {}).get("recall@10"),
                    "seconds": final.get("seconds"), "device": summ.device}
-            for proto in ("last", "prefixes"):
+            for proto in Protocol:
                 r = (final.get("test") or {}).get(proto) or {}
                 m = r.get("metrics", {})
                 row[f"{proto}_recall@10"] = m.get("recall@10")
@@ -114,11 +114,11 @@ def verdict(rows: list[dict]) -> list[dict]:
     out = []
     for name in dict.fromkeys(r["dataset"] for r in rows):
         rs = [r for r in rows if r["dataset"] == name]
-        for proto in ("last", "prefixes"):
+        for proto in Protocol:
             key = f"{proto}_recall@10"
-            gnn = max((r for r in rs if r["kind"] == "gnn" and r.get(key) is not None), key=lambda r: r[key],
+            gnn = max((r for r in rs if r["kind"] == ModelKind.GNN and r.get(key) is not None), key=lambda r: r[key],
                       default=None)
-            base = max((r for r in rs if r["kind"] == "baseline" and r.get(key) is not None),
+            base = max((r for r in rs if r["kind"] == ModelKind.BASELINE and r.get(key) is not None),
                        key=lambda r: r[key], default=None)
             orc = next((r for r in rs if r["kind"] == "oracle"), None)
             v = {"dataset": name, "protocol": proto,

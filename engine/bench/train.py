@@ -71,9 +71,7 @@ def time_training(cfg: TrainConfig, data, device: torch.device, steps: int, warm
 
 def time_eval(model, data, device: torch.device, protocol: str = "last", max_examples: int = 4096,
               batch_size: int = 512, bf16: bool = True) -> dict[str, Any]:
-    mode = getattr(model, "graph_mode", "none")
-    builder = BatchBuilder(SessionStore(data.test, device), data.n_items,
-                           mode if mode in ("transitions", "cooc") else "none", data.graph)
+    builder = BatchBuilder(SessionStore(data.test, device), data.n_items, model.graph_mode, data.graph)
     with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda" and bf16):
         res = evaluate(model, builder, data.test, protocol=protocol, batch_size=batch_size,
                        max_examples=max_examples)

@@ -21,7 +21,7 @@ from engine.data.pipeline import STAGE_NAMES, build, stages_for
 from engine.data.report import DatasetReport, dataset_report, dataset_reports
 from engine.errors import InputError, StageError
 from engine.process import pid_alive
-from engine.schema import DataFormat, SplitMode
+from engine.schema import DataFormat, Split, SplitMode
 from engine.workspace import Workspace
 
 DATA_FLAGS = config_names(DataConfig)
@@ -224,7 +224,7 @@ def cmd_status(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
         states = f"[green]all {len(rep.stages)} done[/]" if not not_done else \
             f"[yellow]{'; '.join(not_done[:2])}{' ...' if len(not_done) > 2 else ''}[/]"
         rows.append([rep.name, states, summ.get("sessions"), summ.get("items"),
-                     " / ".join(fmt(summ.get(f"{p}_sessions")) for p in ("train", "val", "test")),
+                     " / ".join(fmt(summ.get(f"{p}_sessions")) for p in Split),
                      summ.get("graph_edges"), summ.get("repeat_rate")])
         objs.append({"dataset": rep.name, "stages": {s.name: s.state for s in rep.stages}, "summary": summ})
     out.result({"datasets": objs},

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -15,6 +14,7 @@ from engine.data.pipeline import status
 from engine.data.sessions import Sessions
 from engine.errors import InputError
 from engine.workspace import DatasetDir, Workspace
+from engine.schema import Split, values
 
 REQUIRED = ("items", "graph", "encodings")
 # stages a model kind needs (GNNs read the Laplacian PE; baselines only the items and the graph)
@@ -40,7 +40,7 @@ class DatasetArtifacts:
         return self.items.n_items
 
     def split(self, name: str) -> Sessions:
-        if name not in ("train", "val", "test"):
+        if name not in values(Split):
             raise InputError(f"unknown split {name!r}; expected train, val or test")
         return getattr(self, name)
 

@@ -28,6 +28,7 @@ from engine.data.format_specs import require_regular_file, spec_file_text
 from engine.workspace import DatasetDir
 from engine.errors import SessrecError, StageError, StorageError
 from engine.progress import Progress, ProgressFn, null_progress
+from engine.schema import Protocol, Split
 
 
 @dataclass(frozen=True)
@@ -123,7 +124,7 @@ def run_split(ctx: StageContext) -> dict:
 def run_items(ctx: StageContext) -> dict:
     from engine.data.sessions import Sessions
     from engine.data.items import encode_splits
-    parts = {n: Sessions.read(ctx.input(ctx.ds.paths.split_sessions(n))) for n in ("train", "val", "test")}
+    parts = {n: Sessions.read(ctx.input(ctx.ds.paths.split_sessions(n))) for n in Split}
     index, encoded, stats = encode_splits(parts)
     index.write(ctx.out.items)
     for name, s in encoded.items():
@@ -166,7 +167,7 @@ def run_oracle(ctx: StageContext) -> dict:
         raise StageError(f"demo truth file {truth} is missing; regenerate with `sessrec demo`")
     test = Sessions.read(ctx.input(ctx.ds.paths.split_sessions("test")))
     out = {}
-    for protocol in ("last", "prefixes"):
+    for protocol in Protocol:
         for k in (10, 20):
             out[f"{protocol}@{k}"] = oracle_recall(truth, test, k=k, protocol=protocol)
     with atomic_path(ctx.out.oracle) as tmp:
@@ -392,7 +393,7 @@ def summary_stats(ds: Dataset) -> dict:
               "event_shares"):
         if k in ses:
             out[k] = ses[k]
-    for part in ("train", "val", "test"):
+    for part in Split:
         if part in spl:
             out[f"{part}_sessions"] = spl[part].get("sessions")
     if spl:

@@ -16,6 +16,7 @@ from engine.data.manifest import Dataset
 from engine.data.pipeline import StageStatus, status, summary_stats
 from engine.errors import SessrecError
 from engine.workspace import Workspace
+from engine.schema import Split
 
 NOTE_WIDTH = 80   # an error shown as a stage's note is cut here (the full text is in `error`)
 BUILT_STAGES = ("items", "graph")   # enough to train a baseline
@@ -68,7 +69,7 @@ def stage_note(s: StageStatus) -> str:
                              if st.get("reader", {}).get("bad_rows") else ""),
         "sessionize": lambda: f"{st.get('sessions', 0):,} sessions, median length {st.get('length_median')}, "
                               f"repeat rate {st.get('repeat_rate')}",
-        "split": lambda: " / ".join(f"{p} {st.get(p, {}).get('sessions', 0):,}" for p in ("train", "val", "test"))
+        "split": lambda: " / ".join(f"{p} {st.get(p, {}).get('sessions', 0):,}" for p in Split)
                          + f", blackout dropped {st.get('blackout_dropped', 0):,}",
         "items": lambda: f"{st.get('items', 0):,} items; test unseen events {st.get('test', {}).get('unseen_events', 0):,}",
         "graph": lambda: f"{st.get('nodes', 0):,} nodes, {st.get('edges', 0):,} edges, avg degree "

@@ -11,14 +11,12 @@ Scores are float64 so that this tie-break survives next to the primary score.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import torch
 from torch import nn
 
-from engine.data.sessions import Sessions, row_ids
 from engine.config import ItemKNNConfig, NoParams, SKNNConfig
+from engine.data.sessions import Sessions, row_ids
 from engine.schema import Weighting, values
 from engine.train.batches import Batch
 

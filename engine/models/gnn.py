@@ -23,12 +23,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.errors import InputError
 from engine.config import GNNConfig
+from engine.errors import InputError
 from engine.models.base import mask_padding
 from engine.models.layers import CONVS, ConvBlock
 from engine.models.readout import READOUTS, Readout
 from engine.train.batches import GRAPH_MODES, Batch
+from engine.schema import GraphMode
+from engine.schema import Readout as ReadoutKind
 
 
 REPEAT_BUCKETS = 8   # recency buckets of the repeat scorer: last position, 1 before, ..., 7+ before
@@ -42,9 +44,9 @@ def l2_normalize(x: torch.Tensor) -> torch.Tensor:
 
 class SessionGNN(nn.Module):
     def __init__(self, n_items: int, hidden: int = 256, conv: str = "transformer", layers: int = 2,
-                 heads: int = 2, ffn_mult: int = 0, readout: str = "attention",
+                 heads: int = 2, ffn_mult: int = 0, readout: str = ReadoutKind.ATTENTION,
                  pe: np.ndarray | torch.Tensor | None = None, use_pe: bool = True, dropout: float = 0.1,
-                 normalize: bool = True, scale: float = 16.0, graph_mode: str = "transitions",
+                 normalize: bool = True, scale: float = 16.0, graph_mode: str = GraphMode.TRANSITIONS,
                  repeat: bool = True) -> None:
         super().__init__()
         if use_pe and pe is None:
@@ -108,7 +110,7 @@ class SessionGNN(nn.Module):
         h = self.node_inputs(batch, h)                                          # [N, d]
         w = batch.edge_weight
         # transition counts are unbounded (loops in long sessions): log1p like the cooc weights
-        ea = (torch.log1p(w) if self.graph_mode == "transitions" else w).unsqueeze(-1).to(h.dtype)
+        ea = (torch.log1p(w) if self.graph_mode == GraphMode.TRANSITIONS else w).unsqueeze(-1).to(h.dtype)
         for block in self.blocks:
             h = block(h, batch.edge_index, ea)
         if h.shape[0] == 0:                        # every prefix empty: give the gathers a row to read

@@ -10,9 +10,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from engine.schema import Readout, values
+from engine.schema import Readout as ReadoutKind
+from engine.schema import values
 
-READOUTS = values(Readout)
+READOUTS = values(ReadoutKind)
 
 
 class Readout(nn.Module):
@@ -21,7 +22,7 @@ class Readout(nn.Module):
         if kind not in READOUTS:
             raise ValueError(f"readout {kind!r}; expected one of {', '.join(READOUTS)}")
         self.kind = kind
-        if kind == "attention":
+        if kind == ReadoutKind.ATTENTION:
             # SR-GNN: alpha_i = q^T sigmoid(W1 h_last + W2 h_i + c); s = W3 [sum_i alpha_i h_i ; h_last]
             self.w1 = nn.Linear(d, d, bias=False)
             self.w2 = nn.Linear(d, d, bias=True)   # its bias is c

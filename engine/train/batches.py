@@ -67,7 +67,7 @@ class SessionStore:
 class BatchBuilder:
     """Turns example index pairs into `Batch`es on the store's device."""
 
-    def __init__(self, store: SessionStore, n_items: int, graph_mode: str = "transitions",
+    def __init__(self, store: SessionStore, n_items: int, graph_mode: str = GraphMode.TRANSITIONS,
                  cooc: CoocGraph | None = None) -> None:
         if graph_mode not in GRAPH_MODES:
             raise ValueError(f"graph_mode {graph_mode!r}; expected one of {', '.join(GRAPH_MODES)}")
@@ -137,7 +137,7 @@ class BatchBuilder:
         x = nodes % V1
         batch = nodes // V1
         last_node = alias.gather(1, (lengths - 1).clamp(min=0)[:, None]).squeeze(1)
-        if self.graph_mode == "transitions":
+        if self.graph_mode == GraphMode.TRANSITIONS:
             ei, ew = self._transition_edges(alias, mask, len(x))
         elif self.graph_mode == "cooc":
             ei, ew = self._cooc_edges(x, batch, B)

@@ -174,3 +174,35 @@ async def test_jobs_screen_switches_the_policy_and_shows_queued_jobs(tiny_ws: Pa
         assert app.controller.jobs.settings.policy == "share" and "policy share" in str(policy.render())
         await pilot.press("ctrl+t")
         await wait_for(pilot, lambda: not first.running)
+
+
+async def test_an_unreadable_dataset_or_run_never_hides_the_others(full_ws: Path) -> None:
+    """A broken manifest, a broken run config and non-UTF-8 bytes in an events file: every screen
+    lists what it can read and marks the rest with the reason."""
+    broken = full_ws / "datasets" / "broken"
+    broken.mkdir()
+    (broken / "manifest.json").write_text("{not json")
+    (full_ws / "runs" / "run-b" / "config.json").write_text("{not json")
+    with open(full_ws / "runs" / "run-a" / "events.jsonl", "ab") as f:
+        f.write(b"\xff\xfe garbage\n[1, 2]\n")
+    app = make_app(full_ws)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        screen = app.screen
+        table = screen.query_one("#ds-table", DataTable)
+        await wait_for(pilot, lambda: table.row_count == 2)
+        rows = {table.get_row_at(i)[0]: str(table.get_row_at(i)[1]) for i in range(2)}
+        assert "unreadable" in rows["broken"] and "built" in rows["demo-tiny"]
+        table.move_cursor(row=0)
+        await wait_for(pilot, lambda: screen.selected == "broken")
+        assert "manifest.json" in str(screen.query_one("#ds-title", Static).render())
+        await pilot.press("f5")
+        await settle(pilot)
+        runs = app.screen.query_one("#runs-table", DataTable)
+        await wait_for(pilot, lambda: runs.row_count == 3)
+        status = {runs.get_row_at(i)[1]: str(runs.get_row_at(i)[4]) for i in range(3)}
+        assert status == {"run-a": "completed", "run-b": "unreadable", "run-c": "failed"}
+        assert app.screen.states["run-a"].skipped_lines == 2
+        # the CLI reads the same runs the same way
+        from engine.runs import list_runs
+        assert {s.run_id: str(s.status) for s in list_runs(app.ws)} == status

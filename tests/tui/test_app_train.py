@@ -166,6 +166,11 @@ async def test_child_failures_are_shown_and_the_app_lives_on(tiny_ws: Path, monk
         st = app.controller.run_state(app.controller.current_run)
         assert st.status == "failed" and needle in (st.error or "")
         assert (st.error_kind or "error") == kind
+        # the CLI (a fresh read of the run folder) tells the same story: what the app saw of a
+        # child that died without its final event went into the run's events
+        from engine.runs import read_run
+        cli_view = read_run(app.ws, st.run_id)
+        assert cli_view.status == "failed" and needle in (cli_view.error or "")
         await pilot.pause(0.4)
         err = screen.query_one("#run-error", Static)
         assert err.display and needle in str(err.render())

@@ -20,7 +20,7 @@ from textual.worker import get_current_worker
 
 from engine.config import TrainConfig
 from engine.runs import RunState
-from engine.schema import Device, ModelKind, RunStatus
+from engine.schema import Device, ModelKind, Protocol, RunStatus
 from tui.controller import DatasetsChanged, DeviceReady, RunUpdated, TrainRequest
 from tui.format import RUN_STYLE, fmt_bar, fmt_duration, fmt_num
 from tui.forms import FormError, check_config, field_rows, field_widget, form_row, parse_fields, widget_text
@@ -54,7 +54,7 @@ def stats_lines(st: RunState) -> list[tuple[str, str]]:
         out.append(("epoch time", fmt_duration(st.epoch_seconds[-1])))
     if st.best_epoch:
         out.append(("best epoch", f"{st.best_epoch} (val R@10 {fmt_num(st.best_value)})"))
-    test = [f"{p} {fmt_num(st.test[p].get('recall@10'))}" for p in ("last", "prefixes") if st.test.get(p)]
+    test = [f"{p} {fmt_num(st.test[p].get('recall@10'))}" for p in Protocol if st.test.get(p)]
     if test:
         out.append(("test R@10", ", ".join(test)))
     return out
