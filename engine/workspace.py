@@ -193,6 +193,10 @@ class Workspace:
     def downloads_dir(self) -> Path:
         return self.root / "downloads"
 
+    def download_dir(self, dataset: str) -> Path:
+        """Where `sessrec data fetch DATASET` puts the files it downloads."""
+        return self.downloads_dir / dataset
+
     @property
     def logs_dir(self) -> Path:
         """The app's job records and child-process logs."""

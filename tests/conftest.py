@@ -23,3 +23,26 @@ def shared_file(name: str) -> Path:
 def workspace(tmp_path: Path):
     from engine.workspace import Workspace
     return Workspace.open(tmp_path / "ws")
+
+
+# ---- training on the tiny demo (test_train, test_run_reliability) ----------------------------------
+SMALL = {"hidden": 16, "heads": 2}        # a Graph Transformer that trains in seconds
+
+
+def small_cfg(**kw):
+    """A short Graph Transformer run on the tiny demo (override any TrainConfig field)."""
+    from engine.config import TrainConfig
+    base = dict(dataset="demo-tiny", model="graph_transformer", model_params=dict(SMALL), epochs=2,
+                batch_size=256, warmup_steps=2, device="cpu", seed=0)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def tiny_demo_ws(tmp_path_factory):
+    """A workspace with the tiny demo built (one per test module)."""
+    from engine.cli import main as cli
+    from engine.workspace import Workspace
+    root = tmp_path_factory.mktemp("tinydemo")
+    assert cli(["--workspace", str(root), "-q", "demo", "--size", "tiny"]) == 0
+    return Workspace.open(root)

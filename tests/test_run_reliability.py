@@ -16,30 +16,23 @@ from pathlib import Path
 import pytest
 
 from engine.cli import main as cli
-from engine.config import TrainConfig
 from engine.errors import InputError
 from engine.recommend import Recommender
 from engine.runs import read_events, read_run
 from engine.runs.events import Epoch, Resumed, RunFailed, Step
 from engine.train.loop import StopFlag, fit
 from engine.workspace import Workspace
+from tests.conftest import small_cfg
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = {"hidden": 16, "heads": 2}
 
 
 @pytest.fixture(scope="module")
-def ws(tmp_path_factory) -> Workspace:
-    root = tmp_path_factory.mktemp("reliab")
-    assert cli(["--workspace", str(root), "-q", "demo", "--size", "tiny"]) == 0
-    return Workspace.open(root)
+def ws(tiny_demo_ws):
+    return tiny_demo_ws
 
 
-def cfg(**kw) -> TrainConfig:
-    base = dict(dataset="demo-tiny", model="graph_transformer", model_params=dict(SMALL), epochs=2,
-                batch_size=256, warmup_steps=2, device="cpu", seed=0)
-    base.update(kw)
-    return TrainConfig(**base)
+cfg = small_cfg
 
 
 def engine(ws: Workspace, *args: str, **kw) -> subprocess.CompletedProcess:

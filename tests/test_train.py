@@ -15,7 +15,6 @@ import pytest
 import torch
 
 from engine.cli import main as cli
-from engine.config import TrainConfig
 from engine.data.artifacts import load_dataset
 from engine.evaluate import evaluate
 from engine.data.items import parse_item_ids
@@ -27,24 +26,18 @@ from engine.train.checkpoint import load_checkpoint, rebuild_model
 from engine.train.loop import StopFlag, fit
 from engine.train.trainer import Trainer
 from engine.workspace import Workspace
+from tests.conftest import SMALL, small_cfg
 from engine.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = {"hidden": 16, "heads": 2}
 
 
 @pytest.fixture(scope="module")
-def ws(tmp_path_factory) -> Workspace:
-    root = tmp_path_factory.mktemp("trainws")
-    assert cli(["--workspace", str(root), "-q", "demo", "--size", "tiny"]) == 0
-    return Workspace.open(root)
+def ws(tiny_demo_ws):
+    return tiny_demo_ws
 
 
-def cfg(**kw) -> TrainConfig:
-    base = dict(dataset="demo-tiny", model="graph_transformer", model_params=dict(SMALL), epochs=2,
-                batch_size=256, warmup_steps=2, device="cpu", seed=0)
-    base.update(kw)
-    return TrainConfig(**base)
+cfg = small_cfg
 
 
 def test_fit_writes_run_folder_and_events(ws):

@@ -235,7 +235,7 @@ def cmd_status(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
 
 def cmd_fetch(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
     from engine.data.fetch import fetch_retailrocket
-    dest = args.dest or ws.downloads_dir / "retailrocket"
+    dest = args.dest or ws.download_dir(args.dataset)
     path = fetch_retailrocket(dest, progress=out.progress, workspace=ws.root)
     out.log(f"RetailRocket events.csv at {path}")
     out.emit({"type": "fetched", "path": str(path)})

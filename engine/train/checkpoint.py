@@ -25,7 +25,6 @@ from engine.schema import ModelKind
 from engine.errors import InputError, StorageError
 
 CKPT_FORMAT = 1
-BEST, LAST = "best.pt", "last.pt"
 
 
 def versions() -> dict:

@@ -47,8 +47,10 @@ a time, the others wait). A training on a GPU gets a GPU of its own, or waits fo
 
 ## Train (F4)
 
-Dataset, model (its hyperparameters with their defaults: the CPU preset when training on the
-CPU), epochs, batch size, loss, device (what was detected is shown). ctrl+s starts a run, ctrl+t
+Dataset, model and its hyperparameters (their defaults: the CPU preset when training on the CPU),
+epochs, batch size, learning rate, loss, device (what was detected is shown). Every field comes
+from the engine's configs: the same names, choices, defaults and checks as `sessrec train --help`.
+ctrl+s starts a run, ctrl+t
 stops it cleanly (it keeps `last.pt`; status stopped; `sessrec train --resume RUN` continues),
 ctrl+o re-opens an earlier or detached run from its events file (a running one is followed),
 ctrl+r resets the hyperparameters. Charts: training loss per step, validation Recall@10 and
@@ -65,7 +67,8 @@ events - ctrl+o shows the run on the Train screen - ctrl+r recommends with it.
 ## Recommend (F6)
 
 Choose a trained run or a baseline (pop, spop, itemknn, sknn on a built dataset) as A, and
-optionally a second one as B. Type item ids (spaces or commas, oldest first), or pick popular
+optionally a second one as B. A opens on the newest completed run (or session-kNN when no run has
+finished yet). Type item ids (spaces or commas, oldest first), or pick popular
 items (ctrl+f searches the list, enter adds). The top-10 updates as you type: rank, item, score,
 train popularity, and whether the item is already in the session ("in"). Unknown ids are listed
 and ignored. ctrl+l clears the session, ctrl+e jumps back to the ids.
