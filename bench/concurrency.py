@@ -12,8 +12,8 @@ Scenarios (wall time from the training's start to the end of both jobs):
 
 The training starts first; the build starts once the training has begun (its run_started event), as
 when a user builds a dataset while a run trains. Both are real engine children (`python -m engine`
-of this checkout). The training dataset is generated once (not timed); the build regenerates its own
-dataset with --force. Prints a table and writes JSON to bench/results/concurrency-<time>.json.
+of this checkout). Both datasets are generated and built once (not timed); the timed build reruns
+every stage of its dataset (`data build NAME --force`: the full pipeline, ingest to encodings). Prints a table and writes JSON to bench/results/concurrency-<time>.json.
 """
 
 from __future__ import annotations
@@ -31,10 +31,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))      # this checkout's engine and tui, whichever sessrec is installed
 
 from engine.bench.measure import machine, save_result  # noqa: E402
+from engine.runs import RunStore, read_run  # noqa: E402
 from engine.schema import JobPolicy  # noqa: E402
 from engine.threads import BUDGET_FILE_ENV, THREAD_ENV_VARS, available_cores  # noqa: E402
 from engine.workspace import Workspace  # noqa: E402
-from tui.jobs import Job, JobManager, JobSettings, demo_args, run_to_end, train_args  # noqa: E402
+from tui.jobs import Job, JobManager, JobSettings, build_args, demo_args, run_to_end, train_args  # noqa: E402
 
 SCENARIOS = {"a": "one after the other", "b": "together, no budgets", "c": "together, share",
              "d": "queue"}
@@ -50,22 +51,14 @@ def child_env() -> dict[str, str]:
 
 
 class Watch:
-    """What the jobs of one scenario reported (the training's epoch time, threads per job)."""
+    """The threads each job of one scenario started with."""
 
     def __init__(self) -> None:
-        self.started_runs: set[str] = set()
-        self.epoch_seconds: list[float] = []
         self.threads_at_start: dict[str, int | None] = {}
 
     def on_change(self, job: Job) -> None:
         if job.running:
             self.threads_at_start.setdefault(job.id, job.threads)
-
-    def on_event(self, job: Job, ev: dict) -> None:
-        if ev.get("type") == "run_started":
-            self.started_runs.add(job.id)
-        elif ev.get("type") == "epoch" and ev.get("epoch_seconds") is not None:
-            self.epoch_seconds.append(float(ev["epoch_seconds"]))
 
 
 async def wait_until(cond, timeout: float) -> None:
@@ -82,8 +75,9 @@ def job_row(job: Job, watch: Watch) -> dict[str, Any]:
 async def run_scenario(key: str, ws: Workspace, args: argparse.Namespace, train_ds: str) -> dict[str, Any]:
     watch = Watch()
     policy = JobPolicy.QUEUE if key == "d" else JobPolicy.SHARE
-    m = JobManager(ws.root, on_event=watch.on_event, on_change=watch.on_change, env=child_env(), kill_after=30, cores=args.cores,
+    m = JobManager(ws.root, on_change=watch.on_change, env=child_env(), kill_after=30, cores=args.cores,
                    thread_budgets=key != "b", settings=JobSettings(policy=policy))
+    runs = RunStore(ws)        # the training's progress comes from its run folder, as in the app
     run_id = f"bench-concurrency-{key}-{time.strftime('%Y%m%d-%H%M%S')}"
     options = {"epochs": args.epochs, "device": "cpu", "examples": args.examples}
     params = dict(p.split("=", 1) for p in args.param)
@@ -93,10 +87,12 @@ async def run_scenario(key: str, ws: Workspace, args: argparse.Namespace, train_
     if key == "a":
         await m.wait(train, args.timeout)
     else:
-        await wait_until(lambda: train.id in watch.started_runs or not train.active, args.timeout)
+        def begun() -> bool:
+            st = runs.get(run_id) if ws.run(run_id).exists else None
+            return (st is not None and st.started is not None) or not train.active
+        await wait_until(begun, args.timeout)
     build_name = f"bench-build-{args.build_size}"
-    build = m.start("demo", demo_args(args.build_size, build_name, force=True), f"demo {args.build_size}",
-                    dataset=build_name)
+    build = m.start("build", build_args(build_name, force=True), f"rebuild {build_name}", dataset=build_name)
     # what the training's budget file says while the build runs (it reads it once poll() is wired)
     train_threads_beside = train.threads if train.running and build.running else None
     await m.wait(train, args.timeout)
@@ -105,9 +101,10 @@ async def run_scenario(key: str, ws: Workspace, args: argparse.Namespace, train_
     if train.active or build.active:
         m.cancel_all()
         await asyncio.sleep(1)
+    epoch_seconds = list(read_run(ws, run_id).epoch_seconds) if ws.run(run_id).exists else []
     shutil.rmtree(ws.run(run_id).root, ignore_errors=True)
     return {"scenario": key, "what": SCENARIOS[key], "total_s": round(total, 2),
-            "train": {**job_row(train, watch), "epoch_seconds": watch.epoch_seconds,
+            "train": {**job_row(train, watch), "epoch_seconds": epoch_seconds,
                       "budget_beside_build": train_threads_beside},
             "build": job_row(build, watch),
             "ok": train.status == "done" and build.status == "done"}
@@ -117,12 +114,13 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     ws = Workspace.open(args.workspace)
     ws.root.mkdir(parents=True, exist_ok=True)
     train_ds = f"bench-train-{args.train_size}"
-    if not ws.dataset(train_ds).exists:
-        print(f"generating the training dataset {train_ds} (not timed)...", flush=True)
-        prep = await run_to_end(JobManager(ws.root, env=child_env()), "demo",
-                                demo_args(args.train_size, train_ds), timeout=args.timeout)
-        if prep.status != "done":
-            raise SystemExit(f"concurrency: could not generate {train_ds}: {prep.error}")
+    for size, name in ((args.train_size, train_ds), (args.build_size, f"bench-build-{args.build_size}")):
+        if not ws.dataset(name).exists:
+            print(f"generating and building {name} (not timed)...", flush=True)
+            prep = await run_to_end(JobManager(ws.root, env=child_env()), "demo", demo_args(size, name),
+                                    timeout=args.timeout)
+            if prep.status != "done":
+                raise SystemExit(f"concurrency: could not generate {name}: {prep.error}")
     results = []
     for key in args.scenarios:
         print(f"scenario {key}: {SCENARIOS[key]}...", flush=True)

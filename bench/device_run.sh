@@ -36,8 +36,10 @@ step models
 timeout 150 "${S[@]}" bench train --dataset "$DS" --device "$DEVICE" --batch-size "$BATCH" --steps 25 \
   --out "$OUT/train_models.json" >> "$LOG" 2>&1
 step quality
-# events straight into $OUT (kept even if the time limit cuts the run), logs into run.log
+# progress and the final result on stdout, logs into run.log; the run's events (kept even if the
+# time limit cuts the run) are copied from its run folder
 timeout 240 "${S[@]}" --events jsonl train --dataset "$DS" --model graph_transformer --device "$DEVICE" \
   --batch-size "$BATCH" --epochs "$EPOCHS" --patience 2 --lr 2e-3 --run-id gt-full \
-  > "$OUT/quality_gt_events.jsonl" 2>> "$LOG"
+  > "$OUT/quality_gt_result.jsonl" 2>> "$LOG"
+cp "$WS/runs/gt-full/events.jsonl" "$OUT/quality_gt_events.jsonl" 2>> "$LOG"
 step done

@@ -214,7 +214,7 @@ async def test_budget_files_follow_jobs_starting_and_ending(tmp_path: Path, monk
     a = m.start("build", J.build_args("a"), "build a", dataset="a")
     await until(lambda: last_env(m, a).get("budget") == "16")
     env = last_env(m, a)
-    assert env["omp"] == env["mkl"] == env["openblas"] == "16" and env["wait_policy"] == "PASSIVE"
+    assert env["omp"] == env["mkl"] == env["openblas"] == "16" and env["wait_policy"] is None
     assert env["budget_file"] == str(Workspace(tmp_path).job_threads(a.id))
     b = m.start("build", J.build_args("b"), "build b", dataset="b")
     c = m.start("build", J.build_args("c"), "build c", dataset="c")
