@@ -46,3 +46,24 @@ def tiny_demo_ws(tmp_path_factory):
     root = tmp_path_factory.mktemp("tinydemo")
     assert cli(["--workspace", str(root), "-q", "demo", "--size", "tiny"]) == 0
     return Workspace.open(root)
+
+
+def stop_after(n: int):
+    """A stop flag that asks the training loop to stop after `n` steps (what SIGTERM does, but
+    deterministically)."""
+    from engine.train.loop import StopFlag
+
+    class StopAfter(StopFlag):
+        def __init__(self) -> None:
+            super().__init__()
+            self.n, self.signal = n, "test"
+
+        @property
+        def requested(self) -> bool:  # type: ignore[override]
+            self.n -= 1
+            return self.n < 0
+
+        @requested.setter
+        def requested(self, value: bool) -> None:
+            pass
+    return StopAfter()

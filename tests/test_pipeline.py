@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,9 +16,10 @@ from engine.cli import main as cli
 from engine.config import DataConfig, to_dict
 from engine.data import pipeline
 from engine.data.demo import generate_demo
-from engine.data.manifest import Dataset
+from engine.data.manifest import Dataset, building_pid
 from engine.data.pipeline import build, status
 from engine.errors import StageError
+from engine.locks import lock_holder
 
 
 @pytest.fixture(scope="module")
@@ -35,10 +38,10 @@ def states(ds):
 
 
 def snapshot(ds) -> dict[str, tuple[int, int]]:
-    """mtime and size of every artifact file."""
+    """mtime and size of every artifact file (not the manifest, not the build lock)."""
     out = {}
     for p in sorted(ds.dir.rglob("*")):
-        if p.is_file() and p.name != "manifest.json":
+        if p.is_file() and p not in (ds.manifest_path, ds.paths.build_lock):
             st = p.stat()
             out[str(p.relative_to(ds.dir))] = (st.st_mtime_ns, st.st_size)
     return out
@@ -131,7 +134,7 @@ def test_failed_stage_keeps_previous_artifacts(workspace, tiny_source, monkeypat
         build(Dataset.load(workspace, "t"), force="graph")
     assert (ds.paths.graph).read_bytes() == before
     assert not list(ds.dir.rglob(".tmp-*"))
-    assert not ds.paths.build_lock.exists()
+    assert lock_holder(ds.paths.build_lock) is None          # released, whatever happened
     st = {s.name: s for s in status(Dataset.load(workspace, "t"))}
     assert st["graph"].state == "failed" and "disk on fire" in st["graph"].error
     monkeypatch.undo()
@@ -171,10 +174,21 @@ def test_interrupted_swap_is_recovered(workspace, tiny_source):
 
 def test_build_lock_held_by_live_process(workspace, tiny_source):
     ds = make_ds(workspace, tiny_source)
-    ds.paths.build_lock.write_text(str(os.getppid()))   # a live process that is not us
-    with pytest.raises(StageError, match="being built by process"):
-        build(ds)
-    ds.paths.build_lock.write_text("999999999")         # a dead process: stale lock is taken over
+    code = ("import sys, time; from pathlib import Path; from engine.locks import FolderLock; "
+            "FolderLock(Path(sys.argv[1]), 'busy').acquire(); print('ok', flush=True); time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(ds.paths.build_lock)], stdout=subprocess.PIPE,
+                              text=True, cwd=Path(__file__).resolve().parents[1])
+    try:
+        assert holder.stdout.readline().strip() == "ok"
+        with pytest.raises(StageError, match=f"being built by process {holder.pid}"):
+            build(ds)
+        assert building_pid(ds) == holder.pid
+    finally:
+        holder.kill()
+        holder.wait()
+    # the holder died (SIGKILL): its lock went with it, whatever pid its file names
+    ds.paths.build_lock.write_text("999999999")
+    assert building_pid(ds) is None
     build(ds, upto="ingest")
     assert states(ds)["ingest"] == "done"
 

@@ -20,9 +20,9 @@ from engine.errors import InputError
 from engine.recommend import Recommender
 from engine.runs import read_events, read_run
 from engine.runs.events import Epoch, Resumed, RunFailed, Step
-from engine.train.loop import StopFlag, fit
+from engine.train.loop import fit
 from engine.workspace import Workspace
-from tests.conftest import small_cfg
+from tests.conftest import small_cfg, stop_after
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -171,21 +171,8 @@ def test_after_a_kill_resume_marks_the_restart_and_step_numbers_continue(ws) -> 
 
 
 def test_a_resumed_epoch_reports_the_loss_of_the_whole_epoch(ws) -> None:
-    class StopAfter(StopFlag):
-        def __init__(self, n: int) -> None:
-            super().__init__()
-            self.n, self.signal = n, "test"
-
-        @property
-        def requested(self) -> bool:  # type: ignore[override]
-            self.n -= 1
-            return self.n < 0
-
-        @requested.setter
-        def requested(self, value: bool) -> None:
-            pass
     full = fit(cfg(epochs=2, seed=5, batch_size=64), ws)
-    stopped = fit(cfg(epochs=2, seed=5, batch_size=64), ws, stop=StopAfter(20))     # mid epoch 1
+    stopped = fit(cfg(epochs=2, seed=5, batch_size=64), ws, stop=stop_after(20))     # mid epoch 1
     fit(None, ws, run_id=stopped["run_id"], resume=True)
     want = [e.train_loss for e in read_events(ws.run(full["run_id"]).events) if isinstance(e, Epoch)]
     got = [e.train_loss for e in read_events(ws.run(stopped["run_id"]).events) if isinstance(e, Epoch)]

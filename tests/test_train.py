@@ -23,10 +23,10 @@ from engine.runs import read_events, read_run
 from engine.runs.events import Epoch, RunFailed, RunStarted, Step
 from engine.train.batches import BatchBuilder, SessionStore
 from engine.train.checkpoint import load_checkpoint, rebuild_model
-from engine.train.loop import StopFlag, fit
+from engine.train.loop import fit
 from engine.train.trainer import Trainer
 from engine.workspace import Workspace
-from tests.conftest import SMALL, small_cfg
+from tests.conftest import SMALL, small_cfg, stop_after
 from engine.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,27 +76,9 @@ def test_checkpoint_rebuilds_model_alone_and_reproduces_test_metrics(ws):
     assert res["metrics"] == pytest.approx(final["test"]["last"]["metrics"], abs=1e-9)
 
 
-class StopAfter(StopFlag):
-    """Requests a stop after `n` optimisation steps (what SIGTERM does, deterministically)."""
-
-    def __init__(self, n: int) -> None:
-        super().__init__()
-        self.n = n
-        self.signal = "test"
-
-    @property
-    def requested(self) -> bool:  # type: ignore[override]
-        self.n -= 1
-        return self.n < 0
-
-    @requested.setter
-    def requested(self, value: bool) -> None:
-        pass
-
-
 def test_resume_mid_epoch_gives_the_same_weights(ws):
     full = fit(cfg(epochs=3, seed=3), ws)
-    stopped = fit(cfg(epochs=3, seed=3), ws, stop=StopAfter(5))     # mid epoch 1 or 2
+    stopped = fit(cfg(epochs=3, seed=3), ws, stop=stop_after(5))     # mid epoch 1 or 2
     assert stopped["status"] == "stopped"
     assert read_run(ws, stopped["run_id"]).status == "stopped"
     resumed = fit(None, ws, run_id=stopped["run_id"], resume=True)

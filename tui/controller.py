@@ -336,10 +336,7 @@ class Controller:
         of a run this app just started."""
         if not run_id:
             return None
-        for st in self.runs.states():
-            if st.run_id == run_id:
-                return st
-        return self._placeholders.get(run_id)
+        return self.runs.peek(run_id) or self._placeholders.get(run_id)
 
     def open_run(self, run_id: str) -> RunState | None:
         """Show a run on the Train screen (followed while it runs, e.g. a detached one)."""
@@ -396,7 +393,7 @@ class Controller:
         """Called a few times a second by the app: follow the runs being watched (their new
         events) and publish job changes, rate-limited."""
         for rid in self._watched():
-            known = next((s for s in self.runs.states() if s.run_id == rid), None)
+            known = self.runs.peek(rid)
             before = (known.version, known.status) if known is not None else None
             st = self.runs.get(rid)
             if st is None:

@@ -16,11 +16,11 @@ from engine.cli.output import Output, fmt, table
 from engine.cli.flags import add_config_flags, config_names, given
 from engine.config import DataConfig, to_dict
 from engine.data.format_specs import require_regular_file, spec_file_text
-from engine.data.manifest import Dataset, holder_pid
+from engine.data.manifest import Dataset
 from engine.data.pipeline import STAGE_NAMES, build, stages_for
 from engine.data.report import DatasetReport, dataset_report, dataset_reports
 from engine.errors import InputError, StageError
-from engine.process import pid_alive
+from engine.locks import lock_holder
 from engine.schema import DataFormat, Split, SplitMode
 from engine.workspace import Workspace
 
@@ -251,10 +251,10 @@ def cmd_delete(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
     paths = ws.dataset(args.name)
     if not paths.root.is_dir():
         Dataset.load(ws, args.name)    # raises "not found", with the known names
-    pid = holder_pid(paths.build_lock)
-    if pid is not None and pid_alive(pid):
-        raise StageError(f"dataset {args.name!r} is being built by process {pid}; stop it first")
-    from engine.runs import RunStore, lock_holder
+    pid = lock_holder(paths.build_lock)
+    if pid is not None:
+        raise StageError(f"dataset {args.name!r} is being built by process {pid or '?'}; stop it first")
+    from engine.runs import RunStore
     training = [r for r in RunStore(ws).running(dataset=args.name)]
     if training:
         who = ", ".join(f"{r.run_id} (process {lock_holder(ws.run(r.run_id).lock) or '?'})" for r in training)

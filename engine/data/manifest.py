@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import stat
 import time
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ from typing import Any
 from engine import atomic
 from engine.config import DataConfig, from_dict, to_dict
 from engine.errors import InputError, StageError, StorageError
-from engine.process import pid_alive
+from engine.locks import FolderLock, lock_holder
 from engine.workspace import DatasetDir, Workspace
 
 MANIFEST_VERSION = 1
@@ -275,48 +274,14 @@ def read_manifest(path: Path) -> dict[str, Any]:
     return data
 
 
-class BuildLock:
-    """Exclusive lock on a dataset folder while a build runs (another process gets a clear error)."""
+class BuildLock(FolderLock):
+    """Held while a build runs: another build (or a delete) of the dataset gets a clear error."""
 
     def __init__(self, ds: Dataset) -> None:
-        self.path = ds.paths.build_lock
-        self.name = ds.name
-
-    def __enter__(self) -> "BuildLock":
-        for _ in range(2):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
-                pid = holder_pid(self.path)
-                if pid is not None and pid_alive(pid) and pid != os.getpid():
-                    raise StageError(f"dataset {self.name!r} is being built by process {pid}; "
-                                     f"wait for it or stop it") from None
-                self.path.unlink(missing_ok=True)   # stale lock of a dead process
-                continue
-            except OSError as e:
-                raise StorageError("build lock", self.path, e) from e
-            try:
-                os.write(fd, str(os.getpid()).encode())
-            except OSError as e:
-                self.path.unlink(missing_ok=True)   # ours, but empty
-                raise StorageError("build lock", self.path, e) from e
-            finally:
-                os.close(fd)
-            return self
-        raise StageError(f"dataset {self.name!r}: could not take the build lock {self.path}")
-
-    def __exit__(self, *exc: object) -> None:
-        self.path.unlink(missing_ok=True)
-
-
-def holder_pid(lock_path: Path) -> int | None:
-    try:
-        return int(lock_path.read_text().strip() or 0) or None
-    except (OSError, ValueError):
-        return None
+        super().__init__(ds.paths.build_lock, f"dataset {ds.name!r} is being built by {{who}}; "
+                                              f"wait for it or stop it", "build lock", StageError)
 
 
 def building_pid(ds: Dataset) -> int | None:
-    """PID of the live process building `ds`, or None."""
-    pid = holder_pid(ds.paths.build_lock)
-    return pid if pid is not None and pid_alive(pid) else None
+    """PID of the live process building `ds` (0 when it cannot be read), or None."""
+    return lock_holder(ds.paths.build_lock)

@@ -168,14 +168,12 @@ def parse_event(obj: Any) -> RunEvent | None:
 
 # ---- writing --------------------------------------------------------------------------------------
 class EventWriter:
-    """Appends events to a run's events file (and, for tests or tools, to a stream)."""
+    """Appends events to a run's events file."""
 
-    def __init__(self, path: Path, run_id: str, min_interval_s: float = 0.5,
-                 echo: TextIO | None = None) -> None:
+    def __init__(self, path: Path, run_id: str, min_interval_s: float = 0.5) -> None:
         self.path = Path(path)
         self.run_id = run_id
         self.min_interval_s = min_interval_s
-        self.echo = echo
         try:
             self._file: TextIO = open(self.path, "a", buffering=1)
         except OSError as e:
@@ -190,12 +188,6 @@ class EventWriter:
             self._file.flush()
         except OSError as e:
             raise StorageError("run events", self.path, e) from e
-        if self.echo is not None:
-            try:
-                self.echo.write(line + "\n")
-                self.echo.flush()
-            except (OSError, ValueError):
-                self.echo = None
         return event
 
     def step_due(self) -> bool:

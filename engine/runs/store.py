@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from engine.runs.events import EventTail
-from engine.runs.lock import lock_holder
+from engine.locks import lock_holder
 from engine.runs.state import RunState
 from engine.schema import ModelKind, RunStatus
 from engine.workspace import RunDir, Workspace
@@ -52,6 +52,12 @@ class RunStore:
             return None
         with self._lock:
             return self._refresh_one(run_id)
+
+    def peek(self, run_id: str) -> RunState | None:
+        """What the last refresh read of one run (no disk access)."""
+        with self._lock:
+            entry = self._entries.get(run_id)
+            return entry.state if entry is not None else None
 
     def states(self) -> list[RunState]:
         """What the last refresh read (no disk access)."""

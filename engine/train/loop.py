@@ -12,7 +12,7 @@ import shutil
 import signal
 import time
 from dataclasses import dataclass, replace
-from typing import Any, Callable, TextIO
+from typing import Any, Callable
 
 import torch
 
@@ -23,7 +23,7 @@ from engine.device import device_info, gpu_memory_mb, resolve_device
 from engine.errors import InputError
 from engine.models.registry import ModelSpec, build_model, get_spec
 from engine.progress import ProgressFn
-from engine.runs.lock import RunLock
+from engine.locks import RunLock
 from engine.runs.store import new_run_id
 from engine.schema import ErrorKind, ModelKind, Protocol, RunStatus, Split
 from engine.threads import process_budget
@@ -81,12 +81,11 @@ def _suggest_oom(cfg: TrainConfig) -> str:
 
 def fit(cfg: TrainConfig | None, ws: Workspace, run_id: str | None = None, resume: bool = False,
         epochs: int | None = None, device: str | None = None, log: Callable[[str], None] | None = None,
-        stop: StopFlag | None = None, progress: ProgressFn | None = None,
-        echo: TextIO | None = None) -> dict:
+        stop: StopFlag | None = None, progress: ProgressFn | None = None) -> dict:
     """Train (or fit a baseline), evaluate, write the run folder; returns the final event as a dict.
 
     With `resume`, the run's saved config is used; only `epochs` (to extend a run) and `device`
-    may change. `echo`: also write every event to this stream.
+    may change.
     """
     log = log or (lambda m: None)
     stop = stop or StopFlag()
@@ -94,7 +93,7 @@ def fit(cfg: TrainConfig | None, ws: Workspace, run_id: str | None = None, resum
     rec: RunRecorder | None = None
     try:
         try:
-            rec = RunRecorder(prep.run, echo=echo)
+            rec = RunRecorder(prep.run)
             if prep.cfg.num_threads:             # the user's choice overrides the app's share
                 torch.set_num_threads(prep.cfg.num_threads)
             else:

@@ -11,7 +11,7 @@ import os
 import socket
 import time
 import traceback
-from typing import Any, TextIO
+from typing import Any
 
 from engine.errors import StorageError
 from engine.runs.events import (Checkpoint, Epoch, EventWriter, Resumed, RunEvent, RunFailed, RunFinished,
@@ -30,9 +30,9 @@ class RunFailedError(Exception):
 
 
 class RunRecorder:
-    def __init__(self, run: RunDir, echo: TextIO | None = None) -> None:
+    def __init__(self, run: RunDir) -> None:
         self.run = run
-        self.writer = EventWriter(run.events, run.run_id, echo=echo)
+        self.writer = EventWriter(run.events, run.run_id)
         self.t_start = time.perf_counter()
         self.step_offset = 0          # logged step = optimizer step + offset (continues after a kill)
         self.ended: RunEvent | None = None

@@ -120,7 +120,7 @@ def train(ws: Path, argv: list[str]) -> int:
     if SCENARIO == "slow":
         epochs = max(epochs, 50)
     spe = 8 if SCENARIO != "slow" else 40
-    from engine.runs.lock import RunLock
+    from engine.locks import RunLock
     from engine.workspace import Workspace
     run = Workspace(ws.resolve()).run(run_id)
     run_dir = run.root
