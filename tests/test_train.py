@@ -152,7 +152,7 @@ def test_dataset_not_built_and_run_without_checkpoint(ws, capsys, tmp_path):
 def test_recommender_reports_unknown_ids_and_falls_back(ws):
     final = fit(cfg(model="graphsage", model_params={"hidden": 16}), ws)
     rec = Recommender.load(ws.run(final["run_id"]))
-    data = load_dataset(ws, "demo-tiny", with_pe=False)
+    data = load_dataset(ws, "demo-tiny", stages=("items", "graph"))
     known = data.items.raw_ids[:3].tolist()
     r = rec.recommend(known + [-5, 10**12], k=10)
     assert r.unknown == [-5, 10**12] and r.known == known and not r.fallback

@@ -218,10 +218,6 @@ class Job:
         self._append_log(lines)
         return bool(lines)
 
-    @property
-    def finished_ok(self) -> bool:
-        return self.status == JobStatus.DONE
-
     def elapsed(self, now: float | None = None) -> float | None:
         if self.started is None:
             return None

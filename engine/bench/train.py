@@ -84,7 +84,7 @@ def run(ws: Workspace, dataset: str, device_name: str = "auto", models: tuple[st
         bf16: bool = True, compile: bool = False, reference: bool = True, loss: str = "ce",
         log=print, out=None) -> dict[str, Any]:
     device = resolve_device(device_name)
-    data = load_dataset(ws, dataset, with_pe=True)
+    data = load_dataset(ws, dataset)
     rows = []
     configs: list[tuple[str, TrainConfig]] = []
     for m in models:

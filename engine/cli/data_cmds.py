@@ -17,7 +17,7 @@ from engine.cli.flags import add_config_flags, config_names, given
 from engine.config import DataConfig, to_dict
 from engine.data.format_specs import require_regular_file, spec_file_text
 from engine.data.manifest import Dataset
-from engine.data.pipeline import STAGE_NAMES, build, stages_for
+from engine.data.pipeline import STAGE_NAMES, build
 from engine.data.report import DatasetReport, dataset_report, dataset_reports
 from engine.errors import InputError, StageError
 from engine.locks import lock_holder
@@ -271,6 +271,3 @@ def cmd_delete(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
     out.log(f"deleted {paths.root}")
     return 0
 
-
-def stage_names_for(ds: Dataset) -> list[str]:
-    return [s.name for s in stages_for(ds)]

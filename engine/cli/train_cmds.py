@@ -177,7 +177,7 @@ def cmd_eval(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
     cfg = replace(TrainConfig.from_dict(ckpt["config"]), eval_batch_size=args.eval_batch_size)
     spec = get_spec(cfg.model)
     device = resolve_device(args.device)
-    data = load_dataset(ws, cfg.dataset, stages=spec.stages(spec.config.from_dict(cfg.model_params)))
+    data = load_dataset(ws, cfg.dataset, stages=spec.stages(cfg.model_params))
     if data.items.fingerprint() != ckpt["item_fingerprint"]:
         raise InputError(f"dataset {cfg.dataset!r} was rebuilt with another item index; retrain")
     model = rebuild_model(ckpt, data).to(device)

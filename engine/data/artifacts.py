@@ -16,9 +16,8 @@ from engine.errors import InputError
 from engine.workspace import DatasetDir, Workspace
 from engine.schema import Split, values
 
-REQUIRED = ("items", "graph", "encodings")
-# stages a model kind needs (GNNs read the Laplacian PE; baselines only the items and the graph)
-REQUIRED_STAGES = {"gnn": REQUIRED, "baseline": ("items", "graph")}
+# everything a model may read; a model spec says what it needs (`ModelSpec.stages`)
+MODEL_STAGES = ("items", "graph", "encodings")
 
 
 @dataclass
@@ -45,7 +44,7 @@ class DatasetArtifacts:
         return getattr(self, name)
 
 
-def require_built(ds: Dataset, stages: tuple[str, ...] = REQUIRED) -> None:
+def require_built(ds: Dataset, stages: tuple[str, ...] = MODEL_STAGES) -> None:
     states = {s.name: s for s in status(ds)}
     bad = [f"{n}: {states[n].state}" + (f": {states[n].error}" if states[n].error else "")
            for n in stages if n in states and states[n].state != "done"]
@@ -54,12 +53,10 @@ def require_built(ds: Dataset, stages: tuple[str, ...] = REQUIRED) -> None:
                          f"run `sessrec data build {ds.name}`")
 
 
-def load_dataset(ws: Workspace, name: str, with_pe: bool = True,
-                 stages: tuple[str, ...] | None = None) -> DatasetArtifacts:
-    """The artifacts a model needs: `stages` (a model spec's `stages()`; default: items and graph,
-    plus the PE `with_pe`). Stages not needed are neither required nor loaded."""
+def load_dataset(ws: Workspace, name: str, stages: tuple[str, ...] = MODEL_STAGES) -> DatasetArtifacts:
+    """The artifacts of `stages` (a model spec's `stages()`): the others are neither required nor
+    loaded (their fields are None)."""
     ds = Dataset.load(ws, name)
-    stages = tuple(stages) if stages is not None else REQUIRED_STAGES["gnn" if with_pe else "baseline"]
     require_built(ds, stages)
     d = ds.paths
     pe = np.load(d.pe) if "encodings" in stages else None

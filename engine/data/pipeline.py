@@ -28,7 +28,7 @@ from engine.data.format_specs import require_regular_file, spec_file_text
 from engine.workspace import DatasetDir
 from engine.errors import SessrecError, StageError, StorageError
 from engine.progress import Progress, ProgressFn, null_progress
-from engine.schema import Protocol, Split
+from engine.schema import Protocol, Split, StageName
 
 
 @dataclass(frozen=True)
@@ -178,22 +178,22 @@ def run_oracle(ctx: StageContext) -> dict:
 
 
 STAGES: tuple[Stage, ...] = (
-    Stage("ingest", (), lambda c: {"format": c.format}, run_ingest,
+    Stage(StageName.INGEST, (), lambda c: {"format": c.format}, run_ingest,
           "read the raw log into a canonical events table"),
-    Stage("sessionize", ("ingest",),
+    Stage(StageName.SESSIONIZE, ("ingest",),
           lambda c: {"gap_min": c.session_gap_minutes, "min_len": c.min_session_length,
                      "max_len": c.max_session_length, "min_item_support": c.min_item_support},
           run_sessionize, "cut visitor streams into sessions"),
-    Stage("split", ("sessionize",),
+    Stage(StageName.SPLIT, ("sessionize",),
           lambda c: {"mode": c.split_mode, "train": c.train_ratio, "val": c.val_ratio,
                      "blackout_days": c.blackout_days, "test_days": c.test_days},
           run_split, "temporal train/val/test split with blackout"),
-    Stage("items", ("split",), lambda c: {}, run_items, "item index from the train vocabulary"),
-    Stage("graph", ("items",), lambda c: {"window": c.cooc_window}, run_graph,
+    Stage(StageName.ITEMS, ("split",), lambda c: {}, run_items, "item index from the train vocabulary"),
+    Stage(StageName.GRAPH, ("items",), lambda c: {"window": c.cooc_window}, run_graph,
           "item co-occurrence graph from train sessions"),
-    Stage("encodings", ("graph",), lambda c: {"k": c.pe_dim}, run_encodings,
+    Stage(StageName.ENCODINGS, ("graph",), lambda c: {"k": c.pe_dim}, run_encodings,
           "Laplacian positional encodings"),
-    Stage("oracle", ("split",), lambda c: {"k": [10, 20]}, run_oracle,
+    Stage(StageName.ORACLE, ("split",), lambda c: {"k": [10, 20]}, run_oracle,
           "generator's oracle Recall@K on the test split (demo only)", only_demo=True),
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)

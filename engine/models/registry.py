@@ -29,9 +29,11 @@ class ModelSpec:
         """The typed hyperparameters: defaults (CPU preset off CUDA) updated by `values`."""
         return self.config.from_values(values, device_type, what=f"model {self.name!r}")
 
-    def stages(self, cfg: Config | None = None) -> tuple[StageName, ...]:
-        """The dataset stages this model reads: no baseline needs the Laplacian PE, and a GNN
-        without PE does not either."""
+    def stages(self, cfg: Config | Mapping[str, Any] | None = None) -> tuple[StageName, ...]:
+        """The dataset stages this model reads (with hyperparameters `cfg`, typed or as saved):
+        no baseline needs the Laplacian PE, and a GNN without PE does not either."""
+        if isinstance(cfg, Mapping):
+            cfg = self.config.from_dict(cfg)
         if self.kind == ModelKind.BASELINE:
             return (StageName.ITEMS, StageName.GRAPH) if self.options.get("uses_graph") else (StageName.ITEMS,)
         if cfg is not None and not getattr(cfg, "use_pe", True):

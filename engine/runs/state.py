@@ -150,10 +150,6 @@ class RunState:
     def is_baseline(self) -> bool:
         return self.kind == ModelKind.BASELINE
 
-    @property
-    def has_checkpoint(self) -> bool:
-        return bool(self.checkpoints)
-
     def metric(self, where: str, name: str = "recall@10") -> float | None:
         """`where`: val | test_last | test_prefixes."""
         if where == "val":

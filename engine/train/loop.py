@@ -143,7 +143,7 @@ def _failed(rec: RunRecorder | None, prep: _Prepared, exc: BaseException, kind: 
 
 # ---- preparing a run ----------------------------------------------------------------------------
 def _load_data(ws: Workspace, cfg: TrainConfig, spec: ModelSpec) -> DatasetArtifacts:
-    return load_dataset(ws, cfg.dataset, stages=spec.stages(spec.config.from_dict(cfg.model_params)))
+    return load_dataset(ws, cfg.dataset, stages=spec.stages(cfg.model_params))
 
 
 def _prepare_new(cfg: TrainConfig | None, ws: Workspace, run_id: str | None, epochs: int | None,
