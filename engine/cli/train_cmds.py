@@ -241,7 +241,7 @@ def cmd_recommend(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
     else:
         rec = Recommender.load(resolve_run(ws, args.run), device=args.device)
     r = rec.recommend(ids, k=args.k)
-    rows = [[i + 1, item, score, pop, "yes" if ins else ""] for i, (item, score, pop, ins)
+    rows = [[i + 1, str(item), score, pop, "yes" if ins else ""] for i, (item, score, pop, ins)
             in enumerate(zip(r.items, r.scores, r.popularity, r.in_session))]
     caption = []
     if r.unknown:

@@ -92,3 +92,17 @@ def test_palette_entries_derive_from_the_bindings(tmp_path: Path) -> None:
             assert f"{screen.TITLE_TEXT}: {b.description}" in entries, (mode, b)
     assert entries["Train: Start"].startswith("ctrl+s: start a run")
     assert entries["Datasets: show"].startswith("F2:") and "Quit" in entries
+
+
+def test_recommend_opens_on_the_newest_completed_run_else_session_knn(full_ws: Path, tmp_path: Path) -> None:
+    from engine.workspace import Workspace
+    from tui.controller import Controller
+    c = Controller(Workspace.open(full_ws), load_history=False)
+    c.list_runs()
+    sources = ["run:run-a", "run:run-b", "run:run-c", "baseline:pop@demo-tiny", "baseline:sknn@demo-tiny"]
+    assert c.default_source(sources) == "run:run-b"       # run-c is newer but failed
+    assert c.default_source(sources[3:]) == "baseline:sknn@demo-tiny"
+    c.prefer_source("run:run-a")                          # a choice made elsewhere wins once
+    assert c.take_preferred_source() == "run:run-a" and c.take_preferred_source() is None
+    empty = Controller(Workspace.open(tmp_path / "empty"), load_history=False)
+    assert empty.default_source([]) is None

@@ -266,7 +266,7 @@ class RecommendScreen(BaseScreen):
                 title.update(Text(f"{side.upper()}: loading {self._label(key)} ...", style="cyan"))
             else:
                 r = self.results.get(side)
-                t = Text(f"{side.upper()}: {self._label(key)}", style="bold")
+                t = Text(f"{side.upper()}: {self._label(key)}", style="bold", no_wrap=True, overflow="ellipsis")
                 if r is not None and getattr(self.app, "show_timings", True):
                     t.append(f"  {r.seconds * 1000:.1f} ms", style="dim")
                 title.update(t)
