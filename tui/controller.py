@@ -9,7 +9,7 @@ here) to every screen that listens; it imports no widget.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 from textual.message import Message
@@ -18,7 +18,7 @@ from textual.message_pump import MessagePump
 from engine.models.registry import SPECS, ModelSpec, get_spec
 from engine.runs import RunState, RunStore, lock_holder, new_run_id
 from engine.runs.events import EventWriter, RunFailed
-from engine.schema import ErrorKind, JobKind, JobStatus, RunStatus
+from engine.schema import ErrorKind, JobKind, JobPolicy, JobStatus, RunStatus
 from engine.workspace import Workspace
 from tui import jobs as J
 from tui.jobs import Job, JobManager
@@ -435,8 +435,6 @@ class Controller:
     def toggle_policy(self) -> str:
         """Switch how jobs share the machine: share (together, the cores split) or queue (one CPU
         job at a time). Returns what happened, for the user."""
-        from dataclasses import replace
-        from engine.schema import JobPolicy
         new = JobPolicy.QUEUE if self.jobs.settings.policy == JobPolicy.SHARE else JobPolicy.SHARE
         try:
             self.jobs.set_settings(replace(self.jobs.settings, policy=new))

@@ -24,6 +24,7 @@ from engine.errors import InputError
 from engine.models.registry import ModelSpec, build_model, get_spec
 from engine.progress import ProgressFn
 from engine.locks import RunLock
+from engine.runs.events import RunFailed
 from engine.runs.store import new_run_id
 from engine.schema import ErrorKind, ModelKind, Protocol, RunStatus, Split
 from engine.threads import process_budget
@@ -103,7 +104,7 @@ def fit(cfg: TrainConfig | None, ws: Workspace, run_id: str | None = None, resum
             else:
                 final = _Loop(prep, rec, log, stop, progress).run()
         except KeyboardInterrupt as e:
-            if rec is not None:
+            if rec is not None and _started(prep.run):      # else it never started: removed below
                 rec.fail(e, ErrorKind.INTERRUPTED, prep.cfg.batch_size)
             raise
         except torch.cuda.OutOfMemoryError as e:
@@ -133,7 +134,6 @@ def _started(run: RunDir) -> bool:
 
 def _failed(rec: RunRecorder | None, prep: _Prepared, exc: BaseException, kind: ErrorKind,
             suggestion: str = "") -> RunFailedError:
-    from engine.runs.events import RunFailed
     if rec is None:
         ev = RunFailed(error=str(exc), error_kind=kind.value)
     else:
