@@ -19,6 +19,7 @@ from rich.table import Table
 
 from engine.atomic import _json_default
 from engine.progress import Progress
+from engine.text import fmt
 from engine.threads import process_budget
 
 err_console = Console(stderr=True, highlight=False)
@@ -119,15 +120,3 @@ def table(title: str, columns: list[str], rows: list[list[Any]], **kw: Any) -> T
     for r in cells:
         t.add_row(*r)
     return t
-
-
-def fmt(v: Any) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        if v != v:
-            return "-"
-        return f"{v:,.4f}" if abs(v) < 10 else f"{v:,.1f}"
-    if isinstance(v, int) and not isinstance(v, bool):
-        return f"{v:,}"
-    return str(v)

@@ -15,6 +15,7 @@ from engine.data.format_specs import REASON_LABELS
 from engine.data.manifest import Dataset
 from engine.data.pipeline import StageStatus, status, summary_stats
 from engine.errors import SessrecError
+from engine.text import fmt
 from engine.workspace import Workspace
 from engine.schema import Split
 
@@ -58,8 +59,6 @@ class DatasetReport:
 
 def stage_note(s: StageStatus) -> str:
     """One line about a stage: its error when failed or stale, else its headline stats."""
-    # imported here: engine.cli imports this module (a top-level import would be circular)
-    from engine.cli.output import fmt
     st = s.stats
     if s.error and s.state in ("failed", "stale"):
         return s.error[:NOTE_WIDTH]
