@@ -15,6 +15,9 @@ from tui.screens.modals import ConfirmScreen, DemoScreen, ImportScreen, RebuildS
 async def test_first_start_offers_the_demo_with_one_key(empty_ws: Path, monkeypatch) -> None:
     monkeypatch.setenv("FAKE_CHILD", "ok")
     app = make_app(empty_ws)
+    guides: list[str | None] = []          # every step of the guide, however fast the fake job ends
+    set_guide = app.controller.set_guide
+    monkeypatch.setattr(app.controller, "set_guide", lambda text: (guides.append(text), set_guide(text)))
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(pilot)
         assert app.current_mode == "datasets"
@@ -25,7 +28,7 @@ async def test_first_start_offers_the_demo_with_one_key(empty_ws: Path, monkeypa
         job = next(iter(app.controller.jobs.jobs.values()))
         assert job.kind == "demo" and job.argv[-3:] == ["demo", "--size", "small"]
         assert "--events" in job.argv and str(empty_ws.resolve()) in job.argv
-        assert app.controller.guide and "Step 1" in app.controller.guide
+        assert guides and "Step 1" in guides[0]
         await wait_for(pilot, lambda: not job.running)
         assert job.status == "done"
         await wait_for(pilot, lambda: app.current_mode == "train")       # step 2 of the guide
