@@ -163,6 +163,7 @@ class DatasetsScreen(BaseScreen):
         self._dist_for: str | None = None
         self._loaded = False
         self._busy_key: tuple = ()
+        self._rows_shown: list[tuple[str, str]] = []
 
     def compose_body(self) -> Iterable[Widget]:
         with Horizontal(id="ds-main"):
@@ -213,9 +214,13 @@ class DatasetsScreen(BaseScreen):
         self.infos = {i.name: i for i in infos}
         t = self.query_one("#ds-table", DataTable)
         keep = self.selected
-        t.clear()
-        for info in infos:
-            t.add_row(info.name, stage_strip(info), key=info.name)
+        rows = [(info.name, stage_strip(info)) for info in infos]
+        if [(n, strip.plain) for n, strip in rows] != self._rows_shown:
+            # only when something changed: a rebuilt table flickers and sizes its columns again
+            self._rows_shown = [(n, strip.plain) for n, strip in rows]
+            t.clear()
+            for name, strip in rows:
+                t.add_row(name, strip, key=name)
         empty = not infos
         welcome = self.query_one("#welcome", Welcome)
         welcome.display = empty
