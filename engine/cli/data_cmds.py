@@ -55,7 +55,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = dsub.add_parser("import", help="register a raw log file (an srgnn folder) as a dataset and build it")
     p.add_argument("path", type=Path, help="the raw log file; for --format srgnn the folder holding "
                    "all_train_seq.txt[.gz] and test.txt[.gz], with defaults that keep the published "
-                   "data: " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in SRGNN_DATA_DEFAULTS.items()))
+                   "data: " + " ".join(f"--{k.replace('_', '-')} {v}"
+                                       for k, v in SRGNN_DATA_DEFAULTS.items()))
     p.add_argument("--format", required=True, choices=list(DataFormat))
     p.add_argument("--name", required=True)
     p.add_argument("--test-file", type=Path, help="predefined test period (published split)")

@@ -113,9 +113,10 @@ SRGNN_FOLDER_TEXT = ("an SR-GNN folder holding all_train_seq.txt and test.txt (e
 
 # Pipeline parameters (DataConfig fields) that keep the published data as it is. One place: defined
 # here so that the CLI reads them without numpy, re-exported by engine.data.srgnn; `sessrec data
-# import --format srgnn` applies them, user flags override. The files are already preprocessed: no session is dropped (all have >= 2 items) or cut (the longest has 146 items, 74 in
-# test), no item is filtered, the test file is the test split, validation is the latest 10% of the
-# training sessions with no blackout gap (the synthetic times have no days to leave out).
+# import --format srgnn` applies them, user flags override. The files are already preprocessed: no
+# session is dropped (all have >= 2 items) or cut (the longest has 146 items, 74 in test), no item
+# is filtered, the test file is the test split, validation is the latest 10% of the training
+# sessions with no blackout gap (the synthetic times have no days to leave out).
 SRGNN_DATA_DEFAULTS: dict[str, Any] = {
     "min_session_length": 2,
     "max_session_length": 1000,
@@ -143,7 +144,8 @@ def srgnn_files(folder: str | Path) -> dict[str, Path]:
     except FileNotFoundError:
         raise InputError(f"{folder}: folder not found; expected {SRGNN_FOLDER_TEXT}") from None
     except OSError as e:
-        raise InputError(f"{folder}: cannot read it ({e.strerror or e}); expected {SRGNN_FOLDER_TEXT}") from None
+        raise InputError(f"{folder}: cannot read it ({e.strerror or e}); expected "
+                         f"{SRGNN_FOLDER_TEXT}") from None
     if not stat.S_ISDIR(mode):
         raise InputError(f"{folder}: is not a folder; format srgnn expects {SRGNN_FOLDER_TEXT}")
     out: dict[str, Path] = {}

@@ -43,8 +43,9 @@ _SHOWN = 8                     # items of a session quoted in a message
 
 
 class SafeUnpickler(pickle.Unpickler):
-    """An unpickler that refuses every class, so a pickle can only build lists, tuples, dicts and
-    plain values; `find_class` is where a crafted file would reach `os.system` or any other callable."""
+    """An unpickler that refuses every class, so a pickle can only build lists, tuples, dicts, sets
+    and plain values: `find_class` is the only way a crafted file reaches `os.system` or any other
+    callable (REDUCE, BUILD, INST and OBJ all need a class or function it returns)."""
 
     def __init__(self, file, path: Path) -> None:
         super().__init__(file)
@@ -163,7 +164,8 @@ def rebuild_test_sessions(path: Path, obj: Any) -> tuple[np.ndarray, np.ndarray,
     be the session's first len(prefix p) items and label p the next one. Vectorised over all pairs.
     """
     if not isinstance(obj, (list, tuple)) or len(obj) != 2:
-        found = f"{type(obj).__name__} of length {len(obj)}" if isinstance(obj, (list, tuple)) else _describe(obj)
+        found = (f"{type(obj).__name__} of length {len(obj)}" if isinstance(obj, (list, tuple))
+                 else _describe(obj))
         raise InputError(f"{path}: expected a pair (prefixes, labels), found {found}")
     prefixes, labels = obj
     flat, poff = _flatten(path, "prefixes", prefixes)
@@ -233,8 +235,8 @@ def _events(items: np.ndarray, offsets: np.ndarray, first_session: int) -> pa.Ta
 
 
 def _reader_stats(path: Path, events: int, extra: dict) -> dict:
-    return {"path": str(path), "format": "srgnn", "compression": "gzip" if is_gzip(path) else "none", "rows_read": events,
-            "rows_valid": events, "bad_rows": {}, **extra}
+    return {"path": str(path), "format": "srgnn", "compression": "gzip" if is_gzip(path) else "none",
+            "rows_read": events, "rows_valid": events, "bad_rows": {}, **extra}
 
 
 def read_srgnn(folder: str | Path, progress: ProgressFn | None = None) -> tuple[ReadResult, ReadResult]:
@@ -244,17 +246,16 @@ def read_srgnn(folder: str | Path, progress: ProgressFn | None = None) -> tuple[
     stats are the other readers' (`rows_read` = events) plus session and prefix counts.
     """
     files = srgnn_files(folder)
-    rep = StageReporter("ingest", progress, total=4, unit="steps")
-    rep.step(f"reading {files['train'].name}")
+    rep = StageReporter("ingest", progress, total=3, unit="steps")
+    rep(0, None, f"reading {files['train'].name}")
     train, toff = _flatten(files["train"], "sessions", load_pickle(files["train"]))
-    rep.step(f"reading {files['test'].name}")
+    n_train = len(toff) - 1
+    rep.step(f"{n_train:,} train sessions; reading {files['test'].name}")
     test_obj = load_pickle(files["test"])
     rep.step("rebuilding the test sessions from their prefixes")
     test, soff, tstats = rebuild_test_sessions(files["test"], test_obj)
-    n_train = len(toff) - 1
-    tlen = np.diff(toff)
     train_stats = {"sessions": n_train, "prefixes": int(len(train) - n_train),
-                   "longest_session": int(tlen.max())}
+                   "longest_session": int(np.diff(toff).max())}
     out = (ReadResult(_events(train, toff, 0), "session_key",
                       _reader_stats(files["train"], len(train), train_stats)),
            ReadResult(_events(test, soff, n_train), "session_key",
