@@ -149,6 +149,17 @@ def test_dataset_not_built_and_run_without_checkpoint(ws, capsys, tmp_path):
     assert "no checkpoint" in capsys.readouterr().err
 
 
+def test_gnn_on_a_dataset_without_validation_is_refused_before_any_folder(tmp_path, capsys):
+    other = Workspace.open(tmp_path / "ws")
+    assert cli(["--workspace", str(other.root), "-q", "demo", "--size", "tiny", "--val-ratio", "0"]) == 0
+    assert cli(["--workspace", str(other.root), "train", "--dataset", "demo-tiny", "--hidden", "16"]) == 2
+    err = capsys.readouterr().err
+    assert "no validation sessions" in err and "--val-ratio" in err
+    assert not other.runs_dir.exists() or not any(other.runs_dir.iterdir())
+    # a baseline has no epochs to choose: it still runs
+    assert cli(["--workspace", str(other.root), "-q", "train", "--dataset", "demo-tiny", "--model", "pop"]) == 0
+
+
 def test_recommender_reports_unknown_ids_and_falls_back(ws):
     final = fit(cfg(model="graphsage", model_params={"hidden": 16}), ws)
     rec = Recommender.load(ws.run(final["run_id"]))

@@ -159,6 +159,11 @@ def _prepare_new(cfg: TrainConfig | None, ws: Workspace, run_id: str | None, epo
     # complete and check the hyperparameters (CPU preset off CUDA): refused before any folder exists
     cfg = replace(cfg, model_params=spec.resolve(cfg.model_params, dev.type).to_dict())
     data = _load_data(ws, cfg, spec)
+    if spec.kind == ModelKind.GNN and len(data.val) == 0:
+        # the epoch (early stopping) and the kept weights are chosen on validation, never on test
+        raise InputError(f"dataset {data.name!r} has no validation sessions (val_ratio "
+                         f"{data.config.val_ratio}); a GNN chooses its epoch on validation: rebuild it "
+                         f"with `sessrec data build {data.name} --val-ratio 0.1`")
     existing = ws.run_ids() if ws.runs_dir.exists() else []
     run = ws.run(check_name(run_id, "run id") if run_id else new_run_id(cfg.model, existing))
     if run.root.exists():
