@@ -316,6 +316,7 @@ class GNNConfig(Config):
     normalize: bool = param(True, "NISER: L2-normalised session and item vectors, scaled")
     scale: float = param(16.0, "NISER scale of the normalised scores", min=0, min_open=True)
     repeat: bool = param(True, "repeat scorer: learned recency weights for items already in the session")
+    pos_emb: bool = param(False, "reversed position embeddings in the attention readout (GCE-GNN)")
 
     def check(self) -> None:
         if self.graph_mode == GraphMode.NONE:

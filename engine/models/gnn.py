@@ -47,7 +47,7 @@ class SessionGNN(nn.Module):
                  heads: int = 2, ffn_mult: int = 0, readout: str = ReadoutKind.ATTENTION,
                  pe: np.ndarray | torch.Tensor | None = None, use_pe: bool = True, dropout: float = 0.1,
                  normalize: bool = True, scale: float = 16.0, graph_mode: str = GraphMode.TRANSITIONS,
-                 repeat: bool = True) -> None:
+                 repeat: bool = True, pos_emb: bool = False) -> None:
         super().__init__()
         if use_pe and pe is None:
             raise InputError("use_pe is on but the dataset has no Laplacian PE; build the encodings "
@@ -78,7 +78,7 @@ class SessionGNN(nn.Module):
             self.pe_proj = nn.Linear(pe_t.shape[1], hidden, bias=False)
         self.drop = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(ConvBlock(conv, hidden, heads, dropout, ffn_mult) for _ in range(layers))
-        self.readout = Readout(readout, hidden)
+        self.readout = Readout(readout, hidden, positions=pos_emb)
         self.repeat = repeat
         if repeat:
             # repeat-aware scoring: e-commerce sessions re-view items (a third of the demo's and
@@ -236,4 +236,4 @@ def build_gnn(cfg: GNNConfig, data: Any, conv: str) -> SessionGNN:
         data.n_items, hidden=cfg.hidden, conv=conv, layers=cfg.layers, heads=getattr(cfg, "heads", 1),
         ffn_mult=getattr(cfg, "ffn_mult", 0), readout=cfg.readout, pe=getattr(data, "pe", None),
         use_pe=cfg.use_pe, dropout=cfg.dropout, normalize=cfg.normalize, scale=cfg.scale,
-        graph_mode=cfg.graph_mode, repeat=cfg.repeat)
+        graph_mode=cfg.graph_mode, repeat=cfg.repeat, pos_emb=cfg.pos_emb)

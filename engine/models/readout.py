@@ -16,8 +16,11 @@ from engine.schema import values
 READOUTS = values(ReadoutKind)
 
 
+MAX_POSITIONS = 64   # reversed positions beyond this share the last embedding
+
+
 class Readout(nn.Module):
-    def __init__(self, kind: str, d: int) -> None:
+    def __init__(self, kind: str, d: int, positions: bool = False) -> None:
         super().__init__()
         if kind not in READOUTS:
             raise ValueError(f"readout {kind!r}; expected one of {', '.join(READOUTS)}")
@@ -28,6 +31,11 @@ class Readout(nn.Module):
             self.w2 = nn.Linear(d, d, bias=True)   # its bias is c
             self.q = nn.Linear(d, 1, bias=False)
             self.w3 = nn.Linear(2 * d, d, bias=True)
+            # reversed position embeddings (GCE-GNN, SGNN-HN): position 0 = the last click; they
+            # enter the attention weights only, the weighted sum is over the node states
+            self.pos = nn.Embedding(MAX_POSITIONS, d) if positions else None
+            if self.pos is not None:
+                nn.init.normal_(self.pos.weight, std=d ** -0.5)
 
     def forward(self, h: torch.Tensor, alias: torch.Tensor, mask: torch.Tensor,
                 h_last: torch.Tensor) -> torch.Tensor:
@@ -49,6 +57,11 @@ class Readout(nn.Module):
         # W2 on the N nodes, then gathered to the B*L positions (padding included): same values as
         # W2(h_pos), several times fewer multiply-adds since positions outnumber nodes
         w2_pos = self.w2(h).index_select(0, flat).view(B, L, -1)                        # [B, L, d]
+        if self.pos is not None:
+            # W2 (h + p) = W2 h + W2 p: the position part is a [P, d] table, gathered per cell
+            n = mask.sum(1, keepdim=True)                                                # [B, 1]
+            rev = (n - 1 - torch.arange(L, device=n.device)).clamp(0, MAX_POSITIONS - 1)  # [B, L]
+            w2_pos = w2_pos + (self.pos.weight @ self.w2.weight.T)[rev]
         alpha = self.q(torch.sigmoid(self.w1(h_last).unsqueeze(1) + w2_pos))            # [B, L, 1]
         s_g = (alpha * m * h_pos).sum(1)                                                # [B, d]
         return self.w3(torch.cat([s_g, h_last], dim=-1))                               # [B, d]
