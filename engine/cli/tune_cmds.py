@@ -55,8 +55,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_tune)
 
 
-def _setup(args: argparse.Namespace):
-    """The study's setup from the flags; every value is checked here (exit 2 before any trial)."""
+def setup_from_args(args: argparse.Namespace):
+    """The study's setup from the flags; every value is checked here (exit 2 before any trial; the
+    app checks its Tune form with it too)."""
     from engine.metrics import metric_names
     from engine.tune.study import TuneSetup
     names = metric_names()
@@ -77,7 +78,7 @@ def _setup(args: argparse.Namespace):
 def cmd_tune(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
     if args.show:
         return _show(args, ws, out)
-    setup = _setup(args)
+    setup = setup_from_args(args)
     if args.trials is None or args.trials < 1:
         raise InputError("--trials N (N >= 1): how many finished trials the study should have")
     if args.timeout is not None and args.timeout <= 0:
