@@ -18,7 +18,7 @@ from engine.tune import spaces
 from engine.tune import study as S
 from engine.tune.objective import Objective, PruneHook
 from engine.tune.study import TuneSetup
-from tests.conftest import small_cfg, tiny_demo_ws  # noqa: F401 (fixture)
+from tests.conftest import small_cfg
 
 GNN_FLAGS = ["--epochs", "1", "--hidden", "16", "--layers", "1", "--batch-size", "256", "--warmup-steps", "2",
              "--device", "cpu"]

@@ -26,7 +26,7 @@ from engine.workspace import Workspace
 FREE_FIELDS = ("device", "num_threads", "eval_batch_size")
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
-optuna.logging.set_verbosity(optuna.logging.WARNING)     # our own line per trial says it
+optuna.logging.set_verbosity(optuna.logging.ERROR)     # our own line per trial says it
 
 
 @dataclass(frozen=True)
