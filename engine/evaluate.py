@@ -27,7 +27,7 @@ import torch
 
 from engine.data.examples import make_examples
 from engine.data.sessions import Sessions
-from engine.metrics import metrics_from_ranks
+from engine.metrics import DEFAULT_KS, metrics_from_ranks
 from engine.models.base import mask_padding
 from engine.progress import ProgressFn, StageReporter
 from engine.train.batches import BatchBuilder
@@ -65,7 +65,7 @@ def _select(examples: np.ndarray, max_examples: int | None) -> np.ndarray:
 
 
 @torch.no_grad()
-def evaluate(scorer, builder: BatchBuilder, sessions: Sessions, protocol: str = "last", ks=(10, 20),
+def evaluate(scorer, builder: BatchBuilder, sessions: Sessions, protocol: str = "last", ks=DEFAULT_KS,
              batch_size: int = 1024, popularity: np.ndarray | None = None,
              progress: ProgressFn | None = None, max_examples: int | None = None) -> dict:
     """Evaluate `scorer` on `sessions` (the split `builder`'s store was made from). JSON-able result.

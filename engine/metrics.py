@@ -12,8 +12,16 @@ from typing import Iterable
 
 import numpy as np
 
+DEFAULT_KS = (10, 20)          # the cutoffs every evaluation reports
+KINDS = ("recall", "ndcg", "mrr")
 
-def metrics_from_ranks(ranks: np.ndarray, ks: Iterable[int] = (10, 20)) -> dict[str, float | None]:
+
+def metric_names(ks: Iterable[int] = DEFAULT_KS) -> list[str]:
+    """The keys of `metrics_from_ranks(ranks, ks)`, in its order (e.g. `mrr@20`)."""
+    return [f"{kind}@{k}" for k in ks for kind in KINDS]
+
+
+def metrics_from_ranks(ranks: np.ndarray, ks: Iterable[int] = DEFAULT_KS) -> dict[str, float | None]:
     """Recall@K, NDCG@K and MRR@K averaged over `ranks` (float, inf = miss). Keys in order
     recall@K, ndcg@K, mrr@K per K; values are None when `ranks` is empty."""
     ranks = np.asarray(ranks, dtype=np.float64)

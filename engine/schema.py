@@ -145,6 +145,12 @@ class RunStatus(StrEnum):
         return self in (RunStatus.COMPLETED, RunStatus.EARLY_STOPPED)
 
 
+class StopReason(StrEnum):
+    """Why a run ended as `stopped`, besides the signal names (SIGTERM, SIGINT) written as they are."""
+
+    PRUNED = "pruned"              # hyperparameter tuning gave up on it after an epoch
+
+
 class JobStatus(StrEnum):
     QUEUED = "queued"              # waits for its share of the machine
     STARTING = "starting"
@@ -181,6 +187,7 @@ class JobKind(StrEnum):
     BUILD = "build"
     DELETE = "delete"
     TRAIN = "train"
+    TUNE = "tune"
 
 
 class ErrorKind(StrEnum):

@@ -4,6 +4,7 @@
     <workspace>/runs/<run-id>/config.json, events.jsonl, best.pt, last.pt, .lock   RunDir
     <workspace>/logs/<job-id>.json, <job-id>.log, <job-id>.threads   the app's job records
     <workspace>/settings.json                                        the app's settings (job policy)
+    <workspace>/tuning/studies.db, <study>.lock                      `sessrec tune` (Optuna, SQLite)
     <workspace>/downloads/                                           `sessrec data fetch`
 
 The workspace is `--workspace`, else $SESSREC_HOME, else ./workspace. Stage bodies write into a
@@ -216,6 +217,19 @@ class Workspace:
     def settings(self) -> Path:
         """The app's settings for this workspace (how jobs share the machine)."""
         return self.root / "settings.json"
+
+    @property
+    def tuning_dir(self) -> Path:
+        return self.root / "tuning"
+
+    @property
+    def studies_db(self) -> Path:
+        """Every hyperparameter study of the workspace (one Optuna SQLite database)."""
+        return self.tuning_dir / "studies.db"
+
+    def study_lock(self, study: str) -> Path:
+        """Held by the process that runs trials of `study` (any text: the file name is made safe)."""
+        return self.tuning_dir / (re.sub(r"[^A-Za-z0-9_.-]", "_", study)[:100] + ".lock")
 
     def dataset(self, name: str) -> DatasetDir:
         return DatasetDir(self.datasets_dir / check_name(name))

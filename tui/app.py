@@ -1,5 +1,5 @@
 """`sessrec-tui`: the terminal app. Each screen is a window onto the workspace (datasets, jobs,
-training, runs, recommendations); the UI-free `Controller` owns jobs and runs, long work runs in
+training, runs, recommendations, tuning); the UI-free `Controller` owns jobs and runs, long work runs in
 engine child processes.
 
     sessrec-tui [--workspace DIR]
@@ -40,8 +40,9 @@ def _modes() -> dict[str, Callable]:
     from tui.screens.recommend import RecommendScreen
     from tui.screens.runs import RunsScreen
     from tui.screens.train import TrainScreen
+    from tui.screens.tune import TuneScreen
     return {"help": HelpScreen, "datasets": DatasetsScreen, "jobs": JobsScreen, "train": TrainScreen,
-            "runs": RunsScreen, "recommend": RecommendScreen}
+            "runs": RunsScreen, "recommend": RecommendScreen, "tune": TuneScreen}
 
 
 class SessrecApp(App):
@@ -66,6 +67,8 @@ class SessrecApp(App):
                 tooltip="all runs, sortable; compare curves"),
         Binding("f6", "show('recommend')", "Rec", key_display="F6", id="screen.recommend",
                 tooltip="top-10 next items for a typed session"),
+        Binding("f7", "show('tune')", "Tune", key_display="F7", id="screen.tune",
+                tooltip="hyperparameter studies: trials, best configuration, start one"),
         Binding("question_mark", "show('help')", "Help", show=False),
         Binding("ctrl+q", "quit", "Quit", priority=True, id="quit",
                 tooltip="asks first when jobs are running"),

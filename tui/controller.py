@@ -56,6 +56,10 @@ class RunUpdated(ControllerMessage):
         self.run_id = run_id
 
 
+class StudiesChanged(ControllerMessage):
+    """A tuning job started or ended (the studies and their trials changed)."""
+
+
 class DeviceReady(ControllerMessage):
     """Device detection finished (`controller.device`)."""
 
@@ -88,6 +92,19 @@ class TrainRequest:
     model: str
     options: dict[str, Any]          # TrainConfig fields by name
     params: dict[str, Any]           # model hyperparameters that differ from the defaults
+
+
+@dataclass
+class TuneRequest:
+    """What the Tune form asks for (checked by the CLI's own `tune` checks)."""
+
+    dataset: str
+    model: str
+    study: str
+    trials: int
+    metric: str
+    protocol: str
+    options: dict[str, Any]          # TrainConfig fields by name, fixed for every trial
 
 
 class Controller:
@@ -219,6 +236,36 @@ class Controller:
         self.post(RunsChanged)
         return run_id
 
+    # ---- tuning --------------------------------------------------------------------------------
+    def start_tuning(self, req: TuneRequest) -> Job | None:
+        """Start `engine tune` as a job (it reads its dataset: no dataset on the job)."""
+        job = self._start(JobKind.TUNE, J.tune_args(req.dataset, req.model, req.study, req.trials, req.metric,
+                                                     req.protocol, req.options),
+                          f"tune {req.model} on {req.dataset} ({req.trials} trials)")
+        if job is not None:
+            self.post(StudiesChanged)
+        return job
+
+    def studies(self) -> list[dict]:
+        """One line per stored study (a thread worker calls it: it imports Optuna and reads SQLite)."""
+        from engine.tune.study import summaries
+        return summaries(self.ws)
+
+    def study_report(self, name: str) -> dict:
+        """A study's setup, trials, best trials and the command for the best (thread worker)."""
+        from engine.tune import study as S
+        return S.report(self.ws, S.load(self.ws, name))
+
+    def job_for_study(self, name: str) -> Job | None:
+        """The active tuning job of this app that runs `name`."""
+        for j in self.jobs.active(JobKind.TUNE.value):
+            if any(a == "--study" and b == name for a, b in zip(j.argv, j.argv[1:])):
+                return j
+        return None
+
+    def tuning(self) -> bool:
+        return bool(self.jobs.active(JobKind.TUNE.value))
+
     def cancel(self, job: Job) -> str:
         """Cancel a job (a queued one leaves the queue; a running one gets SIGTERM, then SIGKILL);
         a second cancel of a stopping job kills it now. Returns what happened, for the user."""
@@ -266,6 +313,9 @@ class Controller:
                 for key in [k for k in self._recommenders if k.endswith(f"@{job.dataset}")]:
                     del self._recommenders[key]
             self.post(DatasetsChanged)
+            if job.kind == JobKind.TUNE:          # its trials are runs
+                self.post(StudiesChanged)
+                self.post(RunsChanged)
             if job.status == JobStatus.DONE and job.kind == JobKind.DEMO and job.dataset:
                 self._guide_after_demo(job.dataset)
         self._jobs_dirty = True

@@ -98,14 +98,29 @@ def train_args(dataset: str, model: str, run_id: str, options: dict[str, Any] | 
     """`options` (TrainConfig fields) and `params` (model hyperparameters) by field name, each as
     the flag the CLI generates from that field (`batch_size` -> `--batch-size`; booleans as
     `--name` / `--no-name`)."""
-    args = ["train", "--dataset", dataset, "--model", model, "--run-id", run_id]
-    for name, value in {**(options or {}), **(params or {})}.items():
+    return ["train", "--dataset", dataset, "--model", model, "--run-id", run_id,
+            *config_flags({**(options or {}), **(params or {})})]
+
+
+def config_flags(values: dict[str, Any]) -> list[str]:
+    """Config fields by name as the flags the CLI generates from them (`batch_size` -> `--batch-size`;
+    booleans as `--name` / `--no-name`)."""
+    args: list[str] = []
+    for name, value in values.items():
         flag = name.replace("_", "-")
         if isinstance(value, bool):
             args.append(f"--{flag}" if value else f"--no-{flag}")
         elif value is not None and value != "":
             args += [f"--{flag}", str(getattr(value, "value", value))]
     return args
+
+
+def tune_args(dataset: str, model: str, study: str, trials: int, metric: str, protocol: str,
+              options: dict[str, Any] | None = None) -> list[str]:
+    """`sessrec tune`: `options` are TrainConfig fields (fixed for every trial), as for training."""
+    args = ["tune", "--dataset", dataset, "--model", model, "--study", study, "--trials", str(trials),
+            "--metric", metric, "--protocol", protocol]
+    return args + config_flags(options or {})
 
 
 # ---- a job ---------------------------------------------------------------------------------------
@@ -705,7 +720,8 @@ class JobManager:
     # ---- cancel / detach -------------------------------------------------------------------------
     def grace(self, job: Job) -> float:
         """Seconds between SIGTERM and SIGKILL for this job."""
-        return self.kill_after_train if job.kind == JobKind.TRAIN else self.kill_after
+        # a tuning job stops like a training: its current trial's run saves and ends as stopped
+        return self.kill_after_train if job.kind in (JobKind.TRAIN, JobKind.TUNE) else self.kill_after
 
     def kill_now(self, job: Job) -> bool:
         """SIGKILL the job's process group at once (a second cancel of a job that is stopping)."""

@@ -15,7 +15,7 @@ from engine.cli.output import Output, err_console, table
 from engine.config import TrainConfig
 from engine.errors import InputError
 from engine.models.registry import SPECS, get_spec
-from engine.schema import Device, ModelKind, Protocol, Split
+from engine.schema import Device, ModelKind, Protocol, Split, StopReason
 from engine.workspace import RunDir, Workspace
 
 TRAIN_FLAGS = config_names(TrainConfig)
@@ -207,7 +207,7 @@ def cmd_runs(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
         if r.error and not r.finished or r.status == "unreadable":
             return f"{r.status}\n{r.error}"
         head = (f"{r.status.replace('_', ' ')} {r.epochs_run}/{r.epochs or '?'}" if r.kind == ModelKind.GNN
-                else str(r.status))
+                else str(r.status)) + (f" ({r.reason})" if r.reason == StopReason.PRUNED else "")
         return head + "\n" + (f"{r.seconds:.0f}s {r.device or ''}" if r.seconds else (r.device or "-"))
     # two lines per run (id over dataset, status over time) so that the table fits 80 columns
     rows = [[f"{r.run_id}\n{r.dataset or '?'}", status_cell(r), r.metric("val"), r.metric("test_last"),

@@ -56,6 +56,7 @@ class RunState:
     test: dict = field(default_factory=dict)           # protocol -> metrics
     checkpoints: dict = field(default_factory=dict)    # best | last -> epoch
     # failures
+    reason: str | None = None     # why a stopped run stopped (a signal, or "pruned" by tuning)
     error: str | None = None
     error_kind: str | None = None
     suggestion: str | None = None
@@ -77,7 +78,7 @@ class RunState:
             self.device, self.device_info = ev.device, ev.device_info or {}
             self.n_params, self.train_examples = ev.n_params, ev.train_examples
             self.steps_per_epoch, self.epochs = ev.steps_per_epoch, ev.epochs
-            self.pid, self.started, self.ended = ev.pid, ev.time, None
+            self.pid, self.started, self.ended, self.reason = ev.pid, ev.time, None, None
             self.error = self.error_kind = self.suggestion = self.traceback = None
         elif isinstance(ev, Resumed):
             self.resumes += 1
@@ -105,6 +106,7 @@ class RunState:
             self.checkpoints[ev.kind] = ev.epoch
         elif isinstance(ev, RunFinished):
             self.status = _status(ev.status, RunStatus.COMPLETED)
+            self.reason = ev.reason
             self.ended, self.seconds = ev.time, ev.seconds
             self.epochs_run = max(self.epochs_run, ev.epochs_run or 0)
             if ev.best_val:
@@ -176,7 +178,8 @@ class RunState:
         return {"run_id": self.run_id, "model": self.model, "dataset": self.dataset, "kind": self.kind,
                 "status": str(self.status), "created": self.created, "epochs_run": self.epochs_run,
                 "epochs": self.epochs, "best_epoch": self.best_epoch, "best_val": self.best_val,
-                "test": self.test, "seconds": self.seconds, "device": self.device, "error": self.error,
+                "test": self.test, "seconds": self.seconds, "device": self.device, "reason": self.reason,
+                "error": self.error,
                 "skipped_lines": self.skipped_lines}
 
 

@@ -37,6 +37,9 @@ from engine.train.trainer import StoppedDuringEval, Trainer, build_trainer, eval
 from engine.workspace import RunDir, Workspace, check_name
 
 PROTOCOLS = tuple(Protocol)
+# called after each validated epoch with (epoch, its validation result); a non-empty string stops the
+# run there as `stopped` with that reason (hyperparameter tuning prunes runs this way)
+EpochHook = Callable[[int, dict], "str | None"]
 
 
 class StopFlag:
@@ -83,11 +86,13 @@ def _suggest_oom(cfg: TrainConfig) -> str:
 
 def fit(cfg: TrainConfig | None, ws: Workspace, run_id: str | None = None, resume: bool = False,
         epochs: int | None = None, device: str | None = None, log: Callable[[str], None] | None = None,
-        stop: StopFlag | None = None, progress: ProgressFn | None = None) -> dict:
+        stop: StopFlag | None = None, progress: ProgressFn | None = None, on_epoch: EpochHook | None = None,
+        evaluate_test: bool = True) -> dict:
     """Train (or fit a baseline), evaluate, write the run folder; returns the final event as a dict.
 
     With `resume`, the run's saved config is used; only `epochs` (to extend a run) and `device`
-    may change.
+    may change. `on_epoch`: see `EpochHook`. `evaluate_test=False`: the test split is never read
+    (tuning chooses on validation only); the run ends without test metrics.
     """
     log = log or (lambda m: None)
     stop = stop or StopFlag()
@@ -102,9 +107,9 @@ def fit(cfg: TrainConfig | None, ws: Workspace, run_id: str | None = None, resum
             else:
                 process_budget().apply(with_torch=True)
             if prep.spec.kind == ModelKind.BASELINE:
-                final = _fit_baseline(prep, rec, log, progress)
+                final = _fit_baseline(prep, rec, log, progress, evaluate_test)
             else:
-                final = _Loop(prep, rec, log, stop, progress).run()
+                final = _Loop(prep, rec, log, stop, progress, on_epoch, evaluate_test).run()
         except KeyboardInterrupt as e:
             if rec is not None and _started(prep.run):      # else it never started: removed below
                 rec.fail(e, ErrorKind.INTERRUPTED, prep.cfg.batch_size)
@@ -232,18 +237,19 @@ def _payload_base(prep: _Prepared) -> dict[str, Any]:
 
 
 def _fit_baseline(prep: _Prepared, rec: RunRecorder, log: Callable[[str], None],
-                  progress: ProgressFn | None) -> Any:
+                  progress: ProgressFn | None, evaluate_test: bool = True) -> Any:
     cfg, data, device = prep.cfg, prep.data, prep.device
     seed_everything(cfg.seed)
     model = build_model(cfg.model, cfg.model_params, data).to(device)
     rec.started(**_start_fields(prep, model, train_examples=0, steps_per_epoch=0, epochs=0))
     rec.checkpoint("best", {**_payload_base(prep), "model": None, "epoch": 0, "step": 0}, epoch=0, step=0)
-    log(f"{cfg.model}: evaluating on val and test")
+    log(f"{cfg.model}: evaluating on val" + (" and test" if evaluate_test else ""))
     val = {p: evaluate_split(model, data, Split.VAL, p, cfg, device, progress) for p in PROTOCOLS}
     best = val[cfg.val_protocol]
     rec.epoch(epoch=1, train_loss=None, epoch_seconds=0.0, val=best, best_epoch=1,
               best_value=best["metrics"]["recall@10"], improved=True, patience_left=cfg.patience)
-    test = {p: evaluate_split(model, data, Split.TEST, p, cfg, device, progress) for p in PROTOCOLS}
+    test = ({p: evaluate_split(model, data, Split.TEST, p, cfg, device, progress) for p in PROTOCOLS}
+            if evaluate_test else None)
     return rec.finish(RunStatus.COMPLETED, best_epoch=1, best_val=best["metrics"], val=val, test=test,
                       epochs_run=0)
 
@@ -253,8 +259,11 @@ class _Loop:
     """The epochs of one GNN run (new or resumed): train, validate, checkpoint, stop early."""
 
     def __init__(self, prep: _Prepared, rec: RunRecorder, log: Callable[[str], None], stop: StopFlag,
-                 progress: ProgressFn | None) -> None:
+                 progress: ProgressFn | None, on_epoch: EpochHook | None = None,
+                 evaluate_test: bool = True) -> None:
         self.prep, self.rec, self.log, self.stop, self.progress = prep, rec, log, stop, progress
+        self.on_epoch, self.evaluate_test = on_epoch, evaluate_test
+        self.hook_reason: str | None = None      # what `on_epoch` said when it stopped the run
         self.cfg, self.data, self.device = prep.cfg, prep.data, prep.device
         seed_everything(self.cfg.seed)
         self.tr: Trainer = build_trainer(self.cfg, self.data, self.device)
@@ -313,6 +322,9 @@ class _Loop:
                 self._validate()
             except StoppedDuringEval:        # the epoch is trained: a resume starts with its validation
                 return self._stopped(f"during validation of epoch {self.epoch + 1}")
+            if self.hook_reason:             # last.pt of this epoch is written: resumable
+                self.log(f"stopped after epoch {self.epoch}: {self.hook_reason}")
+                return self._finish(RunStatus.STOPPED, reason=self.hook_reason)
             if self.early.should_stop:
                 status = RunStatus.EARLY_STOPPED
                 self.log(f"early stop: no val improvement for {cfg.patience} epochs")
@@ -382,9 +394,13 @@ class _Loop:
                        patience_left=self.early.patience_left)
         self.log(f"epoch {epoch}/{cfg.epochs}: loss {train_loss:.4f}, val recall@10 {value:.4f}"
                  f"{' (best)' if improved else ''}, {self.epoch_seconds:.1f}s")
+        if self.on_epoch is not None:
+            self.hook_reason = self.on_epoch(epoch, val) or None
 
     def _test(self, status: RunStatus) -> Any:
         """Test once, with the best epoch's weights (both protocols, and val again for the record)."""
+        if not self.evaluate_test:          # validation only (tuning): the epochs' results stand
+            return self._finish(status)
         best = load_checkpoint(self.prep.run.best, map_location=self.device)
         self.tr.model.load_state_dict(best["model"])
         self.tr.model.eval()

@@ -20,7 +20,7 @@ app loses nothing.
 
 ## Keys everywhere
 
-- `F1` or `?` help, `F2` Datasets, `F3` Jobs, `F4` Train, `F5` Runs, `F6` Recommend
+- `F1` or `?` help, `F2` Datasets, `F3` Jobs, `F4` Train, `F5` Runs, `F6` Recommend, `F7` Tune
 - `ctrl+p` command palette: every action by name
 - `ctrl+q` quit (asks what to do with running jobs)
 - `tab` / `shift+tab` move between fields; arrows move in tables and lists; `escape` closes a dialog
@@ -73,11 +73,20 @@ items (ctrl+f searches the list, enter adds). The top-10 updates as you type: ra
 train popularity, and whether the item is already in the session ("in"). Unknown ids are listed
 and ignored. ctrl+l clears the session, ctrl+e jumps back to the ids.
 
+## Tune (F7)
+
+Hyperparameter studies (Optuna) of the workspace: pick one to see its trials (state, validation
+value, parameters, run id), the best configuration as the `sessrec train` command that trains it
+again, and the metric per trial with the best so far. The form starts a study as a job (ctrl+s;
+the same study name continues it up to the number of trials), ctrl+t stops it. Each trial is a
+run on the Runs screen; the test split is never read.
+
 ## Files
 
 - datasets: `{root}/datasets/NAME/` (manifest.json, one folder per stage)
 - runs: `{root}/runs/RUN-ID/` (config.json, events.jsonl, best.pt, last.pt)
 - job logs: `{root}/logs/JOB-ID.log` (stderr of the job), `JOB-ID.json` (the job record)
+- studies: `{root}/tuning/studies.db` (SQLite, `sessrec tune --show`)
 
 The same work without the app: `sessrec --workspace {root} demo`, `sessrec data status`,
 `sessrec train --dataset demo --model graph_transformer`, `sessrec runs`,

@@ -74,6 +74,7 @@ class Series:
     ys: Sequence[float | None]
     color: str | None = None
     marker: str | None = None
+    scatter: bool = False          # points only (values of separate trials, not a curve)
 
 
 @dataclass
@@ -151,7 +152,8 @@ class Chart(PlotextPlot):
                 xlo, xhi = min(xlo, *xs), max(xhi, *xs)
                 whole = whole and all(float(x).is_integer() for x in s.xs)
                 kw = {"label": s.label} if len(d.series) > 1 or s.label else {}
-                plt.plot(xs, ys, color=s.color or COLORS[i % len(COLORS)], marker=s.marker or "braille", **kw)
+                draw = plt.scatter if s.scatter else plt.plot
+                draw(xs, ys, color=s.color or COLORS[i % len(COLORS)], marker=s.marker or "braille", **kw)
             for x in d.vlines:
                 plt.vline(x, "gray")
             if d.xlog:

@@ -1,0 +1,189 @@
+"""`sessrec tune`: studies on the tiny demo (baseline and GNN), resume, pruning, the test split left
+alone, search-space bounds, and the errors."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import optuna
+import pytest
+
+from engine.cli import build_parser, main as cli
+from engine.config import TrainConfig
+from engine.models.registry import SPECS, get_spec
+from engine.runs import RunStore
+from engine.schema import RunStatus
+from engine.tune import spaces
+from engine.tune import study as S
+from engine.tune.objective import Objective, PruneHook
+from engine.tune.study import TuneSetup
+from tests.conftest import small_cfg
+
+GNN_FLAGS = ["--epochs", "1", "--hidden", "16", "--layers", "1", "--batch-size", "256", "--warmup-steps", "2",
+             "--device", "cpu"]
+
+
+def tune(ws, capsys, *args: str) -> tuple[int, dict]:
+    rc = cli(["--workspace", str(ws.root), "--events", "jsonl", "tune", "--dataset", "demo-tiny", *args])
+    lines = [json.loads(ln) for ln in capsys.readouterr().out.splitlines() if ln.startswith("{")]
+    result = next((ln for ln in lines if ln.get("type") == "result"), {})
+    return rc, {"result": result.get("study"), "trials": [ln for ln in lines if ln.get("type") == "trial"],
+                "errors": [ln["error"] for ln in lines if ln.get("type") == "error"]}
+
+
+def test_itemknn_study_reports_the_best_resumes_and_never_reads_test(tiny_demo_ws, capsys, monkeypatch):
+    import engine.train.loop as loop
+    splits = []
+    real = loop.evaluate_split
+
+    def spy(model, data, split, *a, **kw):
+        splits.append(str(split))
+        return real(model, data, split, *a, **kw)
+    monkeypatch.setattr(loop, "evaluate_split", spy)
+    ws = tiny_demo_ws
+    rc, out = tune(ws, capsys, "--model", "itemknn", "--trials", "3", "--metric", "recall@10")
+    assert rc == 0, out["errors"]
+    assert ws.studies_db.exists()
+    rep = out["result"]
+    assert rep["study"] == "demo-tiny-itemknn-recall@10"
+    assert [t["number"] for t in out["trials"]] == [0, 1, 2]          # one live line per trial
+    values = {t["number"]: t["value"] for t in rep["trials"]}
+    assert all(t["state"] == "complete" for t in rep["trials"])
+    best = rep["best"]
+    assert best["value"] == max(values.values()) and values[best["number"]] == best["value"]
+    assert [t["value"] for t in rep["top"]] == sorted(values.values(), reverse=True)
+    # the trials are ordinary runs: validation only, the trial's value is the run's val metric
+    assert set(splits) == {"val"}
+    store = RunStore(ws)
+    for t in rep["trials"]:
+        st = store.get(t["run_id"])
+        assert st.status == RunStatus.COMPLETED and st.test == {}
+        assert st.best_val["recall@10"] == pytest.approx(t["value"])
+    # the printed command trains exactly the best configuration
+    argv = best["command"].split()[1:]
+    args = build_parser().parse_args(argv)
+    from engine.cli.train_cmds import train_config_from_args
+    cfg = train_config_from_args(args)
+    saved = TrainConfig.from_dict(json.loads(ws.run(best["run_id"]).config.read_text())["train"])
+    assert replace(cfg, model_params=get_spec("itemknn").resolve(cfg.model_params).to_dict()) == saved
+
+    # the same command with --trials 5 adds two trials; the first three are unchanged
+    rc, out = tune(ws, capsys, "--model", "itemknn", "--trials", "5", "--metric", "recall@10")
+    assert rc == 0
+    assert [t["number"] for t in out["trials"]] == [3, 4]
+    assert {t["number"]: t["value"] for t in out["result"]["trials"][:3]} == values
+    rc, out = tune(ws, capsys, "--model", "itemknn", "--trials", "5", "--metric", "recall@10")
+    assert rc == 0 and out["trials"] == [] and len(out["result"]["trials"]) == 5
+
+    # --show prints it without running; the list names it with its count
+    assert cli(["--workspace", str(ws.root), "tune", "--show", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)["studies"]
+    assert [(s["study"], s["finished"], s["best"]) for s in listed] == [
+        ("demo-tiny-itemknn-recall@10", 5, max(t["value"] for t in out["result"]["trials"]))]
+
+
+def test_gnn_study_reports_each_epoch(tiny_demo_ws, capsys):
+    rc, out = tune(tiny_demo_ws, capsys, "--model", "graph_transformer", "--trials", "2", "--study", "gnn",
+                   *GNN_FLAGS)
+    assert rc == 0, out["errors"]
+    trials = out["result"]["trials"]
+    assert [t["state"] for t in trials] == ["complete", "complete"]
+    for t in trials:
+        # one epoch: the value reported after it is the best epoch's, the trial's value
+        assert t["intermediate"] == {"1": t["value"]}          # (JSON keys)
+        assert set(t["params"]) == {"dropout", "scale", "readout", "lr", "weight_decay", "heads"}
+    study = S.load(tiny_demo_ws, "gnn")
+    setup = S.setup_of(study)
+    assert setup.params == {"hidden": 16, "layers": 1} and setup.train["epochs"] == 1
+
+
+class FakeTrial:
+    def __init__(self, prune_at: int) -> None:
+        self.reported: list[tuple[float, int]] = []
+        self.prune_at = prune_at
+
+    def report(self, value: float, step: int) -> None:
+        self.reported.append((value, step))
+
+    def should_prune(self) -> bool:
+        return len(self.reported) >= self.prune_at
+
+
+def test_prune_hook_reports_the_metric_and_stops_when_told():
+    trial = FakeTrial(prune_at=2)
+    hook = PruneHook(trial, "mrr@20")
+    assert hook(1, {"metrics": {"mrr@20": 0.25, "recall@10": 0.5}}) is None
+    assert hook(2, {"metrics": {"mrr@20": 0.125}}) == "pruned"
+    assert trial.reported == [(0.25, 1), (0.125, 2)] and hook.pruned_at == 2
+
+
+def test_a_run_stopped_by_the_epoch_hook_is_recorded_as_pruned(tiny_demo_ws):
+    from engine.train.loop import fit
+    seen = []
+    final = fit(small_cfg(epochs=3, model_params={"hidden": 16, "heads": 2, "layers": 1}), tiny_demo_ws,
+                on_epoch=lambda e, val: seen.append(e) or "pruned", evaluate_test=False)
+    assert seen == [1]
+    assert final["status"] == "stopped" and final["reason"] == "pruned" and final["epochs_run"] == 1
+    st = RunStore(tiny_demo_ws).get(final["run_id"])
+    assert (st.status, st.reason, st.test) == (RunStatus.STOPPED, "pruned", {})
+
+
+def test_an_interrupted_trial_is_failed_and_a_dead_ones_running_trial_too(tiny_demo_ws):
+    from engine.train.loop import StopFlag
+    ws = tiny_demo_ws
+    setup = TuneSetup("demo-tiny", "itemknn", "mrr@20", "prefixes")
+    stop = StopFlag()
+    stop.request("SIGINT")
+    study = S.open_for_trials(ws, "interrupted", setup)
+    with pytest.raises(KeyboardInterrupt):
+        study.optimize(Objective(ws, setup, spaces.space_for("itemknn"), stop), n_trials=3)
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.FAIL]
+    # a process killed mid-trial leaves it RUNNING: the next one to open the study fails it
+    study.ask()
+    assert study.trials[-1].state == optuna.trial.TrialState.RUNNING
+    study = S.open_for_trials(ws, "interrupted", setup)
+    assert study.trials[-1].state == optuna.trial.TrialState.FAIL
+    assert study.trials[-1].user_attrs["error"] == "its process ended while it ran"
+
+
+# ---- spaces ----------------------------------------------------------------------------------------
+def test_every_space_field_exists_and_lies_within_its_bounds():
+    checked = [m for m in spaces.SPACES if m in SPECS]       # sr / stan / vstan once registered
+    assert {"graph_transformer", "itemknn", "sknn"} <= set(checked)
+    for model in checked:
+        assert spaces.check_space(model) == [], model
+        for name in spaces.SPACES[model]:
+            assert spaces.owner(model, name) is not None, (model, name)
+
+
+def test_a_range_outside_the_field_bounds_is_reported(monkeypatch):
+    monkeypatch.setitem(spaces.SPACES, "itemknn", {"decay": spaces.FloatRange(0.0, 2.0),
+                                                    "nope": spaces.IntRange(1, 2)})
+    problems = spaces.check_space("itemknn")
+    assert any("decay: must be >= 0 and <= 1 (got 2)" in p for p in problems)
+    assert any("'nope' is no field of ItemKNNConfig" in p for p in problems)
+
+
+def test_fixed_fields_leave_the_space():
+    assert set(spaces.space_for("graph_transformer", ["hidden", "lr"])) == {
+        "layers", "dropout", "scale", "readout", "weight_decay", "batch_size", "heads"}
+    assert spaces.space_for("pop") == {}
+
+
+# ---- errors --------------------------------------------------------------------------------------
+def test_bad_metric_unknown_model_and_changed_settings_are_errors(tiny_demo_ws, capsys):
+    ws = tiny_demo_ws
+    rc, out = tune(ws, capsys, "--model", "itemknn", "--trials", "1", "--metric", "hit@5")
+    assert rc == 2 and "--metric 'hit@5': expected one of recall@10, ndcg@10, mrr@10, recall@20" in out["errors"][0]
+    assert cli(["--workspace", str(ws.root), "tune", "--model", "nosuch", "--trials", "1"]) == 2
+    assert "unknown model 'nosuch'" in capsys.readouterr().err
+    rc, out = tune(ws, capsys, "--model", "itemknn", "--trials", "0")
+    assert rc == 2 and "--trials N (N >= 1)" in out["errors"][0]
+    rc, out = tune(ws, capsys, "--model", "itemknn", "--trials", "1", "--study", "s2", "--neighbors", "10")
+    assert rc == 0
+    rc, out = tune(ws, capsys, "--model", "itemknn", "--trials", "2", "--study", "s2", "--neighbors", "20")
+    assert rc == 2 and "study 's2' was started with other settings (params: {'neighbors': 10} -> " \
+                       "{'neighbors': 20})" in out["errors"][0]
+    assert cli(["--workspace", str(ws.root), "tune", "--show", "--study", "nope"]) == 2
+    assert "no study 'nope'" in capsys.readouterr().err
