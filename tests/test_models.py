@@ -270,3 +270,29 @@ def test_sparse_repeat_logits_match_a_dense_reference_with_gradients():
     g_dense = grads(dense)
     assert torch.allclose(sparse, dense, atol=1e-6)
     assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(g_sparse, g_dense))
+
+
+def test_reversed_position_embeddings_enter_the_attention_weights_only():
+    from engine.models.readout import MAX_POSITIONS, Readout
+    torch.manual_seed(0)
+    d = 4
+    plain, pos = Readout("attention", d), Readout("attention", d, positions=True)
+    pos.load_state_dict(plain.state_dict(), strict=False)       # same weights, plus positions
+    assert pos.pos.weight.shape == (MAX_POSITIONS, d)
+    h = torch.randn(3, d)
+    alias = torch.tensor([[0, 1, 2], [2, 0, 0]])
+    mask = torch.tensor([[True, True, True], [True, False, False]])
+    h_last = h[[2, 2]]
+    with torch.no_grad():
+        pos.pos.weight.zero_()                                   # zero positions: the plain readout
+        assert torch.allclose(pos(h, alias, mask, h_last), plain(h, alias, mask, h_last))
+        # reversed: a row's last position reads embedding 0, so a one-item prefix only ever sees it
+        pos.pos.weight[1:].normal_()
+        one = pos(h[:, :], alias[1:], mask[1:], h_last[1:])
+        assert torch.allclose(one, plain(h, alias[1:], mask[1:], h_last[1:]))
+        # with positions the same node set in another order gives another session vector
+        rev_alias = torch.tensor([[2, 1, 0]])
+        a = pos(h, alias[:1], mask[:1], h[[2]])
+        b = pos(h, rev_alias, mask[:1], h[[2]])
+        assert not torch.allclose(a, b)
+        assert torch.allclose(plain(h, alias[:1], mask[:1], h[[2]]), plain(h, rev_alias, mask[:1], h[[2]]))
