@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from engine.metrics import per_example_metrics
-from engine.stats import bootstrap_ci, paired_test, resample_counts
+from engine.stats import bootstrap_ci, paired_test, resample_counts, sign_test
 
 INF = math.inf
 
@@ -76,6 +76,14 @@ def test_three_sessions_by_hand():
     # one win and one loss: no difference, every relabelling is as extreme
     t = paired_test({"r": np.array([1.0, 0.0])}, {"r": np.array([0.0, 1.0])}, session=np.arange(2))["r"]
     assert (t.diff, t.p_value, t.p_sign, t.a_better, t.b_better) == (0.0, 1.0, 1.0, 1, 1)
+
+
+def test_sign_test_by_hand():
+    assert sign_test(1, 3) == pytest.approx(2 * 5 / 16)       # P(X <= 1) = (1 + 4) / 16, both tails
+    assert sign_test(3, 1) == sign_test(1, 3)
+    assert sign_test(2, 2) == 1.0 and sign_test(0, 0) == 1.0
+    assert sign_test(0, 20) == pytest.approx(2 * 0.5 ** 20)
+    assert sign_test(5000, 5000) == 1.0 and 0 < sign_test(4800, 5200) < 1e-4   # large n: no overflow
 
 
 def test_mismatched_inputs_are_refused():
