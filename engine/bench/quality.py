@@ -446,4 +446,6 @@ def render(result: dict[str, Any]):
             if any(r["kind"] == "published" for r in rs):
                 notes.append(PUBLISHED_CAVEAT)
             parts += [Text(n, style="dim") for n in notes if n]
-    return Group(*parts, Text(f"json: {result['json_path']}"))
+    if result.get("json_path"):          # absent when a saved result is rendered again
+        parts.append(Text(f"json: {result['json_path']}"))
+    return Group(*parts)
