@@ -260,8 +260,9 @@ class DataConfig(Config):
 
     @property
     def has_session_ids(self) -> bool:
-        """Formats whose rows already carry a session id (sessionize keeps them)."""
-        return self.format in (DataFormat.RSC15, DataFormat.DIGINETICA)
+        """Formats whose rows already carry a session id (sessionize keeps them); srgnn's sessions are
+        given as lists, so they have ids too."""
+        return self.format in (DataFormat.RSC15, DataFormat.DIGINETICA, DataFormat.SRGNN)
 
 
 # ---- training ----------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ class DataFormat(StrEnum):
     RETAILROCKET = "retailrocket"
     RSC15 = "rsc15"
     DIGINETICA = "diginetica"
+    SRGNN = "srgnn"          # a folder with SR-GNN's all_train_seq.txt and test.txt pickles
 
 
 class SplitMode(StrEnum):

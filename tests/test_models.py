@@ -194,24 +194,33 @@ def test_specs_build_their_config_with_the_cpu_preset():
     assert not hasattr(SPECS["graphsage"].resolve(), "heads")   # SAGE has no attention heads
 
 
-def test_repeat_scorer_dense_and_candidate_forms_agree_with_hand_values():
+def test_repeat_scorer_sparse_and_candidate_forms_agree_with_hand_values():
     data = tiny_data()
     model = build("graph_transformer", data).eval()
     builder, _ = batches(model, data)
     batch = builder.from_prefixes([[3, 5, 3], [7]])
     with torch.no_grad():
         reps = model(batch)
-        dense = model.repeat_logits(batch, reps)                       # [2, V+1]
+        V1 = data.n_items + 1
+        dense = model.add_repeat_logits(batch, reps, torch.zeros(2, V1))     # [2, V+1]
+        # the [B, V] layout of the training loss (column c = item c + 1) adds the same values
+        shifted = model.add_repeat_logits(batch, reps, torch.zeros(2, V1 - 1), first_item=1)
         cand = torch.tensor([3, 5, 7, 9])
         shared = model.repeat_logits(batch, reps, cand)                # [2, 4]
         per_row = model.repeat_logits(batch, reps, cand.expand(2, 4))  # [2, 4]
         gate = torch.nn.functional.softplus(model.repeat_gate(reps / model.scale))
     assert torch.allclose(dense[:, cand], shared) and torch.allclose(shared, per_row)
+    assert torch.allclose(shifted, dense[:, 1:])
+    # only session items get a repeat logit
+    others = torch.ones(V1, dtype=torch.bool)
+    others[[3, 5, 7]] = False
+    assert dense[:, others].abs().max() == 0
     # recency weights start at exp(0) = 1: item 3 sits at 2 positions, 5 at 1, 9 nowhere
     expect = torch.tensor([[np.log(3), np.log(2), 0.0, 0.0], [0.0, 0.0, np.log(2), 0.0]], dtype=torch.float32) * gate
     assert torch.allclose(shared, expect, atol=1e-6)
     off = build("graph_transformer", data, repeat=False)
-    assert off.repeat_logits(batch, reps) is None
+    assert off.repeat_logits(batch, reps, cand) is None
+    assert torch.equal(off.add_repeat_logits(batch, reps, torch.zeros(2, V1)), torch.zeros(2, V1))
     assert not any(n.startswith("recency_w") or n.startswith("repeat_gate") for n, _ in off.named_parameters())
 
 
@@ -235,3 +244,29 @@ def test_cached_item_table_follows_training_and_loading():
         assert torch.equal(other.item_table(), after)
         model.load_state_dict(build("graph_transformer", tiny_data()).state_dict())
         assert torch.equal(model.item_table(), model.item_vectors(None))
+
+
+def test_sparse_repeat_logits_match_a_dense_reference_with_gradients():
+    data = tiny_data()
+    model = build("graph_transformer", data).train()
+    with torch.no_grad():
+        model.recency_w.copy_(torch.linspace(-1, 1, model.recency_w.numel()))
+    builder, _ = batches(model, data)
+    batch = builder.from_prefixes([[3, 5, 3, 3], [7], [2, 2, 9]])
+    reps = torch.randn(3, model.hidden, requires_grad=True)
+    V1 = data.n_items + 1
+    probe = torch.randn(3, V1)
+
+    def grads(out):
+        model.zero_grad()
+        reps.grad = None
+        (out * probe).sum().backward()
+        return model.recency_w.grad.clone(), reps.grad.clone()
+
+    sparse = model.add_repeat_logits(batch, reps, torch.zeros(3, V1))
+    g_sparse = grads(sparse)
+    w, gate = model._repeat_parts(batch, reps)
+    dense = gate * torch.log1p(torch.zeros(3, V1).scatter_add(1, batch.items, w))
+    g_dense = grads(dense)
+    assert torch.allclose(sparse, dense, atol=1e-6)
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(g_sparse, g_dense))

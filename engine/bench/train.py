@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from engine.alloc import reuse_freed_memory
 from engine.bench.measure import machine, save_result
 from engine.config import TrainConfig
 from engine.data.artifacts import load_dataset
@@ -38,6 +39,7 @@ def _sync(device: torch.device) -> None:
 def time_training(cfg: TrainConfig, data, device: torch.device, steps: int, warmup: int = 3,
                   full_epoch: bool = False) -> dict[str, Any]:
     seed_everything(cfg.seed)
+    reuse_freed_memory()                          # as `fit` does
     tr = build_trainer(cfg, data, device)
     n = len(tr.examples)
     perm = torch.randperm(n, device=device)

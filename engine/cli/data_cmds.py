@@ -15,7 +15,8 @@ from rich.markup import escape
 from engine.cli.output import Output, fmt, table
 from engine.cli.flags import add_config_flags, config_names, given
 from engine.config import DataConfig, to_dict
-from engine.data.format_specs import require_regular_file, spec_file_text
+from engine.data.format_specs import (SRGNN_DATA_DEFAULTS, require_regular_file, require_source,
+                                      source_is_folder, spec_file_text)
 from engine.data.manifest import Dataset
 from engine.data.pipeline import STAGE_NAMES, build
 from engine.data.report import DatasetReport, dataset_report, dataset_reports
@@ -51,8 +52,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     data = sub.add_parser("data", help="datasets: import, build, status, fetch, delete")
     dsub = data.add_subparsers(dest="data_cmd", required=True, metavar="COMMAND")
 
-    p = dsub.add_parser("import", help="register a raw log file as a dataset and build it")
-    p.add_argument("path", type=Path)
+    p = dsub.add_parser("import", help="register a raw log file (an srgnn folder) as a dataset and build it")
+    p.add_argument("path", type=Path, help="the raw log file; for --format srgnn the folder holding "
+                   "all_train_seq.txt[.gz] and test.txt[.gz], with defaults that keep the published "
+                   "data: " + " ".join(f"--{k.replace('_', '-')} {v}"
+                                       for k, v in SRGNN_DATA_DEFAULTS.items()))
     p.add_argument("--format", required=True, choices=list(DataFormat))
     p.add_argument("--name", required=True)
     p.add_argument("--test-file", type=Path, help="predefined test period (published split)")
@@ -136,22 +140,34 @@ def cmd_demo(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
 
 
 def cmd_import(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
-    # refuse a directory, FIFO or device before anything is registered (a FIFO would hang the build)
-    what = spec_file_text(args.format)
-    require_regular_file(args.path, what)
+    # refuse a directory, FIFO or device (a folder without its files, for srgnn) before anything is
+    # registered (a FIFO would hang the build)
+    require_source(args.path, args.format)
     path = args.path.expanduser().resolve()
     test = args.test_file.expanduser().resolve() if args.test_file else None
-    if test is not None:
-        require_regular_file(args.test_file, f"{what} (test period)")
-    base = DataConfig(format=args.format, split_mode=SplitMode.TEST_FILE if test else SplitMode.RATIO)
+    folder = source_is_folder(args.format)
+    if folder:
+        if test is not None:
+            raise InputError(f"--test-file: format {args.format} takes no test file; the folder "
+                             f"{path} holds its own test.txt")
+        base = DataConfig(format=args.format, **SRGNN_DATA_DEFAULTS)
+    else:
+        if test is not None:
+            require_regular_file(args.test_file, f"{spec_file_text(args.format)} (test period)")
+        base = DataConfig(format=args.format, split_mode=SplitMode.TEST_FILE if test else SplitMode.RATIO)
     cfg = config_from_args(base, args)
+    has_test = test is not None or folder
     if test is not None and cfg.split_mode != SplitMode.TEST_FILE:
         raise InputError("--test-file needs --split-mode test_file (the default when a test file is given)")
-    if test is None and cfg.split_mode == SplitMode.TEST_FILE:
+    if not has_test and cfg.split_mode == SplitMode.TEST_FILE:
         raise InputError("--split-mode test_file needs --test-file PATH")
+    if folder and cfg.split_mode != SplitMode.TEST_FILE:
+        out.log(f"note: --split-mode {cfg.split_mode} splits the training sessions; the published "
+                f"test sessions of {path} are not used")
     with _removed_on_failure(ws, args.name):
         ds = Dataset.create(ws, args.name, path, cfg, test_path=test)
-        out.log(f"dataset {args.name}: source {path}" + (f", test file {test}" if test else ""))
+        out.log(f"dataset {args.name}: source {'folder ' if folder else ''}{path}"
+                + (f", test file {test}" if test else ""))
         if not args.no_build:
             _build(ds, out)
     return 0
@@ -196,7 +212,8 @@ def show_dataset(rep: DatasetReport, out: Output) -> None:
     out.result({"dataset": rep.name, "stages": {s.name: {"state": s.state, "seconds": s.seconds,
                                                           "error": s.error} for s in rep.stages},
                 "summary": rep.summary, "bad_rows": rep.bad_rows},
-               table(f"dataset {escape(rep.name)} ({rep.format}: {escape(rep.source)})",
+               table(f"dataset {escape(rep.name)} ({rep.format}"
+                     f"{' folder' if rep.source_kind == 'folder' else ''}: {escape(rep.source)})",
                      ["stage", "state", "time", "stats"], rows))
     if out.mode == "rich":
         for line in rep.bad_rows:   # unwrapped: line numbers must not be split

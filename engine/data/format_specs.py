@@ -8,8 +8,10 @@ import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from engine.errors import InputError
+from engine.schema import DataFormat
 
 # Reasons a row is skipped. A row is counted once, under the first reason that applies in this order.
 REASONS: tuple[str, ...] = ("missing_field", "non_numeric_id", "bad_timestamp", "unknown_event")
@@ -97,5 +99,70 @@ def require_regular_file(path: str | Path, what: str) -> None:
 
 def spec_file_text(fmt: str) -> str:
     """What a file of format `fmt` is, for messages ("a RetailRocket events.csv file with header ...")."""
+    if fmt == DataFormat.SRGNN:
+        return SRGNN_FOLDER_TEXT
     spec = FORMAT_SPECS.get(fmt)
     return f"a {spec.title} file with header {spec.header_text()!r}" if spec else "a click log"
+
+
+# ---- SR-GNN folders: the source is a folder with two pickles (read by engine.data.srgnn) ----------
+# role -> file stem; each file may be plain (".txt") or gzip-compressed (".txt.gz")
+SRGNN_FILES: dict[str, str] = {"train": "all_train_seq", "test": "test"}
+SRGNN_FOLDER_TEXT = ("an SR-GNN folder holding all_train_seq.txt and test.txt (each plain or .gz), "
+                     "as SR-GNN's preprocess.py writes them")
+
+# Pipeline parameters (DataConfig fields) that keep the published data as it is. One place: defined
+# here so that the CLI reads them without numpy, re-exported by engine.data.srgnn; `sessrec data
+# import --format srgnn` applies them, user flags override. The files are already preprocessed: no
+# session is dropped (all have >= 2 items) or cut (the longest has 146 items, 74 in test), no item
+# is filtered, the test file is the test split, validation is the latest 10% of the training
+# sessions with no blackout gap (the synthetic times have no days to leave out).
+SRGNN_DATA_DEFAULTS: dict[str, Any] = {
+    "min_session_length": 2,
+    "max_session_length": 1000,
+    "min_item_support": 1,
+    "split_mode": "test_file",
+    "val_ratio": 0.1,
+    "blackout_days": 0.0,
+}
+
+
+def source_is_folder(fmt: str) -> bool:
+    """Whether a dataset of format `fmt` is imported from a folder (srgnn) rather than one file."""
+    return fmt == DataFormat.SRGNN
+
+
+def srgnn_files(folder: str | Path) -> dict[str, Path]:
+    """{"train": .../all_train_seq.txt[.gz], "test": .../test.txt[.gz]} of an SR-GNN folder.
+
+    InputError naming the folder when it is not a folder, a file is missing, both the plain and the
+    .gz name exist (which one is meant?), or a file is not a regular file (a FIFO would hang).
+    """
+    folder = Path(folder)
+    try:
+        mode = os.stat(folder).st_mode
+    except FileNotFoundError:
+        raise InputError(f"{folder}: folder not found; expected {SRGNN_FOLDER_TEXT}") from None
+    except OSError as e:
+        raise InputError(f"{folder}: cannot read it ({e.strerror or e}); expected "
+                         f"{SRGNN_FOLDER_TEXT}") from None
+    if not stat.S_ISDIR(mode):
+        raise InputError(f"{folder}: is not a folder; format srgnn expects {SRGNN_FOLDER_TEXT}")
+    out: dict[str, Path] = {}
+    for role, stem in SRGNN_FILES.items():
+        found = [folder / f"{stem}{ext}" for ext in (".txt", ".txt.gz") if (folder / f"{stem}{ext}").exists()]
+        if not found:
+            raise InputError(f"{folder}: has no {stem}.txt or {stem}.txt.gz; expected {SRGNN_FOLDER_TEXT}")
+        if len(found) > 1:
+            raise InputError(f"{folder}: has both {found[0].name} and {found[1].name}; keep one of them")
+        require_regular_file(found[0], f"SR-GNN's {stem}.txt pickle")
+        out[role] = found[0]
+    return out
+
+
+def require_source(path: str | Path, fmt: str) -> None:
+    """InputError unless `path` is what format `fmt` imports: a regular file, or an SR-GNN folder."""
+    if source_is_folder(fmt):
+        srgnn_files(path)
+    else:
+        require_regular_file(path, spec_file_text(fmt))

@@ -33,6 +33,7 @@ from engine.data.format_specs import (DELIMITER_NAMES, DATE, EVENT, FORMAT_SPECS
                                       REASONS, SECONDS, FormatSpec, require_regular_file, spec_file_text)
 from engine.data.sessions import EVENT_TYPES
 from engine.errors import InputError
+from engine.schema import DataFormat
 from engine.progress import ProgressFn, StageReporter
 
 MAX_FIRST_LINES = 5
@@ -118,6 +119,9 @@ class _Head:
 
 def _spec(fmt: str, path: Path) -> FormatSpec:
     spec = FORMAT_SPECS.get(fmt)
+    if spec is None and fmt == DataFormat.SRGNN:
+        raise InputError(f"{path}: format srgnn is a folder of pickles, not a log file; read it with "
+                         f"engine.data.srgnn.read_srgnn")
     if spec is None:
         raise InputError(f"{path}: unknown format {fmt!r}; valid formats: {', '.join(FORMAT_SPECS)}")
     return spec

@@ -24,7 +24,7 @@ from engine.atomic import atomic_dir, atomic_path, clean_temp, recover_dir
 from engine.config import DataConfig, stable_hash
 from engine.data.manifest import (BuildLock, Dataset, building_pid, file_fingerprint, output_problem,
                                   output_record)
-from engine.data.format_specs import require_regular_file, spec_file_text
+from engine.data.format_specs import require_regular_file, source_is_folder, spec_file_text, srgnn_files
 from engine.workspace import DatasetDir
 from engine.errors import SessrecError, StageError, StorageError
 from engine.progress import Progress, ProgressFn, null_progress
@@ -82,11 +82,16 @@ def _events_stats(table) -> dict:
 
 def run_ingest(ctx: StageContext) -> dict:
     from engine.data.formats import read_events
-    res = read_events(ctx.ds.source_file("path"), ctx.cfg.format, ctx.progress)
+    if source_is_folder(ctx.cfg.format):    # srgnn: one folder holds the train and the test file
+        from engine.data.srgnn import read_srgnn
+        res, tres = read_srgnn(ctx.ds.source_file("path"), ctx.progress)
+    else:
+        res = read_events(ctx.ds.source_file("path"), ctx.cfg.format, ctx.progress)
+        test_path = ctx.ds.source_file("test_path")
+        tres = read_events(test_path, ctx.cfg.format, ctx.progress) if test_path else None
     _write_table(res.table, ctx.out.events)
     stats = {"reader": res.stats, **_events_stats(res.table)}
-    if ctx.ds.source_file("test_path"):
-        tres = read_events(ctx.ds.source_file("test_path"), ctx.cfg.format, ctx.progress)
+    if tres is not None:
         _write_table(tres.table, ctx.out.test_events)
         stats["test_file"] = {"reader": tres.stats, **_events_stats(tres.table)}
     return stats
@@ -206,8 +211,18 @@ def stages_for(ds: Dataset) -> list[Stage]:
 
 
 def _source_fingerprints(ds: Dataset, cached: dict | None) -> dict:
+    """Content fingerprints of the raw files by role ("path", "test_path"; an srgnn folder's files as
+    "train" and "test"), reusing `cached` ones whose size and mtime are unchanged."""
     cached = cached or {}
     fps = {}
+    if source_is_folder(ds.config.format):
+        folder = ds.source_file("path")
+        if folder is None or not folder.exists():
+            raise StageError(f"source folder {folder} does not exist (dataset {ds.name!r}); "
+                             f"restore it or re-import the dataset")
+        for role, path in srgnn_files(folder).items():
+            fps[role] = file_fingerprint(path, cached.get(role))
+        return fps
     for role in ("path", "test_path"):
         path = ds.source_file(role)
         if path is not None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.data.format_specs import REASON_LABELS
+from engine.data.format_specs import REASON_LABELS, source_is_folder
 from engine.data.manifest import Dataset
 from engine.data.pipeline import StageStatus, status, summary_stats
 from engine.errors import SessrecError
@@ -36,12 +36,17 @@ class StageReport:
 class DatasetReport:
     name: str
     format: str = "?"
-    source: str = ""        # the source file's path ("" when unknown)
+    source: str = ""        # the source file's (an srgnn dataset: folder's) path ("" when unknown)
     is_demo: bool = False
     stages: list[StageReport] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
     bad_rows: list[str] = field(default_factory=list)   # `bad_rows_text` of the log and the test file
     error: str | None = None    # why the dataset could not be read; everything else is then empty
+
+    @property
+    def source_kind(self) -> str:
+        """"folder" for formats imported from a folder (srgnn), else "file"."""
+        return "folder" if source_is_folder(self.format) else "file"
 
     @property
     def built(self) -> bool:
@@ -65,7 +70,9 @@ def stage_note(s: StageStatus) -> str:
     notes = {
         "ingest": lambda: f"{st.get('events', 0):,} events, {st.get('items', 0):,} items"
                           + (f", {bad_row_count(st.get('reader', {}).get('bad_rows')):,} bad rows"
-                             if st.get("reader", {}).get("bad_rows") else ""),
+                             if st.get("reader", {}).get("bad_rows") else "")
+                          + (f"; test file {st['test_file'].get('events', 0):,} events"
+                             if isinstance(st.get("test_file"), dict) else ""),
         "sessionize": lambda: f"{st.get('sessions', 0):,} sessions, median length {st.get('length_median')}, "
                               f"repeat rate {st.get('repeat_rate')}",
         "split": lambda: " / ".join(f"{p} {st.get(p, {}).get('sessions', 0):,}" for p in Split)

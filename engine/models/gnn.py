@@ -165,29 +165,56 @@ class SessionGNN(nn.Module):
         self._table_cache = None
         return super().load_state_dict(*args, **kwargs)
 
-    def repeat_logits(self, batch: Batch, reps: torch.Tensor,
-                      items: torch.Tensor | None = None) -> torch.Tensor | None:
-        """Extra logits for items already in the session (None when `repeat` is off).
-
-        items None: dense [B, V+1]; items [C]: the same candidates for every row -> [B, C];
-        items [B, K]: per-row candidates -> [B, K].
-        """
-        if not self.repeat:
-            return None
+    def _repeat_parts(self, batch: Batch, reps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(recency weight of each prefix cell [B, L] (0 at padding), gate per row [B, 1])."""
         B, L = batch.items.shape
         pos = torch.arange(L, device=reps.device)
         recency = (batch.lengths[:, None] - 1 - pos[None, :]).clamp(0, REPEAT_BUCKETS - 1)   # [B, L]
         w = torch.exp(self.recency_w.float())[recency] * batch.mask                            # [B, L]
         # the gate sees the unit-norm session vector: the scaled one (x16) saturates it at init
         unit = reps.float() / self.scale if self.normalize else reps.float()
-        gate = F.softplus(self.repeat_gate(unit))                                              # [B, 1]
-        if items is None:
-            rep = torch.zeros(B, self.n_items + 1, device=reps.device).scatter_add_(1, batch.items, w)
-        elif items.dim() == 1:
-            rep = ((batch.items[:, :, None] == items[None, None, :]) * w[:, :, None]).sum(1)  # [B, C]
-        else:
-            rep = ((batch.items[:, :, None] == items[:, None, :]) * w[:, :, None]).sum(1)     # [B, K]
+        return w, F.softplus(self.repeat_gate(unit))                                           # [B, 1]
+
+    def repeat_logits(self, batch: Batch, reps: torch.Tensor, items: torch.Tensor) -> torch.Tensor | None:
+        """Extra logits of candidate `items` for the items already in the session (None when
+        `repeat` is off): items [C], the same candidates for every row -> [B, C]; items [B, K]:
+        per-row candidates -> [B, K]. The full catalogue goes through `add_repeat_logits`."""
+        if not self.repeat:
+            return None
+        w, gate = self._repeat_parts(batch, reps)
+        cand = items[None, None, :] if items.dim() == 1 else items[:, None, :]
+        rep = ((batch.items[:, :, None] == cand) * w[:, :, None]).sum(1)                      # [B, C|K]
         return gate * torch.log1p(rep)
+
+    def add_repeat_logits(self, batch: Batch, reps: torch.Tensor, logits: torch.Tensor,
+                          first_item: int = 0) -> torch.Tensor:
+        """`logits` [B, W] (column c = item c + first_item) plus gate * log1p(sum of the recency
+        weights of the positions holding each session item); in place, returned.
+
+        Only the B x L session cells are touched: a dense [B, V+1] repeat tensor cost more than the
+        whole scoring matmul on the CPU (six full-size passes forward and backward). Cells holding
+        the same item are grouped by sorting their keys (no host sync); each cell adds its group's
+        value divided by the group size, so the group adds its value once.
+        """
+        if not self.repeat:
+            return logits
+        w, gate = self._repeat_parts(batch, reps)
+        B, L = batch.items.shape
+        W = logits.shape[1]
+        col = (batch.items - first_item).clamp(min=0)                                          # [B, L]
+        key = (torch.arange(B, device=col.device)[:, None] * W + col).reshape(-1)            # [B*L]
+        key, order = torch.sort(key)
+        wv = w.reshape(-1)[order]
+        first = torch.ones_like(key, dtype=torch.bool)
+        first[1:] = key[1:] != key[:-1]
+        group = torch.cumsum(first.long(), 0) - 1
+        total = torch.zeros(key.shape[0], dtype=wv.dtype, device=wv.device).index_add_(0, group, wv)
+        size = torch.zeros_like(total).index_add_(0, group, torch.ones_like(wv))
+        row = torch.div(key, W, rounding_mode="floor")
+        val = gate.squeeze(1)[row] * torch.log1p(total[group]) / size[group]
+        # padding cells have weight 0: they add 0 to their row's first column. index_put_ on the 2-D
+        # tensor, not index_add_ on a flat view: autograd copies a view's whole base in backward
+        return logits.index_put_((row, key - row * W), val.to(logits.dtype), accumulate=True)
 
     def score(self, batch: Batch) -> torch.Tensor:
         """float32 [B, V+1] logits; column 0 (padding) = -inf.
@@ -197,10 +224,7 @@ class SessionGNN(nn.Module):
         """
         reps, table = self(batch), self.item_table()
         with torch.autocast(reps.device.type, enabled=False):
-            logits = reps.float() @ table.float().T
-            extra = self.repeat_logits(batch, reps)
-            if extra is not None:
-                logits = logits + extra
+            logits = self.add_repeat_logits(batch, reps, reps.float() @ table.float().T)
             return mask_padding(logits)
 
 

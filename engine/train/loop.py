@@ -27,6 +27,7 @@ from engine.locks import RunLock
 from engine.runs.events import RunFailed
 from engine.runs.store import new_run_id
 from engine.schema import ErrorKind, ModelKind, Protocol, RunStatus, Split
+from engine.alloc import reuse_freed_memory
 from engine.threads import process_budget
 from engine.train.checkpoint import load_checkpoint, rng_state, set_rng_state, versions
 from engine.train.early_stopping import EarlyStopping
@@ -95,6 +96,7 @@ def fit(cfg: TrainConfig | None, ws: Workspace, run_id: str | None = None, resum
     try:
         try:
             rec = RunRecorder(prep.run)
+            reuse_freed_memory()                  # per-step [batch, catalogue] tensors: no page faults
             if prep.cfg.num_threads:             # the user's choice overrides the app's share
                 torch.set_num_threads(prep.cfg.num_threads)
             else:

@@ -102,10 +102,9 @@ def compute_loss(model, batch, loss: str = "ce", negatives: int = 256,
     extra = getattr(model, "repeat_logits", None)      # repeat-aware models add session-item logits
     if loss == "ce":
         reps = model(batch)
-        logits = reps @ model.item_table()[1:].T                            # [B, V] (no padding)
-        rep = extra(batch, reps) if extra else None
-        if rep is not None:
-            logits = logits.float() + rep[:, 1:]
+        logits = (reps @ model.item_table()[1:].T).float()                  # [B, V] (no padding)
+        if hasattr(model, "add_repeat_logits"):
+            logits = model.add_repeat_logits(batch, reps, logits, first_item=1)
         return full_softmax_ce(logits, targets, padded=False)
     V, B = model.n_items, targets.shape[0]
     if loss == "sampled":

@@ -272,7 +272,8 @@ class DatasetsScreen(BaseScreen):
         busy = info.name in self.controller.busy_datasets()
         head = Text()
         head.append(info.name, style="bold")
-        head.append(f"  {info.format}  {short_path(info.source, self.controller.ws.root)}", style="dim")
+        kind = " folder" if info.source_kind == "folder" else ""
+        head.append(f"  {info.format}{kind}  {short_path(info.source, self.controller.ws.root)}", style="dim")
         if busy:
             head.append("  (a job is working on it: F3)", style="cyan")
         if info.error:
@@ -395,7 +396,7 @@ class DatasetsScreen(BaseScreen):
             return
         from tui.screens.modals import ConfirmScreen
         info = self.infos.get(name)
-        src = f"\nIts source file stays: {info.source}" if info and not info.is_demo else ""
+        src = f"\nIts source {info.source_kind} stays: {info.source}" if info and not info.is_demo else ""
 
         def done(yes: bool | None) -> None:
             if yes:

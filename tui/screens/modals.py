@@ -20,6 +20,8 @@ from textual.widgets import Button, Input, Label, OptionList, Select, Static
 from textual.widgets.option_list import Option
 
 from engine.data.demo import DEMO_SIZES as GENERATOR_SIZES
+from engine.data.format_specs import source_is_folder, srgnn_files
+from engine.errors import InputError
 from engine.schema import DataFormat, values
 from engine.workspace import RunDir
 
@@ -123,10 +125,17 @@ def check_import(path: str, fmt: Any, name: str, test: str, existing: list[str])
     p = Path(path.strip()).expanduser()
     if not p.exists():
         return None, f"path: {p} does not exist"
-    if not p.is_file():
-        return None, f"path: {p} is not a file"
     if fmt not in FORMATS:
         return None, f"format: choose one of {', '.join(FORMATS)}"
+    if source_is_folder(fmt):   # srgnn: a folder with its own test file
+        try:
+            srgnn_files(p)
+        except InputError as e:
+            return None, f"path: {e}"
+        if test.strip():
+            return None, f"test file: format {fmt} takes none (its folder holds test.txt); clear it"
+    elif not p.is_file():
+        return None, f"path: {p} is not a file" + (" (only format srgnn takes a folder)" if p.is_dir() else "")
     name = name.strip()
     if not name:
         return None, "name: give the dataset a name"
