@@ -30,6 +30,7 @@ from engine.data.sessions import Sessions
 from engine.metrics import DEFAULT_KS, metrics_from_ranks
 from engine.models.base import mask_padding
 from engine.progress import ProgressFn, StageReporter
+from engine.ranks import ExampleRanks
 from engine.train.batches import BatchBuilder
 from engine.schema import Protocol, values
 
@@ -67,8 +68,11 @@ def _select(examples: np.ndarray, max_examples: int | None) -> np.ndarray:
 @torch.no_grad()
 def evaluate(scorer, builder: BatchBuilder, sessions: Sessions, protocol: str = "last", ks=DEFAULT_KS,
              batch_size: int = 1024, popularity: np.ndarray | None = None,
-             progress: ProgressFn | None = None, max_examples: int | None = None) -> dict:
-    """Evaluate `scorer` on `sessions` (the split `builder`'s store was made from). JSON-able result.
+             progress: ProgressFn | None = None, max_examples: int | None = None,
+             return_ranks: bool = False) -> dict | tuple[dict, ExampleRanks]:
+    """Evaluate `scorer` on `sessions` (the split `builder`'s store was made from). JSON-able result;
+    with `return_ranks`, also the per-example ranks and session indices (for confidence intervals
+    and paired tests, `engine.stats`) as `(result, ExampleRanks)`.
 
     `popularity`: train counts per item (ItemIndex.train_counts, length V, or V+1) for
     `popularity@10` (mean train count of the items in all top-10 lists) and `popularity_ratio@10`
@@ -133,7 +137,7 @@ def evaluate(scorer, builder: BatchBuilder, sessions: Sessions, protocol: str = 
             pop_ratio = pop_at / float(target_pop)
 
     seconds = time.perf_counter() - t0
-    return {
+    result = {
         "protocol": protocol,
         "n": n,
         "unseen_targets": int((~known).sum()),
@@ -150,3 +154,7 @@ def evaluate(scorer, builder: BatchBuilder, sessions: Sessions, protocol: str = 
         "seconds": round(seconds, 4),
         "examples_per_s": round(n / seconds, 1) if seconds > 0 else None,
     }
+    if not return_ranks:
+        return result
+    return result, ExampleRanks(rank_h.astype(np.float64), examples[:, 0].astype(np.int64),
+                                examples[:, 1].astype(np.int64))

@@ -16,24 +16,28 @@ DEFAULT_KS = (10, 20)          # the cutoffs every evaluation reports
 KINDS = ("recall", "ndcg", "mrr")
 
 
+
 def metric_names(ks: Iterable[int] = DEFAULT_KS) -> list[str]:
     """The keys of `metrics_from_ranks(ranks, ks)`, in its order (e.g. `mrr@20`)."""
     return [f"{kind}@{k}" for k in ks for kind in KINDS]
 
 
-def metrics_from_ranks(ranks: np.ndarray, ks: Iterable[int] = DEFAULT_KS) -> dict[str, float | None]:
-    """Recall@K, NDCG@K and MRR@K averaged over `ranks` (float, inf = miss). Keys in order
-    recall@K, ndcg@K, mrr@K per K; values are None when `ranks` is empty."""
+def per_example_metrics(ranks: np.ndarray, ks: Iterable[int] = DEFAULT_KS) -> dict[str, np.ndarray]:
+    """Recall@K, NDCG@K and MRR@K of every example (float64 arrays shaped like `ranks`), keys in
+    order recall@K, ndcg@K, mrr@K per K. Their means are `metrics_from_ranks`; the bootstrap
+    (`engine.stats`) resamples them."""
     ranks = np.asarray(ranks, dtype=np.float64)
-    out: dict[str, float | None] = {}
+    out: dict[str, np.ndarray] = {}
     for k in ks:
         hit = ranks <= k
         r = np.where(hit, ranks, 1.0)  # misses: avoid log2(inf) and 1/inf, zeroed below anyway
-        values = {
-            f"recall@{k}": hit.astype(np.float64),
-            f"ndcg@{k}": np.where(hit, 1.0 / np.log2(r + 1.0), 0.0),
-            f"mrr@{k}": np.where(hit, 1.0 / r, 0.0),
-        }
-        for name, v in values.items():
-            out[name] = float(v.mean()) if v.size else None
+        out[f"recall@{k}"] = hit.astype(np.float64)
+        out[f"ndcg@{k}"] = np.where(hit, 1.0 / np.log2(r + 1.0), 0.0)
+        out[f"mrr@{k}"] = np.where(hit, 1.0 / r, 0.0)
     return out
+
+
+def metrics_from_ranks(ranks: np.ndarray, ks: Iterable[int] = DEFAULT_KS) -> dict[str, float | None]:
+    """Recall@K, NDCG@K and MRR@K averaged over `ranks` (float, inf = miss). Keys in order
+    recall@K, ndcg@K, mrr@K per K; values are None when `ranks` is empty."""
+    return {name: float(v.mean()) if v.size else None for name, v in per_example_metrics(ranks, ks).items()}

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from engine.errors import InputError
-from engine.schema import Split
+from engine.schema import Protocol, Split
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -155,6 +155,10 @@ class RunDir:
     @property
     def lock(self) -> Path:
         return self.root / ".lock"
+
+    def test_ranks(self, protocol: str) -> Path:
+        """Per-example ranks of the test evaluation under `protocol` (engine.ranks.ExampleRanks)."""
+        return self.root / f"test_ranks-{Protocol(protocol).value}.npz"
 
     def checkpoint(self, which: str) -> Path:
         """`best` or `last`."""

@@ -117,6 +117,19 @@ def test_batching_does_not_change_results():
         assert small[key] == full[key]
 
 
+def test_return_ranks_keeps_each_examples_rank_session_and_prefix(tmp_path):
+    (res, ranks), _ = run(hand_scores(), return_ranks=True, batch_size=2)
+    assert res["metrics"] == pytest.approx(metrics_from_ranks(torch.tensor(EXPECTED_RANKS)))
+    assert ranks.ranks.tolist() == EXPECTED_RANKS
+    assert ranks.session.tolist() == [0, 1, 2, 3, 4]
+    assert ranks.prefix.tolist() == [1, 2, 3, 4, 9]         # "last": every session but its last item
+    from engine.ranks import ExampleRanks
+    ranks.save(tmp_path / "r.npz")
+    back = ExampleRanks.load(tmp_path / "r.npz")
+    assert back.ranks.tolist() == EXPECTED_RANKS and back.session.tolist() == [0, 1, 2, 3, 4]
+    assert [p.name for p in tmp_path.iterdir()] == ["r.npz"]   # written in place, no temp left
+
+
 def test_protocols_on_a_hand_example():
     sessions = [[1, 2, 3], [4, 5], [6, 7, 8, 9]]
     for protocol, pairs in [

@@ -25,3 +25,11 @@ def test_metrics_boundary_other_ks_and_empty():
     empty = metrics_from_ranks(np.zeros(0))
     assert list(empty) == ["recall@10", "ndcg@10", "mrr@10", "recall@20", "ndcg@20", "mrr@20"]
     assert all(v is None for v in empty.values())
+
+
+def test_per_example_metrics_are_what_the_means_average():
+    from engine.metrics import per_example_metrics
+    per = per_example_metrics(np.array([1, 3, math.inf, 12]), ks=(10,))
+    assert per["recall@10"].tolist() == [1, 1, 0, 0]
+    assert per["mrr@10"] == pytest.approx([1, 1 / 3, 0, 0])
+    assert per["ndcg@10"] == pytest.approx([1, 0.5, 0, 0])

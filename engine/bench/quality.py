@@ -1,30 +1,53 @@
-"""Quality benchmark: every model and baseline on the real samples and the demo, both protocols.
+"""Quality benchmark: every model and baseline per dataset and protocol, with their uncertainty.
 
 Each model is trained with `sessrec train` semantics: epochs chosen on validation (early stopping
-on val Recall@10), test evaluated once with the best epoch. Datasets:
+on val Recall@10), test evaluated once with the best epoch; the run saves its per-example test ranks
+(`RunDir.test_ranks`). From them, per dataset and protocol (last, prefixes):
 
+- Recall / MRR / NDCG @10 and @20 with 95% bootstrap intervals over test *sessions* (`engine.stats`;
+  the same resamples for every model). A GNN runs once per seed (default 0, 1, 2): its point estimate
+  is the mean over seeds, ± the seeds' standard deviation, and its interval is that of the
+  per-example metric averaged over the seeds. Baselines are deterministic: one run.
+- A paired test of the best GNN against the best baseline on the same test examples (both chosen on
+  validation Recall@10, never on test): the difference, its paired bootstrap interval and p-values.
+- Run time (fit or training plus evaluations; for GNNs also the epochs' training time).
+- On the SR-GNN benchmark files, the published numbers in the same table (most papers chose the
+  epoch on the test set: optimistic), and on the demo the generator's oracle.
+
+A run with the same complete config on the same item index, finished with its test ranks saved, is
+reused instead of trained again (reruns of the benchmark cost only the statistics).
+
+Datasets:
 - yoochoose-100k: the published train_full/test files of session-rec (test = the given last day);
   minimum session length 2 as published; validation = latest 10% of the train file, no gap (the
   published train/test boundary has none either). Test items unseen in train are reported.
 - diginetica-sample: SR-GNN preprocessing: items seen >= 5 times, sessions of length >= 2, the last
   7 days are test; validation = latest 10% of the rest.
-- demo-small / demo-full: the generator's logs with the default pipeline, next to its oracle.
+- diginetica / yoochoose1_64: the SR-GNN benchmark files themselves (`srgnn/` in the shared data).
+- demo-tiny / demo-small / demo-full: the generator's logs with the default pipeline, next to its oracle.
 """
 
 from __future__ import annotations
 
+import json
 import time
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
+
+import numpy as np
 
 from engine.bench.measure import machine, save_result
 from engine.config import DataConfig, TrainConfig
 from engine.data.manifest import Dataset
 from engine.errors import InputError
-from engine.models.registry import get_spec
-from engine.runs import read_run
-from engine.schema import ModelKind, Protocol
-from engine.workspace import Workspace
+from engine.metrics import per_example_metrics
+from engine.models.registry import SPECS, get_spec
+from engine.ranks import ExampleRanks
+from engine.runs.events import RunFinished, read_events
+from engine.schema import ModelKind, Protocol, RunStatus
+from engine.stats import N_BOOT, bootstrap_ci, paired_test
+from engine.workspace import RunDir, Workspace
 
 DATASETS: dict[str, dict[str, Any]] = {
     "yoochoose-100k": {"format": "rsc15", "batch_size": 256, "path": "yoochoose-clicks-100k_train_full.txt.gz",
@@ -34,11 +57,74 @@ DATASETS: dict[str, dict[str, Any]] = {
     "diginetica-sample": {"format": "diginetica", "batch_size": 64, "path": "diginetica-sample_train-item-views.csv.gz",
                           "cfg": {"min_session_length": 2, "min_item_support": 5, "split_mode": "days",
                                   "test_days": 7.0, "val_ratio": 0.1, "blackout_days": 0.0}},
+    "diginetica": {"format": "srgnn", "path": "srgnn/diginetica"},
+    "yoochoose1_64": {"format": "srgnn", "path": "srgnn/yoochoose1_64"},
+    "demo-tiny": {"demo": "tiny"},
     "demo-small": {"demo": "small"},
     "demo-full": {"demo": "full"},
 }
 
+METRICS = ("recall@10", "mrr@10", "ndcg@10", "recall@20", "mrr@20", "ndcg@20")
+SELECT_ON = "recall@10"        # validation metric that picks the best GNN and the best baseline
 
+# ../shared/data/README.md, "srgnn/": P@20 (= Recall@20) / MRR@20 in percent, all-prefixes protocol
+PUBLISHED: dict[str, dict[str, tuple[float, float]]] = {
+    "diginetica": {"Item-kNN": (35.75, 11.57), "NARM": (49.70, 16.17), "STAMP": (45.64, 14.32),
+                   "SR-GNN": (50.73, 17.59), "GCE-GNN": (54.22, 19.04), "SGNN-HN": (55.67, 19.45)},
+    "yoochoose1_64": {"Item-kNN": (51.60, 21.81), "NARM": (68.32, 28.63), "STAMP": (68.74, 29.67),
+                      "SR-GNN": (70.57, 30.94), "SGNN-HN": (72.06, 32.61)},
+}
+# where the README names the paper a row comes from
+PUBLISHED_SOURCES = {"Item-kNN": "SR-GNN paper", "SR-GNN": "AAAI 2019", "GCE-GNN": "SIGIR 2020",
+                     "SGNN-HN": "CIKM 2020"}
+PUBLISHED_CAVEAT = ("published: the papers' tables on these exact files; most pick the best epoch on the "
+                    "test set, so treat them as optimistic")
+
+
+# ---- hyperparameters ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ParamOverrides:
+    """`every_gnn`: KEY=VALUE for every GNN (the old `--param` meaning); `per_model`: MODEL.KEY=VALUE,
+    which wins over `every_gnn` (and is the only way to set a baseline's hyperparameters)."""
+
+    every_gnn: Mapping[str, Any]
+    per_model: Mapping[str, Mapping[str, Any]]
+
+    def for_model(self, model: str) -> dict[str, Any]:
+        base = dict(self.every_gnn) if get_spec(model).kind == ModelKind.GNN else {}
+        return {**base, **self.per_model.get(model, {})}
+
+
+def parse_params(items: list[str], params_file: Path | None = None) -> ParamOverrides:
+    """`--param` values (KEY=VALUE or MODEL.KEY=VALUE) over a JSON file {model: {key: value}} (e.g.
+    the best trial of a tuning study)."""
+    every: dict[str, Any] = {}
+    per: dict[str, dict[str, Any]] = {}
+    if params_file is not None:
+        try:
+            data = json.loads(Path(params_file).read_text())
+        except (OSError, ValueError) as e:
+            raise InputError(f"{params_file}: not a readable JSON file ({e})") from None
+        if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+            raise InputError(f"{params_file}: expected an object {{model: {{parameter: value}}}}")
+        for model, values in data.items():
+            get_spec(model)
+            per[model] = dict(values)
+    for kv in items:
+        key, sep, value = kv.partition("=")
+        if not sep or not key:
+            raise InputError(f"--param {kv!r}: expected KEY=VALUE or MODEL.KEY=VALUE")
+        model, dot, name = key.rpartition(".")
+        if not dot:
+            every[key] = value
+        elif model in SPECS:
+            per.setdefault(model, {})[name] = value
+        else:
+            raise InputError(f"--param {kv!r}: unknown model {model!r}; valid models: {', '.join(SPECS)}")
+    return ParamOverrides(every, per)
+
+
+# ---- data -----------------------------------------------------------------------------------------
 def prepare(ws: Workspace, name: str, shared: Path, log=print) -> Dataset:
     spec = DATASETS.get(name)
     if spec is None:
@@ -50,110 +136,316 @@ def prepare(ws: Workspace, name: str, shared: Path, log=print) -> Dataset:
     else:
         path = shared / spec["path"]
         if not path.exists():
-            raise InputError(f"{path}: real sample missing (see ../shared/data/README.md)")
+            raise InputError(f"{path}: real data missing (see ../shared/data/README.md)")
+        if spec["format"] == "srgnn":
+            cfg = DataConfig(format="srgnn", **_srgnn_defaults(name))
+        else:
+            cfg = DataConfig(format=spec["format"], **spec["cfg"])
         test = shared / spec["test"] if spec.get("test") else None
-        ds = Dataset.create(ws, bname, path, DataConfig(format=spec["format"], **spec["cfg"]), test_path=test,
-                            overwrite=not ws.dataset(bname).exists)
+        ds = Dataset.create(ws, bname, path, cfg, test_path=test, overwrite=not ws.dataset(bname).exists)
     from engine.data.pipeline import build
     build(ds)
     return Dataset.load(ws, ds.name)
 
 
-def run(ws: Workspace, datasets: list[str], models: list[str], shared: Path, device: str = "auto",
-        epochs: int = 30, patience: int = 3, batch_size: int = 512, extra: dict | None = None,
-        log=print, out: Path | None = None) -> dict[str, Any]:
-    from engine.train.loop import StopFlag, fit
+def _srgnn_defaults(name: str) -> dict[str, Any]:
+    try:
+        from engine.data.srgnn import SRGNN_DATA_DEFAULTS
+    except ImportError:
+        raise InputError(f"benchmark dataset {name!r} needs the srgnn data format (engine.data.srgnn), "
+                         f"which this version of sessrec does not have yet") from None
+    return dict(SRGNN_DATA_DEFAULTS)
+
+
+def item_fingerprint(ws: Workspace, dataset: str) -> str:
+    from engine.data.items import ItemIndex
+    return ItemIndex.read(ws.dataset(dataset).items).fingerprint()
+
+
+# ---- runs: train or reuse -------------------------------------------------------------------------
+@dataclass
+class BenchRun:
+    run_id: str
+    reused: bool
+    final: RunFinished
+    train_seconds: float | None          # the epochs' training time (GNNs)
+    ranks: dict[str, ExampleRanks]       # protocol -> test ranks
+
+
+def _final_event(run: RunDir) -> RunFinished | None:
+    """The run's `run_finished` event if it completed (or stopped early) with test results."""
+    try:
+        events = read_events(run.events)
+    except OSError:
+        return None
+    fin = next((e for e in reversed(events) if isinstance(e, RunFinished)), None)
+    ok = (RunStatus.COMPLETED.value, RunStatus.EARLY_STOPPED.value)
+    return fin if fin is not None and fin.status in ok and fin.test else None
+
+
+def find_run(ws: Workspace, cfg: TrainConfig, fingerprint: str, protocols) -> str | None:
+    """The newest finished run of exactly `cfg` (complete model params) on this item index, with
+    the test ranks of every protocol saved; None when there is none."""
+    want = cfg.to_dict()
+    for rid in reversed(ws.run_ids()):
+        run = ws.run(rid)
+        try:
+            saved = json.loads(run.config.read_text())
+        except (OSError, ValueError):
+            continue
+        if not isinstance(saved, dict) or saved.get("train") != want:
+            continue
+        if (saved.get("dataset") or {}).get("item_fingerprint") != fingerprint:
+            continue
+        if all(run.test_ranks(p).exists() for p in protocols) and _final_event(run) is not None:
+            return rid
+    return None
+
+
+def train_or_reuse(ws: Workspace, cfg: TrainConfig, fingerprint: str, protocols, stop) -> BenchRun:
+    from engine.device import resolve_device
+    from engine.runs import read_run
+    from engine.train.loop import fit
+    spec = get_spec(cfg.model)
+    # complete the hyperparameters as `fit` will, so that the saved config can be compared
+    cfg = replace(cfg, model_params=spec.resolve(cfg.model_params, resolve_device(cfg.device).type).to_dict())
+    rid = find_run(ws, cfg, fingerprint, protocols)
+    reused = rid is not None
+    if rid is None:
+        rid = fit(cfg, ws, log=lambda m: None, stop=stop)["run_id"]
+    run = ws.run(rid)
+    final = _final_event(run)
+    if final is None:
+        raise InputError(f"run {rid} ended without test results (stopped?); run the benchmark again")
+    st = read_run(ws, rid)
+    train_s = float(sum(st.epoch_seconds)) if spec.kind == ModelKind.GNN else None
+    return BenchRun(rid, reused, final, train_s, {p: ExampleRanks.load(run.test_ranks(p)) for p in protocols})
+
+
+# ---- statistics ------------------------------------------------------------------------------------
+def _spread(values: list[float | None]) -> dict[str, float | None]:
+    v = np.array([x for x in values if x is not None], dtype=np.float64)
+    return {"mean": _r(v.mean()) if v.size else None, "std": _r(v.std(ddof=1)) if v.size > 1 else None}
+
+
+def _r(x: float) -> float:
+    return round(float(x), 6)
+
+
+def _check_same_examples(ref: ExampleRanks, other: ExampleRanks, what: str) -> None:
+    if len(ref) != len(other) or not (np.array_equal(ref.session, other.session)
+                                      and np.array_equal(ref.prefix, other.prefix)):
+        raise InputError(f"{what}: its test examples differ from the other runs' on this dataset "
+                         f"(a dataset rebuilt between runs?); delete the old runs or use another workspace")
+
+
+def summarise(dataset: str, model: str, runs: list[BenchRun], seeds: list[int], protocols,
+              n_boot: int) -> tuple[dict[str, Any], dict[str, dict[str, np.ndarray]]]:
+    """One table row for a model's runs (one per seed) and, per protocol, its per-example metrics
+    averaged over the seeds (what intervals and paired tests resample)."""
+    fin = [r.final for r in runs]
+    row: dict[str, Any] = {
+        "dataset": dataset, "model": model, "kind": get_spec(model).kind.value, "seeds": seeds,
+        "run_ids": [r.run_id for r in runs], "reused": [r.reused for r in runs],
+        "status": [f.status for f in fin], "best_epoch": [f.best_epoch for f in fin],
+        f"val_{SELECT_ON}": _spread([(f.best_val or {}).get(SELECT_ON) for f in fin]),
+        "seconds": _spread([f.seconds for f in fin]),
+        "train_seconds": _spread([r.train_seconds for r in runs]),
+        "test": {},
+    }
+    values: dict[str, dict[str, np.ndarray]] = {}
+    for p in protocols:
+        for r in runs[1:]:
+            _check_same_examples(runs[0].ranks[p], r.ranks[p], f"run {r.run_id}")
+        per_seed = [per_example_metrics(r.ranks[p].ranks) for r in runs]
+        avg = {m: np.mean([ps[m] for ps in per_seed], axis=0) for m in METRICS}
+        values[p] = avg
+        ci = bootstrap_ci(avg, runs[0].ranks[p].session, n_boot=n_boot)
+        res = fin[0].test[p]
+        metrics = {}
+        for m in METRICS:
+            seed_means = [float(ps[m].mean()) for ps in per_seed]
+            metrics[m] = {"mean": _r(ci[m].mean), "lo": _r(ci[m].lo), "hi": _r(ci[m].hi),
+                          "std": _spread(seed_means)["std"], "per_seed": [_r(x) for x in seed_means]}
+        row["test"][p] = {"n": res.get("n"), "sessions": int(len(np.unique(runs[0].ranks[p].session))),
+                          "unseen_targets": res.get("unseen_targets"), "metrics": metrics}
+    return row, values
+
+
+def compare(dataset: str, rows: list[dict], values: dict[str, dict[str, dict[str, np.ndarray]]],
+            sessions: dict[str, np.ndarray], protocols, n_boot: int) -> list[dict]:
+    """Per protocol: the best GNN against the best baseline (both chosen on validation), paired on
+    the same test examples; with the oracle's share on the demo."""
+    def best(kind: str) -> dict | None:
+        cands = [r for r in rows if r["kind"] == kind and r[f"val_{SELECT_ON}"]["mean"] is not None]
+        return max(cands, key=lambda r: r[f"val_{SELECT_ON}"]["mean"], default=None)
+    gnn, base = best(ModelKind.GNN.value), best(ModelKind.BASELINE.value)
+    oracle = next((r for r in rows if r["kind"] == "oracle"), None)
+    out = []
+    for p in protocols:
+        v: dict[str, Any] = {"dataset": dataset, "protocol": p, "chosen_on": f"val {SELECT_ON}",
+                             "best_gnn": gnn and gnn["model"], "best_baseline": base and base["model"]}
+        if gnn and base:
+            tests = paired_test(values[gnn["model"]][p], values[base["model"]][p], sessions[p], n_boot=n_boot,
+                                n_perm=n_boot)
+            # differences rounded like the metrics; p-values kept as they are (they can be tiny)
+            v["paired"] = {m: {**t.to_dict(), **{k: _r(getattr(t, k)) for k in ("diff", "lo", "hi")}}
+                           for m, t in tests.items()}
+            v["gnn_beats_baseline"] = {m: t.diff > 0 and t.p_value < 0.05 for m, t in tests.items()}
+        om = ((oracle or {}).get("test", {}).get(p) or {}).get("metrics", {}).get(SELECT_ON, {}).get("mean")
+        if gnn and om:
+            g = gnn["test"][p]["metrics"][SELECT_ON]["mean"]
+            v[f"oracle_{SELECT_ON}"] = om
+            v["gnn_share_of_oracle"] = round(g / om, 4)
+            v["within_10pct_of_oracle"] = g >= 0.9 * om
+        out.append(v)
+    return out
+
+
+def _reference_rows(dataset: str, ds: Dataset, protocols) -> list[dict]:
+    """Rows without runs: the demo's oracle, the published numbers on the SR-GNN files."""
     rows = []
+    oracle = (ds.stage_record("oracle") or {}).get("stats")
+    if oracle:
+        detail = oracle.get("detail", {})
+        rows.append({"dataset": dataset, "model": "oracle (generator)", "kind": "oracle", "test": {
+            p: {"metrics": {m: {"mean": detail.get(f"{p}@{m.split('@')[1]}", {}).get(m.split("@")[0])}
+                            for m in METRICS}} for p in protocols}})
+    if Protocol.PREFIXES in protocols:
+        for model, (p20, mrr20) in PUBLISHED.get(dataset, {}).items():
+            rows.append({"dataset": dataset, "model": f"{model} (published)", "kind": "published",
+                         "source": PUBLISHED_SOURCES.get(model), "test": {
+                Protocol.PREFIXES.value: {"metrics": {"recall@20": {"mean": p20 / 100},
+                                                      "mrr@20": {"mean": mrr20 / 100}}}}})
+    return rows
+
+
+# ---- the benchmark ---------------------------------------------------------------------------------
+def run(ws: Workspace, datasets: list[str], models: list[str], shared: Path, device: str = "auto",
+        epochs: int = 30, patience: int = 3, batch_size: int = 512, params: ParamOverrides | None = None,
+        seeds: list[int] | None = None, protocols: list[str] | None = None, n_boot: int = N_BOOT,
+        log=print, out: Path | None = None) -> dict[str, Any]:
+    from engine.train.loop import StopFlag
+    params = params or ParamOverrides({}, {})
+    seeds = list(seeds if seeds is not None else (0, 1, 2))
+    protocols = [Protocol(p).value for p in (protocols or list(Protocol))]
+    if not seeds:
+        raise InputError("--seeds: expected at least one seed")
+    for m in models:
+        get_spec(m)
+    rows, verdicts = [], []
     stop = StopFlag()
     for name in datasets:
         ds = prepare(ws, name, shared, log)
-        oracle = (ds.stage_record("oracle") or {}).get("stats")
+        fp = item_fingerprint(ws, ds.name)
+        bs = DATASETS[name].get("batch_size", batch_size)   # small datasets: smaller batches, more steps
+        ds_rows, values, sessions = [], {}, {}
         for model in models:
-            log(f"[{name}] {model} ...")
-            params = dict(extra or {}) if get_spec(model).kind == ModelKind.GNN else {}
-            # small datasets get smaller batches (enough optimiser steps per epoch)
-            bs = DATASETS[name].get("batch_size", batch_size)
-            cfg = TrainConfig(dataset=ds.name, model=model, epochs=epochs, patience=patience,
-                              batch_size=bs, device=device, model_params=params)
-            final = fit(cfg, ws, log=lambda m: None, stop=stop)
-            summ = read_run(ws, final["run_id"])
-            row = {"dataset": name, "model": model, "kind": summ.kind, "run_id": final["run_id"],
-                   "status": final.get("status"), "best_epoch": final.get("best_epoch"),
-                   "val_recall@10": (final.get("best_val") or {}).get("recall@10"),
-                   "seconds": final.get("seconds"), "device": summ.device}
-            for proto in Protocol:
-                r = (final.get("test") or {}).get(proto) or {}
-                m = r.get("metrics", {})
-                row[f"{proto}_recall@10"] = m.get("recall@10")
-                row[f"{proto}_mrr@10"] = m.get("mrr@10")
-                row[f"{proto}_ndcg@10"] = m.get("ndcg@10")
-                row[f"{proto}_recall@20"] = m.get("recall@20")
-                row[f"{proto}_n"] = r.get("n")
-                row[f"{proto}_unseen"] = r.get("unseen_targets")
-            rows.append(row)
-            log(f"  test R@10 last {row['last_recall@10']:.4f}, prefixes {row['prefixes_recall@10']:.4f} "
-                f"(best epoch {row['best_epoch']}, {row['seconds']}s)")
-        if oracle:
-            rows.append({"dataset": name, "model": "oracle (generator)", "kind": "oracle",
-                         "last_recall@10": oracle.get("recall@10_last"),
-                         "prefixes_recall@10": oracle.get("recall@10_prefixes"),
-                         "last_recall@20": oracle.get("recall@20_last"),
-                         "prefixes_recall@20": oracle.get("recall@20_prefixes"),
-                         "last_mrr@10": oracle.get("detail", {}).get("last@10", {}).get("mrr"),
-                         "prefixes_mrr@10": oracle.get("detail", {}).get("prefixes@10", {}).get("mrr")})
-    verdicts = verdict(rows)
+            spec = get_spec(model)
+            model_seeds = seeds if spec.kind == ModelKind.GNN else seeds[:1]   # baselines are deterministic
+            runs = []
+            for seed in model_seeds:
+                cfg = TrainConfig(dataset=ds.name, model=model, epochs=epochs, patience=patience, batch_size=bs,
+                                  device=device, seed=seed, model_params=params.for_model(model))
+                log(f"[{name}] {model} seed {seed} ...")
+                r = train_or_reuse(ws, cfg, fp, protocols, stop)
+                log(f"  {'reused' if r.reused else 'trained'} {r.run_id} ({r.final.seconds}s)")
+                runs.append(r)
+            row, values[model] = summarise(name, model, runs, model_seeds, protocols, n_boot)
+            for p in protocols:
+                if p in sessions:
+                    _check_same_examples(sessions[p], runs[0].ranks[p], f"run {runs[0].run_id}")
+                else:
+                    sessions[p] = runs[0].ranks[p]
+            ds_rows.append(row)
+        ds_rows += _reference_rows(name, ds, protocols)
+        verdicts += compare(name, ds_rows, values, {p: s.session for p, s in sessions.items()}, protocols,
+                            n_boot)
+        rows += ds_rows
     result = {"benchmark": "quality", "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": machine(),
-              "epochs": epochs, "patience": patience, "batch_size": batch_size, "rows": rows,
-              "verdicts": verdicts}
+              "epochs": epochs, "patience": patience, "batch_size": batch_size, "seeds": seeds,
+              "protocols": protocols, "bootstrap": {"resamples": n_boot, "level": 0.95, "unit": "test session"},
+              "params": {"every_gnn": dict(params.every_gnn), "per_model": {k: dict(v) for k, v in
+                                                                            params.per_model.items()}},
+              "published_caveat": PUBLISHED_CAVEAT, "rows": rows, "verdicts": verdicts}
     result["json_path"] = str(save_result("quality", result, out))
     return result
 
 
-def verdict(rows: list[dict]) -> list[dict]:
-    """Best GNN vs best baseline per dataset and protocol; vs oracle on the demo."""
+# ---- the table -------------------------------------------------------------------------------------
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}"
+
+
+def _cell(stat: dict | None) -> str:
+    """`mean ±std` (std over seeds, when there are several) over `[lo,hi]`, in percent."""
+    if not stat or stat.get("mean") is None:
+        return "-"
+    top = _pct(stat["mean"]) + (f" ±{_pct(stat['std'])}" if stat.get("std") is not None else "")
+    return top + (f"\n[{_pct(stat['lo'])},{_pct(stat['hi'])}]" if stat.get("lo") is not None else "")
+
+
+def _seconds(row: dict) -> str:
+    s = row.get("seconds") or {}
+    if s.get("mean") is None:
+        return "-"
+    return f"{s['mean']:.1f}" + (f" ±{s['std']:.1f}" if s.get("std") is not None else "")
+
+
+def _p(p: float) -> str:
+    return f"{p:.2g}"
+
+
+def _paired_line(v: dict) -> str:
+    if "paired" not in v:
+        return ""
+    parts = []
+    for m in ("recall@20", "mrr@20"):
+        t = v["paired"][m]
+        parts.append(f"{m} {100 * t['diff']:+.2f} [{100 * t['lo']:+.2f},{100 * t['hi']:+.2f}] points, p "
+                     f"{_p(t['p_value'])} (sign test {_p(t['p_sign'])}, sessions {t['a_better']}:{t['b_better']})")
+    return (f"{v['best_gnn']} - {v['best_baseline']} (best on {v['chosen_on']}), paired over test sessions: "
+            + "; ".join(parts))
+
+
+def _table_rows(rows: list[dict], protocol: str) -> list[list[Any]]:
+    """Two lines per model, @10 and @20 (a cutoff without any value is left out: published rows)."""
     out = []
-    for name in dict.fromkeys(r["dataset"] for r in rows):
-        rs = [r for r in rows if r["dataset"] == name]
-        for proto in Protocol:
-            key = f"{proto}_recall@10"
-            gnn = max((r for r in rs if r["kind"] == ModelKind.GNN and r.get(key) is not None), key=lambda r: r[key],
-                      default=None)
-            base = max((r for r in rs if r["kind"] == ModelKind.BASELINE and r.get(key) is not None),
-                       key=lambda r: r[key], default=None)
-            orc = next((r for r in rs if r["kind"] == "oracle"), None)
-            v = {"dataset": name, "protocol": proto,
-                 "best_gnn": gnn and gnn["model"], "best_gnn_recall@10": gnn and gnn[key],
-                 "best_baseline": base and base["model"], "best_baseline_recall@10": base and base[key]}
-            if gnn and base:
-                v["gnn_beats_baseline"] = gnn[key] >= base[key]
-            if gnn and orc and orc.get(key):
-                v["oracle_recall@10"] = orc[key]
-                v["gnn_share_of_oracle"] = round(gnn[key] / orc[key], 4)
-                v["within_10pct_of_oracle"] = gnn[key] >= 0.9 * orc[key]
-            out.append(v)
+    for r in rows:
+        metrics = r["test"][protocol]["metrics"]
+        lines = [(k, [_cell(metrics.get(f"{name}@{k}")) for name in ("recall", "mrr", "ndcg")]) for k in (10, 20)]
+        lines = [(k, cells) for k, cells in lines if any(c != "-" for c in cells)]
+        for i, (k, cells) in enumerate(lines):
+            out.append([r["model"] if i == 0 else "", f"@{k}", *cells, _seconds(r) if i == 0 else ""])
     return out
 
 
 def render(result: dict[str, Any]):
-    """One table per dataset (models as rows), so that it stays readable at 80 columns."""
+    """One table per dataset and protocol (models as rows, @10 and @20 under each other, so that it
+    fits 80 columns), the paired test and the notes below it."""
     from rich.console import Group
+    from rich.text import Text
 
     from engine.cli.output import table
-    tables = []
+    parts: list[Any] = []
+    boot = result["bootstrap"]
     for ds in dict.fromkeys(r["dataset"] for r in result["rows"]):
-        rs = [r for r in result["rows"] if r["dataset"] == ds]
-        rows = [[r["model"], r.get("best_epoch"), r.get("val_recall@10"), r.get("last_recall@10"),
-                 r.get("last_mrr@10"), r.get("prefixes_recall@10"), r.get("prefixes_mrr@10"), r.get("seconds")]
-                for r in rs]
-        first = next((r for r in rs if r.get("last_n")), {})
-        vt = "; ".join(f"{v['protocol']}: {v['best_gnn']} {v['best_gnn_recall@10']:.4f} vs "
-                       f"{v['best_baseline']} {v['best_baseline_recall@10']:.4f}"
-                       + (f", {v['gnn_share_of_oracle']:.0%} of oracle" if "gnn_share_of_oracle" in v else "")
-                       for v in result["verdicts"]
-                       if v["dataset"] == ds and v.get("best_gnn") and v.get("best_baseline"))
-        tables.append(table(f"{ds}: test split, best epoch chosen on validation (n last {first.get('last_n')}, "
-                            f"prefixes {first.get('prefixes_n')}; unseen targets {first.get('last_unseen')} / "
-                            f"{first.get('prefixes_unseen')}, counted as misses)",
-                            ["model", "ep", "val R@10", "last R@10", "last MRR@10", "pref R@10",
-                             "pref MRR@10", "seconds"], rows, caption=vt))
-    return Group(*tables, f"json: {result['json_path']}")
+        for p in result["protocols"]:
+            rs = [r for r in result["rows"] if r["dataset"] == ds and p in r.get("test", {})]
+            if not rs:
+                continue
+            first = next((r["test"][p] for r in rs if r["test"][p].get("n") is not None), {})
+            parts.append(table(f"{ds}, {p}: test with the best epoch on validation (n {first.get('n')}, "
+                               f"unseen targets {first.get('unseen_targets')}, counted as misses)",
+                               ["model", "K", "Recall %", "MRR %", "NDCG %", "seconds"],
+                               _table_rows(rs, p)))
+            notes = [_paired_line(v) for v in result["verdicts"] if v["dataset"] == ds and v["protocol"] == p]
+            notes.append(f"GNNs: mean ± std over seeds {','.join(map(str, result['seeds']))}; baselines: one "
+                         f"run (deterministic); [95% interval: {boot['resamples']} bootstrap resamples of the "
+                         f"{first.get('sessions')} test sessions]; seconds: the whole run")
+            if any(r["kind"] == "published" for r in rs):
+                notes.append(PUBLISHED_CAVEAT)
+            parts += [Text(n, style="dim") for n in notes if n]
+    if result.get("json_path"):          # absent when a saved result is rendered again
+        parts.append(Text(f"json: {result['json_path']}"))
+    return Group(*parts)

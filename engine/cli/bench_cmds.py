@@ -7,7 +7,7 @@ from pathlib import Path
 
 from engine.cli.output import Output
 from engine.models.registry import GNNS
-from engine.schema import Device, Loss
+from engine.schema import Device, Loss, Protocol
 from engine.workspace import Workspace
 
 
@@ -69,28 +69,52 @@ def cmd_bench_train(args: argparse.Namespace, ws: Workspace, out: Output) -> int
 def _register_quality(bsub) -> None:
     from engine.bench.quality import DATASETS
     from engine.models.registry import BASELINES, GNNS
-    b = bsub.add_parser("quality", help="all models and baselines on the real samples and the demo")
+    from engine.stats import N_BOOT
+    b = bsub.add_parser("quality", help="every model and baseline per dataset and protocol: metrics with "
+                        "bootstrap intervals, seeds, a paired test, published numbers")
     b.add_argument("--datasets", default="yoochoose-100k,diginetica-sample,demo-small",
                    help=f"comma list of {', '.join(DATASETS)}")
     b.add_argument("--models", default=",".join(BASELINES + GNNS))
+    b.add_argument("--seeds", default="0,1,2", help="comma list of seeds for each GNN (baselines are "
+                   "deterministic: one run, with the first seed)")
+    b.add_argument("--protocols", default=",".join(Protocol), help="comma list of last, prefixes")
     b.add_argument("--shared", type=Path, default=Path(__file__).resolve().parents[3] / "shared" / "data",
-                   help="folder with the real samples (default ../shared/data)")
+                   help="folder with the real data (default ../shared/data)")
     b.add_argument("--device", default=Device.AUTO.value, choices=list(Device))
     b.add_argument("--epochs", type=int, default=30)
     b.add_argument("--patience", type=int, default=3)
     b.add_argument("--batch-size", type=int, default=512)
-    b.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
-                   help="model parameter for every GNN (e.g. hidden=128)")
+    b.add_argument("--param", action="append", default=[], metavar="[MODEL.]KEY=VALUE",
+                   help="KEY=VALUE: for every GNN (e.g. hidden=128); MODEL.KEY=VALUE: for that model only "
+                        "(e.g. sknn.k=200), winning over the former")
+    b.add_argument("--params-file", type=Path, metavar="JSON",
+                   help="tuned hyperparameters as {model: {parameter: value}} (--param wins)")
+    b.add_argument("--bootstrap", type=int, default=N_BOOT, help="bootstrap resamples of the test sessions")
     b.add_argument("--out", type=Path)
     b.set_defaults(func=cmd_bench_quality)
 
 
+def _int_list(text: str, flag: str) -> list[int]:
+    from engine.errors import InputError
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise InputError(f"{flag} {text!r}: expected a comma list of integers") from None
+
+
 def cmd_bench_quality(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
     from engine.bench import quality as bq
-    extra = dict(kv.split("=", 1) for kv in args.param)
+    from engine.errors import InputError
+    if args.bootstrap < 1:
+        raise InputError("--bootstrap must be >= 1")
+    protocols = [p for p in args.protocols.split(",") if p]
+    bad = [p for p in protocols if p not in list(Protocol)]
+    if bad or not protocols:
+        raise InputError(f"--protocols {args.protocols!r}: expected a comma list of {', '.join(Protocol)}")
     res = bq.run(ws, [d for d in args.datasets.split(",") if d], [m for m in args.models.split(",") if m],
-                 args.shared, args.device, args.epochs, args.patience, args.batch_size, extra,
-                 log=out.log, out=args.out)
+                 args.shared, args.device, args.epochs, args.patience, args.batch_size,
+                 bq.parse_params(args.param, args.params_file), seeds=_int_list(args.seeds, "--seeds"),
+                 protocols=protocols, n_boot=args.bootstrap, log=out.log, out=args.out)
     out.result(res, bq.render(res))
     return 0
 

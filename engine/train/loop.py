@@ -248,7 +248,8 @@ def _fit_baseline(prep: _Prepared, rec: RunRecorder, log: Callable[[str], None],
     best = val[cfg.val_protocol]
     rec.epoch(epoch=1, train_loss=None, epoch_seconds=0.0, val=best, best_epoch=1,
               best_value=best["metrics"]["recall@10"], improved=True, patience_left=cfg.patience)
-    test = ({p: evaluate_split(model, data, Split.TEST, p, cfg, device, progress) for p in PROTOCOLS}
+    test = ({p: evaluate_split(model, data, Split.TEST, p, cfg, device, progress,
+                               ranks_path=prep.run.test_ranks(p)) for p in PROTOCOLS}
             if evaluate_test else None)
     return rec.finish(RunStatus.COMPLETED, best_epoch=1, best_val=best["metrics"], val=val, test=test,
                       epochs_run=0)
@@ -409,7 +410,8 @@ class _Loop:
             val = {p: evaluate_split(self.tr.model, self.data, Split.VAL, p, self.cfg, self.device,
                                      self.progress, self.stop) for p in PROTOCOLS}
             test = {p: evaluate_split(self.tr.model, self.data, Split.TEST, p, self.cfg, self.device,
-                                      self.progress, self.stop) for p in PROTOCOLS}
+                                      self.progress, self.stop, ranks_path=self.prep.run.test_ranks(p))
+                    for p in PROTOCOLS}
         except StoppedDuringEval:
             self.log(f"stopped ({self.stop.signal}) during the final evaluation; "
                      f"`sessrec eval {self.prep.run.run_id}` runs it")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -86,9 +87,11 @@ class StoppedDuringEval(Exception):
 
 
 def evaluate_split(model: Any, data: DatasetArtifacts, split: str, protocol: str, cfg: TrainConfig,
-                   device: torch.device, progress: ProgressFn | None = None, stop: Any = None) -> dict:
+                   device: torch.device, progress: ProgressFn | None = None, stop: Any = None,
+                   ranks_path: Path | None = None) -> dict:
     """`model` on a split of `data` under `protocol`, over the full catalogue (bf16 on CUDA like
-    training). `stop`: anything with `.requested`; checked between batches."""
+    training). `stop`: anything with `.requested`; checked between batches. `ranks_path`: also save
+    the per-example ranks there (`engine.ranks.ExampleRanks`, atomically)."""
     mode = getattr(model, "graph_mode", GraphMode.NONE)
     builder = BatchBuilder(SessionStore(data.split(split), device), data.n_items, mode, data.graph)
     pop = np.concatenate([[0], data.items.train_counts])
@@ -100,7 +103,9 @@ def evaluate_split(model: Any, data: DatasetArtifacts, split: str, protocol: str
         if progress is not None:
             progress(p)
     with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=autocast):
-        res = evaluate(model, builder, data.split(split), protocol=Protocol(protocol),
-                       batch_size=cfg.eval_batch_size, popularity=pop, progress=report)
+        res, ranks = evaluate(model, builder, data.split(split), protocol=Protocol(protocol),
+                              batch_size=cfg.eval_batch_size, popularity=pop, progress=report, return_ranks=True)
+    if ranks_path is not None:
+        ranks.save(ranks_path)
     res["split"] = split
     return res
