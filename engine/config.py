@@ -354,3 +354,22 @@ class SKNNConfig(Config):
     weighting: Weighting = param(Weighting.DIV, "position weight of the prefix items (similarity)")
     score_weighting: Weighting = param(Weighting.DIV, "position weight in the neighbour (scores)")
     idf: float = param(0.0, "IDF weight of rare items in the similarity (0 = off)", min=0)
+
+
+@dataclass(frozen=True)
+class HybridConfig(Config):
+    """A finished GNN run mixed with a baseline (engine.models.hybrid)."""
+
+    gnn_run: str = param("", "run id of a finished GNN run on the same dataset")
+    baseline: str = param("sknn", "baseline model (its default parameters) when no baseline_run is given")
+    baseline_run: str = param("", "run id of a baseline run whose (tuned) parameters to use")
+    weight: float = param(-1.0, "baseline share of the mixed distribution; < 0: chosen on validation", max=1)
+    select_metric: str = param("mrr@20", "validation metric that chooses the weight")
+    select_protocol: Protocol = param(Protocol.PREFIXES, "validation protocol that chooses the weight")
+
+    def check(self) -> None:
+        from engine.metrics import metric_names
+        if not self.gnn_run:
+            raise InputError("hybrid needs gnn_run: the run id of a finished GNN run (--gnn-run RUN)")
+        if self.select_metric not in metric_names():
+            raise InputError(f"hybrid select_metric {self.select_metric!r}; expected one of {', '.join(metric_names())}")

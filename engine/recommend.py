@@ -74,7 +74,7 @@ class Recommender:
         # workspace reads its own files)
         mcfg = spec.config.from_dict(cfg.model_params)
         # a GNN carries its PE in its weights: it needs the item index (and the graph for cooc)
-        stages = spec.stages(mcfg) if spec.kind == ModelKind.BASELINE else (
+        stages = spec.stages(mcfg) if not spec.trains else (
             (StageName.ITEMS, StageName.GRAPH) if getattr(mcfg, "graph_mode", None) == GraphMode.COOC
             else (StageName.ITEMS,))
         data = load_dataset(run.workspace, cfg.dataset, stages=stages)

@@ -69,6 +69,7 @@ class Split(StrEnum):
 class ModelKind(StrEnum):
     GNN = "gnn"
     BASELINE = "baseline"
+    HYBRID = "hybrid"        # a trained GNN mixed with a baseline: fitted like a baseline, reported apart
 
 
 class Loss(StrEnum):

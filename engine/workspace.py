@@ -46,6 +46,10 @@ class DatasetDir:
     overrides: tuple[tuple[str, Path], ...] = field(default=())
 
     @property
+    def workspace(self) -> "Workspace":
+        return Workspace(self.root.parent.parent)
+
+    @property
     def name(self) -> str:
         return self.root.name
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from engine.config import (AttentionGNNConfig, Config, FFNGraphTransformerConfig, GNNConfig, ItemKNNConfig,
-                           NoParams, SKNNConfig)
+                           HybridConfig, NoParams, SKNNConfig)
 from engine.errors import InputError
 from engine.schema import Conv, ModelKind, StageName
 
@@ -25,6 +25,11 @@ class ModelSpec:
     builder: str                                  # "module:function(cfg, data, **options)"
     options: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def trains(self) -> bool:
+        """True for models trained over epochs (GNNs); baselines and hybrids are fitted at once."""
+        return self.kind == ModelKind.GNN
+
     def resolve(self, values: Mapping[str, Any] | None = None, device_type: str = "cpu") -> Config:
         """The typed hyperparameters: defaults (CPU preset off CUDA) updated by `values`."""
         return self.config.from_values(values, device_type, what=f"model {self.name!r}")
@@ -34,6 +39,8 @@ class ModelSpec:
         no baseline needs the Laplacian PE, and a GNN without PE does not either."""
         if isinstance(cfg, Mapping):
             cfg = self.config.from_dict(cfg)
+        if self.kind == ModelKind.HYBRID:       # the GNN's PE is in its checkpoint
+            return (StageName.ITEMS, StageName.GRAPH)
         if self.kind == ModelKind.BASELINE:
             return (StageName.ITEMS, StageName.GRAPH) if self.options.get("uses_graph") else (StageName.ITEMS,)
         if cfg is not None and not getattr(cfg, "use_pe", True):
@@ -62,6 +69,11 @@ _SPECS: tuple[ModelSpec, ...] = (
     ModelSpec("sknn", ModelKind.BASELINE,
               "V-SKNN session-kNN: position-weighted prefix, k recent similar train sessions",
               SKNNConfig, "engine.models.baselines:build_sknn"),
+)
+_SPECS += (
+    ModelSpec("hybrid", ModelKind.HYBRID,
+              "A finished GNN run mixed with a baseline, the baseline's share chosen on validation",
+              HybridConfig, "engine.models.hybrid:build_hybrid"),
 )
 SPECS: dict[str, ModelSpec] = {s.name: s for s in _SPECS}
 BASELINES: tuple[str, ...] = tuple(s.name for s in _SPECS if s.kind == ModelKind.BASELINE)

@@ -90,9 +90,9 @@ def rebuild_model(ckpt: dict, data: Any | None = None):
     from engine.models.registry import build_model, get_spec
     cfg = from_dict(TrainConfig, ckpt["config"])
     spec = get_spec(cfg.model)
-    if spec.kind == ModelKind.BASELINE:
+    if not spec.trains:
         if data is None:
-            raise InputError(f"baseline {cfg.model} needs its dataset to be rebuilt")
+            raise InputError(f"{spec.kind} {cfg.model} needs its dataset to be rebuilt")
         return build_model(cfg.model, cfg.model_params, data)
     # the PE buffer is part of the weights: build with a placeholder of the saved shape
     pe_shape = ckpt.get("pe_shape")

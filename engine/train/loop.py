@@ -106,7 +106,7 @@ def fit(cfg: TrainConfig | None, ws: Workspace, run_id: str | None = None, resum
                 torch.set_num_threads(prep.cfg.num_threads)
             else:
                 process_budget().apply(with_torch=True)
-            if prep.spec.kind == ModelKind.BASELINE:
+            if not prep.spec.trains:
                 final = _fit_baseline(prep, rec, log, progress, evaluate_test)
             else:
                 final = _Loop(prep, rec, log, stop, progress, on_epoch, evaluate_test).run()
@@ -242,7 +242,14 @@ def _fit_baseline(prep: _Prepared, rec: RunRecorder, log: Callable[[str], None],
     seed_everything(cfg.seed)
     model = build_model(cfg.model, cfg.model_params, data).to(device)
     rec.started(**_start_fields(prep, model, train_examples=0, steps_per_epoch=0, epochs=0))
-    rec.checkpoint("best", {**_payload_base(prep), "model": None, "epoch": 0, "step": 0}, epoch=0, step=0)
+    payload = _payload_base(prep)
+    fitted = getattr(model, "fitted_params", None)
+    if fitted:
+        # what fitting chose (a hybrid's weight): the checkpoint rebuilds with it, without refitting
+        log(f"{cfg.model}: chosen on validation: {fitted}")
+        payload["config"] = {**payload["config"],
+                             "model_params": {**payload["config"]["model_params"], **fitted}}
+    rec.checkpoint("best", {**payload, "model": None, "epoch": 0, "step": 0}, epoch=0, step=0)
     log(f"{cfg.model}: evaluating on val" + (" and test" if evaluate_test else ""))
     val = {p: evaluate_split(model, data, Split.VAL, p, cfg, device, progress) for p in PROTOCOLS}
     best = val[cfg.val_protocol]
