@@ -10,6 +10,7 @@ from engine.bench import quality as bq
 from engine.errors import InputError
 
 MODELS = ["pop", "sknn", "graph_transformer"]
+HYBRID = "hybrid: graph_transformer + sknn"
 
 
 def _bench(root, out):
@@ -33,7 +34,7 @@ def bench(tmp_path_factory):
 def test_rows_have_intervals_around_the_estimates_and_seed_spread(bench):
     _, res, _ = bench
     rows = {r["model"]: r for r in res["rows"]}
-    assert list(rows) == [*MODELS, "oracle (generator)"]
+    assert list(rows) == [*MODELS, HYBRID, "oracle (generator)"]
     assert res["protocols"] == ["last", "prefixes"] and res["bootstrap"]["resamples"] == 200
     for model in MODELS:
         r = rows[model]
@@ -60,6 +61,7 @@ def test_paired_test_of_the_best_gnn_and_baseline(bench):
     _, res, _ = bench
     rows = {r["model"]: r for r in res["rows"]}
     best_base = max(("pop", "sknn"), key=lambda m: rows[m]["val_recall@10"]["mean"])
+    assert best_base == "sknn"
     assert [v["protocol"] for v in res["verdicts"]] == ["last", "prefixes"]
     for v in res["verdicts"]:
         assert (v["best_gnn"], v["best_baseline"]) == ("graph_transformer", best_base)
@@ -69,6 +71,23 @@ def test_paired_test_of_the_best_gnn_and_baseline(bench):
             assert t["diff"] == pytest.approx(gm - bm, abs=5e-6)        # paired on the same examples
             assert t["sessions"] == rows[best_base]["test"][v["protocol"]]["sessions"]
         assert 0 < v["gnn_share_of_oracle"]
+
+
+def test_hybrid_row_mixes_each_seeds_gnn_run_with_the_best_baseline_run(bench):
+    ws_root, res, _ = bench
+    from engine.workspace import Workspace
+    ws = Workspace.open(ws_root)
+    rows = {r["model"]: r for r in res["rows"]}
+    hyb, gnn = rows[HYBRID], rows["graph_transformer"]
+    assert hyb["kind"] == "hybrid" and hyb["seeds"] == [0, 1]
+    for rid, gnn_rid in zip(hyb["run_ids"], gnn["run_ids"]):
+        params = json.loads(ws.run(rid).config.read_text())["train"]["model_params"]
+        assert (params["gnn_run"], params["baseline_run"]) == (gnn_rid, rows["sknn"]["run_ids"][0])
+    for v in res["verdicts"]:
+        assert v["hybrid"] == HYBRID
+        for m, t in v["hybrid_paired"].items():
+            hm, bm = (rows[x]["test"][v["protocol"]]["metrics"][m]["mean"] for x in (HYBRID, "sknn"))
+            assert t["diff"] == pytest.approx(hm - bm, abs=5e-6)
 
 
 def test_runs_keep_their_test_ranks_params_apply_and_a_rerun_reuses_them(bench):

@@ -280,18 +280,26 @@ def compare(dataset: str, rows: list[dict], values: dict[str, dict[str, dict[str
         cands = [r for r in rows if r["kind"] == kind and r[f"val_{SELECT_ON}"]["mean"] is not None]
         return max(cands, key=lambda r: r[f"val_{SELECT_ON}"]["mean"], default=None)
     gnn, base = best(ModelKind.GNN.value), best(ModelKind.BASELINE.value)
+    hybrid = next((r for r in rows if r["kind"] == ModelKind.HYBRID.value), None)
     oracle = next((r for r in rows if r["kind"] == "oracle"), None)
+
+    def paired(a: dict, p: str) -> dict:
+        tests = paired_test(values[a["model"]][p], values[base["model"]][p], sessions[p], n_boot=n_boot,
+                            n_perm=n_boot)
+        # differences rounded like the metrics; p-values kept as they are (they can be tiny)
+        return {m: {**t.to_dict(), **{k: _r(getattr(t, k)) for k in ("diff", "lo", "hi")}}
+                for m, t in tests.items()}
     out = []
     for p in protocols:
         v: dict[str, Any] = {"dataset": dataset, "protocol": p, "chosen_on": f"val {SELECT_ON}",
                              "best_gnn": gnn and gnn["model"], "best_baseline": base and base["model"]}
         if gnn and base:
-            tests = paired_test(values[gnn["model"]][p], values[base["model"]][p], sessions[p], n_boot=n_boot,
-                                n_perm=n_boot)
-            # differences rounded like the metrics; p-values kept as they are (they can be tiny)
-            v["paired"] = {m: {**t.to_dict(), **{k: _r(getattr(t, k)) for k in ("diff", "lo", "hi")}}
-                           for m, t in tests.items()}
-            v["gnn_beats_baseline"] = {m: t.diff > 0 and t.p_value < 0.05 for m, t in tests.items()}
+            v["paired"] = paired(gnn, p)
+            v["gnn_beats_baseline"] = {m: t["diff"] > 0 and t["p_value"] < 0.05 for m, t in v["paired"].items()}
+        if hybrid and base:
+            # reported apart: the hybrid needs the GNN and the baseline at serving time
+            v["hybrid"] = hybrid["model"]
+            v["hybrid_paired"] = paired(hybrid, p)
         om = ((oracle or {}).get("test", {}).get(p) or {}).get("metrics", {}).get(SELECT_ON, {}).get("mean")
         if gnn and om:
             g = gnn["test"][p]["metrics"][SELECT_ON]["mean"]
@@ -320,11 +328,32 @@ def _reference_rows(dataset: str, ds: Dataset, protocols) -> list[dict]:
     return rows
 
 
+def _hybrid_row(ws: Workspace, name: str, ds: Dataset, rows: list[dict], fp: str, protocols, device: str,
+                batch_size: int, n_boot: int, stop, log) -> tuple[dict, dict] | None:
+    """The best GNN's run of each seed mixed with the best baseline's run (both chosen on
+    validation), the share chosen on validation: one row, kind "hybrid"."""
+    def best(kind: str) -> dict | None:
+        cands = [r for r in rows if r["kind"] == kind and r[f"val_{SELECT_ON}"]["mean"] is not None]
+        return max(cands, key=lambda r: r[f"val_{SELECT_ON}"]["mean"], default=None)
+    gnn, base = best(ModelKind.GNN.value), best(ModelKind.BASELINE.value)
+    if gnn is None or base is None:
+        return None
+    runs = []
+    for seed, rid in zip(gnn["seeds"], gnn["run_ids"]):
+        cfg = TrainConfig(dataset=ds.name, model="hybrid", device=device, seed=seed, batch_size=batch_size,
+                          model_params={"gnn_run": rid, "baseline_run": base["run_ids"][0]})
+        log(f"[{name}] hybrid {gnn['model']} ({rid}) + {base['model']} ...")
+        runs.append(train_or_reuse(ws, cfg, fp, protocols, stop))
+    row, values = summarise(name, "hybrid", runs, gnn["seeds"], protocols, n_boot)
+    row["model"] = f"hybrid: {gnn['model']} + {base['model']}"
+    return row, values
+
+
 # ---- the benchmark ---------------------------------------------------------------------------------
 def run(ws: Workspace, datasets: list[str], models: list[str], shared: Path, device: str = "auto",
         epochs: int = 30, patience: int = 3, batch_size: int = 512, params: ParamOverrides | None = None,
         seeds: list[int] | None = None, protocols: list[str] | None = None, n_boot: int = N_BOOT,
-        log=print, out: Path | None = None) -> dict[str, Any]:
+        log=print, out: Path | None = None, hybrid: bool = True) -> dict[str, Any]:
     from engine.train.loop import StopFlag
     params = params or ParamOverrides({}, {})
     seeds = list(seeds if seeds is not None else (0, 1, 2))
@@ -358,6 +387,11 @@ def run(ws: Workspace, datasets: list[str], models: list[str], shared: Path, dev
                 else:
                     sessions[p] = runs[0].ranks[p]
             ds_rows.append(row)
+        if hybrid:
+            hyb = _hybrid_row(ws, name, ds, ds_rows, fp, protocols, device, bs, n_boot, stop, log)
+            if hyb is not None:
+                ds_rows.append(hyb[0])
+                values[hyb[0]["model"]] = hyb[1]
         ds_rows += _reference_rows(name, ds, protocols)
         verdicts += compare(name, ds_rows, values, {p: s.session for p, s in sessions.items()}, protocols,
                             n_boot)
@@ -396,15 +430,15 @@ def _p(p: float) -> str:
     return f"{p:.2g}"
 
 
-def _paired_line(v: dict) -> str:
-    if "paired" not in v:
+def _paired_line(v: dict, key: str = "paired", first: str = "best_gnn") -> str:
+    if key not in v:
         return ""
     parts = []
     for m in ("recall@20", "mrr@20"):
-        t = v["paired"][m]
+        t = v[key][m]
         parts.append(f"{m} {100 * t['diff']:+.2f} [{100 * t['lo']:+.2f},{100 * t['hi']:+.2f}] points, p "
                      f"{_p(t['p_value'])} (sign test {_p(t['p_sign'])}, sessions {t['a_better']}:{t['b_better']})")
-    return (f"{v['best_gnn']} - {v['best_baseline']} (best on {v['chosen_on']}), paired over test sessions: "
+    return (f"{v[first]} - {v['best_baseline']} (best on {v['chosen_on']}), paired over test sessions: "
             + "; ".join(parts))
 
 
@@ -439,7 +473,8 @@ def render(result: dict[str, Any]):
                                f"unseen targets {first.get('unseen_targets')}, counted as misses)",
                                ["model", "K", "Recall %", "MRR %", "NDCG %", "seconds"],
                                _table_rows(rs, p)))
-            notes = [_paired_line(v) for v in result["verdicts"] if v["dataset"] == ds and v["protocol"] == p]
+            here = [v for v in result["verdicts"] if v["dataset"] == ds and v["protocol"] == p]
+            notes = [_paired_line(v) for v in here] + [_paired_line(v, "hybrid_paired", "hybrid") for v in here]
             notes.append(f"GNNs: mean ± std over seeds {','.join(map(str, result['seeds']))}; baselines: one "
                          f"run (deterministic); [95% interval: {boot['resamples']} bootstrap resamples of the "
                          f"{first.get('sessions')} test sessions]; seconds: the whole run")

@@ -87,6 +87,8 @@ def _register_quality(bsub) -> None:
     b.add_argument("--param", action="append", default=[], metavar="[MODEL.]KEY=VALUE",
                    help="KEY=VALUE: for every GNN (e.g. hidden=128); MODEL.KEY=VALUE: for that model only "
                         "(e.g. sknn.k=200), winning over the former")
+    b.add_argument("--no-hybrid", dest="hybrid", action="store_false",
+                   help="skip the hybrid row (the best GNN mixed with the best baseline, reported apart)")
     b.add_argument("--params-file", type=Path, metavar="JSON",
                    help="tuned hyperparameters as {model: {parameter: value}} (--param wins)")
     b.add_argument("--bootstrap", type=int, default=N_BOOT, help="bootstrap resamples of the test sessions")
@@ -114,7 +116,7 @@ def cmd_bench_quality(args: argparse.Namespace, ws: Workspace, out: Output) -> i
     res = bq.run(ws, [d for d in args.datasets.split(",") if d], [m for m in args.models.split(",") if m],
                  args.shared, args.device, args.epochs, args.patience, args.batch_size,
                  bq.parse_params(args.param, args.params_file), seeds=_int_list(args.seeds, "--seeds"),
-                 protocols=protocols, n_boot=args.bootstrap, log=out.log, out=args.out)
+                 protocols=protocols, n_boot=args.bootstrap, log=out.log, out=args.out, hybrid=args.hybrid)
     out.result(res, bq.render(res))
     return 0
 
