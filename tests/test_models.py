@@ -296,3 +296,22 @@ def test_reversed_position_embeddings_enter_the_attention_weights_only():
         b = pos(h, rev_alias, mask[:1], h[[2]])
         assert not torch.allclose(a, b)
         assert torch.allclose(plain(h, alias[:1], mask[:1], h[[2]]), plain(h, rev_alias, mask[:1], h[[2]]))
+
+
+@pytest.mark.parametrize("kind", ["attention", "mean"])
+def test_packed_readout_equals_the_padded_formula(kind):
+    from engine.models.readout import Readout
+    torch.manual_seed(1)
+    d = 6
+    r = Readout(kind, d)
+    h = torch.randn(5, d)
+    alias = torch.tensor([[0, 1, 0, 2], [3, 0, 0, 0], [4, 4, 0, 0], [0, 0, 0, 0]])
+    mask = torch.tensor([[1, 1, 1, 1], [1, 0, 0, 0], [1, 1, 0, 0], [0, 0, 0, 0]], dtype=torch.bool)
+    h_last = torch.where(mask.any(1, keepdim=True), h[alias.gather(1, (mask.sum(1, keepdim=True) - 1).clamp(min=0))[:, 0]], 0.0)
+    h_pos, m = h[alias], mask.unsqueeze(-1).float()                      # the padded [B, L, d] grid
+    if kind == "mean":
+        want = (h_pos * m).sum(1) / m.sum(1).clamp(min=1)
+    else:
+        alpha = r.q(torch.sigmoid(r.w1(h_last).unsqueeze(1) + r.w2(h_pos)))
+        want = r.w3(torch.cat([(alpha * m * h_pos).sum(1), h_last], -1))
+    assert torch.allclose(r(h, alias, mask, h_last), want, atol=1e-6)

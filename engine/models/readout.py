@@ -42,26 +42,30 @@ class Readout(nn.Module):
         # h: [N, d] node states, alias: long [B, L] node of each position, mask: bool [B, L],
         # h_last: [B, d] (0 for empty prefixes)
         B, L = alias.shape
-        flat = alias.reshape(-1)
-        # index_select, not h[idx]: its backward is one index_add (advanced indexing sorts)
-        h_pos = h.index_select(0, flat).view(B, L, h.shape[1])       # [B, L, d]
-        m = mask.unsqueeze(-1).to(h_pos.dtype)                        # [B, L, 1]
-        if self.kind == "mean":
-            return (h_pos * m).sum(1) / m.sum(1).clamp(min=1)
+        if self.kind == "last":
+            return h_last
         if self.kind == "max":
+            # index_select, not h[idx]: its backward is one index_add (advanced indexing sorts)
+            h_pos = h.index_select(0, alias.reshape(-1)).view(B, L, h.shape[1])   # [B, L, d]
             neg = torch.finfo(h_pos.dtype).min                        # not -inf: keeps grads finite
             out = h_pos.masked_fill(~mask.unsqueeze(-1), neg).amax(1)
             return out * mask.any(1, keepdim=True).to(out.dtype)      # empty prefix -> 0
-        if self.kind == "last":
-            return h_last
-        # W2 on the N nodes, then gathered to the B*L positions (padding included): same values as
-        # W2(h_pos), several times fewer multiply-adds since positions outnumber nodes
-        w2_pos = self.w2(h).index_select(0, flat).view(B, L, -1)                        # [B, L, d]
+        # mean and attention work on the C filled cells only, not the B x L padded grid: one long
+        # session in a batch pads every row to its length (146 in YooChoose 1/64, mean 4)
+        row, col = mask.nonzero(as_tuple=True)                                          # [C]
+        node = alias[row, col]                                                          # [C]
+        h_c = h.index_select(0, node)                                                   # [C, d]
+        if self.kind == "mean":
+            n = mask.sum(1, keepdim=True).clamp(min=1).to(h.dtype)
+            return h.new_zeros(B, h.shape[1]).index_add_(0, row, h_c) / n
+        # W2 on the N nodes, then gathered to the C cells: same values as W2(h_c), fewer
+        # multiply-adds since cells outnumber nodes (repeats)
+        w2_c = self.w2(h).index_select(0, node)                                         # [C, d]
         if self.pos is not None:
             # W2 (h + p) = W2 h + W2 p: the position part is a [P, d] table, gathered per cell
-            n = mask.sum(1, keepdim=True)                                                # [B, 1]
-            rev = (n - 1 - torch.arange(L, device=n.device)).clamp(0, MAX_POSITIONS - 1)  # [B, L]
-            w2_pos = w2_pos + (self.pos.weight @ self.w2.weight.T)[rev]
-        alpha = self.q(torch.sigmoid(self.w1(h_last).unsqueeze(1) + w2_pos))            # [B, L, 1]
-        s_g = (alpha * m * h_pos).sum(1)                                                # [B, d]
+            n = mask.sum(1)
+            rev = (n[row] - 1 - col).clamp(0, MAX_POSITIONS - 1)                        # [C]
+            w2_c = w2_c + (self.pos.weight @ self.w2.weight.T)[rev]
+        alpha = self.q(torch.sigmoid(self.w1(h_last).index_select(0, row) + w2_c))     # [C, 1]
+        s_g = h.new_zeros(B, h.shape[1]).index_add_(0, row, alpha * h_c)               # [B, d]
         return self.w3(torch.cat([s_g, h_last], dim=-1))                               # [B, d]
