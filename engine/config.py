@@ -317,6 +317,8 @@ class GNNConfig(Config):
     scale: float = param(16.0, "NISER scale of the normalised scores", min=0, min_open=True)
     repeat: bool = param(True, "repeat scorer: learned recency weights for items already in the session")
     pos_emb: bool = param(False, "reversed position embeddings in the attention readout (GCE-GNN)")
+    global_k: int = param(0, "global item graph: attend over each item's k most similar items in the "
+                          "train co-occurrence graph (GCE-GNN-like; 0 = off)", min=0)
 
     def check(self) -> None:
         if self.graph_mode == GraphMode.NONE:

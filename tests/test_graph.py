@@ -208,3 +208,21 @@ def test_load_rejects_other_files(tmp_path):
     np.savez(tmp_path / "other.npz", x=np.zeros(3))
     with pytest.raises(InputError):
         CoocGraph.load(tmp_path / "other.npz")
+
+
+def test_similarity_and_neighbour_table_by_hand():
+    # items 1..3 (node 0 = padding): w12 = 2, w13 = 1, self-loop w11 = 1; degrees d1 = 4, d2 = 2, d3 = 1
+    indptr = np.array([0, 0, 3, 4, 5])
+    indices = np.array([1, 2, 3, 1, 1], dtype=np.int32)
+    weight = np.array([1, 2, 1, 2, 1], dtype=np.float32)
+    g = CoocGraph(4, indptr, indices, weight, None)
+    S = g.similarity(0.5).toarray()
+    assert S[1, 2] == pytest.approx(2 / np.sqrt(4 * 2)) and S[1, 3] == pytest.approx(1 / np.sqrt(4 * 1))
+    assert S[1, 1] == pytest.approx(1 / 4)                       # the self-loop stays by default
+    assert g.similarity(0.5, self_loops=False).toarray()[1, 1] == 0
+    nbr, w = g.neighbor_table(2)
+    # item 1: 2 (0.707) before 3 (0.5), no self-loop; items 2 and 3 have one neighbour; 0 has none
+    assert nbr.tolist() == [[0, 0], [2, 3], [1, 0], [1, 0]]
+    assert w[1].tolist() == pytest.approx([2 / np.sqrt(8), 0.5]) and w[2, 1] == 0 and w[0].sum() == 0
+    nbr1, _ = g.neighbor_table(1)
+    assert nbr1[:, 0].tolist() == [0, 2, 1, 1]

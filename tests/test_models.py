@@ -315,3 +315,28 @@ def test_packed_readout_equals_the_padded_formula(kind):
         alpha = r.q(torch.sigmoid(r.w1(h_last).unsqueeze(1) + r.w2(h_pos)))
         want = r.w3(torch.cat([(alpha * m * h_pos).sum(1), h_last], -1))
     assert torch.allclose(r(h, alias, mask, h_last), want, atol=1e-6)
+
+
+def test_global_graph_context_attends_over_the_neighbour_table_and_survives_a_checkpoint():
+    data = tiny_data()
+    model = build("graph_transformer", data, global_k=3).eval()
+    nbr, w = data.graph.neighbor_table(3)
+    assert torch.equal(model.g_nbr, torch.as_tensor(nbr))
+    x = torch.tensor([1, 2])
+    e = model.emb(x)
+    with torch.no_grad():
+        got = model.global_context(x, e)
+        # by hand for item 1: softmax over its neighbours of <e_1, e_j>/sqrt(d) + log w_j
+        j = [n for n, ww in zip(nbr[1], w[1]) if ww > 0]
+        s = torch.stack([e[0] @ model.emb.weight[n] / 4.0 + float(np.log(w[1][k])) for k, n in enumerate(j)])
+        want = (torch.softmax(s, 0)[:, None] * model.emb.weight[j]).sum(0)
+    assert torch.allclose(got[0], want, atol=1e-6)
+    builder, batch = batches(model, data)
+    check_scores(model.score(batch), batch.size)
+    # a checkpoint's stand-in has no graph: the table comes back with the weights
+    from types import SimpleNamespace
+    stub = SimpleNamespace(n_items=V, pe=data.pe, graph=None)
+    again = build("graph_transformer", stub, global_k=3)
+    again.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        assert torch.equal(again.eval().score(batch), model.score(batch))

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from engine.config import ItemKNNConfig, NoParams, SKNNConfig
+from engine.data.graph import top_per_row
 from engine.data.sessions import Sessions, row_ids
 from engine.schema import Weighting, values
 from engine.train.batches import Batch
@@ -121,25 +122,9 @@ class ItemKNN(_Baseline):
     def __init__(self, graph, train_counts: np.ndarray, neighbors: int = 100, decay: float = 0.5,
                  alpha: float = 0.5) -> None:
         super().__init__(train_counts)
-        n_items = self.n_items
         self.decay = decay
-        A = graph.to_scipy().tocsr().astype(np.float64)
-        A.sum_duplicates()
-        d = np.asarray(A.sum(axis=1)).ravel()
-        rows = row_ids(A.indptr)
-        cols = A.indices.astype(np.int64)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            sim = A.data / (np.power(d[rows], alpha) * np.power(d[cols], 1.0 - alpha))
-        sim = np.nan_to_num(sim, nan=0.0, posinf=0.0)
-        # keep the top `neighbors` per row: sort by (row, -sim) and cut by rank inside the row
-        order = np.lexsort((cols, -sim, rows))
-        rows, cols, sim = rows[order], cols[order], sim[order]
-        if neighbors > 0:
-            rank = np.arange(len(rows)) - np.repeat(A.indptr[:-1], np.diff(A.indptr))
-            keep = rank < neighbors
-            rows, cols, sim = rows[keep], cols[keep], sim[keep]
-        indptr = np.zeros(n_items + 2, dtype=np.int64)
-        np.cumsum(np.bincount(rows, minlength=n_items + 1), out=indptr[1:])
+        S = top_per_row(graph.similarity(alpha), neighbors)
+        indptr, cols, sim = S.indptr.astype(np.int64), S.indices.astype(np.int64), S.data
         self.register_buffer("indptr", torch.as_tensor(indptr), persistent=False)
         self.register_buffer("nbr", torch.as_tensor(cols), persistent=False)
         self.register_buffer("sim", torch.as_tensor(sim), persistent=False)

@@ -47,7 +47,8 @@ class SessionGNN(nn.Module):
                  heads: int = 2, ffn_mult: int = 0, readout: str = ReadoutKind.ATTENTION,
                  pe: np.ndarray | torch.Tensor | None = None, use_pe: bool = True, dropout: float = 0.1,
                  normalize: bool = True, scale: float = 16.0, graph_mode: str = GraphMode.TRANSITIONS,
-                 repeat: bool = True, pos_emb: bool = False) -> None:
+                 repeat: bool = True, pos_emb: bool = False,
+                 neighbors: tuple[np.ndarray, np.ndarray] | None = None) -> None:
         super().__init__()
         if use_pe and pe is None:
             raise InputError("use_pe is on but the dataset has no Laplacian PE; build the encodings "
@@ -76,6 +77,16 @@ class SessionGNN(nn.Module):
             # persistent: a checkpoint scores exactly as trained even if the dataset's PE is rebuilt
             self.register_buffer("pe", pe_t)
             self.pe_proj = nn.Linear(pe_t.shape[1], hidden, bias=False)
+        self.global_graph = neighbors is not None
+        if self.global_graph:
+            nbr, w = neighbors
+            if nbr.shape[0] != n_items + 1 or nbr.shape != w.shape:
+                raise InputError(f"neighbour table has shape {nbr.shape}; expected [{n_items + 1}, k]")
+            # persistent: the checkpoint scores exactly as trained even if the graph is rebuilt
+            self.register_buffer("g_nbr", torch.as_tensor(nbr, dtype=torch.long))
+            with np.errstate(divide="ignore"):
+                self.register_buffer("g_logw", torch.as_tensor(np.log(w).astype(np.float32)))  # -inf: none
+            self.g_proj = nn.Linear(hidden, hidden)
         self.drop = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(ConvBlock(conv, hidden, heads, dropout, ffn_mult) for _ in range(layers))
         self.readout = Readout(readout, hidden, positions=pos_emb)
@@ -92,6 +103,8 @@ class SessionGNN(nn.Module):
     def node_inputs(self, batch: Batch, h: torch.Tensor | None = None) -> torch.Tensor:
         """emb[x] (+ PE projection, random column signs in training), dropped out: [N, d]."""
         h = self.emb(batch.x) if h is None else h                               # [N, d]
+        if self.global_graph:
+            h = h + self.g_proj(self.global_context(batch.x, h))
         if self.use_pe:
             pe = self.pe[batch.x]                                               # [N, k]
             if self.training:
@@ -101,6 +114,18 @@ class SessionGNN(nn.Module):
                 pe = pe * sign[batch.batch].to(pe.dtype)
             h = h + self.pe_proj(pe)
         return self.drop(h)
+
+    def global_context(self, x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+        """Attention of each node's item over its most similar items in the train graph: [N, d].
+
+        score_j = <e_x, e_j> / sqrt(d) + log sim(x, j); an item without neighbours gets 0.
+        """
+        nbr, logw = self.g_nbr[x], self.g_logw[x]                                # [N, k]
+        e_nb = self.emb(nbr)                                                     # [N, k, d]
+        att = (e_nb @ e.unsqueeze(-1)).squeeze(-1) * self.hidden ** -0.5 + logw  # [N, k]
+        has = torch.isfinite(logw).any(-1, keepdim=True)                         # [N, 1]
+        a = torch.softmax(att.masked_fill(~has, 0.0), -1) * has                  # no NaN rows
+        return (a.unsqueeze(-1) * e_nb).sum(1)                                   # [N, d]
 
     def forward(self, batch: Batch, h: torch.Tensor | None = None) -> torch.Tensor:
         """Session representations [B, d] (normalised and scaled when `normalize`).
@@ -236,4 +261,14 @@ def build_gnn(cfg: GNNConfig, data: Any, conv: str) -> SessionGNN:
         data.n_items, hidden=cfg.hidden, conv=conv, layers=cfg.layers, heads=getattr(cfg, "heads", 1),
         ffn_mult=getattr(cfg, "ffn_mult", 0), readout=cfg.readout, pe=getattr(data, "pe", None),
         use_pe=cfg.use_pe, dropout=cfg.dropout, normalize=cfg.normalize, scale=cfg.scale,
-        graph_mode=cfg.graph_mode, repeat=cfg.repeat, pos_emb=cfg.pos_emb)
+        graph_mode=cfg.graph_mode, repeat=cfg.repeat, pos_emb=cfg.pos_emb,
+        neighbors=_neighbors(cfg.global_k, data) if cfg.global_k else None)
+
+
+def _neighbors(k: int, data: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The dataset graph's neighbour table, or zeros of its shape for a checkpoint's stand-in
+    (the table is part of the weights and is loaded with them)."""
+    graph = getattr(data, "graph", None)
+    if graph is None:
+        return np.zeros((data.n_items + 1, k), np.int64), np.zeros((data.n_items + 1, k), np.float32)
+    return graph.neighbor_table(k)
