@@ -58,7 +58,8 @@ def _top_per_row(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, n_rows: i
                  keep: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """CSR (indptr, cols, vals) of the `keep` largest values of each row (0 = all), each row sorted
     by value, ties by the lower column. Item-kNN's neighbour lists and the sequential rules."""
-    order = np.lexsort((cols, -vals, rows))
+    # values compared in float32: equal sums added up in another order still tie
+    order = np.lexsort((cols, -vals.astype(np.float32), rows))
     rows, cols, vals = rows[order], cols[order], vals[order]
     counts = np.bincount(rows, minlength=n_rows)
     if keep > 0:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from engine.config import (AttentionGNNConfig, Config, FFNGraphTransformerConfig, GNNConfig, ItemKNNConfig,
-                           NoParams, SKNNConfig)
+                           NoParams, SKNNConfig, SRConfig, STANConfig, VSTANConfig)
 from engine.errors import InputError
 from engine.schema import Conv, ModelKind, StageName
 
@@ -62,6 +62,15 @@ _SPECS: tuple[ModelSpec, ...] = (
     ModelSpec("sknn", ModelKind.BASELINE,
               "V-SKNN session-kNN: position-weighted prefix, k recent similar train sessions",
               SKNNConfig, "engine.models.baselines:build_sknn"),
+    ModelSpec("sr", ModelKind.BASELINE,
+              "Sequential rules: the last item's rules to items that followed it within `steps`",
+              SRConfig, "engine.models.rules:build_sr"),
+    ModelSpec("stan", ModelKind.BASELINE,
+              "STAN session-kNN: position-, recency- and item-distance-weighted neighbours",
+              STANConfig, "engine.models.stan:build_stan"),
+    ModelSpec("vstan", ModelKind.BASELINE,
+              "V-STAN: STAN plus V-SKNN's shared-position weight and an idf boost",
+              VSTANConfig, "engine.models.stan:build_vstan"),
 )
 SPECS: dict[str, ModelSpec] = {s.name: s for s in _SPECS}
 BASELINES: tuple[str, ...] = tuple(s.name for s in _SPECS if s.kind == ModelKind.BASELINE)
