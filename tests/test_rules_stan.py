@@ -150,6 +150,14 @@ def test_stan_lambdas_off():
     np.testing.assert_allclose(got, [1, 0.5, 1, 0, 0.5], atol=1e-12)
 
 
+@pytest.mark.parametrize("days, winner", [([0, 1], 3), ([1, 0], 2)])
+def test_stan_tied_neighbours_go_to_the_more_recent(days, winner):
+    # prefix [1]: sessions [1, 2] and [1, 3] are equally similar (1 / sqrt 2); k = 1 keeps the newer
+    m = STAN(make([[1, 2], [1, 3]], days), 3, k=1, sample=0, lambda_spw=0, lambda_snh=0, lambda_inh=0)
+    got = primary(m, score_prefixes(m, [[1]], day=5, n_items=3))[0].numpy()
+    np.testing.assert_allclose(got, [1, float(winner == 2), float(winner == 3)], atol=1e-12)
+
+
 def test_vstan_by_hand():
     m = STAN(make(STAN_TRAIN), 5, k=3, sample=0, lambda_spw=1, lambda_snh=1, lambda_inh=1,
              lambda_ipw=1, lambda_idf=1)

@@ -291,18 +291,20 @@ class _SessionNeighbours(_Baseline):
         with sim > 0; ties (after rounding sim / b's best to 1e-9) go to the more recent."""
         kept = torch.nonzero(c.col < self.sample).squeeze(1) if self.sample > 0 else \
             torch.arange(len(c.b), device=c.b.device)
-        C = int(c.col[kept].max()) + 1 if len(kept) else 1
-        best = torch.zeros(B, dtype=torch.float64, device=sim.device).scatter_reduce_(
-            0, c.b[kept], sim[kept], "amax")
+        kb = c.b[kept]
+        best = torch.zeros(B, dtype=torch.float64, device=sim.device).scatter_reduce_(0, kb, sim[kept], "amax")
         # relative rounding: sums of the same weights in another order (or CUDA atomics) still tie,
         # and sims that are all tiny (old sessions under a time decay) keep their order
-        dense = torch.full((B, C), -1.0, dtype=torch.float64, device=sim.device)
-        dense[c.b[kept], c.col[kept]] = torch.round(sim[kept] / best[c.b[kept]].clamp(min=1e-300), decimals=9)
-        which = torch.zeros(B, C, dtype=torch.long, device=sim.device)
-        which[c.b[kept], c.col[kept]] = kept
-        val, top = torch.sort(dense, dim=1, descending=True, stable=True)   # columns: recency order
-        kk = min(k, C)
-        return which.gather(1, top[:, :kk])[val[:, :kk] > 0]
+        val = torch.round(sim[kept] / best[kb].clamp(min=1e-300), decimals=9)
+        # candidates come in (b, oldest first) order: from the reversed order, two stable 1-D
+        # sorts give (b, -sim, newest first) without a dense [B, candidates] matrix (sample 0 can
+        # mean tens of thousands of candidates per prefix)
+        o = torch.arange(len(kept) - 1, -1, -1, device=kb.device)
+        o = o[torch.sort(val[o], descending=True, stable=True).indices]
+        o = o[torch.sort(kb[o], stable=True).indices]
+        counts = torch.bincount(kb, minlength=B)
+        rank = torch.arange(len(o), device=o.device) - (torch.cumsum(counts, 0) - counts)[kb[o]]
+        return kept[o[(rank < k) & (val[o] > 0)]]
 
     def _spread(self, c: _Candidates, nb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Every (neighbour, distinct item) pair: (which neighbour, position into s_items/s_last)."""
