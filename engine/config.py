@@ -359,6 +359,47 @@ class SKNNConfig(Config):
 
 
 @dataclass(frozen=True)
+class SRConfig(Config):
+    """Sequential rules (session-rec's SequentialRules; its defaults)."""
+
+    steps: int = param(10, "rules a -> b for b up to this many positions after a in a train session", min=1)
+    weighting: Weighting = param(Weighting.DIV, "rule weight by the distance d of b after a "
+                                 "(div: 1/d, quadratic: 1/d^2, log: 1/log10(d+1.7), linear, same)")
+    pruning: int = param(20, "rules kept per antecedent, the heaviest (0 = all)", min=0)
+
+
+# STAN and V-STAN: the values session-rec tuned for Diginetica (conf/save/diginetica/single split,
+# the "-mrr" entries); its constructor defaults are sample 5000, lambda_spw 1.02, lambda_snh 5,
+# lambda_inh 2.05 (V-STAN: lambda_ipw 1.02, lambda_idf 5)
+@dataclass(frozen=True)
+class STANConfig(Config):
+    """Sequence and Time Aware Neighbourhood (Garg et al. 2019; session-rec's STAN). A lambda of 0
+    turns its factor off."""
+
+    k: int = param(500, "neighbour sessions", min=1)
+    sample: int = param(5000, "most recent candidate sessions considered (0 = all)", min=0)
+    lambda_spw: float = param(1.25, "prefix position weight exp((p - n) / lambda) in the similarity", min=0)
+    lambda_snh: float = param(80.0, "neighbour recency (days): exp(-(now - its last event) / lambda)", min=0)
+    lambda_inh: float = param(5.0, "item weight exp(-|p - p*| / lambda) by its distance in the "
+                              "neighbour from the last item shared with the prefix", min=0)
+
+
+@dataclass(frozen=True)
+class VSTANConfig(STANConfig):
+    """V-STAN (Ludewig et al. 2021; session-rec's VSKNN_STAN): STAN plus V-SKNN's weight of the
+    latest shared prefix position and an idf boost of rare items."""
+
+    k: int = param(1500, "neighbour sessions", min=1)
+    lambda_spw: float = param(1.25, "prefix position weight exp((p - n) / lambda) in the similarity", min=0)
+    lambda_snh: float = param(100.0, "neighbour recency (days): exp(-(now - its last event) / lambda)", min=0)
+    lambda_inh: float = param(10.0, "item weight exp(-|p - p*| / lambda) by its distance in the "
+                              "neighbour from the last item shared with the prefix", min=0)
+    lambda_ipw: float = param(10.0, "neighbour weight exp((p - n) / lambda), p = the latest prefix "
+                              "position it shares", min=0)
+    lambda_idf: float = param(10.0, "item score x (1 + lambda * log(S / train count))", min=0)
+
+
+@dataclass(frozen=True)
 class HybridConfig(Config):
     """A finished GNN run mixed with a baseline (engine.models.hybrid)."""
 

@@ -165,7 +165,7 @@ def test_specs_and_to_device():
     items = ItemIndex(np.arange(1, 6), np.array([2, 2, 3, 2, 1]))   # counts of `train`
     g, _ = build_cooc_graph(train, 5, window=2, with_event_pairs=False)
     data = SimpleNamespace(train=train, items=items, graph=g, n_items=5)
-    assert BASELINES == ("pop", "spop", "itemknn", "sknn")
+    assert BASELINES == ("pop", "spop", "itemknn", "sknn", "sr", "stan", "vstan")
     test = make([[1, 2, 4], [5, 3]])
     builder = BatchBuilder(SessionStore(test), 5, "none")
     batch = builder(make_examples(test, "prefixes"))

@@ -94,7 +94,7 @@ def test_resume_mid_epoch_gives_the_same_weights(ws):
     assert events[-1].TYPE == "run_finished"
 
 
-@pytest.mark.parametrize("name", ["pop", "spop", "itemknn", "sknn"])
+@pytest.mark.parametrize("name", ["pop", "spop", "itemknn", "sknn", "sr", "stan", "vstan"])
 def test_every_baseline_on_tiny_demo(ws, name):
     final = fit(cfg(model=name, model_params={}), ws)
     assert final["status"] == "completed"

@@ -76,12 +76,14 @@ class CoocGraph:
     def neighbor_table(self, k: int, alpha: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
         """The `k` most similar other items of every node (`similarity`), padded with node 0 and
         weight 0: (int64 [n_nodes, k], float32 [n_nodes, k]), most similar first."""
-        top = top_per_row(self.similarity(alpha, self_loops=False), k)
-        rows = row_ids(top.indptr)
-        rank = np.arange(top.nnz) - top.indptr[rows]
+        S = self.similarity(alpha, self_loops=False)
+        indptr, cols, vals = top_per_row(row_ids(S.indptr), S.indices.astype(np.int64), S.data,
+                                         self.n_nodes, k)
+        rows = row_ids(indptr)
+        rank = np.arange(len(rows)) - indptr[rows]
         nbr = np.zeros((self.n_nodes, k), dtype=np.int64)
         w = np.zeros((self.n_nodes, k), dtype=np.float32)
-        nbr[rows, rank], w[rows, rank] = top.indices, top.data
+        nbr[rows, rank], w[rows, rank] = cols, vals
         return nbr, w
 
     def save(self, path: str | Path) -> None:
@@ -193,19 +195,22 @@ def build_cooc_graph(sessions: Sessions, n_items: int, window: int = 5,
     return g, stats
 
 
-def top_per_row(A: sp.csr_matrix, k: int) -> sp.csr_matrix:
-    """The `k` largest entries of each row of `A` (0 = all), each row sorted by value, largest first
-    (ties: lower column first). One lexsort over all entries, no loop over rows."""
-    A = A.tocsr()
-    rows, cols, vals = row_ids(A.indptr), A.indices.astype(np.int64), A.data
-    order = np.lexsort((cols, -vals, rows))
+def top_per_row(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, n_rows: int,
+                keep: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """CSR (indptr, cols, vals) of the `keep` largest values of each row (0 = all) of a COO matrix,
+    each row sorted by value, largest first, ties by the lower column. One lexsort over all entries,
+    no loop over rows: item-kNN's neighbour lists, the GNN's neighbour table, the sequential rules."""
+    # values compared in float32: equal sums added up in another order still tie
+    order = np.lexsort((cols, -vals.astype(np.float32), rows))
     rows, cols, vals = rows[order], cols[order], vals[order]
-    if k > 0:
-        keep = np.arange(len(rows)) - A.indptr[rows] < k      # rank inside the row
-        rows, cols, vals = rows[keep], cols[keep], vals[keep]
-    indptr = np.zeros(A.shape[0] + 1, dtype=np.int64)
-    np.cumsum(np.bincount(rows, minlength=A.shape[0]), out=indptr[1:])
-    return sp.csr_matrix((vals, cols, indptr), shape=A.shape)
+    counts = np.bincount(rows, minlength=n_rows)
+    if keep > 0:
+        rank = np.arange(len(rows)) - np.repeat(np.cumsum(counts) - counts, counts)
+        rows, cols, vals = rows[rank < keep], cols[rank < keep], vals[rank < keep]
+        counts = np.bincount(rows, minlength=n_rows)
+    indptr = np.zeros(n_rows + 1, dtype=np.int64)
+    np.cumsum(counts, out=indptr[1:])
+    return indptr, cols, vals
 
 
 def graph_stats(g: CoocGraph) -> dict:

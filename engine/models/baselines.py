@@ -11,6 +11,8 @@ Scores are float64 so that this tie-break survives next to the primary score.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import torch
 from torch import nn
@@ -123,8 +125,9 @@ class ItemKNN(_Baseline):
                  alpha: float = 0.5) -> None:
         super().__init__(train_counts)
         self.decay = decay
-        S = top_per_row(graph.similarity(alpha), neighbors)
-        indptr, cols, sim = S.indptr.astype(np.int64), S.indices.astype(np.int64), S.data
+        S = graph.similarity(alpha)
+        indptr, cols, sim = top_per_row(row_ids(S.indptr), S.indices.astype(np.int64), S.data,
+                                        S.shape[0], neighbors)
         self.register_buffer("indptr", torch.as_tensor(indptr), persistent=False)
         self.register_buffer("nbr", torch.as_tensor(cols), persistent=False)
         self.register_buffer("sim", torch.as_tensor(sim), persistent=False)
@@ -177,17 +180,123 @@ def _score_weight(name: str, step: torch.Tensor) -> torch.Tensor:
     raise ValueError(f"unknown score_weighting {name!r}; expected one of {', '.join(WEIGHTINGS)}")
 
 
-class SessionKNN(_Baseline):
+class _Candidates(NamedTuple):
+    """Candidate (prefix, train session) pairs of a batch, sorted by (prefix, session recency)."""
+
+    key: torch.Tensor     # long [C]  (b << 32) | session rank
+    b: torch.Tensor       # long [C]  the prefix
+    inv: torch.Tensor     # long [E]  candidate of each (prefix node, session) entry
+    src: torch.Tensor     # long [E]  prefix node of each entry
+    col: torch.Tensor     # long [C]  rank from b's most recent candidate (0 = the most recent)
+
+    @property
+    def session(self) -> torch.Tensor:
+        return self.key & _LOW32
+
+
+class _SessionNeighbours(_Baseline):
+    """Train sessions indexed for session-kNN (V-SKNN, STAN, V-STAN), and the vectorised steps they
+    share: prefix nodes, candidate sessions (the `sample` most recent sharing an item; 0 = all),
+    the top k by a similarity, and the spread of the neighbours' items.
+
+    Sessions are numbered by recency rank (0 = oldest by last event time, then by position). Tables:
+    session -> its distinct items with the item's last 1-based position there (`s_ptr`, `s_items`,
+    `s_last`); item -> sessions, each item's list cut to its `sample` most recent (exact: a session
+    among the `sample` most recent of the union is among the `sample` most recent sessions of every
+    item it shares); each session's last event time (`s_end`, ms); idf = log(S / events of the item)
+    as in session-rec.
+    """
+
+    def __init__(self, train: Sessions, n_items: int, sample: int) -> None:
+        items = train.items.astype(np.int64)
+        ok = items > 0
+        super().__init__(np.bincount(items[ok], minlength=n_items + 1)[1:])
+        self.sample = sample
+        S = len(train)
+        self.n_sessions = S
+        order = np.lexsort((np.arange(S), train.end))
+        rank = np.empty(S, dtype=np.int64)
+        rank[order] = np.arange(S)
+        rows = row_ids(train.offsets)
+        position = np.arange(len(items)) - train.offsets[rows] + 1
+        # distinct (session rank, item) pairs, sorted, with the item's last position: np.unique of
+        # the reversed events finds each pair's last occurrence first
+        key = (rank[rows] * (n_items + 1) + items)[ok][::-1]
+        key, first = np.unique(key, return_index=True)
+        s_last = position[ok][::-1][first]
+        s_of, i_of = np.divmod(key, n_items + 1)
+        s_ptr = np.zeros(S + 1, dtype=np.int64)
+        np.cumsum(np.bincount(s_of, minlength=S), out=s_ptr[1:])
+        o = np.lexsort((s_of, i_of))
+        i_sorted, s_sorted = i_of[o], s_of[o]
+        i_counts = np.bincount(i_sorted, minlength=n_items + 1)
+        if sample > 0:
+            from_end = np.repeat(np.cumsum(i_counts), i_counts) - 1 - np.arange(len(i_sorted))
+            i_sorted, s_sorted = i_sorted[from_end < sample], s_sorted[from_end < sample]
+        i_ptr = np.zeros(n_items + 2, dtype=np.int64)
+        np.cumsum(np.bincount(i_sorted, minlength=n_items + 1), out=i_ptr[1:])
+        ev = np.bincount(items[ok], minlength=n_items + 1).astype(np.float64)
+        with np.errstate(divide="ignore"):
+            idf = np.where(ev > 0, np.log(max(S, 1) / np.maximum(ev, 1)), 0.0)
+        for name, arr in (("s_ptr", s_ptr), ("s_items", i_of), ("s_last", s_last), ("i_ptr", i_ptr),
+                          ("i_sess", s_sorted), ("s_end", np.asarray(train.end, np.int64)[order]),
+                          ("idf", idf)):
+            self.register_buffer(name, torch.as_tensor(arr), persistent=False)
+
+    @staticmethod
+    def _prefix_nodes(batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Distinct (b, item) of the prefixes: (sorted key (b << 32) | item, b, item, 1-based
+        position of the item's last occurrence)."""
+        pos, _ = _positions(batch)
+        m = batch.mask
+        b_cell = torch.arange(batch.size, device=m.device)[:, None].expand_as(m)
+        key, inv = torch.unique((b_cell[m] << 32) | batch.items[m], return_inverse=True)
+        last = torch.zeros(len(key), dtype=torch.long, device=m.device).scatter_reduce_(
+            0, inv, pos[m], "amax", include_self=False)
+        return key, key >> 32, key & _LOW32, last
+
+    def _candidates(self, B: int, node_b: torch.Tensor, node_item: torch.Tensor) -> _Candidates:
+        src, at = _csr_expand(self.i_ptr, node_item)
+        key, inv = torch.unique((node_b[src] << 32) | self.i_sess[at], return_inverse=True)
+        cb = key >> 32
+        counts = torch.bincount(cb, minlength=B)
+        col = (torch.cumsum(counts, 0) - 1)[cb] - torch.arange(len(cb), device=cb.device)
+        return _Candidates(key, cb, inv, src, col)
+
+    def _top_k(self, B: int, c: _Candidates, sim: torch.Tensor, k: int) -> torch.Tensor:
+        """Ids of the neighbours: among b's `sample` most recent candidates, the `k` most similar
+        with sim > 0; ties (after rounding sim / b's best to 1e-9) go to the more recent."""
+        kept = torch.nonzero(c.col < self.sample).squeeze(1) if self.sample > 0 else \
+            torch.arange(len(c.b), device=c.b.device)
+        kb = c.b[kept]
+        best = torch.zeros(B, dtype=torch.float64, device=sim.device).scatter_reduce_(0, kb, sim[kept], "amax")
+        # relative rounding: sums of the same weights in another order (or CUDA atomics) still tie,
+        # and sims that are all tiny (old sessions under a time decay) keep their order
+        val = torch.round(sim[kept] / best[kb].clamp(min=1e-300), decimals=9)
+        # candidates come in (b, oldest first) order: from the reversed order, two stable 1-D
+        # sorts give (b, -sim, newest first) without a dense [B, candidates] matrix (sample 0 can
+        # mean tens of thousands of candidates per prefix)
+        o = torch.arange(len(kept) - 1, -1, -1, device=kb.device)
+        o = o[torch.sort(val[o], descending=True, stable=True).indices]
+        o = o[torch.sort(kb[o], stable=True).indices]
+        counts = torch.bincount(kb, minlength=B)
+        rank = torch.arange(len(o), device=o.device) - (torch.cumsum(counts, 0) - counts)[kb[o]]
+        return kept[o[(rank < k) & (val[o] > 0)]]
+
+    def _spread(self, c: _Candidates, nb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every (neighbour, distinct item) pair: (which neighbour, position into s_items/s_last)."""
+        return _csr_expand(self.s_ptr, c.session[nb])
+
+
+class SessionKNN(_SessionNeighbours):
     """V-SKNN (Ludewig & Jannach), as in session-rec's VMContextKNN, vectorised over a batch.
 
     1. Prefix vector: item -> position weight of its last occurrence (`weighting`, "div" = i/n: the
        last item 1, linearly decaying to 1/n).
     2. Candidates: train sessions sharing an item with the prefix, of which the `sample` most recent
-       (by last event time; 0 = all). Exact, and cheap: a session among the `sample` most recent of
-       the union is among the `sample` most recent sessions of each item it shares, so each item's
-       session list is cut to its `sample` most recent at build time.
+       (by last event time; 0 = all).
     3. Similarity = dot product of the prefix vector with the candidate's binary item vector; the
-       top `k` candidates are the neighbours (ties, after rounding to 1e-9: the more recent first).
+       top `k` candidates are the neighbours (ties: the more recent first).
     4. Item score = sum over neighbours containing it of sim * score_weight(step) *
        (1 + idf * log(S / train count of the item)); step = distance from the end of the prefix of
        the latest prefix item the neighbour shares (1 = the last item). Prefix items are not removed.
@@ -195,84 +304,30 @@ class SessionKNN(_Baseline):
 
     def __init__(self, train: Sessions, n_items: int, k: int = 100, sample: int = 500,
                  weighting: str = "div", score_weighting: str = "div", idf: float = 0.0) -> None:
-        items = train.items.astype(np.int64)
-        ok = items > 0
-        super().__init__(np.bincount(items[ok], minlength=n_items + 1)[1:])
+        super().__init__(train, n_items, sample)
         _position_weight(weighting, torch.ones(1), torch.ones(1))   # validate names early
         _score_weight(score_weighting, torch.ones(1))
-        self.k, self.sample, self.idf = k, sample, idf
+        self.k, self.idf_weight = k, idf
         self.weighting, self.score_weighting = weighting, score_weighting
-        S = len(train)
-        self.n_sessions = S
-        # recency rank of each session: 0 = oldest (by last event time, then by position)
-        order = np.lexsort((np.arange(S), train.end))
-        rank = np.empty(S, dtype=np.int64)
-        rank[order] = np.arange(S)
-        sess = rank[row_ids(train.offsets)]
-        # unique (session rank, item) pairs, sorted: the session -> items CSR
-        key = np.unique(sess[ok] * (n_items + 1) + items[ok])
-        s_of, i_of = np.divmod(key, n_items + 1)
-        s_ptr = np.zeros(S + 1, dtype=np.int64)
-        np.cumsum(np.bincount(s_of, minlength=S), out=s_ptr[1:])
-        # item -> sessions CSR, each item's sessions cut to its `sample` most recent
-        o = np.lexsort((s_of, i_of))
-        i_sorted, s_sorted = i_of[o], s_of[o]
-        i_counts = np.bincount(i_sorted, minlength=n_items + 1)
-        if sample > 0:
-            from_end = np.repeat(np.cumsum(i_counts), i_counts) - 1 - np.arange(len(i_sorted))
-            keep = from_end < sample
-            i_sorted, s_sorted = i_sorted[keep], s_sorted[keep]
-        i_ptr = np.zeros(n_items + 2, dtype=np.int64)
-        np.cumsum(np.bincount(i_sorted, minlength=n_items + 1), out=i_ptr[1:])
-        # idf as in session-rec: log(sessions / events of the item)
-        ev = np.bincount(items[ok], minlength=n_items + 1).astype(np.float64)
-        with np.errstate(divide="ignore"):
-            idf_v = np.where(ev > 0, np.log(max(S, 1) / np.maximum(ev, 1)), 0.0)
-        for name, arr in (("s_ptr", s_ptr), ("s_items", i_of), ("i_ptr", i_ptr),
-                          ("i_sess", s_sorted), ("item_factor", 1.0 + idf * idf_v)):
-            self.register_buffer(name, torch.as_tensor(arr), persistent=False)
+        self.register_buffer("item_factor", 1.0 + idf * self.idf, persistent=False)
 
     def score(self, batch: Batch) -> torch.Tensor:
         B, V1 = batch.size, self.n_items + 1
-        dev = batch.items.device
-        pos, _ = _positions(batch)
-        m = batch.mask
-        # 1. prefix nodes (b, item) with the position of the item's last occurrence; both weights
-        # are monotone in the position, so the last occurrence's weights are the node's
-        b_cell = torch.arange(B, device=dev)[:, None].expand_as(m)
-        node_key, inv = torch.unique((b_cell[m] << 32) | batch.items[m], return_inverse=True)
-        last = torch.zeros(len(node_key), dtype=torch.long, device=dev).scatter_reduce_(
-            0, inv, pos[m], "amax", include_self=False)
-        node_b, node_item = node_key >> 32, node_key & _LOW32
+        # 1. prefix nodes; both weights are monotone in the position, so the last occurrence's
+        # weights are the node's
+        _, node_b, node_item, last = self._prefix_nodes(batch)
         node_n = batch.lengths[node_b]
         w_pos = _position_weight(self.weighting, last, node_n)
         w_step = _score_weight(self.score_weighting, node_n - last + 1)
-        # 2. candidate (b, session) pairs through the item -> sessions lists; sorted by (b, recency)
-        src, at = _csr_expand(self.i_ptr, node_item)
-        cand, cinv = torch.unique((node_b[src] << 32) | self.i_sess[at], return_inverse=True)
-        sim = torch.zeros(len(cand), dtype=torch.float64, device=dev).index_add_(0, cinv, w_pos[src])
-        step_w = torch.zeros_like(sim).scatter_reduce_(0, cinv, w_step[src], "amax", include_self=False)
-        cb = cand >> 32
-        # column = rank from b's most recent candidate; the `sample` most recent are columns < sample
-        counts = torch.bincount(cb, minlength=B)
-        col = (torch.cumsum(counts, 0) - 1)[cb] - torch.arange(len(cb), device=dev)
-        kept = torch.nonzero(col < self.sample).squeeze(1) if self.sample > 0 else \
-            torch.arange(len(cb), device=dev)
-        # 3. top k per b by similarity, ties by recency: a stable sort of padded [B, C] rows whose
-        # columns are in recency order (C <= sample)
-        C = int(col[kept].max()) + 1 if len(kept) else 1
-        dense = torch.full((B, C), -1.0, dtype=torch.float64, device=dev)
-        # rounded: sums of the same weights in another order (or CUDA atomics) must still tie
-        dense[cb[kept], col[kept]] = torch.round(sim[kept], decimals=9)
-        which = torch.zeros(B, C, dtype=torch.long, device=dev)
-        which[cb[kept], col[kept]] = kept
-        val, top = torch.sort(dense, dim=1, descending=True, stable=True)
-        kk = min(self.k, C)
-        nb = which.gather(1, top[:, :kk])[val[:, :kk] > 0]       # neighbours, as candidate ids
-        # 4. neighbours' items: each adds sim * step weight
-        src, at = _csr_expand(self.s_ptr, cand[nb] & _LOW32)
-        primary = torch.zeros(B * V1, dtype=torch.float64, device=dev)
-        primary.index_add_(0, cb[nb][src] * V1 + self.s_items[at], (sim[nb] * step_w[nb])[src])
+        # 2. candidates, with the similarity and the step weight of the latest shared prefix item
+        c = self._candidates(B, node_b, node_item)
+        sim = torch.zeros(len(c.key), dtype=torch.float64, device=last.device).index_add_(0, c.inv, w_pos[c.src])
+        step_w = torch.zeros_like(sim).scatter_reduce_(0, c.inv, w_step[c.src], "amax", include_self=False)
+        # 3. neighbours; 4. their items: each adds sim * step weight
+        nb = self._top_k(B, c, sim, self.k)
+        src, at = self._spread(c, nb)
+        primary = torch.zeros(B * V1, dtype=torch.float64, device=last.device)
+        primary.index_add_(0, c.b[nb][src] * V1 + self.s_items[at], (sim[nb] * step_w[nb])[src])
         return self._finish(primary.view(B, V1) * self.item_factor)
 
 

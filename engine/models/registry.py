@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from engine.config import (AttentionGNNConfig, Config, FFNGraphTransformerConfig, GNNConfig, ItemKNNConfig,
-                           HybridConfig, NoParams, SKNNConfig)
+                           HybridConfig, NoParams, SKNNConfig, SRConfig, STANConfig, VSTANConfig)
 from engine.errors import InputError
 from engine.schema import Conv, ModelKind, StageName
 
@@ -69,8 +69,15 @@ _SPECS: tuple[ModelSpec, ...] = (
     ModelSpec("sknn", ModelKind.BASELINE,
               "V-SKNN session-kNN: position-weighted prefix, k recent similar train sessions",
               SKNNConfig, "engine.models.baselines:build_sknn"),
-)
-_SPECS += (
+    ModelSpec("sr", ModelKind.BASELINE,
+              "Sequential rules: the last item's rules to items that followed it within `steps`",
+              SRConfig, "engine.models.rules:build_sr"),
+    ModelSpec("stan", ModelKind.BASELINE,
+              "STAN session-kNN: position-, recency- and item-distance-weighted neighbours",
+              STANConfig, "engine.models.stan:build_stan"),
+    ModelSpec("vstan", ModelKind.BASELINE,
+              "V-STAN: STAN plus V-SKNN's shared-position weight and an idf boost",
+              VSTANConfig, "engine.models.stan:build_vstan"),
     ModelSpec("hybrid", ModelKind.HYBRID,
               "A finished GNN run mixed with a baseline, the baseline's share chosen on validation",
               HybridConfig, "engine.models.hybrid:build_hybrid"),

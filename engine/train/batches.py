@@ -43,6 +43,9 @@ class Batch:
     batch: torch.Tensor        # long [N]     session of each node
     alias: torch.Tensor        # long [B, L]  node of each position (0 at padding: use `mask`)
     last_node: torch.Tensor    # long [B]     node of the last prefix item (0 when the prefix is empty)
+    # long [B] ms: time of each prefix's last event (time-aware scorers, e.g. STAN); None for
+    # typed prefixes, which have no event times (those scorers then take "now" = after training)
+    now: torch.Tensor | None = None
 
     @property
     def size(self) -> int:
@@ -61,6 +64,7 @@ class SessionStore:
         self.device = torch.device(device)
         self.items = torch.as_tensor(sessions.items.astype(np.int64), device=self.device)
         self.offsets = torch.as_tensor(sessions.offsets, device=self.device)
+        self.timestamps = torch.as_tensor(sessions.timestamps.astype(np.int64), device=self.device)
         self.n_sessions = len(sessions)
 
 
@@ -105,7 +109,8 @@ class BatchBuilder:
             items = items.gather(1, order)
             known = items > 0
         lengths = known.sum(1)
-        return self._with_graph(items, lengths, targets, known)
+        now = self.store.timestamps[(start + plen - 1).clamp(min=0)] if B else plen
+        return self._with_graph(items, lengths, targets, known, now)
 
     def from_prefixes(self, prefixes: list[list[int]]) -> Batch:
         """A batch from explicit item-index lists (recommendation requests). Target is 0."""
@@ -123,7 +128,7 @@ class BatchBuilder:
 
     # ---- graphs ------------------------------------------------------------------------------
     def _with_graph(self, items: torch.Tensor, lengths: torch.Tensor, targets: torch.Tensor,
-                    mask: torch.Tensor) -> Batch:
+                    mask: torch.Tensor, now: torch.Tensor | None = None) -> Batch:
         L = max(1, int(lengths.max())) if lengths.numel() else 1
         if L < items.shape[1]:       # unknown items were dropped: trim the padding
             items, mask = items[:, :L].contiguous(), mask[:, :L].contiguous()
@@ -144,7 +149,7 @@ class BatchBuilder:
         else:
             ei = torch.zeros(2, 0, dtype=torch.long, device=self.device)
             ew = torch.zeros(0, device=self.device)
-        return Batch(items, lengths, targets, mask, x, ei, ew, batch, alias, last_node)
+        return Batch(items, lengths, targets, mask, x, ei, ew, batch, alias, last_node, now)
 
     def _transition_edges(self, alias: torch.Tensor, mask: torch.Tensor, n: int):
         pair = mask[:, 1:] & mask[:, :-1]
