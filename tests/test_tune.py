@@ -157,6 +157,19 @@ def test_every_space_field_exists_and_lies_within_its_bounds():
             assert spaces.owner(model, name) is not None, (model, name)
 
 
+def test_every_default_can_be_drawn():
+    # a space that cannot reach the model's defaults (session-rec's tuned values for the kNNs)
+    # could only make a tuned model worse than the untuned one
+    for model in (m for m in spaces.SPACES if m in SPECS):
+        defaults = {**SPECS[model].resolve().to_dict(), **TrainConfig().to_dict()}
+        for name, dist in spaces.SPACES[model].items():
+            v = defaults[name]
+            if isinstance(dist, spaces.Choice):
+                assert v in dist.options, (model, name, v)
+            else:
+                assert dist.low <= v <= dist.high, (model, name, v)
+
+
 def test_a_range_outside_the_field_bounds_is_reported(monkeypatch):
     monkeypatch.setitem(spaces.SPACES, "itemknn", {"decay": spaces.FloatRange(0.0, 2.0),
                                                     "nope": spaces.IntRange(1, 2)})
@@ -167,7 +180,7 @@ def test_a_range_outside_the_field_bounds_is_reported(monkeypatch):
 
 def test_fixed_fields_leave_the_space():
     assert set(spaces.space_for("graph_transformer", ["hidden", "lr"])) == {
-        "layers", "dropout", "scale", "readout", "weight_decay", "batch_size", "heads"}
+        "layers", "dropout", "scale", "readout", "pos_emb", "global_k", "weight_decay", "batch_size", "heads"}
     assert spaces.space_for("pop") == {}
 
 

@@ -69,16 +69,19 @@ _GNN: dict[str, Dist] = {
     "dropout": FloatRange(0.0, 0.5),
     "scale": FloatRange(4.0, 32.0, log=True),
     "readout": Choice(values(Readout)),
+    "pos_emb": Choice((False, True)),
+    "global_k": Choice((0, 8, 16)),
     **_OPTIM,
 }
 _ATTENTION = {**_GNN, "heads": Choice((1, 2, 4))}          # every hidden choice divides by every head count
 _WEIGHTING = Choice(values(Weighting))
+# around session-rec's tuned values (the configs' defaults), as in its own searches
 _STAN: dict[str, Dist] = {
-    "k": IntRange(50, 1000, log=True),
+    "k": IntRange(50, 2000, log=True),
     "sample": IntRange(500, 10000, log=True),
     "lambda_spw": FloatRange(0.25, 8.0, log=True),
-    "lambda_snh": FloatRange(1.0, 100.0, log=True),
-    "lambda_inh": FloatRange(0.25, 8.0, log=True),
+    "lambda_snh": FloatRange(1.0, 200.0, log=True),
+    "lambda_inh": FloatRange(0.25, 20.0, log=True),
 }
 
 SPACES: dict[str, dict[str, Dist]] = {
@@ -92,11 +95,9 @@ SPACES: dict[str, dict[str, Dist]] = {
                 "alpha": FloatRange(0.0, 1.0)},
     "sknn": {"k": IntRange(10, 500, log=True), "sample": IntRange(100, 5000, log=True),
              "weighting": _WEIGHTING, "score_weighting": _WEIGHTING, "idf": FloatRange(0.0, 2.0)},
-    # sequential rules and (V)STAN: their configs are added to the registry separately; a space
-    # only counts once its model is registered (tests check these fields then)
-    "sr": {"steps": IntRange(2, 15), "weighting": _WEIGHTING, "pruning": IntRange(5, 50)},
+    "sr": {"steps": IntRange(2, 20), "weighting": _WEIGHTING, "pruning": IntRange(5, 50)},
     "stan": _STAN,
-    "vstan": {**_STAN, "lambda_ipw": FloatRange(0.25, 8.0, log=True), "lambda_idf": FloatRange(0.5, 10.0)},
+    "vstan": {**_STAN, "lambda_ipw": FloatRange(0.25, 20.0, log=True), "lambda_idf": FloatRange(0.0, 20.0)},
 }
 
 TRAIN_FIELDS = frozenset(p.name for p in TrainConfig.params())
