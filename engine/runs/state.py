@@ -149,8 +149,9 @@ class RunState:
         return RunStatus(self.status).finished
 
     @property
-    def is_baseline(self) -> bool:
-        return self.kind == ModelKind.BASELINE
+    def is_fitted(self) -> bool:
+        """Baselines and hybrids: fitted and evaluated at once, no epochs."""
+        return self.kind != ModelKind.GNN
 
     def metric(self, where: str, name: str = "recall@10") -> float | None:
         """`where`: val | test_last | test_prefixes."""
@@ -160,8 +161,8 @@ class RunState:
 
     def progress(self) -> tuple[float | None, str]:
         """(fraction of the run done, a one-line description)."""
-        if self.is_baseline:
-            return (1.0 if self.finished else None), "fitting and evaluating the baseline"
+        if self.is_fitted:
+            return (1.0 if self.finished else None), f"fitting and evaluating the {self.kind}"
         ev = self.last_step
         if ev is None or not self.steps_per_epoch or not self.epochs:
             return None, ("loading data and building the model" if self.status == RunStatus.RUNNING

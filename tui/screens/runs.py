@@ -49,7 +49,7 @@ def run_row(r: RunState) -> dict[str, Any]:
 
 def run_cells(row: dict) -> list[str]:
     epochs, total = row.get("epochs_run") or 0, row.get("epochs")
-    if row.get("kind") == ModelKind.BASELINE:
+    if row.get("kind") != ModelKind.GNN:          # baselines and hybrids have no epochs
         ep = "-"
     else:
         ep = f"{epochs}/{total}" if total else str(epochs)

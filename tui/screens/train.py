@@ -85,7 +85,7 @@ class TrainScreen(BaseScreen):
         with Horizontal(id="train-main"):
             with VerticalScroll(id="train-form"):
                 yield form_row("dataset", Select([], id="f-dataset", compact=True, prompt="(no dataset)"))
-                yield form_row("model", Select([(f"{n} (baseline)" if s.kind == ModelKind.BASELINE else n, n)
+                yield form_row("model", Select([(n if s.trains else f"{n} ({s.kind})", n)
                                                 for n, s in models.items()],
                                                value="graph_transformer", allow_blank=False, id="f-model",
                                                compact=True))
@@ -225,13 +225,13 @@ class TrainScreen(BaseScreen):
             self.query_one("#model-desc", Static).update(Text(spec.description, style="dim"))
             rows: list[Widget] = field_rows(spec.config.params(), defaults.to_dict(), "p-")
             await box.mount_all(rows or [Static("(no hyperparameters)", classes="dim")])
-            baseline = spec.kind == ModelKind.BASELINE
+            baseline = not spec.trains
             for name in TRAIN_FIELDS:
                 if name != "device":
-                    self.query_one(f"#t-{name}").disabled = baseline     # baselines have no epochs
+                    self.query_one(f"#t-{name}").disabled = baseline     # baselines, hybrids: no epochs
             preset = any(p.cpu is not None for p in spec.config.params()) and self._device_type() == "cpu"
             self.query_one("#params-title", Static).update(
-                "parameters (baseline)" if baseline else "hyperparameters" + (" (CPU preset)" if preset else ""))
+                f"parameters ({spec.kind})" if baseline else "hyperparameters" + (" (CPU preset)" if preset else ""))
             self.params_for = key
 
     def action_reset_params(self) -> None:
@@ -245,7 +245,7 @@ class TrainScreen(BaseScreen):
         if not isinstance(ds, str) or not ds:
             raise FormError("no dataset: generate the demo or import a file on the Datasets screen (F2)")
         spec = self.controller.spec(self._model())
-        baseline = spec.kind == ModelKind.BASELINE
+        baseline = not spec.trains
         texts = {n: widget_text(self.query_one(f"#t-{n}")) for n in TRAIN_FIELDS if not baseline or n == "device"}
         options = parse_fields(TrainConfig, texts)
         if options.get("device") == Device.CUDA and self.controller.device is not None \

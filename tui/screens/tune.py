@@ -61,7 +61,8 @@ class TuneScreen(BaseScreen):
     # ---- layout --------------------------------------------------------------------------------
     def compose_body(self) -> Iterable[Widget]:
         from engine.metrics import metric_names          # numpy: not when the app starts
-        models = self.controller.models
+        from engine.tune.spaces import SPACES
+        models = {n: s for n, s in self.controller.models.items() if n in SPACES}   # (not hybrid)
         with Horizontal(id="tune-main"):
             with VerticalScroll(id="tune-form"):
                 yield Static("studies", classes="section")
