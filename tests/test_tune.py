@@ -130,6 +130,22 @@ def test_a_run_stopped_by_the_epoch_hook_is_recorded_as_pruned(tiny_demo_ws):
     assert (st.status, st.reason, st.test) == (RunStatus.STOPPED, "pruned", {})
 
 
+def test_gnn_trials_are_not_pruned_before_epoch_3(tiny_demo_ws):
+    study = S.open_for_trials(tiny_demo_ws, "pruning-warmup", TuneSetup("demo-tiny", "graph_transformer",
+                                                                        "mrr@20", "prefixes"))
+    for value in (0.5, 0.6, 0.7):                      # three finished trials: the median per epoch
+        t = study.ask()
+        for epoch in (1, 2, 3):
+            t.report(value, epoch)
+        study.tell(t, value)
+    low = study.ask()
+    for epoch in (1, 2):
+        low.report(0.01, epoch)
+        assert not low.should_prune(), epoch            # far below the median, but still warming up
+    low.report(0.01, 3)
+    assert low.should_prune() and S.PRUNE_FROM_EPOCH == 3
+
+
 def test_an_interrupted_trial_is_failed_and_a_dead_ones_running_trial_too(tiny_demo_ws):
     from engine.train.loop import StopFlag
     ws = tiny_demo_ws
