@@ -88,6 +88,14 @@ def write_json(target: str | os.PathLike, obj: Any, what: str = "file") -> None:
     write_text(target, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n", what)
 
 
+def write_npz(target: str | os.PathLike, arrays: dict[str, Any], what: str = "file") -> None:
+    """numpy arrays as an .npz file, atomically (no pickles)."""
+    import numpy as np
+    with atomic_path(target, what) as tmp:
+        with open(tmp, "wb") as f:          # a file object: np.savez would append ".npz" to the temp name
+            np.savez(f, **arrays)
+
+
 def _json_default(o: Any) -> Any:
     # numpy scalars and arrays show up in stats dicts
     if hasattr(o, "item") and callable(o.item):

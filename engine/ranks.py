@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.atomic import atomic_path
+from engine.atomic import write_npz
 from engine.errors import InputError
 
 _FORMAT_VERSION = 1
@@ -35,10 +35,8 @@ class ExampleRanks:
         return len(self.ranks)
 
     def save(self, path: str | Path) -> None:
-        with atomic_path(path, f"test ranks {Path(path).name}") as tmp:
-            with open(tmp, "wb") as f:       # a file object: np.savez would append ".npz" to the name
-                np.savez(f, format_version=np.int64(_FORMAT_VERSION), ranks=self.ranks,
-                         session=self.session, prefix=self.prefix)
+        write_npz(path, {"format_version": np.int64(_FORMAT_VERSION), "ranks": self.ranks,
+                         "session": self.session, "prefix": self.prefix}, f"test ranks {Path(path).name}")
 
     @classmethod
     def load(cls, path: str | Path) -> "ExampleRanks":

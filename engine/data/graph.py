@@ -24,7 +24,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
-from engine.atomic import atomic_path
+from engine.atomic import write_npz
 from engine.data.sessions import EVENT_TYPES, Sessions, row_ids
 from engine.errors import InputError
 from engine.progress import ProgressFn, StageReporter
@@ -91,10 +91,7 @@ class CoocGraph:
                   "indptr": self.indptr, "indices": self.indices, "weight": self.weight}
         if self.pair_counts is not None:
             arrays["pair_counts"] = self.pair_counts
-        with atomic_path(path) as tmp:
-            # a file object: np.savez would append ".npz" to the temp name
-            with open(tmp, "wb") as f:
-                np.savez(f, **arrays)
+        write_npz(path, arrays, "co-occurrence graph")
 
     @classmethod
     def load(cls, path: str | Path) -> "CoocGraph":

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.atomic import write_npz
 from engine.errors import InputError
 
 TRUTH_VERSION = 1
@@ -53,8 +54,7 @@ class DemoTruth:
         arrays["param_names"] = np.array(self.PARAM_NAMES)
         arrays["meta"] = np.array(json.dumps(meta, sort_keys=True))
         arrays["version"] = np.array(TRUTH_VERSION)
-        with open(path, "wb") as f:  # a file object: np.savez would add ".npz" to a temp name
-            np.savez(f, **arrays)
+        write_npz(path, arrays, "demo ground truth")
 
     @classmethod
     def load(cls, path: Path) -> "DemoTruth":
