@@ -70,7 +70,9 @@ def test_paired_test_of_the_best_gnn_and_baseline(bench):
             gm, bm = (rows[x]["test"][v["protocol"]]["metrics"][m]["mean"] for x in ("graph_transformer", best_base))
             assert t["diff"] == pytest.approx(gm - bm, abs=5e-6)        # paired on the same examples
             assert t["sessions"] == rows[best_base]["test"][v["protocol"]]["sessions"]
-        assert 0 < v["gnn_share_of_oracle"]
+        assert 0 < v["gnn_share_of_oracle"] and 0 < v["gnn_share_of_oracle_known"]
+        gk = rows["graph_transformer"]["test"][v["protocol"]]["known_targets"]["recall@10"]
+        assert v["gnn_share_of_oracle_known"] == pytest.approx(gk / v["oracle_known_recall@10"], abs=1e-4)
 
 
 def test_hybrid_row_mixes_each_seeds_gnn_run_with_the_best_baseline_run(bench):

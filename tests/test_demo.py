@@ -246,6 +246,14 @@ def test_oracle_recall_beats_popularity_on_tiny(tiny):
     assert last["recall"] > pop_recall + 0.35 and pref["recall"] > 0.6
     # chunking changes nothing
     assert oracle_recall(out / "truth.npz", test, protocol="prefixes", chunk_events=50) == pref
+    # known targets: every item known = all examples; only the last items of the test sessions =
+    # exactly the "last" examples whose target is one of them
+    assert oracle_recall(out / "truth.npz", test, k=10, protocol="last", known_items=test.items) == last
+    lasts = np.unique(test.items[test.offsets[1:] - 1])
+    some = oracle_recall(out / "truth.npz", test, k=10, protocol="prefixes", known_items=lasts)
+    targets = test.items[test.offsets[make_examples(test, "prefixes")[:, 0]] + make_examples(test, "prefixes")[:, 1]]
+    assert some["n"] == int(np.isin(targets, lasts).sum()) < pref["n"]
+    assert oracle_recall(out / "truth.npz", test, k=10, protocol="last", known_items=np.array([], np.int64))["n"] == 0
 
 
 def test_oracle_rejects_bad_input(tiny, tmp_path):

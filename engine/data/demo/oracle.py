@@ -175,18 +175,24 @@ class DemoOracle:
 
 
 def oracle_recall(truth_path: Path, sessions: "Sessions", k: int = 10, protocol: str = "last",
-                  chunk_events: int = 1 << 20) -> dict:
+                  chunk_events: int = 1 << 20, known_items: np.ndarray | None = None) -> dict:
     """Recall@k, NDCG@k and MRR@k of the oracle on `sessions` (raw item ids).
 
     The examples and the metrics are the evaluator's own (`make_examples`, `metrics_from_ranks`),
     so the oracle's numbers compare one to one with a model's: "last" predicts the last item of
     each session of length >= 2, "prefixes" every next item. With no examples the metrics are 0.
+    `known_items` (raw ids): only the examples whose target is one of them, the ceiling of a model
+    that knows those items (a model's `metrics_known_targets`: the items seen in training).
     """
     if protocol not in values(Protocol):
         raise InputError(f"oracle_recall: unknown protocol {protocol!r}; "
                          f"expected one of {', '.join(values(Protocol))}")
     oracle = DemoOracle.load(truth_path)
-    ranks = oracle.ranks(sessions, make_examples(sessions, protocol), k, chunk_events)
+    examples = make_examples(sessions, protocol)
+    if known_items is not None:
+        target = sessions.items[sessions.offsets[examples[:, 0]] + examples[:, 1]]
+        examples = examples[np.isin(target, known_items)]
+    ranks = oracle.ranks(sessions, examples, k, chunk_events)
     m = metrics_from_ranks(ranks, ks=(k,))
     # None (no examples) reads as 0, as it always has in the pipeline's oracle stage
     return {**{name: m[f"{name}@{k}"] or 0.0 for name in ("recall", "ndcg", "mrr")},
