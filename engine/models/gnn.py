@@ -30,7 +30,6 @@ from engine.models.layers import CONVS, ConvBlock
 from engine.models.readout import READOUTS, Readout
 from engine.train.batches import GRAPH_MODES, Batch
 from engine.schema import GraphMode
-from engine.schema import Readout as ReadoutKind
 
 
 REPEAT_BUCKETS = 8   # recency buckets of the repeat scorer: last position, 1 before, ..., 7+ before
@@ -43,12 +42,11 @@ def l2_normalize(x: torch.Tensor) -> torch.Tensor:
 
 
 class SessionGNN(nn.Module):
-    def __init__(self, n_items: int, hidden: int = 256, conv: str = "transformer", layers: int = 2,
-                 heads: int = 2, ffn_mult: int = 0, readout: str = ReadoutKind.ATTENTION,
-                 pe: np.ndarray | torch.Tensor | None = None, use_pe: bool = True, dropout: float = 0.1,
-                 normalize: bool = True, scale: float = 16.0, graph_mode: str = GraphMode.TRANSITIONS,
-                 repeat: bool = True, pos_emb: bool = False,
-                 neighbors: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+    # no defaults here: the model configs (engine.config) hold them, once; `build_gnn` passes all
+    def __init__(self, n_items: int, *, hidden: int, conv: str, layers: int, heads: int, ffn_mult: int,
+                 readout: str, pe: np.ndarray | torch.Tensor | None, use_pe: bool, dropout: float,
+                 normalize: bool, scale: float, graph_mode: str, repeat: bool, pos_emb: bool,
+                 neighbors: tuple[np.ndarray, np.ndarray] | None) -> None:
         super().__init__()
         if use_pe and pe is None:
             raise InputError("use_pe is on but the dataset has no Laplacian PE; build the encodings "
