@@ -50,7 +50,7 @@ from engine.stats import N_BOOT, bootstrap_ci, paired_test
 from engine.workspace import RunDir, Workspace
 
 DATASETS: dict[str, dict[str, Any]] = {
-    "yoochoose-100k": {"format": "rsc15", "batch_size": 256, "path": "yoochoose-clicks-100k_train_full.txt.gz",
+    "yoochoose-100k": {"format": "rsc15", "path": "yoochoose-clicks-100k_train_full.txt.gz",
                        "test": "yoochoose-clicks-100k_test.txt.gz",
                        "cfg": {"min_session_length": 2, "split_mode": "test_file", "val_ratio": 0.1,
                                "blackout_days": 0.0}},
