@@ -67,9 +67,8 @@ def cmd_bench_train(args: argparse.Namespace, ws: Workspace, out: Output) -> int
 
 
 def _register_quality(bsub) -> None:
-    from engine.bench.quality import DATASETS
+    from engine.bench.quality_datasets import DATASETS
     from engine.models.registry import BASELINES, GNNS
-    from engine.stats import N_BOOT
     b = bsub.add_parser("quality", help="every model and baseline per dataset and protocol: metrics with "
                         "bootstrap intervals, seeds, a paired test, published numbers")
     b.add_argument("--datasets", default="yoochoose-100k,diginetica-sample,demo-small",
@@ -91,7 +90,8 @@ def _register_quality(bsub) -> None:
                    help="skip the hybrid row (the best GNN mixed with the best baseline, reported apart)")
     b.add_argument("--params-file", type=Path, metavar="JSON",
                    help="tuned hyperparameters as {model: {parameter: value}} (--param wins)")
-    b.add_argument("--bootstrap", type=int, default=N_BOOT, help="bootstrap resamples of the test sessions")
+    b.add_argument("--bootstrap", type=int, help="bootstrap resamples of the test sessions (default: "
+                   "engine.stats.N_BOOT, 1000)")
     b.add_argument("--out", type=Path)
     b.set_defaults(func=cmd_bench_quality)
 
@@ -107,7 +107,9 @@ def _int_list(text: str, flag: str) -> list[int]:
 def cmd_bench_quality(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
     from engine.bench import quality as bq
     from engine.errors import InputError
-    if args.bootstrap < 1:
+    from engine.stats import N_BOOT
+    n_boot = N_BOOT if args.bootstrap is None else args.bootstrap
+    if n_boot < 1:
         raise InputError("--bootstrap must be >= 1")
     protocols = [p for p in args.protocols.split(",") if p]
     bad = [p for p in protocols if p not in list(Protocol)]
@@ -116,7 +118,7 @@ def cmd_bench_quality(args: argparse.Namespace, ws: Workspace, out: Output) -> i
     res = bq.run(ws, [d for d in args.datasets.split(",") if d], [m for m in args.models.split(",") if m],
                  args.shared, args.device, args.epochs, args.patience, args.batch_size,
                  bq.parse_params(args.param, args.params_file), seeds=_int_list(args.seeds, "--seeds"),
-                 protocols=protocols, n_boot=args.bootstrap, log=out.log, out=args.out, hybrid=args.hybrid)
+                 protocols=protocols, n_boot=n_boot, log=out.log, out=args.out, hybrid=args.hybrid)
     out.result(res, bq.render(res))
     return 0
 
