@@ -286,6 +286,10 @@ class TrainConfig(Config):
     examples: Protocol = param(Protocol.PREFIXES, "prefixes: every next item; last: one per session")
     val_protocol: Protocol = param(Protocol.PREFIXES, "protocol whose val Recall@10 drives early stopping")
     patience: int = param(3, "epochs without val Recall@10 improvement before stopping", min=1)
+    early_stopping: bool = param(True, "keep the best epoch on validation and stop after `patience` "
+                                 "epochs without improvement; off: train exactly `epochs` and keep the "
+                                 "last (a refit on all training data, with the epoch chosen on "
+                                 "validation before)")
     device: Device = param(Device.AUTO, "auto | cpu | cuda")
     bf16: bool = param(True, "bfloat16 autocast on CUDA (ignored on CPU)")
     compile: bool = param(False, "torch.compile the model")

@@ -149,15 +149,21 @@ def test_dataset_not_built_and_run_without_checkpoint(ws, capsys, tmp_path):
     assert "no checkpoint" in capsys.readouterr().err
 
 
-def test_gnn_on_a_dataset_without_validation_is_refused_before_any_folder(tmp_path, capsys):
+def test_gnn_without_validation_is_refused_unless_it_is_a_fixed_epoch_refit(tmp_path, capsys):
     other = Workspace.open(tmp_path / "ws")
     assert cli(["--workspace", str(other.root), "-q", "demo", "--size", "tiny", "--val-ratio", "0"]) == 0
     assert cli(["--workspace", str(other.root), "train", "--dataset", "demo-tiny", "--hidden", "16"]) == 2
     err = capsys.readouterr().err
-    assert "no validation sessions" in err and "--val-ratio" in err
+    assert "no validation sessions" in err and "--val-ratio" in err and "--no-early-stopping" in err
     assert not other.runs_dir.exists() or not any(other.runs_dir.iterdir())
     # a baseline has no epochs to choose: it still runs
     assert cli(["--workspace", str(other.root), "-q", "train", "--dataset", "demo-tiny", "--model", "pop"]) == 0
+    # a refit trains exactly the epochs given and keeps the last one, then tests it
+    assert cli(["--workspace", str(other.root), "-q", "train", "--dataset", "demo-tiny", "--hidden", "16",
+                "--no-early-stopping", "--epochs", "2", "--run-id", "refit", "--batch-size", "256"]) == 0
+    st = read_run(other, "refit")
+    assert (st.status, st.epochs_run, st.best_epoch) == ("completed", 2, 2) and st.test["prefixes"]["recall@10"] > 0
+    assert load_checkpoint(other.run("refit").best)["epoch"] == 2
 
 
 def test_recommender_reports_unknown_ids_and_falls_back(ws):

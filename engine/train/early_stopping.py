@@ -22,6 +22,12 @@ class EarlyStopping:
         self.bad_epochs += 1
         return False
 
+    def keep_last(self, epoch: int, value: float | None, metrics: dict) -> bool:
+        """Without early stopping every epoch is the one kept (its metrics recorded if any)."""
+        self.best_value = -1.0 if value is None else value
+        self.best_epoch, self.bad_epochs, self.best_metrics = epoch, 0, dict(metrics)
+        return True
+
     @property
     def should_stop(self) -> bool:
         return self.bad_epochs >= self.patience

@@ -164,11 +164,12 @@ def _prepare_new(cfg: TrainConfig | None, ws: Workspace, run_id: str | None, epo
     # complete and check the hyperparameters (CPU preset off CUDA): refused before any folder exists
     cfg = replace(cfg, model_params=spec.resolve(cfg.model_params, dev.type).to_dict())
     data = _load_data(ws, cfg, spec)
-    if spec.kind == ModelKind.GNN and len(data.val) == 0:
+    if spec.kind == ModelKind.GNN and len(data.val) == 0 and cfg.early_stopping:
         # the epoch (early stopping) and the kept weights are chosen on validation, never on test
         raise InputError(f"dataset {data.name!r} has no validation sessions (val_ratio "
                          f"{data.config.val_ratio}); a GNN chooses its epoch on validation: rebuild it "
-                         f"with `sessrec data build {data.name} --val-ratio 0.1`")
+                         f"with `sessrec data build {data.name} --val-ratio 0.1`, or refit for a fixed "
+                         f"number of epochs chosen before: --no-early-stopping --epochs N")
     existing = ws.run_ids() if ws.runs_dir.exists() else []
     run = ws.run(check_name(run_id, "run id") if run_id else new_run_id(cfg.model, existing))
     if run.root.exists():
@@ -333,7 +334,7 @@ class _Loop:
             if self.hook_reason:             # last.pt of this epoch is written: resumable
                 self.log(f"stopped after epoch {self.epoch}: {self.hook_reason}")
                 return self._finish(RunStatus.STOPPED, reason=self.hook_reason)
-            if self.early.should_stop:
+            if cfg.early_stopping and self.early.should_stop:
                 status = RunStatus.EARLY_STOPPED
                 self.log(f"early stop: no val improvement for {cfg.patience} epochs")
                 break
@@ -386,7 +387,10 @@ class _Loop:
                              self.stop)
         value = val["metrics"]["recall@10"]
         epoch = self.epoch + 1
-        improved = self.early.update(epoch, value, val["metrics"])
+        if cfg.early_stopping:
+            improved = self.early.update(epoch, value, val["metrics"])
+        else:
+            improved = self.early.keep_last(epoch, value, val["metrics"])
         train_loss = self.loss_sum / max(1, self.loss_n)
         # the epoch is complete: the position moves to the next one before the checkpoints, so a
         # resume starts there (and `best.pt` exists before any event calls this epoch the best)
@@ -400,8 +404,9 @@ class _Loop:
                        epoch_seconds=round(self.epoch_seconds, 2), val=val,
                        best_epoch=self.early.best_epoch, best_value=self.early.best_value, improved=improved,
                        patience_left=self.early.patience_left)
-        self.log(f"epoch {epoch}/{cfg.epochs}: loss {train_loss:.4f}, val recall@10 {value:.4f}"
-                 f"{' (best)' if improved else ''}, {self.epoch_seconds:.1f}s")
+        shown = "-" if value is None else f"{value:.4f}"          # no validation split: a refit
+        self.log(f"epoch {epoch}/{cfg.epochs}: loss {train_loss:.4f}, val recall@10 {shown}"
+                 f"{' (best)' if improved and cfg.early_stopping else ''}, {self.epoch_seconds:.1f}s")
         if self.on_epoch is not None:
             self.hook_reason = self.on_epoch(epoch, val) or None
 
