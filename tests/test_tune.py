@@ -217,3 +217,12 @@ def test_bad_metric_unknown_model_and_changed_settings_are_errors(tiny_demo_ws, 
                        "{'neighbors': 20})" in out["errors"][0]
     assert cli(["--workspace", str(ws.root), "tune", "--show", "--study", "nope"]) == 2
     assert "no study 'nope'" in capsys.readouterr().err
+
+
+def test_without_optuna_the_command_says_what_to_install(tiny_demo_ws, capsys, monkeypatch):
+    import importlib.util
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "optuna" else real(n, *a))
+    assert cli(["--workspace", str(tiny_demo_ws.root), "tune", "--dataset", "demo-tiny", "--model", "pop",
+                "--trials", "1"]) == 2
+    assert "needs Optuna: pip install" in capsys.readouterr().err

@@ -76,6 +76,9 @@ def setup_from_args(args: argparse.Namespace):
 
 
 def cmd_tune(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
+    import importlib.util
+    if importlib.util.find_spec("optuna") is None:      # the engine itself runs without it (GPU boxes)
+        raise InputError("sessrec tune needs Optuna: pip install 'optuna>=4,<6' (or reinstall sessrec)")
     if args.show:
         return _show(args, ws, out)
     setup = setup_from_args(args)
