@@ -10,7 +10,7 @@ from engine.bench import quality as bq
 from engine.errors import InputError
 
 MODELS = ["pop", "sknn", "graph_transformer"]
-HYBRID = "hybrid: graph_transformer + sknn"
+HYBRID = "hybrid"
 
 
 def _bench(root, out):
@@ -81,12 +81,12 @@ def test_hybrid_row_mixes_each_seeds_gnn_run_with_the_best_baseline_run(bench):
     ws = Workspace.open(ws_root)
     rows = {r["model"]: r for r in res["rows"]}
     hyb, gnn = rows[HYBRID], rows["graph_transformer"]
-    assert hyb["kind"] == "hybrid" and hyb["seeds"] == [0, 1]
+    assert hyb["kind"] == "hybrid" and hyb["seeds"] == [0, 1] and hyb["mixes"] == ["graph_transformer", "sknn"]
     for rid, gnn_rid in zip(hyb["run_ids"], gnn["run_ids"]):
         params = json.loads(ws.run(rid).config.read_text())["train"]["model_params"]
         assert (params["gnn_run"], params["baseline_run"]) == (gnn_rid, rows["sknn"]["run_ids"][0])
     for v in res["verdicts"]:
-        assert v["hybrid"] == HYBRID
+        assert v["hybrid"] == "hybrid (graph_transformer + sknn)"
         for m, t in v["hybrid_paired"].items():
             hm, bm = (rows[x]["test"][v["protocol"]]["metrics"][m]["mean"] for x in (HYBRID, "sknn"))
             assert t["diff"] == pytest.approx(hm - bm, abs=5e-6)
