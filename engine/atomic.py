@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-from engine.errors import StorageError
+from engine.errors import InputError, StorageError
 
 TMP_PREFIX = ".tmp-"
 
@@ -94,6 +94,22 @@ def write_npz(target: str | os.PathLike, arrays: dict[str, Any], what: str = "fi
     with atomic_path(target, what) as tmp:
         with open(tmp, "wb") as f:          # a file object: np.savez would append ".npz" to the temp name
             np.savez(f, **arrays)
+
+
+def read_npz(path: str | os.PathLike, version: int, what: str, fix: str) -> dict[str, Any]:
+    """The arrays of an .npz file written with `format_version` = `version` (no pickles); InputError
+    naming the file, `what` it should be and how to `fix` it otherwise."""
+    import zipfile
+
+    import numpy as np
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            found = int(z["format_version"])
+            if found != version:
+                raise InputError(f"{path}: {what} format {found}, expected {version}; {fix}")
+            return {k: z[k] for k in z.files}
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as e:
+        raise InputError(f"{path}: not a {what} file ({e})") from e
 
 
 def _json_default(o: Any) -> Any:

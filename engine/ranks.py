@@ -8,13 +8,12 @@ numpy only (the benchmarks read these files without torch).
 
 from __future__ import annotations
 
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from engine.atomic import write_npz
+from engine.atomic import read_npz, write_npz
 from engine.errors import InputError
 
 _FORMAT_VERSION = 1
@@ -40,12 +39,8 @@ class ExampleRanks:
 
     @classmethod
     def load(cls, path: str | Path) -> "ExampleRanks":
+        z = read_npz(path, _FORMAT_VERSION, "test-ranks", "evaluate the run again")
         try:
-            with np.load(path, allow_pickle=False) as z:
-                if int(z["format_version"]) != _FORMAT_VERSION:
-                    raise InputError(f"{path}: ranks format {int(z['format_version'])}, expected "
-                                     f"{_FORMAT_VERSION}; evaluate the run again")
-                return cls(z["ranks"].astype(np.float64), z["session"].astype(np.int64),
-                           z["prefix"].astype(np.int64))
-        except (OSError, KeyError, ValueError, zipfile.BadZipFile) as e:
+            return cls(z["ranks"].astype(np.float64), z["session"].astype(np.int64), z["prefix"].astype(np.int64))
+        except KeyError as e:
             raise InputError(f"{path}: not a test-ranks file ({e})") from e

@@ -16,7 +16,6 @@ single `np.unique` over a combined (row, col, pair type) key: no loop over sessi
 from __future__ import annotations
 
 import time
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +23,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
-from engine.atomic import write_npz
+from engine.atomic import read_npz, write_npz
 from engine.data.sessions import EVENT_TYPES, Sessions, row_ids
 from engine.errors import InputError
 from engine.progress import ProgressFn, StageReporter
@@ -95,14 +94,10 @@ class CoocGraph:
 
     @classmethod
     def load(cls, path: str | Path) -> "CoocGraph":
+        z = read_npz(path, _FORMAT_VERSION, "co-occurrence graph", "rebuild the graph stage")
         try:
-            with np.load(path, allow_pickle=False) as z:
-                if int(z["format_version"]) != _FORMAT_VERSION:
-                    raise InputError(f"{path}: graph format {int(z['format_version'])}, "
-                                     f"expected {_FORMAT_VERSION}; rebuild the graph stage")
-                pc = z["pair_counts"] if "pair_counts" in z.files else None
-                g = cls(int(z["n_nodes"]), z["indptr"], z["indices"], z["weight"], pc)
-        except (OSError, KeyError, ValueError, zipfile.BadZipFile) as e:
+            g = cls(int(z["n_nodes"]), z["indptr"], z["indices"], z["weight"], z.get("pair_counts"))
+        except KeyError as e:
             raise InputError(f"{path}: not a co-occurrence graph file ({e})") from e
         if len(g.indptr) != g.n_nodes + 1 or len(g.indices) != g.nnz or len(g.weight) != g.nnz:
             raise InputError(f"{path}: inconsistent graph arrays; rebuild the graph stage")

@@ -21,7 +21,6 @@ import torch
 from engine import __version__
 from engine.atomic import atomic_path
 from engine.config import TrainConfig, from_dict
-from engine.schema import ModelKind
 from engine.errors import InputError, StorageError
 
 CKPT_FORMAT = 1

@@ -20,7 +20,7 @@ from textual.worker import get_current_worker
 
 from engine.config import TrainConfig
 from engine.runs import RunState
-from engine.schema import Device, ModelKind, Protocol, RunStatus
+from engine.schema import Device, Protocol, RunStatus
 from tui.controller import DatasetsChanged, DeviceReady, RunUpdated, TrainRequest
 from tui.format import RUN_STYLE, fmt_bar, fmt_duration, fmt_num
 from tui.forms import FormError, check_config, field_rows, field_widget, form_row, parse_fields, widget_text
