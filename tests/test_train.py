@@ -255,3 +255,14 @@ def test_eval_cli_reproduces_the_runs_test_metrics_and_tables_fit_80_columns(ws,
         assert f"{final['test']['last']['metrics']['recall@10']:.4f}" in text
         assert f"{final['test']['prefixes']['metrics']['recall@10']:.4f}" in text
     assert rid in text
+
+
+def test_only_gnn_training_keeps_freed_memory(ws, monkeypatch):
+    # the heap that never shrinks suits same-shaped steps, not the kNN baselines' varying arrays
+    import engine.train.loop as loop
+    calls = []
+    monkeypatch.setattr(loop, "reuse_freed_memory", lambda: calls.append(1))
+    fit(cfg(model="pop", model_params={}), ws)
+    assert calls == []
+    fit(cfg(epochs=1), ws)
+    assert calls == [1]

@@ -101,7 +101,11 @@ def fit(cfg: TrainConfig | None, ws: Workspace, run_id: str | None = None, resum
     try:
         try:
             rec = RunRecorder(prep.run)
-            reuse_freed_memory()                  # per-step [batch, catalogue] tensors: no page faults
+            if prep.spec.trains:
+                # per-step [batch, catalogue] tensors: no page faults. Not for the kNN baselines and
+                # hybrids: their candidate arrays change size every batch, and a heap that never gives
+                # memory back fragmented to 14 GB choosing a hybrid's weight on YooChoose 1/64
+                reuse_freed_memory()
             if prep.cfg.num_threads:             # the user's choice overrides the app's share
                 torch.set_num_threads(prep.cfg.num_threads)
             else:
