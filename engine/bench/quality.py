@@ -247,14 +247,17 @@ def summarise(dataset: str, model: str, runs: list[BenchRun], seeds: list[int], 
     return row, values
 
 
+def best_on_validation(rows: list[dict], kind: str) -> dict | None:
+    """The row of `kind` with the best validation SELECT_ON (None when there is none)."""
+    cands = [r for r in rows if r["kind"] == kind and r[f"val_{SELECT_ON}"]["mean"] is not None]
+    return max(cands, key=lambda r: r[f"val_{SELECT_ON}"]["mean"], default=None)
+
+
 def compare(dataset: str, rows: list[dict], values: dict[str, dict[str, dict[str, np.ndarray]]],
             sessions: dict[str, np.ndarray], protocols, n_boot: int) -> list[dict]:
     """Per protocol: the best GNN against the best baseline (both chosen on validation), paired on
     the same test examples; with the oracle's share on the demo."""
-    def best(kind: str) -> dict | None:
-        cands = [r for r in rows if r["kind"] == kind and r[f"val_{SELECT_ON}"]["mean"] is not None]
-        return max(cands, key=lambda r: r[f"val_{SELECT_ON}"]["mean"], default=None)
-    gnn, base = best(ModelKind.GNN.value), best(ModelKind.BASELINE.value)
+    gnn, base = best_on_validation(rows, ModelKind.GNN), best_on_validation(rows, ModelKind.BASELINE)
     hybrid = next((r for r in rows if r["kind"] == ModelKind.HYBRID.value), None)
     oracle = next((r for r in rows if r["kind"] == "oracle"), None)
 
@@ -315,10 +318,7 @@ def _hybrid_row(ws: Workspace, name: str, ds: Dataset, rows: list[dict], fp: str
                 batch_size: int, n_boot: int, stop, log) -> tuple[dict, dict] | None:
     """The best GNN's run of each seed mixed with the best baseline's run (both chosen on
     validation), the share chosen on validation: one row, kind "hybrid"."""
-    def best(kind: str) -> dict | None:
-        cands = [r for r in rows if r["kind"] == kind and r[f"val_{SELECT_ON}"]["mean"] is not None]
-        return max(cands, key=lambda r: r[f"val_{SELECT_ON}"]["mean"], default=None)
-    gnn, base = best(ModelKind.GNN.value), best(ModelKind.BASELINE.value)
+    gnn, base = best_on_validation(rows, ModelKind.GNN), best_on_validation(rows, ModelKind.BASELINE)
     if gnn is None or base is None:
         return None
     runs = []
