@@ -224,6 +224,33 @@ def test_repeat_scorer_sparse_and_candidate_forms_agree_with_hand_values():
     assert not any(n.startswith("recency_w") or n.startswith("repeat_gate") for n, _ in off.named_parameters())
 
 
+def test_scores_from_the_encoders_parts_equal_the_models_scores():
+    """The serving path (encode, then score the whole table or some candidates) gives score()'s
+    values; hand values for the repeat cells: 3 sits at 2 positions (log 3), 5 at 1 (log 2)."""
+    from engine.models.gnn import candidate_scores, session_scores
+    data = tiny_data()
+    for repeat in (True, False):
+        model = build("graph_transformer", data, repeat=repeat).eval()
+        builder, _ = batches(model, data)
+        batch = builder.from_prefixes([[3, 5, 3], [7], []])
+        with torch.no_grad():
+            reps, cells = model.encode(batch)
+            full = session_scores(reps, cells, batch.items, model.item_table())
+            cand = torch.tensor([[3, 9, 5, 0], [7, 1, 2, 3], [4, 5, 6, 7]])
+            some = candidate_scores(reps, cells, batch.items, model.item_table(), cand)
+            expect = model.score(batch)
+            gate = torch.nn.functional.softplus(model.repeat_gate(reps / model.scale)) if repeat else None
+        assert torch.allclose(full, expect, atol=1e-5) and torch.isinf(full[:, 0]).all()
+        assert torch.allclose(some[:, :3], expect.gather(1, cand)[:, :3], atol=1e-5)
+        assert torch.isinf(some[0, 3])                           # padding candidate
+        if repeat:
+            hand = torch.tensor([np.log(3), np.log(2), np.log(3)], dtype=torch.float32) * gate[0]
+            assert torch.allclose(cells[0], hand, atol=1e-6)
+            assert torch.allclose(cells[1, :1], float(np.log(2)) * gate[1], atol=1e-6)
+        else:
+            assert cells.abs().max() == 0
+
+
 def test_cached_item_table_follows_training_and_loading():
     model = build("graph_transformer", tiny_data())
     opt = torch.optim.AdamW(model.parameters(), lr=0.1, fused=True)   # fused: no tensor version bump

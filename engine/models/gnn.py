@@ -239,6 +239,25 @@ class SessionGNN(nn.Module):
         # tensor, not index_add_ on a flat view: autograd copies a view's whole base in backward
         return logits.index_put_((row, key - row * W), val.to(logits.dtype), accumulate=True)
 
+    def repeat_cells(self, batch: Batch, reps: torch.Tensor) -> torch.Tensor:
+        """float32 [B, L]: the repeat logit of the item at each prefix cell (every cell of an item
+        holds the same value; 0 at padding and when `repeat` is off). With the session vectors this
+        is all a caller needs to score any candidate (`session_scores`, `candidate_scores`): the
+        serving path and the ONNX export use it. [B, L, L] is small for typed sessions; training uses
+        `add_repeat_logits`."""
+        if not self.repeat:
+            return torch.zeros(batch.items.shape, dtype=torch.float32, device=batch.items.device)
+        w, gate = self._repeat_parts(batch, reps)
+        same = batch.items[:, :, None] == batch.items[:, None, :]                             # [B, L, L]
+        total = (same * w[:, None, :]).sum(-1)                                                 # [B, L]
+        return gate * torch.log1p(total) * batch.mask
+
+    def encode(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(session vectors float32 [B, d], repeat logit per prefix cell [B, L]): the model's whole
+        per-request work; scoring against the item table is `session_scores` / `candidate_scores`."""
+        reps = self(batch).float()
+        return reps, self.repeat_cells(batch, reps)
+
     def score(self, batch: Batch) -> torch.Tensor:
         """float32 [B, V+1] logits; column 0 (padding) = -inf.
 
@@ -249,6 +268,26 @@ class SessionGNN(nn.Module):
         with torch.autocast(reps.device.type, enabled=False):
             logits = self.add_repeat_logits(batch, reps, reps.float() @ table.float().T)
             return mask_padding(logits)
+
+
+# ---- scoring from the encoder's parts (serving, ONNX) ------------------------------------------------
+def session_scores(reps: torch.Tensor, cells: torch.Tensor, items: torch.Tensor,
+                   table: torch.Tensor) -> torch.Tensor:
+    """float32 [B, V+1] logits from `SessionGNN.encode`'s parts, equal to `SessionGNN.score`: the
+    dot products plus each session item's repeat logit (cells of one item carry the same value, so
+    writing it once per cell adds it once); column 0 = -inf."""
+    logits = reps.float() @ table.float().T
+    logits.scatter_(1, items, logits.gather(1, items) + cells)
+    return mask_padding(logits)
+
+
+def candidate_scores(reps: torch.Tensor, cells: torch.Tensor, items: torch.Tensor,
+                     table: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
+    """float32 [B, K] logits of per-row candidates `cand` (long [B, K]) from the encoder's parts: the
+    same values `session_scores` gives those items (padding candidates = -inf)."""
+    dot = (table[cand].float() * reps.float()[:, None, :]).sum(-1)                     # [B, K]
+    rep = ((items[:, :, None] == cand[:, None, :]) * cells[:, :, None]).amax(1)       # [B, K]
+    return (dot + rep).masked_fill(cand == 0, float("-inf"))
 
 
 # ---- builder (see engine.models.registry) -------------------------------------------------------
