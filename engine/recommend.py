@@ -1,16 +1,23 @@
-"""Top-k next items for a session typed as raw item ids, from a trained run or a baseline.
+"""Top-k next items for sessions typed as raw item ids, from a trained run or a baseline.
 
     rec = Recommender.load(ws.run(run_id))
-    rec.recommend([355908, 248676], k=10)   # -> Recommendation (raw ids, scores, unknown ids, ...)
+    rec.recommend([355908, 248676], k=10)            # -> Recommendation (raw ids, scores, unknown ids, ...)
+    rec.recommend_many([[355908], [1, 2]], k=10)     # one batched pass for several sessions
 
 Raw ids not in the run's item index are reported as unknown and ignored; when none is known the
 answer is the training popularity ranking, labelled as a fallback.
+
+GNN runs score through their encoder (`SessionGNN.encode`, or an exported ONNX model with the same
+contract: `runtime="onnx"`): session vectors and the repeat logits of the session's items, then
+either exact search (every item's dot product) or an IVF index that proposes candidates which are
+scored exactly (`search="ivf"`; see `engine.item_search`); "auto" takes the index for catalogues of
+`IVF_MIN_ITEMS` items and more. Baselines and hybrids score every item with `score(batch)`.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
@@ -19,10 +26,13 @@ from engine.config import TrainConfig, from_dict
 from engine.data.artifacts import load_dataset
 from engine.data.items import ItemIndex
 from engine.data.sessions import Sessions
+from engine.data.examples import make_examples
 from engine.errors import InputError
+from engine.item_search import IVFSearch
+from engine.models.gnn import SessionGNN, candidate_scores, session_scores
 from engine.models.registry import build_model, get_spec
 from engine.schema import GraphMode, ModelKind, StageName
-from engine.train.batches import BatchBuilder, SessionStore
+from engine.train.batches import Batch, BatchBuilder, SessionStore
 from engine.train.checkpoint import load_checkpoint, rebuild_model
 from engine.workspace import RunDir, Workspace
 
@@ -41,15 +51,26 @@ class Recommendation:
     extra: dict = field(default_factory=dict)
 
 
+SEARCHES = ("exact", "ivf", "auto")
+RUNTIMES = ("torch", "onnx")
+IVF_MIN_ITEMS = 50_000      # below this an exact pass costs ~5 ms or less at d = 256 on the dev CPU
+CANDIDATES = 64             # search candidates per session at least (k + session length at most)
+
+
 class Recommender:
     def __init__(self, model, items: ItemIndex, builder: BatchBuilder, source: str,
-                 device: torch.device, meta: dict) -> None:
+                 device: torch.device, meta: dict, encoder=None, held_out: Sessions | None = None) -> None:
         self.model = model
         self.items = items
         self.builder = builder
         self.source = source
         self.device = device
         self.meta = meta
+        # the GNN path: anything with encode(batch) and item_table() (SessionGNN, OnnxEncoder)
+        self.encoder = encoder if encoder is not None else (model if isinstance(model, SessionGNN) else None)
+        self.table = self.encoder.item_table().detach().float() if self.encoder is not None else None
+        self.search: IVFSearch | None = None
+        self.held_out = held_out          # encoded test sessions: calibrate and measure a search
         counts = np.concatenate([[0], items.train_counts])
         self._pop_order = np.argsort(-counts[1:], kind="stable") + 1   # item indices by popularity
         self._counts = counts
@@ -58,9 +79,13 @@ class Recommender:
 
     # ---- construction --------------------------------------------------------------------------
     @classmethod
-    def load(cls, run: RunDir, device: str = "cpu", checkpoint: str = "best") -> "Recommender":
+    def load(cls, run: RunDir, device: str = "cpu", checkpoint: str = "best", runtime: str = "torch",
+             search: str = "exact") -> "Recommender":
         """A run's model (its best checkpoint, else its last) with its dataset's item index, read
-        from the workspace that holds the run."""
+        from the workspace that holds the run. `runtime="onnx"`: the GNN's encoder runs in ONNX
+        Runtime from the run's export (made, with its parity check, when missing or stale)."""
+        if runtime not in RUNTIMES:
+            raise InputError(f"runtime {runtime!r}; expected one of {', '.join(RUNTIMES)}")
         if not run.exists:
             raise InputError(f"{run.root}: not a run folder (no {run.config.name})")
         path = run.checkpoint(checkpoint)
@@ -82,8 +107,21 @@ class Recommender:
             raise InputError(f"run {run.run_id}: dataset {cfg.dataset!r} was rebuilt with another item "
                              f"index; retrain the model")
         model = rebuild_model(ckpt, data).to(dev)
-        return cls(model, data.items, cls._builder(model, data, dev), f"{cfg.model} (run {run.run_id})", dev,
-                   {"run_id": run.run_id, "model": cfg.model, "dataset": cfg.dataset, "epoch": ckpt.get("epoch")})
+        meta = {"run_id": run.run_id, "model": cfg.model, "dataset": cfg.dataset, "epoch": ckpt.get("epoch"),
+                "checkpoint": path.name, "runtime": runtime}
+        encoder = None
+        if runtime == "onnx":
+            if not isinstance(model, SessionGNN):
+                raise InputError(f"run {run.run_id} ({cfg.model}) has no ONNX export: only GNN runs export; "
+                                 f"use --runtime torch")
+            from engine.export.onnx_runtime import OnnxEncoder, ensure_run_onnx
+            encoder = OnnxEncoder(ensure_run_onnx(run), threads=torch.get_num_threads())
+            encoder.check_items(data.items)
+        rec = cls(model, data.items, cls._builder(model, data, dev), f"{cfg.model} (run {run.run_id})", dev,
+                  meta, encoder=encoder, held_out=data.test)
+        rec.use_search(search, cache=run.root / "search" / "ivf.faiss",
+                       signature=f"{path.name}:{path.stat().st_size}:{path.stat().st_mtime_ns}")
+        return rec
 
     @classmethod
     def for_baseline(cls, ws: Workspace, dataset: str, name: str, params: dict | None = None,
@@ -96,7 +134,7 @@ class Recommender:
         dev = torch.device(device)
         model = build_model(name, cfg, data).to(dev)
         return cls(model, data.items, cls._builder(model, data, dev), f"{name} (baseline on {dataset})", dev,
-                   {"model": name, "dataset": dataset})
+                   {"model": name, "dataset": dataset, "runtime": "torch"})
 
     @staticmethod
     def _builder(model, data, dev: torch.device) -> BatchBuilder:
@@ -104,34 +142,152 @@ class Recommender:
         empty = SessionStore(Sessions.empty(np.int32), dev)
         return BatchBuilder(empty, data.n_items, model.graph_mode, data.graph)
 
+    # ---- search ----------------------------------------------------------------------------------
+    def use_search(self, kind: str, cache=None, signature: str = "", target: float = 0.99) -> None:
+        """exact | ivf | auto (ivf from `IVF_MIN_ITEMS` items; GNN runs only: other models score
+        every item). An IVF index is calibrated on held-out sessions (`calibrate_search`) and
+        cached at `cache` (a path) for the same `signature` (the checkpoint it was built from)."""
+        if kind not in SEARCHES:
+            raise InputError(f"search {kind!r}; expected one of {', '.join(SEARCHES)}")
+        if kind == "auto":
+            kind = "ivf" if self.encoder is not None and self.items.n_items >= IVF_MIN_ITEMS else "exact"
+        if kind == "exact":
+            self.search = None
+        else:
+            if self.encoder is None:
+                raise InputError(f"{self.source}: approximate search needs a GNN (item vectors); "
+                                 f"use --search exact")
+            self.search = IVFSearch.load(cache, signature) if cache is not None else None
+            if self.search is None:
+                self.search = IVFSearch.build(self.table.cpu().numpy(), signature=signature)
+                self.calibrate_search(target=target)
+                if cache is not None:
+                    self.search.save(cache)
+        self.meta["search"] = self.search_info()
+
+    def search_info(self) -> dict:
+        if self.search is None:
+            return {"kind": "exact"}
+        return {"kind": "ivf", **asdict(self.search.info)}
+
+    def _calibration_prefixes(self, n: int, seed: int = 0) -> list[list[int]]:
+        """Up to `n` prefixes of held-out sessions (a seeded sample of every next-item prefix)."""
+        if self.held_out is None or len(self.held_out) == 0:
+            raise InputError("no held-out sessions to calibrate or measure the search on")
+        ex = make_examples(self.held_out, "prefixes")
+        ex = ex[np.random.default_rng(seed).permutation(len(ex))[:n]]
+        items, offsets = self.held_out.items, self.held_out.offsets
+        return [[int(v) for v in items[offsets[s]:offsets[s] + p] if v > 0] for s, p in ex]
+
+    def agreement(self, k: int = 10, n: int = 1000, prefixes: list[list[int]] | None = None) -> float:
+        """Share of held-out prefixes whose top-k set from the current search equals exact search's."""
+        prefixes = [p for p in (prefixes or self._calibration_prefixes(n)) if p]
+        same = []
+        for i in range(0, len(prefixes), 256):
+            batch = self.builder.from_prefixes(prefixes[i:i + 256])
+            with torch.inference_mode():
+                parts = self.encoder.encode(batch)
+                exact = self._top_exact(batch, parts, k, exclude=False)[0]
+                approx = self._top_search(batch, parts, k, exclude=False)[0]
+            same.append((exact.sort(1).values == approx.sort(1).values).all(1))
+        return float(torch.cat(same).float().mean()) if same else 1.0
+
+    def calibrate_search(self, target: float = 0.99, k: int = 10, n: int = 1000) -> None:
+        """The smallest power-of-two `nprobe` whose top-k agrees with exact search on `target` of
+        `n` held-out prefixes (all lists: exact)."""
+        prefixes = self._calibration_prefixes(n)
+        nprobe = 1
+        while True:
+            self.search.set_nprobe(nprobe)
+            agree = self.agreement(k, prefixes=prefixes)
+            if agree >= target or nprobe >= self.search.info.nlist:
+                break
+            nprobe *= 2
+        self.search.info.agreement, self.search.info.k, self.search.info.sessions = agree, k, len(prefixes)
+
     # ---- queries -------------------------------------------------------------------------------
     def popular(self, n: int = 50) -> list[tuple[int, int]]:
         idx = self._pop_order[:n]
         return list(zip(self.items.decode(idx).tolist(), self._counts[idx].tolist()))
 
+    def recommend(self, raw_ids: list[int], k: int = 10, exclude_session_items: bool = False) -> Recommendation:
+        return self.recommend_many([raw_ids], k, exclude_session_items)[0]
+
     @torch.inference_mode()
-    def recommend(self, raw_ids: list[int], k: int = 10) -> Recommendation:
+    def recommend_many(self, sessions: list[list[int]], k: int = 10,
+                       exclude_session_items: bool = False) -> list[Recommendation]:
+        """Top-k for each session (raw ids, oldest first), scored in one batch."""
         t0 = time.perf_counter()
         if k < 1:
             raise InputError("k must be >= 1")
         k = min(k, self.items.n_items)
-        idx = self.items.encode(np.asarray(raw_ids, dtype=np.int64)) if raw_ids else np.zeros(0, np.int32)
-        known_mask = idx > 0
-        unknown = [r for r, ok in zip(raw_ids, known_mask) if not ok]
-        known = [r for r, ok in zip(raw_ids, known_mask) if ok]
-        session_idx = set(idx[known_mask].tolist())
-        if not known_mask.any():
-            top = self._pop_order[:k]
-            scores = self._counts[top].astype(float).tolist()
-            fallback, source = True, "popularity fallback (no known item in the session)"
-        else:
-            batch = self.builder.from_prefixes([idx[known_mask].tolist()])
-            s = self.model.score(batch)[0].float()
-            vals, top_t = torch.topk(s, k)
-            top, scores = top_t.cpu().numpy(), vals.cpu().tolist()
-            fallback, source = False, self.source
-        return Recommendation(
-            items=self.items.decode(top).tolist(), scores=[float(x) for x in scores],
-            popularity=self._counts[top].tolist(), in_session=[int(t) in session_idx for t in top],
-            unknown=unknown, known=known, fallback=fallback, source=source,
-            seconds=time.perf_counter() - t0)
+        flat = np.fromiter((r for s in sessions for r in s), dtype=np.int64)
+        idx_flat = self.items.encode(flat) if len(flat) else np.zeros(0, np.int32)
+        bounds = np.cumsum([0] + [len(s) for s in sessions])
+        idx = [idx_flat[bounds[i]:bounds[i + 1]] for i in range(len(sessions))]
+        scored = [i for i, x in enumerate(idx) if (x > 0).any()]
+        top_by = {}
+        if scored:
+            batch = self.builder.from_prefixes([idx[i][idx[i] > 0].tolist() for i in scored])
+            top, vals = self._top(batch, k, exclude_session_items)
+            top_by = dict(zip(scored, zip(top.cpu().numpy(), vals.cpu().numpy())))
+        seconds = time.perf_counter() - t0
+        out = []
+        for i, raw in enumerate(sessions):
+            known_mask = idx[i] > 0
+            session_idx = set(idx[i][known_mask].tolist())
+            if i in top_by:
+                top, vals = top_by[i]
+                keep = np.isfinite(vals)                # fewer than k items left after exclusion
+                top, scores = top[keep], vals[keep].tolist()
+                fallback, source = False, self.source
+            else:
+                top = self._pop_order[:k]
+                scores = self._counts[top].astype(float).tolist()
+                fallback, source = True, "popularity fallback (no known item in the session)"
+            out.append(Recommendation(
+                items=self.items.decode(top).tolist(), scores=[float(x) for x in scores],
+                popularity=self._counts[top].tolist(), in_session=[int(t) in session_idx for t in top],
+                unknown=[r for r, ok in zip(raw, known_mask) if not ok],
+                known=[r for r, ok in zip(raw, known_mask) if ok], fallback=fallback, source=source,
+                seconds=seconds))
+        return out
+
+    def _top(self, batch: Batch, k: int, exclude: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """(item indices, scores) [B, k], best first; -inf scores where nothing was left."""
+        if self.encoder is None:
+            s = self.model.score(batch).float()
+            if exclude:
+                s.scatter_(1, batch.items, float("-inf"))
+            vals, top = torch.topk(s, k)
+            return top, vals
+        parts = self.encoder.encode(batch)
+        if self.search is None:
+            return self._top_exact(batch, parts, k, exclude)
+        return self._top_search(batch, parts, k, exclude)
+
+    def _top_exact(self, batch: Batch, parts, k: int, exclude: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        s = session_scores(*parts, batch.items, self.table)
+        if exclude:
+            s.scatter_(1, batch.items, float("-inf"))
+        vals, top = torch.topk(s, k)
+        return top, vals
+
+    def _top_search(self, batch: Batch, parts, k: int, exclude: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        reps, _ = parts
+        L = batch.items.shape[1]
+        found = torch.as_tensor(self.search.search(reps.cpu().numpy(), max(CANDIDATES, k + L)),
+                                device=reps.device)
+        # the session's items are always candidates: their repeat logit can lift them into the top-k
+        cand = torch.cat([found, batch.items], 1)
+        s = candidate_scores(*parts, batch.items, self.table, cand)
+        # a candidate found twice counts once: keep its first column
+        dup = torch.sort(cand, dim=1, stable=True)
+        first = torch.ones_like(cand, dtype=torch.bool)
+        first[:, 1:] = dup.values[:, 1:] != dup.values[:, :-1]
+        unique = torch.zeros_like(first).scatter_(1, dup.indices, first)
+        s = s.masked_fill(~unique, float("-inf"))
+        if exclude:
+            s = s.masked_fill((cand[:, :, None] == batch.items[:, None, :]).any(-1), float("-inf"))
+        vals, pos = torch.topk(s, min(k, s.shape[1]))
+        return cand.gather(1, pos), vals
