@@ -136,6 +136,22 @@ class Recommender:
         return cls(model, data.items, cls._builder(model, data, dev), f"{name} (baseline on {dataset})", dev,
                    {"model": name, "dataset": dataset, "runtime": "torch"})
 
+    @classmethod
+    def for_target(cls, ws: Workspace, target: str, device: str = "cpu", runtime: str = "torch",
+                   search: str = "exact") -> "Recommender":
+        """A run id, or `baseline:NAME@DATASET` (a baseline with its default parameters)."""
+        if not target.startswith("baseline:"):
+            return cls.load(ws.existing_run(target), device=device, runtime=runtime, search=search)
+        spec = target[len("baseline:"):]
+        if "@" not in spec:
+            raise InputError("baseline recommender: use baseline:NAME@DATASET, e.g. baseline:sknn@demo")
+        if runtime != "torch":
+            raise InputError(f"{target}: baselines run in the torch runtime only (ONNX export is for GNN runs)")
+        name, dataset = spec.split("@", 1)
+        rec = cls.for_baseline(ws, dataset, name, device=device)
+        rec.use_search(search)
+        return rec
+
     @staticmethod
     def _builder(model, data, dev: torch.device) -> BatchBuilder:
         """Batches for typed sessions (no stored split): an empty store, the model's graph mode."""

@@ -245,6 +245,16 @@ class Workspace:
     def run(self, run_id: str) -> RunDir:
         return RunDir(self.runs_dir / check_name(run_id, "run id"))
 
+    def existing_run(self, run_id: str) -> RunDir:
+        """`run(run_id)`, or a clear error naming the recent runs when it does not exist."""
+        d = self.run(run_id)
+        if not d.exists:
+            from engine.errors import InputError
+            known = self.run_ids()
+            raise InputError(f"run {run_id!r} not found in {self.runs_dir}"
+                             + (f"; recent runs: {', '.join(known[-5:])}" if known else "; no runs yet (sessrec train)"))
+        return d
+
     def dataset_names(self) -> list[str]:
         """Every dataset folder with a manifest (readable or not: status reports the broken ones)."""
         if not self.datasets_dir.is_dir():

@@ -16,7 +16,7 @@ from engine.config import TrainConfig
 from engine.errors import InputError
 from engine.models.registry import SPECS, get_spec
 from engine.schema import Device, ModelKind, Protocol, Split, StopReason
-from engine.workspace import RunDir, Workspace
+from engine.workspace import Workspace
 
 TRAIN_FLAGS = config_names(TrainConfig)
 MODEL_FLAGS: list[str] = []          # filled by `register` (the union of the model configs' fields)
@@ -155,15 +155,6 @@ def metrics_table(title: str, results: dict[str, dict]):
     return table(title, ["metric", *results], rows)
 
 
-def resolve_run(ws: Workspace, run: str) -> RunDir:
-    d = ws.run(run)
-    if not d.exists:
-        known = ws.run_ids()
-        raise InputError(f"run {run!r} not found in {ws.runs_dir}"
-                         + (f"; recent runs: {', '.join(known[-5:])}" if known else "; no runs yet (sessrec train)"))
-    return d
-
-
 # ---- eval ----------------------------------------------------------------------------------------
 def cmd_eval(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
     from engine.data.artifacts import load_dataset
@@ -172,7 +163,7 @@ def cmd_eval(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
     from engine.train.trainer import evaluate_split
     if args.eval_batch_size < 1:
         raise InputError("--eval-batch-size must be >= 1")
-    run = resolve_run(ws, args.run)
+    run = ws.existing_run(args.run)
     ckpt = load_checkpoint(run.checkpoint(args.checkpoint))
     cfg = replace(TrainConfig.from_dict(ckpt["config"]), eval_batch_size=args.eval_batch_size)
     spec = get_spec(cfg.model)
@@ -232,14 +223,7 @@ def cmd_recommend(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
     if args.k < 1:
         raise InputError("--k must be >= 1")
     ids = parse_item_ids(" ".join(args.items))
-    if args.run.startswith("baseline:"):
-        spec = args.run[len("baseline:"):]
-        if "@" not in spec:
-            raise InputError("baseline recommender: use baseline:NAME@DATASET, e.g. baseline:sknn@demo")
-        name, dataset = spec.split("@", 1)
-        rec = Recommender.for_baseline(ws, dataset, name, device=args.device)
-    else:
-        rec = Recommender.load(resolve_run(ws, args.run), device=args.device)
+    rec = Recommender.for_target(ws, args.run, device=args.device)
     r = rec.recommend(ids, k=args.k)
     rows = [[i + 1, str(item), score, pop, "yes" if ins else ""] for i, (item, score, pop, ins)
             in enumerate(zip(r.items, r.scores, r.popularity, r.in_session))]
