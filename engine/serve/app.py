@@ -1,0 +1,196 @@
+"""The FastAPI application of `sessrec serve`.
+
+    GET  /health             liveness and what is served (no API key needed)
+    POST /recommend          top-k for one session of raw item ids
+    POST /recommend/batch    top-k for up to MAX_BATCH_SESSIONS sessions
+    GET  /metrics            Prometheus text
+    POST /admin/reload       load the newest best checkpoint (or another run) and swap it in
+    GET  /docs               the OpenAPI schema, browsable
+
+Every error is JSON `{"error": "...", ...}` with a 4xx status naming the field; unknown item ids are
+reported, never an error. One pure ASGI middleware enforces the body limit and the API key and
+records the metrics (cheaper per request than Starlette's BaseHTTPMiddleware).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from engine import __version__
+from engine.serve.metrics import Metrics
+from engine.serve.schemas import (MAX_BODY_BYTES, BatchRequest, BatchResponse, Health, RecommendRequest,
+                                  RecommendResponse, ReloadRequest)
+from engine.serve.security import key_matches
+from engine.serve.slot import ModelSlot, ReloadBroadcast
+
+ENDPOINTS = ("/health", "/recommend", "/recommend/batch", "/metrics", "/admin/reload", "/docs",
+             "/openapi.json")
+OPEN = ("/health",)                       # no key needed
+
+
+@dataclass
+class ServeSettings:
+    api_key: str | None = None
+    max_body_bytes: int = MAX_BODY_BYTES
+    broadcast: ReloadBroadcast | None = None     # several workers: reloads go through this file
+
+
+def _json(status: int, body: dict) -> tuple[int, bytes]:
+    return status, json.dumps(body).encode()
+
+
+class Guard:
+    """ASGI middleware: body size limit, API key, metrics."""
+
+    def __init__(self, app, settings: ServeSettings, metrics: Metrics) -> None:
+        self.app, self.settings, self.metrics = app, settings, metrics
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        t0 = time.perf_counter()
+        path = scope["path"]
+        endpoint = path if path in ENDPOINTS else "other"
+        status_box = [500]
+        replied = [False]          # the guard answered (body too large): drop what the app sends
+
+        async def send_tracked(msg) -> None:
+            if replied[0]:
+                return
+            if msg["type"] == "http.response.start":
+                status_box[0] = msg["status"]
+            await send(msg)
+
+        limit = self.settings.max_body_bytes
+        seen = [0]
+
+        async def receive_limited():
+            msg = await receive()
+            if msg["type"] == "http.request":
+                seen[0] += len(msg.get("body", b""))
+                if seen[0] > limit:           # chunked bodies have no Content-Length to check first
+                    await self._reply(send_tracked, *_json(413, {"error": f"request body over {limit} bytes"}))
+                    replied[0] = True
+                    return {"type": "http.disconnect"}
+            return msg
+
+        try:
+            refusal = self._refuse(scope, path)
+            if refusal:
+                await self._reply(send_tracked, *refusal)
+                return
+            await self.app(scope, receive_limited, send_tracked)
+        finally:
+            self.metrics.requests.labels(endpoint, str(status_box[0])).inc()
+            self.metrics.latency.labels(endpoint).observe(time.perf_counter() - t0)
+
+    def _refuse(self, scope, path: str) -> tuple[int, bytes] | None:
+        key = self.settings.api_key
+        if path.startswith("/admin/") and not key:
+            return _json(403, {"error": "admin endpoints need an API key: start the server with --api-key "
+                                        "or SESSREC_API_KEY (or reload it with SIGHUP)"})
+        if key and path not in OPEN and not key_matches(scope["headers"], key):
+            return _json(401, {"error": "missing or wrong API key (header X-API-Key)"})
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                try:
+                    too_big = int(value) > self.settings.max_body_bytes
+                except ValueError:
+                    return _json(400, {"error": "Content-Length is not a number"})
+                if too_big:
+                    return _json(413, {"error": f"request body over {self.settings.max_body_bytes} bytes"})
+        return None
+
+    @staticmethod
+    async def _reply(send, status: int, body: bytes) -> None:
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
+def create_app(slot: ModelSlot, settings: ServeSettings | None = None, metrics: Metrics | None = None):
+    from fastapi import Body, FastAPI, Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse, Response
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
+    settings = settings or ServeSettings()
+    metrics = metrics or Metrics()
+    started = time.monotonic()
+    metrics.set_model(slot.current.rec)
+    slot._on_reload = metrics.reloaded
+    app = FastAPI(title="sessrec", version=__version__,
+                  description="Next-item recommendations for anonymous sessions from a sessrec run.")
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError):
+        errs = exc.errors()
+        where = lambda e: ".".join(str(p) for p in e.get("loc", ()))  # noqa: E731
+        msg = "; ".join(f"{where(e)}: {e.get('msg')}" for e in errs[:5])
+        detail = [{"field": where(e), "message": e.get("msg"), "type": e.get("type")} for e in errs[:20]]
+        return JSONResponse({"error": msg, "detail": detail}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def internal(request: Request, exc: Exception):      # a bug: a JSON 500, never a crash
+        return JSONResponse({"error": f"internal error: {type(exc).__name__}"}, status_code=500)
+
+    def info(served) -> dict[str, Any]:
+        return {"model": served.rec.meta.get("model", ""), "run_id": served.rec.meta.get("run_id")}
+
+    async def answer(sessions: list[list[int]], k: int, exclude: bool):
+        served = slot.acquire()
+        try:
+            t0 = time.perf_counter()
+            recs = await asyncio.wrap_future(served.batcher.submit(sessions, k, exclude))
+            return recs, info(served), (time.perf_counter() - t0) * 1000
+        finally:
+            slot.release(served)
+
+    def one(r) -> dict:
+        return {"items": r.items, "scores": r.scores, "unknown_items": r.unknown, "fallback": r.fallback}
+
+    @app.get("/health", response_model=Health)
+    async def health():
+        rec = slot.current.rec
+        return {"status": "ok", "model": rec.meta.get("model", ""), "run_id": rec.meta.get("run_id"),
+                "dataset": rec.meta.get("dataset", ""), "n_items": rec.items.n_items,
+                "runtime": rec.meta.get("runtime", "torch"), "device": str(rec.device),
+                "search": rec.search_info(), "version": __version__,
+                "uptime_s": round(time.monotonic() - started, 3), "reload": slot.state}
+
+    @app.post("/recommend", response_model=RecommendResponse)
+    async def recommend(req: RecommendRequest):
+        recs, who, ms = await answer([req.session_items], req.k, req.exclude_session_items)
+        return {**one(recs[0]), **who, "latency_ms": round(ms, 3)}
+
+    @app.post("/recommend/batch", response_model=BatchResponse)
+    async def recommend_batch(req: BatchRequest):
+        recs, who, ms = await answer(req.sessions, req.k, req.exclude_session_items)
+        return {"results": [one(r) for r in recs], **who, "latency_ms": round(ms, 3)}
+
+    @app.get("/metrics")
+    async def metrics_text():
+        body, ctype = metrics.exposition()
+        return Response(body, media_type=ctype)
+
+    @app.post("/admin/reload", status_code=202)
+    async def reload(req: ReloadRequest | None = Body(None)):
+        target = req.target if req else None
+        if settings.broadcast is not None:          # every worker (this one too) reloads from the file
+            settings.broadcast.request(target)
+            return {"accepted": True, "reload": slot.state}
+        if not slot.reload(target):
+            return JSONResponse({"error": "a reload is already running", "reload": slot.state}, status_code=409)
+        return {"accepted": True, "reload": slot.state}
+
+    app.add_middleware(Guard, settings=settings, metrics=metrics)
+    return app

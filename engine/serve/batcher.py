@@ -1,0 +1,79 @@
+"""One scoring thread per model in service: requests queue up while a batch is scored, and the
+next batch takes everything queued (no timer, so a lone request waits for nothing). Under load
+one pass over the model and the item table answers many requests."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from concurrent.futures import Future
+from dataclasses import dataclass
+
+from engine.recommend import Recommender
+from engine.serve.schemas import MAX_BATCH_SESSIONS
+
+_STOP = object()
+
+
+@dataclass
+class _Job:
+    sessions: list[list[int]]
+    k: int
+    exclude: bool
+    future: Future
+
+
+class Batcher:
+    def __init__(self, rec: Recommender, max_sessions: int = MAX_BATCH_SESSIONS) -> None:
+        self.rec, self.max_sessions = rec, max_sessions
+        self._q: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._loop, name="sessrec-batcher", daemon=True)
+        self._thread.start()
+
+    def submit(self, sessions: list[list[int]], k: int, exclude: bool) -> Future:
+        f: Future = Future()
+        self._q.put(_Job(sessions, k, exclude, f))
+        return f
+
+    def close(self) -> None:
+        """Stop after the jobs already queued are answered."""
+        self._q.put(_STOP)
+
+    def join(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        while True:
+            job = self._q.get()
+            if job is _STOP:
+                return
+            jobs, n, stop = [job], len(job.sessions), False
+            while n < self.max_sessions:
+                try:
+                    nxt = self._q.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is _STOP:
+                    stop = True
+                    break
+                jobs.append(nxt)
+                n += len(nxt.sessions)
+            self._run(jobs)
+            if stop:
+                return
+
+    def _run(self, jobs: list[_Job]) -> None:
+        groups: dict[tuple[int, bool], list[_Job]] = {}
+        for j in jobs:
+            groups.setdefault((j.k, j.exclude), []).append(j)
+        for (k, exclude), group in groups.items():
+            try:
+                recs = self.rec.recommend_many([s for j in group for s in j.sessions], k, exclude)
+            except BaseException as e:  # answered as an error to each request, the thread lives on
+                for j in group:
+                    j.future.set_exception(e)
+                continue
+            i = 0
+            for j in group:
+                j.future.set_result(recs[i:i + len(j.sessions)])
+                i += len(j.sessions)

@@ -1,0 +1,47 @@
+"""Prometheus metrics of the service: requests by endpoint and status, latency histograms by
+endpoint, the model in service and reloads. One registry per app (tests make several); with several
+worker processes prometheus_client's multiprocess mode (PROMETHEUS_MULTIPROC_DIR) sums them."""
+
+from __future__ import annotations
+
+import os
+
+from engine.recommend import Recommender
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+        self.registry = CollectorRegistry()
+        self.requests = Counter("sessrec_requests", "HTTP requests by endpoint and status code",
+                                ["endpoint", "status"], registry=self.registry)
+        self.latency = Histogram("sessrec_request_duration_seconds", "request latency in seconds",
+                                 ["endpoint"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.model_info = Gauge("sessrec_model_info", "the model in service (value 1)",
+                                ["model", "run_id", "dataset", "runtime"], registry=self.registry,
+                                multiprocess_mode="liveall")
+        self.reloads = Counter("sessrec_reloads", "model reloads by result", ["result"], registry=self.registry)
+        for r in ("ok", "failed"):
+            self.reloads.labels(r)
+
+    def set_model(self, rec: Recommender) -> None:
+        self.model_info.clear()
+        m = rec.meta
+        self.model_info.labels(m.get("model", ""), m.get("run_id") or "", m.get("dataset", ""),
+                               m.get("runtime", "torch")).set(1)
+
+    def reloaded(self, ok: bool, rec: Recommender | None) -> None:
+        self.reloads.labels("ok" if ok else "failed").inc()
+        if ok and rec is not None:
+            self.set_model(rec)
+
+    def exposition(self) -> tuple[bytes, str]:
+        from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            from prometheus_client import multiprocess
+            reg = CollectorRegistry()
+            multiprocess.MultiProcessCollector(reg)
+            return generate_latest(reg), CONTENT_TYPE_LATEST
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

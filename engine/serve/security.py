@@ -1,0 +1,42 @@
+"""Who may call the service: loopback by default; any other bind address needs an API key (or an
+explicit --insecure); admin endpoints always need the key."""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+
+from engine.errors import InputError
+
+KEY_ENV = "SESSREC_API_KEY"
+KEY_HEADER = "x-api-key"
+
+
+def is_loopback(host: str) -> bool:
+    if host in ("localhost", ""):
+        return host == "localhost"
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind(host: str, api_key: str | None, insecure: bool) -> None:
+    if not is_loopback(host) and not api_key and not insecure:
+        raise InputError(f"binding to {host!r} exposes the service beyond this machine: give an API key "
+                         f"(--api-key or {KEY_ENV}) or pass --insecure to serve without one")
+    if api_key is not None and len(api_key) < 16:
+        raise InputError("the API key must be at least 16 characters (e.g. `python -c 'import secrets; "
+                         "print(secrets.token_urlsafe(24))'`)")
+
+
+def key_matches(headers: dict[bytes, bytes] | list, expected: str) -> bool:
+    """Constant-time comparison of the X-API-Key header (or `Authorization: Bearer KEY`)."""
+    got = b""
+    for name, value in headers:
+        n = name.lower()
+        if n == KEY_HEADER.encode():
+            got = value
+        elif n == b"authorization" and value[:7].lower() == b"bearer ":
+            got = value[7:]
+    return hmac.compare_digest(got, expected.encode())

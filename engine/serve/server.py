@@ -1,0 +1,181 @@
+"""`sessrec serve`: uvicorn around the app, with the model loaded before the port opens.
+
+One worker (the default): the server runs in this process; SIGTERM or Ctrl-C finish the requests
+in flight and exit 0; SIGHUP reloads the model in the background (as POST /admin/reload does).
+Several workers (`--workers N`): uvicorn's supervisor starts N processes on one socket; each loads
+the model (an IVF index is built once, by this process, and read from the run's cache by the
+workers), /metrics sums all workers (prometheus_client's multiprocess mode), /admin/reload reaches
+every worker through a shared file, and SIGHUP to this process makes uvicorn restart the workers
+one by one (each finishes its requests first).
+When the port is open a `serving` event (address, model, runtime) goes to the event stream.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import socket
+import tempfile
+import threading
+import time
+import urllib.request
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+from engine.errors import InputError
+from engine.recommend import Recommender
+from engine.serve.security import check_bind
+from engine.serve.slot import ModelSlot, ReloadBroadcast
+from engine.workspace import Workspace
+
+WORKER_ENV = "SESSREC_SERVE_WORKER"      # JSON ServeOptions + workspace, read by each worker
+
+
+@dataclass
+class ServeOptions:
+    target: str
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    runtime: str = "torch"
+    search: str = "auto"
+    device: str = "cpu"
+    api_key: str | None = None
+    insecure: bool = False
+
+
+def make_slot(ws: Workspace, opts: ServeOptions) -> ModelSlot:
+    from engine.device import resolve_device
+    device = str(resolve_device(opts.device))
+
+    def load(target: str) -> Recommender:
+        return Recommender.for_target(ws, target, device=device, runtime=opts.runtime, search=opts.search)
+    return ModelSlot(load, opts.target)
+
+
+def _limit_search_threads() -> None:
+    # a single query scans a few lists: OpenMP start-up costs more than it saves
+    try:
+        import faiss
+        faiss.omp_set_num_threads(1)
+    except ImportError:
+        pass
+
+
+def serve(ws: Workspace, opts: ServeOptions, on_ready: Callable[[dict], None]) -> int:
+    if opts.workers < 1:
+        raise InputError("--workers must be >= 1")
+    check_bind(opts.host, opts.api_key, opts.insecure)
+    missing = [m for m in ("fastapi", "uvicorn", "prometheus_client") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise InputError(f"serving needs {', '.join(missing)}: pip install fastapi uvicorn prometheus-client")
+    _limit_search_threads()
+    slot = make_slot(ws, opts)            # a bad target or run fails here, before the port opens
+    if opts.workers == 1:
+        return _serve_one(slot, opts, on_ready)
+    return _serve_many(ws, slot, opts, on_ready)
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise InputError(f"cannot listen on {host}:{port}: {e.strerror} (another server there? try --port 0)") from e
+    sock.set_inheritable(True)
+    return sock
+
+
+def ready_event(slot: ModelSlot, opts: ServeOptions, port: int) -> dict:
+    m = slot.current.rec.meta
+    host = f"[{opts.host}]" if ":" in opts.host else opts.host
+    return {"type": "serving", "url": f"http://{host}:{port}", "host": opts.host, "port": port,
+            "model": m.get("model"), "run_id": m.get("run_id"), "dataset": m.get("dataset"),
+            "runtime": m.get("runtime", "torch"), "search": slot.current.rec.search_info().get("kind"),
+            "workers": opts.workers, "api_key_required": bool(opts.api_key)}
+
+
+def _serve_one(slot: ModelSlot, opts: ServeOptions, on_ready: Callable[[dict], None]) -> int:
+    import uvicorn
+
+    from engine.serve.app import ServeSettings, create_app
+    app = create_app(slot, ServeSettings(api_key=opts.api_key))
+    sock = _bind(opts.host, opts.port)
+    port = sock.getsockname()[1]
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets=None) -> None:
+            await super().startup(sockets)
+            if self.started:
+                on_ready(ready_event(slot, opts, port))
+
+    server = Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
+                                   timeout_graceful_shutdown=30))
+    # uvicorn handles SIGINT/SIGTERM while it runs (finishing requests in flight), then re-raises the
+    # signal: a no-op handler underneath makes that a normal exit 0 instead of the CLI's "interrupted"
+    previous = {sig: signal.signal(sig, _ignore) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, lambda *_: slot.reload())
+    try:
+        server.run(sockets=[sock])
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        slot.close()
+        sock.close()
+    return 0
+
+
+def _ignore(signum, frame) -> None:
+    pass
+
+
+def _serve_many(ws: Workspace, slot: ModelSlot, opts: ServeOptions, on_ready: Callable[[dict], None]) -> int:
+    import uvicorn
+    sock = _bind(opts.host, opts.port)
+    port = sock.getsockname()[1]
+    shared = Path(tempfile.mkdtemp(prefix="sessrec-serve-"))
+    (shared / "metrics").mkdir()
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(shared / "metrics")
+    os.environ[WORKER_ENV] = json.dumps({"workspace": str(ws.root), "options": asdict(opts),
+                                         "broadcast": str(shared / "reload.json")})
+    slot.close()                           # the workers load their own; this one only checked the target
+
+    def announce() -> None:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(f"http://{'127.0.0.1' if opts.host in ('0.0.0.0', '') else opts.host}:{port}"
+                                       "/health", timeout=2).read()
+                on_ready(ready_event(slot, opts, port))
+                return
+            except OSError:
+                time.sleep(0.2)
+    threading.Thread(target=announce, daemon=True).start()
+    config = uvicorn.Config("engine.serve.server:worker_app", factory=True, workers=opts.workers,
+                            log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=30)
+    try:
+        from uvicorn.supervisors import Multiprocess
+        Multiprocess(config, target=uvicorn.Server(config).run, sockets=[sock]).run()
+    finally:
+        sock.close()
+        import shutil
+        shutil.rmtree(shared, ignore_errors=True)
+    return 0
+
+
+def worker_app():
+    """The app of one worker process (uvicorn factory; the parent passes its options in the env)."""
+    from engine.serve.app import ServeSettings, create_app
+    spec = json.loads(os.environ[WORKER_ENV])
+    opts = ServeOptions(**spec["options"])
+    _limit_search_threads()
+    slot = make_slot(Workspace.open(spec["workspace"]), opts)
+    broadcast = ReloadBroadcast(Path(spec["broadcast"]))
+    broadcast.watch(slot)
+    return create_app(slot, ServeSettings(api_key=opts.api_key, broadcast=broadcast))

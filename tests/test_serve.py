@@ -1,0 +1,276 @@
+"""The HTTP service: every endpoint's success and error cases (FastAPI's test client), the API-key
+and bind rules, metrics, hot reload (in process and under concurrent load in a real server), and a
+schema-driven fuzz test (schemathesis) that must find no 5xx."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import schemathesis
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, settings
+from schemathesis.checks import not_a_server_error
+
+from engine.errors import InputError
+from engine.recommend import Recommender
+from engine.serve.app import ServeSettings, create_app
+from engine.serve.schemas import MAX_BATCH_SESSIONS, MAX_BODY_BYTES
+from engine.serve.security import check_bind
+from engine.serve.server import ServeOptions, make_slot
+from engine.train.loop import fit
+from tests.conftest import small_cfg
+
+ROOT = Path(__file__).resolve().parents[1]
+KEY = "k" * 24
+
+
+@pytest.fixture(scope="module")
+def ws(tiny_demo_ws):
+    fit(small_cfg(epochs=1), tiny_demo_ws, run_id="serve-a")
+    fit(small_cfg(epochs=1, seed=1), tiny_demo_ws, run_id="serve-b")
+    return tiny_demo_ws
+
+
+@pytest.fixture(scope="module")
+def slot(ws):
+    return make_slot(ws, ServeOptions(target="serve-a", search="exact"))
+
+
+@pytest.fixture(scope="module")
+def client(slot):
+    return TestClient(create_app(slot))
+
+
+@pytest.fixture(scope="module")
+def ids(slot):
+    return slot.current.rec.items.raw_ids[:12].tolist()
+
+
+def metric(text: str, name: str, **labels) -> float:
+    """The value of the sample `name` with exactly these labels (0 when absent)."""
+    from prometheus_client.parser import text_string_to_metric_families
+    for fam in text_string_to_metric_families(text):
+        for smp in fam.samples:
+            if smp.name == name and smp.labels == labels:
+                return smp.value
+    return 0.0
+
+
+def test_health_says_what_is_served(client):
+    h = client.get("/health").json()
+    assert (h["status"], h["model"], h["run_id"], h["dataset"]) == ("ok", "graph_transformer", "serve-a", "demo-tiny")
+    assert h["n_items"] == 199 and h["runtime"] == "torch" and h["device"] == "cpu"
+    assert h["search"] == {"kind": "exact"} and h["reload"]["state"] == "idle" and h["uptime_s"] >= 0
+
+
+def test_recommend_answers_what_the_engine_answers(client, slot, ids):
+    body = {"session_items": [ids[3], 10**15, ids[5]], "k": 7}
+    r = client.post("/recommend", json=body)
+    assert r.status_code == 200
+    got = r.json()
+    expect = slot.current.rec.recommend([ids[3], 10**15, ids[5]], k=7)
+    assert got["items"] == expect.items and np.allclose(got["scores"], expect.scores, atol=1e-5)
+    assert got["unknown_items"] == [10**15] and not got["fallback"] and got["run_id"] == "serve-a"
+    ex = client.post("/recommend", json={**body, "exclude_session_items": True}).json()
+    assert not {ids[3], ids[5]} & set(ex["items"]) and len(ex["items"]) == 7
+    fb = client.post("/recommend", json={"session_items": [-3], "k": 2}).json()
+    assert fb["fallback"] and fb["items"] == ids[:2] and fb["unknown_items"] == [-3]
+
+
+def test_batch_answers_each_session(client, slot, ids):
+    sessions = [[ids[1]], [ids[2], ids[2], ids[7]], [123456789123]]
+    r = client.post("/recommend/batch", json={"sessions": sessions, "k": 4})
+    assert r.status_code == 200
+    res = r.json()["results"]
+    assert [x["items"] for x in res] == [slot.current.rec.recommend(s, 4).items for s in sessions]
+    assert res[2]["fallback"] and res[2]["unknown_items"] == [123456789123]
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"session_items": [1], "k": 0}, "body.k"),
+    ({"session_items": [1], "k": 101}, "body.k"),
+    ({"session_items": [], "k": 5}, "body.session_items"),
+    ({"session_items": ["abc"]}, "body.session_items.0"),
+    ({"session_items": [2 ** 70]}, "body.session_items.0"),
+    ({"session_items": [1] * 1001}, "body.session_items"),
+    ({"session_items": [1], "colour": "red"}, "body.colour"),
+    ({"k": 5}, "body.session_items"),
+    ({"session_items": [1], "k": "many"}, "body.k"),
+])
+def test_bad_requests_name_the_field(client, body, field):
+    r = client.post("/recommend", json=body)
+    assert r.status_code == 422
+    assert r.json()["error"].startswith(field) and r.json()["detail"][0]["field"] == field
+
+
+def test_malformed_oversized_and_misrouted_requests_are_4xx(client):
+    r = client.post("/recommend", content=b'{"session_items": [1,', headers={"content-type": "application/json"})
+    assert r.status_code == 422 and "JSON" in r.json()["error"]
+    r = client.post("/recommend/batch", json={"sessions": [[1]] * (MAX_BATCH_SESSIONS + 1)})
+    assert r.status_code == 422 and r.json()["error"].startswith("body.sessions")
+    big = b'{"session_items": [' + b"1," * (MAX_BODY_BYTES // 2) + b"1]}"
+    assert client.post("/recommend", content=big, headers={"content-type": "application/json"}).status_code == 413
+
+    def chunks():                                 # no Content-Length: the limit counts the bytes
+        yield b'{"session_items": ['
+        for _ in range(40):
+            yield b"1," * 20_000
+        yield b"1]}"
+    r = client.post("/recommend", content=chunks(), headers={"content-type": "application/json"})
+    assert r.status_code == 413 and "bytes" in r.json()["error"]
+    assert client.get("/recommend").status_code == 405
+    assert client.get("/nowhere").status_code == 404
+
+
+def test_metrics_count_requests_by_endpoint_and_status(slot):
+    c = TestClient(create_app(slot))            # its own registry: counts start at zero
+    for _ in range(3):
+        c.post("/recommend", json={"session_items": [1]})
+    c.post("/recommend", json={"session_items": []})
+    text = c.get("/metrics").text
+    assert metric(text, "sessrec_requests_total", endpoint="/recommend", status="200") == 3
+    assert metric(text, "sessrec_requests_total", endpoint="/recommend", status="422") == 1
+    assert metric(text, "sessrec_request_duration_seconds_count", endpoint="/recommend") == 4
+    assert metric(text, "sessrec_model_info", model="graph_transformer", run_id="serve-a", dataset="demo-tiny",
+                  runtime="torch") == 1
+
+
+def test_api_key_rules(slot):
+    c = TestClient(create_app(slot, ServeSettings(api_key=KEY)))
+    body = {"session_items": [1]}
+    assert c.post("/recommend", json=body).status_code == 401
+    assert c.post("/recommend", json=body, headers={"X-API-Key": KEY[:-1] + "x"}).status_code == 401
+    assert c.post("/recommend", json=body, headers={"X-API-Key": KEY}).status_code == 200
+    assert c.post("/recommend", json=body, headers={"Authorization": f"Bearer {KEY}"}).status_code == 200
+    assert c.get("/metrics").status_code == 401 and c.get("/docs").status_code == 401
+    assert c.get("/health").status_code == 200
+    # admin endpoints: always the key; without a configured key they are closed
+    assert c.post("/admin/reload").status_code == 401
+    nokey = TestClient(create_app(slot))
+    r = nokey.post("/admin/reload")
+    assert r.status_code == 403 and "API key" in r.json()["error"]
+    check_bind("127.0.0.1", None, False)
+    check_bind("::1", None, False)
+    check_bind("localhost", None, False)
+    with pytest.raises(InputError, match="API key"):
+        check_bind("0.0.0.0", None, False)
+    check_bind("0.0.0.0", None, True)
+    check_bind("0.0.0.0", KEY, False)
+    with pytest.raises(InputError, match="16 characters"):
+        check_bind("127.0.0.1", "short", False)
+
+
+def test_reload_swaps_the_model_and_a_failed_reload_keeps_it(ws):
+    slot = make_slot(ws, ServeOptions(target="serve-a", search="exact"))
+    c = TestClient(create_app(slot, ServeSettings(api_key=KEY)))
+    hdr = {"X-API-Key": KEY}
+    assert c.post("/admin/reload", json={"target": "serve-b"}, headers=hdr).status_code == 202
+    deadline = time.monotonic() + 30
+    while c.get("/health").json()["reload"]["state"] == "loading" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    h = c.get("/health").json()
+    assert h["run_id"] == "serve-b" and h["reload"]["state"] == "idle"
+    assert c.post("/recommend", json={"session_items": [1]}, headers=hdr).json()["run_id"] == "serve-b"
+    assert slot.reload("no-such-run", wait=True)
+    h = c.get("/health").json()
+    assert h["run_id"] == "serve-b" and h["reload"]["state"] == "failed" and "no-such-run" in h["reload"]["error"]
+    text = c.get("/metrics", headers=hdr).text
+    assert metric(text, "sessrec_reloads_total", result="ok") == 1
+    assert metric(text, "sessrec_reloads_total", result="failed") == 1
+    assert metric(text, "sessrec_model_info", model="graph_transformer", run_id="serve-b", dataset="demo-tiny",
+                  runtime="torch") == 1
+
+
+# ---- fuzz: every operation of the OpenAPI schema, generated bodies, never a 5xx -------------------
+@pytest.fixture(scope="module")
+def api_schema(slot):
+    return schemathesis.openapi.from_asgi("/openapi.json", create_app(slot))
+
+
+fuzz_schema = schemathesis.pytest.from_fixture("api_schema")
+
+
+@fuzz_schema.parametrize()
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+def test_fuzzed_requests_never_get_a_server_error(case):
+    case.call_and_validate(checks=[not_a_server_error])
+
+
+# ---- a real server: hot reload under concurrent requests, SIGHUP, SIGTERM -------------------------
+def start_server(ws, *args: str, env: dict | None = None) -> tuple[subprocess.Popen, dict]:
+    cmd = [sys.executable, "-m", "engine", "--workspace", str(ws.root), "--events", "jsonl", "serve",
+           *args, "--port", "0"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", **(env or {})})
+    line = proc.stdout.readline()
+    if not line:
+        raise AssertionError(f"server did not start: {proc.stderr.read()}")
+    return proc, json.loads(line)
+
+
+def test_hot_reload_under_concurrent_requests_drops_nothing(ws):
+    proc, ev = start_server(ws, "serve-a", env={"SESSREC_API_KEY": KEY})
+    try:
+        assert ev["type"] == "serving" and ev["run_id"] == "serve-a" and ev["api_key_required"]
+        url, hdr = ev["url"], {"X-API-Key": KEY}
+        stop, failures, served_by = threading.Event(), [], set()
+
+        def load() -> None:
+            with httpx.Client(base_url=url, headers=hdr, timeout=30) as c:
+                while not stop.is_set():
+                    try:
+                        r = c.post("/recommend", json={"session_items": [1, 2, 3], "k": 10})
+                        if r.status_code != 200:
+                            failures.append(r.status_code)
+                        else:
+                            served_by.add(r.json()["run_id"])
+                    except httpx.HTTPError as e:
+                        failures.append(repr(e))
+        threads = [threading.Thread(target=load) for _ in range(4)]
+        for t in threads:
+            t.start()
+        with httpx.Client(base_url=url, headers=hdr, timeout=30) as c:
+            for target in ("serve-b", "serve-a", "serve-b"):
+                assert c.post("/admin/reload", json={"target": target}).status_code == 202
+                deadline = time.monotonic() + 60
+                while time.monotonic() < deadline:
+                    h = c.get("/health").json()
+                    if h["reload"]["state"] == "idle" and h["run_id"] == target:
+                        break
+                    time.sleep(0.05)
+                assert h["run_id"] == target
+            os.kill(proc.pid, signal.SIGHUP)          # reload the run in service from its checkpoint
+            deadline = time.monotonic() + 60
+            while metric(c.get("/metrics").text, "sessrec_reloads_total", result="ok") < 4:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            text = c.get("/metrics").text
+        stop.set()
+        for t in threads:
+            t.join()
+        assert failures == [] and served_by == {"serve-a", "serve-b"}
+        assert metric(text, "sessrec_requests_total", endpoint="/recommend", status="200") > 20
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_a_bad_target_or_an_open_address_without_key_fail_before_listening(ws):
+    for args, message in ((["nope"], "not found"), (["serve-a", "--host", "0.0.0.0"], "API key"),
+                          (["baseline:sknn"], "baseline:NAME@DATASET")):
+        proc = subprocess.run([sys.executable, "-m", "engine", "--workspace", str(ws.root), "serve", *args,
+                               "--port", "0"], capture_output=True, text=True, timeout=60,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+        assert proc.returncode == 2 and message in proc.stderr
