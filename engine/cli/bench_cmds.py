@@ -23,6 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     _register_quality(bsub)
     _register_ablation(bsub)
     _register_recommend(bsub)
+    _register_serve(bsub)
 
 
 def cmd_bench_pipeline(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
@@ -159,4 +160,25 @@ def cmd_bench_recommend(args: argparse.Namespace, ws: Workspace, out: Output) ->
     from engine.bench import recommend as br
     res = br.run(ws, args.dataset, args.calls, args.num_threads, log=out.log, out=args.out)
     out.result(res, br.render(res))
+    return 0
+
+
+def _register_serve(bsub) -> None:
+    b = bsub.add_parser("serve", help="latency and requests/s of POST /recommend (torch and ONNX runtimes)")
+    b.add_argument("--dataset", default="demo-full", help="dataset of the default run (default demo-full)")
+    b.add_argument("--run", default=None, help="run to serve (default: train a hidden-256 Graph Transformer)")
+    b.add_argument("--runtimes", default="torch,onnx", help="comma-separated: torch,onnx")
+    b.add_argument("--concurrency", default="1,16,64", help="comma-separated levels (default 1,16,64)")
+    b.add_argument("--duration", type=float, default=10.0, help="seconds per level (default 10)")
+    b.add_argument("--search", choices=["auto", "exact", "ivf"], default="auto")
+    b.add_argument("--out", type=Path)
+    b.set_defaults(func=cmd_bench_serve)
+
+
+def cmd_bench_serve(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
+    from engine.bench import serve as bs
+    res = bs.run(ws, args.dataset, args.run, tuple(r for r in args.runtimes.split(",") if r),
+                 tuple(int(c) for c in args.concurrency.split(",") if c), args.duration, args.search,
+                 log=out.log, out=args.out)
+    out.result(res, bs.render(res))
     return 0
