@@ -2,6 +2,7 @@
 
     <workspace>/datasets/<name>/manifest.json, source/, <stage>/...    DatasetDir
     <workspace>/runs/<run-id>/config.json, events.jsonl, best.pt, last.pt, .lock   RunDir
+                              export/model.onnx                 (its ONNX export)
     <workspace>/logs/<job-id>.json, <job-id>.log, <job-id>.threads   the app's job records
     <workspace>/settings.json                                        the app's settings (job policy)
     <workspace>/tuning/studies.db, <study>.lock                      `sessrec tune` (Optuna, SQLite)
@@ -163,6 +164,11 @@ class RunDir:
     def test_ranks(self, protocol: str) -> Path:
         """Per-example ranks of the test evaluation under `protocol` (engine.ranks.ExampleRanks)."""
         return self.root / f"test_ranks-{Protocol(protocol).value}.npz"
+
+    @property
+    def onnx(self) -> Path:
+        """The run's own ONNX export (engine.export.onnx_runtime.ensure_run_onnx)."""
+        return self.root / "export" / "model.onnx"
 
     def checkpoint(self, which: str) -> Path:
         """`best` or `last`."""

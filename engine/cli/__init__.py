@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from engine import __version__
-from engine.cli import bench_cmds, data_cmds, serve_cmds, train_cmds, tune_cmds
+from engine.cli import bench_cmds, data_cmds, export_cmds, serve_cmds, train_cmds, tune_cmds
 from engine.cli.output import Output, err_console
 from engine.errors import SessrecError
 from engine.threads import process_budget
@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     tune_cmds.register(sub)
     serve_cmds.register(sub)
     bench_cmds.register(sub)
+    export_cmds.register(sub)
     return p
 
 
