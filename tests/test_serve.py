@@ -274,3 +274,16 @@ def test_a_bad_target_or_an_open_address_without_key_fail_before_listening(ws):
                                "--port", "0"], capture_output=True, text=True, timeout=60,
                               env={**os.environ, "PYTHONPATH": str(ROOT)})
         assert proc.returncode == 2 and message in proc.stderr
+
+
+def test_the_onnx_runtime_answers_what_torch_answers(ws, slot, ids):
+    onnx_slot = make_slot(ws, ServeOptions(target="serve-a", runtime="onnx", search="exact"))
+    c = TestClient(create_app(onnx_slot))
+    assert c.get("/health").json()["runtime"] == "onnx"
+    sessions = [[ids[3], ids[5], ids[3]], [ids[0]], list(ids)]
+    got = c.post("/recommend/batch", json={"sessions": sessions, "k": 10}).json()["results"]
+    for s, g in zip(sessions, got):
+        want = slot.current.rec.recommend(s, 10)
+        assert g["items"] == want.items and np.allclose(g["scores"], want.scores, rtol=1e-4, atol=1e-4)
+    with pytest.raises(InputError, match="torch runtime only"):
+        make_slot(ws, ServeOptions(target="baseline:sknn@demo-tiny", runtime="onnx"))
