@@ -287,3 +287,22 @@ def test_the_onnx_runtime_answers_what_torch_answers(ws, slot, ids):
         assert g["items"] == want.items and np.allclose(g["scores"], want.scores, rtol=1e-4, atol=1e-4)
     with pytest.raises(InputError, match="torch runtime only"):
         make_slot(ws, ServeOptions(target="baseline:sknn@demo-tiny", runtime="onnx"))
+
+
+def test_the_engine_runs_without_the_serving_packages(ws):
+    """A bare GPU box has torch but not fastapi, onnx or faiss: training and recommending import
+    without them, and `serve` says what to install."""
+    script = r'''
+import sys
+for name in ("fastapi", "uvicorn", "starlette", "onnx", "onnxruntime", "onnxscript", "faiss", "prometheus_client"):
+    sys.modules[name] = None      # `import name` raises ImportError, find_spec(name) is None
+import engine.recommend, engine.train.loop, engine.serve.server, engine.export.onnx_runtime  # noqa
+from engine.cli import main
+rec = engine.recommend.Recommender.for_target(engine.workspace.Workspace.open(sys.argv[1]), "serve-a")
+assert len(rec.recommend(rec.items.raw_ids[:2].tolist(), 5).items) == 5
+sys.exit(main(["--workspace", sys.argv[1], "serve", "serve-a", "--port", "0"]))
+'''
+    proc = subprocess.run([sys.executable, "-c", script, str(ws.root)], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 2, proc.stderr
+    assert "serving needs fastapi, uvicorn, prometheus_client" in proc.stderr

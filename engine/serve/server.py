@@ -12,7 +12,7 @@ When the port is open a `serving` event (address, model, runtime) goes to the ev
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
 import os
 import signal
@@ -69,7 +69,12 @@ def serve(ws: Workspace, opts: ServeOptions, on_ready: Callable[[dict], None]) -
     if opts.workers < 1:
         raise InputError("--workers must be >= 1")
     check_bind(opts.host, opts.api_key, opts.insecure)
-    missing = [m for m in ("fastapi", "uvicorn", "prometheus_client") if importlib.util.find_spec(m) is None]
+    missing = []
+    for m in ("fastapi", "uvicorn", "prometheus_client"):
+        try:
+            importlib.import_module(m)
+        except ImportError:
+            missing.append(m)
     if missing:
         raise InputError(f"serving needs {', '.join(missing)}: pip install fastapi uvicorn prometheus-client")
     _limit_search_threads()
