@@ -106,3 +106,13 @@ def test_search_choices(run, tiny_demo_ws):
         rec.use_search("hnsw")
     r = base.recommend(base.items.raw_ids[:2].tolist(), k=5, exclude_session_items=True)
     assert not set(r.items) & set(base.items.raw_ids[:2].tolist()) and len(r.items) == 5
+
+
+def test_recommend_command_takes_the_search_and_exclusion_flags(run, tiny_demo_ws, capsys):
+    from engine.cli import main as cli
+    ids = Recommender.load(run).items.raw_ids[:2].tolist()
+    assert cli(["--workspace", str(tiny_demo_ws.root), "--events", "jsonl", "-q", "recommend", run.run_id,
+                *map(str, ids), "--k", "4", "--exclude-session-items", "--search", "ivf"]) == 0
+    import json
+    res = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")][-1]
+    assert len(res["items"]) == 4 and not set(res["items"]) & set(ids) and not any(res["in_session"])

@@ -54,6 +54,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("items", nargs="*", help="raw item ids, oldest first")
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--device", default=Device.CPU.value, choices=list(Device))
+    p.add_argument("--exclude-session-items", action="store_true", help="never recommend an item of the session")
+    p.add_argument("--runtime", choices=["torch", "onnx"], default="torch",
+                   help="onnx: the GNN's encoder in ONNX Runtime from the run's export (made when missing)")
+    p.add_argument("--search", choices=["exact", "ivf", "auto"], default="exact",
+                   help="top-k over the catalogue: exact, or ivf candidates scored exactly (see sessrec serve)")
     p.set_defaults(func=cmd_recommend)
 
     p = sub.add_parser("models", help="list models and their hyperparameters")
@@ -223,8 +228,8 @@ def cmd_recommend(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
     if args.k < 1:
         raise InputError("--k must be >= 1")
     ids = parse_item_ids(" ".join(args.items))
-    rec = Recommender.for_target(ws, args.run, device=args.device)
-    r = rec.recommend(ids, k=args.k)
+    rec = Recommender.for_target(ws, args.run, device=args.device, runtime=args.runtime, search=args.search)
+    r = rec.recommend(ids, k=args.k, exclude_session_items=args.exclude_session_items)
     rows = [[i + 1, str(item), score, pop, "yes" if ins else ""] for i, (item, score, pop, ins)
             in enumerate(zip(r.items, r.scores, r.popularity, r.in_session))]
     caption = []
