@@ -16,6 +16,7 @@ import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -79,6 +80,18 @@ class IVFSearch:
         """int64 [B, n] item indices (1..V) of the best inner products; 0 where fewer were found."""
         _, ids = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), min(n, self.info.n_items))
         return np.where(ids >= 0, ids + 1, 0)
+
+    def calibrate(self, agreement: Callable[[], float], target: float) -> float:
+        """Set the smallest power-of-two nprobe (capped at nlist: exact) whose `agreement()` (the
+        caller's measure against exact search, read at the current nprobe) reaches `target`;
+        returns that agreement."""
+        nprobe = 1
+        while True:
+            self.set_nprobe(nprobe)
+            agree = agreement()
+            if agree >= target or nprobe >= self.info.nlist:
+                return agree
+            nprobe *= 2
 
     # ---- persistence: an index is cached beside the run it was built from -------------------------
     def save(self, path: Path) -> None:

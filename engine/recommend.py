@@ -212,13 +212,7 @@ class Recommender:
         """The smallest power-of-two `nprobe` whose top-k agrees with exact search on `target` of
         `n` held-out prefixes (all lists: exact)."""
         prefixes = self._calibration_prefixes(n)
-        nprobe = 1
-        while True:
-            self.search.set_nprobe(nprobe)
-            agree = self.agreement(k, prefixes=prefixes)
-            if agree >= target or nprobe >= self.search.info.nlist:
-                break
-            nprobe *= 2
+        agree = self.search.calibrate(lambda: self.agreement(k, prefixes=prefixes), target)
         self.search.info.agreement, self.search.info.k, self.search.info.sessions = agree, k, len(prefixes)
 
     # ---- queries -------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     _register_ablation(bsub)
     _register_recommend(bsub)
     _register_serve(bsub)
+    _register_search(bsub)
 
 
 def cmd_bench_pipeline(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
@@ -181,4 +182,20 @@ def cmd_bench_serve(args: argparse.Namespace, ws: Workspace, out: Output) -> int
                  tuple(int(c) for c in args.concurrency.split(",") if c), args.duration, args.search,
                  log=out.log, out=args.out)
     out.result(res, bs.render(res))
+    return 0
+
+
+def _register_search(bsub) -> None:
+    b = bsub.add_parser("search", help="cost of one top-k query: exact (fp32/bf16/fp16) and the IVF index")
+    b.add_argument("--run", default=None, help="a GNN run whose item table and session vectors to use")
+    b.add_argument("--queries", type=int, default=1000)
+    b.add_argument("--num-threads", type=int, default=1)
+    b.add_argument("--out", type=Path)
+    b.set_defaults(func=cmd_bench_search)
+
+
+def cmd_bench_search(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
+    from engine.bench import search as bsr
+    res = bsr.run(ws, args.run, args.queries, args.num_threads, log=out.log, out=args.out)
+    out.result(res, bsr.render(res))
     return 0

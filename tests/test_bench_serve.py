@@ -1,0 +1,42 @@
+"""The serving benchmarks on the tiny demo: a real server, a separate load process, the table."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from engine.bench import search as bsearch
+from engine.bench import serve as bserve
+from engine.train.loop import fit
+from tests.conftest import small_cfg
+
+
+@pytest.fixture(scope="module")
+def run_id(tiny_demo_ws):
+    return fit(small_cfg(epochs=1), tiny_demo_ws, run_id="bench-serve")["run_id"]
+
+
+def test_bench_serve_measures_every_level_without_errors(tiny_demo_ws, run_id, tmp_path):
+    res = bserve.run(tiny_demo_ws, run_id=run_id, runtimes=("torch",), levels=(1, 4), duration=1.0,
+                     search="exact", log=lambda m: None, out=tmp_path / "serve.json")
+    assert [r["concurrency"] for r in res["rows"]] == [1, 4] and res["dataset"] == "demo-tiny"
+    for r in res["rows"]:
+        assert r["errors"] == 0 and r["requests"] > 5 and r["catalogue"] == 199
+        assert 0 < r["p50_ms"] <= r["p99_ms"] <= r["max_ms"] and r["rps"] > 0
+    assert (tmp_path / "serve.json").exists()
+    assert "req/s" in str(bserve.render(res).columns[4].header)
+    sessions = bserve.bench_sessions(tiny_demo_ws, "demo-tiny", n=20)
+    assert len(sessions) == 20 and all(len(s) == bserve.SESSION_ITEMS for s in sessions)
+
+
+def test_search_bench_calibrates_the_index_on_a_table(tmp_path):
+    table = bsearch._clustered(3001, 32)
+    table[0] = 0
+    queries = bsearch._clustered(200, 32, seed=1)
+    row = bsearch.measure_table("t", table, queries)
+    assert row["items"] == 3000 and row["agreement@10"] >= 0.99 and 1 <= row["nprobe"] <= row["nlist"]
+    assert min(row["exact_fp32_ms"], row["ivf_ms"], row["ivf_build_s"]) > 0
+    exact = bsearch._exact_top(torch.from_numpy(table), torch.from_numpy(queries), 10)
+    assert not (exact.numpy() == 0).any()          # the padding row is never a result
+    assert np.isfinite(row["exact_bf16_ms"])
