@@ -306,3 +306,26 @@ sys.exit(main(["--workspace", sys.argv[1], "serve", "serve-a", "--port", "0"]))
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert proc.returncode == 2, proc.stderr
     assert "serving needs fastapi, uvicorn, prometheus_client" in proc.stderr
+
+
+def test_several_workers_share_metrics_and_reload_together(ws):
+    proc, ev = start_server(ws, "serve-a", "--workers", "2", env={"SESSREC_API_KEY": KEY})
+    try:
+        assert ev["workers"] == 2
+        with httpx.Client(base_url=ev["url"], headers={"X-API-Key": KEY}, timeout=30) as c:
+            for _ in range(12):
+                assert c.post("/recommend", json={"session_items": [1, 2]}).status_code == 200
+            text = c.get("/metrics").text
+            # summed over the workers' files, whichever worker answers the scrape
+            assert metric(text, "sessrec_requests_total", endpoint="/recommend", status="200") == 12
+            assert c.post("/admin/reload", json={"target": "serve-b"}).status_code == 202
+            deadline = time.monotonic() + 90
+            while metric(c.get("/metrics").text, "sessrec_reloads_total", result="ok") < 2:   # both workers
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+            assert {c.post("/recommend", json={"session_items": [1]}).json()["run_id"] for _ in range(8)} == {"serve-b"}
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()

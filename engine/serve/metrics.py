@@ -25,12 +25,16 @@ class Metrics:
         self.reloads = Counter("sessrec_reloads", "model reloads by result", ["result"], registry=self.registry)
         for r in ("ok", "failed"):
             self.reloads.labels(r)
+        self._model_labels: tuple[str, ...] | None = None
 
     def set_model(self, rec: Recommender) -> None:
-        self.model_info.clear()
+        # the previous model's series drops to 0 (clear() does not exist in multiprocess mode)
+        if self._model_labels is not None:
+            self.model_info.labels(*self._model_labels).set(0)
         m = rec.meta
-        self.model_info.labels(m.get("model", ""), m.get("run_id") or "", m.get("dataset", ""),
-                               m.get("runtime", "torch")).set(1)
+        self._model_labels = (m.get("model", ""), m.get("run_id") or "", m.get("dataset", ""),
+                              m.get("runtime", "torch"))
+        self.model_info.labels(*self._model_labels).set(1)
 
     def reloaded(self, ok: bool, rec: Recommender | None) -> None:
         self.reloads.labels("ok" if ok else "failed").inc()

@@ -168,7 +168,7 @@ def _serve_many(ws: Workspace, slot: ModelSlot, opts: ServeOptions, on_ready: Ca
                             log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=30)
     try:
         from uvicorn.supervisors import Multiprocess
-        Multiprocess(config, target=uvicorn.Server(config).run, sockets=[sock]).run()
+        Multiprocess(config, sockets=[sock]).run()
     finally:
         sock.close()
         import shutil
