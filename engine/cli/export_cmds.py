@@ -21,11 +21,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_export(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
-    from engine.cli.train_cmds import resolve_run
     from engine.export.onnx import export_onnx
     if args.parity_limit < 1:
         raise InputError("--parity-limit must be >= 1 (every export is checked)")
-    run = resolve_run(ws, args.run)
+    run = ws.existing_run(args.run)
     with out:
         report = export_onnx(run, args.onnx or run.onnx, parity_limit=args.parity_limit,
                              progress=out.progress)

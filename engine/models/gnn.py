@@ -243,14 +243,20 @@ class SessionGNN(nn.Module):
         """float32 [B, L]: the repeat logit of the item at each prefix cell (every cell of an item
         holds the same value; 0 at padding and when `repeat` is off). With the session vectors this
         is all a caller needs to score any candidate (`session_scores`, `candidate_scores`): the
-        serving path and the ONNX export use it. [B, L, L] is small for typed sessions; training uses
-        `add_repeat_logits`."""
+        serving path and the ONNX export use it. Cells of one item are grouped by sorting their
+        (row, item) keys: O(B L) memory, whatever the session lengths."""
         if not self.repeat:
             return torch.zeros(batch.items.shape, dtype=torch.float32, device=batch.items.device)
         w, gate = self._repeat_parts(batch, reps)
-        same = batch.items[:, :, None] == batch.items[:, None, :]                             # [B, L, L]
-        total = (same * w[:, None, :]).sum(-1)                                                 # [B, L]
-        return gate * torch.log1p(total) * batch.mask
+        B, L = batch.items.shape
+        key = (torch.arange(B, device=w.device)[:, None] * (self.n_items + 1) + batch.items).reshape(-1)
+        key, order = torch.sort(key)
+        first = torch.ones_like(key, dtype=torch.bool)
+        first[1:] = key[1:] != key[:-1]
+        group = torch.cumsum(first.long(), 0) - 1
+        total = torch.zeros(key.shape[0], dtype=w.dtype, device=w.device).index_add_(0, group, w.reshape(-1)[order])
+        cell = torch.empty_like(total).index_put_((order,), total[group])                    # back to cell order
+        return gate * torch.log1p(cell.view(B, L)) * batch.mask
 
     def encode(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """(session vectors float32 [B, d], repeat logit per prefix cell [B, L]): the model's whole
