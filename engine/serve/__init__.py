@@ -1,0 +1,1 @@
+"""The HTTP recommendation service (`sessrec serve`)."""
