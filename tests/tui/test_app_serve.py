@@ -29,7 +29,7 @@ CUR = metrics_text({("/recommend", "200"): 50, ("/recommend", "404"): 6, ("/reco
                    {"/recommend": [2, 5, 30, 40, 50, 60]})
 # 50 requests in 5 s -> 10.0/s. p50: rank 25 lies in (0.025, 0.05] with 20 below and 10 inside ->
 # 0.025 + 0.025 * 5/10 = 37.5 ms. p99: rank 49.5 > 40 lies in +Inf -> the highest bound, 100 ms.
-EXPECTED = ("/recommend", "10.0", "37.5", "100.0", "6", "4", "60")
+EXPECTED = ("/recommend", "10.0", "37.5", "100.0", "6", "4")
 HEALTH = {"status": "ok", "model": "graph_transformer", "run_id": "run-a", "dataset": "demo-tiny", "n_items": 123,
           "runtime": "torch", "device": "cpu", "version": "0.1", "uptime_s": 12.0, "search": "exact",
           "reload": {"state": "idle", "error": None, "finished_at": None}}
@@ -144,6 +144,7 @@ async def test_serve_start_live_numbers_reload_and_stop(full_ws: Path, fake_serv
         assert list(scr.rps) == [(5.0, 10.0)]
         head = str(scr.query_one("#serve-head").render())
         assert f"http://127.0.0.1:{fake_server.port}" in head and "run run-a" in head and "123 items" in head
+        assert "API key required" in head and "60 requests so far" in head
         items = ItemIndex.read(Workspace.open(full_ws).dataset("demo-tiny").items).raw_ids[:2].tolist()
         curl = str(scr.query_one("#serve-curl").render())
         assert (f"curl -s -X POST http://127.0.0.1:{fake_server.port}/recommend -H 'Content-Type: "
@@ -221,3 +222,34 @@ def test_serve_args() -> None:
                                                   "8000", "--runtime", "torch"]
     assert J.serve_args("r", "0.0.0.0", 9000, "onnx", workers=2, insecure=True)[-4:] == \
         ["onnx", "--workers", "2", "--insecure"]
+
+
+# ---- fixed data for the screenshots (tests/tui/test_snapshots.py) --------------------------------------
+def add_running_server(app, port: int = 8000) -> J.Job:
+    """A serve job that looks running and serving run-a on 127.0.0.1:PORT, with no process behind
+    it (a real job's worker would never let the screenshot's settle() finish)."""
+    import time
+    m = app.controller.jobs
+    jid = "20250101-120000-serve-run-a"
+    job = J.Job(id=jid, kind=JobKind.SERVE, title=f"serve run-a on 127.0.0.1:{port}",
+                argv=["python", "-m", "engine", *J.serve_args("run-a", port=port)], log_path=m.ws.job_log(jid),
+                status=JobStatus.RUNNING, created=time.time(), started=time.time(), threads=1,
+                serving={"type": "serving", "url": f"http://127.0.0.1:{port}", "host": "127.0.0.1", "port": port,
+                         "model": "graph_transformer", "run_id": "run-a", "dataset": "demo-tiny",
+                         "runtime": "torch", "api_key_required": False})
+    m.jobs[jid] = job
+    app.controller._jobs_dirty = True
+    return job
+
+
+def show_fixed_numbers(scr: S.ServeScreen) -> None:
+    """The screen as after two scrapes 5 s apart (PREV, CUR) and a minute of traffic on the chart."""
+    from engine.serve.scrape import parse_metrics
+    prev, cur = parse_metrics(PREV), parse_metrics(CUR)
+    scr._adopt_job()
+    items = S.sample_items(scr.controller.ws, "demo-tiny")
+    scr._scraped(scr.url(), 0.0, prev, dict(HEALTH), S.stats_rows(None, prev, 0.0), items, "demo-tiny")
+    scr._scraped(scr.url(), 5.0, cur, dict(HEALTH), S.stats_rows(prev, cur, 5.0), items, "demo-tiny")
+    scr.rps.clear()
+    scr.rps.extend((float(t), 8.0 + t / 10) for t in range(0, 61, 1))
+    scr._show()

@@ -102,7 +102,7 @@ def fmt_count(v: float) -> str:
 
 def stats_rows(prev, cur, seconds: float) -> list[tuple[str, ...]]:
     """One row per endpoint (/recommend first) and one for all of them: req/s, p50 and p99 in
-    ms, 4xx, 5xx over the interval, and the requests since the server started."""
+    ms, 4xx and 5xx over the interval."""
     from engine.serve.scrape import rates
     eps = sorted(cur.endpoints, key=lambda e: (e != MAIN_ENDPOINT, e))
     if MAIN_ENDPOINT not in eps:
@@ -110,10 +110,15 @@ def stats_rows(prev, cur, seconds: float) -> list[tuple[str, ...]]:
     rows = []
     for ep in [*eps, None]:
         r = rates(prev, cur, seconds, endpoint=ep)
-        total = rates(None, cur, 1.0, endpoint=ep).requests
         rows.append((ep or "all", f"{r.per_s:.1f}", fmt_ms(r.p50), fmt_ms(r.p99), fmt_count(r.errors_4xx),
-                     fmt_count(r.errors_5xx), fmt_count(total)))
+                     fmt_count(r.errors_5xx)))
     return rows
+
+
+def rates_total(snap) -> float:
+    """Requests of every endpoint since the server started."""
+    from engine.serve.scrape import rates
+    return rates(None, snap, 1.0, endpoint=None).requests
 
 
 class ServeScreen(BaseScreen):
@@ -171,8 +176,8 @@ class ServeScreen(BaseScreen):
 
     def on_mount(self) -> None:
         t = self.query_one("#serve-stats", DataTable)
-        for label, width in (("endpoint", 12), ("req/s", 7), ("p50 ms", 7), ("p99 ms", 7), ("4xx", 5),
-                             ("5xx", 5), ("total", 7)):
+        # fixed widths: the columns do not jump every second; 45 columns in all (80-column terminal)
+        for label, width in (("endpoint", 10), ("req/s", 5), ("p50 ms", 6), ("p99 ms", 6), ("4xx", 3), ("5xx", 3)):
             t.add_column(label, key=label, width=width)
         self.set_interval(POLL_S, self.poll)
         self.load_targets()
@@ -329,7 +334,10 @@ class ServeScreen(BaseScreen):
         t.append(f"\n{h.get('runtime') or sv.get('runtime')}" + (f" on {h['device']}" if h.get("device") else ""))
         if h.get("uptime_s") is not None and getattr(self.app, "show_timings", True):
             t.append(f", up {fmt_duration(h['uptime_s'])}")
-        t.append(", key required" if sv.get("api_key_required") else ", no API key", style="dim")
+        t.append(", API key required" if sv.get("api_key_required") else ", no API key")
+        if self.snapshot is not None:
+            total = rates_total(self.snapshot)
+            t.append(f", {fmt_count(total)} request{'s' if total != 1 else ''} so far")
         reload = h.get("reload") or {}
         state = reload.get("state")
         if state == "loading":
