@@ -270,7 +270,8 @@ class ServeScreen(BaseScreen):
                     else stats_rows(None, snap, 0.0)
                 self._prev = (now, snap)
             items = self.items
-            dataset = (health or {}).get("dataset") or (self.job.serving or {}).get("dataset") if self.job else None
+            job = self.job
+            dataset = (health or {}).get("dataset") or ((job.serving or {}).get("dataset") if job else None)
             if dataset and dataset != self._items_for:
                 items = sample_items(self.controller.ws, dataset)
             self.app.call_from_thread(self._scraped, url, now, snap, health, rows, items, dataset)
