@@ -189,6 +189,7 @@ class JobKind(StrEnum):
     DELETE = "delete"
     TRAIN = "train"
     TUNE = "tune"
+    SERVE = "serve"          # a long-running HTTP server, until stopped
 
 
 class ErrorKind(StrEnum):

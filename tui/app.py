@@ -1,6 +1,6 @@
 """`sessrec-tui`: the terminal app. Each screen is a window onto the workspace (datasets, jobs,
-training, runs, recommendations, tuning); the UI-free `Controller` owns jobs and runs, long work runs in
-engine child processes.
+training, runs, recommendations, tuning, serving); the UI-free `Controller` owns jobs and runs, long
+work runs in engine child processes.
 
     sessrec-tui [--workspace DIR]
 """
@@ -39,10 +39,12 @@ def _modes() -> dict[str, Callable]:
     from tui.screens.jobs import JobsScreen
     from tui.screens.recommend import RecommendScreen
     from tui.screens.runs import RunsScreen
+    from tui.screens.serve import ServeScreen
     from tui.screens.train import TrainScreen
     from tui.screens.tune import TuneScreen
     return {"help": HelpScreen, "datasets": DatasetsScreen, "jobs": JobsScreen, "train": TrainScreen,
-            "runs": RunsScreen, "recommend": RecommendScreen, "tune": TuneScreen}
+            "runs": RunsScreen, "recommend": RecommendScreen, "tune": TuneScreen,
+            "serve": ServeScreen}
 
 
 class SessrecApp(App):
@@ -69,6 +71,8 @@ class SessrecApp(App):
                 tooltip="top-10 next items for a typed session"),
         Binding("f7", "show('tune')", "Tune", key_display="F7", id="screen.tune",
                 tooltip="hyperparameter studies: trials, best configuration, start one"),
+        Binding("f8", "show('serve')", "Serve", key_display="F8", id="screen.serve",
+                tooltip="serve a model over HTTP: address, curl line, live requests/s and latency"),
         Binding("question_mark", "show('help')", "Help", show=False),
         Binding("ctrl+q", "quit", "Quit", priority=True, id="quit",
                 tooltip="asks first when jobs are running"),

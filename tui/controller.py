@@ -107,6 +107,20 @@ class TuneRequest:
     options: dict[str, Any]          # TrainConfig fields by name, fixed for every trial
 
 
+@dataclass
+class ServeRequest:
+    """What the Serve form asks for: `sessrec serve TARGET` on host:port with a runtime."""
+
+    target: str                      # a run id or baseline:NAME@DATASET
+    host: str
+    port: int
+    runtime: str
+    api_key: str | None = None       # passed in the environment, never on the command line
+
+
+SERVE_KEY_ENV = "SESSREC_API_KEY"
+
+
 class Controller:
     """One per app. `post` delivers a message to a listener (the app passes its safe poster)."""
 
@@ -185,9 +199,9 @@ class Controller:
 
     # ---- jobs ----------------------------------------------------------------------------------
     def _start(self, kind: JobKind, args: list[str], title: str, dataset: str | None = None,
-               run_id: str | None = None) -> Job | None:
+               run_id: str | None = None, env: dict[str, str] | None = None) -> Job | None:
         try:
-            job = self.jobs.start(kind.value, args, title, dataset=dataset, run_id=run_id)
+            job = self.jobs.start(kind.value, args, title, dataset=dataset, run_id=run_id, env=env)
         except OSError as e:
             self.notice(f"could not start {title}: {e}", "error")
             return None
@@ -266,6 +280,30 @@ class Controller:
     def tuning(self) -> bool:
         return bool(self.jobs.active(JobKind.TUNE.value))
 
+    # ---- serving -------------------------------------------------------------------------------
+    def start_serving(self, req: ServeRequest) -> Job | None:
+        """Start `engine serve` as a job (a light one: see tui.jobs.LIGHT_KINDS); the API key goes
+        in its environment."""
+        env = {SERVE_KEY_ENV: req.api_key} if req.api_key else None
+        return self._start(JobKind.SERVE, J.serve_args(req.target, req.host, req.port, req.runtime),
+                           f"serve {req.target} on {req.host}:{req.port}", env=env)
+
+    def serve_job(self) -> Job | None:
+        """The newest active server of this app (None when none runs)."""
+        jobs = sorted(self.jobs.active(JobKind.SERVE.value), key=lambda j: j.created or 0)
+        return jobs[-1] if jobs else None
+
+    def newer_run(self, run_id: str | None) -> RunState | None:
+        """The newest finished run of the same model and dataset created after `run_id` (a
+        candidate to reload a server with), or None."""
+        cur = self.runs.peek(run_id) if run_id else None
+        if cur is None:
+            return None
+        newer = [s for s in self.runs.states() if s.status.succeeded and s.run_id != cur.run_id
+                 and s.model == cur.model and s.dataset == cur.dataset and s.created > cur.created
+                 and self.can_recommend(s.run_id)]
+        return max(newer, key=lambda s: s.created, default=None)
+
     def cancel(self, job: Job) -> str:
         """Cancel a job (a queued one leaves the queue; a running one gets SIGTERM, then SIGKILL);
         a second cancel of a stopping job kills it now. Returns what happened, for the user."""
@@ -304,7 +342,8 @@ class Controller:
             self._train_job_finished(job)
         else:
             if job.status == JobStatus.DONE:
-                self.notice(f"{job.title}: done", timeout=4)
+                # a server ends when it is stopped: exit 0 after SIGTERM
+                self.notice(f"{job.title}: {'stopped' if job.kind == JobKind.SERVE else 'done'}", timeout=4)
             elif job.status == JobStatus.CANCELLED:
                 self.notice(f"{job.title}: cancelled", "warning", timeout=4)
             else:

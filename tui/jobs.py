@@ -8,7 +8,7 @@ tails its stderr from a log file under `<workspace>/logs/`, cancels it (SIGTERM,
 a timeout) and records each job as `<workspace>/logs/<job-id>.json` so the list of recent jobs
 survives a restart of the app.
 
-Jobs share the machine (see `engine.threads`): every running job but the light ones (delete) gets
+Jobs share the machine (see `engine.threads`): every running job but the light ones (delete, serve) gets
 its share of the cores, passed at start in the environment and rewritten into its budget file when
 a job starts or ends (a GPU training counts too: it builds batches and runs Python on the CPU).
 `JobSettings.policy` `share` runs CPU jobs together, `queue` runs one at a time (later ones wait as
@@ -45,7 +45,11 @@ from engine.workspace import Workspace
 RUNNING = (JobStatus.STARTING, JobStatus.RUNNING, JobStatus.STOPPING)      # a child process exists
 ACTIVE = tuple(s for s in JobStatus if s.active)                            # RUNNING and QUEUED
 FINISHED = tuple(s for s in JobStatus if s.finished)
-LIGHT_KINDS = (JobKind.DELETE,)     # quick file work: never queued, one thread, not in the shares
+# never queued, one thread, not in the shares: quick file work, and servers. A server runs until it
+# is stopped and is idle between requests: counted as a CPU job it would hold the `queue` policy's
+# slot for ever and take a share of the cores from trainings; one thread answers one session's
+# request in milliseconds (the Recommend screen scores the same way).
+LIGHT_KINDS = (JobKind.DELETE, JobKind.SERVE)
 TAIL_LINES = 400
 
 
@@ -82,6 +86,18 @@ def build_args(name: str, force: bool | str = False) -> list[str]:
 
 def delete_args(name: str) -> list[str]:
     return ["data", "delete", name, "--yes"]
+
+
+def serve_args(target: str, host: str = "127.0.0.1", port: int = 8000, runtime: str = "torch",
+               workers: int | None = None, insecure: bool = False) -> list[str]:
+    """`sessrec serve TARGET` (a run id or baseline:NAME@DATASET). The API key is never an argument
+    (argv is visible in `ps`): it goes in the job's environment as SESSREC_API_KEY."""
+    args = ["serve", target, "--host", host, "--port", str(port), "--runtime", runtime]
+    if workers:
+        args += ["--workers", str(workers)]
+    if insecure:
+        args.append("--insecure")
+    return args
 
 
 def train_device(argv: list[str]) -> str:
@@ -186,6 +202,9 @@ class Job:
     threads: int | None = None       # its share of the cores now (None: no budget given)
     gpu: int | None = None           # the GPU it was given (index among the app's GPUs)
     waiting_for: str | None = None   # what a queued job waits for
+    serving: dict | None = None      # a server's "serving" line (its address, model, run)
+    # extra environment of its process (a server's API key): never written to the job record
+    env: dict[str, str] = field(default_factory=dict, repr=False)
     _tail: deque = field(default_factory=lambda: deque(maxlen=TAIL_LINES), repr=False)
     _log_pos: int = field(default=0, repr=False)
     _log_partial: str = field(default="", repr=False)
@@ -528,6 +547,7 @@ class JobManager:
         env = dict(os.environ if self.env is None else self.env)
         env.setdefault("PYTHONUNBUFFERED", "1")
         env["COLUMNS"] = env.get("SESSREC_LOG_COLUMNS", "120")
+        env.update(job.env)
         if self.thread_budgets and job.threads is not None:
             env.update(budget_env(job.threads, None if self.is_light(job) else self.ws.job_threads(job.id)))
         if job.gpu is not None:
@@ -584,14 +604,16 @@ class JobManager:
 
     # ---- start -----------------------------------------------------------------------------------
     def start(self, kind: str, args: list[str], title: str, dataset: str | None = None,
-              run_id: str | None = None, job_id: str | None = None) -> Job:
+              run_id: str | None = None, job_id: str | None = None, env: dict[str, str] | None = None) -> Job:
         """Start `engine --workspace W --events jsonl ARGS` as a job, or queue it when it has to
-        wait for a CPU slot or a GPU; returns at once."""
+        wait for a CPU slot or a GPU; returns at once. `env`: added to the child's environment
+        (secrets go there, not in ARGS: argv is visible in `ps` and kept in the job record)."""
         jid = job_id or self.new_id(kind, run_id or dataset or "")
         self.logs_dir.mkdir(parents=True, exist_ok=True)
         argv = [*self.engine_cmd, "--workspace", str(self.workspace), "--events", "jsonl", *args]
         job = Job(id=jid, kind=_vocab(JobKind, kind, kind), title=title, argv=argv,
-                  log_path=self.ws.job_log(jid), dataset=dataset, run_id=run_id, created=time.time())
+                  log_path=self.ws.job_log(jid), dataset=dataset, run_id=run_id, created=time.time(),
+                  env=dict(env or {}))
         self.jobs[jid] = job
         self._schedule()
         if job.status == JobStatus.QUEUED:
@@ -692,6 +714,8 @@ class JobManager:
             job.suggestion = ev.get("suggestion") or None
         elif t == "result":
             job.result = {**(job.result or {}), **ev}
+        elif t == "serving":
+            job.serving = ev
         self.on_event(job, ev)
         self.on_change(job)
         return ev

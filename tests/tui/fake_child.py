@@ -11,7 +11,11 @@ The scenario comes from $FAKE_CHILD (default ok):
   oom          train: run_failed error_kind cuda_oom with a suggestion, exit 3
   killed       train: SIGKILL to itself after a few steps (like the kernel's OOM killer)
   ignore_term  train: ignores SIGTERM (the app must kill it)
-  fail         pipeline: {"type":"error"} and exit 2
+  fail         pipeline: {"type":"error"} and exit 2; serve: {"type":"error"} and exit 2
+
+`serve TARGET --host H --port P` answers nothing itself (the test runs the HTTP server): it prints
+the `serving` line for http://H:P (api_key_required: whether $SESSREC_API_KEY was given) and waits
+for SIGTERM, then exits 0.
 
 $FAKE_CHILD_DELAY: seconds between steps (default 0.02).
 
@@ -201,6 +205,24 @@ def train(ws: Path, argv: list[str]) -> int:
     return 0
 
 
+def serve(argv: list[str]) -> int:
+    host, port = opt(argv, "--host", "127.0.0.1"), int(opt(argv, "--port", "8000") or 8000)
+    target = argv[1] if len(argv) > 1 else "?"
+    if SCENARIO == "fail":
+        out({"type": "error", "error": f"port {port} on {host} is in use"})
+        return 2
+    baseline = target.startswith("baseline:")
+    out({"type": "serving", "url": f"http://{host}:{port}", "host": host, "port": port,
+         "model": target.split(":", 1)[1].split("@")[0] if baseline else "graph_transformer",
+         "run_id": None if baseline else target, "dataset": "demo-tiny", "runtime": opt(argv, "--runtime", "torch"),
+         "api_key_required": bool(os.environ.get("SESSREC_API_KEY"))})
+    log(f"serving {target} on http://{host}:{port}")
+    while not STOP["requested"]:
+        time.sleep(0.02)
+    log("stopped (SIGTERM)")
+    return 0
+
+
 def main() -> int:
     argv = sys.argv[1:]
     ws = Path(opt(argv, "--workspace", "workspace") or "workspace")
@@ -216,6 +238,8 @@ def main() -> int:
     report_env(force=True)
     if cmd[0] == "train":
         return train(ws, cmd)
+    if cmd[0] == "serve":
+        return serve(cmd)
     if cmd[0] in ("demo", "data"):
         return pipeline(ws, cmd)
     log(f"fake_child: unknown command {cmd[0]}")

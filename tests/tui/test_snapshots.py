@@ -136,3 +136,18 @@ def test_import_dialog(snap, snap_ws: Path) -> None:
         await pilot.press("enter")           # empty path: the dialog says what is missing
         await pilot.pause(0.2)
     assert snap(_app(snap_ws), terminal_size=(80, 24), run_before=run_before)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_serve(snap, snap_ws: Path, size, monkeypatch) -> None:
+    from tests.tui.test_app_serve import add_running_server, show_fixed_numbers
+    monkeypatch.setattr("tui.screens.serve.POLL_S", 3600.0)      # the numbers are the test's, not scraped
+
+    async def run_before(pilot) -> None:
+        app = pilot.app
+        await _show(pilot, "serve")
+        await wait_for(pilot, lambda: app.screen.targets)
+        add_running_server(app)
+        show_fixed_numbers(app.screen)
+        await screen_drawn(pilot)
+    assert snap(_app(snap_ws), terminal_size=size, run_before=run_before)

@@ -20,7 +20,8 @@ app loses nothing.
 
 ## Keys everywhere
 
-- `F1` or `?` help, `F2` Datasets, `F3` Jobs, `F4` Train, `F5` Runs, `F6` Recommend, `F7` Tune
+- `F1` or `?` help, `F2` Datasets, `F3` Jobs, `F4` Train, `F5` Runs, `F6` Recommend, `F7` Tune,
+  `F8` Serve
 - `ctrl+p` command palette: every action by name
 - `ctrl+q` quit (asks what to do with running jobs)
 - `tab` / `shift+tab` move between fields; arrows move in tables and lists; `escape` closes a dialog
@@ -80,6 +81,17 @@ value, parameters, run id), the best configuration as the `sessrec train` comman
 again, and the metric per trial with the best so far. The form starts a study as a job (ctrl+s;
 the same study name continues it up to the number of trials), ctrl+t stops it. Each trial is a
 run on the Runs screen; the test split is never read.
+
+## Serve (F8)
+
+Serve a finished run or a baseline over HTTP (`sessrec serve`, a background job: F3 shows its log):
+model, host, port, runtime (torch or onnx) and an optional API key (given to the server in its
+environment, never on its command line). ctrl+s starts it, ctrl+t stops it (it finishes the
+requests in flight). While it runs: its address, a `curl` line to try it (ctrl+y copies it, with
+the key), requests/s, p50/p99 latency and 4xx/5xx errors per endpoint every second from its
+`/metrics`, and the model and reload state from `/health`. ctrl+r reloads it with another run
+(the newest finished run is offered first; the app says when one of the same model and dataset
+has finished). A server is a light job: one thread, never queued, not counted in the shares.
 
 ## Files
 

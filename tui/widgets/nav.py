@@ -17,19 +17,24 @@ class NavBar(Widget):
         self.mode = mode
         self._spans: list[tuple[int, int, str]] = []
 
-    def _screens(self) -> list[tuple[str, str, str]]:
-        """(mode, key, label) from the app's screen bindings, in their order."""
+    def _screens(self, short: bool = False) -> list[tuple[str, str, str]]:
+        """(mode, key, label) from the app's screen bindings, in their order; `short`: the bindings'
+        descriptions (Data, Rec) instead of the screens' titles."""
         out = []
         for b in self.app.BINDINGS:
             if b.show and b.action.startswith("show("):
                 mode = b.action[len("show('"):-2]
-                out.append((mode, b.key_display or b.key, self.app.MODES[mode].TITLE_TEXT))
+                out.append((mode, b.key_display or b.key, b.description if short else self.app.MODES[mode].TITLE_TEXT))
         return out
 
     def render(self) -> Text:
         t = Text(no_wrap=True, overflow="ellipsis")
         self._spans = []
-        for mode, key, label in self._screens():
+        screens = self._screens()
+        # every screen's key must stay visible: short labels when the titles do not fit
+        if sum(len(f" {k} {label} ") for _, k, label in screens) + 12 > self.size.width:
+            screens = self._screens(short=True)
+        for mode, key, label in screens:
             start = len(t)
             if mode == self.mode:
                 t.append(f" {key} {label} ", style="bold reverse")

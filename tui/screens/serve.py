@@ -1,0 +1,489 @@
+"""Serve: run `sessrec serve` on a finished run or a baseline as a background job and watch it: its
+address, a ready-to-paste `curl` line, live requests/s, p50/p99 latency and 4xx/5xx errors from its
+Prometheus /metrics (polled every second in a thread worker), the model and reload state from
+/health, and a reload with another run (POST /admin/reload) when a newer one has finished.
+
+The API key is typed in a password field and reaches the server in its environment
+(SESSREC_API_KEY), never on its command line (argv is visible in `ps` and kept in the job record).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from typing import Any, Iterable
+
+from rich.text import Text
+from textual import on, work
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.widget import Widget
+from textual.widgets import Button, DataTable, Input, Select, Static
+
+from engine.schema import JobStatus, ModelKind
+from tui.controller import SERVE_KEY_ENV, DatasetsChanged, JobsChanged, RunsChanged, ServeRequest
+from tui.format import fmt_duration
+from tui.forms import FormError, form_row
+from tui.jobs import Job
+from tui.screens.base import BaseScreen
+from tui.widgets.charts import Chart, ChartData, Series
+
+POLL_S = 1.0                  # how often /metrics and /health are read while a server runs
+HISTORY = 120                 # points of the requests/s chart (two minutes)
+RUNTIMES = ("torch", "onnx")
+MAIN_ENDPOINT = "/recommend"
+
+
+# ---- what the screen shows, without widgets (tested directly) ----------------------------------------
+def list_targets(controller) -> list[tuple[str, str]]:
+    """(label, target) of what can be served: finished GNN runs with a checkpoint (newest first), then
+    `baseline:NAME@DATASET` on each built dataset."""
+    from engine.data.report import dataset_report
+    from engine.models.registry import BASELINES
+    out = []
+    runs = [r for r in controller.list_runs() if r.kind == ModelKind.GNN and r.status.succeeded
+            and controller.can_recommend(r.run_id)]
+    for r in sorted(runs, key=lambda r: r.created, reverse=True):
+        out.append((f"{r.model} on {r.dataset}: {r.run_id}", r.run_id))
+    ws = controller.ws
+    for name in ws.dataset_names():
+        if dataset_report(ws, name).built:
+            out += [(f"baseline {b} on {name}", f"baseline:{b}@{name}") for b in BASELINES]
+    return out
+
+
+def target_dataset(controller, target: str) -> str | None:
+    if target.startswith("baseline:") and "@" in target:
+        return target.rsplit("@", 1)[1]
+    st = controller.run_state(target)
+    return st.dataset if st is not None else None
+
+
+def sample_items(ws, dataset: str | None, n: int = 2) -> list[int]:
+    """The `n` most popular item ids of a built dataset (its item index is in popularity order);
+    [] when it cannot be read cheaply."""
+    if not dataset:
+        return []
+    try:
+        import pyarrow.parquet as pq
+        path = ws.dataset(dataset).items
+        pf = pq.ParquetFile(path)
+        if pf.metadata.num_row_groups == 0:
+            return []
+        col = pf.read_row_group(0, columns=["raw_id"]).column("raw_id")
+        return [int(v) for v in col.slice(0, n).to_pylist()]
+    except Exception:                # not built, moved, unreadable: the curl line has placeholders
+        return []
+
+
+def curl_line(url: str, items: list[int], key: str | None) -> str:
+    """A request to paste in a shell. With a key, the header reads it from $SESSREC_API_KEY (the
+    screen never prints the key); `copy_line` fills it in."""
+    ids = ", ".join(str(i) for i in items) if items else "ID1, ID2"
+    hdr = f' -H "X-API-Key: ${SERVE_KEY_ENV}"' if key else ""
+    return (f"curl -s -X POST {url.rstrip('/')}/recommend -H 'Content-Type: application/json'{hdr} "
+            f"-d '{{\"session_items\": [{ids}], \"k\": 10}}'")
+
+
+def copy_line(line: str, key: str | None) -> str:
+    """The curl line with the key itself (for the clipboard)."""
+    if not key:
+        return line
+    return line.replace(f'"X-API-Key: ${SERVE_KEY_ENV}"', "'X-API-Key: " + key.replace("'", "'\\''") + "'")
+
+
+def fmt_ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1000:.1f}"
+
+
+def fmt_count(v: float) -> str:
+    return f"{int(v):,}" if float(v).is_integer() else f"{v:.1f}"
+
+
+def stats_rows(prev, cur, seconds: float) -> list[tuple[str, ...]]:
+    """One row per endpoint (/recommend first) and one for all of them: req/s, p50 and p99 in
+    ms, 4xx and 5xx over the interval."""
+    from engine.serve.scrape import rates
+    eps = sorted(cur.endpoints, key=lambda e: (e != MAIN_ENDPOINT, e))
+    if MAIN_ENDPOINT not in eps:
+        eps.insert(0, MAIN_ENDPOINT)
+    rows = []
+    for ep in [*eps, None]:
+        r = rates(prev, cur, seconds, endpoint=ep)
+        rows.append((ep or "all", f"{r.per_s:.1f}", fmt_ms(r.p50), fmt_ms(r.p99), fmt_count(r.errors_4xx),
+                     fmt_count(r.errors_5xx)))
+    return rows
+
+
+def rates_total(snap) -> float:
+    """Requests of every endpoint since the server started."""
+    from engine.serve.scrape import rates
+    return rates(None, snap, 1.0, endpoint=None).requests
+
+
+class ServeScreen(BaseScreen):
+    MODE = "serve"
+    TITLE_TEXT = "Serve"
+    BINDINGS = [
+        Binding("ctrl+s", "start", "Start server", tooltip="serve the chosen model over HTTP (a background job)"),
+        Binding("ctrl+t", "stop", "Stop server", tooltip="stop the server (SIGTERM: it finishes requests in flight)"),
+        Binding("ctrl+r", "reload", "Reload", tooltip="load another run into the running server (POST /admin/reload)"),
+        Binding("ctrl+y", "copy_curl", "Copy curl", tooltip="copy the curl line (with the API key) to the clipboard"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.targets: list[tuple[str, str]] = []
+        self.job_id: str | None = None            # the server this screen shows
+        self.snapshot: Any = None                 # the last MetricsSnapshot
+        self.health: dict | None = None
+        self.rows: list[tuple[str, ...]] = []
+        self.rps: deque[tuple[float, float]] = deque(maxlen=HISTORY)
+        self.items: list[int] = []
+        self._items_for: str | None = None
+        self._prev: tuple[float, Any] | None = None   # (clock, snapshot) of the previous scrape
+        self._polling = False
+        self._t0: float | None = None
+        self._told_newer: set[str] = set()
+        self.clock = time.monotonic               # tests make the intervals exact
+
+    # ---- layout --------------------------------------------------------------------------------
+    def compose_body(self) -> Iterable[Widget]:
+        with Horizontal(id="serve-main"):
+            with VerticalScroll(id="serve-form"):
+                yield Static("serve a model over HTTP", classes="section")
+                yield form_row("model", Select([], id="s-target", compact=True, prompt="(nothing to serve)"))
+                yield form_row("host", Input("127.0.0.1", id="s-host", compact=True))
+                yield form_row("port", Input("8000", id="s-port", compact=True))
+                yield form_row("runtime", Select([(r, r) for r in RUNTIMES], value="torch", allow_blank=False,
+                                                 id="s-runtime", compact=True))
+                yield form_row("API key", Input("", id="s-key", password=True, compact=True,
+                                                placeholder="(none)"),
+                               "asked for by /admin/reload; given to the server in its environment")
+                with Horizontal(id="serve-buttons"):
+                    yield Button("Start ^s", id="serve-start", variant="primary", compact=True)
+                    yield Button("Stop ^t", id="serve-stop", variant="error", compact=True)
+                    yield Button("Reload ^r", id="serve-reload", compact=True)
+                yield Static("The key goes to the server in its environment (SESSREC_API_KEY), never on "
+                             "its command line.", id="serve-note", classes="dim")
+            with Vertical(id="serve-live"):
+                yield Static("", id="serve-head")
+                yield Static("", id="serve-better")
+                yield Static("", id="serve-curl")
+                yield DataTable(id="serve-stats", cursor_type="none", zebra_stripes=False, show_cursor=False)
+                yield Chart(ChartData(title="requests/s", empty_text="requests per second of /recommend"),
+                            id="serve-chart")
+
+    def on_mount(self) -> None:
+        t = self.query_one("#serve-stats", DataTable)
+        # fixed widths: the columns do not jump every second; 45 columns in all (80-column terminal)
+        for label, width in (("endpoint", 10), ("req/s", 5), ("p50 ms", 6), ("p99 ms", 6), ("4xx", 3), ("5xx", 3)):
+            t.add_column(label, key=label, width=width)
+        self.set_interval(POLL_S, self.poll)
+        self.load_targets()
+        self._adopt_job()
+        self._show()
+
+    def on_screen_resume(self) -> None:
+        self.load_targets()
+
+    def on_runs_changed(self, _: RunsChanged) -> None:
+        self.load_targets()
+
+    def on_datasets_changed(self, _: DatasetsChanged) -> None:
+        self.load_targets()
+
+    def on_jobs_changed(self, _: JobsChanged) -> None:
+        self._adopt_job()
+        self._show()
+
+    # ---- targets -------------------------------------------------------------------------------
+    @work(thread=True, exclusive=True, group="serve-targets", exit_on_error=False)
+    def load_targets(self) -> None:
+        try:
+            targets = list_targets(self.controller)
+        except Exception as e:
+            self.app.call_from_thread(self.error, f"could not list runs and datasets: {e}")
+            return
+        self.app.call_from_thread(self._set_targets, targets)
+
+    def _set_targets(self, targets: list[tuple[str, str]]) -> None:
+        if targets != self.targets:
+            self.targets = targets
+            sel = self.query_one("#s-target", Select)
+            cur = sel.value
+            sel.set_options(targets)
+            keys = [k for _, k in targets]
+            if cur in keys:
+                sel.value = cur
+            elif targets:
+                sel.value = keys[0]
+        self._check_newer()
+
+    # ---- the server's job ------------------------------------------------------------------------
+    @property
+    def job(self) -> Job | None:
+        return self.controller.jobs.jobs.get(self.job_id) if self.job_id else None
+
+    def _adopt_job(self) -> None:
+        """Show the app's running server (one started elsewhere, e.g. from the palette, or before
+        this screen opened); keep showing an ended one until another starts."""
+        active = self.controller.serve_job()
+        if active is not None and active.id != self.job_id:
+            self.job_id = active.id
+            self._reset_live()
+
+    def _reset_live(self) -> None:
+        self.snapshot, self.health, self._prev, self._t0 = None, None, None, None
+        self.rows = []
+        self.rps.clear()
+
+    def url(self) -> str | None:
+        job = self.job
+        if job is None or not job.running or not job.serving:
+            return None
+        return job.serving.get("url")
+
+    def api_key(self) -> str | None:
+        job = self.job
+        return job.env.get(SERVE_KEY_ENV) if job is not None else None
+
+    # ---- polling (a thread worker; at most one at a time) -----------------------------------------
+    def poll(self) -> None:
+        url = self.url()
+        if url is None or self._polling:
+            return
+        self._polling = True
+        self._scrape(url, self.api_key())
+
+    @work(thread=True, group="serve-poll", exit_on_error=False)
+    def _scrape(self, url: str, key: str | None) -> None:
+        from engine.serve.scrape import fetch_health, fetch_metrics
+        try:
+            snap = fetch_metrics(url, key)
+            health = fetch_health(url, key)
+            now = self.clock()
+            rows = None
+            if snap is not None:
+                prev_t, prev = self._prev if self._prev is not None else (None, None)
+                rows = stats_rows(prev, snap, now - prev_t if prev_t is not None else 0.0) if prev is not None \
+                    else stats_rows(None, snap, 0.0)
+                self._prev = (now, snap)
+            items = self.items
+            job = self.job
+            dataset = (health or {}).get("dataset") or ((job.serving or {}).get("dataset") if job else None)
+            if dataset and dataset != self._items_for:
+                items = sample_items(self.controller.ws, dataset)
+            self.app.call_from_thread(self._scraped, url, now, snap, health, rows, items, dataset)
+        finally:
+            self._polling = False
+
+    def _scraped(self, url: str, now: float, snap, health: dict | None, rows, items: list[int],
+                 dataset: str | None) -> None:
+        if url != self.url():
+            return                       # another server by now
+        if dataset:
+            self.items, self._items_for = items, dataset
+        self.health = health
+        if snap is not None:
+            had_prev = self.snapshot is not None
+            self.snapshot = snap
+            self.rows = rows or []
+            if self._t0 is None:
+                self._t0 = now
+            if had_prev and self.rows:
+                self.rps.append((now - self._t0, float(self.rows[0][1])))
+        self._check_newer()
+        self._show()
+
+    # ---- showing -------------------------------------------------------------------------------
+    def _show(self) -> None:
+        self._show_head()
+        self._show_curl()
+        self._show_stats()
+
+    def _show_head(self) -> None:
+        head = self.query_one("#serve-head", Static)
+        job = self.job
+        if job is None:
+            head.update(Text("No server running. Pick a finished run or a baseline, then ctrl+s: "
+                             "`sessrec serve` runs as a background job (F3 shows its log).", style="dim"))
+            return
+        t = Text()
+        if not job.running:
+            style = "red" if job.status == JobStatus.FAILED else "yellow"
+            t.append(f"{job.title}: {job.status}", style=style)
+            if job.error:
+                t.append(f"\n{job.error}", style="red")
+            head.update(t)
+            return
+        sv = job.serving
+        if not sv:
+            t.append(f"{job.title}: starting (loading the model) ...", style="cyan")
+            head.update(t)
+            return
+        h = self.health or {}
+        t.append("serving ", style="bold green")
+        t.append(f"{sv.get('url')}", style="bold")
+        if job.status == JobStatus.STOPPING:
+            t.append("  stopping", style="yellow")
+        model = h.get("model") or sv.get("model")
+        run = h.get("run_id") or sv.get("run_id")
+        t.append(f"\n{model} on {h.get('dataset') or sv.get('dataset')}" + (f", run {run}" if run else ""))
+        if h.get("n_items") is not None:
+            t.append(f", {h['n_items']:,} items")
+        t.append(f"\n{h.get('runtime') or sv.get('runtime')}" + (f" on {h['device']}" if h.get("device") else ""))
+        if h.get("uptime_s") is not None and getattr(self.app, "show_timings", True):
+            t.append(f", up {fmt_duration(h['uptime_s'])}")
+        t.append(", API key required" if sv.get("api_key_required") else ", no API key")
+        if self.snapshot is not None:
+            total = rates_total(self.snapshot)
+            t.append(f", {fmt_count(total)} request{'s' if total != 1 else ''} so far")
+        reload = h.get("reload") or {}
+        state = reload.get("state")
+        if state == "loading":
+            t.append("\nreload: loading ...", style="cyan")
+        elif state == "failed":
+            t.append(f"\nreload failed: {reload.get('error') or '?'}", style="red")
+        elif reload.get("finished_at"):
+            t.append(f"\nlast reload: {reload['finished_at']}", style="dim")
+        if not h:
+            t.append("\n/health does not answer", style="yellow")
+        head.update(t)
+
+    def _show_curl(self) -> None:
+        w = self.query_one("#serve-curl", Static)
+        url = self.url()
+        if url is None:
+            w.update("")
+            return
+        w.update(Text.assemble(("try it (ctrl+y copies):\n", "dim"),
+                               (curl_line(url, self.items, self.api_key()), "cyan")))
+
+    def _show_stats(self) -> None:
+        table = self.query_one("#serve-stats", DataTable)
+        rows = self.rows if self.url() else []
+        if [tuple(str(c) for c in table.get_row_at(i)) for i in range(table.row_count)] != rows:
+            table.clear()
+            for r in rows:
+                table.add_row(*r, key=r[0])
+        chart = self.query_one("#serve-chart", Chart)
+        xs = [x for x, _ in self.rps]
+        ys = [y for _, y in self.rps]
+        chart.update_data(ChartData(title=f"{MAIN_ENDPOINT} requests/s", xlabel="seconds",
+                                    series=[Series("req/s", xs, ys)] if self.url() else [],
+                                    empty_text="requests per second of /recommend, every second"))
+
+    def served_run(self) -> str | None:
+        job = self.job
+        if job is None or not job.running:
+            return None
+        run = (self.health or {}).get("run_id") or (job.serving or {}).get("run_id")
+        return run or None
+
+    def _check_newer(self) -> None:
+        """Say once per run when a newer finished run of the served model and dataset exists."""
+        better = self.query_one("#serve-better", Static)
+        newer = self.controller.newer_run(self.served_run())
+        better.set_class(newer is not None, "-visible")
+        if newer is None:
+            better.update("")
+            return
+        better.update(Text(f"a better run finished: {newer.run_id} (ctrl+r reloads the server with it)",
+                           style="bold yellow"))
+        if newer.run_id not in self._told_newer:
+            self._told_newer.add(newer.run_id)
+            self.load_targets()
+            self.notify(f"a better run finished: {newer.run_id}. Reload the server with it? (ctrl+r on F8)",
+                        title="serve", timeout=10)
+
+    # ---- start / stop / reload -------------------------------------------------------------------
+    def form_request(self) -> ServeRequest:
+        target = self.query_one("#s-target", Select).value
+        if not isinstance(target, str) or not target:
+            raise FormError("nothing to serve: train a model (F4) or build a dataset for the baselines (F2)")
+        host = self.query_one("#s-host", Input).value.strip()
+        if not host or any(c.isspace() for c in host):
+            raise FormError(f"host: expected an address such as 127.0.0.1 or 0.0.0.0, got {host!r}")
+        port_text = self.query_one("#s-port", Input).value.strip()
+        try:
+            port = int(port_text)
+            if not 1 <= port <= 65535:
+                raise ValueError
+        except ValueError:
+            raise FormError(f"port: expected a whole number from 1 to 65535, got {port_text!r}") from None
+        runtime = str(self.query_one("#s-runtime", Select).value)
+        key = self.query_one("#s-key", Input).value
+        return ServeRequest(target, host, port, runtime, key or None)
+
+    def action_start(self) -> None:
+        running = self.controller.serve_job()
+        if running is not None:
+            self.error(f"{running.title} is running: stop it first (ctrl+t)")
+            return
+        try:
+            req = self.form_request()
+        except FormError as e:
+            self.error(str(e))
+            return
+        job = self.controller.start_serving(req)
+        if job is not None:
+            self.job_id = job.id
+            self._reset_live()
+            self._show()
+
+    def action_stop(self) -> None:
+        job = self.job
+        if job is None or not (job.active or job.status == JobStatus.DETACHED):
+            self.error("no server of this app is running")
+            return
+        self.notify(self.controller.cancel(job), timeout=5)
+        self._show()
+
+    def action_reload(self) -> None:
+        url = self.url()
+        if url is None:
+            self.error("no server is answering: start one first (ctrl+s)")
+            return
+        from tui.screens.modals import ReloadScreen
+        served = self.served_run()
+        runs = [(label, t) for label, t in self.targets if not t.startswith("baseline:") and t != served]
+        newer = self.controller.newer_run(served)
+        if newer is not None and newer.run_id not in [t for _, t in runs]:      # the list is older than it
+            runs.insert(0, (f"{newer.model} on {newer.dataset}: {newer.run_id}", newer.run_id))
+        key = self.api_key()
+
+        def done(choice: tuple[str, str | None] | None) -> None:
+            if choice is not None:
+                self._post_reload(url, choice[1], key)
+        self.app.push_screen(ReloadScreen(served, runs, newer.run_id if newer else None), done)
+
+    @work(thread=True, group="serve-reload", exit_on_error=False)
+    def _post_reload(self, url: str, target: str | None, key: str | None) -> None:
+        from engine.serve.scrape import request_reload
+        ok, msg = request_reload(url, target, key)
+        what = target or "the same run"
+        if ok:
+            self.app.call_from_thread(self.notify, f"reloading {what}: {msg}", title="serve", timeout=5)
+        else:
+            self.app.call_from_thread(self.error, f"reload {what} refused: {msg}")
+
+    def action_copy_curl(self) -> None:
+        url = self.url()
+        if url is None:
+            self.error("no server is answering: start one first (ctrl+s)")
+            return
+        self.app.copy_to_clipboard(copy_line(curl_line(url, self.items, self.api_key()), self.api_key()))
+        self.notify("curl line copied", timeout=3)
+
+    @on(Button.Pressed, "#serve-start")
+    def _start_pressed(self) -> None:
+        self.action_start()
+
+    @on(Button.Pressed, "#serve-stop")
+    def _stop_pressed(self) -> None:
+        self.action_stop()
+
+    @on(Button.Pressed, "#serve-reload")
+    def _reload_pressed(self) -> None:
+        self.action_reload()
