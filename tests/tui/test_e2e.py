@@ -79,3 +79,33 @@ async def test_generate_build_train_recommend(empty_ws: Path) -> None:
         await settle(pilot)
         await wait_for(pilot, lambda: len(app.screen.rows) == 2)
         assert all(r["test_last"] is not None for r in app.screen.rows)
+        # serve the trained run from the Serve screen: the real `sessrec serve`, real HTTP requests,
+        # the screen's live table from the server's real /metrics
+        import socket
+
+        import httpx
+        from tui.screens.serve import ServeScreen
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        await pilot.press("f8")
+        srv = app.screen
+        assert isinstance(srv, ServeScreen)
+        await wait_for(pilot, lambda: srv.targets)
+        srv.query_one("#s-target").value = gt.run_id
+        srv.query_one("#s-port").value = str(port)
+        srv.action_start()
+        job = srv.job
+        await wait_for(pilot, lambda: job.serving is not None, timeout=120)
+        assert job.serving["run_id"] == gt.run_id and job.serving["port"] == port
+        with httpx.Client(base_url=job.serving["url"], timeout=30) as c:
+            for _ in range(5):
+                r = c.post("/recommend", json={"session_items": items, "k": 10})
+                assert r.status_code == 200 and len(r.json()["items"]) == 10
+        srv.poll()
+        await wait_for(pilot, lambda: srv.snapshot is not None and srv.snapshot.requests.get("/recommend"),
+                       timeout=30)
+        assert sum(srv.snapshot.requests["/recommend"].values()) == 5
+        await pilot.press("ctrl+t")
+        await wait_for(pilot, lambda: job.status.finished, timeout=60)
+        assert job.status == "done" and job.returncode == 0
