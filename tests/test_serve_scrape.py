@@ -99,46 +99,63 @@ def test_quantile_edges() -> None:
 
 
 # ---- HTTP ----------------------------------------------------------------------------------------
-class _Handler(BaseHTTPRequestHandler):
-    seen: list = []
+class FakeServer:
+    """A stdlib HTTP server in a thread: /health and /metrics answer texts the test sets; POSTs are
+    recorded and answered 202 with the right X-API-Key, else 401 (the Serve screen's tests use it too)."""
 
-    def log_message(self, *args) -> None:
-        pass
+    def __init__(self, metrics: str, health: dict, key: str) -> None:
+        self.metrics, self.health, self.key = metrics, health, key
+        self.posts: list[tuple[str, str | None, dict]] = []
+        fake = self
 
-    def _send(self, status: int, body: str, ctype: str = "application/json") -> None:
-        data = body.encode()
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:
+                pass
 
-    def do_GET(self) -> None:
-        if self.path == "/metrics":
-            self._send(200, CUR, "text/plain; version=0.0.4")
-        elif self.path == "/health":
-            self._send(200, json.dumps({"status": "ok", "run_id": "gt-1"}))
-        else:
-            self._send(404, '{"detail": "not found"}')
+            def _send(self, status: int, body: str, ctype: str = "application/json") -> None:
+                data = body.encode()
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
 
-    def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        self.seen.append((self.path, self.headers.get("X-API-Key"), body))
-        if self.headers.get("X-API-Key") != "s3cret":
-            self._send(401, '{"detail": "missing or wrong X-API-Key"}')
-        else:
-            self._send(202, '{"status": "loading"}')
+            def do_GET(self) -> None:
+                if self.path == "/metrics":
+                    self._send(200, fake.metrics, "text/plain; version=0.0.4")
+                elif self.path == "/health":
+                    self._send(200, json.dumps(fake.health))
+                else:
+                    self._send(404, '{"detail": "not found"}')
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                fake.posts.append((self.path, self.headers.get("X-API-Key"), body))
+                if self.headers.get("X-API-Key") != fake.key:
+                    self._send(401, '{"detail": "missing or wrong X-API-Key"}')
+                else:
+                    self._send(202, '{"status": "loading"}')
+
+        self.srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.srv.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.srv.shutdown()
+        self.srv.server_close()
 
 
 @pytest.fixture
-def server():
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    t = threading.Thread(target=srv.serve_forever, daemon=True)
-    t.start()
-    _Handler.seen = []
-    yield f"http://127.0.0.1:{srv.server_address[1]}"
-    srv.shutdown()
-    srv.server_close()
+def fake():
+    srv = FakeServer(CUR, {"status": "ok", "run_id": "gt-1"}, "s3cret")
+    yield srv
+    srv.close()
+
+
+@pytest.fixture
+def server(fake) -> str:
+    return fake.url
 
 
 def _closed_port() -> str:
@@ -162,8 +179,8 @@ def test_http_errors_are_none_not_exceptions(server: str) -> None:
     assert not ok and closed in msg
 
 
-def test_reload_posts_the_target_with_the_key(server: str) -> None:
+def test_reload_posts_the_target_with_the_key(server: str, fake: FakeServer) -> None:
     assert request_reload(server, "gt-2", api_key="s3cret") == (True, "loading")
     assert request_reload(server, None) == (False, "HTTP 401: missing or wrong X-API-Key")
-    assert _Handler.seen == [("/admin/reload", "s3cret", {"target": "gt-2"}),
+    assert fake.posts == [("/admin/reload", "s3cret", {"target": "gt-2"}),
                              ("/admin/reload", None, {"target": None})]

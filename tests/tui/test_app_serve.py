@@ -6,8 +6,6 @@ line for the test's server and waits for SIGTERM."""
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -15,7 +13,7 @@ import pytest
 from engine.data.items import ItemIndex
 from engine.schema import JobKind, JobPolicy, JobStatus
 from engine.workspace import Workspace
-from tests.test_serve_scrape import metrics_text
+from tests.test_serve_scrape import FakeServer, metrics_text
 from tests.tui.conftest import _fake_run, make_app
 from tests.tui.helpers import notifications, settle, wait_for
 from tui import jobs as J
@@ -35,52 +33,9 @@ HEALTH = {"status": "ok", "model": "graph_transformer", "run_id": "run-a", "data
           "reload": {"state": "idle", "error": None, "finished_at": None}}
 
 
-class FakeServer:
-    """/health and /metrics with texts the test sets; POSTs recorded."""
-
-    def __init__(self) -> None:
-        self.metrics = PREV
-        self.health = dict(HEALTH)
-        self.posts: list[tuple[str, str | None, dict]] = []
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args) -> None:
-                pass
-
-            def _send(self, status: int, body: str, ctype: str = "application/json") -> None:
-                data = body.encode()
-                self.send_response(status)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def do_GET(self) -> None:
-                if self.path == "/metrics":
-                    self._send(200, fake.metrics, "text/plain; version=0.0.4")
-                elif self.path == "/health":
-                    self._send(200, json.dumps(fake.health))
-                else:
-                    self._send(404, "{}")
-
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                fake.posts.append((self.path, self.headers.get("X-API-Key"), body))
-                self._send(202 if self.headers.get("X-API-Key") == KEY else 401, '{"status": "loading"}')
-
-        self.srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.srv.server_address[1]
-        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.srv.shutdown()
-        self.srv.server_close()
-
-
 @pytest.fixture
 def fake_server():
-    srv = FakeServer()
+    srv = FakeServer(PREV, dict(HEALTH), KEY)
     yield srv
     srv.close()
 
