@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from dataclasses import replace
 from typing import Any
 
@@ -102,10 +103,6 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def cmd_train(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
-    from engine.train.distributed import is_worker
-    from engine.train.loop import StopFlag, fit
-    from engine.train.parallel import PeerError, fit_distributed
-    from engine.train.recorder import RunFailedError
     nproc = getattr(args, "nproc", 1)
     if nproc < 1:
         raise InputError(f"--nproc: expected a number of workers >= 1, got {nproc}")
@@ -117,9 +114,13 @@ def cmd_train(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
     if nproc > 1:                   # this process starts the workers and answers for them
         from engine.train.launch import launch_train
         return launch_train(args, ws, out, getattr(args, "argv", []))
+    from engine.train.distributed import is_worker
+    from engine.train.loop import StopFlag, fit
+    from engine.train.parallel import PeerError, fit_distributed
+    from engine.train.recorder import RunFailedError
     worker, main = is_worker(), True
+    train = fit_distributed if worker else fit
     if worker:                      # one of N data-parallel workers (torchrun): rank 0 speaks for all
-        fit = fit_distributed       # noqa: F811
         main = int(os.environ["RANK"]) == 0
         if not main:
             out = Output(out.mode, quiet=True)
@@ -130,24 +131,29 @@ def cmd_train(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
     try:
         with out:
             if args.resume:
-                final = fit(None, ws, run_id=args.resume, resume=True, epochs=args.epochs, device=args.device,
-                            log=log, stop=stop, progress=out.progress if main else None)
+                final = train(None, ws, run_id=args.resume, resume=True, epochs=args.epochs, device=args.device,
+                              log=log, stop=stop, progress=out.progress if main else None)
             else:
-                final = fit(train_config_from_args(args), ws, run_id=args.run_id, log=log, stop=stop,
-                            progress=out.progress if main else None)
+                final = train(train_config_from_args(args), ws, run_id=args.run_id, log=log, stop=stop,
+                              progress=out.progress if main else None)
     except RunFailedError as e:
         ev = e.event
-        if not main:               # rank 0 reports the run; another worker only its own cause
-            if ev.error_kind != "worker_lost":
-                err_console.print(f"sessrec: worker {os.environ.get('RANK')}: {ev.error}", markup=False,
-                                  soft_wrap=True)
-            return 3 if ev.error_kind == "cuda_oom" else 1
-        out.emit({"type": "error", "error": ev.error, "error_kind": ev.error_kind,
-                  "suggestion": ev.suggestion or None})
-        err_console.print(f"sessrec: run failed: {ev.error}", markup=False, soft_wrap=True)
-        if ev.suggestion:
-            err_console.print(f"  suggestion: {ev.suggestion}", markup=False)
-        return 3 if ev.error_kind == "cuda_oom" else 1
+        if main:                   # rank 0 reports the run; another worker only its own cause
+            out.emit({"type": "error", "error": ev.error, "error_kind": ev.error_kind,
+                      "suggestion": ev.suggestion or None})
+            err_console.print(f"sessrec: run failed: {ev.error}", markup=False, soft_wrap=True)
+            if ev.suggestion:
+                err_console.print(f"  suggestion: {ev.suggestion}", markup=False)
+        elif ev.error_kind != "worker_lost":
+            err_console.print(f"sessrec: worker {os.environ.get('RANK')}: {ev.error}", markup=False, soft_wrap=True)
+        code = 3 if ev.error_kind == "cuda_oom" else 1
+        if worker and ev.error_kind == "worker_lost":
+            # the run is recorded and its lock released; the collectives' threads may still wait on
+            # the lost peer and hold up a normal exit (~30 s in gloo's teardown): leave at once
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+        return code
     except PeerError as e:          # rank 0 refused the run and says why
         return e.code
     if not main:

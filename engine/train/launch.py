@@ -19,14 +19,29 @@ import signal
 import sys
 import uuid
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 from engine.errors import InputError, SessrecError
 from engine.locks import RunLock
+from engine.models.registry import get_spec
 from engine.runs.events import EventWriter, RunFailed, RunFinished, RunStarted, read_events
 from engine.schema import ErrorKind
 from engine.threads import THREAD_ENV_VARS, available_cores, process_budget
 from engine.workspace import Workspace
+
+if TYPE_CHECKING:
+    from engine.config import TrainConfig
+
+
+def check_world(cfg: TrainConfig, world: int) -> None:
+    """What N workers can train: a GNN, with a global batch that splits evenly."""
+    spec = get_spec(cfg.model)
+    if not spec.trains:
+        raise InputError(f"{spec.kind} {cfg.model} has nothing to train in parallel; run it without --nproc")
+    if cfg.batch_size % world:
+        lower = max(world, cfg.batch_size // world * world)
+        raise InputError(f"--batch-size {cfg.batch_size} is the global batch and must be divisible by the "
+                         f"{world} workers (each takes batch_size / {world}); try --batch-size {lower}")
 
 
 def worker_argv(argv: list[str], run_id: str | None = None) -> list[str]:
@@ -127,7 +142,6 @@ def launch_train(args: argparse.Namespace, ws: Workspace, out: Any, argv: list[s
     from engine.cli.output import err_console
     from engine.cli.train_cmds import train_config_from_args
     from engine.runs.store import new_run_id
-    from engine.train.parallel import check_world
 
     nproc = int(args.nproc)
     fixed_id = None
@@ -168,10 +182,11 @@ def launch_train(args: argparse.Namespace, ws: Workspace, out: Any, argv: list[s
         return 0
     except ChildFailedError as e:
         rank0 = e.failures.get(0)
-        code = rank0.exitcode if rank0 is not None and rank0.exitcode and rank0.exitcode > 0 else 1
-        if _final_event(ws, run_id) is not None or not ws.run(run_id).exists:
-            return code              # rank 0 recorded (and printed) how the run ended, or it never began
-        return failed(f"{_describe(e.failures)}; the other workers were stopped", code)
+        if rank0 is not None and rank0.exitcode is not None and rank0.exitcode > 0:
+            # rank 0 said why (a refusal, or the run's `run_failed`); a run it left open is closed here
+            record_failure(ws, run_id, f"{_describe(e.failures)}; the other workers were stopped")
+            return rank0.exitcode
+        return failed(f"{_describe(e.failures)}; the other workers were stopped")
     except SignalException as e:
         final = _final_event(ws, run_id)
         if isinstance(final, RunFinished):

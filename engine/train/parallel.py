@@ -34,6 +34,7 @@ from engine.runs.events import RunEvent
 from engine.schema import ModelKind
 from engine.train.checkpoint import load_checkpoint, rng_state, set_rng_state
 from engine.train.distributed import DistContext, WorkerLost, peer_failure, to_cpu
+from engine.train.launch import check_world
 from engine.train.losses import compute_loss
 from engine.train.loop import StopFlag, _Loop, _Prepared, _load_data, _prepare_new, _prepare_resume, run_prepared
 from engine.train.optim import epoch_permutation
@@ -47,17 +48,6 @@ class PeerError(Exception):
     def __init__(self, code: int) -> None:
         super().__init__(f"refused by rank 0 (exit {code})")
         self.code = code
-
-
-def check_world(cfg: TrainConfig, world: int) -> None:
-    """What N workers can train: a GNN, with a global batch that splits evenly."""
-    spec = get_spec(cfg.model)
-    if not spec.trains:
-        raise InputError(f"{spec.kind} {cfg.model} has nothing to train in parallel; run it without --nproc")
-    if cfg.batch_size % world:
-        lower = max(world, cfg.batch_size // world * world)
-        raise InputError(f"--batch-size {cfg.batch_size} is the global batch and must be divisible by the "
-                         f"{world} workers (each takes batch_size / {world}); try --batch-size {lower}")
 
 
 # ---- what workers other than rank 0 keep ---------------------------------------------------------
