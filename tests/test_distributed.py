@@ -111,6 +111,20 @@ def test_worker_command_line_and_refusals(ws, capsys) -> None:
     assert (set(ws.run_ids()) if ws.runs_dir.exists() else set()) == before      # nothing started
 
 
+def test_each_local_worker_takes_its_share_of_the_jobs_thread_budget(tmp_path, monkeypatch) -> None:
+    from engine.threads import ThreadBudget, write_budget
+    monkeypatch.setattr(ThreadBudget, "apply", lambda self, with_torch=False: None)   # this process keeps its own
+    path = tmp_path / "budget"
+    write_budget(path, 7)
+    env = {"SESSREC_THREADS_FILE": str(path), "LOCAL_WORLD_SIZE": "2", "OMP_NUM_THREADS": "3"}
+    budget = ThreadBudget.from_env(env, clock=lambda: 0.0)
+    assert budget.threads == 3                       # 7 cores of the job for 2 workers
+    write_budget(path, 1)
+    assert budget.poll(force=True) and budget.threads == 1       # never below one thread
+    assert ThreadBudget.from_env({"SESSREC_THREADS_FILE": str(path), "OMP_NUM_THREADS": "3"}).threads == 1
+    assert ThreadBudget.from_env({"LOCAL_WORLD_SIZE": "2", "OMP_NUM_THREADS": "3"}).threads == 3
+
+
 def test_two_workers_follow_one_and_resume_across_worker_counts(ws) -> None:
     # reference: one process, 1 epoch, then extended to 2 and 3 (the schedule is set by --epochs)
     ref = fit(cfg(epochs=1, eval_batch_size=64), ws, run_id="ref")["run_id"]
