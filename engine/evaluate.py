@@ -69,7 +69,7 @@ def _select(examples: np.ndarray, max_examples: int | None) -> np.ndarray:
 def evaluate(scorer, builder: BatchBuilder, sessions: Sessions, protocol: str = "last", ks=DEFAULT_KS,
              batch_size: int = 1024, popularity: np.ndarray | None = None,
              progress: ProgressFn | None = None, max_examples: int | None = None,
-             return_ranks: bool = False) -> dict | tuple[dict, ExampleRanks]:
+             return_ranks: bool = False, shard: Any = None) -> dict | tuple[dict, ExampleRanks]:
     """Evaluate `scorer` on `sessions` (the split `builder`'s store was made from). JSON-able result;
     with `return_ranks`, also the per-example ranks and session indices (for confidence intervals
     and paired tests, `engine.stats`) as `(result, ExampleRanks)`.
@@ -79,6 +79,10 @@ def evaluate(scorer, builder: BatchBuilder, sessions: Sessions, protocol: str = 
     (that divided by the mean train count of the known targets: > 1 means the scorer recommends
     more popular items than users actually click next). `coverage@10`: distinct items in all top-10
     lists / V. The scorer's train/eval mode is restored afterwards.
+
+    `shard` (data-parallel workers, `engine.train.distributed.DistContext`): this worker scores its
+    contiguous run of whole batches, and the per-example results are gathered in the original order,
+    so every worker returns what one process evaluating everything returns.
     """
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; expected one of {', '.join(PROTOCOLS)}")
@@ -90,15 +94,16 @@ def evaluate(scorer, builder: BatchBuilder, sessions: Sessions, protocol: str = 
         scorer.eval()
     examples = _select(make_examples(sessions, protocol), max_examples)
     n = len(examples)
-    n_batches = (n + batch_size - 1) // batch_size
+    lo, hi = (0, n) if shard is None else shard.split_batches(n, batch_size)
+    n_batches = (hi - lo + batch_size - 1) // batch_size
     rep = StageReporter("eval", progress, total=n_batches, unit="batches")
     pop = _popularity_vector(popularity, V, device)
 
     ranks, repeats, targets_all = [], [], []
     reco_counts = torch.zeros(V + 1, dtype=torch.long, device=device)
     try:
-        for start in range(0, n, batch_size):
-            batch = builder(examples[start:start + batch_size])
+        for start in range(lo, hi, batch_size):
+            batch = builder(examples[start:min(hi, start + batch_size)])
             scores = scorer.score(batch)
             if scores.shape != (batch.size, V + 1):
                 raise ValueError(f"scorer returned {tuple(scores.shape)}; expected ({batch.size}, {V + 1})")
@@ -113,7 +118,7 @@ def evaluate(scorer, builder: BatchBuilder, sessions: Sessions, protocol: str = 
             repeats.append(((batch.items == tgt[:, None]) & batch.mask).any(1) & (tgt > 0))
             top = scores.topk(min(COVERAGE_K, V), dim=1).indices
             reco_counts += torch.bincount(top.reshape(-1), minlength=V + 1)
-            rep.step(f"{min(start + batch_size, n):,}/{n:,} examples")
+            rep.step(f"{min(start + batch_size, hi) - lo:,}/{hi - lo:,} examples")
     finally:
         if was_training and hasattr(scorer, "train"):
             scorer.train()
@@ -122,6 +127,9 @@ def evaluate(scorer, builder: BatchBuilder, sessions: Sessions, protocol: str = 
     rank = torch.cat(ranks) if ranks else empty.double()
     tgt = torch.cat(targets_all) if targets_all else empty.long()
     rep_mask = torch.cat(repeats) if repeats else empty.bool()
+    if shard is not None:
+        rank, tgt, rep_mask = shard.gather_cat(rank), shard.gather_cat(tgt), shard.gather_cat(rep_mask)
+        shard.all_reduce_sum(reco_counts)
     known = tgt > 0
     # metrics and strata on the host: ranks and masks cross over once (n values, small)
     rank_h, known_h, rep_h = (t.cpu().numpy() for t in (rank, known, rep_mask))

@@ -198,3 +198,4 @@ class ErrorKind(StrEnum):
     CUDA_ERROR = "cuda_error"
     OS_ERROR = "os_error"          # disk full, permissions: the message names the path
     INTERRUPTED = "interrupted"
+    WORKER_LOST = "worker_lost"    # data-parallel: another worker crashed, was killed or timed out

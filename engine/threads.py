@@ -88,9 +88,11 @@ class ThreadBudget:
     """
 
     def __init__(self, threads: int | None, path: Path | None = None, *,
-                 interval: float = POLL_INTERVAL_S, clock: Callable[[], float] = time.monotonic) -> None:
+                 interval: float = POLL_INTERVAL_S, clock: Callable[[], float] = time.monotonic,
+                 workers: int = 1) -> None:
         self.threads = threads
         self.path = path
+        self.workers = max(1, workers)   # processes of one job on this machine sharing the file's budget
         self.interval = interval
         self._clock = clock
         self._next_poll = clock() + interval
@@ -101,12 +103,18 @@ class ThreadBudget:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **kw) -> "ThreadBudget":
         """The budget the app gave this process: the budget file's value if it can be read (it may
-        have changed since the process was started), else OMP_NUM_THREADS."""
+        have changed since the process was started), else OMP_NUM_THREADS. A data-parallel worker
+        (torchrun's LOCAL_WORLD_SIZE) takes its share of the file's budget; OMP_NUM_THREADS is
+        already per process."""
         environ = os.environ if environ is None else environ
         path = Path(environ[BUDGET_FILE_ENV]) if environ.get(BUDGET_FILE_ENV) else None
+        kw.setdefault("workers", _env_threads(environ, "LOCAL_WORLD_SIZE") or 1)
         budget = cls(None, path, **kw)         # notes the file's signature before reading it
-        budget.threads = (read_budget(path) if path is not None else None) or _env_threads(environ)
+        budget.threads = budget._share(read_budget(path) if path is not None else None) or _env_threads(environ)
         return budget
+
+    def _share(self, n: int | None) -> int | None:
+        return None if n is None else max(1, n // self.workers)
 
     def _signature(self) -> tuple[int, int, int] | None:
         if self.path is None:
@@ -156,7 +164,7 @@ class ThreadBudget:
         if sig is None or sig == self._seen:
             return False
         self._seen = sig
-        n = read_budget(self.path)
+        n = self._share(read_budget(self.path))
         if n is None or n == self.threads:
             return False
         self.threads = n

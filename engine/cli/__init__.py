@@ -48,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as e:        # --help, --version, or a usage error (already printed)
         return int(e.code or 0) if not isinstance(e.code, str) else 2
+    args.argv = list(sys.argv[1:] if argv is None else argv)      # `train --nproc` restarts itself with them
     out = Output(args.events, args.quiet)
     process_budget().apply()       # the app's share of the cores for this job (no-op when run by hand)
     try:

@@ -7,6 +7,8 @@ flags from the model configs of the registry; the heavy modules are imported by 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from dataclasses import replace
 from typing import Any
 
@@ -29,6 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"one of {', '.join(SPECS)} (default graph_transformer)")
     p.add_argument("--run-id", help="name of the run folder (default: <model>-<time>)")
     p.add_argument("--resume", metavar="RUN", help="continue RUN from its last.pt")
+    p.add_argument("--nproc", type=int, default=1, metavar="N",
+                   help="data-parallel workers on this machine (one per GPU; CPU: they share the cores); "
+                        "--batch-size stays the global batch")
     add_config_flags(p.add_argument_group("training"), TrainConfig)
     m = p.add_argument_group("model hyperparameters ([models] that have them; `sessrec models` lists all)")
     MODEL_FLAGS[:] = add_union_flags(m, {n: s.config for n, s in SPECS.items()})
@@ -103,31 +108,61 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def cmd_train(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
+    nproc = getattr(args, "nproc", 1)
+    if nproc < 1:
+        raise InputError(f"--nproc: expected a number of workers >= 1, got {nproc}")
+    if args.resume:
+        extra = [f for f in given(args, TRAIN_FLAGS) if f not in ("epochs", "device")]
+        if extra or args.model or args.dataset or args.run_id or model_values(args):
+            raise InputError(f"--resume continues a run with its saved config; only --epochs and "
+                             f"--device may change (got {', '.join(extra) or 'model/dataset options'})")
+    if nproc > 1:                   # this process starts the workers and answers for them
+        from engine.train.launch import launch_train
+        return launch_train(args, ws, out, getattr(args, "argv", []))
+    from engine.train.distributed import is_worker
     from engine.train.loop import StopFlag, fit
+    from engine.train.parallel import PeerError, fit_distributed
     from engine.train.recorder import RunFailedError
+    worker, main = is_worker(), True
+    train = fit_distributed if worker else fit
+    if worker:                      # one of N data-parallel workers (torchrun): rank 0 speaks for all
+        main = int(os.environ["RANK"]) == 0
+        if not main:
+            out = Output(out.mode, quiet=True)
+            out.emit = lambda obj: None      # type: ignore[method-assign]
     stop = StopFlag()
     stop.install()
     log = (lambda m: err_console.print(m, markup=False)) if not out.quiet else (lambda m: None)
     try:
         with out:
             if args.resume:
-                extra = [f for f in given(args, TRAIN_FLAGS) if f not in ("epochs", "device")]
-                if extra or args.model or args.dataset or args.run_id or model_values(args):
-                    raise InputError(f"--resume continues a run with its saved config; only --epochs and "
-                                     f"--device may change (got {', '.join(extra) or 'model/dataset options'})")
-                final = fit(None, ws, run_id=args.resume, resume=True, epochs=args.epochs, device=args.device,
-                            log=log, stop=stop, progress=out.progress)
+                final = train(None, ws, run_id=args.resume, resume=True, epochs=args.epochs, device=args.device,
+                              log=log, stop=stop, progress=out.progress if main else None)
             else:
-                final = fit(train_config_from_args(args), ws, run_id=args.run_id, log=log, stop=stop,
-                            progress=out.progress)
+                final = train(train_config_from_args(args), ws, run_id=args.run_id, log=log, stop=stop,
+                              progress=out.progress if main else None)
     except RunFailedError as e:
         ev = e.event
-        out.emit({"type": "error", "error": ev.error, "error_kind": ev.error_kind,
-                  "suggestion": ev.suggestion or None})
-        err_console.print(f"sessrec: run failed: {ev.error}", markup=False, soft_wrap=True)
-        if ev.suggestion:
-            err_console.print(f"  suggestion: {ev.suggestion}", markup=False)
-        return 3 if ev.error_kind == "cuda_oom" else 1
+        if main:                   # rank 0 reports the run; another worker only its own cause
+            out.emit({"type": "error", "error": ev.error, "error_kind": ev.error_kind,
+                      "suggestion": ev.suggestion or None})
+            err_console.print(f"sessrec: run failed: {ev.error}", markup=False, soft_wrap=True)
+            if ev.suggestion:
+                err_console.print(f"  suggestion: {ev.suggestion}", markup=False)
+        elif ev.error_kind != "worker_lost":
+            err_console.print(f"sessrec: worker {os.environ.get('RANK')}: {ev.error}", markup=False, soft_wrap=True)
+        code = 3 if ev.error_kind == "cuda_oom" else 1
+        if worker and ev.error_kind == "worker_lost":
+            # the run is recorded and its lock released; the collectives' threads may still wait on
+            # the lost peer and hold up a normal exit (~30 s in gloo's teardown): leave at once
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+        return code
+    except PeerError as e:          # rank 0 refused the run and says why
+        return e.code
+    if not main:
+        return 0
     out.result({"run": final}, None)
     if out.mode != "jsonl":
         _print_final(final, out)

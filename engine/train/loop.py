@@ -97,10 +97,21 @@ def fit(cfg: TrainConfig | None, ws: Workspace, run_id: str | None = None, resum
     log = log or (lambda m: None)
     stop = stop or StopFlag()
     prep = _prepare_resume(ws, run_id, epochs, device) if resume else _prepare_new(cfg, ws, run_id, epochs, device)
+    return run_prepared(prep, RunRecorder, lambda rec: _Loop(prep, rec, log, stop, progress, on_epoch,
+                                                            evaluate_test),
+                        log, progress, evaluate_test)
+
+
+def run_prepared(prep: "_Prepared", recorder: Callable[[RunDir], RunRecorder],
+                 loop: Callable[[RunRecorder], "_Loop"], log: Callable[[str], None],
+                 progress: ProgressFn | None, evaluate_test: bool = True) -> dict:
+    """Run a prepared run to its end (its lock is released here); a failure is recorded as the
+    run's `run_failed` and raised as `RunFailedError`. `recorder` and `loop` build the event writer
+    and the epoch loop (data-parallel workers bring their own)."""
     rec: RunRecorder | None = None
     try:
         try:
-            rec = RunRecorder(prep.run)
+            rec = recorder(prep.run)
             if prep.spec.trains:
                 # per-step [batch, catalogue] tensors: no page faults. Not for the kNN baselines and
                 # hybrids: their candidate arrays change size every batch, and a heap that never gives
@@ -113,7 +124,7 @@ def fit(cfg: TrainConfig | None, ws: Workspace, run_id: str | None = None, resum
             if not prep.spec.trains:
                 final = _fit_baseline(prep, rec, log, progress, evaluate_test)
             else:
-                final = _Loop(prep, rec, log, stop, progress, on_epoch, evaluate_test).run()
+                final = loop(rec).run()
         except KeyboardInterrupt as e:
             if rec is not None and _started(prep.run):      # else it never started: removed below
                 rec.fail(e, ErrorKind.INTERRUPTED, prep.cfg.batch_size)
@@ -123,7 +134,7 @@ def fit(cfg: TrainConfig | None, ws: Workspace, run_id: str | None = None, resum
         except Exception as e:
             if prep.created and not _started(prep.run):
                 raise                  # it never started: the folder is removed below
-            kind = ErrorKind.CUDA_ERROR if "CUDA" in str(e) else ErrorKind.ERROR
+            kind = getattr(e, "error_kind", None) or (ErrorKind.CUDA_ERROR if "CUDA" in str(e) else ErrorKind.ERROR)
             raise _failed(rec, prep, e, kind) from e
     except BaseException:
         if prep.created and not _started(prep.run):
@@ -384,11 +395,18 @@ class _Loop:
         self.epoch_seconds = time.perf_counter() - t0
         return "trained"
 
+    def _evaluate(self, split: str, protocol: str, ranks_path: Any = None) -> dict:
+        return evaluate_split(self.tr.model, self.data, split, protocol, self.cfg, self.device, self.progress,
+                              self.stop, ranks_path=ranks_path)
+
+    def _load_best(self) -> None:
+        best = load_checkpoint(self.prep.run.best, map_location=self.device)
+        self.tr.model.load_state_dict(best["model"])
+
     def _validate(self) -> None:
         cfg, tr = self.cfg, self.tr
         tr.model.eval()
-        val = evaluate_split(tr.model, self.data, Split.VAL, cfg.val_protocol, cfg, self.device, self.progress,
-                             self.stop)
+        val = self._evaluate(Split.VAL, cfg.val_protocol)
         value = val["metrics"]["recall@10"]
         epoch = self.epoch + 1
         if cfg.early_stopping:
@@ -418,16 +436,12 @@ class _Loop:
         """Test once, with the best epoch's weights (both protocols, and val again for the record)."""
         if not self.evaluate_test:          # validation only (tuning): the epochs' results stand
             return self._finish(status)
-        best = load_checkpoint(self.prep.run.best, map_location=self.device)
-        self.tr.model.load_state_dict(best["model"])
+        self._load_best()
         self.tr.model.eval()
         self.log("evaluating the best epoch on val and test (both protocols)")
         try:
-            val = {p: evaluate_split(self.tr.model, self.data, Split.VAL, p, self.cfg, self.device,
-                                     self.progress, self.stop) for p in PROTOCOLS}
-            test = {p: evaluate_split(self.tr.model, self.data, Split.TEST, p, self.cfg, self.device,
-                                      self.progress, self.stop, ranks_path=self.prep.run.test_ranks(p))
-                    for p in PROTOCOLS}
+            val = {p: self._evaluate(Split.VAL, p) for p in PROTOCOLS}
+            test = {p: self._evaluate(Split.TEST, p, ranks_path=self.prep.run.test_ranks(p)) for p in PROTOCOLS}
         except StoppedDuringEval:
             self.log(f"stopped ({self.stop.signal}) during the final evaluation; "
                      f"`sessrec eval {self.prep.run.run_id}` runs it")

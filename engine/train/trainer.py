@@ -88,24 +88,31 @@ class StoppedDuringEval(Exception):
 
 def evaluate_split(model: Any, data: DatasetArtifacts, split: str, protocol: str, cfg: TrainConfig,
                    device: torch.device, progress: ProgressFn | None = None, stop: Any = None,
-                   ranks_path: Path | None = None) -> dict:
+                   ranks_path: Path | None = None, shard: Any = None) -> dict:
     """`model` on a split of `data` under `protocol`, over the full catalogue (bf16 on CUDA like
     training). `stop`: anything with `.requested`; checked between batches. `ranks_path`: also save
-    the per-example ranks there (`engine.ranks.ExampleRanks`, atomically)."""
+    the per-example ranks there (`engine.ranks.ExampleRanks`, atomically).
+
+    `shard` (a `DistContext`): data-parallel workers each score a part and all get the whole
+    result; the stop (a collective there) is checked once after the pass, and rank 0 saves the ranks.
+    """
     mode = getattr(model, "graph_mode", GraphMode.NONE)
     builder = BatchBuilder(SessionStore(data.split(split), device), data.n_items, mode, data.graph)
     pop = np.concatenate([[0], data.items.train_counts])
     autocast = device.type == "cuda" and cfg.bf16
 
     def report(p):  # evaluation passes on large data take a while: honour a stop between batches
-        if stop is not None and stop.requested:
+        if shard is None and stop is not None and stop.requested:
             raise StoppedDuringEval
         if progress is not None:
             progress(p)
     with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=autocast):
         res, ranks = evaluate(model, builder, data.split(split), protocol=Protocol(protocol),
-                              batch_size=cfg.eval_batch_size, popularity=pop, progress=report, return_ranks=True)
-    if ranks_path is not None:
+                              batch_size=cfg.eval_batch_size, popularity=pop, progress=report, return_ranks=True,
+                              shard=shard)
+    if shard is not None and stop is not None and stop.requested:
+        raise StoppedDuringEval
+    if ranks_path is not None and (shard is None or shard.is_main):
         ranks.save(ranks_path)
     res["split"] = split
     return res
