@@ -92,6 +92,8 @@ class TrainRequest:
     model: str
     options: dict[str, Any]          # TrainConfig fields by name
     params: dict[str, Any]           # model hyperparameters that differ from the defaults
+    workers: int = 1                 # data-parallel worker processes (--nproc)
+    gpus: list[int] | None = None    # the GPUs to use (indices), None: any free ones
 
 
 @dataclass
@@ -199,9 +201,10 @@ class Controller:
 
     # ---- jobs ----------------------------------------------------------------------------------
     def _start(self, kind: JobKind, args: list[str], title: str, dataset: str | None = None,
-               run_id: str | None = None, env: dict[str, str] | None = None) -> Job | None:
+               run_id: str | None = None, env: dict[str, str] | None = None,
+               gpus: list[int] | None = None) -> Job | None:
         try:
-            job = self.jobs.start(kind.value, args, title, dataset=dataset, run_id=run_id, env=env)
+            job = self.jobs.start(kind.value, args, title, dataset=dataset, run_id=run_id, env=env, gpus=gpus)
         except OSError as e:
             self.notice(f"could not start {title}: {e}", "error")
             return None
@@ -234,8 +237,10 @@ class Controller:
         run_id = new_run_id(req.model, self.ws.run_ids())
         others = self.jobs.running(JobKind.TRAIN.value)
         # a training run reads its dataset, it does not make it busy: no dataset on the job
-        job = self._start(JobKind.TRAIN, J.train_args(req.dataset, req.model, run_id, req.options, req.params),
-                          f"train {req.model} on {req.dataset}", run_id=run_id)
+        job = self._start(JobKind.TRAIN, J.train_args(req.dataset, req.model, run_id, req.options, req.params,
+                                                      req.workers),
+                          f"train {req.model} on {req.dataset}" + (f" ({req.workers} workers)" if req.workers > 1
+                                                                    else ""), run_id=run_id, gpus=req.gpus)
         if job is None:
             return None
         self._placeholders[run_id] = RunState(run_id, model=req.model, dataset=req.dataset,

@@ -109,13 +109,23 @@ def train_device(argv: list[str]) -> str:
     return device
 
 
+def train_workers(argv: list[str]) -> int:
+    """The `--nproc` (data-parallel workers) a training's argv asks for (1 when absent)."""
+    n = 1
+    for flag, value in zip(argv, argv[1:]):
+        if flag == "--nproc":
+            n = int(value)
+    return n
+
+
 def train_args(dataset: str, model: str, run_id: str, options: dict[str, Any] | None = None,
-               params: dict[str, Any] | None = None) -> list[str]:
+               params: dict[str, Any] | None = None, workers: int = 1) -> list[str]:
     """`options` (TrainConfig fields) and `params` (model hyperparameters) by field name, each as
     the flag the CLI generates from that field (`batch_size` -> `--batch-size`; booleans as
-    `--name` / `--no-name`)."""
+    `--name` / `--no-name`); `workers` > 1: data-parallel workers (`--nproc`)."""
     return ["train", "--dataset", dataset, "--model", model, "--run-id", run_id,
-            *config_flags({**(options or {}), **(params or {})})]
+            *config_flags({**(options or {}), **(params or {})}),
+            *(["--nproc", str(workers)] if workers > 1 else [])]
 
 
 def config_flags(values: dict[str, Any]) -> list[str]:
@@ -200,7 +210,8 @@ class Job:
     detached: bool = False
     from_history: bool = False
     threads: int | None = None       # its share of the cores now (None: no budget given)
-    gpu: int | None = None           # the GPU it was given (index among the app's GPUs)
+    gpus: list[int] = field(default_factory=list)   # the GPUs it was given (indices among the app's)
+    want_gpus: list[int] | None = None               # the GPUs the user asked for (None: any free)
     waiting_for: str | None = None   # what a queued job waits for
     serving: dict | None = None      # a server's "serving" line (its address, model, run)
     # extra environment of its process (a server's API key): never written to the job record
@@ -277,7 +288,7 @@ class Job:
                 "log": str(self.log_path), "dataset": self.dataset, "run_id": self.run_id,
                 "status": self.status, "pid": self.pid, "created": self.created, "started": self.started,
                 "finished": self.finished, "returncode": self.returncode, "error": self.error,
-                "suggestion": self.suggestion, "detached": self.detached, "gpu": self.gpu}
+                "suggestion": self.suggestion, "detached": self.detached, "gpus": self.gpus}
 
     @classmethod
     def from_record(cls, rec: dict) -> "Job":
@@ -287,7 +298,8 @@ class Job:
                   status=_vocab(JobStatus, rec.get("status"), JobStatus.INTERRUPTED), pid=rec.get("pid"),
                   created=rec.get("created", rec.get("started")), started=rec.get("started"),
                   finished=rec.get("finished"), returncode=rec.get("returncode"), error=rec.get("error"),
-                  suggestion=rec.get("suggestion"), detached=bool(rec.get("detached")), gpu=rec.get("gpu"),
+                  suggestion=rec.get("suggestion"), detached=bool(rec.get("detached")),
+                  gpus=list(rec.get("gpus") or ([] if rec.get("gpu") is None else [rec["gpu"]])),
                   from_history=True)
         return job
 
@@ -477,27 +489,47 @@ class JobManager:
 
     def is_gpu_job(self, job: Job) -> bool:
         """A training whose device is not cpu, on a machine with GPUs (`auto` then means a GPU)."""
-        if job.gpu is not None:
+        if job.gpus:
             return True
         return job.kind == JobKind.TRAIN and self._gpus > 0 and train_device(job.argv) != Device.CPU
 
-    def _free_gpu(self) -> int | None:
-        """A GPU no running job holds; with `share_gpus`, the least busy one when all are held."""
-        if self._gpus <= 0:
+    def gpus_needed(self, job: Job) -> int:
+        """One GPU per data-parallel worker (or the ones asked for)."""
+        return len(job.want_gpus) if job.want_gpus else train_workers(job.argv)
+
+    def _free_gpus(self, job: Job) -> list[int] | None:
+        """GPUs no running job holds for `job` (those it asked for, or the lowest free ones); with
+        `share_gpus`, the least busy ones when not enough are free. None: it has to wait."""
+        n = self.gpus_needed(job)
+        if self._gpus <= 0 or n > self._gpus:
             return None
         load = [0] * self._gpus
         for j in self.running():
-            if j.gpu is not None and j.gpu < self._gpus:
-                load[j.gpu] += 1
-        idle = min(range(self._gpus), key=lambda i: (load[i], i))
-        return idle if load[idle] == 0 or self.settings.share_gpus else None
+            for g in j.gpus:
+                if g < self._gpus:
+                    load[g] += 1
+        if job.want_gpus:
+            ok = all(g < self._gpus for g in job.want_gpus) and (
+                self.settings.share_gpus or all(load[g] == 0 for g in job.want_gpus))
+            return list(job.want_gpus) if ok else None
+        order = sorted(range(self._gpus), key=lambda i: (load[i], i))
+        idle = [g for g in order if load[g] == 0]
+        if len(idle) >= n:
+            return sorted(idle[:n])
+        return sorted(order[:n]) if self.settings.share_gpus else None
 
     def _wait_reason(self, job: Job) -> str | None:
         """What `job` has to wait for before it may start (None: it may start now)."""
         if self.is_light(job):
             return None
         if self.is_gpu_job(job):
-            return None if self._free_gpu() is not None else f"a free GPU (all {self._gpus} in use)"
+            if self._free_gpus(job) is not None:
+                return None
+            n = self.gpus_needed(job)
+            if n > self._gpus:
+                return f"{n} GPUs (this machine has {self._gpus})"
+            asked = f"GPU {','.join(map(str, job.want_gpus))}" if job.want_gpus else f"{n} free GPU(s)"
+            return f"{asked} (all {self._gpus} in use)" if not job.want_gpus else f"{asked} to be free"
         if self.settings.policy == JobPolicy.QUEUE:
             cpu_jobs = [j for j in self.running() if not self.is_light(j) and not self.is_gpu_job(j)]
             if cpu_jobs:
@@ -550,11 +582,16 @@ class JobManager:
         env.update(job.env)
         if self.thread_budgets and job.threads is not None:
             env.update(budget_env(job.threads, None if self.is_light(job) else self.ws.job_threads(job.id)))
-        if job.gpu is not None:
-            # the app's own CUDA_VISIBLE_DEVICES (if any) names the GPUs it may use: pick among them
-            visible = [d for d in env.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
-            env["CUDA_VISIBLE_DEVICES"] = visible[job.gpu] if job.gpu < len(visible) else str(job.gpu)
+        if job.gpus:
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(self.gpu_ids(job, env))
         return env
+
+    def gpu_ids(self, job: Job, env: dict[str, str] | None = None) -> list[str]:
+        """The job's GPUs as the system names them: the app's own CUDA_VISIBLE_DEVICES (if any)
+        lists the GPUs it may use, and the job's indices pick among them."""
+        env = dict(os.environ if self.env is None else self.env) if env is None else env
+        visible = [d.strip() for d in env.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+        return [visible[g] if g < len(visible) else str(g) for g in job.gpus]
 
     # ---- history ---------------------------------------------------------------------------------
     def load_history(self, limit: int = 50) -> None:
@@ -604,16 +641,18 @@ class JobManager:
 
     # ---- start -----------------------------------------------------------------------------------
     def start(self, kind: str, args: list[str], title: str, dataset: str | None = None,
-              run_id: str | None = None, job_id: str | None = None, env: dict[str, str] | None = None) -> Job:
+              run_id: str | None = None, job_id: str | None = None, env: dict[str, str] | None = None,
+              gpus: list[int] | None = None) -> Job:
         """Start `engine --workspace W --events jsonl ARGS` as a job, or queue it when it has to
         wait for a CPU slot or a GPU; returns at once. `env`: added to the child's environment
-        (secrets go there, not in ARGS: argv is visible in `ps` and kept in the job record)."""
+        (secrets go there, not in ARGS: argv is visible in `ps` and kept in the job record).
+        `gpus`: the GPUs (indices among the app's) a GPU training must have; None: any free ones."""
         jid = job_id or self.new_id(kind, run_id or dataset or "")
         self.logs_dir.mkdir(parents=True, exist_ok=True)
         argv = [*self.engine_cmd, "--workspace", str(self.workspace), "--events", "jsonl", *args]
         job = Job(id=jid, kind=_vocab(JobKind, kind, kind), title=title, argv=argv,
                   log_path=self.ws.job_log(jid), dataset=dataset, run_id=run_id, created=time.time(),
-                  env=dict(env or {}))
+                  env=dict(env or {}), want_gpus=list(gpus) if gpus else None)
         self.jobs[jid] = job
         self._schedule()
         if job.status == JobStatus.QUEUED:
@@ -624,7 +663,7 @@ class JobManager:
     def _launch(self, job: Job) -> None:
         """Take the job's resources (a GPU, a share of the cores) and start its process."""
         if self.is_gpu_job(job):
-            job.gpu = self._free_gpu()
+            job.gpus = self._free_gpus(job) or []
         job.status, job.started, job.waiting_for = JobStatus.STARTING, time.time(), None
         self._rebalance()
         self.spawn(self._run(job), f"job-{job.id}")

@@ -264,3 +264,43 @@ async def test_quit_leaving_the_run_detached_then_reopen_it(tiny_ws: Path, monke
     finally:
         if pid_alive(pid):
             os.kill(pid, signal.SIGKILL)
+
+
+async def test_workers_and_gpus_of_a_training(tiny_ws: Path, monkeypatch) -> None:
+    """Workers and GPUs in the form: checked, passed as --nproc and as the job's GPUs; while it runs
+    the Train screen shows those GPUs' utilisation and memory (a fake NVML)."""
+    import engine.gpu_monitor as gm
+    from tests.test_gpu_monitor import fake_pynvml
+    from tests.tui.conftest import DEVICE
+    monkeypatch.setenv("FAKE_CHILD", "ok")
+    monkeypatch.setenv("FAKE_CHILD_DELAY", "0.3")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setattr(gm, "_nvml", fake_pynvml())
+    gpu_box = {**DEVICE, "cuda_available": True, "gpu_name": "NVIDIA H100", "gpu_memory_gb": 80.0, "gpu_count": 2}
+    app = make_app(tiny_ws, device_loader=lambda: dict(gpu_box))
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await _train_screen(pilot, "graph_transformer")
+        bad = [("0", "auto", "workers: expected a whole number >= 1, got '0'"),
+               ("2", "0,5", "GPUs: this machine has 2 GPU(s), indices 0..1"),
+               ("2", "1", "GPUs: give one per worker (2 worker(s), 1 GPU(s))"),
+               ("3", "auto", "the batch size (512) must divide by the number of workers (3)"),
+               ("2", "0,0", "GPUs: expected auto or distinct GPU indices like 0,1, got '0,0'")]
+        for workers, gpus, message in bad:
+            screen.query_one("#t-workers", Input).value = workers
+            screen.query_one("#t-gpus", Input).value = gpus
+            await pilot.press("ctrl+s")
+            assert any(message in n for n in notifications(app)), message
+        assert app.controller.jobs.jobs == {}
+        screen.query_one("#t-workers", Input).value = "2"
+        screen.query_one("#t-gpus", Input).value = "1,0"
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: app.controller.jobs.jobs)
+        job = next(iter(app.controller.jobs.jobs.values()))
+        assert job.argv[-2:] == ["--nproc", "2"] and job.gpus == [1, 0] and "(2 workers)" in job.title
+        assert app.controller.jobs.child_env(job)["CUDA_VISIBLE_DEVICES"] == "1,0"
+        gpus = screen.query_one("#run-gpus", Static)
+        await wait_for(pilot, lambda: "GPU 1: 87% busy, 3,072 / 81,920 MB" in str(gpus.render()), timeout=10)
+        assert "GPU 0: 87% busy" in str(gpus.render())
+        await pilot.press("ctrl+t")                          # stopped: the GPU line goes
+        await wait_for(pilot, lambda: not job.running, timeout=30)
+        await wait_for(pilot, lambda: not gpus.display, timeout=10)

@@ -290,12 +290,12 @@ async def test_gpu_jobs_get_a_gpu_each_or_wait(tmp_path: Path, monkeypatch) -> N
     g1 = m.start("train", J.train_args("demo", "gat", "r1"), "train r1", run_id="r1")       # device auto
     g2 = m.start("train", J.train_args("demo", "gat", "r2", {"device": "cuda"}), "train r2", run_id="r2")
     cpu = m.start("train", J.train_args("demo", "gat", "r3", {"device": "cpu"}), "train r3", run_id="r3")
-    assert g1.running and g1.gpu == 0
+    assert g1.running and g1.gpus == [0]
     assert g2.status == JobStatus.QUEUED and "GPU" in (g2.waiting_for or "")
-    assert cpu.running and cpu.gpu is None                        # a CPU job does not wait for a GPU
+    assert cpu.running and cpu.gpus == []                        # a CPU job does not wait for a GPU
     await m.wait(g1, 30)
     await until(lambda: g2.running or not g2.active)
-    assert g2.started >= g1.finished and g2.gpu == 0
+    assert g2.started >= g1.finished and g2.gpus == [0]
     await m.wait(g2, 30)
     await m.wait(cpu, 30)
     assert [g1.status, g2.status, cpu.status] == ["done"] * 3
@@ -310,10 +310,37 @@ async def test_share_gpus_and_the_apps_visible_devices(tmp_path: Path, monkeypat
     jobs = [m.start("train", J.train_args("demo", "gat", f"r{i}"), f"train r{i}", run_id=f"r{i}")
             for i in range(3)]
     assert all(j.running for j in jobs)
-    assert [j.gpu for j in jobs] == [0, 1, 0]               # a free GPU first, then the least busy
+    assert [j.gpus for j in jobs] == [[0], [1], [0]]               # a free GPU first, then the least busy
     for j in jobs:
         await m.wait(j, 30)
     assert [last_env(m, j)["cuda"] for j in jobs] == ["5", "7", "5"]
+
+
+async def test_data_parallel_trainings_get_a_gpu_per_worker(tmp_path: Path, monkeypatch) -> None:
+    """`--nproc 2` on the GPU takes two GPUs; GPUs asked for by index are those or a wait; a job
+    that needs more GPUs than the machine has says so; the record keeps the GPUs."""
+    monkeypatch.setenv("FAKE_CHILD", "ok")
+    monkeypatch.setenv("FAKE_CHILD_DELAY", "0.03")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3,5,7")
+    m = manager(tmp_path, cores=2, gpus=4)
+    two = m.start("train", J.train_args("demo", "gat", "r1", workers=2), "train r1", run_id="r1")
+    assert J.train_workers(two.argv) == 2 and two.argv[-2:] == ["--nproc", "2"]
+    picked = m.start("train", J.train_args("demo", "gat", "r2"), "train r2", run_id="r2", gpus=[1])
+    wants = m.start("train", J.train_args("demo", "gat", "r3", workers=2), "train r3", run_id="r3", gpus=[3, 2])
+    big = m.start("train", J.train_args("demo", "gat", "r4", workers=8), "train r4", run_id="r4")
+    assert two.running and two.gpus == [0, 1]
+    assert picked.status == JobStatus.QUEUED and picked.waiting_for == "GPU 1 to be free"
+    assert wants.running and wants.gpus == [3, 2]
+    assert big.status == JobStatus.QUEUED and big.waiting_for == "8 GPUs (this machine has 4)"
+    assert m.gpu_ids(two) == ["2", "3"] and m.gpu_ids(wants) == ["7", "5"]
+    await m.wait(two, 30)
+    await until(lambda: picked.running or not picked.active)
+    assert picked.gpus == [1]
+    for j in (picked, wants):
+        await m.wait(j, 30)
+    assert last_env(m, two)["cuda"] == "2,3" and last_env(m, wants)["cuda"] == "7,5"
+    assert json.loads(m.ws.job_record(two.id).read_text())["gpus"] == [0, 1]
+    m.cancel_all()
 
 
 def test_settings_round_trip(tmp_path: Path) -> None:

@@ -44,8 +44,8 @@ def stage_lines(job: Job, now: float, controller: Controller, root: Path | None 
         t.append(f"  pid {job.pid}", style="dim")
     if job.running and job.threads:
         t.append(f"  {job.threads} thread{'s' if job.threads > 1 else ''}", style="dim")
-    if job.running and job.gpu is not None:
-        t.append(f"  GPU {job.gpu}", style="dim")
+    if job.running and job.gpus:
+        t.append(f"  GPU {','.join(map(str, job.gpus))}", style="dim")
     if job.returncode is not None and job.status != JobStatus.DONE:
         t.append(f"  ({describe_exit(job.returncode)})", style="dim")
     t.append("\n")

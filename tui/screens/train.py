@@ -15,7 +15,7 @@ from textual import on, work
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widget import Widget
-from textual.widgets import Button, Log, Select, Static
+from textual.widgets import Button, Input, Log, Select, Static
 from textual.worker import get_current_worker
 
 from engine.config import TrainConfig
@@ -29,6 +29,7 @@ from tui.widgets.charts import Chart, ChartData, Series
 
 # the training settings the form shows (every other TrainConfig field keeps its default)
 TRAIN_FIELDS = ("epochs", "batch_size", "lr", "loss", "device")
+GPU_POLL_S = 2.0        # how often the GPUs of a running training are read (NVML)
 CPU_EPOCHS = 3          # what the form proposes without a GPU: a demo run in minutes
 
 
@@ -94,6 +95,11 @@ class TrainScreen(BaseScreen):
                 for name in TRAIN_FIELDS:
                     spec = TrainConfig.param(name)
                     yield form_row(name.replace("_", " "), field_widget(spec, getattr(defaults, name), f"t-{name}"))
+                yield form_row("workers", Input("1", id="t-workers", compact=True),
+                               tip="data-parallel worker processes (torch.distributed): the batch is split "
+                                   "among them; on the GPU one GPU each")
+                yield form_row("GPUs", Input("auto", id="t-gpus", compact=True, placeholder="auto or 0,1"),
+                               tip="auto: free GPUs chosen by the app; or the GPU indices to use, one per worker")
                 yield Static("detecting devices...", id="device-info")
                 yield Static("hyperparameters (defaults shown)", id="params-title")
                 yield Vertical(id="params")
@@ -102,6 +108,7 @@ class TrainScreen(BaseScreen):
                     yield Button("Stop ^t", id="stop", variant="error", compact=True)
             with Vertical(id="train-live"):
                 yield Static("", id="run-head")
+                yield Static("", id="run-gpus")
                 yield Static("", id="run-error")
                 with Horizontal(id="train-charts"):
                     yield Chart(ChartData(title="training loss per step", xlabel="step",
@@ -114,7 +121,10 @@ class TrainScreen(BaseScreen):
 
     def on_mount(self) -> None:
         self.query_one("#run-error").display = False
+        self.query_one("#run-gpus").display = False
+        self._gpu_job = None
         self.set_interval(0.3, self._refresh_log)
+        self.set_interval(GPU_POLL_S, self._poll_gpus)
         self.load_datasets()
         # after the first refresh: every row of the form is mounted by then (and a screen that
         # is built while the app closes never gets there)
@@ -264,8 +274,36 @@ class TrainScreen(BaseScreen):
                             f"build it on the Datasets screen (F2, ctrl+b)")
         if ds in self.controller.busy_datasets():
             raise FormError(f"dataset {ds} is being built right now (F3); wait for it to finish")
+        workers, gpus = self._parallel(options, baseline)
         # only what differs from the defaults: the engine applies its CPU preset to the rest
-        return TrainRequest(ds, spec.name, options, cfg.changed(defaults))
+        return TrainRequest(ds, spec.name, options, cfg.changed(defaults), workers, gpus)
+
+    def _parallel(self, options: dict[str, Any], baseline: bool) -> tuple[int, list[int] | None]:
+        """(workers, GPUs asked for or None) from the form; FormError naming the field."""
+        text = self.query_one("#t-workers", Input).value.strip() or "1"
+        if not text.isdigit() or int(text) < 1:
+            raise FormError(f"workers: expected a whole number >= 1, got {text!r}")
+        workers = int(text)
+        gtext = self.query_one("#t-gpus", Input).value.strip().lower()
+        gpus = None
+        if gtext not in ("", "auto"):
+            parts = [g.strip() for g in gtext.split(",") if g.strip()]
+            if not parts or not all(g.isdigit() for g in parts) or len(set(parts)) != len(parts):
+                raise FormError(f"GPUs: expected auto or distinct GPU indices like 0,1, got {gtext!r}")
+            gpus = [int(g) for g in parts]
+            n_gpus = int((self.controller.device or {}).get("gpu_count") or 0)
+            if options.get("device") == Device.CPU or not n_gpus:
+                raise FormError("GPUs: this training runs on the CPU; leave GPUs at auto")
+            if max(gpus) >= n_gpus:
+                raise FormError(f"GPUs: this machine has {n_gpus} GPU(s), indices 0..{n_gpus - 1}")
+            if len(gpus) != workers:
+                raise FormError(f"GPUs: give one per worker ({workers} worker(s), {len(gpus)} GPU(s))")
+        if workers > 1 and baseline:
+            raise FormError("workers: baselines fit in one process; set workers to 1")
+        batch = int(options.get("batch_size") or TrainConfig().batch_size)
+        if batch % workers:
+            raise FormError(f"workers: the batch size ({batch}) must divide by the number of workers ({workers})")
+        return workers, gpus
 
     def action_start(self) -> None:
         try:
@@ -330,6 +368,7 @@ class TrainScreen(BaseScreen):
             self._update_charts(None)
             return
         head.update(self._head_text(st, job))
+        self._gpu_job = job if job is not None and job.running and job.gpus else None
         if st.error:
             t = Text()
             t.append(f"{st.error_kind or 'error'}: ", style="bold red")
@@ -341,6 +380,26 @@ class TrainScreen(BaseScreen):
         else:
             err.display = False
         self._update_charts(st)
+
+    def _poll_gpus(self) -> None:
+        """Utilisation and memory of the GPUs of the shown run's job (NVML, read in a thread)."""
+        job = self._gpu_job
+        if job is None or not job.running:
+            self._show_gpus(None)
+            return
+        self._read_gpus(self.controller.jobs.gpu_ids(job))
+
+    @work(thread=True, exclusive=True, group="gpus")
+    def _read_gpus(self, ids: list[str]) -> None:
+        from engine.gpu_monitor import format_readings, read_gpus
+        readings = read_gpus(ids)
+        self.app.call_from_thread(self._show_gpus, format_readings(readings) if readings else None)
+
+    def _show_gpus(self, text: str | None) -> None:
+        w = self.query_one("#run-gpus", Static)
+        w.display = text is not None
+        if text is not None:
+            w.update(Text(text, style="green"))
 
     def _head_text(self, st: RunState, job: Any) -> Text:
         t = Text()
