@@ -28,6 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "calibrated to agree with exact on 99%% of held-out sessions), auto (ivf from "
                         "50,000 items, GNN runs only)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu", help="device (default cpu)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="intra-op CPU threads per worker (default 1: concurrent requests are batched; "
+                        "more threads spin on cores the clients need)")
     p.add_argument("--api-key", default=None, help="API key (better: the SESSREC_API_KEY environment "
                    "variable, which other users cannot read from the process list)")
     p.add_argument("--insecure", action="store_true", help="allow a non-loopback address without a key")
@@ -40,7 +43,7 @@ def cmd_serve(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
     key = args.api_key or os.environ.get(KEY_ENV) or None
     opts = ServeOptions(target=args.target, host=args.host, port=args.port, workers=args.workers,
                         runtime=args.runtime, search=args.search, device=args.device, api_key=key,
-                        insecure=args.insecure)
+                        insecure=args.insecure, threads=args.threads)
     out.log(f"loading {args.target} ...")
 
     def ready(event: dict) -> None:
