@@ -281,7 +281,8 @@ class TrainConfig(Config):
     warmup_steps: int = param(200, "linear warm-up steps (at most a tenth of the run)", min=0)
     schedule: Schedule = param(Schedule.COSINE, "learning-rate decay after warm-up")
     grad_clip: float = param(1.0, "gradient norm clip (0 = off)", min=0)
-    loss: Loss = param(Loss.CE, "ce (full softmax) | sampled (in-batch + uniform, logQ) | bpr")
+    loss: Loss = param(Loss.AUTO, "auto (ce if the [batch x items] logits fit in memory, else "
+                       "sampled) | ce (full softmax) | sampled (in-batch + uniform, logQ) | bpr")
     negatives: int = param(256, "sampled: uniform negatives per batch; bpr: per example", min=1)
     examples: Protocol = param(Protocol.PREFIXES, "prefixes: every next item; last: one per session")
     val_protocol: Protocol = param(Protocol.PREFIXES, "protocol whose val Recall@10 drives early stopping")

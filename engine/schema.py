@@ -73,6 +73,8 @@ class ModelKind(StrEnum):
 
 
 class Loss(StrEnum):
+    AUTO = "auto"          # ce when the [batch, V] logits fit in memory, else sampled (a new run
+                           # resolves it: engine.train.loss_choice); unresolved it means ce
     CE = "ce"              # full-softmax cross-entropy
     SAMPLED = "sampled"    # in-batch + uniform negatives, logQ correction
     BPR = "bpr"            # BPR with k negatives (the reference project's)

@@ -52,6 +52,12 @@ def test_fit_writes_run_folder_and_events(ws):
     started = events[0]
     assert isinstance(started, RunStarted)
     assert started.train_examples > 0 and started.steps_per_epoch >= 1 and started.n_params > 0
+    # --loss auto (the default) resolved when the run was prepared: 256 x ~200 items fit full softmax
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["train"]["loss"] == "ce" and started.config["loss"] == "ce"
+    choice = saved["loss_choice"]
+    assert choice["loss"] == "ce" and choice["device"] == "cpu"
+    assert choice["logits_bytes"] == 256 * started.n_items * 16        # batch x V x 4 B x 4
     epoch = next(e for e in events if isinstance(e, Epoch))
     assert set(epoch.val["metrics"]) >= {"recall@10", "ndcg@10", "mrr@10", "recall@20"}
     assert final["status"] == "completed"
@@ -124,7 +130,7 @@ def test_cuda_oom_is_reported_with_batch_size_and_suggestion(ws, monkeypatch, ca
     (["train", "--batch-size", "0"], "batch_size: must be >= 1 (got 0)"),
     (["train", "--device", "tpu"], "device: expected one of auto, cpu, cuda, got 'tpu'"),
     (["train", "--dataset", "missing"], "dataset 'missing' not found"),
-    (["train", "--loss", "hinge"], "loss: expected one of ce, sampled, bpr, got 'hinge'"),
+    (["train", "--loss", "hinge"], "loss: expected one of auto, ce, sampled, bpr, got 'hinge'"),
     (["train", "--param", "depth=3"], "has no parameter 'depth'; valid:"),
     (["eval", "no-such-run"], "run 'no-such-run' not found"),
     (["recommend", "no-such-run", "1"], "run 'no-such-run' not found"),

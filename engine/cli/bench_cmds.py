@@ -16,6 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     bsub = p.add_subparsers(dest="bench_cmd", required=True, metavar="BENCHMARK")
     b = bsub.add_parser("pipeline", help="every stage on the full demo: time and peak memory")
     b.add_argument("--size", default="full", help="demo size (default full = RetailRocket scale)")
+    b.add_argument("--sizes", help="several demo sizes side by side, e.g. small,full,xl (growth per event)")
     b.add_argument("--out", type=Path, help="JSON path (default bench/results/pipeline-<size>-<time>.json)")
     b.add_argument("--oracle", action="store_true", help="also time the demo oracle stage")
     b.set_defaults(func=cmd_bench_pipeline)
@@ -29,7 +30,18 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_bench_pipeline(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
     from engine.bench import pipeline as bp
-    res = bp.run(ws, size=args.size, log=out.log, out=args.out, include_oracle=args.oracle)
+    from engine.data.demo import DEMO_SIZES
+    from engine.errors import InputError
+    sizes = [s.strip() for s in (args.sizes or args.size).split(",") if s.strip()]
+    bad = [s for s in sizes if s not in DEMO_SIZES]
+    if bad or not sizes:
+        raise InputError(f"bench pipeline: unknown demo size(s) {', '.join(bad) or '(none)'}; "
+                         f"valid sizes: {', '.join(DEMO_SIZES)}")
+    if args.sizes:
+        res = bp.run_sizes(ws, sizes, log=out.log, out=args.out, include_oracle=args.oracle)
+        out.result(res, bp.render_sizes(res))
+        return 0
+    res = bp.run(ws, size=sizes[0], log=out.log, out=args.out, include_oracle=args.oracle)
     out.result(res, bp.render(res))
     return 0
 

@@ -41,7 +41,7 @@ def config_from_args(base: DataConfig, args: argparse.Namespace) -> DataConfig:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="generate the demo dataset (RetailRocket format) and build it")
-    p.add_argument("--size", default="small", help="tiny | small | full (default small)")
+    p.add_argument("--size", default="small", help="tiny | small | full | xl (default small; xl: 30M events)")
     p.add_argument("--name", help="dataset name (default: demo, or demo-<size>)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-build", action="store_true", help="only write events.csv")

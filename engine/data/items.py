@@ -19,6 +19,7 @@ from engine.data.sessions import Sessions
 
 UNKNOWN = 0
 INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1
+_LUT_MIN = 1 << 16   # encode() this many ids or more with a lookup table when the id range is compact
 
 
 def parse_item_ids(text: str) -> list[int]:
@@ -66,6 +67,16 @@ class ItemIndex:
         if self.n_items == 0:
             return np.zeros(len(raw), dtype=np.int32)
         order, sorted_raw = self._sorted()
+        lo, hi = int(sorted_raw[0]), int(sorted_raw[-1])
+        if len(raw) >= _LUT_MIN and hi - lo < 4 * len(raw):
+            # many ids over a compact range (a split of a large log): a dense lookup table is
+            # O(n), where a binary search per id costs log V random reads each
+            lut = np.zeros(hi - lo + 1, dtype=np.int32)
+            lut[self.raw_ids - lo] = np.arange(1, self.n_items + 1, dtype=np.int32)
+            inside = (raw >= lo) & (raw <= hi)
+            out = np.zeros(len(raw), dtype=np.int32)
+            out[inside] = lut[raw[inside] - lo]
+            return out
         pos = np.minimum(np.searchsorted(sorted_raw, raw), len(sorted_raw) - 1)
         found = sorted_raw[pos] == raw
         return np.where(found, order[pos] + 1, UNKNOWN).astype(np.int32)

@@ -15,7 +15,8 @@ import numpy as np
 import pyarrow as pa
 
 from engine.config import DataConfig
-from engine.data.sessions import NO_VISITOR, Sessions, row_ids, session_stats
+from engine.data.sessions import (NO_VISITOR, Sessions, count_distinct, csr_gather, row_ids,
+                                  session_stats)
 from engine.errors import StageError
 from engine.progress import ProgressFn, StageReporter
 
@@ -33,41 +34,48 @@ def sessionize(events: pa.Table, cfg: DataConfig, progress: ProgressFn | None = 
     key = events.column(key_name).to_numpy()
     items = events.column("item").to_numpy()
     ts = events.column("timestamp").to_numpy()
-    ev = events.column("event").to_numpy().astype(np.int8)
+    ev = events.column("event").to_numpy().astype(np.int8, copy=False)
     n_in = len(items)
-    stats: dict = {"input_events": int(n_in), f"input_{key_name}s": int(len(np.unique(key)))}
+    stats: dict = {"input_events": int(n_in), f"input_{key_name}s": count_distinct(key)}
 
-    # stable sort by (key, time): lexsort is stable, so equal timestamps keep file order
+    # stable sort by (key, time): lexsort is stable, so equal timestamps keep file order. Only the
+    # key and the time are gathered in sorted order; items and events are gathered once, at the
+    # end, for the events that are kept (at 30M events each gather of a column costs ~1 s and
+    # its size in memory)
     order = np.lexsort((ts, key))
-    key, items, ts, ev = key[order], items[order], ts[order], ev[order]
+    key_s, ts_s = key[order], ts[order]
     rep.step("sorted events")
 
-    n = len(key)
+    n = len(key_s)
     new_session = np.ones(n, dtype=bool)
     if n > 1:
-        same_key = key[1:] == key[:-1]
+        same_key = key_s[1:] == key_s[:-1]
         if has_ids:
             new_session[1:] = ~same_key
         else:
             gap_ms = cfg.session_gap_minutes * 60_000.0
-            new_session[1:] = ~(same_key & ((ts[1:] - ts[:-1]) <= gap_ms))
+            new_session[1:] = ~(same_key & ((ts_s[1:] - ts_s[:-1]) <= gap_ms))
+        del same_key
     sid = np.cumsum(new_session) - 1                     # session of each event
+    del new_session
     stats["sessions_before_filter"] = int(sid[-1] + 1) if n else 0
 
     if cfg.min_item_support > 1:
         # SR-GNN's order: support is counted over sessions of length >= 2 (of both files when a test
         # file is given), rare items are removed, then short sessions are dropped. Sessions stay as
         # cut before the removal.
+        items_s = items[order]
         counted = np.bincount(sid)[sid] >= 2
-        pool = items[counted]
+        pool = items_s[counted]
         if item_support_from is not None:
             pool = np.concatenate([pool, item_support_from.column("item").to_numpy()])
         uniq, counts = np.unique(pool, return_counts=True)
-        pos = np.minimum(np.searchsorted(uniq, items), len(uniq) - 1)
-        keep = (uniq[pos] == items) & (counts[pos] >= cfg.min_item_support)
+        pos = np.minimum(np.searchsorted(uniq, items_s), len(uniq) - 1)
+        keep = (uniq[pos] == items_s) & (counts[pos] >= cfg.min_item_support)
         stats["dropped_rare_item_events"] = int(n - keep.sum())
-        key, items, ts, ev, sid = key[keep], items[keep], ts[keep], ev[keep], sid[keep]
-        n = len(key)
+        order, key_s, ts_s, sid = order[keep], key_s[keep], ts_s[keep], sid[keep]
+        del items_s, counted, pool, pos, keep
+        n = len(key_s)
     rep.step("filtered rare items")
 
     first = np.ones(n, dtype=bool)
@@ -75,6 +83,7 @@ def sessionize(events: pa.Table, cfg: DataConfig, progress: ProgressFn | None = 
     starts_at = np.flatnonzero(first)
     offsets = np.append(starts_at, n).astype(np.int64)
     lengths = np.diff(offsets)
+    del first, starts_at
 
     keep_s = lengths >= cfg.min_session_length
     stats["dropped_short_sessions"] = int((~keep_s).sum())
@@ -88,22 +97,30 @@ def sessionize(events: pa.Table, cfg: DataConfig, progress: ProgressFn | None = 
     sid = row_ids(offsets)
     from_end = offsets[1:][sid] - np.arange(n)          # 1 for the last event of its session
     ev_keep = keep_s[sid] & (from_end <= cfg.max_session_length)
-    kept_sid = sid[ev_keep]
-    k_items, k_ts, k_ev = items[ev_keep], ts[ev_keep], ev[ev_keep]
-    new_lengths = np.bincount(kept_sid, minlength=len(lengths))[keep_s]
+    del from_end
+    new_lengths = np.bincount(sid[ev_keep], minlength=len(lengths))[keep_s]
+    del sid
     new_offsets = np.zeros(len(new_lengths) + 1, dtype=np.int64)
     np.cumsum(new_lengths, out=new_offsets[1:])
-    s_key = key[offsets[:-1][keep_s]]
+    s_key = key_s[offsets[:-1][keep_s]]
+    src = order[ev_keep]            # log row of each kept event, by (session, time)
+    k_ts = ts_s[ev_keep]
+    del order, key_s, ts_s, ev_keep
     start = k_ts[new_offsets[:-1]]
     end = k_ts[new_offsets[1:] - 1]
+    del k_ts
     if has_ids:
         session_id, visitor = s_key.astype(np.int64), np.full(len(s_key), NO_VISITOR, np.int64)
     else:
         session_id, visitor = np.flatnonzero(keep_s).astype(np.int64), s_key.astype(np.int64)
-    out = Sessions(session_id, visitor, start, end, new_offsets, k_items.astype(np.int64),
-                   k_ev, k_ts.astype(np.int64))
     # sessions ordered by start time (ties by id): the split stage and every reader rely on it
-    out = out.take(np.lexsort((out.session_id, out.start)))
+    s_order = np.lexsort((session_id, start))
+    out_offsets, pos = csr_gather(new_offsets, s_order)
+    src = src[pos]
+    del pos
+    out = Sessions(session_id[s_order], visitor[s_order], start[s_order], end[s_order], out_offsets,
+                   items[src].astype(np.int64, copy=False), ev[src],
+                   ts[src].astype(np.int64, copy=False))
     rep.step("done")
     stats.update(session_stats(out))
     return out, stats

@@ -35,6 +35,24 @@ def csr_gather(offsets: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.nda
     return new_offsets, positions
 
 
+def count_distinct(values: np.ndarray) -> int:
+    """Number of distinct values of an integer array, in O(n).
+
+    Ids of click logs span a range a few times their count at most (RetailRocket visitors,
+    YooChoose items), so a presence bitmap over [min, max] beats sorting or hashing (np.unique
+    took 5 s per call on 30M events); a sparser range (bitmap over 8 bytes per value) falls back
+    to np.unique."""
+    values = np.asarray(values)
+    if values.size == 0:
+        return 0
+    lo, hi = int(values.min()), int(values.max())
+    if hi - lo >= max(1 << 20, 8 * values.size):
+        return int(len(np.unique(values)))
+    seen = np.zeros(hi - lo + 1, dtype=bool)
+    seen[values - lo if lo else values] = True
+    return int(np.count_nonzero(seen))
+
+
 def row_ids(offsets: np.ndarray) -> np.ndarray:
     """For every element of a CSR layout, the index of its row (int64[E])."""
     n_rows = len(offsets) - 1
@@ -162,8 +180,8 @@ def session_stats(s: Sessions) -> dict:
     out: dict = {
         "sessions": int(len(s)),
         "events": int(s.n_events),
-        "items": int(len(np.unique(s.items))) if s.n_events else 0,
-        "visitors": int(len(np.unique(s.visitor[s.visitor != NO_VISITOR]))),
+        "items": count_distinct(s.items),
+        "visitors": count_distinct(s.visitor[s.visitor != NO_VISITOR]),
     }
     if len(s):
         out.update({

@@ -25,6 +25,7 @@ from engine.models.registry import ModelSpec, build_model, get_spec
 from engine.progress import ProgressFn
 from engine.locks import RunLock
 from engine.runs.events import RunFailed
+from engine.train.loss_choice import resolve_loss
 from engine.runs.store import new_run_id
 from engine.schema import ErrorKind, ModelKind, Protocol, RunStatus, Split
 from engine.alloc import reuse_freed_memory
@@ -75,6 +76,7 @@ class _Prepared:
     lock: RunLock
     checkpoint: dict | None = None      # last.pt of a resumed run
     created: bool = False               # the folder was made for this run
+    loss_choice: str | None = None      # how `--loss auto` was resolved (a new run)
 
 
 def _suggest_oom(cfg: TrainConfig) -> str:
@@ -108,6 +110,8 @@ def run_prepared(prep: "_Prepared", recorder: Callable[[RunDir], RunRecorder],
     """Run a prepared run to its end (its lock is released here); a failure is recorded as the
     run's `run_failed` and raised as `RunFailedError`. `recorder` and `loop` build the event writer
     and the epoch loop (data-parallel workers bring their own)."""
+    if prep.loss_choice:
+        log(prep.loss_choice)
     rec: RunRecorder | None = None
     try:
         try:
@@ -179,6 +183,9 @@ def _prepare_new(cfg: TrainConfig | None, ws: Workspace, run_id: str | None, epo
     # complete and check the hyperparameters (CPU preset off CUDA): refused before any folder exists
     cfg = replace(cfg, model_params=spec.resolve(cfg.model_params, dev.type).to_dict())
     data = _load_data(ws, cfg, spec)
+    choice = resolve_loss(cfg.loss, cfg.batch_size, data.n_items, str(dev))
+    if choice is not None:
+        cfg = replace(cfg, loss=choice.loss)
     if spec.kind == ModelKind.GNN and len(data.val) == 0 and cfg.early_stopping:
         # the epoch (early stopping) and the kept weights are chosen on validation, never on test
         raise InputError(f"dataset {data.name!r} has no validation sessions (val_ratio "
@@ -200,11 +207,12 @@ def _prepare_new(cfg: TrainConfig | None, ws: Workspace, run_id: str | None, epo
             "run_id": run.run_id, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "train": cfg.to_dict(),
             "kind": spec.kind.value, "dataset": {"name": data.name, "n_items": data.n_items,
                                                  "item_fingerprint": data.items.fingerprint()},
-            "versions": versions()})
+            "versions": versions(), "loss_choice": choice.to_dict() if choice else None})
     except BaseException:
         shutil.rmtree(run.root, ignore_errors=True)
         raise
-    return _Prepared(cfg, spec, data, dev, run, lock, created=True)
+    return _Prepared(cfg, spec, data, dev, run, lock, created=True,
+                     loss_choice=choice.message if choice else None)
 
 
 def _prepare_resume(ws: Workspace, run_id: str | None, epochs: int | None, device: str | None) -> _Prepared:

@@ -100,7 +100,7 @@ def compute_loss(model, batch, loss: str = "ce", negatives: int = 256,
     """
     targets = batch.targets
     extra = getattr(model, "repeat_logits", None)      # repeat-aware models add session-item logits
-    if loss == "ce":
+    if loss in ("ce", "auto"):   # "auto" is resolved when a run is prepared; unresolved it is ce
         reps = model(batch)
         logits = (reps @ model.item_table()[1:].T).float()                  # [B, V] (no padding)
         if hasattr(model, "add_repeat_logits"):

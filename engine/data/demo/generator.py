@@ -116,6 +116,13 @@ DEMO_SIZES: dict[str, DemoSize] = {
                      multi_visitor_share=0.10, extra_sessions_mean=1.6,
                      p_len1=0.7615, p_len2=0.1344, len_exponent=2.4, zipf_alpha=1.3,
                      zipf_offset=300.0, entry_beta=0.6),
+    # YooChoose-full shape (RSC15 clicks: ~33M clicks, ~9.2M sessions, ~53K items, mean length
+    # ~3.6, most sessions 1-2 clicks, 6 months): ~30M events, ~8.2M sessions of which ~45% have
+    # >= 3 events; few returning visitors (YooChoose has none)
+    "xl": DemoSize(n_items=56_000, n_clusters=400, n_visitors=7_650_000, days=183,
+                   multi_visitor_share=0.05, extra_sessions_mean=1.5,
+                   p_len1=0.30, p_len2=0.25, len_exponent=2.4, zipf_alpha=1.0,
+                   zipf_offset=50.0, entry_beta=0.8),
 }
 
 
