@@ -288,15 +288,15 @@ class Recommender:
         L = batch.items.shape[1]
         found = torch.as_tensor(self.search.search(reps.cpu().numpy(), max(CANDIDATES, k + L)),
                                 device=reps.device)
-        # the session's items are always candidates: their repeat logit can lift them into the top-k
-        cand = torch.cat([found, batch.items], 1)
-        s = candidate_scores(*parts, batch.items, self.table, cand)
-        # a candidate found twice counts once: keep its first column
-        dup = torch.sort(cand, dim=1, stable=True)
-        first = torch.ones_like(cand, dtype=torch.bool)
-        first[:, 1:] = dup.values[:, 1:] != dup.values[:, :-1]
-        unique = torch.zeros_like(first).scatter_(1, dup.indices, first)
-        s = s.masked_fill(~unique, float("-inf"))
+        # the session's items are always candidates: their repeat logit can lift them into the top-k;
+        # the index returns distinct items, so a duplicate is a session item it also found (or a
+        # repeated session item): its session-side copy is masked
+        items = batch.items
+        dup = (items[:, :, None] == found[:, None, :]).any(-1)                        # [B, L]
+        if L > 1:           # cell j + 1 against the cells before it
+            dup[:, 1:] |= torch.tril(items[:, 1:, None] == items[:, None, :-1]).any(-1)
+        cand = torch.cat([found, items.masked_fill(dup, 0)], 1)
+        s = candidate_scores(*parts, items, self.table, cand)
         if exclude:
             s = s.masked_fill((cand[:, :, None] == batch.items[:, None, :]).any(-1), float("-inf"))
         vals, pos = torch.topk(s, min(k, s.shape[1]))
