@@ -88,9 +88,9 @@ def run(ws: Workspace, run_id: str | None, n_queries: int = 1000, threads: int =
                               for i in range(0, len(prefixes), 256)])
         rows.append(measure_table(f"run {run_id}", rec.table.numpy().copy(), reps.numpy()))
     log(f"synthetic {RETAILROCKET_ITEMS:,} x 256 table ...")
-    synth = _clustered(RETAILROCKET_ITEMS + 1, 256)
+    both = _clustered(RETAILROCKET_ITEMS + 1 + n_queries, 256)     # queries from the same clusters
+    synth, queries = both[:RETAILROCKET_ITEMS + 1].copy(), both[RETAILROCKET_ITEMS + 1:]
     synth[0] = 0
-    queries = _clustered(n_queries, 256, seed=1)
     rows.append(measure_table(f"synthetic {RETAILROCKET_ITEMS:,}", synth, queries))
     result = {"benchmark": "search", "threads": threads, "machine": machine(),
               "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "rows": rows}
