@@ -165,13 +165,24 @@ def find_run(ws: Workspace, cfg: TrainConfig, fingerprint: str, protocols) -> st
             saved = json.loads(run.config.read_text())
         except (OSError, ValueError):
             continue
-        if not isinstance(saved, dict) or saved.get("train") != want:
+        if not isinstance(saved, dict) or not _same_train(saved, want):
             continue
         if (saved.get("dataset") or {}).get("item_fingerprint") != fingerprint:
             continue
         if all(run.test_ranks(p).exists() for p in protocols) and _final_event(run) is not None:
             return rid
     return None
+
+
+def _same_train(saved: dict, want: dict) -> bool:
+    """The saved run trained `want`: equal configs, where `--loss auto` matches a run whose loss
+    was chosen automatically (its config holds the resolved loss and a `loss_choice` record)."""
+    train = saved.get("train")
+    if not isinstance(train, dict):
+        return False
+    if want.get("loss") == "auto" and saved.get("loss_choice"):
+        train = {**train, "loss": "auto"}
+    return train == want
 
 
 def train_or_reuse(ws: Workspace, cfg: TrainConfig, fingerprint: str, protocols, stop) -> BenchRun:

@@ -104,12 +104,13 @@ def run_sessionize(ctx: StageContext) -> dict:
     test_p = ctx.ds.paths.test_events
     test_events = pq.read_table(test_p) if test_p.exists() else None
     sessions, stats = sessionize(events, ctx.cfg, ctx.progress, item_support_from=test_events)
-    del events  # its columns are no longer needed while the sessions are written
-    sessions.write(ctx.out.sessions)
-    if test_events is not None:
+    if test_events is not None:      # the test file's item support counts the train events too
         tsess, tstats = sessionize(test_events, ctx.cfg, ctx.progress, item_support_from=events)
+        del test_events
         tsess.write(ctx.out.test_sessions)
         stats["test_file"] = tstats
+    del events  # its columns are no longer needed while the sessions are written
+    sessions.write(ctx.out.sessions)
     return stats
 
 

@@ -186,7 +186,8 @@ def create_app(slot: ModelSlot, settings: ServeSettings | None = None, metrics: 
     async def reload(req: ReloadRequest | None = Body(None)):
         target = req.target if req else None
         if settings.broadcast is not None:          # every worker (this one too) reloads from the file
-            settings.broadcast.request(target)
+            # the target by name: a worker started later (uvicorn restarts lost ones) loads it too
+            settings.broadcast.request(target or slot.current.target)
             return {"accepted": True, "reload": slot.state}
         if not slot.reload(target):
             return JSONResponse({"error": "a reload is already running", "reload": slot.state}, status_code=409)

@@ -21,7 +21,7 @@ import tempfile
 import threading
 import time
 import urllib.request
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -191,7 +191,8 @@ def worker_app():
     spec = json.loads(os.environ[WORKER_ENV])
     opts = ServeOptions(**spec["options"])
     _set_threads(opts.threads)
-    slot = make_slot(Workspace.open(spec["workspace"]), opts)
     broadcast = ReloadBroadcast(Path(spec["broadcast"]))
+    _, latest = broadcast.read()              # a worker (re)started after a reload serves its target
+    slot = make_slot(Workspace.open(spec["workspace"]), replace(opts, target=latest or opts.target))
     broadcast.watch(slot)
     return create_app(slot, ServeSettings(api_key=opts.api_key, broadcast=broadcast))

@@ -183,7 +183,8 @@ def _prepare_new(cfg: TrainConfig | None, ws: Workspace, run_id: str | None, epo
     # complete and check the hyperparameters (CPU preset off CUDA): refused before any folder exists
     cfg = replace(cfg, model_params=spec.resolve(cfg.model_params, dev.type).to_dict())
     data = _load_data(ws, cfg, spec)
-    choice = resolve_loss(cfg.loss, cfg.batch_size, data.n_items, str(dev))
+    # baselines have no loss: their config keeps what was asked (a rerun then matches it)
+    choice = resolve_loss(cfg.loss, cfg.batch_size, data.n_items, str(dev)) if spec.trains else None
     if choice is not None:
         cfg = replace(cfg, loss=choice.loss)
     if spec.kind == ModelKind.GNN and len(data.val) == 0 and cfg.early_stopping:
