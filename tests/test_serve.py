@@ -22,7 +22,6 @@ from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 
 from engine.errors import InputError
-from engine.recommend import Recommender
 from engine.serve.app import ServeSettings, create_app
 from engine.serve.schemas import MAX_BATCH_SESSIONS, MAX_BODY_BYTES
 from engine.serve.security import check_bind
