@@ -377,9 +377,10 @@ class _Loop:
         n_before = self.loss_n
         for bi in range(self.batch, spe):
             idx = perm[bi * cfg.batch_size:(bi + 1) * cfg.batch_size]
-            loss = tr.step(idx)
+            loss = self._batch_step(idx)
             if self.budget is not None:
                 self.budget.poll()
+            loss, due, stopping = self._agree(loss, rec.step_due(bi == spe - 1))
             self.step += 1
             self.batch = bi + 1
             epoch_sum += loss
@@ -387,7 +388,7 @@ class _Loop:
             window_n += 1
             window_ex += len(idx)
             self.loss_n += 1
-            if rec.step_due(bi == spe - 1):
+            if due:
                 now = time.perf_counter()
                 eps = window_ex / max(1e-9, now - window_t)
                 left = (spe - bi - 1) * cfg.batch_size + (cfg.epochs - self.epoch - 1) * len(tr.examples)
@@ -396,13 +397,22 @@ class _Loop:
                          examples_per_s=round(eps, 1), eta_s=round(left / max(eps, 1e-9), 1),
                          gpu_mem_mb=gpu_memory_mb(self.device))
                 window_sum, window_n, window_t, window_ex = torch.zeros((), device=self.device), 0, now, 0
-            if self.stop.requested:
+            if stopping:
                 self.loss_sum += float(epoch_sum)
                 return "stopped"
         if self.loss_n > n_before:
             self.loss_sum += float(epoch_sum)
         self.epoch_seconds = time.perf_counter() - t0
         return "trained"
+
+    # the two places a data-parallel worker differs (engine.train.parallel.DistLoop)
+    def _batch_step(self, idx: torch.Tensor) -> torch.Tensor:
+        """One optimiser step on the examples `idx` of the batch; the loss (not synced to the host)."""
+        return self.tr.step(idx)
+
+    def _agree(self, loss: torch.Tensor, due: bool) -> tuple[Any, bool, bool]:
+        """(the batch's loss, log this step?, stop now?): one process decides alone."""
+        return loss, due, self.stop.requested
 
     def _evaluate(self, split: str, protocol: str, ranks_path: Any = None) -> dict:
         return evaluate_split(self.tr.model, self.data, split, protocol, self.cfg, self.device, self.progress,

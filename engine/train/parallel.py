@@ -26,7 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from engine.config import TrainConfig
 from engine.data.artifacts import DatasetArtifacts
-from engine.device import gpu_memory_mb, resolve_device
+from engine.device import resolve_device
 from engine.errors import InputError, SessrecError
 from engine.models.registry import get_spec
 from engine.progress import ProgressFn
@@ -37,7 +37,6 @@ from engine.train.distributed import DistContext, WorkerLost, peer_failure, to_c
 from engine.train.launch import check_world
 from engine.train.losses import compute_loss
 from engine.train.loop import StopFlag, _Loop, _Prepared, _load_data, _prepare_new, _prepare_resume, run_prepared
-from engine.train.optim import epoch_permutation
 from engine.train.recorder import RunRecorder
 from engine.workspace import RunDir, Workspace
 
@@ -221,50 +220,18 @@ class DistLoop(_Loop):
         tr.scheduler.step()
         return loss.detach()
 
-    def _train_epoch(self) -> str:
-        cfg, tr, rec, ctx = self.cfg, self.tr, self.rec, self.ctx
-        stop: AgreedStop = self.stop  # type: ignore[assignment]
-        spe = tr.steps_per_epoch
-        tr.model.train()
-        perm = epoch_permutation(len(tr.examples), cfg.seed, self.epoch, self.device)
-        t0 = time.perf_counter()
-        epoch_sum, window_sum, window_n, window_t, window_ex = 0.0, 0.0, 0, time.perf_counter(), 0
-        n_before = self.loss_n
-        for bi in range(self.batch, spe):
-            idx = perm[bi * cfg.batch_size:(bi + 1) * cfg.batch_size]      # the global batch
-            lo, hi = ctx.split(len(idx))
-            share = (hi - lo) / len(idx)
-            # a worker left without examples (the epoch's last batch smaller than the workers) still
-            # takes part in the gradient all-reduce, with one example at weight 0
-            local = idx[lo:hi] if hi > lo else idx[:1]
-            loss = self._step(local, share * ctx.world)
-            if self.budget is not None:
-                self.budget.poll()
-            # the global batch's mean loss, whether rank 0 logs this step, and any stop: one all-reduce
-            loss_g, due, stopping = stop.sync(float(loss) * share, rec.step_due(bi == spe - 1))
-            self.step += 1
-            self.batch = bi + 1
-            epoch_sum += loss_g
-            window_sum += loss_g
-            window_n += 1
-            window_ex += len(idx)
-            self.loss_n += 1
-            if due:
-                now = time.perf_counter()
-                eps = window_ex / max(1e-9, now - window_t)
-                left = (spe - bi - 1) * cfg.batch_size + (cfg.epochs - self.epoch - 1) * len(tr.examples)
-                rec.step(self.step, epoch=self.epoch + 1, epoch_step=bi + 1, steps_per_epoch=spe,
-                         loss=round(window_sum / window_n, 5), lr=tr.scheduler.get_last_lr()[0],
-                         examples_per_s=round(eps, 1), eta_s=round(left / max(eps, 1e-9), 1),
-                         gpu_mem_mb=gpu_memory_mb(self.device))
-                window_sum, window_n, window_t, window_ex = 0.0, 0, now, 0
-            if stopping:
-                self.loss_sum += epoch_sum
-                return "stopped"
-        if self.loss_n > n_before:
-            self.loss_sum += epoch_sum
-        self.epoch_seconds = time.perf_counter() - t0
-        return "trained"
+    def _batch_step(self, idx: torch.Tensor) -> float:
+        """This worker's slice of the global batch `idx`; its share of the global mean loss."""
+        lo, hi = self.ctx.split(len(idx))
+        share = (hi - lo) / len(idx)
+        # a worker left without examples (the epoch's last batch smaller than the workers) still
+        # takes part in the gradient all-reduce, with one example at weight 0
+        local = idx[lo:hi] if hi > lo else idx[:1]
+        return float(self._step(local, share * self.ctx.world)) * share
+
+    def _agree(self, loss: float, due: bool) -> tuple[float, bool, bool]:
+        # the global batch's mean loss, whether rank 0 logs this step, and any stop: one all-reduce
+        return self.stop.sync(loss, due)  # type: ignore[attr-defined]
 
 
 # ---- a worker's run -------------------------------------------------------------------------------
