@@ -209,12 +209,21 @@ def test_fuzzed_requests_never_get_a_server_error(case):
 def start_server(ws, *args: str, env: dict | None = None) -> tuple[subprocess.Popen, dict]:
     cmd = [sys.executable, "-m", "engine", "--workspace", str(ws.root), "--events", "jsonl", "serve",
            *args, "--port", "0"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    # its own process group: a failed test kills the server and any worker processes it started
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
                             env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", **(env or {})})
     line = proc.stdout.readline()
     if not line:
         raise AssertionError(f"server did not start: {proc.stderr.read()}")
     return proc, json.loads(line)
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(30)
 
 
 def test_hot_reload_under_concurrent_requests_drops_nothing(ws):
@@ -262,8 +271,7 @@ def test_hot_reload_under_concurrent_requests_drops_nothing(ws):
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        kill_group(proc)
 
 
 def test_a_bad_target_or_an_open_address_without_key_fail_before_listening(ws, capsys):
@@ -325,5 +333,4 @@ def test_several_workers_share_metrics_and_reload_together(ws):
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        kill_group(proc)
