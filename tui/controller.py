@@ -299,15 +299,18 @@ class Controller:
         return jobs[-1] if jobs else None
 
     def newer_run(self, run_id: str | None) -> RunState | None:
-        """The newest finished run of the same model and dataset created after `run_id` (a
-        candidate to reload a server with), or None."""
+        """A better run to reload a server with: a finished run of the same model and dataset,
+        created after `run_id`, whose best validation Recall@10 is higher (any newer one when the
+        served run has no validation value, e.g. a baseline); the best of them, or None."""
         cur = self.runs.peek(run_id) if run_id else None
         if cur is None:
             return None
         newer = [s for s in self.runs.states() if s.status.succeeded and s.run_id != cur.run_id
                  and s.model == cur.model and s.dataset == cur.dataset and s.created > cur.created
                  and self.can_recommend(s.run_id)]
-        return max(newer, key=lambda s: s.created, default=None)
+        if cur.best_value is not None:
+            newer = [s for s in newer if s.best_value is not None and s.best_value > cur.best_value]
+        return max(newer, key=lambda s: (s.best_value or 0.0, s.created), default=None)
 
     def cancel(self, job: Job) -> str:
         """Cancel a job (a queued one leaves the queue; a running one gets SIGTERM, then SIGKILL);

@@ -46,10 +46,11 @@ def no_timer_polls(monkeypatch) -> None:
     monkeypatch.setattr(S, "POLL_S", 3600.0)
 
 
-def _newer_run(ws: Path) -> None:
-    """run-d: a graph_transformer run on demo-tiny that finished after run-a."""
-    _fake_run(ws, "run-d", "graph_transformer", 2)
-    cfg_p = ws / "runs" / "run-d" / "config.json"
+def _newer_run(ws: Path, run_id: str = "run-d", epochs: int = 6) -> None:
+    """A graph_transformer run on demo-tiny that finished after run-a. The fake child's val
+    Recall@10 peaks with the epochs: 6 epochs give 0.256 > run-a's 0.236 (4 epochs), 2 give 0.184."""
+    _fake_run(ws, run_id, "graph_transformer", epochs)
+    cfg_p = ws / "runs" / run_id / "config.json"
     cfg = json.loads(cfg_p.read_text())
     cfg["created"] = "2025-01-01T13:00:00"
     cfg_p.write_text(json.dumps(cfg))
@@ -108,7 +109,12 @@ async def test_serve_start_live_numbers_reload_and_stop(full_ws: Path, fake_serv
         assert KEY not in curl
         assert f"'X-API-Key: {KEY}'" in S.copy_line(S.curl_line("http://h:1", items, KEY), KEY)
 
-        # a newer run of the same model and dataset finishes: the screen says so, Reload offers it
+        # a newer but worse run is no reason to reload; a newer better one is: the screen says so
+        _newer_run(full_ws, "run-w", epochs=2)
+        app.controller.list_runs()
+        worse = app.controller.runs.peek("run-w")
+        assert worse is not None and worse.status.succeeded and worse.best_value < app.controller.runs.peek("run-a").best_value
+        assert app.controller.newer_run("run-a") is None
         _newer_run(full_ws)
         app.controller.list_runs()
         scr.poll()

@@ -1,7 +1,7 @@
 """Serve: run `sessrec serve` on a finished run or a baseline as a background job and watch it: its
 address, a ready-to-paste `curl` line, live requests/s, p50/p99 latency and 4xx/5xx errors from its
 Prometheus /metrics (polled every second in a thread worker), the model and reload state from
-/health, and a reload with another run (POST /admin/reload) when a newer one has finished.
+/health, and a reload with another run (POST /admin/reload) when a better one (same model and dataset, higher validation Recall@10) has finished.
 
 The API key is typed in a password field and reaches the server in its environment
 (SESSREC_API_KEY), never on its command line (argv is visible in `ps` and kept in the job record).
@@ -382,7 +382,7 @@ class ServeScreen(BaseScreen):
         return run or None
 
     def _check_newer(self) -> None:
-        """Say once per run when a newer finished run of the served model and dataset exists."""
+        """Say once per run when a better finished run of the served model and dataset exists."""
         better = self.query_one("#serve-better", Static)
         newer = self.controller.newer_run(self.served_run())
         better.set_class(newer is not None, "-visible")
