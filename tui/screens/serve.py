@@ -1,7 +1,8 @@
 """Serve: run `sessrec serve` on a finished run or a baseline as a background job and watch it: its
 address, a ready-to-paste `curl` line, live requests/s, p50/p99 latency and 4xx/5xx errors from its
 Prometheus /metrics (polled every second in a thread worker), the model and reload state from
-/health, and a reload with another run (POST /admin/reload) when a better one (same model and dataset, higher validation Recall@10) has finished.
+/health, and a reload with another run (POST /admin/reload) when a better one (same model and
+dataset, higher validation Recall@10) has finished.
 
 The API key is typed in a password field and reaches the server in its environment
 (SESSREC_API_KEY), never on its command line (argv is visible in `ps` and kept in the job record).
