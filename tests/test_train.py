@@ -272,3 +272,33 @@ def test_only_gnn_training_keeps_freed_memory(ws, monkeypatch):
     assert calls == []
     fit(cfg(epochs=1), ws)
     assert calls == [1]
+
+
+def test_sigterm_interrupts_a_baseline_that_never_checks_the_stop_flag(ws, monkeypatch):
+    """A baseline's fit (a hybrid choosing its weight, kNN evaluation) has no stop checks: SIGTERM
+    ends it at once as interrupted instead of running on until the app kills it."""
+    import engine.train.loop as loop
+    from engine.train.loop import StopFlag
+    real = loop.build_model
+
+    def slow_build(*a, **k):
+        os.kill(os.getpid(), signal.SIGTERM)          # what the app's Stop sends
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            time.sleep(0.01)
+        return real(*a, **k)
+    monkeypatch.setattr(loop, "build_model", slow_build)
+    stop = StopFlag()
+    before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    stop.install()                                     # as `sessrec train` does
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(KeyboardInterrupt):
+            fit(small_cfg(model="sknn", model_params={}), ws, run_id="knn-stopped", stop=stop)
+        assert time.monotonic() - t0 < 15
+        assert signal.getsignal(signal.SIGTERM) is not signal.default_int_handler   # the flag's again
+    finally:
+        for s, h in before.items():
+            signal.signal(s, h)
+    # stopped before it started: no run folder is left behind (as for any run stopped that early)
+    assert not ws.run("knn-stopped").exists

@@ -7,6 +7,7 @@ Baselines go through the same path: fitted (no epochs), checkpointed, evaluated 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import signal
@@ -261,8 +262,34 @@ def _payload_base(prep: _Prepared) -> dict[str, Any]:
             "pe_shape": list(d.pe.shape) if d.pe is not None else None}
 
 
+@contextlib.contextmanager
+def _signals_interrupt() -> Any:
+    """SIGTERM / SIGINT raise KeyboardInterrupt inside the block, then the previous handlers (the
+    StopFlag's) return: for work that never looks at the stop flag (a baseline's fit and
+    evaluation, a hybrid's weight choice), which otherwise ran on until killed."""
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+    previous = {}
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            previous[sig] = signal.signal(sig, handler)
+        except ValueError:       # not the main thread: nothing to change
+            pass
+    try:
+        yield
+    finally:
+        for sig, h in previous.items():
+            signal.signal(sig, h)
+
+
 def _fit_baseline(prep: _Prepared, rec: RunRecorder, log: Callable[[str], None],
                   progress: ProgressFn | None, evaluate_test: bool = True) -> Any:
+    with _signals_interrupt():       # a stop ends a baseline's run as interrupted (nothing to resume)
+        return _fit_baseline_body(prep, rec, log, progress, evaluate_test)
+
+
+def _fit_baseline_body(prep: _Prepared, rec: RunRecorder, log: Callable[[str], None],
+                       progress: ProgressFn | None, evaluate_test: bool) -> Any:
     cfg, data, device = prep.cfg, prep.data, prep.device
     seed_everything(cfg.seed)
     model = build_model(cfg.model, cfg.model_params, data).to(device)
