@@ -22,7 +22,6 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
-from engine.config import TrainConfig, from_dict
 from engine.data.artifacts import load_dataset
 from engine.data.items import ItemIndex
 from engine.data.sessions import Sessions
@@ -31,9 +30,9 @@ from engine.errors import InputError
 from engine.item_search import IVFSearch
 from engine.models.gnn import SessionGNN, candidate_scores, session_scores
 from engine.models.registry import build_model, get_spec
-from engine.schema import GraphMode, ModelKind, StageName
+from engine.schema import ModelKind
 from engine.train.batches import Batch, BatchBuilder, SessionStore
-from engine.train.checkpoint import load_checkpoint, rebuild_model
+from engine.train.checkpoint import load_run
 from engine.workspace import RunDir, Workspace
 
 
@@ -86,28 +85,9 @@ class Recommender:
         Runtime from the run's export (made, with its parity check, when missing or stale)."""
         if runtime not in RUNTIMES:
             raise InputError(f"runtime {runtime!r}; expected one of {', '.join(RUNTIMES)}")
-        if not run.exists:
-            raise InputError(f"{run.root}: not a run folder (no {run.config.name})")
-        path = run.checkpoint(checkpoint)
-        if not path.exists() and checkpoint == "best" and run.last.exists():
-            path = run.last
-        ckpt = load_checkpoint(path)
-        cfg = from_dict(TrainConfig, ckpt["config"])
-        spec = get_spec(cfg.model)
-        dev = torch.device(device)
-        # the dataset by name in this run's workspace (never a stored absolute path: a copied
-        # workspace reads its own files)
-        mcfg = spec.config.from_dict(cfg.model_params)
-        # a GNN carries its PE in its weights: it needs the item index (and the graph for cooc)
-        stages = spec.stages(mcfg) if not spec.trains else (
-            (StageName.ITEMS, StageName.GRAPH) if getattr(mcfg, "graph_mode", None) == GraphMode.COOC
-            else (StageName.ITEMS,))
-        data = load_dataset(run.workspace, cfg.dataset, stages=stages)
-        if data.items.fingerprint() != ckpt["item_fingerprint"]:
-            raise InputError(f"run {run.run_id}: dataset {cfg.dataset!r} was rebuilt with another item "
-                             f"index; retrain the model")
-        model = rebuild_model(ckpt, data).to(dev)
-        meta = {"run_id": run.run_id, "model": cfg.model, "dataset": cfg.dataset, "epoch": ckpt.get("epoch"),
+        lr = load_run(run, checkpoint, device)
+        model, data, cfg, path, dev = lr.model, lr.data, lr.cfg, lr.checkpoint, torch.device(device)
+        meta = {"run_id": run.run_id, "model": cfg.model, "dataset": cfg.dataset, "epoch": lr.epoch,
                 "checkpoint": path.name, "runtime": runtime}
         encoder = None
         if runtime == "onnx":
@@ -120,7 +100,7 @@ class Recommender:
         rec = cls(model, data.items, cls._builder(model, data, dev), f"{cfg.model} (run {run.run_id})", dev,
                   meta, encoder=encoder, held_out=data.test)
         rec.use_search(search, cache=run.root / "search" / "ivf.faiss",
-                       signature=f"{path.name}:{path.stat().st_size}:{path.stat().st_mtime_ns}")
+                       signature=f"{path.name}:{lr.checkpoint_stat.st_size}:{lr.checkpoint_stat.st_mtime_ns}")
         return rec
 
     @classmethod

@@ -176,6 +176,12 @@ class RunDir:
             raise InputError(f"checkpoint {which!r}: expected best or last")
         return self.best if which == "best" else self.last
 
+    def served_checkpoint(self, which: str = "best") -> Path:
+        """`checkpoint(which)`; for best, the last when no best exists yet (what recommending,
+        serving and export load)."""
+        path = self.checkpoint(which)
+        return self.last if which == "best" and not path.exists() and self.last.exists() else path
+
     @property
     def exists(self) -> bool:
         return self.config.exists()

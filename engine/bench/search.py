@@ -17,10 +17,9 @@ import numpy as np
 import torch
 
 from engine.bench.measure import machine, save_result
+from engine.bench.recommend import RETAILROCKET_ITEMS
 from engine.item_search import IVFSearch
 from engine.workspace import Workspace
-
-RETAILROCKET_ITEMS = 235_061
 
 
 def _ms_per_call(fn, n: int = 30) -> float:

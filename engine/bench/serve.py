@@ -25,6 +25,7 @@ import numpy as np
 from engine.bench.measure import machine, save_result
 from engine.data.artifacts import load_dataset
 from engine.errors import InputError
+from engine.serve.scrape import fetch_health
 from engine.workspace import Workspace
 
 SESSION_ITEMS = 10
@@ -68,11 +69,6 @@ def _start(ws: Workspace, run_id: str, runtime: str, search: str) -> tuple[subpr
     return proc, ev
 
 
-def _health(url: str) -> dict:
-    import urllib.request
-    return json.loads(urllib.request.urlopen(f"{url}/health", timeout=10).read())
-
-
 def run(ws: Workspace, dataset: str = "demo-full", run_id: str | None = None,
         runtimes: tuple[str, ...] = ("torch", "onnx"), levels: tuple[int, ...] = (1, 16, 64),
         duration: float = 10.0, search: str = "auto", log=print, out=None) -> dict[str, Any]:
@@ -91,7 +87,9 @@ def run(ws: Workspace, dataset: str = "demo-full", run_id: str | None = None,
             proc, ev = _start(ws, run_id, runtime, search)
             try:
                 startup = time.perf_counter() - t0
-                h = _health(ev["url"])
+                h = fetch_health(ev["url"], timeout=10)
+                if h is None:
+                    raise InputError(f"{ev['url']}/health did not answer")
                 for c in levels:
                     log(f"  concurrency {c}: {duration:g} s ...")
                     res = subprocess.run([sys.executable, "-m", "engine.bench.loadgen", ev["url"], str(bodies),

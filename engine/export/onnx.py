@@ -17,6 +17,7 @@ is scored by ONNX Runtime and by PyTorch; the export is refused (ExportError, no
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import time
@@ -31,14 +32,14 @@ from torch import nn
 
 from engine import __version__
 from engine.atomic import write_bytes
-from engine.config import TrainConfig, from_dict
 from engine.data.examples import make_examples
 from engine.errors import InputError
 from engine.export.contract import (CONTRACT_VERSION, INPUT_NAMES, OUTPUT_NAMES, TABLE_INITIALIZER,
                                     ExportError, feeds)
 from engine.progress import ProgressFn, StageReporter
-from engine.schema import GraphMode, ModelKind, StageName
+from engine.schema import ModelKind
 from engine.train.batches import Batch, BatchBuilder, SessionStore
+from engine.train.checkpoint import LoadedRun, load_run as load_trained
 from engine.workspace import RunDir
 
 TOP_K = 10
@@ -74,48 +75,16 @@ class ExportReport:
         return d
 
 
-@dataclass
-class LoadedRun:
-    """A SessionGNN run's model (eval mode) with what the export needs to check and describe it."""
-    model: Any
-    data: Any
-    cfg: TrainConfig
-    checkpoint: Path
-    checkpoint_stat: os.stat_result
-    epoch: int | None
-
-
 def load_run(run: RunDir) -> LoadedRun:
     """The run's model from its best checkpoint, else its last, with its dataset (the test split and
     item index). InputError for a baseline / hybrid run or a dataset rebuilt since training."""
-    from engine.data.artifacts import load_dataset
     from engine.models.registry import get_spec
-    from engine.train.checkpoint import load_checkpoint, rebuild_model
-    if not run.exists:
-        raise InputError(f"{run.root}: not a run folder (no {run.config.name})")
-    path = run_checkpoint(run)
-    st = path.stat()                    # before reading: a checkpoint replaced meanwhile looks stale later
-    ckpt = load_checkpoint(path)
-    cfg = from_dict(TrainConfig, ckpt["config"])
-    spec = get_spec(cfg.model)
-    if spec.kind != ModelKind.GNN:
-        raise InputError(f"run {run.run_id}: {cfg.model} is a {spec.kind}; ONNX export is for the session "
-                         f"GNNs (graphsage, gat, graph_transformer, graph_transformer_ffn)")
-    mcfg = spec.config.from_dict(cfg.model_params)
-    # the PE is in the weights; the cooc graph mode needs the graph to build session graphs
-    stages = ((StageName.ITEMS, StageName.GRAPH) if getattr(mcfg, "graph_mode", None) == GraphMode.COOC
-              else (StageName.ITEMS,))
-    data = load_dataset(run.workspace, cfg.dataset, stages=stages)
-    if data.items.fingerprint() != ckpt["item_fingerprint"]:
-        raise InputError(f"run {run.run_id}: dataset {cfg.dataset!r} was rebuilt with another item index; "
-                         f"retrain the model")
-    model = rebuild_model(ckpt, data).eval()
-    return LoadedRun(model, data, cfg, path, st, ckpt.get("epoch"))
-
-
-def run_checkpoint(run: RunDir) -> Path:
-    """best.pt, else last.pt (what `Recommender.load` serves)."""
-    return run.best if run.best.exists() or not run.last.exists() else run.last
+    if run.exists:                       # a GNN before anything is loaded (load_run names a missing run)
+        spec = get_spec(json.loads(run.config.read_text())["train"]["model"])
+        if spec.kind != ModelKind.GNN:
+            raise InputError(f"run {run.run_id}: {spec.name} is a {spec.kind}; ONNX export is for the session "
+                             f"GNNs (graphsage, gat, graph_transformer, graph_transformer_ffn)")
+    return load_trained(run)
 
 
 class ExportGraph(nn.Module):

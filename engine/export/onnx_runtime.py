@@ -113,10 +113,10 @@ class OnnxEncoder:
 def ensure_run_onnx(run: RunDir, *, parity_limit: int = 2000) -> Path:
     """`<run>/export/model.onnx`, exported (with its parity check) when it is missing, unreadable or
     was made from another checkpoint than the one the run serves now (name, mtime, size differ)."""
-    from engine.export.onnx import export_onnx, run_checkpoint
+    from engine.export.onnx import export_onnx
     path = run.onnx
     if path.exists():
-        ckpt = run_checkpoint(run)
+        ckpt = run.served_checkpoint()
         try:
             meta = read_metadata(path)
             st = ckpt.stat()

@@ -16,11 +16,12 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 
+from engine.serve.security import KEY_HEADER
+
 REQUESTS = "sessrec_requests"                       # the parser drops a counter's `_total`
 DURATION = "sessrec_request_duration_seconds"
 MODEL_INFO = "sessrec_model_info"
 RELOADS = "sessrec_reloads"
-API_KEY_HEADER = "X-API-Key"
 TIMEOUT_S = 1.0
 
 
@@ -175,7 +176,7 @@ def _request(url: str, *, data: dict | None = None, api_key: str | None = None,
         body = json.dumps(data).encode()
         headers["Content-Type"] = "application/json"
     if api_key:
-        headers[API_KEY_HEADER] = api_key
+        headers[KEY_HEADER] = api_key
     req = urllib.request.Request(url, data=body, headers=headers, method="POST" if data is not None else "GET")
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:

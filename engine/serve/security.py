@@ -9,7 +9,7 @@ import ipaddress
 from engine.errors import InputError
 
 KEY_ENV = "SESSREC_API_KEY"
-KEY_HEADER = "x-api-key"
+KEY_HEADER = "X-API-Key"           # HTTP header names are case-insensitive
 
 
 def is_loopback(host: str) -> bool:
@@ -35,7 +35,7 @@ def key_matches(headers: dict[bytes, bytes] | list, expected: str) -> bool:
     got = b""
     for name, value in headers:
         n = name.lower()
-        if n == KEY_HEADER.encode():
+        if n == KEY_HEADER.lower().encode():
             got = value
         elif n == b"authorization" and value[:7].lower() == b"bearer ":
             got = value[7:]

@@ -20,13 +20,13 @@ import socket
 import tempfile
 import threading
 import time
-import urllib.request
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
 
 from engine.errors import InputError
 from engine.recommend import Recommender
+from engine.serve.scrape import fetch_health
 from engine.serve.security import check_bind
 from engine.serve.slot import ModelSlot, ReloadBroadcast
 from engine.workspace import Workspace
@@ -87,10 +87,9 @@ def serve(ws: Workspace, opts: ServeOptions, on_ready: Callable[[dict], None]) -
     if opts.threads < 1:
         raise InputError("--threads must be >= 1")
     _set_threads(opts.threads)
-    slot = make_slot(ws, opts)            # a bad target or run fails here, before the port opens
-    if opts.workers == 1:
-        return _serve_one(slot, opts, on_ready)
-    return _serve_many(ws, slot, opts, on_ready)
+    if opts.workers == 1:                 # a bad target or run fails in make_slot, before the port opens
+        return _serve_one(make_slot(ws, opts), opts, on_ready)
+    return _serve_many(ws, opts, on_ready)
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -151,8 +150,9 @@ def _ignore(signum, frame) -> None:
     pass
 
 
-def _serve_many(ws: Workspace, slot: ModelSlot, opts: ServeOptions, on_ready: Callable[[dict], None]) -> int:
+def _serve_many(ws: Workspace, opts: ServeOptions, on_ready: Callable[[dict], None]) -> int:
     import uvicorn
+    slot = make_slot(ws, opts)            # a bad target or run fails here, before the port opens
     sock = _bind(opts.host, opts.port)
     port = sock.getsockname()[1]
     shared = Path(tempfile.mkdtemp(prefix="sessrec-serve-"))
@@ -160,18 +160,18 @@ def _serve_many(ws: Workspace, slot: ModelSlot, opts: ServeOptions, on_ready: Ca
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(shared / "metrics")
     os.environ[WORKER_ENV] = json.dumps({"workspace": str(ws.root), "options": asdict(opts),
                                          "broadcast": str(shared / "reload.json")})
-    slot.close()                           # the workers load their own; this one only checked the target
+    ready = ready_event(slot, opts, port)
+    slot.close()                  # the workers load their own; this one only checked the target
+    del slot                      # and holds no model (or item table) while they run
+    local = "127.0.0.1" if opts.host in ("0.0.0.0", "") else "::1" if opts.host == "::" else opts.host
 
     def announce() -> None:
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
-            try:
-                urllib.request.urlopen(f"http://{'127.0.0.1' if opts.host in ('0.0.0.0', '') else opts.host}:{port}"
-                                       "/health", timeout=2).read()
-                on_ready(ready_event(slot, opts, port))
+            if fetch_health(f"http://{'[' + local + ']' if ':' in local else local}:{port}", timeout=2):
+                on_ready(ready)
                 return
-            except OSError:
-                time.sleep(0.2)
+            time.sleep(0.2)
     threading.Thread(target=announce, daemon=True).start()
     config = uvicorn.Config("engine.serve.server:worker_app", factory=True, workers=opts.workers,
                             log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=30)

@@ -9,8 +9,10 @@ numpy, python), early-stopping state and library versions. Written atomically.
 
 from __future__ import annotations
 
+import os
 import platform
 import random
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -100,3 +102,43 @@ def rebuild_model(ckpt: dict, data: Any | None = None):
     model = build_model(cfg.model, cfg.model_params, stub)
     model.load_state_dict(ckpt["model"])
     return model
+
+
+@dataclass
+class LoadedRun:
+    """A run's model rebuilt from a checkpoint, with the dataset artifacts it needs."""
+
+    model: Any
+    data: Any
+    cfg: TrainConfig
+    spec: Any                        # its ModelSpec
+    checkpoint: Path
+    checkpoint_stat: os.stat_result  # taken before reading: a checkpoint replaced meanwhile looks stale later
+    epoch: int | None
+
+
+def load_run(run: Any, checkpoint: str = "best", device: str | torch.device = "cpu") -> LoadedRun:
+    """`run`'s model (a RunDir) from its best checkpoint, else its last, with the dataset it was
+    trained on, by name in the run's own workspace (a copied workspace reads its own files).
+    A GNN carries its PE in its weights: it needs only the item index (and the graph in cooc mode);
+    a baseline or hybrid is fitted again from the stages it needs."""
+    from engine.data.artifacts import load_dataset
+    from engine.models.registry import get_spec
+    from engine.schema import GraphMode, StageName
+    if not run.exists:
+        raise InputError(f"{run.root}: not a run folder (no {run.config.name})")
+    path = run.served_checkpoint(checkpoint)
+    st = path.stat() if path.exists() else None
+    ckpt = load_checkpoint(path)
+    cfg = from_dict(TrainConfig, ckpt["config"])
+    spec = get_spec(cfg.model)
+    mcfg = spec.config.from_dict(cfg.model_params)
+    stages = spec.stages(mcfg) if not spec.trains else (
+        (StageName.ITEMS, StageName.GRAPH) if getattr(mcfg, "graph_mode", None) == GraphMode.COOC
+        else (StageName.ITEMS,))
+    data = load_dataset(run.workspace, cfg.dataset, stages=stages)
+    if data.items.fingerprint() != ckpt["item_fingerprint"]:
+        raise InputError(f"run {run.run_id}: dataset {cfg.dataset!r} was rebuilt with another item index; "
+                         f"retrain the model")
+    model = rebuild_model(ckpt, data).to(torch.device(device)).eval()
+    return LoadedRun(model, data, cfg, spec, path, st, ckpt.get("epoch"))
