@@ -17,7 +17,7 @@ from textual.message_pump import MessagePump
 
 from engine.models.registry import SPECS, ModelSpec, get_spec
 from engine.runs import RunState, RunStore, lock_holder, new_run_id
-from engine.runs.events import EventWriter, RunFailed
+from engine.runs.events import RunFailed, append_event
 from engine.schema import ErrorKind, JobKind, JobPolicy, JobStatus, RunStatus
 from engine.workspace import Workspace
 from tui import jobs as J
@@ -409,11 +409,7 @@ class Controller:
         if lock_holder(run.lock) is not None or st.status.finished and st.status != RunStatus.INTERRUPTED:
             return
         try:
-            writer = EventWriter(run.events, run_id)
-            try:
-                writer.write(RunFailed(error=error, error_kind=ErrorKind.ERROR.value))
-            finally:
-                writer.close()
+            append_event(run.events, run_id, RunFailed(error=error, error_kind=ErrorKind.ERROR.value))
         except Exception as e:                            # a full disk must not take the app down
             st.fail(f"{error} (not recorded: {e})")
         self.runs.get(run_id)

@@ -205,6 +205,16 @@ class EventWriter:
             pass
 
 
+def append_event(path: Path, run_id: str, event: RunEvent) -> RunEvent:
+    """One event appended to a run's events file by a process that does not own the run (its final
+    `run_failed` when the process that did is gone)."""
+    writer = EventWriter(path, run_id)
+    try:
+        return writer.write(event)
+    finally:
+        writer.close()
+
+
 # ---- reading --------------------------------------------------------------------------------------
 class EventTail:
     """Follows an events file: each `poll()` returns the events of the lines completed since the

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 from engine.errors import InputError, SessrecError
 from engine.locks import RunLock
 from engine.models.registry import get_spec
-from engine.runs.events import EventWriter, RunFailed, RunFinished, RunStarted, read_events
+from engine.runs.events import RunFailed, RunFinished, RunStarted, append_event, read_events
 from engine.schema import ErrorKind
 from engine.threads import THREAD_ENV_VARS, available_cores, process_budget
 from engine.workspace import Workspace
@@ -127,11 +127,7 @@ def record_failure(ws: Workspace, run_id: str, error: str) -> bool:
     except SessrecError:
         return False
     try:
-        writer = EventWriter(run.events, run_id)
-        try:
-            writer.write(RunFailed(error=error, error_kind=ErrorKind.WORKER_LOST.value))
-        finally:
-            writer.close()
+        append_event(run.events, run_id, RunFailed(error=error, error_kind=ErrorKind.WORKER_LOST.value))
     finally:
         lock.release()
     return True
