@@ -4,6 +4,7 @@ alone, search-space bounds, and the errors."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from dataclasses import replace
 
 import optuna
@@ -226,3 +227,24 @@ def test_without_optuna_the_command_says_what_to_install(tiny_demo_ws, capsys, m
     assert cli(["--workspace", str(tiny_demo_ws.root), "tune", "--dataset", "demo-tiny", "--model", "pop",
                 "--trials", "1"]) == 2
     assert "needs Optuna: pip install" in capsys.readouterr().err
+
+
+def _open_storage(root: str) -> str:
+    from engine.workspace import Workspace
+    try:
+        optuna.get_all_study_names(S.storage(Workspace(Path(root))))
+        return "ok"
+    except Exception as e:                  # the result, not a crash of the pool
+        return f"{type(e).__name__}: {e}"
+
+
+def test_processes_opening_a_new_study_database_at_once_all_succeed(tmp_path):
+    # a tuning job creates the database while the app polls it: both create the schema; unserialised,
+    # one failed with "table alembic_version already exists" (seen in CI)
+    import multiprocessing as mp
+    from engine.workspace import Workspace
+    for attempt in range(2):
+        ws = Workspace(tmp_path / f"ws{attempt}")
+        ws.tuning_dir.mkdir(parents=True)
+        with mp.get_context("fork").Pool(4) as pool:
+            assert pool.map(_open_storage, [str(ws.root)] * 4) == ["ok"] * 4

@@ -98,8 +98,17 @@ def storage(ws: Workspace, create: bool = True) -> optuna.storages.RDBStorage:
         ws.tuning_dir.mkdir(parents=True, exist_ok=True)
     elif not ws.studies_db.exists():
         raise InputError(f"no studies yet in {ws.studies_db} (sessrec tune --dataset D --model M --trials N)")
-    # the app reads while a tuning job writes: wait for SQLite's lock rather than fail at once
-    return optuna.storages.RDBStorage(f"sqlite:///{ws.studies_db}", engine_kwargs={"connect_args": {"timeout": 30}})
+    # Opening the storage creates its tables and stamps the schema version when they are missing;
+    # two processes doing that at once (a tuning job creating the database while the app polls it)
+    # fail with "table alembic_version already exists", so opening is serialised across processes.
+    opening = FolderLock(ws.tuning_dir / "studies.db.open.lock", "the study database is being opened by {who}",
+                         what="study database lock").acquire(timeout=60)
+    try:
+        # the app reads while a tuning job writes: wait for SQLite's lock rather than fail at once
+        return optuna.storages.RDBStorage(f"sqlite:///{ws.studies_db}",
+                                          engine_kwargs={"connect_args": {"timeout": 30}})
+    finally:
+        opening.release()
 
 
 def study_names(ws: Workspace) -> list[str]:
