@@ -7,6 +7,15 @@ from pathlib import Path
 
 import pytest
 
+# Under pytest-xdist (`make test` runs two workers) each worker and everything it starts gets an equal
+# share of the cores, set before torch, numpy or pyarrow load: two workers each starting one thread
+# per core would slow each other down several times over.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    from engine.threads import THREAD_ENV_VARS, available_cores
+    _share = str(max(1, available_cores() // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))
+    for _var in THREAD_ENV_VARS:
+        os.environ[_var] = _share
+
 SHARED_DATA = Path(os.environ.get("SESSREC_SHARED_DATA",
                                   Path(__file__).resolve().parents[2] / "shared" / "data"))
 

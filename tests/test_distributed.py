@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine.cli import main as cli
+from engine.cli import build_parser, main as cli
 from engine.data.artifacts import load_dataset
 from engine.evaluate import evaluate
 from engine.ranks import ExampleRanks
@@ -100,6 +100,11 @@ def test_worker_command_line_and_refusals(ws, capsys) -> None:
     assert worker_argv(["--workspace", "w", "train", "--nproc", "2", "--epochs", "3"], "gt-1") == \
         ["--workspace", "w", "train", "--epochs", "3", "--run-id", "gt-1"]
     assert worker_argv(["train", "--nproc=4", "--resume", "r"]) == ["train", "--resume", "r"]
+    # the abbreviations argparse accepts for --nproc are removed too
+    assert worker_argv(["train", "--np", "2", "--npro=2", "--epochs", "3"]) == ["train", "--epochs", "3"]
+    train = next(a for a in build_parser()._actions if a.__class__.__name__ == "_SubParsersAction").choices["train"]
+    assert [o for a in train._actions for o in a.option_strings if o.startswith("--np")] == ["--nproc"]
+    assert train.parse_known_args(["--npr", "3"])[0].nproc == 3
     before = set(ws.run_ids()) if ws.runs_dir.exists() else set()
     assert cli(["--workspace", str(ws.root), "train", *FLAGS, "--batch-size", "100", "--nproc", "3"]) == 2
     err = capsys.readouterr().err

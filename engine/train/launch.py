@@ -44,16 +44,22 @@ def check_world(cfg: TrainConfig, world: int) -> None:
                          f"{world} workers (each takes batch_size / {world}); try --batch-size {lower}")
 
 
+# argparse takes any unambiguous prefix of a long option: `--np 2` is `--nproc 2` as long as no other
+# train option begins with "--np" (tests/test_distributed.py checks that)
+NPROC_FORMS = ("--np", "--npr", "--npro", "--nproc")
+
+
 def worker_argv(argv: list[str], run_id: str | None = None) -> list[str]:
-    """Each worker's command line: the parent's without `--nproc`, with `--run-id` when given."""
+    """Each worker's command line: the parent's without `--nproc` (in any form argparse accepts),
+    with `--run-id` when given."""
     out: list[str] = []
     skip = False
     for a in argv:
         if skip:
             skip = False
-        elif a == "--nproc":
+        elif a in NPROC_FORMS:
             skip = True
-        elif not a.startswith("--nproc="):
+        elif a.split("=", 1)[0] not in NPROC_FORMS or "=" not in a:
             out.append(a)
     return out + (["--run-id", run_id] if run_id else [])
 

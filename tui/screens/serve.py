@@ -275,12 +275,16 @@ class ServeScreen(BaseScreen):
             dataset = (health or {}).get("dataset") or ((job.serving or {}).get("dataset") if job else None)
             if dataset and dataset != self._items_for:
                 items = sample_items(self.controller.ws, dataset)
-            self.app.call_from_thread(self._scraped, url, now, snap, health, rows, items, dataset)
-        finally:
+        except BaseException:
             self._polling = False
+            raise
+        self.app.call_from_thread(self._scraped, url, now, snap, health, rows, items, dataset)
 
     def _scraped(self, url: str, now: float, snap, health: dict | None, rows, items: list[int],
                  dataset: str | None) -> None:
+        # the next poll may start once what this one found is shown (cleared here, on the app's
+        # thread: a poll asked for right after these numbers appear is never skipped)
+        self._polling = False
         if url != self.url():
             return                       # another server by now
         if dataset:
