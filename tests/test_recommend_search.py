@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -94,6 +96,13 @@ def test_the_index_is_cached_for_its_checkpoint(run, tmp_path, monkeypatch):
     assert rec.search.info == saved
     with pytest.raises(AssertionError, match="rebuilt"):     # another checkpoint: a new index
         rec.use_search("ivf", cache=cache, signature="ckpt-2")
+    # an index cached before the lists were quantised (no codec recorded) is rebuilt, not trusted
+    meta = json.loads(cache.with_suffix(".json").read_text())
+    assert meta["codec"] == "sq8" and type(IVFSearch.load(cache, "ckpt-1").index).__name__ == "IndexIVFScalarQuantizer"
+    del meta["codec"]
+    cache.with_suffix(".json").write_text(json.dumps(meta))
+    with pytest.raises(AssertionError, match="rebuilt"):
+        rec.use_search("ivf", cache=cache, signature="ckpt-1")
 
 
 def test_search_choices(run, tiny_demo_ws):
