@@ -157,7 +157,7 @@ def test_api_key_rules(slot):
     assert c.post("/admin/reload").status_code == 401
     nokey = TestClient(create_app(slot))
     r = nokey.post("/admin/reload")
-    assert r.status_code == 403 and "API key" in r.json()["error"]
+    assert r.status_code == 403 and "need a key" in r.json()["error"]
     check_bind("127.0.0.1", None, False)
     check_bind("::1", None, False)
     check_bind("localhost", None, False)
@@ -167,6 +167,30 @@ def test_api_key_rules(slot):
     check_bind("0.0.0.0", KEY, False)
     with pytest.raises(InputError, match="16 characters"):
         check_bind("127.0.0.1", "short", False)
+    with pytest.raises(InputError, match="admin key .*16 characters"):
+        check_bind("127.0.0.1", None, False, admin_key="short")
+
+
+def test_the_admin_key_opens_the_admin_endpoints_and_nothing_else(ws, slot, monkeypatch):
+    admin = "adm1n-key-0123456789"
+    open_ = TestClient(create_app(slot, ServeSettings(admin_key=admin)))   # no API key: clients need none
+    assert open_.post("/recommend", json={"session_items": [1]}).status_code == 200
+    assert open_.post("/admin/reload").status_code == 401
+    assert open_.post("/admin/reload", headers={"X-API-Key": KEY}).status_code == 401
+    assert open_.post("/admin/reload", headers={"X-API-Key": admin}).status_code in (202, 409)
+    both = TestClient(create_app(slot, ServeSettings(api_key=KEY, admin_key=admin)))
+    assert both.post("/recommend", json={"session_items": [1]}, headers={"X-API-Key": admin}).status_code == 401
+    assert both.get("/metrics", headers={"X-API-Key": admin}).status_code == 401
+    assert both.post("/recommend", json={"session_items": [1]}, headers={"X-API-Key": KEY}).status_code == 200
+    # `sessrec serve` takes the admin key from the environment only
+    import engine.serve.server as server
+    seen = {}
+    monkeypatch.setattr(server, "serve", lambda ws, opts, on_ready: seen.setdefault("opts", opts) and 0)
+    monkeypatch.setenv("SESSREC_ADMIN_KEY", admin)
+    monkeypatch.delenv("SESSREC_API_KEY", raising=False)
+    from engine.cli import main as cli
+    assert cli(["--workspace", str(ws.root), "serve", "serve-a"]) == 0
+    assert seen["opts"].admin_key == admin and seen["opts"].api_key is None
 
 
 def test_reload_swaps_the_model_and_a_failed_reload_keeps_it(ws):

@@ -121,6 +121,7 @@ class ServeRequest:
 
 
 SERVE_KEY_ENV = "SESSREC_API_KEY"
+SERVE_ADMIN_KEY_ENV = "SESSREC_ADMIN_KEY"      # a fresh admin-only key per server: the app can reload it
 
 
 class Controller:
@@ -287,9 +288,12 @@ class Controller:
 
     # ---- serving -------------------------------------------------------------------------------
     def start_serving(self, req: ServeRequest) -> Job | None:
-        """Start `engine serve` as a job (a light one: see tui.jobs.LIGHT_KINDS); the API key goes
-        in its environment."""
-        env = {SERVE_KEY_ENV: req.api_key} if req.api_key else None
+        """Start `engine serve` as a job (a light one: see tui.jobs.LIGHT_KINDS); the API key and a
+        fresh admin key (for Reload) go in its environment, never in argv or the job record."""
+        import secrets
+        env = {SERVE_ADMIN_KEY_ENV: secrets.token_urlsafe(24)}
+        if req.api_key:
+            env[SERVE_KEY_ENV] = req.api_key
         return self._start(JobKind.SERVE, J.serve_args(req.target, req.host, req.port, req.runtime),
                            f"serve {req.target} on {req.host}:{req.port}", env=env)
 

@@ -16,7 +16,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(Prometheus), POST /admin/reload, GET /docs (OpenAPI). Listens on loopback by default; any other "
         "address needs an API key (--api-key or SESSREC_API_KEY; clients send it as X-API-Key) or "
         "--insecure. SIGHUP (or POST /admin/reload) loads the run's newest best checkpoint without "
-        "dropping requests.")
+        "dropping requests. /admin/* always needs a key: the API key, or an admin-only key in the "
+        "SESSREC_ADMIN_KEY environment variable (what the app gives the servers it starts).")
     p.add_argument("target", metavar="RUN|baseline:NAME@DATASET", help="a run id (sessrec runs) or a baseline")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
@@ -39,10 +40,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_serve(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
     from engine.serve.server import ServeOptions, serve
-    from engine.serve.security import KEY_ENV
+    from engine.serve.security import ADMIN_KEY_ENV, KEY_ENV
     key = args.api_key or os.environ.get(KEY_ENV) or None
     opts = ServeOptions(target=args.target, host=args.host, port=args.port, workers=args.workers,
                         runtime=args.runtime, search=args.search, device=args.device, api_key=key,
+                        admin_key=os.environ.get(ADMIN_KEY_ENV) or None,
                         insecure=args.insecure, threads=args.threads)
     out.log(f"loading {args.target} ...")
 

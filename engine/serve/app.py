@@ -35,6 +35,7 @@ OPEN = ("/health",)                       # no key needed
 @dataclass
 class ServeSettings:
     api_key: str | None = None
+    admin_key: str | None = None                 # opens /admin/* only (see engine.serve.security)
     max_body_bytes: int = MAX_BODY_BYTES
     broadcast: ReloadBroadcast | None = None     # several workers: reloads go through this file
 
@@ -90,10 +91,15 @@ class Guard:
 
     def _refuse(self, scope, path: str) -> tuple[int, bytes] | None:
         key = self.settings.api_key
-        if path.startswith("/admin/") and not key:
-            return _json(403, {"error": "admin endpoints need an API key: start the server with --api-key "
-                                        "or SESSREC_API_KEY (or reload it with SIGHUP)"})
-        if key and path not in OPEN and not key_matches(scope["headers"], key):
+        if path.startswith("/admin/"):
+            keys = [k for k in (key, self.settings.admin_key) if k]
+            if not keys:
+                return _json(403, {"error": "admin endpoints need a key: start the server with --api-key, "
+                                            "SESSREC_API_KEY or SESSREC_ADMIN_KEY (or reload it with SIGHUP)"})
+            # every key is compared (constant time each), whichever matches
+            if not sum(key_matches(scope["headers"], k) for k in keys):
+                return _json(401, {"error": "missing or wrong API key (header X-API-Key)"})
+        elif key and path not in OPEN and not key_matches(scope["headers"], key):
             return _json(401, {"error": "missing or wrong API key (header X-API-Key)"})
         for name, value in scope["headers"]:
             if name == b"content-length":

@@ -1,5 +1,9 @@
 """Who may call the service: loopback by default; any other bind address needs an API key (or an
-explicit --insecure); admin endpoints always need the key."""
+explicit --insecure); admin endpoints always need a key: the API key, or the admin key.
+
+The admin key (SESSREC_ADMIN_KEY, environment only) opens /admin/* and nothing else: the app gives
+each server it starts a fresh one, so that it can reload the server without every client needing a
+key."""
 
 from __future__ import annotations
 
@@ -9,6 +13,8 @@ import ipaddress
 from engine.errors import InputError
 
 KEY_ENV = "SESSREC_API_KEY"
+ADMIN_KEY_ENV = "SESSREC_ADMIN_KEY"
+MIN_KEY_CHARS = 16
 KEY_HEADER = "X-API-Key"           # HTTP header names are case-insensitive
 
 
@@ -21,13 +27,14 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def check_bind(host: str, api_key: str | None, insecure: bool) -> None:
+def check_bind(host: str, api_key: str | None, insecure: bool, admin_key: str | None = None) -> None:
     if not is_loopback(host) and not api_key and not insecure:
         raise InputError(f"binding to {host!r} exposes the service beyond this machine: give an API key "
                          f"(--api-key or {KEY_ENV}) or pass --insecure to serve without one")
-    if api_key is not None and len(api_key) < 16:
-        raise InputError("the API key must be at least 16 characters (e.g. `python -c 'import secrets; "
-                         "print(secrets.token_urlsafe(24))'`)")
+    for what, key in (("the API key", api_key), (f"the admin key ({ADMIN_KEY_ENV})", admin_key)):
+        if key is not None and len(key) < MIN_KEY_CHARS:
+            raise InputError(f"{what} must be at least {MIN_KEY_CHARS} characters (e.g. `python -c 'import "
+                             f"secrets; print(secrets.token_urlsafe(24))'`)")
 
 
 def key_matches(headers: dict[bytes, bytes] | list, expected: str) -> bool:

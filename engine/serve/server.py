@@ -44,6 +44,7 @@ class ServeOptions:
     search: str = "auto"
     device: str = "cpu"
     api_key: str | None = None
+    admin_key: str | None = None
     insecure: bool = False
     threads: int = 1
 
@@ -75,7 +76,7 @@ def _set_threads(n: int) -> None:
 def serve(ws: Workspace, opts: ServeOptions, on_ready: Callable[[dict], None]) -> int:
     if opts.workers < 1:
         raise InputError("--workers must be >= 1")
-    check_bind(opts.host, opts.api_key, opts.insecure)
+    check_bind(opts.host, opts.api_key, opts.insecure, opts.admin_key)
     missing = []
     for m in ("fastapi", "uvicorn", "prometheus_client"):
         try:
@@ -120,7 +121,7 @@ def _serve_one(slot: ModelSlot, opts: ServeOptions, on_ready: Callable[[dict], N
     import uvicorn
 
     from engine.serve.app import ServeSettings, create_app
-    app = create_app(slot, ServeSettings(api_key=opts.api_key))
+    app = create_app(slot, ServeSettings(api_key=opts.api_key, admin_key=opts.admin_key))
     sock = _bind(opts.host, opts.port)
     port = sock.getsockname()[1]
 
@@ -195,4 +196,4 @@ def worker_app():
     _, latest = broadcast.read()              # a worker (re)started after a reload serves its target
     slot = make_slot(Workspace.open(spec["workspace"]), replace(opts, target=latest or opts.target))
     broadcast.watch(slot)
-    return create_app(slot, ServeSettings(api_key=opts.api_key, broadcast=broadcast))
+    return create_app(slot, ServeSettings(api_key=opts.api_key, admin_key=opts.admin_key, broadcast=broadcast))

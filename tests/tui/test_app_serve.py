@@ -81,11 +81,14 @@ async def test_serve_start_live_numbers_reload_and_stop(full_ws: Path, fake_serv
         assert job.argv[i:] == ["serve", "run-a", "--host", "127.0.0.1", "--port", str(fake_server.port),
                                 "--runtime", "torch"]
         assert not any(KEY in a for a in job.argv)
-        assert job.env == {"SESSREC_API_KEY": KEY}
+        assert job.env["SESSREC_API_KEY"] == KEY and set(job.env) == {"SESSREC_API_KEY", "SESSREC_ADMIN_KEY"}
+        admin = job.env["SESSREC_ADMIN_KEY"]
+        assert len(admin) >= 16 and admin != KEY
         assert app.controller.jobs.child_env(job)["SESSREC_API_KEY"] == KEY
         await wait_for(pilot, lambda: job.serving is not None)
         assert job.serving["api_key_required"] is True          # the child found the key in its env
         assert KEY not in app.controller.ws.job_record(job.id).read_text()
+        assert admin not in app.controller.ws.job_record(job.id).read_text() and admin not in " ".join(job.argv)
         assert job.threads == 1                                  # a light job (see tui.jobs.LIGHT_KINDS)
 
         ticks = iter(range(0, 1000, 5))
@@ -152,7 +155,9 @@ async def test_serve_form_checks_and_one_server_at_a_time(full_ws: Path, monkeyp
         job = scr.job
         assert job.argv[job.argv.index("serve"):] == ["serve", "run-b", "--host", "127.0.0.1", "--port", "8123",
                                                       "--runtime", "onnx"]
-        assert job.env == {}                                  # no key: nothing in the environment
+        # no API key: only the app's admin-only key (fresh per server), which Reload sends
+        assert set(job.env) == {"SESSREC_ADMIN_KEY"} and scr.api_key() is None
+        assert scr.admin_key() == job.env["SESSREC_ADMIN_KEY"]
         scr.action_start()
         await pilot.pause()
         assert any("is running: stop it first" in n for n in notifications(app))

@@ -3,13 +3,14 @@ generate -> build -> train (a tiny Graph Transformer, 1 epoch; and the sknn base
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 from textual.widgets import DataTable, Input, Select
 
 from tests.tui.conftest import make_app
-from tests.tui.helpers import settle, wait_for
+from tests.tui.helpers import notifications, settle, wait_for
 from tui.screens.modals import DemoScreen
 
 pytestmark = pytest.mark.slow
@@ -106,6 +107,18 @@ async def test_generate_build_train_recommend(empty_ws: Path) -> None:
         await wait_for(pilot, lambda: srv.snapshot is not None and srv.snapshot.requests.get("/recommend"),
                        timeout=30)
         assert sum(srv.snapshot.requests["/recommend"].values()) == 5
+        # Reload from the app with no API key given: the app's admin-only key opens /admin/reload
+        assert srv.api_key() is None
+        await pilot.press("ctrl+r")
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "ReloadScreen")
+        await pilot.press("home", "enter")                   # the same run again
+        await wait_for(pilot, lambda: any("reloading the same run" in n for n in notifications(app)), timeout=30)
+        with httpx.Client(base_url=job.serving["url"], timeout=30) as c:
+            assert c.post("/admin/reload").status_code == 401           # nobody else can
+            deadline = time.monotonic() + 60
+            while (state := c.get("/health").json()["reload"])["finished_at"] is None and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert state["error"] is None and state["finished_at"] is not None, state
         await pilot.press("ctrl+t")
         await wait_for(pilot, lambda: job.status.finished, timeout=60)
         assert job.status == "done" and job.returncode == 0

@@ -6,6 +6,8 @@ dataset, higher validation Recall@10) has finished.
 
 The API key is typed in a password field and reaches the server in its environment
 (SESSREC_API_KEY), never on its command line (argv is visible in `ps` and kept in the job record).
+Each server the app starts also gets a fresh admin-only key (SESSREC_ADMIN_KEY, same way): Reload
+works without an API key, and nobody else can reload the server.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from textual.widget import Widget
 from textual.widgets import Button, DataTable, Input, Select, Static
 
 from engine.schema import JobStatus, ModelKind
-from tui.controller import SERVE_KEY_ENV, DatasetsChanged, JobsChanged, RunsChanged, ServeRequest
+from tui.controller import SERVE_ADMIN_KEY_ENV, SERVE_KEY_ENV, DatasetsChanged, JobsChanged, RunsChanged, ServeRequest
 from tui.format import fmt_duration
 from tui.forms import FormError, form_row
 from tui.jobs import Job
@@ -249,6 +251,11 @@ class ServeScreen(BaseScreen):
         job = self.job
         return job.env.get(SERVE_KEY_ENV) if job is not None else None
 
+    def admin_key(self) -> str | None:
+        """The key /admin/reload takes: the API key, else the admin-only key the app gave the server."""
+        job = self.job
+        return (self.api_key() or job.env.get(SERVE_ADMIN_KEY_ENV)) if job is not None else None
+
     # ---- polling (a thread worker; at most one at a time) -----------------------------------------
     def poll(self) -> None:
         url = self.url()
@@ -456,7 +463,7 @@ class ServeScreen(BaseScreen):
         newer = self.controller.newer_run(served)
         if newer is not None and newer.run_id not in [t for _, t in runs]:      # the list is older than it
             runs.insert(0, (f"{newer.model} on {newer.dataset}: {newer.run_id}", newer.run_id))
-        key = self.api_key()
+        key = self.admin_key()
 
         def done(choice: tuple[str, str | None] | None) -> None:
             if choice is not None:
