@@ -70,7 +70,9 @@ class FolderLock:
                 self._fd = None
 
     def __enter__(self) -> "FolderLock":
-        return self.acquire()
+        # `with lock.acquire(timeout=60):` holds it already: taking it again on another descriptor
+        # would wait for ourselves
+        return self if self._fd is not None else self.acquire()
 
     def __exit__(self, *exc: object) -> None:
         self.release()

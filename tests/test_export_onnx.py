@@ -258,6 +258,34 @@ def test_ensure_run_onnx_reexports_only_when_stale(run, report, monkeypatch):
         run.onnx.unlink(missing_ok=True)
 
 
+def test_a_second_process_waits_for_the_export_in_progress_and_reuses_it(run, report, monkeypatch):
+    import threading
+
+    from engine.locks import FolderLock, lock_holder
+    calls = []
+    monkeypatch.setattr(exp, "export_onnx", lambda r, out, **kw: calls.append(out))
+    run.onnx.unlink(missing_ok=True)
+    run.onnx.parent.mkdir(exist_ok=True)
+    lock_path = run.onnx.with_name(run.onnx.name + ".lock")
+    # `with lock.acquire(...)` holds the lock once (a second acquire on another descriptor would wait
+    # for itself)
+    with FolderLock(lock_path, "busy").acquire(timeout=1) as held:
+        assert lock_holder(lock_path) == os.getpid()
+        got = []
+        waiter = threading.Thread(target=lambda: got.append(ensure_run_onnx(run)))
+        waiter.start()
+        waiter.join(0.5)
+        assert waiter.is_alive() and calls == []                 # waits for the export in progress
+        run.onnx.write_bytes(report.path.read_bytes())           # ... which finishes
+        held.release()
+    waiter.join(10)
+    try:
+        assert got == [run.onnx] and calls == []                 # and takes it instead of exporting again
+        assert lock_holder(lock_path) is None
+    finally:
+        run.onnx.unlink(missing_ok=True)
+
+
 # ---- CLI ---------------------------------------------------------------------------------------------
 def test_cli_export(ws, run, traced, monkeypatch, tmp_path, capsys):
     reuse_trace(monkeypatch, traced)

@@ -101,14 +101,11 @@ def storage(ws: Workspace, create: bool = True) -> optuna.storages.RDBStorage:
     # Opening the storage creates its tables and stamps the schema version when they are missing;
     # two processes doing that at once (a tuning job creating the database while the app polls it)
     # fail with "table alembic_version already exists", so opening is serialised across processes.
-    opening = FolderLock(ws.tuning_dir / "studies.db.open.lock", "the study database is being opened by {who}",
-                         what="study database lock").acquire(timeout=60)
-    try:
+    with FolderLock(ws.tuning_dir / "studies.db.open.lock", "the study database is being opened by {who}",
+                    what="study database lock").acquire(timeout=60):
         # the app reads while a tuning job writes: wait for SQLite's lock rather than fail at once
         return optuna.storages.RDBStorage(f"sqlite:///{ws.studies_db}",
                                           engine_kwargs={"connect_args": {"timeout": 30}})
-    finally:
-        opening.release()
 
 
 def study_names(ws: Workspace) -> list[str]:
