@@ -30,7 +30,7 @@ from engine.errors import InputError
 from engine.item_search import IVFSearch
 from engine.models.gnn import SessionGNN, candidate_scores, session_scores
 from engine.models.registry import build_model, get_spec
-from engine.schema import ModelKind
+from engine.schema import ModelKind, Runtime, Search, values
 from engine.train.batches import Batch, BatchBuilder, SessionStore
 from engine.train.checkpoint import load_run
 from engine.workspace import RunDir, Workspace
@@ -50,8 +50,8 @@ class Recommendation:
     extra: dict = field(default_factory=dict)
 
 
-SEARCHES = ("exact", "ivf", "auto")
-RUNTIMES = ("torch", "onnx")
+SEARCHES = values(Search)
+RUNTIMES = values(Runtime)
 IVF_MIN_ITEMS = 50_000      # below this an exact pass costs ~5 ms or less at d = 256 on the dev CPU
 CANDIDATES = 64             # search candidates per session at least (k + session length at most)
 

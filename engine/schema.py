@@ -86,6 +86,22 @@ class Device(StrEnum):
     CUDA = "cuda"
 
 
+class Runtime(StrEnum):
+    """What runs a GNN's encoder when recommending or serving."""
+
+    TORCH = "torch"
+    ONNX = "onnx"
+
+
+class Search(StrEnum):
+    """How the top-k items are found: every item's score, an IVF index's candidates, or the index
+    from `IVF_MIN_ITEMS` items (engine.recommend)."""
+
+    EXACT = "exact"
+    IVF = "ivf"
+    AUTO = "auto"
+
+
 class Protocol(StrEnum):
     """Which next items are predicted: every prefix of every session, or only the last item."""
 

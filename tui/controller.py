@@ -118,6 +118,8 @@ class ServeRequest:
     port: int
     runtime: str
     api_key: str | None = None       # passed in the environment, never on the command line
+    search: str = "auto"             # exact | ivf | auto
+    workers: int = 1
 
 
 SERVE_KEY_ENV = "SESSREC_API_KEY"
@@ -294,7 +296,9 @@ class Controller:
         env = {SERVE_ADMIN_KEY_ENV: secrets.token_urlsafe(24)}
         if req.api_key:
             env[SERVE_KEY_ENV] = req.api_key
-        return self._start(JobKind.SERVE, J.serve_args(req.target, req.host, req.port, req.runtime),
+        return self._start(JobKind.SERVE, J.serve_args(req.target, req.host, req.port, req.runtime,
+                                                       req.workers if req.workers > 1 else None,
+                                                       search=req.search),
                            f"serve {req.target} on {req.host}:{req.port}", env=env)
 
     def serve_job(self) -> Job | None:

@@ -89,10 +89,12 @@ def delete_args(name: str) -> list[str]:
 
 
 def serve_args(target: str, host: str = "127.0.0.1", port: int = 8000, runtime: str = "torch",
-               workers: int | None = None, insecure: bool = False) -> list[str]:
+               workers: int | None = None, insecure: bool = False, search: str | None = None) -> list[str]:
     """`sessrec serve TARGET` (a run id or baseline:NAME@DATASET). The API key is never an argument
     (argv is visible in `ps`): it goes in the job's environment as SESSREC_API_KEY."""
     args = ["serve", target, "--host", host, "--port", str(port), "--runtime", runtime]
+    if search and search != "auto":           # auto: the server's default
+        args += ["--search", search]
     if workers:
         args += ["--workers", str(workers)]
     if insecure:

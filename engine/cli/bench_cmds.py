@@ -7,7 +7,7 @@ from pathlib import Path
 
 from engine.cli.output import Output
 from engine.models.registry import GNNS
-from engine.schema import Device, Loss, Protocol
+from engine.schema import Device, Loss, Protocol, Search, values
 from engine.workspace import Workspace
 
 
@@ -183,7 +183,7 @@ def _register_serve(bsub) -> None:
     b.add_argument("--runtimes", default="torch,onnx", help="comma-separated: torch,onnx")
     b.add_argument("--concurrency", default="1,16,64", help="comma-separated levels (default 1,16,64)")
     b.add_argument("--duration", type=float, default=10.0, help="seconds per level (default 10)")
-    b.add_argument("--search", choices=["auto", "exact", "ivf"], default="auto")
+    b.add_argument("--search", choices=values(Search), default="auto")
     b.add_argument("--out", type=Path)
     b.set_defaults(func=cmd_bench_serve)
 

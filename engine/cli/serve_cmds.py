@@ -6,6 +6,7 @@ import argparse
 import os
 
 from engine.cli.output import Output
+from engine.schema import Runtime, Search, values
 from engine.workspace import Workspace
 
 
@@ -22,9 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
     p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
-    p.add_argument("--runtime", choices=["torch", "onnx"], default="torch",
+    p.add_argument("--runtime", choices=values(Runtime), default="torch",
                    help="torch, or onnx: the GNN encoder in ONNX Runtime from the run's export")
-    p.add_argument("--search", choices=["auto", "exact", "ivf"], default="auto",
+    p.add_argument("--search", choices=values(Search), default="auto",
                    help="top-k over the catalogue: exact, ivf (approximate candidates, scored exactly; "
                         "calibrated to agree with exact on 99%% of held-out sessions), auto (ivf from "
                         "50,000 items, GNN runs only)")

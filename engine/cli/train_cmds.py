@@ -17,7 +17,7 @@ from engine.cli.output import Output, err_console, table
 from engine.config import TrainConfig
 from engine.errors import InputError
 from engine.models.registry import SPECS, get_spec
-from engine.schema import Device, ModelKind, Protocol, Split, StopReason
+from engine.schema import Device, ModelKind, Protocol, Runtime, Search, Split, StopReason, values
 from engine.workspace import Workspace
 
 TRAIN_FLAGS = config_names(TrainConfig)
@@ -60,9 +60,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--device", default=Device.CPU.value, choices=list(Device))
     p.add_argument("--exclude-session-items", action="store_true", help="never recommend an item of the session")
-    p.add_argument("--runtime", choices=["torch", "onnx"], default="torch",
+    p.add_argument("--runtime", choices=values(Runtime), default="torch",
                    help="onnx: the GNN's encoder in ONNX Runtime from the run's export (made when missing)")
-    p.add_argument("--search", choices=["exact", "ivf", "auto"], default="exact",
+    p.add_argument("--search", choices=values(Search), default="exact",
                    help="top-k over the catalogue: exact, or ivf candidates scored exactly (see sessrec serve)")
     p.set_defaults(func=cmd_recommend)
 

@@ -19,7 +19,7 @@ from tests.tui.helpers import notifications, settle, wait_for
 from tui import jobs as J
 from tui.screens import serve as S
 
-KEY = "s3cret-key"
+KEY = "s3cret-key-0123456789"
 # /recommend before and after: +40 answered, +6 not found, +4 failed = 50 requests; bucket deltas
 # [0, 0, 20, 30, 40, 50] (le 0.005 0.01 0.025 0.05 0.1 +Inf)
 PREV = metrics_text({("/recommend", "200"): 10}, {"/recommend": [2, 5, 10, 10, 10, 10]})
@@ -150,11 +150,23 @@ async def test_serve_form_checks_and_one_server_at_a_time(full_ws: Path, monkeyp
         assert any("port: expected a whole number from 1 to 65535, got '99999'" in n for n in notifications(app))
         assert app.controller.serve_job() is None
         scr.query_one("#s-port").value = "8123"
+        for field, value, said, good in (
+                ("#s-workers", "0", "workers: expected a whole number from 1 to 64, got '0'", "1"),
+                ("#s-host", "0.0.0.0", "host: 0.0.0.0 is reachable from other machines; type an API key", "127.0.0.1"),
+                ("#s-key", "short", "API key: at least 16 characters, got 5", "")):
+            scr.query_one(field).value = value
+            scr.action_start()
+            await pilot.pause()
+            assert any(said in n for n in notifications(app)), said
+            assert app.controller.serve_job() is None
+            scr.query_one(field).value = good
+        scr.query_one("#s-workers").value = "2"
+        scr.query_one("#s-search").value = "ivf"
         scr.query_one("#s-runtime").value = "onnx"
         scr.action_start()
         job = scr.job
         assert job.argv[job.argv.index("serve"):] == ["serve", "run-b", "--host", "127.0.0.1", "--port", "8123",
-                                                      "--runtime", "onnx"]
+                                                      "--runtime", "onnx", "--search", "ivf", "--workers", "2"]
         # no API key: only the app's admin-only key (fresh per server), which Reload sends
         assert set(job.env) == {"SESSREC_ADMIN_KEY"} and scr.api_key() is None
         assert scr.admin_key() == job.env["SESSREC_ADMIN_KEY"]

@@ -23,7 +23,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widget import Widget
 from textual.widgets import Button, DataTable, Input, Select, Static
 
-from engine.schema import JobStatus, ModelKind
+from engine.schema import JobStatus, ModelKind, Runtime, Search, values
 from tui.controller import SERVE_ADMIN_KEY_ENV, SERVE_KEY_ENV, DatasetsChanged, JobsChanged, RunsChanged, ServeRequest
 from tui.format import fmt_duration
 from tui.forms import FormError, form_row
@@ -33,7 +33,7 @@ from tui.widgets.charts import Chart, ChartData, Series
 
 POLL_S = 1.0                  # how often /metrics and /health are read while a server runs
 HISTORY = 120                 # points of the requests/s chart (two minutes)
-RUNTIMES = ("torch", "onnx")
+MAX_WORKERS = 64
 MAIN_ENDPOINT = "/recommend"
 
 
@@ -158,11 +158,19 @@ class ServeScreen(BaseScreen):
                 yield form_row("model", Select([], id="s-target", compact=True, prompt="(nothing to serve)"))
                 yield form_row("host", Input("127.0.0.1", id="s-host", compact=True))
                 yield form_row("port", Input("8000", id="s-port", compact=True))
-                yield form_row("runtime", Select([(r, r) for r in RUNTIMES], value="torch", allow_blank=False,
-                                                 id="s-runtime", compact=True))
+                yield form_row("runtime", Select([(r, r) for r in values(Runtime)], value="torch", allow_blank=False,
+                                                 id="s-runtime", compact=True),
+                               "torch, or the run's ONNX export in ONNX Runtime (exported and checked when missing)")
+                yield form_row("search", Select([(s, s) for s in values(Search)], value="auto", allow_blank=False,
+                                                id="s-search", compact=True),
+                               "top-k over every item (exact) or an IVF index checked against it (ivf); auto: "
+                               "ivf from 50,000 items")
+                yield form_row("workers", Input("1", id="s-workers", compact=True),
+                               "server processes (each loads the model; metrics and reloads are shared)")
                 yield form_row("API key", Input("", id="s-key", password=True, compact=True,
                                                 placeholder="(none)"),
-                               "asked for by /admin/reload; given to the server in its environment")
+                               "clients send it as X-API-Key (every endpoint but /health); needed to listen "
+                               "beyond loopback; given to the server in its environment")
                 with Horizontal(id="serve-buttons"):
                     yield Button("Start ^s", id="serve-start", variant="primary", compact=True)
                     yield Button("Stop ^t", id="serve-stop", variant="error", compact=True)
@@ -425,8 +433,22 @@ class ServeScreen(BaseScreen):
         except ValueError:
             raise FormError(f"port: expected a whole number from 1 to 65535, got {port_text!r}") from None
         runtime = str(self.query_one("#s-runtime", Select).value)
+        search = str(self.query_one("#s-search", Select).value)
+        workers_text = self.query_one("#s-workers", Input).value.strip()
+        try:
+            workers = int(workers_text)
+            if not 1 <= workers <= MAX_WORKERS:
+                raise ValueError
+        except ValueError:
+            raise FormError(f"workers: expected a whole number from 1 to {MAX_WORKERS}, got {workers_text!r}") from None
         key = self.query_one("#s-key", Input).value
-        return ServeRequest(target, host, port, runtime, key or None)
+        from engine.serve.security import MIN_KEY_CHARS, is_loopback   # the server's own rules, said before it starts
+        if not is_loopback(host) and not key:
+            raise FormError(f"host: {host} is reachable from other machines; type an API key "
+                            f"(at least {MIN_KEY_CHARS} characters) or use 127.0.0.1")
+        if key and len(key) < MIN_KEY_CHARS:
+            raise FormError(f"API key: at least {MIN_KEY_CHARS} characters, got {len(key)}")
+        return ServeRequest(target, host, port, runtime, key or None, search=search, workers=workers)
 
     def action_start(self) -> None:
         running = self.controller.serve_job()
