@@ -56,6 +56,11 @@ def test_itemknn_study_reports_the_best_resumes_and_never_reads_test(tiny_demo_w
     assert [t["value"] for t in rep["top"]] == sorted(values.values(), reverse=True)
     # the trials are ordinary runs: validation only, the trial's value is the run's val metric
     assert set(splits) == {"val"}
+    # trial 0 is the untuned model: every tuned field at its default
+    first = S.load(ws, "demo-tiny-itemknn-recall@10").trials[0]
+    assert first.user_attrs.get("defaults") is True
+    assert first.params == {n: v for n, v in get_spec("itemknn").resolve().to_dict().items() if n in first.params}
+    assert set(first.params) == set(spaces.space_for("itemknn"))
     store = RunStore(ws)
     for t in rep["trials"]:
         st = store.get(t["run_id"])

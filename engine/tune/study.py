@@ -147,6 +147,9 @@ def open_for_trials(ws: Workspace, name: str, setup: TuneSetup) -> optuna.Study:
     saved = setup_of(study)
     if saved is None:
         study.set_user_attr("setup", setup.to_dict())
+        # the first trial is the untuned model (its defaults: for the kNNs session-rec's tuned values),
+        # so a study never reports a configuration worse on validation than not tuning at all
+        study.enqueue_trial(default_params(setup), user_attrs={"defaults": True})
     elif saved.identity() != setup.identity():
         old, new = saved.identity(), setup.identity()
         diff = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in new if old.get(k) != new.get(k)]
@@ -162,6 +165,13 @@ def open_for_trials(ws: Workspace, name: str, setup: TuneSetup) -> optuna.Study:
     pruner = (optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=PRUNE_FROM_EPOCH) if gnn
               else optuna.pruners.NopPruner())
     return optuna.load_study(study_name=name, storage=store, sampler=sampler, pruner=pruner)
+
+
+def default_params(setup: TuneSetup) -> dict[str, Any]:
+    """The model's and training's defaults for the fields `setup` tunes."""
+    from engine.tune.spaces import space_for
+    defaults = {**TrainConfig().to_dict(), **get_spec(setup.model).resolve().to_dict()}
+    return {name: defaults[name] for name in space_for(setup.model, sorted(setup.fixed))}
 
 
 def fail_stale(study: optuna.Study) -> list[int]:

@@ -19,7 +19,8 @@ def _fake_study(ws_root: Path) -> None:
     """A study with three finished trials and one pruned one (no runs behind them)."""
     ws = Workspace.open(ws_root)
     setup = TuneSetup("demo-tiny", "itemknn", "mrr@20", "prefixes")
-    study = S.open_for_trials(ws, "fake", setup)
+    study = optuna.create_study(study_name="fake", storage=S.storage(ws), direction="maximize")
+    study.set_user_attr("setup", setup.to_dict())        # (no queued defaults trial: only these four)
     dist = {"neighbors": optuna.distributions.IntDistribution(10, 500, log=True)}
     for n, value in ((40, 0.25), (80, 0.5), (20, 0.375)):
         study.add_trial(optuna.trial.create_trial(params={"neighbors": n}, distributions=dist, value=value,
