@@ -7,9 +7,9 @@ only the `nprobe` lists nearest to the query: ~0.1-0.3 ms for the same table. Th
 vectors quantised to 8 bits per dimension (faiss' scalar quantiser): scanning them is memory-bound,
 and a quarter of the bytes made a served request 0.57 ms faster (3.68 -> 3.11 ms in process, 82K
 items, d = 256, same calibrated nprobe and agreement; float16 lists gained nothing; measured
-2026-11-30 on the dev CPU). The search only proposes candidates; the recommender scores them exactly (dot product plus the repeat logits of the
-session's items, which are always candidates), so an answer differs from exact search only when a
-true top-k item is missing from the candidates. `nprobe` is calibrated on held-out sessions until
+2026-11-30 on the dev CPU). The search only proposes candidates; the recommender scores them
+exactly (dot product plus the repeat logits of the session's items, which are always candidates),
+so an answer differs from exact search only when a true top-k item is missing from the candidates. `nprobe` is calibrated on held-out sessions until
 the top-k agrees with exact search on a target share of them (see `Recommender.calibrate_search`).
 """
 

@@ -19,6 +19,7 @@ from engine.models.registry import SPECS, ModelSpec, get_spec
 from engine.runs import RunState, RunStore, lock_holder, new_run_id
 from engine.runs.events import RunFailed, append_event
 from engine.schema import ErrorKind, JobKind, JobPolicy, JobStatus, RunStatus
+from engine.serve.security import ADMIN_KEY_ENV, KEY_ENV
 from engine.workspace import Workspace
 from tui import jobs as J
 from tui.jobs import Job, JobManager
@@ -122,8 +123,9 @@ class ServeRequest:
     workers: int = 1
 
 
-SERVE_KEY_ENV = "SESSREC_API_KEY"
-SERVE_ADMIN_KEY_ENV = "SESSREC_ADMIN_KEY"      # a fresh admin-only key per server: the app can reload it
+# the server's own names (engine.serve.security imports nothing heavy); the admin-only key is a fresh
+# one per server the app starts, so that the app can reload it
+SERVE_KEY_ENV, SERVE_ADMIN_KEY_ENV = KEY_ENV, ADMIN_KEY_ENV
 
 
 class Controller:

@@ -24,6 +24,7 @@ from textual.widget import Widget
 from textual.widgets import Button, DataTable, Input, Select, Static
 
 from engine.schema import JobStatus, ModelKind, Runtime, Search, values
+from engine.serve.security import MIN_KEY_CHARS, is_loopback
 from tui.controller import SERVE_ADMIN_KEY_ENV, SERVE_KEY_ENV, DatasetsChanged, JobsChanged, RunsChanged, ServeRequest
 from tui.format import fmt_duration
 from tui.forms import FormError, form_row
@@ -442,7 +443,7 @@ class ServeScreen(BaseScreen):
         except ValueError:
             raise FormError(f"workers: expected a whole number from 1 to {MAX_WORKERS}, got {workers_text!r}") from None
         key = self.query_one("#s-key", Input).value
-        from engine.serve.security import MIN_KEY_CHARS, is_loopback   # the server's own rules, said before it starts
+        # the server's own rules, said before it starts
         if not is_loopback(host) and not key:
             raise FormError(f"host: {host} is reachable from other machines; type an API key "
                             f"(at least {MIN_KEY_CHARS} characters) or use 127.0.0.1")
