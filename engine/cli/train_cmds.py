@@ -197,27 +197,21 @@ def metrics_table(title: str, results: dict[str, dict]):
 
 # ---- eval ----------------------------------------------------------------------------------------
 def cmd_eval(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
-    from engine.data.artifacts import load_dataset
     from engine.device import resolve_device
-    from engine.train.checkpoint import load_checkpoint, rebuild_model
+    from engine.train.checkpoint import load_run
     from engine.train.trainer import evaluate_split
     if args.eval_batch_size < 1:
         raise InputError("--eval-batch-size must be >= 1")
-    run = ws.existing_run(args.run)
-    ckpt = load_checkpoint(run.checkpoint(args.checkpoint))
-    cfg = replace(TrainConfig.from_dict(ckpt["config"]), eval_batch_size=args.eval_batch_size)
-    spec = get_spec(cfg.model)
     device = resolve_device(args.device)
-    data = load_dataset(ws, cfg.dataset, stages=spec.stages(cfg.model_params))
-    if data.items.fingerprint() != ckpt["item_fingerprint"]:
-        raise InputError(f"dataset {cfg.dataset!r} was rebuilt with another item index; retrain")
-    model = rebuild_model(ckpt, data).to(device)
+    lr = load_run(ws.existing_run(args.run), args.checkpoint, device, exact=True)
+    model, data = lr.model, lr.data
+    cfg = replace(lr.cfg, eval_batch_size=args.eval_batch_size)
     protocols = list(Protocol) if args.protocol == "both" else [Protocol(args.protocol)]
     with out:
         results = {p.value: evaluate_split(model, data, args.split, p, cfg, device, out.progress) for p in protocols}
     out.result({"run_id": args.run, "split": args.split, "results": results},
                metrics_table(f"{cfg.model} on {cfg.dataset} / {args.split} ({args.checkpoint} checkpoint, "
-                             f"epoch {ckpt.get('epoch')})", results))
+                             f"epoch {lr.epoch})", results))
     if out.mode != "jsonl":
         for proto, r in results.items():
             strata = r.get("strata", {})

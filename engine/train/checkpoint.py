@@ -117,8 +117,10 @@ class LoadedRun:
     epoch: int | None
 
 
-def load_run(run: Any, checkpoint: str = "best", device: str | torch.device = "cpu") -> LoadedRun:
-    """`run`'s model (a RunDir) from its best checkpoint, else its last, with the dataset it was
+def load_run(run: Any, checkpoint: str = "best", device: str | torch.device = "cpu",
+             exact: bool = False) -> LoadedRun:
+    """`run`'s model (a RunDir) from its best checkpoint, else its last (`exact`: only the one
+    named), with the dataset it was
     trained on, by name in the run's own workspace (a copied workspace reads its own files).
     A GNN carries its PE in its weights: it needs only the item index (and the graph in cooc mode);
     a baseline or hybrid is fitted again from the stages it needs."""
@@ -127,7 +129,7 @@ def load_run(run: Any, checkpoint: str = "best", device: str | torch.device = "c
     from engine.schema import GraphMode, StageName
     if not run.exists:
         raise InputError(f"{run.root}: not a run folder (no {run.config.name})")
-    path = run.served_checkpoint(checkpoint)
+    path = run.checkpoint(checkpoint) if exact else run.served_checkpoint(checkpoint)
     st = path.stat() if path.exists() else None
     ckpt = load_checkpoint(path)
     cfg = from_dict(TrainConfig, ckpt["config"])

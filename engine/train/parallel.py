@@ -206,20 +206,6 @@ class DistLoop(_Loop):
         self.ctx.broadcast_module(self.tr.model)
 
     # ---- one epoch ------------------------------------------------------------------------------
-    def _step(self, idx: torch.Tensor, weight: float) -> torch.Tensor:
-        tr = self.tr
-        batch = tr.builder(tr.examples[idx])
-        autocast = self.device.type == "cuda" and self.cfg.bf16
-        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=autocast):
-            loss = self.ddp(batch)
-        tr.optimizer.zero_grad(set_to_none=True)
-        (loss * weight).backward()          # DDP averages over workers: weight = share * workers
-        if self.cfg.grad_clip > 0:          # the gradients are the same on every worker by now
-            torch.nn.utils.clip_grad_norm_(tr.model.parameters(), self.cfg.grad_clip)
-        tr.optimizer.step()
-        tr.scheduler.step()
-        return loss.detach()
-
     def _batch_step(self, idx: torch.Tensor) -> float:
         """This worker's slice of the global batch `idx`; its share of the global mean loss."""
         lo, hi = self.ctx.split(len(idx))
@@ -227,7 +213,9 @@ class DistLoop(_Loop):
         # a worker left without examples (the epoch's last batch smaller than the workers) still
         # takes part in the gradient all-reduce, with one example at weight 0
         local = idx[lo:hi] if hi > lo else idx[:1]
-        return float(self._step(local, share * self.ctx.world)) * share
+        # the single-process step through DDP (which averages the gradients over the workers, hence
+        # weight = share * workers); clipping after it sees the same gradients on every worker
+        return float(self.tr.step(local, loss_of=self.ddp, weight=share * self.ctx.world)) * share
 
     def _agree(self, loss: float, due: bool) -> tuple[float, bool, bool]:
         # the global batch's mean loss, whether rank 0 logs this step, and any stop: one all-reduce

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -40,14 +40,18 @@ class Trainer:
     def steps_per_epoch(self) -> int:
         return max(1, math.ceil(len(self.examples) / self.cfg.batch_size))
 
-    def step(self, idx: torch.Tensor) -> torch.Tensor:
-        """One optimisation step on examples[idx]; returns the loss (a device tensor, no sync)."""
+    def step(self, idx: torch.Tensor, loss_of: Callable[[Any], torch.Tensor] | None = None,
+             weight: float = 1.0) -> torch.Tensor:
+        """One optimisation step on examples[idx]; returns the loss (a device tensor, no sync).
+        `loss_of(batch)` computes the loss (default: the model's; a data-parallel worker passes its
+        DDP wrapper) and `weight` scales it before the backward pass."""
         batch = self.builder(self.examples[idx])
         autocast = self.device.type == "cuda" and self.cfg.bf16
         with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=autocast):
-            loss = compute_loss(self.model, batch, self.cfg.loss, self.cfg.negatives, self.item_freq)
+            loss = (loss_of(batch) if loss_of is not None
+                    else compute_loss(self.model, batch, self.cfg.loss, self.cfg.negatives, self.item_freq))
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss * weight if weight != 1.0 else loss).backward()
         if self.cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
         self.optimizer.step()
