@@ -7,8 +7,8 @@
 Raw ids not in the run's item index are reported as unknown and ignored; when none is known the
 answer is the training popularity ranking, labelled as a fallback.
 
-GNN runs score through their encoder (`SessionGNN.encode`, or an exported ONNX model with the same
-contract: `runtime="onnx"`): session vectors and the repeat logits of the session's items, then
+GNN runs score through their encoder (`SessionGNN.encode`, or with the same contract the run's
+encoder compiled by AOTInductor, `runtime="compiled"`, or its ONNX export, `runtime="onnx"`): session vectors and the repeat logits of the session's items, then
 either exact search (every item's dot product) or an IVF index that proposes candidates which are
 scored exactly (`search="ivf"`; see `engine.item_search`); "auto" takes the index for catalogues of
 `IVF_MIN_ITEMS` items and more. Baselines and hybrids score every item with `score(batch)`.
@@ -81,8 +81,9 @@ class Recommender:
     def load(cls, run: RunDir, device: str = "cpu", checkpoint: str = "best", runtime: str = "torch",
              search: str = "exact") -> "Recommender":
         """A run's model (its best checkpoint, else its last) with its dataset's item index, read
-        from the workspace that holds the run. `runtime="onnx"`: the GNN's encoder runs in ONNX
-        Runtime from the run's export (made, with its parity check, when missing or stale)."""
+        from the workspace that holds the run. `runtime="compiled"` / `"onnx"`: the GNN's encoder runs
+        as the run's AOTInductor package / in ONNX Runtime from the run's ONNX export (either made,
+        with its parity check, when missing or stale)."""
         if runtime not in RUNTIMES:
             raise InputError(f"runtime {runtime!r}; expected one of {', '.join(RUNTIMES)}")
         lr = load_run(run, checkpoint, device)
@@ -90,12 +91,16 @@ class Recommender:
         meta = {"run_id": run.run_id, "model": cfg.model, "dataset": cfg.dataset, "epoch": lr.epoch,
                 "checkpoint": path.name, "runtime": runtime}
         encoder = None
+        if runtime != "torch" and not isinstance(model, SessionGNN):
+            raise InputError(f"run {run.run_id} ({cfg.model}) has no {runtime} runtime: only GNN runs are "
+                             f"exported; use --runtime torch")
         if runtime == "onnx":
-            if not isinstance(model, SessionGNN):
-                raise InputError(f"run {run.run_id} ({cfg.model}) has no ONNX export: only GNN runs export; "
-                                 f"use --runtime torch")
             from engine.export.onnx_runtime import OnnxEncoder, ensure_run_onnx
             encoder = OnnxEncoder(ensure_run_onnx(run), threads=torch.get_num_threads())
+        elif runtime == "compiled":
+            from engine.export.compiled import CompiledEncoder, ensure_run_compiled
+            encoder = CompiledEncoder(ensure_run_compiled(run, device), model, device=dev)
+        if encoder is not None:
             encoder.check_items(data.items)
         rec = cls(model, data.items, cls._builder(model, data, dev), f"{cfg.model} (run {run.run_id})", dev,
                   meta, encoder=encoder, held_out=data.test)

@@ -89,8 +89,9 @@ class Device(StrEnum):
 class Runtime(StrEnum):
     """What runs a GNN's encoder when recommending or serving."""
 
-    TORCH = "torch"
-    ONNX = "onnx"
+    TORCH = "torch"          # eager PyTorch
+    COMPILED = "compiled"    # PyTorch, the encoder compiled ahead of time by AOTInductor (a C++ compiler)
+    ONNX = "onnx"            # ONNX Runtime, from the run's ONNX export
 
 
 class Search(StrEnum):

@@ -3,6 +3,7 @@
     <workspace>/datasets/<name>/manifest.json, source/, <stage>/...    DatasetDir
     <workspace>/runs/<run-id>/config.json, events.jsonl, best.pt, last.pt, .lock   RunDir
                               export/model.onnx                 (its ONNX export)
+                              export/encoder-<device>.pt2(.json) (its compiled encoder)
     <workspace>/logs/<job-id>.json, <job-id>.log, <job-id>.threads   the app's job records
     <workspace>/settings.json                                        the app's settings (job policy)
     <workspace>/tuning/studies.db, <study>.lock                      `sessrec tune` (Optuna, SQLite)
@@ -169,6 +170,10 @@ class RunDir:
     def onnx(self) -> Path:
         """The run's own ONNX export (engine.export.onnx_runtime.ensure_run_onnx)."""
         return self.root / "export" / "model.onnx"
+
+    def compiled(self, device: str = "cpu") -> Path:
+        """The run's own AOTInductor-compiled encoder for a device type (engine.export.compiled)."""
+        return self.root / "export" / f"encoder-{device}.pt2"
 
     def checkpoint(self, which: str) -> Path:
         """`best` or `last`."""

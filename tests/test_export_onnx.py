@@ -186,7 +186,7 @@ def test_encode_runs_a_sub_model_without_the_item_table(encoder, report):
 # ---- refusals ---------------------------------------------------------------------------------------
 def test_a_baseline_run_is_refused(ws, tmp_path):
     fit(small_cfg(model="pop", model_params={}), ws, run_id="onnx-pop")
-    with pytest.raises(InputError, match=r"run onnx-pop: pop is a baseline; ONNX export is for the session GNNs"):
+    with pytest.raises(InputError, match=r"run onnx-pop: pop is a baseline; export is for the session GNNs"):
         exp.export_onnx(ws.run("onnx-pop"), tmp_path / "pop.onnx")
     assert not any(tmp_path.iterdir())
 

@@ -1,6 +1,6 @@
 """`sessrec bench serve`: latency and throughput of POST /recommend over loopback.
 
-For each runtime (torch, onnx) a real `sessrec serve` process serves the run and a separate load
+For each runtime (torch, compiled, onnx) a real `sessrec serve` process serves the run and a separate load
 process (engine.bench.loadgen) posts sessions of 10 items (test sessions of the run's dataset, raw
 ids), k = 10, at each concurrency for a bounded time. Reports requests/s, p50/p90/p99 latency,
 errors, the search in use and its measured agreement with exact top-10 on held-out sessions.
@@ -70,7 +70,7 @@ def _start(ws: Workspace, run_id: str, runtime: str, search: str) -> tuple[subpr
 
 
 def run(ws: Workspace, dataset: str = "demo-full", run_id: str | None = None,
-        runtimes: tuple[str, ...] = ("torch", "onnx"), levels: tuple[int, ...] = (1, 16, 64),
+        runtimes: tuple[str, ...] = ("torch", "compiled", "onnx"), levels: tuple[int, ...] = (1, 16, 64),
         duration: float = 10.0, search: str = "auto", log=print, out=None) -> dict[str, Any]:
     if run_id is None:
         run_id = train_default_run(ws, dataset, log)

@@ -177,10 +177,10 @@ def cmd_bench_recommend(args: argparse.Namespace, ws: Workspace, out: Output) ->
 
 
 def _register_serve(bsub) -> None:
-    b = bsub.add_parser("serve", help="latency and requests/s of POST /recommend (torch and ONNX runtimes)")
+    b = bsub.add_parser("serve", help="latency and requests/s of POST /recommend (torch, compiled and ONNX runtimes)")
     b.add_argument("--dataset", default="demo-full", help="dataset of the default run (default demo-full)")
     b.add_argument("--run", default=None, help="run to serve (default: train a hidden-256 Graph Transformer)")
-    b.add_argument("--runtimes", default="torch,onnx", help="comma-separated: torch,onnx")
+    b.add_argument("--runtimes", default="torch,compiled,onnx", help="comma-separated: torch,compiled,onnx")
     b.add_argument("--concurrency", default="1,16,64", help="comma-separated levels (default 1,16,64)")
     b.add_argument("--duration", type=float, default=10.0, help="seconds per level (default 10)")
     b.add_argument("--search", choices=values(Search), default="auto")

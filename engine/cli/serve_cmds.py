@@ -24,7 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
     p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     p.add_argument("--runtime", choices=values(Runtime), default="torch",
-                   help="torch, or onnx: the GNN encoder in ONNX Runtime from the run's export")
+                   help="torch (eager PyTorch), compiled (the GNN encoder compiled ahead of time by AOTInductor: "
+                        "fastest, needs a C++ compiler, ~1 min to build once per checkpoint) or onnx (ONNX "
+                        "Runtime, from the run's ONNX export)")
     p.add_argument("--search", choices=values(Search), default="auto",
                    help="top-k over the catalogue: exact, ivf (approximate candidates, scored exactly; "
                         "calibrated to agree with exact on 99%% of held-out sessions), auto (ivf from "

@@ -61,7 +61,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default=Device.CPU.value, choices=list(Device))
     p.add_argument("--exclude-session-items", action="store_true", help="never recommend an item of the session")
     p.add_argument("--runtime", choices=values(Runtime), default="torch",
-                   help="onnx: the GNN's encoder in ONNX Runtime from the run's export (made when missing)")
+                   help="GNN runs: torch (eager), compiled (the encoder compiled by AOTInductor; needs a C++ "
+                        "compiler) or onnx (ONNX Runtime); exports are made when missing")
     p.add_argument("--search", choices=values(Search), default="exact",
                    help="top-k over the catalogue: exact, or ivf candidates scored exactly (see sessrec serve)")
     p.set_defaults(func=cmd_recommend)

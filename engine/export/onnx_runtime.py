@@ -22,7 +22,7 @@ import torch
 
 from engine.errors import InputError
 from engine.export.contract import CONTRACT_VERSION, OUTPUT_NAMES, check_fingerprint, feeds
-from engine.locks import FolderLock
+from engine.export.trace import ensure_fresh
 from engine.workspace import RunDir
 
 ENCODE_OUTPUTS = ("session", "repeat")
@@ -115,28 +115,5 @@ def ensure_run_onnx(run: RunDir, *, parity_limit: int = 2000) -> Path:
     """`<run>/export/model.onnx`, exported (with its parity check) when it is missing, unreadable or
     was made from another checkpoint than the one the run serves now (name, mtime, size differ)."""
     from engine.export.onnx import export_onnx
-    path = run.onnx
-    if _fresh(run, path):
-        return path
-    # two processes serving one run (the app's server and a shell's) would both export it; the
-    # second waits for the first and then finds its export fresh
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with FolderLock(path.with_name(path.name + ".lock"), f"run {run.run_id} is being exported by {{who}}",
-                    what="export lock").acquire(timeout=600):
-        if _fresh(run, path):
-            return path
-        return export_onnx(run, path, parity_limit=parity_limit).path
-
-
-def _fresh(run: RunDir, path: Path) -> bool:
-    """The export exists and was made from the checkpoint the run serves now."""
-    if not path.exists():
-        return False
-    ckpt = run.served_checkpoint()
-    try:
-        meta = read_metadata(path)
-        st = ckpt.stat()
-    except (InputError, OSError):
-        return False
-    return (meta.get("checkpoint") == ckpt.name and meta.get("checkpoint_mtime_ns") == str(st.st_mtime_ns)
-            and meta.get("checkpoint_size") == str(st.st_size))
+    return ensure_fresh(run, run.onnx, read_metadata,
+                        lambda: export_onnx(run, run.onnx, parity_limit=parity_limit).path)
