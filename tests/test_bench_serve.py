@@ -40,3 +40,18 @@ def test_search_bench_calibrates_the_index_on_a_table(tmp_path):
     exact = bsearch._exact_top(torch.from_numpy(table), torch.from_numpy(queries), 10)
     assert not (exact.numpy() == 0).any()          # the padding row is never a result
     assert np.isfinite(row["exact_bf16_ms"])
+
+
+def test_the_default_dataset_is_generated_and_built_once(tmp_path):
+    from engine.errors import InputError
+    from engine.workspace import Workspace
+    ws = Workspace(tmp_path / "ws")
+    with pytest.raises(InputError, match="dataset 'mine' not found: build it first"):
+        bserve.ensure_dataset(ws, "mine", log=lambda m: None)
+    said = []
+    bserve.ensure_dataset(ws, "bench-demo-tiny", log=said.append)
+    assert ws.dataset("bench-demo-tiny").items.exists() and any("generating the tiny demo" in m for m in said)
+    said.clear()
+    bserve.ensure_dataset(ws, "bench-demo-tiny", log=said.append)          # cached: not generated again
+    assert not any("generating" in m for m in said)
+    assert bserve.DEFAULT_DATASET == "bench-demo-wide"

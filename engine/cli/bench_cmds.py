@@ -178,7 +178,9 @@ def cmd_bench_recommend(args: argparse.Namespace, ws: Workspace, out: Output) ->
 
 def _register_serve(bsub) -> None:
     b = bsub.add_parser("serve", help="latency and requests/s of POST /recommend (torch, compiled and ONNX runtimes)")
-    b.add_argument("--dataset", default="demo-full", help="dataset of the default run (default demo-full)")
+    b.add_argument("--dataset", default="bench-demo-wide",
+                   help="dataset of the default run (default bench-demo-wide: the wide demo, ~240K items, "
+                        "generated and built when missing; any bench-demo-<size> is)")
     b.add_argument("--run", default=None, help="run to serve (default: train a hidden-256 Graph Transformer)")
     b.add_argument("--runtimes", default="torch,compiled,onnx", help="comma-separated: torch,compiled,onnx")
     b.add_argument("--concurrency", default="1,16,64", help="comma-separated levels (default 1,16,64)")

@@ -29,6 +29,8 @@ Sizes were tuned with a throwaway 30-min sessionizer (drop < 3 events; train = f
 by start; graph = distinct item pairs within 5 positions, self-pairs excluded). Seed 0 measures:
   full:  2,754,887 events, 1,407,580 visitors, 236,891 items; 169,715 sessions (median 4, mean 6.3);
          train graph 82,951 nodes, 687,194 edges; generation ~5 s
+  wide:  3,918,108 events, 2,000,000 visitors, 319,602 items; 241,699 sessions; ~240K items in train
+         sessions (full: 83K)
   small: 178,826 events, 30,000 visitors, 3,998 items; 23,808 sessions (median 4); graph 3,964 / 85K
   tiny:  4,527 events, 300 visitors, 199 items; 431 sessions (median 6) over 6 weeks; ~20 ms
 """
@@ -116,6 +118,13 @@ DEMO_SIZES: dict[str, DemoSize] = {
                      multi_visitor_share=0.10, extra_sessions_mean=1.6,
                      p_len1=0.7615, p_len2=0.1344, len_exponent=2.4, zipf_alpha=1.3,
                      zipf_offset=300.0, entry_beta=0.6),
+    # full's shape with a RetailRocket-sized *trained* catalogue: full's 237K items shrink to 83K in
+    # training sessions (as RetailRocket's do), here ~240K items occur there (a flatter popularity
+    # law over 320K items, 2M visitors); the serving benchmark's catalogue (sessrec bench serve)
+    "wide": DemoSize(n_items=320_000, n_clusters=1200, n_visitors=2_000_000, days=138,
+                     multi_visitor_share=0.10, extra_sessions_mean=1.6,
+                     p_len1=0.7615, p_len2=0.1344, len_exponent=2.4, zipf_alpha=0.7,
+                     zipf_offset=5000.0, entry_beta=0.6),
     # YooChoose-full shape (RSC15 clicks: ~33M clicks, ~9.2M sessions, ~53K items, mean length
     # ~3.6, most sessions 1-2 clicks, 6 months): ~30M events, ~8.2M sessions of which ~45% have
     # >= 3 events; few returning visitors (YooChoose has none)
