@@ -33,6 +33,12 @@ class ExampleRanks:
     def __len__(self) -> int:
         return len(self.ranks)
 
+    def same_examples(self, other: "ExampleRanks") -> bool:
+        """Both evaluations scored the same examples (sessions and prefixes, in the same order): the
+        condition of a paired comparison."""
+        return len(self) == len(other) and bool(np.array_equal(self.session, other.session)
+                                                and np.array_equal(self.prefix, other.prefix))
+
     def save(self, path: str | Path) -> None:
         write_npz(path, {"format_version": np.int64(_FORMAT_VERSION), "ranks": self.ranks,
                          "session": self.session, "prefix": self.prefix}, f"test ranks {Path(path).name}")

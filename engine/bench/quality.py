@@ -216,8 +216,7 @@ def _r(x: float) -> float:
 
 
 def _check_same_examples(ref: ExampleRanks, other: ExampleRanks, what: str) -> None:
-    if len(ref) != len(other) or not (np.array_equal(ref.session, other.session)
-                                      and np.array_equal(ref.prefix, other.prefix)):
+    if not ref.same_examples(other):
         raise InputError(f"{what}: its test examples differ from the other runs' on this dataset "
                          f"(a dataset rebuilt between runs?); delete the old runs or use another workspace")
 

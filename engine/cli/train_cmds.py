@@ -54,6 +54,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset", help="only runs on this dataset")
     p.set_defaults(func=cmd_runs)
 
+    p = sub.add_parser("compare", help="two tested runs on the same test examples: metrics with 95%% "
+                       "intervals, the difference and a paired test")
+    p.add_argument("a", metavar="RUN_A")
+    p.add_argument("b", metavar="RUN_B")
+    p.add_argument("--protocols", default=",".join(Protocol), help="comma list of last, prefixes")
+    p.add_argument("--bootstrap", type=int, default=1000, help="resamples and permutations (default 1000)")
+    p.set_defaults(func=cmd_compare)
+
     p = sub.add_parser("recommend", help="top-k next items for a session of raw item ids")
     p.add_argument("run", help="run id, or baseline:NAME@DATASET (e.g. baseline:sknn@demo)")
     p.add_argument("items", nargs="*", help="raw item ids, oldest first")
@@ -225,6 +233,19 @@ def cmd_eval(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
 
 
 # ---- runs ----------------------------------------------------------------------------------------
+def cmd_compare(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
+    from engine.runs.compare import compare_runs, render
+    protocols = tuple(p for p in args.protocols.split(",") if p)
+    bad = [p for p in protocols if p not in values(Protocol)]
+    if bad or not protocols:
+        raise InputError(f"--protocols {args.protocols!r}: expected a comma list of {', '.join(Protocol)}")
+    if args.bootstrap < 100:
+        raise InputError("--bootstrap must be >= 100")
+    res = compare_runs(ws, args.a, args.b, protocols, n_boot=args.bootstrap)
+    out.result({"compare": res}, render(res))
+    return 0
+
+
 def cmd_runs(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
     from engine.runs import list_runs
     runs = [r for r in list_runs(ws) if not args.dataset or r.dataset == args.dataset]
