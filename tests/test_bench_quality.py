@@ -73,6 +73,10 @@ def test_paired_test_of_the_best_gnn_and_baseline(bench):
         assert 0 < v["gnn_share_of_oracle"] and 0 < v["gnn_share_of_oracle_known"]
         gk = rows["graph_transformer"]["test"][v["protocol"]]["known_targets"]["recall@10"]
         assert v["gnn_share_of_oracle_known"] == pytest.approx(gk / v["oracle_known_recall@10"], abs=1e-4)
+        # the count learner (the oracle's law, successors and popularity counted in train) is reported beside
+        cl = v["count_learner_known_recall@10"]
+        assert 0 < cl and v["count_learner_share_of_oracle_known"] == pytest.approx(cl / v["oracle_known_recall@10"],
+                                                                                   abs=1e-4)
 
 
 def test_hybrid_row_mixes_each_seeds_gnn_run_with_the_best_baseline_run(bench):

@@ -341,3 +341,38 @@ def test_truth_from_another_generator_version_is_refused(tiny, tmp_path):
         np.savez(tmp_path / name, **bad)
         with pytest.raises(InputError, match="regenerate the demo"):
             DemoOracle.load(tmp_path / name)
+
+
+def test_count_learner_counts_successors_and_popularity_in_train(tiny):
+    from dataclasses import replace
+
+    from engine.data.demo.oracle import count_learner
+    out, _ = tiny
+    truth = DemoTruth.load(out / "truth.npz")
+    raw = truth.raw_ids
+    A, B, C = raw[0], raw[1], raw[2]
+    # session 1: view A, view B, view A, cart A (not a view: no pair), view C; session 2: view A,
+    # view A (the same item: p_same's term, not a successor), view B
+    train = Sessions.from_lists([[A, B, A, A, C], [A, A, B]], item_dtype=np.int64)
+    train = replace(train, events=np.array([0, 0, 0, 1, 0, 0, 0, 0], dtype=np.int8))
+    hat = count_learner(truth, train)
+    succ = {int(i): {int(x): round(float(p), 6) for x, p in
+                     zip(hat.succ_items[hat.succ_offsets[i]:hat.succ_offsets[i + 1]],
+                         hat.succ_probs[hat.succ_offsets[i]:hat.succ_offsets[i + 1]])}
+            for i in range(3)}
+    # A -> B twice (sessions 1 and 2), A(cart) -> C once; B -> A once
+    assert succ == {0: {1: round(2 / 3, 6), 2: round(1 / 3, 6)}, 1: {0: 1.0}, 2: {}}
+    assert hat.succ_offsets[-1] == 3 and len(hat.succ_offsets) == len(raw) + 1
+    n = len(raw)
+    counts = np.full(n, 1e-3)
+    counts[:3] += [5, 2, 1]                                        # A 5 times, B twice, C once
+    assert np.allclose(hat.pop, counts / counts.sum())
+    assert np.array_equal(hat.params, truth.params) and np.array_equal(hat.cluster, truth.cluster)
+    # the learned successors enter the law as the true ones do: after a view of A, swapping A's two
+    # successors' shares moves B's probability by (1 - f_cart) * p_trans * (2/3 - 1/3)
+    swapped = replace(hat, succ_probs=hat.succ_probs[[1, 0, 2]])
+    args = (np.array([A]), np.array([0]), np.array([0, 1]))
+    diff = DemoOracle(hat).scores(*args)[0] - DemoOracle(swapped).scores(*args)[0]
+    p_trans, f_cart = truth.mixture[2], truth.funnel[0]
+    assert diff[1] == pytest.approx((1 - f_cart) * p_trans / 3) and diff[2] == pytest.approx(-diff[1])
+    assert np.allclose(np.delete(diff, [1, 2]), 0)

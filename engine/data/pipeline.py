@@ -167,21 +167,28 @@ def run_encodings(ctx: StageContext) -> dict:
 
 def run_oracle(ctx: StageContext) -> dict:
     from engine.data.sessions import Sessions
-    from engine.data.demo.oracle import oracle_report
+    from engine.data.demo.oracle import count_learner, oracle_report
+    from engine.data.demo.truth import DemoTruth
     # the generator writes its truth beside the log it generated
     truth = ctx.ds.source_file("path").with_name(ctx.ds.paths.demo_truth.name)
     if not truth.exists():
         raise StageError(f"demo truth file {truth} is missing; regenerate with `sessrec demo`")
     import numpy as np
     test = Sessions.read(ctx.input(ctx.ds.paths.split_sessions("test")))
-    known = np.unique(Sessions.read(ctx.input(ctx.ds.paths.split_sessions("train"))).items)
+    train = Sessions.read(ctx.input(ctx.ds.paths.split_sessions("train")))
+    known = np.unique(train.items)
     # every protocol at k = 10 and 20, and for the targets seen in training (the ceiling of a
     # model, which cannot rank an unseen item): one ranking pass
     out = oracle_report(truth, test, ks=(10, 20), known_items=known)
+    # the same law with successors and popularity counted in train: what the sample allows
+    learner = oracle_report(count_learner(DemoTruth.load(truth), train), test, ks=(10, 20), known_items=known)
+    out.update({f"count_learner_{key}": v for key, v in learner.items()})
     with atomic_path(ctx.out.oracle) as tmp:
         tmp.write_text(json.dumps(out, indent=2))
     return {"recall@10_last": out["last@10"]["recall"], "recall@10_prefixes": out["prefixes@10"]["recall"],
             "recall@20_last": out["last@20"]["recall"], "recall@20_prefixes": out["prefixes@20"]["recall"],
+            "count_learner_known_recall@10_last": learner["known_last@10"]["recall"],
+            "count_learner_known_recall@10_prefixes": learner["known_prefixes@10"]["recall"],
             "detail": out}
 
 
@@ -201,7 +208,7 @@ STAGES: tuple[Stage, ...] = (
           "item co-occurrence graph from train sessions"),
     Stage(StageName.ENCODINGS, ("graph",), lambda c: {"k": c.pe_dim}, run_encodings,
           "Laplacian positional encodings"),
-    Stage(StageName.ORACLE, ("split",), lambda c: {"k": [10, 20], "known_targets": True}, run_oracle,
+    Stage(StageName.ORACLE, ("split",), lambda c: {"k": [10, 20], "known_targets": True, "count_learner": True}, run_oracle,
           "generator's oracle Recall@K on the test split (demo only)", only_demo=True),
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)

@@ -161,7 +161,8 @@ class ServeScreen(BaseScreen):
                 yield form_row("port", Input("8000", id="s-port", compact=True))
                 yield form_row("runtime", Select([(r, r) for r in values(Runtime)], value="torch", allow_blank=False,
                                                  id="s-runtime", compact=True),
-                               "torch, or the run's ONNX export in ONNX Runtime (exported and checked when missing)")
+                               "torch (eager); compiled: the encoder compiled by AOTInductor, fastest, needs a C++ "
+                               "compiler; onnx: ONNX Runtime. Exports are built and checked when missing (~1 min)")
                 yield form_row("search", Select([(s, s) for s in values(Search)], value="auto", allow_blank=False,
                                                 id="s-search", compact=True),
                                "top-k over every item (exact) or an IVF index checked against it (ivf); auto: "

@@ -5,6 +5,12 @@ P(next item = x | prefix) as written in the generator's docstring: densely (`sco
 top-k from a few candidates per prefix (`topk`). `ranks` places each example's target in that
 top-k, and `oracle_recall` turns those ranks into the evaluator's metrics on a split: the ceiling
 any model can reach on the demo, up to sampling noise.
+
+`count_learner(truth, train)` is the same law with the two things a model must learn from data,
+the successor probabilities and the item popularity, replaced by their training counts (it keeps the
+true mixture weights, funnel and clusters): a learner that knows the generator's structure and sees
+only the training sessions. Its share of the oracle says how much of the gap to the oracle is the
+finite sample rather than the model.
 """
 
 from __future__ import annotations
@@ -199,7 +205,32 @@ def oracle_recall(truth_path: Path, sessions: "Sessions", k: int = 10, protocol:
             "n": int(len(ranks)), "protocol": protocol, "k": int(k)}
 
 
-def oracle_report(truth_path: Path, sessions: "Sessions", ks: tuple[int, ...] = (10, 20),
+def count_learner(truth: DemoTruth, train: "Sessions") -> DemoTruth:
+    """`truth` with successors and popularity estimated from `train` (raw ids; see the module
+    docstring): succ(a, x) = the share of x among the views of another item that follow a view,
+    cart or purchase of a; pop(x) = x's share of the training events (items never seen get a tiny
+    equal share, so they rank last)."""
+    from dataclasses import replace
+    oracle = DemoOracle(truth)
+    n = oracle.n_items
+    idx = oracle.index_of(train.items)
+    events = np.asarray(train.events, dtype=np.int64)
+    has_prev = np.ones(len(idx), dtype=bool)
+    has_prev[train.offsets[:-1]] = False                       # a session's first event
+    pos = np.nonzero(has_prev)[0]
+    a, x = idx[pos - 1], idx[pos]
+    keep = (events[pos] == 0) & (a != x)                       # a view of another item: M's terms
+    key, cnt = np.unique(a[keep] * n + x[keep], return_counts=True)
+    src = key // n
+    per_src = np.bincount(src, minlength=n)
+    offsets = np.concatenate([[0], np.cumsum(per_src)]).astype(np.int64)
+    probs = cnt / np.bincount(src, weights=cnt, minlength=n)[src]
+    pop = np.bincount(idx, minlength=n).astype(np.float64) + 1e-3
+    return replace(truth, succ_offsets=offsets, succ_items=(key % n).astype(np.int64), succ_probs=probs,
+                   pop=pop / pop.sum())
+
+
+def oracle_report(truth: Path | DemoTruth, sessions: "Sessions", ks: tuple[int, ...] = (10, 20),
                   known_items: np.ndarray | None = None, chunk_events: int = 1 << 20) -> dict:
     """`oracle_recall` for every protocol and k in `ks` (and, with `known_items`, for the known
     targets too), from one ranking pass: {"<protocol>@<k>": ..., "known_<protocol>@<k>": ...}.
@@ -209,7 +240,7 @@ def oracle_report(truth_path: Path, sessions: "Sessions", ks: tuple[int, ...] = 
     of each session, the top-k is the head of the exact top-max(ks), and the known-target examples
     are a subset, each taken in the order `oracle_recall` would make them.
     """
-    oracle = DemoOracle.load(truth_path)
+    oracle = DemoOracle(truth) if isinstance(truth, DemoTruth) else DemoOracle.load(truth)
     k_max = max(ks)
     examples = make_examples(sessions, Protocol.PREFIXES)
     ranks = oracle.ranks(sessions, examples, k_max, chunk_events)
