@@ -174,7 +174,7 @@ def test_a_baseline_run_or_a_wrong_name_is_refused(ws, run, tmp_path):
 
 
 def test_a_failing_compiler_is_a_clear_error_and_leaves_nothing(run, monkeypatch, tmp_path):
-    def broken(program, package_path):
+    def broken(program, package_path, inductor_configs):
         raise RuntimeError("g++: command not found")
     monkeypatch.setattr(torch._inductor, "aoti_compile_and_package", broken)
     out = tmp_path / "x" / "enc.pt2"

@@ -23,7 +23,7 @@ from schemathesis.checks import not_a_server_error
 
 from engine.errors import InputError
 from engine.serve.app import ServeSettings, create_app
-from engine.serve.schemas import MAX_BATCH_SESSIONS, MAX_BODY_BYTES
+from engine.serve.schemas import MAX_BATCH_SESSIONS, MAX_BODY_BYTES, BatchResponse, RecommendResponse
 from engine.serve.security import check_bind
 from engine.serve.server import ServeOptions, make_slot
 from engine.train.loop import fit
@@ -75,8 +75,10 @@ def test_health_says_what_is_served(client):
 def test_recommend_answers_what_the_engine_answers(client, slot, ids):
     body = {"session_items": [ids[3], 10**15, ids[5]], "k": 7}
     r = client.post("/recommend", json=body)
-    assert r.status_code == 200
+    assert r.status_code == 200 and r.headers["content-type"] == "application/json"
     got = r.json()
+    # the endpoint sends its body as built: it must still be exactly what the schema at /docs says
+    assert RecommendResponse.model_validate_json(r.content, strict=True).model_dump() == got
     expect = slot.current.rec.recommend([ids[3], 10**15, ids[5]], k=7)
     assert got["items"] == expect.items and np.allclose(got["scores"], expect.scores, atol=1e-5)
     assert got["unknown_items"] == [10**15] and not got["fallback"] and got["run_id"] == "serve-a"
@@ -90,6 +92,7 @@ def test_batch_answers_each_session(client, slot, ids):
     sessions = [[ids[1]], [ids[2], ids[2], ids[7]], [123456789123]]
     r = client.post("/recommend/batch", json={"sessions": sessions, "k": 4})
     assert r.status_code == 200
+    assert BatchResponse.model_validate_json(r.content, strict=True).model_dump() == r.json()
     res = r.json()["results"]
     assert [x["items"] for x in res] == [slot.current.rec.recommend(s, 4).items for s in sessions]
     assert res[2]["fallback"] and res[2]["unknown_items"] == [123456789123]

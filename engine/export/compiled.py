@@ -130,7 +130,11 @@ def _compile(graph: EncodeGraph, args: tuple[torch.Tensor, ...], package: Path, 
         raise ExportError(f"run {run.run_id}: torch.export failed: {type(e).__name__}: {str(e)[:500]}") from e
     try:
         with quiet():
-            return Path(torch._inductor.aoti_compile_and_package(program, package_path=str(package)))
+            # single-threaded kernels: the code generator would otherwise bake this process's thread
+            # count into every kernel, and a server runs one thread per worker (one session's encoder
+            # is too small to split; concurrency comes from batching and workers)
+            return Path(torch._inductor.aoti_compile_and_package(program, package_path=str(package),
+                                                                 inductor_configs={"cpp.threads": 1}))
     except Exception as e:
         cxx = os.environ.get("CXX", "g++")
         raise ExportError(f"run {run.run_id}: AOTInductor could not compile the encoder "
