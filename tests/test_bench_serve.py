@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -55,3 +57,11 @@ def test_the_default_dataset_is_generated_and_built_once(tmp_path):
     bserve.ensure_dataset(ws, "bench-demo-tiny", log=said.append)          # cached: not generated again
     assert not any("generating" in m for m in said)
     assert bserve.DEFAULT_DATASET == "bench-demo-wide"
+    # the default run trains in a child process, once
+    assert bserve.train_default_run(ws, "bench-demo-tiny", log=said.append) == "bench-serve-bench-demo-tiny"
+    cfg = json.loads(ws.run("bench-serve-bench-demo-tiny").config.read_text())["train"]
+    assert (cfg["model"], cfg["model_params"]["hidden"], cfg["epochs"], cfg["loss"]) == \
+        ("graph_transformer", 256, 1, "sampled")
+    said.clear()
+    bserve.train_default_run(ws, "bench-demo-tiny", log=said.append)
+    assert said == []

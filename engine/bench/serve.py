@@ -62,18 +62,21 @@ def ensure_dataset(ws: Workspace, dataset: str, log) -> None:
 
 
 def train_default_run(ws: Workspace, dataset: str, log) -> str:
-    from engine.config import TrainConfig
-    from engine.models.registry import resolve_params
-    from engine.train.loop import fit
+    """`bench-serve-<dataset>`: a Graph Transformer, hidden 256, one epoch of sampled softmax (trained
+    once). It trains in a child process (`sessrec train`), so this process, which then drives the
+    servers and the load, does not keep the training's memory (on the wide demo it had reached 20 GB
+    when the kernel killed it during the third server's start)."""
     run_id = f"bench-serve-{dataset}"
     if ws.run(run_id).best.exists():
         return run_id
     ensure_dataset(ws, dataset, log)
     log(f"training {run_id}: graph_transformer, hidden 256, one epoch of sampled softmax ...")
-    cfg = TrainConfig(dataset=dataset, model="graph_transformer",
-                      model_params=resolve_params("graph_transformer", {"hidden": 256}, "cpu"),
-                      epochs=1, loss="sampled", device="cpu")
-    fit(cfg, ws, run_id=run_id, log=log)
+    cmd = [sys.executable, "-m", "engine", "--workspace", str(ws.root), "train", "--dataset", dataset,
+           "--model", "graph_transformer", "--hidden", "256", "--epochs", "1", "--loss", "sampled",
+           "--device", "cpu", "--run-id", run_id]
+    res = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if res.returncode or not ws.run(run_id).best.exists():
+        raise InputError(f"training {run_id} failed (exit {res.returncode}): {res.stderr[-2000:]}")
     return run_id
 
 
