@@ -7,11 +7,12 @@
 Raw ids not in the run's item index are reported as unknown and ignored; when none is known the
 answer is the training popularity ranking, labelled as a fallback.
 
-GNN runs score through their encoder (`SessionGNN.encode`, or with the same contract the run's
-encoder compiled by AOTInductor, `runtime="compiled"`, or its ONNX export, `runtime="onnx"`): session vectors and the repeat logits of the session's items, then
-either exact search (every item's dot product) or an IVF index that proposes candidates which are
-scored exactly (`search="ivf"`; see `engine.item_search`); "auto" takes the index for catalogues of
-`IVF_MIN_ITEMS` items and more. Baselines and hybrids score every item with `score(batch)`.
+GNN runs score through their encoder (`SessionGNN.encode`; with the same contract, the run's encoder
+compiled by AOTInductor, `runtime="compiled"`, or its ONNX export, `runtime="onnx"`): session vectors
+and the repeat logits of the session's items, then either exact search (every item's dot product)
+or an IVF index that proposes candidates which are scored exactly (`search="ivf"`; see
+`engine.item_search`); "auto" takes the index for catalogues of `IVF_MIN_ITEMS` items and more.
+Baselines and hybrids score every item with `score(batch)`.
 """
 
 from __future__ import annotations
