@@ -27,7 +27,8 @@ from engine.workspace import RunDir
 
 FORMATS = values(DataFormat)
 SIZE_NOTES = {"tiny": "~430 sessions, seconds", "small": "~22K sessions, the default",
-              "full": "RetailRocket scale, minutes"}
+              "full": "RetailRocket scale, minutes",
+              "wide": "full with ~240K items in training, minutes", "xl": "YooChoose-full shape, ~30M events"}
 DEMO_SIZES = tuple((f"{n}: {SIZE_NOTES[n]}" if n in SIZE_NOTES else n, n) for n in GENERATOR_SIZES)
 
 
