@@ -87,7 +87,7 @@ def compile_encoder(run: RunDir, out: Path, *, device: str = "cpu", parity_limit
     lr = load_run(run)
     dev = torch.device(device)
     model = lr.model.to(dev).eval()
-    inputs = export_inputs(lr, parity_limit, seed)
+    inputs = export_inputs(lr, parity_limit, seed, device=dev)
     args = tuple(torch.as_tensor(v, device=dev) for v in feeds(inputs.sample).values())
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".compile-", dir=out.parent) as tmp:

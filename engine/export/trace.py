@@ -125,11 +125,12 @@ class Inputs:
     sample: Batch                # the batch to trace with
 
 
-def export_inputs(lr: LoadedRun, parity_limit: int, seed: int = 0) -> Inputs:
+def export_inputs(lr: LoadedRun, parity_limit: int, seed: int = 0, device: str | torch.device = "cpu") -> Inputs:
+    """The batches (on `device`, the model's) an export of `lr` is traced with and checked on."""
     if parity_limit < 1:
         raise InputError(f"parity_limit {parity_limit}: every export is checked, on at least 1 session")
     model, data = lr.model, lr.data
-    builder = BatchBuilder(SessionStore(data.test), data.n_items, model.graph_mode, data.graph)
+    builder = BatchBuilder(SessionStore(data.test, device), data.n_items, model.graph_mode, data.graph)
     examples = make_examples(data.test, "prefixes")
     if len(examples) > parity_limit:
         pick = np.random.default_rng(seed).choice(len(examples), parity_limit, replace=False)
