@@ -11,6 +11,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from engine.alloc import returning_freed_memory
 from engine.config import TrainConfig
 from engine.data.artifacts import DatasetArtifacts
 from engine.errors import InputError
@@ -110,7 +111,9 @@ def evaluate_split(model: Any, data: DatasetArtifacts, split: str, protocol: str
             raise StoppedDuringEval
         if progress is not None:
             progress(p)
-    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=autocast):
+    # large [batch, catalogue] scores of changing sizes: glibc's usual behaviour for the pass (engine.alloc)
+    with returning_freed_memory(), \
+            torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=autocast):
         res, ranks = evaluate(model, builder, data.split(split), protocol=Protocol(protocol),
                               batch_size=cfg.eval_batch_size, popularity=pop, progress=report, return_ranks=True,
                               shard=shard)
