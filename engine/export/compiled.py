@@ -95,11 +95,9 @@ def compile_encoder(run: RunDir, out: Path, *, device: str = "cpu", parity_limit
         package = _compile(EncodeGraph(model).eval(), args, Path(tmp) / out.name, run)
         compile_seconds = time.perf_counter() - t1
         enc = CompiledEncoder(package, model, device=dev, check=False)
-        table = model.item_table().detach().float()
-
         def outputs(b):
             reps, cells = enc.encode(b)
-            return session_scores(reps, cells, b.items, table), reps, cells
+            return session_scores(reps, cells, b.items, enc.item_table()), reps, cells
         with torch.no_grad():
             parity = check_parity(model, outputs, inputs, batch_size=batch_size, progress=progress)
         parity.check(f"run {run.run_id}: the compiled encoder ({out})", min_top10, max_rel)
