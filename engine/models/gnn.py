@@ -291,7 +291,7 @@ def candidate_scores(reps: torch.Tensor, cells: torch.Tensor, items: torch.Tenso
                      table: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
     """float32 [B, K] logits of per-row candidates `cand` (long [B, K]) from the encoder's parts: the
     same values `session_scores` gives those items (padding candidates = -inf)."""
-    dot = (table[cand].float() * reps.float()[:, None, :]).sum(-1)                     # [B, K]
+    dot = torch.bmm(table[cand].float(), reps.float()[:, :, None]).squeeze(-1)          # [B, K]
     rep = ((items[:, :, None] == cand[:, None, :]) * cells[:, :, None]).amax(1)       # [B, K]
     return (dot + rep).masked_fill(cand == 0, float("-inf"))
 

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch_geometric.utils import coalesce
 
 from engine.data.examples import make_examples  # noqa: F401  (re-exported: callers import it from here)
 from engine.data.graph import CoocGraph
@@ -154,10 +153,11 @@ class BatchBuilder:
     def _transition_edges(self, alias: torch.Tensor, mask: torch.Tensor, n: int):
         pair = mask[:, 1:] & mask[:, :-1]
         src, dst = alias[:, :-1][pair], alias[:, 1:][pair]
-        ei = torch.cat([torch.stack([src, dst]), torch.stack([dst, src])], dim=1)
-        w = torch.ones(ei.shape[1], device=self.device)
-        ei, w = coalesce(ei, w, num_nodes=n, reduce="sum")
-        return ei, w
+        # both directions, duplicates summed into weights, sorted by (source, target): what PyG's
+        # coalesce gives, in one sorted unique over the pair keys (about a third of its cost for
+        # one session, where per-op overhead is the whole cost of serving a request's graph)
+        key, w = torch.unique(torch.cat([src * n + dst, dst * n + src]), return_counts=True)
+        return torch.stack([key // max(n, 1), key % max(n, 1)]), w.float()
 
     def _cooc_edges(self, x: torch.Tensor, batch: torch.Tensor, B: int):
         # all ordered node pairs inside each session graph, kept where the global graph has the edge
