@@ -10,8 +10,8 @@ answer is the training popularity ranking, labelled as a fallback.
 GNN runs score through their encoder (`SessionGNN.encode`; with the same contract, the run's encoder
 compiled by AOTInductor, `runtime="compiled"`, or its ONNX export, `runtime="onnx"`): session vectors
 and the repeat logits of the session's items, then either exact search (every item's dot product)
-or an IVF index that proposes candidates which are scored exactly (`search="ivf"`; see
-`engine.item_search`); "auto" takes the index for catalogues of `IVF_MIN_ITEMS` items and more.
+or a product-quantised fast scan that proposes candidates which are scored exactly (`search="pq"`;
+see `engine.item_search`); "auto" takes the scan for catalogues of `PQ_MIN_ITEMS` items and more.
 Baselines and hybrids score every item with `score(batch)`.
 """
 
@@ -28,7 +28,7 @@ from engine.data.items import ItemIndex
 from engine.data.sessions import Sessions
 from engine.data.examples import make_examples
 from engine.errors import InputError
-from engine.item_search import IVFSearch
+from engine.item_search import PQSearch
 from engine.models.gnn import SessionGNN, candidate_scores, session_scores
 from engine.models.registry import build_model, get_spec
 from engine.schema import ModelKind, Runtime, Search, values
@@ -53,8 +53,7 @@ class Recommendation:
 
 SEARCHES = values(Search)
 RUNTIMES = values(Runtime)
-IVF_MIN_ITEMS = 50_000      # below this an exact pass costs ~5 ms or less at d = 256 on the dev CPU
-CANDIDATES = 64             # search candidates per session at least (k + session length at most)
+PQ_MIN_ITEMS = 20_000       # below this an exact pass costs ~2 ms or less at d = 256 on the dev CPU
 
 
 class Recommender:
@@ -69,7 +68,7 @@ class Recommender:
         # the GNN path: anything with encode(batch) and item_table() (SessionGNN, OnnxEncoder)
         self.encoder = encoder if encoder is not None else (model if isinstance(model, SessionGNN) else None)
         self.table = self.encoder.item_table().detach().float() if self.encoder is not None else None
-        self.search: IVFSearch | None = None
+        self.search: PQSearch | None = None
         self.held_out = held_out          # encoded test sessions: calibrate and measure a search
         counts = np.concatenate([[0], items.train_counts])
         self._pop_order = np.argsort(-counts[1:], kind="stable") + 1   # item indices by popularity
@@ -105,7 +104,7 @@ class Recommender:
             encoder.check_items(data.items)
         rec = cls(model, data.items, cls._builder(model, data, dev), f"{cfg.model} (run {run.run_id})", dev,
                   meta, encoder=encoder, held_out=data.test)
-        rec.use_search(search, cache=run.root / "search" / "ivf.faiss",
+        rec.use_search(search, cache=run.root / "search" / "pq.faiss",
                        signature=f"{path.name}:{lr.checkpoint_stat.st_size}:{lr.checkpoint_stat.st_mtime_ns}")
         return rec
 
@@ -146,22 +145,22 @@ class Recommender:
 
     # ---- search ----------------------------------------------------------------------------------
     def use_search(self, kind: str, cache=None, signature: str = "", target: float = 0.99) -> None:
-        """exact | ivf | auto (ivf from `IVF_MIN_ITEMS` items; GNN runs only: other models score
-        every item). An IVF index is calibrated on held-out sessions (`calibrate_search`) and
+        """exact | pq | auto (pq from `PQ_MIN_ITEMS` items; GNN runs only: other models score
+        every item). A PQ index is calibrated on held-out sessions (`calibrate_search`) and
         cached at `cache` (a path) for the same `signature` (the checkpoint it was built from)."""
         if kind not in SEARCHES:
             raise InputError(f"search {kind!r}; expected one of {', '.join(SEARCHES)}")
         if kind == "auto":
-            kind = "ivf" if self.encoder is not None and self.items.n_items >= IVF_MIN_ITEMS else "exact"
+            kind = "pq" if self.encoder is not None and self.items.n_items >= PQ_MIN_ITEMS else "exact"
         if kind == "exact":
             self.search = None
         else:
             if self.encoder is None:
                 raise InputError(f"{self.source}: approximate search needs a GNN (item vectors); "
                                  f"use --search exact")
-            self.search = IVFSearch.load(cache, signature) if cache is not None else None
+            self.search = PQSearch.load(cache, signature) if cache is not None else None
             if self.search is None:
-                self.search = IVFSearch.build(self.table.cpu().numpy(), signature=signature)
+                self.search = PQSearch.build(self.table.cpu().numpy(), signature=signature)
                 self.calibrate_search(target=target)
                 if cache is not None:
                     self.search.save(cache)
@@ -170,7 +169,7 @@ class Recommender:
     def search_info(self) -> dict:
         if self.search is None:
             return {"kind": "exact"}
-        return {"kind": "ivf", **asdict(self.search.info)}
+        return {"kind": "pq", **asdict(self.search.info)}
 
     def _calibration_prefixes(self, n: int, seed: int = 0) -> list[list[int]]:
         """Up to `n` prefixes of held-out sessions (a seeded sample of every next-item prefix)."""
@@ -195,11 +194,12 @@ class Recommender:
         return float(torch.cat(same).float().mean()) if same else 1.0
 
     def calibrate_search(self, target: float = 0.99, k: int = 10, n: int = 1000) -> None:
-        """The smallest power-of-two `nprobe` whose top-k agrees with exact search on `target` of
-        `n` held-out prefixes (all lists: exact)."""
+        """The smallest candidate count (64 doubled) whose top-k agrees with exact search on
+        `target` of `n` held-out prefixes (every item: exact)."""
         prefixes = self._calibration_prefixes(n)
+        self.search.info.k = k             # the count is calibrated for (and scaled from) this k
         agree = self.search.calibrate(lambda: self.agreement(k, prefixes=prefixes), target)
-        self.search.info.agreement, self.search.info.k, self.search.info.sessions = agree, k, len(prefixes)
+        self.search.info.agreement, self.search.info.sessions = agree, len(prefixes)
 
     # ---- queries -------------------------------------------------------------------------------
     def popular(self, n: int = 50) -> list[tuple[int, int]]:
@@ -272,7 +272,7 @@ class Recommender:
     def _top_search(self, batch: Batch, parts, k: int, exclude: bool) -> tuple[torch.Tensor, torch.Tensor]:
         reps, _ = parts
         L = batch.items.shape[1]
-        found = torch.as_tensor(self.search.search(reps.cpu().numpy(), max(CANDIDATES, k + L)),
+        found = torch.as_tensor(self.search.search(reps.cpu().numpy(), self.search.candidates_for(k, L)),
                                 device=reps.device)
         # the session's items are always candidates: their repeat logit can lift them into the top-k;
         # the index returns distinct items, so a duplicate is a session item it also found (or a

@@ -95,11 +95,11 @@ class Runtime(StrEnum):
 
 
 class Search(StrEnum):
-    """How the top-k items are found: every item's score, an IVF index's candidates, or the index
-    from `IVF_MIN_ITEMS` items (engine.recommend)."""
+    """How the top-k items are found: every item's score, candidates from a product-quantised fast
+    scan scored exactly, or the scan from `PQ_MIN_ITEMS` items (engine.recommend)."""
 
     EXACT = "exact"
-    IVF = "ivf"
+    PQ = "pq"
     AUTO = "auto"
 
 

@@ -1,4 +1,4 @@
-"""Batched recommendation, excluding the session's items, and IVF search against exact search."""
+"""Batched recommendation, excluding the session's items, and the PQ search against exact search."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from engine.errors import InputError
-from engine.item_search import IVFSearch, default_nlist
+from engine.item_search import MIN_CANDIDATES, PQSearch, sub_quantisers
 from engine.recommend import Recommender
 from engine.train.loop import fit
 from tests.conftest import small_cfg
@@ -55,13 +55,14 @@ def test_excluding_the_session_items_ranks_the_rest_as_the_full_scores_do(run, s
     assert [i for i in plain.items if i not in s] == r.items[:len([i for i in plain.items if i not in s])]
 
 
-def test_ivf_scanning_every_list_is_exact_search(run):
+def test_rescoring_every_item_is_exact_search(run):
     rec = Recommender.load(run)
     exact = Recommender.load(run)
-    rec.use_search("ivf")
+    rec.use_search("pq")
     info = rec.search.info
-    assert info.nlist == default_nlist(rec.items.n_items) and info.agreement >= 0.99 and info.sessions > 0
-    rec.search.set_nprobe(info.nlist)          # every list scanned: the candidates hold the true top-k
+    assert (info.m, info.codec) == (sub_quantisers(rec.table.shape[1]), "pq4fs")
+    assert info.agreement >= 0.99 and info.sessions > 0 and info.n_items == rec.items.n_items
+    rec.search.set_candidates(info.n_items)    # every item a candidate: exact search
     assert rec.agreement(k=10) == 1.0
     prefixes = [p for p in rec._calibration_prefixes(50) if p]
     raw = [rec.items.decode(np.array(p)).tolist() for p in prefixes]
@@ -69,40 +70,69 @@ def test_ivf_scanning_every_list_is_exact_search(run):
         assert sorted(a.items) == sorted(b.items) and np.allclose(sorted(a.scores), sorted(b.scores), atol=1e-5)
 
 
-def test_calibration_takes_the_smallest_nprobe_that_reaches_the_target(run):
-    """A one-epoch tiny model's item vectors are barely clustered: scanning 1 of 5 lists agrees
-    with exact search on almost no prefix, all 5 on every one; a target of one half lands between."""
+def test_sub_quantisers_take_two_dimensions_each():
+    assert [sub_quantisers(d) for d in (256, 64, 6, 7)] == [128, 32, 3, 7]
+
+
+def test_calibration_doubles_the_count_until_the_target_is_reached():
+    table = np.random.default_rng(0).standard_normal((1001, 8)).astype(np.float32)
+    s = PQSearch.build(table)
+    seen = []
+
+    def agreement():               # a stand-in measure: the share of the catalogue scanned
+        seen.append(s.info.candidates)
+        return s.info.candidates / 1000
+    assert s.calibrate(agreement, 0.2) == 0.256 and seen == [64, 128, 256] and s.info.candidates == 256
+    seen.clear()                   # never reached: stops at every item (exact search)
+    assert s.calibrate(lambda: seen.append(s.info.candidates) or 0.0, 0.99) == 0.0
+    assert seen == [64, 128, 256, 512, 1000] and s.info.candidates == 1000
+
+
+def test_the_recommender_records_what_it_calibrated_on(run):
     rec = Recommender.load(run)
-    rec.use_search("ivf", target=0.5)
+    rec.use_search("pq", target=1.0)
     info = rec.search.info
     prefixes = rec._calibration_prefixes(1000)
-    assert 1 < info.nprobe < info.nlist == 5 and info.sessions == len(prefixes)
-    assert rec.agreement(10, prefixes=prefixes) == pytest.approx(info.agreement) and info.agreement >= 0.5
-    rec.search.set_nprobe(info.nprobe // 2)
-    assert rec.agreement(10, prefixes=prefixes) < 0.5
+    assert info.sessions == len(prefixes) == 600 and info.k == 10 and info.candidates == MIN_CANDIDATES
+    assert rec.agreement(10, prefixes=prefixes) == info.agreement == 1.0
+    rec.calibrate_search(target=1.0, k=5, n=100)
+    assert (rec.search.info.k, rec.search.info.sessions) == (5, 100)
+
+
+def test_the_count_scales_with_k_and_leaves_room_for_the_session():
+    table = np.random.default_rng(0).standard_normal((1001, 8)).astype(np.float32)
+    s = PQSearch.build(table)
+    s.set_candidates(128)
+    assert s.info.k == 10 and s.candidates_for(10) == 128 and s.candidates_for(20) == 256
+    assert s.candidates_for(1) == 13                  # ceil(128 / 10)
+    assert s.candidates_for(100, extra=5) == 1000     # capped at the catalogue
+    assert s.candidates_for(1, extra=30) == 31
+    found = s.search(table[1:3], 1000)
+    assert found.shape == (2, 1000) and found.min() >= 1 and sorted(found[0]) == list(range(1, 1001))
 
 
 def test_the_index_is_cached_for_its_checkpoint(run, tmp_path, monkeypatch):
     rec = Recommender.load(run)
-    cache = tmp_path / "ivf.faiss"
-    rec.use_search("ivf", cache=cache, signature="ckpt-1")
+    cache = tmp_path / "pq.faiss"
+    rec.use_search("pq", cache=cache, signature="ckpt-1")
     assert cache.exists() and cache.with_suffix(".json").exists()
     saved = rec.search.info
 
     def no_build(*a, **k):
         raise AssertionError("rebuilt")
-    monkeypatch.setattr(IVFSearch, "build", no_build)
-    rec.use_search("ivf", cache=cache, signature="ckpt-1")
+    monkeypatch.setattr(PQSearch, "build", no_build)
+    rec.use_search("pq", cache=cache, signature="ckpt-1")
     assert rec.search.info == saved
     with pytest.raises(AssertionError, match="rebuilt"):     # another checkpoint: a new index
-        rec.use_search("ivf", cache=cache, signature="ckpt-2")
-    # an index cached before the lists were quantised (no codec recorded) is rebuilt, not trusted
+        rec.use_search("pq", cache=cache, signature="ckpt-2")
+    # an index of another codec (or unreadable metadata) is rebuilt, not trusted
     meta = json.loads(cache.with_suffix(".json").read_text())
-    assert meta["codec"] == "sq8" and type(IVFSearch.load(cache, "ckpt-1").index).__name__ == "IndexIVFScalarQuantizer"
-    del meta["codec"]
-    cache.with_suffix(".json").write_text(json.dumps(meta))
+    assert meta["codec"] == "pq4fs" and type(PQSearch.load(cache, "ckpt-1").index).__name__ == "IndexPQFastScan"
+    cache.with_suffix(".json").write_text(json.dumps({**meta, "codec": "sq8"}))
     with pytest.raises(AssertionError, match="rebuilt"):
-        rec.use_search("ivf", cache=cache, signature="ckpt-1")
+        rec.use_search("pq", cache=cache, signature="ckpt-1")
+    cache.with_suffix(".json").write_text(json.dumps({**meta, "nprobe": 4}))
+    assert PQSearch.load(cache, "ckpt-1") is None
 
 
 def test_search_choices(run, tiny_demo_ws):
@@ -110,7 +140,7 @@ def test_search_choices(run, tiny_demo_ws):
     assert rec.search is None and rec.meta["search"] == {"kind": "exact"}
     base = Recommender.for_baseline(tiny_demo_ws, "demo-tiny", "sknn")
     with pytest.raises(InputError, match="needs a GNN"):
-        base.use_search("ivf")
+        base.use_search("pq")
     with pytest.raises(InputError, match="expected one of"):
         rec.use_search("hnsw")
     r = base.recommend(base.items.raw_ids[:2].tolist(), k=5, exclude_session_items=True)
@@ -121,7 +151,7 @@ def test_recommend_command_takes_the_search_and_exclusion_flags(run, tiny_demo_w
     from engine.cli import main as cli
     ids = Recommender.load(run).items.raw_ids[:2].tolist()
     assert cli(["--workspace", str(tiny_demo_ws.root), "--events", "jsonl", "-q", "recommend", run.run_id,
-                *map(str, ids), "--k", "4", "--exclude-session-items", "--search", "ivf"]) == 0
+                *map(str, ids), "--k", "4", "--exclude-session-items", "--search", "pq"]) == 0
     import json
     res = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")][-1]
     assert len(res["items"]) == 4 and not set(res["items"]) & set(ids) and not any(res["in_session"])

@@ -119,7 +119,7 @@ class ServeRequest:
     port: int
     runtime: str
     api_key: str | None = None       # passed in the environment, never on the command line
-    search: str = "auto"             # exact | ivf | auto
+    search: str = "auto"             # exact | pq | auto
     workers: int = 1
 
 

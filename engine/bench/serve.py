@@ -6,7 +6,7 @@ ids), k = 10, at each concurrency for a bounded time. Reports requests/s, p50/p9
 errors, the search in use and its measured agreement with exact top-10 on held-out sessions.
 Without --run a Graph Transformer (hidden 256, one epoch of sampled softmax) is trained first, on
 the `wide` demo by default (~240K items in its index, RetailRocket's catalogue size; generated and
-built once): the latency does not depend on how well it learned, but the IVF index's agreement does.
+built once): the latency hardly depends on how well it learned, but the candidate count the search needs does.
 """
 
 from __future__ import annotations
@@ -125,7 +125,7 @@ def run(ws: Workspace, dataset: str = DEFAULT_DATASET, run_id: str | None = None
                         raise InputError(f"load generator failed: {res.stderr[-2000:]}")
                     row = json.loads(res.stdout.strip().splitlines()[-1])
                     s = h["search"]
-                    rows.append({"runtime": runtime, "search": s["kind"], "nprobe": s.get("nprobe"),
+                    rows.append({"runtime": runtime, "search": s["kind"], "candidates": s.get("candidates"),
                                  "agreement@10": s.get("agreement"), "catalogue": h["n_items"],
                                  "startup_s": round(startup, 1), **row})
             finally:
@@ -143,8 +143,8 @@ def run(ws: Workspace, dataset: str = DEFAULT_DATASET, run_id: str | None = None
 
 def render(result: dict[str, Any]):
     from engine.cli.output import table
-    rows = [[r["runtime"], r["search"] + (f" (nprobe {r['nprobe']}, agree {r['agreement@10']:.3f})"
-                                          if r["search"] == "ivf" else ""),
+    rows = [[r["runtime"], r["search"] + (f" ({r['candidates']} cand., agree {r['agreement@10']:.3f})"
+                                          if r["search"] == "pq" else ""),
              r["concurrency"], r["requests"], r["rps"], r["p50_ms"], r["p99_ms"], r["errors"]]
             for r in result["rows"]]
     cat = result["rows"][0]["catalogue"] if result["rows"] else "?"

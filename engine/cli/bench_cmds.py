@@ -200,7 +200,7 @@ def cmd_bench_serve(args: argparse.Namespace, ws: Workspace, out: Output) -> int
 
 
 def _register_search(bsub) -> None:
-    b = bsub.add_parser("search", help="cost of one top-k query: exact (fp32/bf16/fp16) and the IVF index")
+    b = bsub.add_parser("search", help="cost of one top-k query: exact (fp32/bf16/fp16) and the PQ fast scan")
     b.add_argument("--run", default=None, help="a GNN run whose item table and session vectors to use")
     b.add_argument("--queries", type=int, default=1000)
     b.add_argument("--num-threads", type=int, default=1)

@@ -28,9 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "fastest, needs a C++ compiler, ~1 min to build once per checkpoint) or onnx (ONNX "
                         "Runtime, from the run's ONNX export)")
     p.add_argument("--search", choices=values(Search), default="auto",
-                   help="top-k over the catalogue: exact, ivf (approximate candidates, scored exactly; "
-                        "calibrated to agree with exact on 99%% of held-out sessions), auto (ivf from "
-                        "50,000 items, GNN runs only)")
+                   help="top-k over the catalogue: exact, pq (candidates from a product-quantised scan of "
+                        "every item, scored exactly; calibrated to agree with exact on 99%% of held-out "
+                        "sessions), auto (pq from 20,000 items, GNN runs only)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu", help="device (default cpu)")
     p.add_argument("--threads", type=int, default=1,
                    help="intra-op CPU threads per worker (default 1: concurrent requests are batched; "

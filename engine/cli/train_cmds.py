@@ -72,7 +72,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="GNN runs: torch (eager), compiled (the encoder compiled by AOTInductor; needs a C++ "
                         "compiler) or onnx (ONNX Runtime); exports are made when missing")
     p.add_argument("--search", choices=values(Search), default="exact",
-                   help="top-k over the catalogue: exact, or ivf candidates scored exactly (see sessrec serve)")
+                   help="top-k over the catalogue: exact, or pq candidates scored exactly (see sessrec serve)")
     p.set_defaults(func=cmd_recommend)
 
     p = sub.add_parser("models", help="list models and their hyperparameters")

@@ -3,7 +3,7 @@
 One worker (the default): the server runs in this process; SIGTERM or Ctrl-C finish the requests
 in flight and exit 0; SIGHUP reloads the model in the background (as POST /admin/reload does).
 Several workers (`--workers N`): uvicorn's supervisor starts N processes on one socket; each loads
-the model (an IVF index is built once, by this process, and read from the run's cache by the
+the model (a search index is built once, by this process, and read from the run's cache by the
 workers), /metrics sums all workers (prometheus_client's multiprocess mode), /admin/reload reaches
 every worker through a shared file, and SIGHUP to this process makes uvicorn restart the workers
 one by one (each finishes its requests first).

@@ -161,12 +161,12 @@ async def test_serve_form_checks_and_one_server_at_a_time(full_ws: Path, monkeyp
             assert app.controller.serve_job() is None
             scr.query_one(field).value = good
         scr.query_one("#s-workers").value = "2"
-        scr.query_one("#s-search").value = "ivf"
+        scr.query_one("#s-search").value = "pq"
         scr.query_one("#s-runtime").value = "onnx"
         scr.action_start()
         job = scr.job
         assert job.argv[job.argv.index("serve"):] == ["serve", "run-b", "--host", "127.0.0.1", "--port", "8123",
-                                                      "--runtime", "onnx", "--search", "ivf", "--workers", "2"]
+                                                      "--runtime", "onnx", "--search", "pq", "--workers", "2"]
         # no API key: only the app's admin-only key (fresh per server), which Reload sends
         assert set(job.env) == {"SESSREC_ADMIN_KEY"} and scr.api_key() is None
         assert scr.admin_key() == job.env["SESSREC_ADMIN_KEY"]

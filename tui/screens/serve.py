@@ -165,8 +165,8 @@ class ServeScreen(BaseScreen):
                                "compiler; onnx: ONNX Runtime. Exports are built and checked when missing (~1 min)")
                 yield form_row("search", Select([(s, s) for s in values(Search)], value="auto", allow_blank=False,
                                                 id="s-search", compact=True),
-                               "top-k over every item (exact) or an IVF index checked against it (ivf); auto: "
-                               "ivf from 50,000 items")
+                               "top-k over every item (exact) or a compressed scan checked against it (pq); "
+                               "auto: pq from 20,000 items")
                 yield form_row("workers", Input("1", id="s-workers", compact=True),
                                "server processes (each loads the model; metrics and reloads are shared)")
                 yield form_row("API key", Input("", id="s-key", password=True, compact=True,
