@@ -143,8 +143,8 @@ def run(ws: Workspace, dataset: str = DEFAULT_DATASET, run_id: str | None = None
 
 def render(result: dict[str, Any]):
     from engine.cli.output import table
-    rows = [[r["runtime"], r["search"] + (f" ({r['candidates']} cand., agree {r['agreement@10']:.3f})"
-                                          if r["search"] == "pq" else ""),
+    # the search: its kind, for pq its calibrated candidate count and agreement with exact top-10
+    rows = [[r["runtime"], r["search"] + (f" {r['candidates']} {r['agreement@10']:.1%}" if r["search"] == "pq" else ""),
              r["concurrency"], r["requests"], r["rps"], r["p50_ms"], r["p99_ms"], r["errors"]]
             for r in result["rows"]]
     cat = result["rows"][0]["catalogue"] if result["rows"] else "?"
