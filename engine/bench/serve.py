@@ -6,7 +6,8 @@ ids), k = 10, at each concurrency for a bounded time. Reports requests/s, p50/p9
 errors, the search in use and its measured agreement with exact top-10 on held-out sessions.
 Without --run a Graph Transformer (hidden 256, one epoch of sampled softmax) is trained first, on
 the `wide` demo by default (~240K items in its index, RetailRocket's catalogue size; generated and
-built once): the latency hardly depends on how well it learned, but the candidate count the search needs does.
+built once): the latency hardly depends on how well it learned, but the candidate count the search
+needs does.
 """
 
 from __future__ import annotations
@@ -144,7 +145,8 @@ def run(ws: Workspace, dataset: str = DEFAULT_DATASET, run_id: str | None = None
 def render(result: dict[str, Any]):
     from engine.cli.output import table
     # the search: its kind, for pq its calibrated candidate count and agreement with exact top-10
-    rows = [[r["runtime"], r["search"] + (f" {r['candidates']} {r['agreement@10']:.1%}" if r["search"] == "pq" else ""),
+    rows = [[r["runtime"],
+             r["search"] + (f" {r['candidates']} {r['agreement@10']:.1%}" if r["search"] == "pq" else ""),
              r["concurrency"], r["requests"], r["rps"], r["p50_ms"], r["p99_ms"], r["errors"]]
             for r in result["rows"]]
     cat = result["rows"][0]["catalogue"] if result["rows"] else "?"
