@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import sys
 from contextlib import contextmanager
 from typing import Iterator
@@ -36,11 +37,16 @@ _PASS_MMAP_THRESHOLD = 256 << 20   # an evaluation pass: [1,024, 64K items] floa
 _done = False
 
 
+@functools.cache
 def _libc():
+    """glibc with the signatures used here (loaded once), or None: no C library, or not glibc's."""
     try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-    except OSError:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+        libc.malloc_trim.argtypes = (ctypes.c_size_t,)
+    except (OSError, AttributeError):
         return None
+    return libc
 
 
 def reuse_freed_memory() -> bool:
@@ -51,12 +57,11 @@ def reuse_freed_memory() -> bool:
         return True
     if not sys.platform.startswith("linux"):
         return False
-    try:
-        mallopt = _libc().mallopt
-    except AttributeError:           # no C library, or not glibc's
+    libc = _libc()
+    if libc is None:
         return False
-    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
-    ok = bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)) and bool(mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD))
+    ok = bool(libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)) and bool(libc.mallopt(_M_TRIM_THRESHOLD,
+                                                                                      _TRIM_THRESHOLD))
     _done = ok
     return ok
 
@@ -71,8 +76,6 @@ def returning_freed_memory() -> Iterator[None]:
         yield
         return
     libc = _libc()
-    libc.mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
-    libc.malloc_trim.argtypes = (ctypes.c_size_t,)
     libc.mallopt(_M_MMAP_THRESHOLD, _PASS_MMAP_THRESHOLD)
     libc.malloc_trim(0)
     try:
