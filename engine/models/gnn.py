@@ -291,7 +291,9 @@ def candidate_scores(reps: torch.Tensor, cells: torch.Tensor, items: torch.Tenso
                      table: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
     """float32 [B, K] logits of per-row candidates `cand` (long [B, K]) from the encoder's parts: the
     same values `session_scores` gives those items (padding candidates = -inf)."""
-    dot = torch.bmm(table[cand].float(), reps.float()[:, :, None]).squeeze(-1)          # [B, K]
+    # embedding() gathers whole rows (index_select); table[cand] takes the general indexing kernel,
+    # ~4x slower for a few hundred random rows of a large table (0.14 vs 0.04 ms, dev CPU)
+    dot = torch.bmm(F.embedding(cand, table).float(), reps.float()[:, :, None]).squeeze(-1)  # [B, K]
     rep = ((items[:, :, None] == cand[:, None, :]) * cells[:, :, None]).amax(1)       # [B, K]
     return (dot + rep).masked_fill(cand == 0, float("-inf"))
 
