@@ -18,6 +18,11 @@ of a 4-bit IVF-PQ fast-scan index still agreed on only 88%. The flat fast scan a
 candidates (100% with 1,024) in 0.9 ms per query, and on the full demo's 82K items on 100% in 0.24 ms;
 it does not depend on how well the model clusters (one thread, dev CPU, 2026-11-30; `sessrec bench
 search` measures it on any run).
+
+The codes are held in `SCAN_PARTS` contiguous parts (one trained quantiser): a lone query scans them
+on that many threads at once (238K items: 0.8 against 1.0 ms, dev CPU), a batch scans them one after
+the other on the calling thread (the served batches of a loaded server: the cores are busy already,
+and two scan threads beside the event loop cost throughput, ~10% at 64 concurrent requests).
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import numpy as np
 
 from engine.atomic import atomic_path, write_json
 from engine.errors import InputError
+from engine.threads import available_cores
 
 
 def _faiss():
@@ -45,6 +51,7 @@ CODEC = "pq4fs"            # 4-bit product quantisation, fast-scan layout (Index
 MIN_CANDIDATES = 64        # where calibration starts: the scan costs about the same for 64 or 256
 TRAIN_POINTS = 65_536      # k-means sample: 16 centroids per sub-quantiser need far fewer
 MIN_TRAIN = 16 * 39        # faiss' floor for 16 centroids (39 points each); small tables are tiled
+SCAN_PARTS = 2             # the codes in this many parts, scanned in parallel for a lone query
 
 
 @dataclass
@@ -57,6 +64,7 @@ class SearchInfo:
     sessions: int = 0                  # calibration sessions
     signature: str = ""                # what the table came from (checkpoint size and mtime)
     codec: str = CODEC
+    parts: int = 1                     # contiguous parts of the codes (items 1..V in order)
 
 
 def sub_quantisers(d: int) -> int:
@@ -66,26 +74,41 @@ def sub_quantisers(d: int) -> int:
 
 
 class PQSearch:
-    """Inner-product fast-scan PQ index over rows 1..V of an item table (row 0 is padding)."""
+    """Inner-product fast-scan PQ index over rows 1..V of an item table (row 0 is padding), its codes
+    in `info.parts` contiguous parts."""
 
-    def __init__(self, index, info: SearchInfo) -> None:
-        self.index, self.info = index, info
+    def __init__(self, parts: list, info: SearchInfo) -> None:
+        faiss = _faiss()
+        self.parts, self.info = parts, info
+        # two views of the same parts (they do not own them: `parts` keeps them alive); ids run on
+        # from part to part, so both answer in the table's item numbers
+        self._parallel = faiss.IndexShards(parts[0].d, True, True)
+        self._serial = faiss.IndexShards(parts[0].d, False, True)
+        for part in parts:
+            self._parallel.add_shard(part)
+            self._serial.add_shard(part)
+        self._threads = min(len(parts), available_cores())
 
     @classmethod
-    def build(cls, table: np.ndarray, seed: int = 0, signature: str = "") -> "PQSearch":
+    def build(cls, table: np.ndarray, seed: int = 0, signature: str = "", parts: int = SCAN_PARTS) -> "PQSearch":
         faiss = _faiss()
         x = np.ascontiguousarray(table[1:], dtype=np.float32)
         n, d = x.shape
         m = sub_quantisers(d)
-        index = faiss.IndexPQFastScan(d, m, 4, faiss.METRIC_INNER_PRODUCT)
+        trained = faiss.IndexPQFastScan(d, m, 4, faiss.METRIC_INNER_PRODUCT)
         rng = np.random.default_rng(seed)
         sample = x[rng.choice(n, size=TRAIN_POINTS, replace=False)] if n > TRAIN_POINTS else x
         if len(sample) < MIN_TRAIN:         # repeated rows: the same centroids, no faiss warning
             sample = np.resize(sample, (MIN_TRAIN, d))
-        index.pq.cp.seed = seed
-        index.train(sample)
-        index.add(x)
-        return cls(index, SearchInfo(n_items=n, m=m, candidates=min(n, MIN_CANDIDATES), signature=signature))
+        trained.pq.cp.seed = seed
+        trained.train(sample)
+        indexes = []
+        for rows in np.array_split(x, max(1, min(parts, n))):
+            part = faiss.clone_index(trained)      # the same quantiser, its own codes
+            part.add(rows)
+            indexes.append(part)
+        return cls(indexes, SearchInfo(n_items=n, m=m, candidates=min(n, MIN_CANDIDATES), signature=signature,
+                                       parts=len(indexes)))
 
     def set_candidates(self, n: int) -> None:
         self.info.candidates = int(max(1, min(n, self.info.n_items)))
@@ -98,7 +121,8 @@ class PQSearch:
     def search(self, queries: np.ndarray, n: int) -> np.ndarray:
         """int64 [B, n] item indices (1..V) of the best approximate inner products; 0 where fewer
         were found."""
-        _, ids = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), min(n, self.info.n_items))
+        index = self._parallel if len(queries) == 1 and self._threads > 1 else self._serial
+        _, ids = index.search(np.ascontiguousarray(queries, dtype=np.float32), min(n, self.info.n_items))
         return np.where(ids >= 0, ids + 1, 0)
 
     def calibrate(self, agreement: Callable[[], float], target: float) -> float:
@@ -115,10 +139,11 @@ class PQSearch:
 
     # ---- persistence: an index is cached beside the run it was built from -------------------------
     def save(self, path: Path) -> None:
+        """One .npz file: each part serialised by faiss; the info beside it as JSON."""
         faiss = _faiss()
         path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path) as tmp:
-            faiss.write_index(self.index, str(tmp))
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.savez(f, **{f"part{i}": faiss.serialize_index(p) for i, p in enumerate(self.parts)})
         write_json(path.with_suffix(".json"), asdict(self.info))
 
     @classmethod
@@ -134,4 +159,12 @@ class PQSearch:
             return None
         if info.signature != signature or info.agreement is None or info.codec != CODEC:
             return None
-        return cls(_faiss().read_index(str(path)), info)
+        faiss = _faiss()
+        try:
+            with np.load(path) as blobs:
+                parts = [faiss.deserialize_index(blobs[f"part{i}"]) for i in range(info.parts)]
+        except Exception:      # truncated or foreign (zipfile, numpy and faiss raise their own kinds): rebuilt
+            return None
+        if sum(p.ntotal for p in parts) != info.n_items:
+            return None
+        return cls(parts, info)

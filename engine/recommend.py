@@ -104,7 +104,7 @@ class Recommender:
             encoder.check_items(data.items)
         rec = cls(model, data.items, cls._builder(model, data, dev), f"{cfg.model} (run {run.run_id})", dev,
                   meta, encoder=encoder, held_out=data.test)
-        rec.use_search(search, cache=run.root / "search" / "pq.faiss",
+        rec.use_search(search, cache=run.root / "search" / "pq.npz",
                        signature=f"{path.name}:{lr.checkpoint_stat.st_size}:{lr.checkpoint_stat.st_mtime_ns}")
         return rec
 

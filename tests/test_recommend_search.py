@@ -111,12 +111,30 @@ def test_the_count_scales_with_k_and_leaves_room_for_the_session():
     assert found.shape == (2, 1000) and found.min() >= 1 and sorted(found[0]) == list(range(1, 1001))
 
 
+def test_the_parts_answer_as_one_index_for_a_lone_query_and_a_batch():
+    table = np.random.default_rng(1).standard_normal((1001, 8)).astype(np.float32)
+    s = PQSearch.build(table)
+    assert s.info.parts == 2 and [p.ntotal for p in s.parts] == [500, 500]
+    queries = np.random.default_rng(2).standard_normal((5, 8)).astype(np.float32)
+    batch = s.search(queries, 40)
+    for q, row in zip(queries, batch):                    # a lone query: the parts on two threads
+        assert np.array_equal(s.search(q[None], 40)[0], row)
+    # the ids run on from part to part: item i is row i of the table
+    assert set(batch[0]) <= set(range(1, 1001)) and np.array_equal(s.search(queries, 1000)[0].clip(0) > 0,
+                                                                   np.ones(1000, bool))
+    one = PQSearch.build(table, parts=1)                  # the same quantiser and codes in one part
+    assert one.info.parts == 1
+    same = one.search(queries, 40)
+    assert np.mean([len(set(a) & set(b)) / 40 for a, b in zip(same, batch)]) > 0.95
+
+
 def test_the_index_is_cached_for_its_checkpoint(run, tmp_path, monkeypatch):
     rec = Recommender.load(run)
-    cache = tmp_path / "pq.faiss"
+    cache = tmp_path / "pq.npz"
     rec.use_search("pq", cache=cache, signature="ckpt-1")
     assert cache.exists() and cache.with_suffix(".json").exists()
-    saved = rec.search.info
+    saved, built = rec.search.info, rec.search
+    query = rec.table[[3]].numpy()
 
     def no_build(*a, **k):
         raise AssertionError("rebuilt")
@@ -127,11 +145,16 @@ def test_the_index_is_cached_for_its_checkpoint(run, tmp_path, monkeypatch):
         rec.use_search("pq", cache=cache, signature="ckpt-2")
     # an index of another codec (or unreadable metadata) is rebuilt, not trusted
     meta = json.loads(cache.with_suffix(".json").read_text())
-    assert meta["codec"] == "pq4fs" and type(PQSearch.load(cache, "ckpt-1").index).__name__ == "IndexPQFastScan"
+    loaded = PQSearch.load(cache, "ckpt-1")
+    assert meta["codec"] == "pq4fs" and [type(p).__name__ for p in loaded.parts] == ["IndexPQFastScan"] * 2
+    assert np.array_equal(loaded.search(query, 50), built.search(query, 50))
     cache.with_suffix(".json").write_text(json.dumps({**meta, "codec": "sq8"}))
     with pytest.raises(AssertionError, match="rebuilt"):
         rec.use_search("pq", cache=cache, signature="ckpt-1")
     cache.with_suffix(".json").write_text(json.dumps({**meta, "nprobe": 4}))
+    assert PQSearch.load(cache, "ckpt-1") is None
+    cache.with_suffix(".json").write_text(json.dumps(meta))   # the codes cut short: rebuilt
+    cache.write_bytes(cache.read_bytes()[:1000])
     assert PQSearch.load(cache, "ckpt-1") is None
 
 

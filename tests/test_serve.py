@@ -4,6 +4,7 @@ schema-driven fuzz test (schemathesis) that must find no 5xx."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -22,7 +23,7 @@ from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 
 from engine.errors import InputError
-from engine.serve.app import ServeSettings, create_app
+from engine.serve.app import INLINE_MAX_SESSIONS, ServeSettings, create_app
 from engine.serve.schemas import MAX_BATCH_SESSIONS, MAX_BODY_BYTES, BatchResponse, RecommendResponse
 from engine.serve.security import check_bind
 from engine.serve.server import ServeOptions, make_slot
@@ -96,6 +97,30 @@ def test_batch_answers_each_session(client, slot, ids):
     res = r.json()["results"]
     assert [x["items"] for x in res] == [slot.current.rec.recommend(s, 4).items for s in sessions]
     assert res[2]["fallback"] and res[2]["unknown_items"] == [123456789123]
+
+
+async def test_a_lone_request_is_scored_on_the_loop_and_others_by_the_scoring_thread(slot, ids, monkeypatch):
+    app = create_app(slot)
+    served = slot.current
+    handed = []
+    submit = served.batcher.submit
+    monkeypatch.setattr(served.batcher, "submit", lambda s, k, e: handed.append(len(s)) or submit(s, k, e))
+    expect = slot.current.rec.recommend([ids[3]], k=5).items
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://serve") as c:
+        one = {"session_items": [ids[3]], "k": 5}
+        r = await c.post("/recommend", json=one)
+        assert r.json()["items"] == expect and handed == []          # alone: no hand-over
+        held = slot.acquire()                   # another request in flight: this one joins the batches
+        try:
+            r = await c.post("/recommend", json=one)
+        finally:
+            slot.release(held)
+        assert r.json()["items"] == expect and handed == [1]
+        r = await c.post("/recommend/batch", json={"sessions": [[ids[3]]] * (INLINE_MAX_SESSIONS + 1), "k": 5})
+        assert r.status_code == 200 and handed == [1, INLINE_MAX_SESSIONS + 1]    # too big for the loop
+        rs = await asyncio.gather(*(c.post("/recommend", json=one) for _ in range(6)))
+        assert [x.json()["items"] for x in rs] == [expect] * 6
+    assert served.inflight == 0
 
 
 @pytest.mark.parametrize("body, field", [

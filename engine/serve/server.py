@@ -26,6 +26,7 @@ from typing import Callable
 
 from engine.errors import InputError
 from engine.recommend import Recommender
+from engine.serve.batcher import set_compute_threads
 from engine.serve.scrape import fetch_health
 from engine.serve.security import check_bind
 from engine.serve.slot import ModelSlot, ReloadBroadcast
@@ -58,21 +59,6 @@ def make_slot(ws: Workspace, opts: ServeOptions) -> ModelSlot:
     return ModelSlot(load, opts.target)
 
 
-def _set_threads(n: int) -> None:
-    """Intra-op threads of torch (and ONNX Runtime, which takes torch's count) and faiss.
-
-    One by default: a request's work is small (batching, not threads, makes a loaded server fast),
-    and OpenMP workers that spin-wait share the cores with the event loop and the clients; measured
-    on the 2-core dev machine, 2 threads made /recommend 20-300 ms where 1 thread answers in 8 ms."""
-    import torch
-    torch.set_num_threads(max(1, n))
-    try:
-        import faiss
-        faiss.omp_set_num_threads(max(1, n))
-    except ImportError:
-        pass
-
-
 def serve(ws: Workspace, opts: ServeOptions, on_ready: Callable[[dict], None]) -> int:
     if opts.workers < 1:
         raise InputError("--workers must be >= 1")
@@ -87,7 +73,7 @@ def serve(ws: Workspace, opts: ServeOptions, on_ready: Callable[[dict], None]) -
         raise InputError(f"serving needs {', '.join(missing)}: pip install fastapi uvicorn prometheus-client")
     if opts.threads < 1:
         raise InputError("--threads must be >= 1")
-    _set_threads(opts.threads)
+    set_compute_threads(opts.threads)
     if opts.workers == 1:                 # a bad target or run fails in make_slot, before the port opens
         return _serve_one(make_slot(ws, opts), opts, on_ready)
     return _serve_many(ws, opts, on_ready)
@@ -191,7 +177,7 @@ def worker_app():
     from engine.serve.app import ServeSettings, create_app
     spec = json.loads(os.environ[WORKER_ENV])
     opts = ServeOptions(**spec["options"])
-    _set_threads(opts.threads)
+    set_compute_threads(opts.threads)
     broadcast = ReloadBroadcast(Path(spec["broadcast"]))
     _, latest = broadcast.read()              # a worker (re)started after a reload serves its target
     slot = make_slot(Workspace.open(spec["workspace"]), replace(opts, target=latest or opts.target))
