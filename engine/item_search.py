@@ -19,10 +19,10 @@ candidates (100% with 1,024) in 0.9 ms per query, and on the full demo's 82K ite
 it does not depend on how well the model clusters (one thread, dev CPU, 2026-11-30; `sessrec bench
 search` measures it on any run).
 
-The codes are held in `SCAN_PARTS` contiguous parts (one trained quantiser): a lone query scans them
-on that many threads at once (238K items: 0.8 against 1.0 ms, dev CPU), a batch scans them one after
-the other on the calling thread (the served batches of a loaded server: the cores are busy already,
-and two scan threads beside the event loop cost throughput, ~10% at 64 concurrent requests).
+The codes are held in `SCAN_PARTS` contiguous parts (one trained quantiser), scanned on that many
+threads at once (fewer on a machine with fewer cores): at 238K items, one query in 0.8 against
+1.0 ms, 32 in 16 against 21-28 ms, and a served ONNX model at 64 concurrent requests answered
+502-507 against 413-430 requests/s (dev CPU, 2026-11-30).
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ CODEC = "pq4fs"            # 4-bit product quantisation, fast-scan layout (Index
 MIN_CANDIDATES = 64        # where calibration starts: the scan costs about the same for 64 or 256
 TRAIN_POINTS = 65_536      # k-means sample: 16 centroids per sub-quantiser need far fewer
 MIN_TRAIN = 16 * 39        # faiss' floor for 16 centroids (39 points each); small tables are tiled
-SCAN_PARTS = 2             # the codes in this many parts, scanned in parallel for a lone query
+SCAN_PARTS = 2             # the codes in this many parts, scanned in parallel
 
 
 @dataclass
@@ -80,14 +80,11 @@ class PQSearch:
     def __init__(self, parts: list, info: SearchInfo) -> None:
         faiss = _faiss()
         self.parts, self.info = parts, info
-        # two views of the same parts (they do not own them: `parts` keeps them alive); ids run on
-        # from part to part, so both answer in the table's item numbers
-        self._parallel = faiss.IndexShards(parts[0].d, True, True)
-        self._serial = faiss.IndexShards(parts[0].d, False, True)
+        # the parts as one index (it does not own them: `parts` keeps them alive), one thread per
+        # part when the cores allow; ids run on from part to part: the table's item numbers
+        self._index = faiss.IndexShards(parts[0].d, min(len(parts), available_cores()) > 1, True)
         for part in parts:
-            self._parallel.add_shard(part)
-            self._serial.add_shard(part)
-        self._threads = min(len(parts), available_cores())
+            self._index.add_shard(part)
 
     @classmethod
     def build(cls, table: np.ndarray, seed: int = 0, signature: str = "", parts: int = SCAN_PARTS) -> "PQSearch":
@@ -121,8 +118,7 @@ class PQSearch:
     def search(self, queries: np.ndarray, n: int) -> np.ndarray:
         """int64 [B, n] item indices (1..V) of the best approximate inner products; 0 where fewer
         were found."""
-        index = self._parallel if len(queries) == 1 and self._threads > 1 else self._serial
-        _, ids = index.search(np.ascontiguousarray(queries, dtype=np.float32), min(n, self.info.n_items))
+        _, ids = self._index.search(np.ascontiguousarray(queries, dtype=np.float32), min(n, self.info.n_items))
         return np.where(ids >= 0, ids + 1, 0)
 
     def calibrate(self, agreement: Callable[[], float], target: float) -> float:

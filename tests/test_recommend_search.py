@@ -111,13 +111,13 @@ def test_the_count_scales_with_k_and_leaves_room_for_the_session():
     assert found.shape == (2, 1000) and found.min() >= 1 and sorted(found[0]) == list(range(1, 1001))
 
 
-def test_the_parts_answer_as_one_index_for_a_lone_query_and_a_batch():
+def test_the_parts_answer_as_one_index():
     table = np.random.default_rng(1).standard_normal((1001, 8)).astype(np.float32)
     s = PQSearch.build(table)
     assert s.info.parts == 2 and [p.ntotal for p in s.parts] == [500, 500]
     queries = np.random.default_rng(2).standard_normal((5, 8)).astype(np.float32)
     batch = s.search(queries, 40)
-    for q, row in zip(queries, batch):                    # a lone query: the parts on two threads
+    for q, row in zip(queries, batch):                    # alone or in a batch: the same answer
         assert np.array_equal(s.search(q[None], 40)[0], row)
     # the ids run on from part to part: item i is row i of the table
     assert set(batch[0]) <= set(range(1, 1001)) and np.array_equal(s.search(queries, 1000)[0].clip(0) > 0,

@@ -2,7 +2,8 @@
 
 Per table: an exact pass in float32, bfloat16 and float16 (matmul + topk, one query), the PQ fast
 scan's build time, the candidate count calibrated to `target` agreement with exact top-10 on the
-queries (candidates rescored exactly), and the scan's time per query (faiss, one thread). Tables: a
+queries (candidates rescored exactly), and the scan's time per query (faiss: its parts on one thread
+each, see `engine.item_search.SCAN_PARTS`; the exact passes on `threads`). Tables: a
 run's item table with session vectors of its test prefixes as queries (the real geometry), and a
 synthetic table of RetailRocket's 235,061 items at d = 256 (clustered Gaussian vectors: a stand-in,
 its agreement says little about real models; the exact-pass cost does not depend on the values).
