@@ -155,6 +155,8 @@ def test_malformed_oversized_and_misrouted_requests_are_4xx(client):
         yield b"1]}"
     r = client.post("/recommend", content=chunks(), headers={"content-type": "application/json"})
     assert r.status_code == 413 and "bytes" in r.json()["error"]
+    r = client.post("/recommend", content=b"[1]", headers={"content-type": "application/json"})
+    assert r.status_code == 422 and r.json()["detail"][0]["field"] == "body"
     assert client.get("/recommend").status_code == 405
     assert client.get("/nowhere").status_code == 404
 
@@ -243,6 +245,17 @@ def test_reload_swaps_the_model_and_a_failed_reload_keeps_it(ws):
 
 
 # ---- fuzz: every operation of the OpenAPI schema, generated bodies, never a 5xx -------------------
+def test_the_schema_documents_the_plain_endpoints(client):
+    schema = client.get("/openapi.json").json()
+    for path, body, answer in (("/recommend", "RecommendRequest", "RecommendResponse"),
+                               ("/recommend/batch", "BatchRequest", "BatchResponse")):
+        op = schema["paths"][path]["post"]
+        assert op["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("/" + body)
+        assert op["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/" + answer)
+        assert {body, answer} <= set(schema["components"]["schemas"])
+    assert client.get("/docs").status_code == 200
+
+
 @pytest.fixture(scope="module")
 def api_schema(slot):
     return schemathesis.openapi.from_asgi("/openapi.json", create_app(slot))

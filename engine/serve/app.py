@@ -17,15 +17,15 @@ records the metrics (cheaper per request than Starlette's BaseHTTPMiddleware).
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from engine import __version__
+from engine.serve.endpoints import JsonEndpoint, describe, send_json, serve_json, validation_error
 from engine.serve.metrics import Metrics
-from engine.serve.schemas import (MAX_BODY_BYTES, BatchRequest, BatchResponse, Health, RecommendRequest,
-                                  RecommendResponse, ReloadRequest)
+from engine.serve.schemas import (MAX_BATCH_SESSIONS, MAX_BODY_BYTES, BatchRequest, BatchResponse, Health,
+                                  RecommendRequest, RecommendResponse, ReloadRequest)
 from engine.serve.security import key_matches
 from engine.serve.slot import ModelSlot, ReloadBroadcast
 
@@ -45,15 +45,13 @@ class ServeSettings:
     broadcast: ReloadBroadcast | None = None     # several workers: reloads go through this file
 
 
-def _json(status: int, body: dict) -> tuple[int, bytes]:
-    return status, json.dumps(body).encode()
-
-
 class Guard:
     """ASGI middleware: body size limit, API key, metrics."""
 
-    def __init__(self, app, settings: ServeSettings, metrics: Metrics) -> None:
+    def __init__(self, app, settings: ServeSettings, metrics: Metrics,
+                 endpoints: dict[str, JsonEndpoint] | None = None) -> None:
         self.app, self.settings, self.metrics = app, settings, metrics
+        self.endpoints = endpoints or {}          # served here, past the FastAPI app
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -79,7 +77,7 @@ class Guard:
             if msg["type"] == "http.request":
                 seen[0] += len(msg.get("body", b""))
                 if seen[0] > limit:           # chunked bodies have no Content-Length to check first
-                    await self._reply(send_tracked, *_json(413, {"error": f"request body over {limit} bytes"}))
+                    await send_json(send_tracked, 413, {"error": f"request body over {limit} bytes"})
                     replied[0] = True
                     return {"type": "http.disconnect"}
             return msg
@@ -87,41 +85,38 @@ class Guard:
         try:
             refusal = self._refuse(scope, path)
             if refusal:
-                await self._reply(send_tracked, *refusal)
+                await send_json(send_tracked, *refusal)
                 return
-            await self.app(scope, receive_limited, send_tracked)
+            plain = self.endpoints.get(path)
+            if plain is not None:
+                await serve_json(plain, scope, receive_limited, send_tracked)
+            else:
+                await self.app(scope, receive_limited, send_tracked)
         finally:
             self.metrics.requests.labels(endpoint, str(status_box[0])).inc()
             self.metrics.latency.labels(endpoint).observe(time.perf_counter() - t0)
 
-    def _refuse(self, scope, path: str) -> tuple[int, bytes] | None:
+    def _refuse(self, scope, path: str) -> tuple[int, dict] | None:
         key = self.settings.api_key
         if path.startswith("/admin/"):
             keys = [k for k in (key, self.settings.admin_key) if k]
             if not keys:
-                return _json(403, {"error": "admin endpoints need a key: start the server with --api-key, "
-                                            "SESSREC_API_KEY or SESSREC_ADMIN_KEY (or reload it with SIGHUP)"})
+                return 403, {"error": "admin endpoints need a key: start the server with --api-key, "
+                                      "SESSREC_API_KEY or SESSREC_ADMIN_KEY (or reload it with SIGHUP)"}
             # every key is compared (constant time each), whichever matches
             if not sum(key_matches(scope["headers"], k) for k in keys):
-                return _json(401, {"error": "missing or wrong API key (header X-API-Key)"})
+                return 401, {"error": "missing or wrong API key (header X-API-Key)"}
         elif key and path not in OPEN and not key_matches(scope["headers"], key):
-            return _json(401, {"error": "missing or wrong API key (header X-API-Key)"})
+            return 401, {"error": "missing or wrong API key (header X-API-Key)"}
         for name, value in scope["headers"]:
             if name == b"content-length":
                 try:
                     too_big = int(value) > self.settings.max_body_bytes
                 except ValueError:
-                    return _json(400, {"error": "Content-Length is not a number"})
+                    return 400, {"error": "Content-Length is not a number"}
                 if too_big:
-                    return _json(413, {"error": f"request body over {self.settings.max_body_bytes} bytes"})
+                    return 413, {"error": f"request body over {self.settings.max_body_bytes} bytes"}
         return None
-
-    @staticmethod
-    async def _reply(send, status: int, body: bytes) -> None:
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
 
 
 def create_app(slot: ModelSlot, settings: ServeSettings | None = None, metrics: Metrics | None = None):
@@ -140,11 +135,7 @@ def create_app(slot: ModelSlot, settings: ServeSettings | None = None, metrics: 
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):
-        errs = exc.errors()
-        where = lambda e: ".".join(str(p) for p in e.get("loc", ()))  # noqa: E731
-        msg = "; ".join(f"{where(e)}: {e.get('msg')}" for e in errs[:5])
-        detail = [{"field": where(e), "message": e.get("msg"), "type": e.get("type")} for e in errs[:20]]
-        return JSONResponse({"error": msg, "detail": detail}, status_code=422)
+        return JSONResponse(validation_error(list(exc.errors())), status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
@@ -175,9 +166,6 @@ def create_app(slot: ModelSlot, settings: ServeSettings | None = None, metrics: 
         finally:
             slot.release(served)
 
-    def as_sent(body: dict) -> Response:
-        return Response(json.dumps(body).encode(), media_type="application/json")
-
     def one(r) -> dict:
         return {"items": r.items, "scores": r.scores, "unknown_items": r.unknown, "fallback": r.fallback}
 
@@ -190,18 +178,23 @@ def create_app(slot: ModelSlot, settings: ServeSettings | None = None, metrics: 
                 "search": rec.search_info(), "version": __version__,
                 "uptime_s": round(time.monotonic() - started, 3), "reload": slot.state}
 
-    # the answers are built here from typed values, so they are sent as they are: FastAPI's response
-    # validation and encoding of the dict cost ~0.3 ms a request (the response models still make
-    # the OpenAPI schema, and the tests check the bodies against them)
-    @app.post("/recommend", response_model=RecommendResponse)
-    async def recommend(req: RecommendRequest):
+    async def recommend(req: RecommendRequest) -> dict:
         recs, who, ms = await answer([req.session_items], req.k, req.exclude_session_items)
-        return as_sent({**one(recs[0]), **who, "latency_ms": round(ms, 3)})
+        return {**one(recs[0]), **who, "latency_ms": round(ms, 3)}
 
-    @app.post("/recommend/batch", response_model=BatchResponse)
-    async def recommend_batch(req: BatchRequest):
+    async def recommend_batch(req: BatchRequest) -> dict:
         recs, who, ms = await answer(req.sessions, req.k, req.exclude_session_items)
-        return as_sent({"results": [one(r) for r in recs], **who, "latency_ms": round(ms, 3)})
+        return {"results": [one(r) for r in recs], **who, "latency_ms": round(ms, 3)}
+
+    # the hot path, past FastAPI's request machinery (see engine.serve.endpoints); the answers are
+    # built from typed values and sent as they are (the tests check them against the response models)
+    endpoints = {
+        "/recommend": JsonEndpoint("recommend", RecommendRequest, RecommendResponse, recommend,
+                                   "Top-k next items for one session"),
+        "/recommend/batch": JsonEndpoint("recommend_batch", BatchRequest, BatchResponse, recommend_batch,
+                                         f"Top-k next items for up to {MAX_BATCH_SESSIONS} sessions"),
+    }
+    describe(app, endpoints)
 
     @app.get("/metrics")
     async def metrics_text():
@@ -219,5 +212,5 @@ def create_app(slot: ModelSlot, settings: ServeSettings | None = None, metrics: 
             return JSONResponse({"error": "a reload is already running", "reload": slot.state}, status_code=409)
         return {"accepted": True, "reload": slot.state}
 
-    app.add_middleware(Guard, settings=settings, metrics=metrics)
+    app.add_middleware(Guard, settings=settings, metrics=metrics, endpoints=endpoints)
     return app
