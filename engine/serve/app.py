@@ -10,8 +10,9 @@
 Every error is JSON `{"error": "...", ...}` with a 4xx status naming the field; unknown item ids are
 reported, never an error. A lone small request is scored on the event loop itself; the others go to
 the model's scoring thread, which batches whatever queued up (`engine.serve.batcher`). One pure ASGI
-middleware enforces the body limit and the API key and
-records the metrics (cheaper per request than Starlette's BaseHTTPMiddleware).
+middleware enforces the body limit and the API key, records the metrics (cheaper per request than
+Starlette's BaseHTTPMiddleware) and serves the recommendation endpoints past FastAPI's request
+machinery (`engine.serve.endpoints`).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ class ServeSettings:
 
 
 class Guard:
-    """ASGI middleware: body size limit, API key, metrics."""
+    """ASGI middleware: body size limit, API key, metrics; dispatches the plain JSON endpoints."""
 
     def __init__(self, app, settings: ServeSettings, metrics: Metrics,
                  endpoints: dict[str, JsonEndpoint] | None = None) -> None:
