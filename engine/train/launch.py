@@ -33,15 +33,18 @@ if TYPE_CHECKING:
     from engine.config import TrainConfig
 
 
-def check_world(cfg: TrainConfig, world: int) -> None:
-    """What N workers can train: a GNN, with a global batch that splits evenly."""
+def check_world(cfg: TrainConfig, world: int, batch_field: str = "--batch-size",
+                one_worker: str = "run it without --nproc") -> None:
+    """What N workers can train: a GNN, with a global batch that splits evenly. The messages name
+    the batch size and the way back to one worker as the caller's user sets them (the CLI's flags
+    by default; the app's Train form passes its own words)."""
     spec = get_spec(cfg.model)
     if not spec.trains:
-        raise InputError(f"{spec.kind} {cfg.model} has nothing to train in parallel; run it without --nproc")
+        raise InputError(f"{spec.kind} {cfg.model} has nothing to train in parallel; {one_worker}")
     if cfg.batch_size % world:
         lower = max(world, cfg.batch_size // world * world)
-        raise InputError(f"--batch-size {cfg.batch_size} is the global batch and must be divisible by the "
-                         f"{world} workers (each takes batch_size / {world}); try --batch-size {lower}")
+        raise InputError(f"{batch_field} {cfg.batch_size} is the global batch and must be divisible by the "
+                         f"{world} workers (each takes {cfg.batch_size} / {world}); try {batch_field} {lower}")
 
 
 # argparse takes any unambiguous prefix of a long option: `--np 2` is `--nproc 2` as long as no other

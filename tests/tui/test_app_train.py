@@ -283,7 +283,8 @@ async def test_workers_and_gpus_of_a_training(tiny_ws: Path, monkeypatch) -> Non
         bad = [("0", "auto", "workers: expected a whole number >= 1, got '0'"),
                ("2", "0,5", "GPUs: this machine has 2 GPU(s), indices 0..1"),
                ("2", "1", "GPUs: give one per worker (2 worker(s), 1 GPU(s))"),
-               ("3", "auto", "the batch size (512) must divide by the number of workers (3)"),
+               ("3", "auto", "workers: batch size 512 is the global batch and must be divisible by the 3 workers "
+                             "(each takes 512 / 3); try batch size 510"),
                ("2", "0,0", "GPUs: expected auto or distinct GPU indices like 0,1, got '0,0'")]
         for workers, gpus, message in bad:
             screen.query_one("#t-workers", Input).value = workers

@@ -19,8 +19,10 @@ from textual.widgets import Button, Input, Log, Select, Static
 from textual.worker import get_current_worker
 
 from engine.config import TrainConfig
+from engine.errors import InputError
 from engine.runs import RunState
 from engine.schema import Device, Protocol, RunStatus
+from engine.train.launch import check_world
 from tui.controller import DatasetsChanged, DeviceReady, RunUpdated, TrainRequest
 from tui.format import RUN_STYLE, fmt_bar, fmt_duration, fmt_num
 from tui.forms import FormError, check_config, field_rows, field_widget, form_row, parse_fields, widget_text
@@ -274,11 +276,11 @@ class TrainScreen(BaseScreen):
                             f"build it on the Datasets screen (F2, ctrl+b)")
         if ds in self.controller.busy_datasets():
             raise FormError(f"dataset {ds} is being built right now (F3); wait for it to finish")
-        workers, gpus = self._parallel(options, baseline)
+        workers, gpus = self._parallel(options, spec.name)
         # only what differs from the defaults: the engine applies its CPU preset to the rest
         return TrainRequest(ds, spec.name, options, cfg.changed(defaults), workers, gpus)
 
-    def _parallel(self, options: dict[str, Any], baseline: bool) -> tuple[int, list[int] | None]:
+    def _parallel(self, options: dict[str, Any], model: str) -> tuple[int, list[int] | None]:
         """(workers, GPUs asked for or None) from the form; FormError naming the field."""
         text = self.query_one("#t-workers", Input).value.strip() or "1"
         if not text.isdigit() or int(text) < 1:
@@ -298,11 +300,12 @@ class TrainScreen(BaseScreen):
                 raise FormError(f"GPUs: this machine has {n_gpus} GPU(s), indices 0..{n_gpus - 1}")
             if len(gpus) != workers:
                 raise FormError(f"GPUs: give one per worker ({workers} worker(s), {len(gpus)} GPU(s))")
-        if workers > 1 and baseline:
-            raise FormError("workers: baselines fit in one process; set workers to 1")
-        batch = int(options.get("batch_size") or TrainConfig().batch_size)
-        if batch % workers:
-            raise FormError(f"workers: the batch size ({batch}) must divide by the number of workers ({workers})")
+        if workers > 1:
+            cfg = TrainConfig(model=model, batch_size=int(options.get("batch_size") or TrainConfig().batch_size))
+            try:
+                check_world(cfg, workers, batch_field="batch size", one_worker="set workers to 1")
+            except InputError as e:
+                raise FormError(f"workers: {e}") from e
         return workers, gpus
 
     def action_start(self) -> None:
