@@ -256,6 +256,21 @@ def test_the_schema_documents_the_plain_endpoints(client):
     assert client.get("/docs").status_code == 200
 
 
+def test_the_fastapi_routes_behind_the_guard_answer_as_the_plain_endpoints(client, slot, ids):
+    # the same app with a guard that serves no path itself: FastAPI validates and serves the handlers
+    app = create_app(slot)
+    guard = next(m for m in app.user_middleware if m.cls.__name__ == "Guard")
+    guard.kwargs["endpoints"] = {}
+    router = TestClient(app)
+    for path, body in (("/recommend", {"session_items": [ids[3], ids[5]], "k": 4}),
+                       ("/recommend/batch", {"sessions": [[ids[1]], [ids[2], ids[7]]], "k": 3})):
+        fast, routed = client.post(path, json=body).json(), router.post(path, json=body).json()
+        fast.pop("latency_ms"), routed.pop("latency_ms")
+        assert routed == fast
+        bad = router.post(path, json={**body, "k": 0})         # FastAPI's 422, in the app's format
+        assert bad.status_code == 422 and bad.json()["detail"][0]["field"] == "body.k"
+
+
 @pytest.fixture(scope="module")
 def api_schema(slot):
     return schemathesis.openapi.from_asgi("/openapi.json", create_app(slot))

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine import __version__
-from engine.serve.endpoints import JsonEndpoint, describe, send_json, serve_json, validation_error
+from engine.serve.endpoints import (JsonEndpoint, as_route, internal_error, send_json, serve_json,
+                                    validation_error)
 from engine.serve.metrics import Metrics
 from engine.serve.schemas import (MAX_BATCH_SESSIONS, MAX_BODY_BYTES, BatchRequest, BatchResponse, Health,
                                   RecommendRequest, RecommendResponse, ReloadRequest)
@@ -144,7 +145,7 @@ def create_app(slot: ModelSlot, settings: ServeSettings | None = None, metrics: 
 
     @app.exception_handler(Exception)
     async def internal(request: Request, exc: Exception):      # a bug: a JSON 500, never a crash
-        return JSONResponse({"error": f"internal error: {type(exc).__name__}"}, status_code=500)
+        return JSONResponse(internal_error(exc), status_code=500)
 
     def info(served) -> dict[str, Any]:
         return {"model": served.rec.meta.get("model", ""), "run_id": served.rec.meta.get("run_id")}
@@ -195,7 +196,9 @@ def create_app(slot: ModelSlot, settings: ServeSettings | None = None, metrics: 
         "/recommend/batch": JsonEndpoint("recommend_batch", BatchRequest, BatchResponse, recommend_batch,
                                          f"Top-k next items for up to {MAX_BATCH_SESSIONS} sessions"),
     }
-    describe(app, endpoints)
+    for path, ep in endpoints.items():         # documented (and routed, behind the guard) by FastAPI
+        app.add_api_route(path, as_route(ep), methods=["POST"], response_model=ep.response, summary=ep.summary,
+                          name=ep.name)
 
     @app.get("/metrics")
     async def metrics_text():

@@ -5,8 +5,8 @@ that cost ~0.27 ms a request on the 2-core dev CPU (a stub model answering at on
 round trip through a FastAPI route, 0.45-0.46 ms served here; a whole /recommend on the 238K-item
 demo takes 4-6 ms). The recommendation endpoints are therefore served here: pydantic validates the
 raw body in one call, and errors keep the app's format (`{"error": ..., "detail": [...]}`, fields
-named `body.<field>` as FastAPI names them). FastAPI still documents them: `describe` adds their
-operations, generated from the same models, to the app's OpenAPI schema.
+named `body.<field>` as FastAPI names them). They are FastAPI routes too (`as_route`), so the OpenAPI
+schema documents them from the same models; the app's guard answers their paths first.
 """
 
 from __future__ import annotations
@@ -64,29 +64,22 @@ async def serve_json(endpoint: JsonEndpoint, scope, receive, send) -> None:
     try:
         out = await endpoint.handle(req)
     except Exception as e:          # a bug: a JSON 500, never a crash (as the app's other routes)
-        return await send_json(send, 500, {"error": f"internal error: {type(e).__name__}"})
+        return await send_json(send, 500, internal_error(e))
     await send_json(send, 200, out)
 
 
-def describe(app, endpoints: dict[str, JsonEndpoint]) -> None:
-    """List `endpoints` in `app`'s OpenAPI schema (/openapi.json, /docs) as FastAPI would list routes
-    taking `request` and answering `response`; the operations are documented, not routed."""
-    from fastapi import APIRouter
-    from fastapi.openapi.utils import get_openapi
+def as_route(endpoint: JsonEndpoint) -> Callable[[Any], Awaitable[dict]]:
+    """The endpoint as a FastAPI route function taking `request` (FastAPI validates it and the answer
+    against `response`): what the app's OpenAPI schema documents, and what answers the path when
+    the app runs without the guard that serves it first (`engine.serve.app.Guard`)."""
+    async def route(body):
+        return await endpoint.handle(body)
+    route.__name__ = endpoint.name
+    route.__signature__ = inspect.Signature(
+        [inspect.Parameter("body", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=endpoint.request)])
+    return route
 
-    documented = APIRouter()
-    for path, ep in endpoints.items():
-        def operation(body):            # never called: its signature is what FastAPI documents
-            raise NotImplementedError
-        operation.__name__ = ep.name
-        operation.__signature__ = inspect.Signature(
-            [inspect.Parameter("body", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=ep.request)])
-        documented.add_api_route(path, operation, methods=["POST"], response_model=ep.response,
-                                 summary=ep.summary, name=ep.name)
 
-    def openapi() -> dict:
-        if app.openapi_schema is None:
-            app.openapi_schema = get_openapi(title=app.title, version=app.version, description=app.description,
-                                             routes=[*app.routes, *documented.routes])
-        return app.openapi_schema
-    app.openapi = openapi
+def internal_error(e: BaseException) -> dict:
+    """The 500 body of the app: a bug, named by its type only."""
+    return {"error": f"internal error: {type(e).__name__}"}
