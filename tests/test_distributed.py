@@ -209,7 +209,9 @@ def wait_for_failure(ws, run_id: str, deadline: float) -> RunFailed:
     raise AssertionError(f"run {run_id} has no run_failed event")
 
 
-@pytest.mark.parametrize("sig, within", [(signal.SIGKILL, (0, 15)), (signal.SIGSTOP, (3, 15))],
+# hung: the peer's timeout runs from when it began to wait in its collective, which can be a step
+# before the stop (a CI run measured 2.998 s), and event times are rounded to the millisecond
+@pytest.mark.parametrize("sig, within", [(signal.SIGKILL, (0, 15)), (signal.SIGSTOP, (2.5, 15))],
                          ids=["killed", "hung"])
 def test_a_lost_worker_fails_the_run_instead_of_hanging(ws, sig, within) -> None:
     """Killed: its peer's next collective fails at once. Hung (stopped): the peer's collective times
