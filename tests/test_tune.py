@@ -234,8 +234,17 @@ def test_without_optuna_the_command_says_what_to_install(tiny_demo_ws, capsys, m
     assert "needs Optuna: pip install" in capsys.readouterr().err
 
 
+_START = None
+
+
+def _wait_for_all(barrier) -> None:          # pool initializer: the processes open the database together
+    global _START
+    _START = barrier
+
+
 def _open_storage(root: str) -> str:
     from engine.workspace import Workspace
+    _START.wait(timeout=60)
     try:
         optuna.get_all_study_names(S.storage(Workspace(Path(root))))
         return "ok"
@@ -246,10 +255,13 @@ def _open_storage(root: str) -> str:
 def test_processes_opening_a_new_study_database_at_once_all_succeed(tmp_path):
     # a tuning job creates the database while the app polls it: both create the schema; unserialised,
     # one failed with "table alembic_version already exists" (seen in CI)
+    # spawned, not forked: a fork of a pytest worker that earlier tests left with threads can inherit
+    # a held lock and hang (a clean-clone CI run hung here); a barrier makes the four open at once
     import multiprocessing as mp
     from engine.workspace import Workspace
+    ctx = mp.get_context("spawn")
     for attempt in range(2):
         ws = Workspace(tmp_path / f"ws{attempt}")
         ws.tuning_dir.mkdir(parents=True)
-        with mp.get_context("fork").Pool(4) as pool:
-            assert pool.map(_open_storage, [str(ws.root)] * 4) == ["ok"] * 4
+        with ctx.Pool(4, initializer=_wait_for_all, initargs=(ctx.Barrier(4),)) as pool:
+            assert pool.map(_open_storage, [str(ws.root)] * 4, chunksize=1) == ["ok"] * 4
