@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from dataclasses import replace
 from typing import Any
 
@@ -128,7 +127,7 @@ def cmd_train(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
     if nproc > 1:                   # this process starts the workers and answers for them
         from engine.train.launch import launch_train
         return launch_train(args, ws, out, getattr(args, "argv", []))
-    from engine.train.distributed import is_worker
+    from engine.process import is_worker
     from engine.train.loop import StopFlag, fit
     from engine.train.parallel import PeerError, fit_distributed
     from engine.train.recorder import RunFailedError
@@ -160,14 +159,7 @@ def cmd_train(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
                 err_console.print(f"  suggestion: {ev.suggestion}", markup=False)
         elif ev.error_kind != "worker_lost":
             err_console.print(f"sessrec: worker {os.environ.get('RANK')}: {ev.error}", markup=False, soft_wrap=True)
-        code = 3 if ev.error_kind == "cuda_oom" else 1
-        if worker and ev.error_kind == "worker_lost":
-            # the run is recorded and its lock released; the collectives' threads may still wait on
-            # the lost peer and hold up a normal exit (~30 s in gloo's teardown): leave at once
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(code)
-        return code
+        return 3 if ev.error_kind == "cuda_oom" else 1      # a worker then leaves at once (engine.__main__)
     except PeerError as e:          # rank 0 refused the run and says why
         return e.code
     if not main:

@@ -32,15 +32,6 @@ class WorkerLost(RuntimeError):
     error_kind = ErrorKind.WORKER_LOST
 
 
-def is_worker(environ: Mapping[str, str] | None = None) -> bool:
-    """True in a process started by torchrun with more than one worker in all."""
-    env = os.environ if environ is None else environ
-    try:
-        return "RANK" in env and int(env.get("WORLD_SIZE", "1")) > 1
-    except ValueError:
-        return False
-
-
 def timeout_s(environ: Mapping[str, str] | None = None) -> float:
     env = os.environ if environ is None else environ
     raw = env.get(TIMEOUT_ENV, "")
