@@ -23,8 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine import __version__
-from engine.serve.endpoints import (JsonEndpoint, as_route, internal_error, send_json, serve_json,
-                                    validation_error)
+from engine.serve.endpoints import JsonEndpoint, internal_error, send_json, serve_json, validation_error
 from engine.serve.metrics import Metrics
 from engine.serve.schemas import (MAX_BATCH_SESSIONS, MAX_BODY_BYTES, BatchRequest, BatchResponse, Health,
                                   RecommendRequest, RecommendResponse, ReloadRequest)
@@ -180,25 +179,23 @@ def create_app(slot: ModelSlot, settings: ServeSettings | None = None, metrics: 
                 "search": rec.search_info(), "version": __version__,
                 "uptime_s": round(time.monotonic() - started, 3), "reload": slot.state}
 
+    # FastAPI routes (documented from these models, and answering when the guard does not), and the
+    # hot path served past FastAPI's request machinery by the guard (see engine.serve.endpoints); the
+    # answers are built from typed values and sent as they are (the tests check them against the
+    # response models)
+    @app.post("/recommend", response_model=RecommendResponse, summary="Top-k next items for one session")
     async def recommend(req: RecommendRequest) -> dict:
         recs, who, ms = await answer([req.session_items], req.k, req.exclude_session_items)
         return {**one(recs[0]), **who, "latency_ms": round(ms, 3)}
 
+    @app.post("/recommend/batch", response_model=BatchResponse,
+              summary=f"Top-k next items for up to {MAX_BATCH_SESSIONS} sessions")
     async def recommend_batch(req: BatchRequest) -> dict:
         recs, who, ms = await answer(req.sessions, req.k, req.exclude_session_items)
         return {"results": [one(r) for r in recs], **who, "latency_ms": round(ms, 3)}
 
-    # the hot path, past FastAPI's request machinery (see engine.serve.endpoints); the answers are
-    # built from typed values and sent as they are (the tests check them against the response models)
-    endpoints = {
-        "/recommend": JsonEndpoint("recommend", RecommendRequest, RecommendResponse, recommend,
-                                   "Top-k next items for one session"),
-        "/recommend/batch": JsonEndpoint("recommend_batch", BatchRequest, BatchResponse, recommend_batch,
-                                         f"Top-k next items for up to {MAX_BATCH_SESSIONS} sessions"),
-    }
-    for path, ep in endpoints.items():         # documented (and routed, behind the guard) by FastAPI
-        app.add_api_route(path, as_route(ep), methods=["POST"], response_model=ep.response, summary=ep.summary,
-                          name=ep.name)
+    endpoints = {"/recommend": JsonEndpoint(RecommendRequest, recommend),
+                 "/recommend/batch": JsonEndpoint(BatchRequest, recommend_batch)}
 
     @app.get("/metrics")
     async def metrics_text():

@@ -5,13 +5,12 @@ that cost ~0.27 ms a request on the 2-core dev CPU (a stub model answering at on
 round trip through a FastAPI route, 0.45-0.46 ms served here; a whole /recommend on the 238K-item
 demo takes 4-6 ms). The recommendation endpoints are therefore served here: pydantic validates the
 raw body in one call, and errors keep the app's format (`{"error": ..., "detail": [...]}`, fields
-named `body.<field>` as FastAPI names them). They are FastAPI routes too (`as_route`), so the OpenAPI
+named `body.<field>` as FastAPI names them). Their handlers are FastAPI routes too, so the OpenAPI
 schema documents them from the same models; the app's guard answers their paths first.
 """
 
 from __future__ import annotations
 
-import inspect
 import json
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
@@ -21,13 +20,9 @@ from pydantic import BaseModel, ValidationError
 
 @dataclass(frozen=True)
 class JsonEndpoint:
-    """POST `request` (a pydantic model) -> `handle(request)` -> a dict sent as JSON, documented
-    as `response`."""
-    name: str
+    """POST `request` (a pydantic model) -> `handle(request)` -> a dict sent as JSON."""
     request: type[BaseModel]
-    response: type[BaseModel]
     handle: Callable[[Any], Awaitable[dict]]
-    summary: str
 
 
 async def send_json(send, status: int, body: dict, headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
@@ -66,18 +61,6 @@ async def serve_json(endpoint: JsonEndpoint, scope, receive, send) -> None:
     except Exception as e:          # a bug: a JSON 500, never a crash (as the app's other routes)
         return await send_json(send, 500, internal_error(e))
     await send_json(send, 200, out)
-
-
-def as_route(endpoint: JsonEndpoint) -> Callable[[Any], Awaitable[dict]]:
-    """The endpoint as a FastAPI route function taking `request` (FastAPI validates it and the answer
-    against `response`): what the app's OpenAPI schema documents, and what answers the path when
-    the app runs without the guard that serves it first (`engine.serve.app.Guard`)."""
-    async def route(body):
-        return await endpoint.handle(body)
-    route.__name__ = endpoint.name
-    route.__signature__ = inspect.Signature(
-        [inspect.Parameter("body", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=endpoint.request)])
-    return route
 
 
 def internal_error(e: BaseException) -> dict:
