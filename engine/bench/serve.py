@@ -152,5 +152,5 @@ def render(result: dict[str, Any]):
     cat = result["rows"][0]["catalogue"] if result["rows"] else "?"
     return table(f"POST /recommend over loopback: run {result['run']} ({cat:,} items), sessions of "
                  f"{result['session_items']} items, k=10, {result['duration_s']:g} s per level",
-                 ["runtime", "search", "concurrency", "requests", "req/s", "p50 ms", "p99 ms", "errors"], rows,
+                 ["runtime", "search", "clients", "requests", "req/s", "p50 ms", "p99 ms", "errors"], rows,
                  caption=f"json: {result['json_path']}")
