@@ -31,10 +31,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))      # this checkout's engine and tui, whichever sessrec is installed
 
 from engine.bench.measure import machine, save_result  # noqa: E402
+from engine.core.schema import JobPolicy  # noqa: E402
+from engine.core.threads import BUDGET_FILE_ENV, THREAD_ENV_VARS, available_cores  # noqa: E402
+from engine.core.workspace import Workspace  # noqa: E402
 from engine.runs import RunStore, read_run  # noqa: E402
-from engine.schema import JobPolicy  # noqa: E402
-from engine.threads import BUDGET_FILE_ENV, THREAD_ENV_VARS, available_cores  # noqa: E402
-from engine.workspace import Workspace  # noqa: E402
 from tui.jobs import Job, JobManager, JobSettings, build_args, demo_args, run_to_end, train_args  # noqa: E402
 
 SCENARIOS = {"a": "one after the other", "b": "together, no budgets", "c": "together, share",
@@ -135,7 +135,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 def print_table(res: dict[str, Any]) -> None:
     from rich.console import Console
 
-    from engine.cli.output import table
+    from engine.core.text import table
     base = next((r["total_s"] for r in res["results"] if r["scenario"] == "a"), None)
     rows = []
     for r in res["results"]:

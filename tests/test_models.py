@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 import torch
 
+from engine.core.errors import InputError
+from engine.data.batches import BatchBuilder, SessionStore, make_examples
 from engine.data.graph import build_cooc_graph
 from engine.data.sessions import Sessions
-from engine.errors import InputError
 from engine.models.base import Scorer
 from engine.models.gnn import SessionGNN
-from engine.models.registry import GNNS, SPECS, build_model
 from engine.models.readout import READOUTS
-from engine.train.batches import BatchBuilder, SessionStore, make_examples
+from engine.models.registry import GNNS, SPECS, build_model
 from engine.train.losses import compute_loss
 
 V = 20

@@ -13,11 +13,10 @@ import numpy as np
 import pytest
 
 from engine.cli import main as cli
-from engine.config import DataConfig
+from engine.core.config import DataConfig
+from engine.core.errors import InputError
 from engine.data.format_specs import SRGNN_DATA_DEFAULTS as SPECS_DEFAULTS
-from engine.data.srgnn import (SESSION_SPACING_MS, SRGNN_DATA_DEFAULTS, load_pickle, read_srgnn,
-                               rebuild_test_sessions)
-from engine.errors import InputError
+from engine.data.srgnn import SESSION_SPACING_MS, SRGNN_DATA_DEFAULTS, load_pickle, read_srgnn, rebuild_test_sessions
 from tests.conftest import SHARED_DATA
 
 # train sessions, and test sessions [1, 2, 3] and [7, 1] as SR-GNN writes them: longest prefix first

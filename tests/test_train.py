@@ -15,19 +15,19 @@ import pytest
 import torch
 
 from engine.cli import main as cli
+from engine.core.errors import InputError
+from engine.core.workspace import Workspace
 from engine.data.artifacts import load_dataset
-from engine.evaluate import evaluate
+from engine.data.batches import BatchBuilder, SessionStore
 from engine.data.items import parse_item_ids
-from engine.recommend import Recommender
+from engine.evaluation.evaluate import evaluate
+from engine.inference.recommend import Recommender
+from engine.models.checkpoint import load_checkpoint, rebuild_model
 from engine.runs import read_events, read_run
 from engine.runs.events import Epoch, RunFailed, RunStarted, Step
-from engine.train.batches import BatchBuilder, SessionStore
-from engine.train.checkpoint import load_checkpoint, rebuild_model
 from engine.train.loop import fit
 from engine.train.trainer import Trainer
-from engine.workspace import Workspace
 from tests.conftest import SMALL, small_cfg, stop_after
-from engine.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -4,17 +4,18 @@ alone, search-space bounds, and the errors."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from dataclasses import replace
+from pathlib import Path
 
 import optuna
 import pytest
 
-from engine.cli import build_parser, main as cli
-from engine.config import TrainConfig
+from engine.cli import build_parser
+from engine.cli import main as cli
+from engine.core.config import TrainConfig
+from engine.core.schema import RunStatus
 from engine.models.registry import SPECS, get_spec
 from engine.runs import RunStore
-from engine.schema import RunStatus
 from engine.tune import spaces
 from engine.tune import study as S
 from engine.tune.objective import Objective, PruneHook
@@ -243,7 +244,7 @@ def _wait_for_all(barrier) -> None:          # pool initializer: the processes o
 
 
 def _open_storage(root: str) -> str:
-    from engine.workspace import Workspace
+    from engine.core.workspace import Workspace
     _START.wait(timeout=60)
     try:
         optuna.get_all_study_names(S.storage(Workspace(Path(root))))
@@ -258,7 +259,8 @@ def test_processes_opening_a_new_study_database_at_once_all_succeed(tmp_path):
     # spawned, not forked: a fork of a pytest worker that earlier tests left with threads can inherit
     # a held lock and hang (a clean-clone CI run hung here); a barrier makes the four open at once
     import multiprocessing as mp
-    from engine.workspace import Workspace
+
+    from engine.core.workspace import Workspace
     ctx = mp.get_context("spawn")
     for attempt in range(2):
         ws = Workspace(tmp_path / f"ws{attempt}")

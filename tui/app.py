@@ -19,7 +19,7 @@ from textual import work
 from textual.app import App
 from textual.binding import Binding
 
-from engine.workspace import Workspace
+from engine.core.workspace import Workspace
 from tui.commands import SessrecCommands
 from tui.controller import Controller, GoTo, Notice
 from tui.format import short_path
@@ -29,7 +29,7 @@ TICK_INTERVAL = 0.25        # how often the controller follows runs and publishe
 
 def load_device_info() -> dict:
     """What the engine sees (imports torch: the app calls it in a thread worker)."""
-    from engine.device import device_info
+    from engine.core.device import device_info
     return device_info()
 
 

@@ -15,12 +15,12 @@ from typing import Any, Callable
 from textual.message import Message
 from textual.message_pump import MessagePump
 
+from engine.core.schema import ErrorKind, JobKind, JobPolicy, JobStatus, RunStatus
+from engine.core.workspace import Workspace
 from engine.models.registry import SPECS, ModelSpec, get_spec
 from engine.runs import RunState, RunStore, lock_holder, new_run_id
 from engine.runs.events import RunFailed, append_event
-from engine.schema import ErrorKind, JobKind, JobPolicy, JobStatus, RunStatus
 from engine.serve.security import ADMIN_KEY_ENV, KEY_ENV
-from engine.workspace import Workspace
 from tui import jobs as J
 from tui.jobs import Job, JobManager
 

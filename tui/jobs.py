@@ -8,7 +8,7 @@ tails its stderr from a log file under `<workspace>/logs/`, cancels it (SIGTERM,
 a timeout) and records each job as `<workspace>/logs/<job-id>.json` so the list of recent jobs
 survives a restart of the app.
 
-Jobs share the machine (see `engine.threads`): every running job but the light ones (delete, serve) gets
+Jobs share the machine (see `engine.core.threads`): every running job but the light ones (delete, serve) gets
 its share of the cores, passed at start in the environment and rewritten into its budget file when
 a job starts or ends (a GPU training counts too: it builds batches and runs Python on the CPU).
 `JobSettings.policy` `share` runs CPU jobs together, `queue` runs one at a time (later ones wait as
@@ -34,13 +34,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Coroutine, Iterable
 
-from engine.atomic import write_json
-from engine.config import TrainConfig
-from engine.errors import InputError
-from engine.process import process_alive
-from engine.schema import Device, JobKind, JobPolicy, JobStatus, values
-from engine.threads import available_cores, budget_env, thread_shares, write_budget
-from engine.workspace import Workspace
+from engine.core.atomic import write_json
+from engine.core.config import TrainConfig
+from engine.core.errors import InputError
+from engine.core.process import process_alive
+from engine.core.schema import Device, JobKind, JobPolicy, JobStatus, values
+from engine.core.threads import available_cores, budget_env, thread_shares, write_budget
+from engine.core.workspace import Workspace
 
 RUNNING = (JobStatus.STARTING, JobStatus.RUNNING, JobStatus.STOPPING)      # a child process exists
 ACTIVE = tuple(s for s in JobStatus if s.active)                            # RUNNING and QUEUED

@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from engine.bench.measure import machine, result_path, save_result
-from engine.config import TrainConfig
+from engine.core.config import TrainConfig
+from engine.core.schema import Protocol
+from engine.core.workspace import Workspace
 from engine.runs import read_run
-from engine.workspace import Workspace
-from engine.schema import Protocol
 
 # (label, model, model params, train config overrides)
 VARIANTS: list[tuple[str, str, dict, dict]] = [
@@ -74,7 +74,7 @@ def run(ws: Workspace, dataset: str, device: str = "auto", epochs: int = 20, pat
 
 
 def render(result: dict[str, Any]):
-    from engine.cli.output import table
+    from engine.core.text import table
     rows = [[r["variant"], r["val_recall@10"], r["last_recall@10"], r["last_mrr@10"], r["prefixes_recall@10"],
              r["prefixes_mrr@10"], r["best_epoch"], r["epoch_seconds"]] for r in result["rows"]]
     return table(f"ablation on {result['dataset']} ({result['device']})",

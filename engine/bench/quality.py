@@ -4,7 +4,7 @@ Each model is trained with `sessrec train` semantics: epochs chosen on validatio
 on val Recall@10), test evaluated once with the best epoch; the run saves its per-example test ranks
 (`RunDir.test_ranks`). From them, per dataset and protocol (last, prefixes):
 
-- Recall / MRR / NDCG @10 and @20 with 95% bootstrap intervals over test *sessions* (`engine.stats`;
+- Recall / MRR / NDCG @10 and @20 with 95% bootstrap intervals over test *sessions* (`engine.evaluation.stats`;
   the same resamples for every model). A GNN runs once per seed (default 0, 1, 2): its point estimate
   is the mean over seeds, ± the seeds' standard deviation, and its interval is that of the
   per-example metric averaged over the seeds. Baselines are deterministic: one run.
@@ -38,17 +38,17 @@ from typing import Any, Mapping
 import numpy as np
 
 from engine.bench.measure import machine, save_result
-from engine.config import DataConfig, TrainConfig
-from engine.data.manifest import Dataset
-from engine.errors import InputError
-from engine.metrics import per_example_metrics
-from engine.models.registry import SPECS, get_spec
-from engine.ranks import ExampleRanks
-from engine.runs.events import RunFinished, read_events
-from engine.schema import ModelKind, Protocol, RunStatus
-from engine.stats import N_BOOT, bootstrap_ci, paired_test
-from engine.workspace import RunDir, Workspace
 from engine.bench.quality_datasets import DATASETS, PUBLISHED, PUBLISHED_CAVEAT, PUBLISHED_SOURCES
+from engine.core.config import DataConfig, TrainConfig
+from engine.core.errors import InputError
+from engine.core.metrics import per_example_metrics
+from engine.core.schema import ModelKind, Protocol, RunStatus
+from engine.core.workspace import RunDir, Workspace
+from engine.data.manifest import Dataset
+from engine.evaluation.ranks import ExampleRanks
+from engine.evaluation.stats import N_BOOT, bootstrap_ci, paired_test
+from engine.models.registry import SPECS, get_spec
+from engine.runs.events import RunFinished, read_events
 
 METRICS = ("recall@10", "mrr@10", "ndcg@10", "recall@20", "mrr@20", "ndcg@20")
 SELECT_ON = "recall@10"        # validation metric that picks the best GNN and the best baseline
@@ -186,7 +186,7 @@ def _same_train(saved: dict, want: dict) -> bool:
 
 
 def train_or_reuse(ws: Workspace, cfg: TrainConfig, fingerprint: str, protocols, stop) -> BenchRun:
-    from engine.device import resolve_device
+    from engine.core.device import resolve_device
     from engine.runs import read_run
     from engine.train.loop import fit
     spec = get_spec(cfg.model)
@@ -461,7 +461,7 @@ def render(result: dict[str, Any]):
     from rich.console import Group
     from rich.text import Text
 
-    from engine.cli.output import table
+    from engine.core.text import table
     parts: list[Any] = []
     boot = result["bootstrap"]
     for ds in dict.fromkeys(r["dataset"] for r in result["rows"]):

@@ -10,9 +10,9 @@ from pathlib import Path
 from engine import __version__
 from engine.cli import bench_cmds, data_cmds, export_cmds, serve_cmds, train_cmds, tune_cmds
 from engine.cli.output import Output, err_console
-from engine.errors import SessrecError
-from engine.threads import process_budget
-from engine.workspace import Workspace
+from engine.core.errors import SessrecError
+from engine.core.threads import process_budget
+from engine.core.workspace import Workspace
 
 
 class _Parser(argparse.ArgumentParser):

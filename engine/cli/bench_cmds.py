@@ -6,9 +6,9 @@ import argparse
 from pathlib import Path
 
 from engine.cli.output import Output
+from engine.core.schema import Device, Loss, Protocol, Search, values
+from engine.core.workspace import Workspace
 from engine.models.registry import GNNS
-from engine.schema import Device, Loss, Protocol, Search, values
-from engine.workspace import Workspace
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,8 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_bench_pipeline(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
     from engine.bench import pipeline as bp
+    from engine.core.errors import InputError
     from engine.data.demo import DEMO_SIZES
-    from engine.errors import InputError
     sizes = [s.strip() for s in (args.sizes or args.size).split(",") if s.strip()]
     bad = [s for s in sizes if s not in DEMO_SIZES]
     if bad or not sizes:
@@ -67,8 +67,9 @@ def _register_train(bsub) -> None:
 
 def cmd_bench_train(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
     import torch
+
     from engine.bench import train as bt
-    from engine.errors import InputError
+    from engine.core.errors import InputError
     if args.batch_size < 1 or args.steps < 1:
         raise InputError("--batch-size and --steps must be >= 1")
     if args.num_threads:
@@ -105,13 +106,13 @@ def _register_quality(bsub) -> None:
     b.add_argument("--params-file", type=Path, metavar="JSON",
                    help="tuned hyperparameters as {model: {parameter: value}} (--param wins)")
     b.add_argument("--bootstrap", type=int, help="bootstrap resamples of the test sessions (default: "
-                   "engine.stats.N_BOOT, 1000)")
+                   "engine.evaluation.stats.N_BOOT, 1000)")
     b.add_argument("--out", type=Path)
     b.set_defaults(func=cmd_bench_quality)
 
 
 def _int_list(text: str, flag: str) -> list[int]:
-    from engine.errors import InputError
+    from engine.core.errors import InputError
     try:
         return [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
@@ -120,8 +121,8 @@ def _int_list(text: str, flag: str) -> list[int]:
 
 def cmd_bench_quality(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
     from engine.bench import quality as bq
-    from engine.errors import InputError
-    from engine.stats import N_BOOT
+    from engine.core.errors import InputError
+    from engine.evaluation.stats import N_BOOT
     n_boot = N_BOOT if args.bootstrap is None else args.bootstrap
     if n_boot < 1:
         raise InputError("--bootstrap must be >= 1")

@@ -12,18 +12,24 @@ from typing import Iterator
 
 from rich.markup import escape
 
-from engine.cli.output import Output, fmt, table
 from engine.cli.flags import add_config_flags, config_names, given
-from engine.config import DataConfig, to_dict
-from engine.data.format_specs import (SRGNN_DATA_DEFAULTS, require_regular_file, require_source,
-                                      source_is_folder, spec_file_text)
+from engine.cli.output import Output
+from engine.core.config import DataConfig, to_dict
+from engine.core.errors import InputError, StageError
+from engine.core.locks import lock_holder
+from engine.core.schema import DataFormat, Split, SplitMode
+from engine.core.text import fmt, table
+from engine.core.workspace import Workspace
+from engine.data.format_specs import (
+    SRGNN_DATA_DEFAULTS,
+    require_regular_file,
+    require_source,
+    source_is_folder,
+    spec_file_text,
+)
 from engine.data.manifest import Dataset
 from engine.data.pipeline import STAGE_NAMES, build
 from engine.data.report import DatasetReport, dataset_report, dataset_reports
-from engine.errors import InputError, StageError
-from engine.locks import lock_holder
-from engine.schema import DataFormat, Split, SplitMode
-from engine.workspace import Workspace
 
 DATA_FLAGS = config_names(DataConfig)
 

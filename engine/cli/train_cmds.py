@@ -12,12 +12,13 @@ from dataclasses import replace
 from typing import Any
 
 from engine.cli.flags import add_config_flags, add_union_flags, config_names, given
-from engine.cli.output import Output, err_console, table
-from engine.config import TrainConfig
-from engine.errors import InputError
+from engine.cli.output import Output, err_console
+from engine.core.config import TrainConfig
+from engine.core.errors import InputError
+from engine.core.schema import Device, ModelKind, Protocol, Runtime, Search, Split, StopReason, values
+from engine.core.text import table
+from engine.core.workspace import Workspace
 from engine.models.registry import SPECS, get_spec
-from engine.schema import Device, ModelKind, Protocol, Runtime, Search, Split, StopReason, values
-from engine.workspace import Workspace
 
 TRAIN_FLAGS = config_names(TrainConfig)
 MODEL_FLAGS: list[str] = []          # filled by `register` (the union of the model configs' fields)
@@ -125,9 +126,10 @@ def cmd_train(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
             raise InputError(f"--resume continues a run with its saved config; only --epochs and "
                              f"--device may change (got {', '.join(extra) or 'model/dataset options'})")
     if nproc > 1:                   # this process starts the workers and answers for them
-        from engine.train.launch import launch_train
-        return launch_train(args, ws, out, getattr(args, "argv", []))
-    from engine.process import is_worker
+        from engine.cli.launch import launch_train
+        cfg = None if args.resume else train_config_from_args(args)
+        return launch_train(cfg, ws, out, getattr(args, "argv", []), nproc, resume=args.resume, run_id=args.run_id)
+    from engine.core.process import is_worker
     from engine.train.loop import StopFlag, fit
     from engine.train.parallel import PeerError, fit_distributed
     from engine.train.recorder import RunFailedError
@@ -198,8 +200,8 @@ def metrics_table(title: str, results: dict[str, dict]):
 
 # ---- eval ----------------------------------------------------------------------------------------
 def cmd_eval(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
-    from engine.device import resolve_device
-    from engine.train.checkpoint import load_run
+    from engine.core.device import resolve_device
+    from engine.models.checkpoint import load_run
     from engine.train.trainer import evaluate_split
     if args.eval_batch_size < 1:
         raise InputError("--eval-batch-size must be >= 1")
@@ -226,7 +228,7 @@ def cmd_eval(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
 
 # ---- runs ----------------------------------------------------------------------------------------
 def cmd_compare(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
-    from engine.runs.compare import compare_runs, render
+    from engine.evaluation.compare import compare_runs, render
     protocols = tuple(p for p in args.protocols.split(",") if p)
     bad = [p for p in protocols if p not in values(Protocol)]
     if bad or not protocols:
@@ -266,7 +268,7 @@ def cmd_recommend(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
     import torch
 
     from engine.data.items import parse_item_ids
-    from engine.recommend import Recommender
+    from engine.inference.recommend import Recommender
     torch.set_num_threads(1)   # one short lookup: thread start-up costs more than it saves
     if args.k < 1:
         raise InputError("--k must be >= 1")

@@ -13,14 +13,15 @@ import sys
 from typing import Any
 
 from engine.cli.flags import add_config_flags, add_union_flags, config_names, given
-from engine.cli.output import Output, err_console, table
+from engine.cli.output import Output, err_console
 from engine.cli.train_cmds import model_name, model_values
-from engine.config import TrainConfig
-from engine.errors import InputError
+from engine.core.config import TrainConfig
+from engine.core.errors import InputError
+from engine.core.progress import Progress
+from engine.core.schema import ModelKind, Protocol
+from engine.core.text import table
+from engine.core.workspace import Workspace
 from engine.models.registry import SPECS, get_spec
-from engine.progress import Progress
-from engine.schema import ModelKind, Protocol
-from engine.workspace import Workspace
 
 DEFAULT_METRIC = "mrr@20"
 # set by the tune command itself: --seed seeds the sampler and every trial, --protocol is val_protocol
@@ -58,7 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def setup_from_args(args: argparse.Namespace):
     """The study's setup from the flags; every value is checked here (exit 2 before any trial; the
     app checks its Tune form with it too)."""
-    from engine.metrics import metric_names
+    from engine.core.metrics import metric_names
     from engine.tune.study import TuneSetup
     names = metric_names()
     if args.metric not in names:

@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from engine.atomic import atomic_path
+from engine.core.atomic import atomic_path
 from engine.data.sessions import Sessions
 
 UNKNOWN = 0
@@ -24,7 +24,7 @@ _LUT_MIN = 1 << 16   # encode() this many ids or more with a lookup table when t
 
 def parse_item_ids(text: str) -> list[int]:
     """'355908, 248676 1' -> [355908, 248676, 1]; a non-numeric token is a clear error."""
-    from engine.errors import InputError
+    from engine.core.errors import InputError
     out = []
     for t in text.replace(",", " ").split():
         if not t.lstrip("-").isdigit():

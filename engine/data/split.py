@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.config import DataConfig
+from engine.core.config import DataConfig
+from engine.core.errors import StageError
 from engine.data.sessions import Sessions, session_stats
-from engine.errors import StageError
 
 DAY_MS = 86_400_000
 

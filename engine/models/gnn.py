@@ -23,14 +23,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.config import GNNConfig
-from engine.errors import InputError
+from engine.core.config import GNNConfig
+from engine.core.errors import InputError
+from engine.core.schema import GraphMode
+from engine.data.batches import GRAPH_MODES, Batch
 from engine.models.base import mask_padding
 from engine.models.layers import CONVS, ConvBlock
 from engine.models.readout import READOUTS, Readout
-from engine.train.batches import GRAPH_MODES, Batch
-from engine.schema import GraphMode
-
 
 REPEAT_BUCKETS = 8   # recency buckets of the repeat scorer: last position, 1 before, ..., 7+ before
 
@@ -42,7 +41,7 @@ def l2_normalize(x: torch.Tensor) -> torch.Tensor:
 
 
 class SessionGNN(nn.Module):
-    # no defaults here: the model configs (engine.config) hold them, once; `build_gnn` passes all
+    # no defaults here: the model configs (engine.core.config) hold them, once; `build_gnn` passes all
     def __init__(self, n_items: int, *, hidden: int, conv: str, layers: int, heads: int, ffn_mult: int,
                  readout: str, pe: np.ndarray | torch.Tensor | None, use_pe: bool, dropout: float,
                  normalize: bool, scale: float, graph_mode: str, repeat: bool, pos_emb: bool,

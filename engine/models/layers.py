@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch_geometric.nn import GATConv, SAGEConv, TransformerConv
 
-from engine.schema import Conv, values
+from engine.core.schema import Conv, values
 
 CONVS = values(Conv)
 

@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, TextIO
 
-from engine.atomic import _json_default
-from engine.errors import StorageError
-from engine.schema import ErrorKind, RunStatus
+from engine.core.atomic import _json_default
+from engine.core.errors import StorageError
+from engine.core.schema import ErrorKind, RunStatus
 
 
 # ---- event types ----------------------------------------------------------------------------------

@@ -11,9 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from engine.runs.events import (Checkpoint, Epoch, Resumed, RunEvent, RunFailed, RunFinished, RunStarted,
-                                Step)
-from engine.schema import ErrorKind, ModelKind, RunStatus
+from engine.core.schema import ErrorKind, ModelKind, RunStatus
+from engine.runs.events import Checkpoint, Epoch, Resumed, RunEvent, RunFailed, RunFinished, RunStarted, Step
 
 INTERRUPTED_ERROR = "the process ended without a final event (killed, or the machine restarted)"
 

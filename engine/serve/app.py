@@ -25,8 +25,16 @@ from typing import Any
 from engine import __version__
 from engine.serve.endpoints import JsonEndpoint, internal_error, send_json, serve_json, validation_error
 from engine.serve.metrics import Metrics
-from engine.serve.schemas import (MAX_BATCH_SESSIONS, MAX_BODY_BYTES, BatchRequest, BatchResponse, Health,
-                                  RecommendRequest, RecommendResponse, ReloadRequest)
+from engine.serve.schemas import (
+    MAX_BATCH_SESSIONS,
+    MAX_BODY_BYTES,
+    BatchRequest,
+    BatchResponse,
+    Health,
+    RecommendRequest,
+    RecommendResponse,
+    ReloadRequest,
+)
 from engine.serve.security import key_matches
 from engine.serve.slot import ModelSlot, ReloadBroadcast
 

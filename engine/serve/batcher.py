@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from engine.recommend import Recommender
+from engine.inference.recommend import Recommender
 from engine.serve.schemas import MAX_BATCH_SESSIONS
 
 _STOP = object()

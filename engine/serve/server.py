@@ -24,13 +24,13 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
 
-from engine.errors import InputError
-from engine.recommend import Recommender
+from engine.core.errors import InputError
+from engine.core.workspace import Workspace
+from engine.inference.recommend import Recommender
 from engine.serve.batcher import set_compute_threads
 from engine.serve.scrape import fetch_health
 from engine.serve.security import check_bind
 from engine.serve.slot import ModelSlot, ReloadBroadcast
-from engine.workspace import Workspace
 
 WORKER_ENV = "SESSREC_SERVE_WORKER"      # JSON ServeOptions + workspace, read by each worker
 
@@ -51,7 +51,7 @@ class ServeOptions:
 
 
 def make_slot(ws: Workspace, opts: ServeOptions) -> ModelSlot:
-    from engine.device import resolve_device
+    from engine.core.device import resolve_device
     device = str(resolve_device(opts.device))
 
     def load(target: str) -> Recommender:

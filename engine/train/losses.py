@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from engine.schema import Loss, values
+from engine.core.schema import Loss, values
 
 LOSSES = values(Loss)
 

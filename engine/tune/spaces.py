@@ -11,10 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence, Union
 
-from engine.config import Config, TrainConfig
-from engine.errors import InputError
+from engine.core.config import Config, TrainConfig
+from engine.core.errors import InputError
+from engine.core.schema import Readout, Weighting, values
 from engine.models.registry import SPECS, get_spec
-from engine.schema import Readout, Weighting, values
 
 
 @dataclass(frozen=True)

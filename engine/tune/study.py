@@ -15,12 +15,12 @@ from typing import Any, Mapping
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from engine.config import TrainConfig
-from engine.errors import InputError
-from engine.locks import FolderLock, lock_holder
+from engine.core.config import TrainConfig
+from engine.core.errors import InputError
+from engine.core.locks import FolderLock, lock_holder
+from engine.core.schema import ModelKind
+from engine.core.workspace import Workspace
 from engine.models.registry import get_spec
-from engine.schema import ModelKind
-from engine.workspace import Workspace
 
 # TrainConfig fields that may change between sessions of one study: they do not change results
 FREE_FIELDS = ("device", "num_threads", "eval_batch_size")

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from engine.core.schema import JobKind, JobPolicy, JobStatus
+from engine.core.workspace import Workspace
 from engine.data.items import ItemIndex
-from engine.schema import JobKind, JobPolicy, JobStatus
-from engine.workspace import Workspace
 from tests.test_serve_scrape import FakeServer, metrics_text
 from tests.tui.conftest import _fake_run, make_app
 from tests.tui.helpers import notifications, settle, wait_for

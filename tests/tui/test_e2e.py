@@ -85,6 +85,7 @@ async def test_generate_build_train_recommend(empty_ws: Path) -> None:
         import socket
 
         import httpx
+
         from tui.screens.serve import ServeScreen
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))

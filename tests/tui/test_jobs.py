@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.errors import InputError
-from engine.schema import JobPolicy, JobStatus
-from engine.workspace import Workspace
+from engine.core.errors import InputError
+from engine.core.schema import JobPolicy, JobStatus
+from engine.core.workspace import Workspace
 from tests.tui.conftest import FAKE_CHILD
 from tui import jobs as J
 
@@ -75,8 +75,8 @@ async def test_pipeline_error_event(tmp_path: Path, monkeypatch) -> None:
 
 
 def _run_events(tmp_path: Path, run_id: str = "r1") -> list:
+    from engine.core.workspace import Workspace
     from engine.runs import read_events
-    from engine.workspace import Workspace
     return read_events(Workspace(tmp_path.resolve()).run(run_id).events)
 
 

@@ -16,8 +16,8 @@ from textual.widget import Widget
 from textual.widgets import Button, DataTable, Static
 from textual.worker import get_current_worker
 
+from engine.core.workspace import Workspace
 from engine.data.report import DatasetReport
-from engine.workspace import Workspace
 from tui.controller import DatasetsChanged, JobsChanged
 from tui.format import STATE_STYLE, fmt_bar, fmt_duration, fmt_num, short_path
 from tui.screens.base import BaseScreen

@@ -14,7 +14,7 @@ from textual.containers import Horizontal, Vertical
 from textual.widget import Widget
 from textual.widgets import DataTable, Log, Static
 
-from engine.schema import JobKind, JobPolicy, JobStatus
+from engine.core.schema import JobKind, JobPolicy, JobStatus
 from tui.controller import Controller, JobsChanged
 from tui.format import JOB_STYLE, fmt_bar, fmt_duration, short_path
 from tui.jobs import TAIL_LINES, Job, JobManager, describe_exit

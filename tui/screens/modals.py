@@ -19,11 +19,11 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, OptionList, Select, Static
 from textual.widgets.option_list import Option
 
+from engine.core.errors import InputError
+from engine.core.schema import DataFormat, values
+from engine.core.workspace import RunDir
 from engine.data.demo import DEMO_SIZES as GENERATOR_SIZES
 from engine.data.format_specs import source_is_folder, srgnn_files
-from engine.errors import InputError
-from engine.schema import DataFormat, values
-from engine.workspace import RunDir
 
 FORMATS = values(DataFormat)
 SIZE_NOTES = {"tiny": "~430 sessions, seconds", "small": "~22K sessions, the default",
@@ -104,7 +104,7 @@ class DemoScreen(Dialog):
     @on(Input.Submitted)
     @on(Button.Pressed, "#ok")
     def action_submit(self) -> None:
-        from engine.workspace import NAME_RE
+        from engine.core.workspace import NAME_RE
         size = self.query_one("#size", Select).value
         name = self.query_one("#name", Input).value.strip()
         if name and not NAME_RE.match(name):
@@ -120,7 +120,7 @@ class DemoScreen(Dialog):
 
 def check_import(path: str, fmt: Any, name: str, test: str, existing: list[str]) -> tuple[dict | None, str]:
     """Validate the import form: (values, "") or (None, message)."""
-    from engine.workspace import NAME_RE
+    from engine.core.workspace import NAME_RE
     if not path.strip():
         return None, "path: type the path of the raw log file (csv, csv.gz or dat)"
     p = Path(path.strip()).expanduser()

@@ -15,10 +15,10 @@ from textual.widgets import DataTable, Input, OptionList, Select, Static
 from textual.widgets.option_list import Option
 from textual.worker import get_current_worker
 
+from engine.core.errors import InputError
+from engine.core.schema import RunStatus
 from engine.data.items import parse_item_ids
-from engine.errors import InputError
 from engine.models.registry import BASELINES
-from engine.schema import RunStatus
 from tui.controller import DatasetsChanged, RunsChanged
 from tui.screens.base import BaseScreen
 
@@ -66,7 +66,7 @@ def list_sources(controller) -> list[tuple[str, str]]:
 
 
 def load_recommender(ws, key: str):
-    from engine.recommend import Recommender
+    from engine.inference.recommend import Recommender
     _one_torch_thread()
     kind, name, dataset = parse_source_key(key)
     if kind == "run":

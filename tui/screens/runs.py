@@ -14,8 +14,8 @@ from textual.widget import Widget
 from textual.widgets import DataTable, Static
 from textual.worker import get_current_worker
 
+from engine.core.schema import ModelKind
 from engine.runs import RunState
-from engine.schema import ModelKind
 from tui.controller import RunsChanged
 from tui.format import RUN_STYLE, fmt_duration, fmt_num, sort_rows
 from tui.screens.base import BaseScreen

@@ -23,7 +23,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widget import Widget
 from textual.widgets import Button, DataTable, Input, Select, Static
 
-from engine.schema import JobStatus, ModelKind, Runtime, Search, values
+from engine.core.schema import JobStatus, ModelKind, Runtime, Search, values
 from engine.serve.security import MIN_KEY_CHARS, is_loopback
 from tui.controller import SERVE_ADMIN_KEY_ENV, SERVE_KEY_ENV, DatasetsChanged, JobsChanged, RunsChanged, ServeRequest
 from tui.format import fmt_duration

@@ -18,11 +18,10 @@ from textual.widget import Widget
 from textual.widgets import Button, Input, Log, Select, Static
 from textual.worker import get_current_worker
 
-from engine.config import TrainConfig
-from engine.errors import InputError
+from engine.core.config import TrainConfig
+from engine.core.errors import InputError
+from engine.core.schema import Device, Protocol, RunStatus
 from engine.runs import RunState
-from engine.schema import Device, Protocol, RunStatus
-from engine.train.launch import check_world
 from tui.controller import DatasetsChanged, DeviceReady, RunUpdated, TrainRequest
 from tui.format import RUN_STYLE, fmt_bar, fmt_duration, fmt_num
 from tui.forms import FormError, check_config, field_rows, field_widget, form_row, parse_fields, widget_text
@@ -301,6 +300,7 @@ class TrainScreen(BaseScreen):
             if len(gpus) != workers:
                 raise FormError(f"GPUs: give one per worker ({workers} worker(s), {len(gpus)} GPU(s))")
         if workers > 1:
+            from engine.train.parallel import check_world  # torch: only for a data-parallel run
             cfg = TrainConfig(model=model, batch_size=int(options.get("batch_size") or TrainConfig().batch_size))
             try:
                 check_world(cfg, workers, batch_field="batch size", one_worker="set workers to 1")
@@ -394,7 +394,7 @@ class TrainScreen(BaseScreen):
 
     @work(thread=True, exclusive=True, group="gpus")
     def _read_gpus(self, ids: list[str]) -> None:
-        from engine.gpu_monitor import format_readings, read_gpus
+        from engine.core.gpu_monitor import format_readings, read_gpus
         readings = read_gpus(ids)
         self.app.call_from_thread(self._show_gpus, format_readings(readings) if readings else None)
 

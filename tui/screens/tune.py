@@ -16,9 +16,9 @@ from textual.widget import Widget
 from textual.widgets import Button, DataTable, Input, Select, Static
 from textual.worker import get_current_worker
 
-from engine.config import TrainConfig
-from engine.errors import InputError
-from engine.schema import ModelKind, Protocol, values
+from engine.core.config import TrainConfig
+from engine.core.errors import InputError
+from engine.core.schema import ModelKind, Protocol, values
 from tui.controller import DatasetsChanged, JobsChanged, StudiesChanged, TuneRequest
 from tui.format import fmt_num
 from tui.forms import FormError, field_widget, form_row, parse_fields, widget_text
@@ -60,7 +60,7 @@ class TuneScreen(BaseScreen):
 
     # ---- layout --------------------------------------------------------------------------------
     def compose_body(self) -> Iterable[Widget]:
-        from engine.metrics import metric_names          # numpy: not when the app starts
+        from engine.core.metrics import metric_names  # numpy: not when the app starts
         from engine.tune.spaces import SPACES
         models = {n: s for n, s in self.controller.models.items() if n in SPACES}   # (not hybrid)
         with Horizontal(id="tune-main"):

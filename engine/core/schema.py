@@ -96,7 +96,7 @@ class Runtime(StrEnum):
 
 class Search(StrEnum):
     """How the top-k items are found: every item's score, candidates from a product-quantised fast
-    scan scored exactly, or the scan from `PQ_MIN_ITEMS` items (engine.recommend)."""
+    scan scored exactly, or the scan from `PQ_MIN_ITEMS` items (engine.inference.recommend)."""
 
     EXACT = "exact"
     PQ = "pq"

@@ -11,7 +11,6 @@ never stays `running`.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import shutil
@@ -19,33 +18,18 @@ import signal
 import sys
 import uuid
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import Any, Iterator
 
-from engine.errors import InputError, SessrecError
-from engine.locks import RunLock
-from engine.models.registry import get_spec
+from engine.cli.output import Output, err_console
+from engine.core.config import TrainConfig
+from engine.core.errors import InputError, SessrecError
+from engine.core.locks import RunLock
+from engine.core.schema import ErrorKind
+from engine.core.threads import THREAD_ENV_VARS, available_cores, process_budget
+from engine.core.workspace import Workspace
 from engine.runs.events import RunFailed, RunFinished, RunStarted, append_event, read_events
-from engine.schema import ErrorKind
-from engine.threads import THREAD_ENV_VARS, available_cores, process_budget
-from engine.workspace import Workspace
-
-if TYPE_CHECKING:
-    from engine.config import TrainConfig
-
-
-def check_world(cfg: TrainConfig, world: int, batch_field: str = "--batch-size",
-                one_worker: str = "run it without --nproc") -> None:
-    """What N workers can train: a GNN, with a global batch that splits evenly. The messages name
-    the batch size and the way back to one worker as the caller's user sets them (the CLI's flags
-    by default; the app's Train form passes its own words)."""
-    spec = get_spec(cfg.model)
-    if not spec.trains:
-        raise InputError(f"{spec.kind} {cfg.model} has nothing to train in parallel; {one_worker}")
-    if cfg.batch_size % world:
-        lower = max(world, cfg.batch_size // world * world)
-        raise InputError(f"{batch_field} {cfg.batch_size} is the global batch and must be divisible by the "
-                         f"{world} workers (each takes {cfg.batch_size} / {world}); try {batch_field} {lower}")
-
+from engine.runs.store import new_run_id
+from engine.train.parallel import check_world
 
 # argparse takes any unambiguous prefix of a long option: `--np 2` is `--nproc 2` as long as no other
 # train option begins with "--np" (tests/test_distributed.py checks that)
@@ -142,27 +126,25 @@ def record_failure(ws: Workspace, run_id: str, error: str) -> bool:
     return True
 
 
-def launch_train(args: argparse.Namespace, ws: Workspace, out: Any, argv: list[str]) -> int:
-    """Start `args.nproc` workers running `argv` (the parent's `sessrec` arguments); their exit status."""
-    from engine.cli.output import err_console
-    from engine.cli.train_cmds import train_config_from_args
-    from engine.runs.store import new_run_id
-
-    nproc = int(args.nproc)
+def launch_train(cfg: TrainConfig | None, ws: Workspace, out: Output, argv: list[str], nproc: int, *,
+                 resume: str | None = None, run_id: str | None = None) -> int:
+    """Start `nproc` workers running `argv` (the parent's `sessrec` arguments) for the run of `cfg`
+    (a new run, `run_id` or a fresh id) or the run `resume`; their exit status."""
     fixed_id = None
-    if args.resume:
-        run_id = args.resume
-        if not ws.run(run_id).exists:
-            raise InputError(f"run {run_id!r} not found in {ws.runs_dir}")
+    if resume:
+        if not ws.run(resume).exists:
+            raise InputError(f"run {resume!r} not found in {ws.runs_dir}")
+        run_id = resume
     else:
-        cfg = train_config_from_args(args)
+        assert cfg is not None, "a new run needs its config"
         check_world(cfg, nproc)
         existing = ws.run_ids() if ws.runs_dir.exists() else []
-        run_id = args.run_id or new_run_id(cfg.model, existing)
+        given_id = run_id
+        run_id = given_id or new_run_id(cfg.model, existing)
         if ws.run(run_id).root.exists():
             raise InputError(f"run id {run_id!r} is taken ({ws.run(run_id).root}); choose another --run-id, "
                              f"or continue that run with --resume {run_id}")
-        fixed_id = None if args.run_id else run_id
+        fixed_id = None if given_id else run_id
 
     from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs, SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError

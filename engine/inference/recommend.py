@@ -11,7 +11,7 @@ GNN runs score through their encoder (`SessionGNN.encode`; with the same contrac
 compiled by AOTInductor, `runtime="compiled"`, or its ONNX export, `runtime="onnx"`): session vectors
 and the repeat logits of the session's items, then either exact search (every item's dot product)
 or a product-quantised fast scan that proposes candidates which are scored exactly (`search="pq"`;
-see `engine.item_search`); "auto" takes the scan for catalogues of `PQ_MIN_ITEMS` items and more.
+see `engine.inference.item_search`); "auto" takes the scan for catalogues of `PQ_MIN_ITEMS` items and more.
 Baselines and hybrids score every item with `score(batch)`.
 """
 
@@ -23,18 +23,18 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
+from engine.core.errors import InputError
+from engine.core.schema import ModelKind, Runtime, Search, values
+from engine.core.workspace import RunDir, Workspace
 from engine.data.artifacts import load_dataset
+from engine.data.batches import Batch, BatchBuilder, SessionStore
+from engine.data.examples import make_examples
 from engine.data.items import ItemIndex
 from engine.data.sessions import Sessions
-from engine.data.examples import make_examples
-from engine.errors import InputError
-from engine.item_search import PQSearch
+from engine.inference.item_search import PQSearch
+from engine.models.checkpoint import load_run
 from engine.models.gnn import SessionGNN, candidate_scores, session_scores
 from engine.models.registry import build_model, get_spec
-from engine.schema import ModelKind, Runtime, Search, values
-from engine.train.batches import Batch, BatchBuilder, SessionStore
-from engine.train.checkpoint import load_run
-from engine.workspace import RunDir, Workspace
 
 
 @dataclass

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from engine.errors import InputError
-from engine.schema import Device, values
+from engine.core.errors import InputError
+from engine.core.schema import Device, values
 
 
 def resolve_device(name: str = "auto") -> torch.device:

@@ -22,10 +22,10 @@ from itertools import chain
 import numpy as np
 import torch
 
+from engine.core.schema import GraphMode, values
 from engine.data.examples import make_examples  # noqa: F401  (re-exported: callers import it from here)
 from engine.data.graph import CoocGraph
 from engine.data.sessions import Sessions
-from engine.schema import GraphMode, values
 
 GRAPH_MODES = values(GraphMode)
 

@@ -34,9 +34,9 @@ from typing import Callable
 
 import numpy as np
 
-from engine.atomic import atomic_path, write_json
-from engine.errors import InputError
-from engine.threads import available_cores
+from engine.core.atomic import atomic_path, write_json
+from engine.core.errors import InputError
+from engine.core.threads import available_cores
 
 
 def _faiss():

@@ -22,8 +22,8 @@ import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from engine.errors import InputError
-from engine.schema import Protocol, Split
+from engine.core.errors import InputError
+from engine.core.schema import Protocol, Split
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -163,7 +163,7 @@ class RunDir:
         return self.root / ".lock"
 
     def test_ranks(self, protocol: str) -> Path:
-        """Per-example ranks of the test evaluation under `protocol` (engine.ranks.ExampleRanks)."""
+        """Per-example ranks of the test evaluation under `protocol` (engine.evaluation.ranks.ExampleRanks)."""
         return self.root / f"test_ranks-{Protocol(protocol).value}.npz"
 
     @property
@@ -266,7 +266,7 @@ class Workspace:
         """`run(run_id)`, or a clear error naming the recent runs when it does not exist."""
         d = self.run(run_id)
         if not d.exists:
-            from engine.errors import InputError
+            from engine.core.errors import InputError
             known = self.run_ids()
             raise InputError(f"run {run_id!r} not found in {self.runs_dir}"
                              + (f"; recent runs: {', '.join(known[-5:])}" if known else "; no runs yet (sessrec train)"))

@@ -25,7 +25,7 @@ def metric_names(ks: Iterable[int] = DEFAULT_KS) -> list[str]:
 def per_example_metrics(ranks: np.ndarray, ks: Iterable[int] = DEFAULT_KS) -> dict[str, np.ndarray]:
     """Recall@K, NDCG@K and MRR@K of every example (float64 arrays shaped like `ranks`), keys in
     order recall@K, ndcg@K, mrr@K per K. Their means are `metrics_from_ranks`; the bootstrap
-    (`engine.stats`) resamples them."""
+    (`engine.evaluation.stats`) resamples them."""
     ranks = np.asarray(ranks, dtype=np.float64)
     out: dict[str, np.ndarray] = {}
     for k in ks:

@@ -17,7 +17,7 @@ import os
 import time
 from pathlib import Path
 
-from engine.errors import InputError, SessrecError, StorageError
+from engine.core.errors import InputError, SessrecError, StorageError
 
 _BUSY = (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK)
 

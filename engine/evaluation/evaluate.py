@@ -9,7 +9,7 @@ because repeat views are real next items in e-commerce.
 Targets unknown to the training vocabulary (index 0) can never be hit: they get rank = inf, count as
 misses in the main metrics and are reported (`unseen_targets`, `metrics_known_targets`). A target
 whose score is NaN also gets rank inf (NaN compares false with everything and would otherwise look
-like rank 1). The metrics themselves are `engine.metrics.metrics_from_ranks`, shared with the demo
+like rank 1). The metrics themselves are `engine.core.metrics.metrics_from_ranks`, shared with the demo
 oracle; ranks go to the host once per evaluation for them.
 
 Protocols (examples from `make_examples`): "last" predicts each session's last item from the rest
@@ -25,14 +25,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from engine.core.metrics import DEFAULT_KS, metrics_from_ranks
+from engine.core.progress import ProgressFn, StageReporter
+from engine.core.schema import Protocol, values
+from engine.data.batches import BatchBuilder
 from engine.data.examples import make_examples
 from engine.data.sessions import Sessions
-from engine.metrics import DEFAULT_KS, metrics_from_ranks
+from engine.evaluation.ranks import ExampleRanks
 from engine.models.base import mask_padding
-from engine.progress import ProgressFn, StageReporter
-from engine.ranks import ExampleRanks
-from engine.train.batches import BatchBuilder
-from engine.schema import Protocol, values
 
 PROTOCOLS = values(Protocol)
 # session length strata: events up to and including the target -> label (lower bound, upper bound)
@@ -72,7 +72,7 @@ def evaluate(scorer, builder: BatchBuilder, sessions: Sessions, protocol: str = 
              return_ranks: bool = False, shard: Any = None) -> dict | tuple[dict, ExampleRanks]:
     """Evaluate `scorer` on `sessions` (the split `builder`'s store was made from). JSON-able result;
     with `return_ranks`, also the per-example ranks and session indices (for confidence intervals
-    and paired tests, `engine.stats`) as `(result, ExampleRanks)`.
+    and paired tests, `engine.evaluation.stats`) as `(result, ExampleRanks)`.
 
     `popularity`: train counts per item (ItemIndex.train_counts, length V, or V+1) for
     `popularity@10` (mean train count of the items in all top-10 lists) and `popularity_ratio@10`

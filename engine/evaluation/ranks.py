@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.atomic import read_npz, write_npz
-from engine.errors import InputError
+from engine.core.atomic import read_npz, write_npz
+from engine.core.errors import InputError
 
 _FORMAT_VERSION = 1
 

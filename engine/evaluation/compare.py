@@ -4,7 +4,7 @@
     render(res)                                       # A - B with its paired interval and p-values
 
 Reads the per-example test ranks each run saved beside its results (`RunDir.test_ranks`), so no model
-is loaded. Intervals resample test sessions (engine.stats: the prefixes of one session are
+is loaded. Intervals resample test sessions (engine.evaluation.stats: the prefixes of one session are
 correlated); the paired test flips each session's A/B labels (randomisation) and counts the sessions
 each run does better on (sign test). The same statistics `sessrec bench quality` reports, for any
 two runs on one dataset: a tuned baseline against a GNN trained elsewhere, two seeds, two settings.
@@ -17,12 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from engine.errors import InputError
-from engine.metrics import per_example_metrics
-from engine.ranks import ExampleRanks
-from engine.schema import Protocol
-from engine.stats import N_BOOT, bootstrap_ci, paired_test
-from engine.workspace import Workspace
+from engine.core.errors import InputError
+from engine.core.metrics import per_example_metrics
+from engine.core.schema import Protocol
+from engine.core.workspace import Workspace
+from engine.evaluation.ranks import ExampleRanks
+from engine.evaluation.stats import N_BOOT, bootstrap_ci, paired_test
 
 METRICS = ("recall@10", "mrr@10", "ndcg@10", "recall@20", "mrr@20", "ndcg@20")
 
@@ -64,7 +64,7 @@ def compare_runs(ws: Workspace, a: str, b: str, protocols: tuple[str, ...] = tup
 def render(res: dict[str, Any]):
     """One row per protocol and metric: A, B (means), A - B with its paired 95% interval and the
     randomisation p-value (80 columns; the JSON has the rest)."""
-    from engine.cli.output import table
+    from engine.core.text import table
     rows = []
     for p, v in res["protocols"].items():
         for m, r in v["metrics"].items():

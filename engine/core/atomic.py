@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-from engine.errors import InputError, StorageError
+from engine.core.errors import InputError, StorageError
 
 TMP_PREFIX = ".tmp-"
 

@@ -22,9 +22,8 @@ from dataclasses import dataclass, fields
 from functools import cache
 from typing import Any, Mapping, TypeVar
 
-from engine.errors import InputError
-from engine.schema import (DataFormat, Device, GraphMode, Loss, Protocol, Readout, Schedule, SplitMode,
-                           Weighting)
+from engine.core.errors import InputError
+from engine.core.schema import DataFormat, Device, GraphMode, Loss, Protocol, Readout, Schedule, SplitMode, Weighting
 
 T = TypeVar("T", bound="Config")
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
@@ -419,7 +418,7 @@ class HybridConfig(Config):
     select_protocol: Protocol = param(Protocol.PREFIXES, "validation protocol that chooses the weight")
 
     def check(self) -> None:
-        from engine.metrics import metric_names
+        from engine.core.metrics import metric_names
         if not self.gnn_run:
             raise InputError("hybrid needs gnn_run: the run id of a finished GNN run (--gnn-run RUN)")
         if self.select_metric not in metric_names():

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from engine.atomic import write_text
+from engine.core.atomic import write_text
 
 BUDGET_FILE_ENV = "SESSREC_THREADS_FILE"
 THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
