@@ -19,7 +19,7 @@ from engine.runs import RunStore
 from engine.tune import spaces
 from engine.tune import study as S
 from engine.tune.objective import Objective, PruneHook
-from engine.tune.study import TuneSetup
+from engine.tune.setup import TuneSetup
 from tests.conftest import small_cfg
 
 GNN_FLAGS = ["--epochs", "1", "--hidden", "16", "--layers", "1", "--batch-size", "256", "--warmup-steps", "2",

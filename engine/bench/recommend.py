@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from engine.bench.measure import machine, save_result
+from engine.core.threads import set_compute_threads
 from engine.core.workspace import Workspace
 from engine.data.artifacts import load_dataset
 from engine.data.batches import BatchBuilder, SessionStore
@@ -48,7 +49,7 @@ def _gnn_recommender(items: ItemIndex, pe: np.ndarray | None) -> Recommender:
 
 
 def run(ws: Workspace, dataset: str, n_calls: int = 200, threads: int = 1, log=print, out=None) -> dict[str, Any]:
-    torch.set_num_threads(threads)
+    set_compute_threads(threads)
     data = load_dataset(ws, dataset)
     rng = np.random.default_rng(0)
     test = data.test

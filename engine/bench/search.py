@@ -19,6 +19,7 @@ import torch
 
 from engine.bench.measure import machine, save_result
 from engine.bench.recommend import RETAILROCKET_ITEMS
+from engine.core.threads import set_compute_threads
 from engine.core.workspace import Workspace
 from engine.inference.item_search import PQSearch
 
@@ -74,9 +75,7 @@ def _clustered(n: int, d: int, seed: int = 0) -> np.ndarray:
 
 
 def run(ws: Workspace, run_id: str | None, n_queries: int = 1000, threads: int = 1, log=print, out=None) -> dict:
-    import faiss
-    torch.set_num_threads(threads)
-    faiss.omp_set_num_threads(threads)
+    set_compute_threads(threads, faiss=True)
     rows = []
     if run_id:
         from engine.inference.recommend import Recommender

@@ -66,14 +66,13 @@ def _register_train(bsub) -> None:
 
 
 def cmd_bench_train(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
-    import torch
-
     from engine.bench import train as bt
     from engine.core.errors import InputError
+    from engine.core.threads import set_compute_threads
     if args.batch_size < 1 or args.steps < 1:
         raise InputError("--batch-size and --steps must be >= 1")
     if args.num_threads:
-        torch.set_num_threads(args.num_threads)
+        set_compute_threads(args.num_threads)
     models = tuple(m for m in args.models.split(",") if m)
     res = bt.run(ws, args.dataset, args.device, models, args.batch_size, args.steps, args.hidden,
                  args.full_epoch, args.bf16, args.compile, args.reference, args.loss, log=out.log, out=args.out)

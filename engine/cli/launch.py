@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from typing import Any, Iterator
 
 from engine.cli.output import Output, err_console
+from engine.core.argv import to_argv
 from engine.core.config import TrainConfig
 from engine.core.errors import InputError, SessrecError
 from engine.core.locks import RunLock
@@ -48,7 +49,7 @@ def worker_argv(argv: list[str], run_id: str | None = None) -> list[str]:
             skip = True
         elif a.split("=", 1)[0] not in NPROC_FORMS or "=" not in a:
             out.append(a)
-    return out + (["--run-id", run_id] if run_id else [])
+    return out + to_argv({"run_id": run_id})
 
 
 def worker_threads(nproc: int) -> int:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, fields
 from functools import cache
 from typing import Any, Mapping, TypeVar
 
+from engine.core.argv import flag_name
 from engine.core.errors import InputError
 from engine.core.schema import DataFormat, Device, GraphMode, Loss, Protocol, Readout, Schedule, SplitMode, Weighting
 
@@ -59,7 +60,7 @@ class ParamSpec:
 
     @property
     def flag(self) -> str:
-        return "--" + self.name.replace("_", "-")
+        return flag_name(self.name)
 
     @property
     def choices(self) -> tuple[str, ...] | None:

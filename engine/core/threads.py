@@ -79,6 +79,23 @@ def _env_threads(environ: Mapping[str, str], var: str = "OMP_NUM_THREADS") -> in
     return n if n > 0 else None
 
 
+def set_compute_threads(n: int, faiss: bool = False) -> None:
+    """The one place that sets how many intra-op threads a computation uses: torch's (and ONNX
+    Runtime's, which takes torch's count) and, with `faiss` or once faiss is loaded, faiss'.
+    torch's count holds for every thread, faiss' OpenMP count only for the thread that sets it (a
+    new thread starts with one per core): a scoring thread calls this itself. Imports torch."""
+    import torch
+    n = max(1, int(n))
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+    if faiss or "faiss" in sys.modules:
+        try:
+            import faiss as faiss_lib
+        except ImportError:
+            return
+        faiss_lib.omp_set_num_threads(n)
+
+
 class ThreadBudget:
     """This process's thread budget: `apply()` it once at start, `poll()` it in long loops.
 
@@ -138,8 +155,7 @@ class ThreadBudget:
         if torch is None and with_torch:
             import torch
         if torch is not None and threading.current_thread() is threading.main_thread():
-            if torch.get_num_threads() != n:
-                torch.set_num_threads(n)
+            set_compute_threads(n)
         pa = sys.modules.get("pyarrow")
         if pa is not None:
             pa.set_cpu_count(n)

@@ -32,11 +32,29 @@ def default_root() -> Path:
     return Path(os.environ.get("SESSREC_HOME") or "workspace")
 
 
+CACHE_ENV = "SESSREC_CACHE"
+
+
+def user_cache_dir() -> Path:
+    """sessrec's cache for files any workspace and process may reuse (generated code): $SESSREC_CACHE,
+    else $XDG_CACHE_HOME/sessrec, else ~/.cache/sessrec."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "sessrec"
+
+
 def check_name(name: str, what: str = "dataset name") -> str:
     if not NAME_RE.match(name or ""):
         raise InputError(f"{what} {name!r}: use 1-64 letters, digits, '_', '-', '.' "
                          f"(starting with a letter or digit)")
     return name
+
+
+def demo_dataset_name(size: str, name: str | None = None) -> str:
+    """The dataset `sessrec demo --size SIZE [--name NAME]` makes: NAME, else `demo` for the default
+    size and `demo-SIZE` for the others."""
+    return name or ("demo" if size == "small" else f"demo-{size}")
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ import torch
 
 from engine.core.errors import InputError
 from engine.core.schema import ModelKind, Runtime, Search, values
+from engine.core.target import Target
 from engine.core.workspace import RunDir, Workspace
 from engine.data.artifacts import load_dataset
 from engine.data.batches import Batch, BatchBuilder, SessionStore
@@ -122,18 +123,15 @@ class Recommender:
                    {"model": name, "dataset": dataset, "runtime": "torch"})
 
     @classmethod
-    def for_target(cls, ws: Workspace, target: str, device: str = "cpu", runtime: str = "torch",
+    def for_target(cls, ws: Workspace, target: str | Target, device: str = "cpu", runtime: str = "torch",
                    search: str = "exact") -> "Recommender":
         """A run id, or `baseline:NAME@DATASET` (a baseline with its default parameters)."""
-        if not target.startswith("baseline:"):
-            return cls.load(ws.existing_run(target), device=device, runtime=runtime, search=search)
-        spec = target[len("baseline:"):]
-        if "@" not in spec:
-            raise InputError("baseline recommender: use baseline:NAME@DATASET, e.g. baseline:sknn@demo")
+        t = target if isinstance(target, Target) else Target.parse(target)
+        if not t.is_baseline:
+            return cls.load(ws.existing_run(t.run_id), device=device, runtime=runtime, search=search)
         if runtime != "torch":
-            raise InputError(f"{target}: baselines run in the torch runtime only (ONNX export is for GNN runs)")
-        name, dataset = spec.split("@", 1)
-        rec = cls.for_baseline(ws, dataset, name, device=device)
+            raise InputError(f"{t}: baselines run in the torch runtime only (ONNX export is for GNN runs)")
+        rec = cls.for_baseline(ws, t.dataset, t.baseline, device=device)
         rec.use_search(search)
         return rec
 

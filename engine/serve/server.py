@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Callable
 
 from engine.core.errors import InputError
+from engine.core.threads import set_compute_threads
 from engine.core.workspace import Workspace
 from engine.inference.recommend import Recommender
-from engine.serve.batcher import set_compute_threads
 from engine.serve.scrape import fetch_health
 from engine.serve.security import check_bind
 from engine.serve.slot import ModelSlot, ReloadBroadcast
@@ -73,7 +73,9 @@ def serve(ws: Workspace, opts: ServeOptions, on_ready: Callable[[dict], None]) -
         raise InputError(f"serving needs {', '.join(missing)}: pip install fastapi uvicorn prometheus-client")
     if opts.threads < 1:
         raise InputError("--threads must be >= 1")
-    set_compute_threads(opts.threads)
+    # one thread by default: a request's work is small (batching, not threads, makes a loaded server
+    # fast), and spin-waiting OpenMP workers would take the cores from the event loop and the clients
+    set_compute_threads(opts.threads, faiss=True)
     if opts.workers == 1:                 # a bad target or run fails in make_slot, before the port opens
         return _serve_one(make_slot(ws, opts), opts, on_ready)
     return _serve_many(ws, opts, on_ready)
@@ -177,7 +179,7 @@ def worker_app():
     from engine.serve.app import ServeSettings, create_app
     spec = json.loads(os.environ[WORKER_ENV])
     opts = ServeOptions(**spec["options"])
-    set_compute_threads(opts.threads)
+    set_compute_threads(opts.threads, faiss=True)
     broadcast = ReloadBroadcast(Path(spec["broadcast"]))
     _, latest = broadcast.read()              # a worker (re)started after a reload serves its target
     slot = make_slot(Workspace.open(spec["workspace"]), replace(opts, target=latest or opts.target))

@@ -25,7 +25,7 @@ from engine.core.errors import InputError
 from engine.core.locks import RunLock
 from engine.core.progress import ProgressFn
 from engine.core.schema import ErrorKind, ModelKind, Protocol, RunStatus, Split
-from engine.core.threads import process_budget
+from engine.core.threads import process_budget, set_compute_threads
 from engine.core.workspace import RunDir, Workspace, check_name
 from engine.data.artifacts import DatasetArtifacts, load_dataset
 from engine.models.checkpoint import load_checkpoint
@@ -124,7 +124,7 @@ def run_prepared(prep: "_Prepared", recorder: Callable[[RunDir], RunRecorder],
                 # memory back fragmented to 14 GB choosing a hybrid's weight on YooChoose 1/64
                 reuse_freed_memory()
             if prep.cfg.num_threads:             # the user's choice overrides the app's share
-                torch.set_num_threads(prep.cfg.num_threads)
+                set_compute_threads(prep.cfg.num_threads)
             else:
                 process_budget().apply(with_torch=True)
             if not prep.spec.trains:

@@ -22,7 +22,7 @@ from engine.runs.store import new_run_id
 from engine.train.loop import StopFlag, fit
 from engine.train.recorder import RunFailedError
 from engine.tune.spaces import Dist
-from engine.tune.study import TuneSetup
+from engine.tune.setup import TuneSetup
 
 
 class TrialFailed(Exception):
