@@ -265,7 +265,7 @@ def test_cli_import_refusals(tmp_path, workspace, capsys):
 
 def test_import_dialog_accepts_an_srgnn_folder(tmp_path):
     pytest.importorskip("textual")
-    from tui.screens.modals import check_import
+    from tui.dialogs.datasets import check_import
     d = tiny_folder(tmp_path)
     vals, err = check_import(str(d), "srgnn", "b", "", [])
     assert err == "" and vals == {"path": str(d.resolve()), "format": "srgnn", "name": "b", "test": None}

@@ -14,7 +14,8 @@ from textual.widgets import Input, Select, Static
 from engine.core.process import pid_alive
 from tests.tui.conftest import make_app
 from tests.tui.helpers import notifications, settle, wait_for
-from tui.screens.modals import OpenRunScreen, QuitScreen
+from tui.dialogs.base import QuitScreen
+from tui.dialogs.runs import OpenRunScreen
 from tui.widgets.charts import Chart
 
 

@@ -11,7 +11,7 @@ from textual.widgets import DataTable, Input, Select
 
 from tests.tui.conftest import make_app
 from tests.tui.helpers import notifications, settle, wait_for
-from tui.screens.modals import DemoScreen
+from tui.dialogs.datasets import DemoScreen
 
 pytestmark = pytest.mark.slow
 

@@ -16,8 +16,8 @@ from textual.worker import get_current_worker
 
 from engine.core.schema import ModelKind
 from engine.runs import RunState
-from tui.controller import RunsChanged
 from tui.format import RUN_STYLE, fmt_duration, fmt_num, sort_rows
+from tui.messages import RunsChanged
 from tui.screens.base import BaseScreen
 from tui.widgets.charts import Chart, ChartData, Series
 
@@ -242,7 +242,7 @@ class RunsScreen(BaseScreen):
         if not self.cursor_run:
             self.error("no run selected")
             return
-        from tui.screens.modals import RunDetailsScreen
+        from tui.dialogs.runs import RunDetailsScreen
         self.app.push_screen(RunDetailsScreen(self.controller.ws.run(self.cursor_run)))
 
     def action_open_train(self) -> None:
