@@ -58,3 +58,70 @@ def test_1_the_id_parser_says_what_an_id_is(text, ids, error):
     else:
         with pytest.raises(InputError, match=error):
             parse_item_ids(text)
+
+
+# ---- 2. and 4. SR-GNN pickles: too deep, and a memo bomb ---------------------------------------------
+def test_2_a_pickle_nested_200000_deep_is_refused_naming_the_limit(tmp_path):
+    # [[1, 2], [[[...[1]...]]]] written opcode by opcode (pickle.dumps itself recurses): EMPTY_LIST
+    # 200,000 times, one int, then APPEND 200,000 times
+    n = 200_000
+    deep = b"\x80\x02](](K\x01K\x02e" + b"]" * n + b"K\x01" + b"a" * n + b"e."
+    assert pickle.loads(deep)[0] == [1, 2]
+    d = srgnn_folder(tmp_path, deep)
+    with pytest.raises(InputError) as e:
+        read_srgnn(d)
+    assert str(e.value) == (f"{d / 'all_train_seq.txt'}: nested more than 16 levels deep; an SR-GNN "
+                            f"pickle holds lists of lists of ints (refused while loading: the file is "
+                            f"corrupt or crafted)")
+
+
+def test_2_a_wrong_value_deep_inside_is_described_briefly(tmp_path):
+    # a session holding a list nested 14 deep (within the limit): the message quotes it, bounded
+    nested: object = [5]
+    for _ in range(13):
+        nested = [nested]
+    d = srgnn_folder(tmp_path, pickle.dumps([[1, 2], [3, nested]], protocol=2))
+    with pytest.raises(InputError, match=r"sessions\[1\]\[1\]: expected an item id \(an int >= 1\), "
+                                         r"found list \[\[\[\.\.\.\]\]\]$"):
+        read_srgnn(d)
+
+
+def test_4_a_memo_bomb_is_refused_quickly_under_a_memory_cap(tmp_path):
+    # 100,000 references to one list of 1,000 ids: 202,209 bytes that expand to 10^8 ids (the probe
+    # took 4 GB and 16 s, then MemoryError). Under a 1 GiB address-space cap the import must refuse
+    # it with the limit named, within seconds, and leave no dataset behind
+    ids = [1] * 1000
+    bomb = pickle.dumps([ids] * 100_000, protocol=2)
+    assert len(bomb) == 202_209
+    d = srgnn_folder(tmp_path, bomb)
+    ws_root = tmp_path / "ws"
+    code = ("import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30)); "
+            "from engine.cli import main; sys.exit(main(sys.argv[1:]))")
+    r = subprocess.run([sys.executable, "-c", code, "--workspace", str(ws_root), "-q", "data", "import",
+                        str(d), "--format", "srgnn", "--name", "bomb"],
+                       capture_output=True, text=True, cwd=ROOT, timeout=60,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert r.returncode == 2, r.stderr
+    assert one_line(r.stderr) == (
+        f"sessrec: error: {d / 'all_train_seq.txt'}: holds more than 50,000,000 values (lists referred "
+        f"to several times count each time); refused while loading, before it is expanded (the file is "
+        f"corrupt or crafted to exhaust memory)")
+    assert not (ws_root / "datasets" / "bomb").exists()
+
+
+def test_4_the_loader_limits_bytes_values_depth_and_self_reference(tmp_path):
+    from engine.data.srgnn import load_pickle
+    path = tmp_path / "x.pkl"
+    path.write_bytes(pickle.dumps([[1, 2, 3], [4, 5]], protocol=2))
+    assert load_pickle(path, max_values=7) == [[1, 2, 3], [4, 5]]    # 2 sessions + 5 ids
+    with pytest.raises(InputError, match="holds more than 6 values"):
+        load_pickle(path, max_values=6)
+    with pytest.raises(InputError, match="nested more than 1 levels deep"):
+        load_pickle(path, max_depth=1)
+    with pytest.raises(InputError, match=f"over {len(path.read_bytes()) - 1:,} bytes uncompressed"):
+        load_pickle(path, max_bytes=len(path.read_bytes()) - 1)
+    loop: list = [1]
+    loop.append(loop)
+    path.write_bytes(pickle.dumps(loop, protocol=2))
+    with pytest.raises(InputError, match="a container refers to itself"):
+        load_pickle(path)
