@@ -46,6 +46,8 @@ _FAST_TYPE = {ID: pa.int64(), MS: pa.int64(), OFFSET_MS: pa.int64(), SECONDS: pa
 _FLOAT_RE = r"^([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]{1,3})?$"
 _DATE_RE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
 _MAX_SECONDS = 9.2e15  # seconds * 1000 must fit int64
+_INT64_MAX_TEXT = str(2 ** 63 - 1)
+_INT64_DIGITS = len(_INT64_MAX_TEXT)      # 19
 _MS_PER_DAY = 86_400_000
 _EVENT_VALUES = pa.array(EVENT_TYPES, pa.string())
 
@@ -345,9 +347,17 @@ def _parse_strings(kind: str, s: pa.Array) -> tuple[np.ndarray, np.ndarray]:
         codes = _typed_values(EVENT, pa.chunked_array([s]))
         return codes, codes < 0
     if kind in (ID, MS, OFFSET_MS):
-        # digits only (no sign), at most 18 of them so the cast below cannot overflow; a plain
-        # character-class test is several times faster than the equivalent regex
-        ok = pc.and_(pc.ascii_is_decimal(s), pc.less_equal(pc.utf8_length(s), 18))
+        # the fast path's rule exactly (pyarrow's int64 parse, then >= 0): digits only, no sign,
+        # leading zeros allowed, a value of at most INT64_MAX. Without the zeros a value fits if it
+        # has at most 18 digits, or 19 that sort at or below INT64_MAX's; a plain character-class
+        # test is several times faster than the equivalent regex
+        ok = pc.ascii_is_decimal(s)
+        s = pc.utf8_ltrim(s, characters="0")
+        n = pc.utf8_length(s)
+        fits = pc.or_(pc.less_equal(n, _INT64_DIGITS - 1),
+                      pc.and_(pc.equal(n, _INT64_DIGITS), pc.less_equal(s, _INT64_MAX_TEXT)))
+        ok = pc.and_(ok, fits)
+        s = pc.if_else(pc.equal(n, 0), "0", s)          # "000" is 0
     else:
         ok = pc.match_substring_regex(s, _FLOAT_RE if kind == SECONDS else _DATE_RE)
     if kind == DATE:

@@ -125,3 +125,29 @@ def test_4_the_loader_limits_bytes_values_depth_and_self_reference(tmp_path):
     path.write_bytes(pickle.dumps(loop, protocol=2))
     with pytest.raises(InputError, match="a container refers to itself"):
         load_pickle(path)
+
+
+# ---- 9. ids near 2**63 on both read paths -----------------------------------------------------------
+IDS = ["0", "007", "999999999999999999", "1000000000000000000", "9223372036854775807",
+       "0009223372036854775807", "9223372036854775808", "18446744073709551616", "+5", "-5", "1e3"]
+VALID = {"0": 0, "007": 7, "999999999999999999": 999999999999999999,
+         "1000000000000000000": 10 ** 18, "9223372036854775807": 2 ** 63 - 1,
+         "0009223372036854775807": 2 ** 63 - 1}
+
+
+@pytest.mark.parametrize("item", IDS)
+def test_9_both_read_paths_accept_exactly_the_same_ids(tmp_path, item):
+    good = "1433221332117,257597,view,{},"
+    clean = tmp_path / "clean.csv"
+    clean.write_text(f"{RR_HEADER}\n{good.format(item)}\n{good.format(355908)}\n")
+    # one bad row elsewhere sends the whole file through the row-by-row checker
+    checked = tmp_path / "checked.csv"
+    checked.write_text(f"{RR_HEADER}\n{good.format(item)}\n{good.format(355908)}\nnot,a,row,at,all\n")
+    got = []
+    for path in (clean, checked):
+        r = read_events(path, "retailrocket")
+        got.append(r.table.column("item").to_pylist())
+        if path == checked:
+            assert r.stats["bad_rows"]["non_numeric_id"]["first_lines"][-1] == 4
+    want = [VALID[item], 355908] if item in VALID else [355908]
+    assert got == [want, want]
