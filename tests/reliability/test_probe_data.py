@@ -151,3 +151,44 @@ def test_9_both_read_paths_accept_exactly_the_same_ids(tmp_path, item):
             assert r.stats["bad_rows"]["non_numeric_id"]["first_lines"][-1] == 4
     want = [VALID[item], 355908] if item in VALID else [355908]
     assert got == [want, want]
+
+
+# ---- 10. a byte that is not UTF-8, a 10M-character line ----------------------------------------------
+RR_ROWS = ["1433221332117,257597,view,355908,", "1433224214164,992329,addtocart,248676,",
+           "1433223236124,599528,transaction,356475,4000"]
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_10_a_non_utf8_byte_costs_its_row_not_the_file(tmp_path, gz):
+    import gzip
+    data = (f"{RR_HEADER}\n{RR_ROWS[0]}\n".encode()
+            + b"1433224214164,992329,add\xfftocart,248676,\n"      # line 3: the event is not UTF-8
+            + b"14332\xff,1,view,2,,\n"                              # line 4: also a field too many
+            + f"{RR_ROWS[2]}\n".encode())
+    path = tmp_path / "events.csv"
+    path.write_bytes(gzip.compress(data) if gz else data)
+    r = read_events(path, "retailrocket")
+    assert r.table.column("item").to_pylist() == [355908, 356475]
+    assert r.stats["rows_read"] == 4 and r.stats["rows_valid"] == 2
+    assert r.stats["bad_rows"] == {"missing_field": {"count": 1, "first_lines": [4]},
+                                   "unknown_event": {"count": 1, "first_lines": [3]}}
+
+
+def test_10_a_10m_character_line_is_one_bad_row(tmp_path):
+    path = tmp_path / "events.csv"
+    path.write_text(f"{RR_HEADER}\n{RR_ROWS[0]}\n{'9' * 10_000_000}\n{RR_ROWS[1]}\n")
+    r = read_events(path, "retailrocket")
+    assert r.table.column("item").to_pylist() == [355908, 248676]
+    assert r.stats["bad_rows"] == {"missing_field": {"count": 1, "first_lines": [3]}}
+
+
+def test_10_a_line_longer_than_any_block_is_named(tmp_path, monkeypatch):
+    import engine.data.formats as formats
+    monkeypatch.setattr(formats, "MAX_BLOCK_SIZE", 16 << 20)    # reads lines up to 8 MiB
+    path = tmp_path / "events.csv"
+    path.write_text(f"{RR_HEADER}\n{RR_ROWS[0]}\n{RR_ROWS[1]}\n{'9' * 10_000_000}\n{RR_ROWS[2]}\n")
+    with pytest.raises(InputError) as e:
+        read_events(path, "retailrocket")
+    assert str(e.value) == (f"{path}: line 4 is 10,000,000 bytes long, longer than sessrec reads "
+                            f"(8,388,608); a row of a RetailRocket events.csv is a few dozen bytes: the file is damaged "
+                            f"or is not a click log")
