@@ -14,6 +14,7 @@ that stage's key and therefore every downstream key; a changed output file makes
 from __future__ import annotations
 
 import json
+import os
 import time
 import traceback
 from dataclasses import dataclass
@@ -227,7 +228,8 @@ def _source_fingerprints(ds: Dataset, cached: dict | None) -> dict:
     fps = {}
     if source_is_folder(ds.config.format):
         folder = ds.source_file("path")
-        if folder is None or not folder.exists():
+        # lexists: a symbolic link loop or a broken link is named by srgnn_files, not "does not exist"
+        if folder is None or not os.path.lexists(folder):
             raise StageError(f"source folder {folder} does not exist (dataset {ds.name!r}); "
                              f"restore it or re-import the dataset")
         for role, path in srgnn_files(folder).items():
@@ -236,7 +238,7 @@ def _source_fingerprints(ds: Dataset, cached: dict | None) -> dict:
     for role in ("path", "test_path"):
         path = ds.source_file(role)
         if path is not None:
-            if not path.exists():
+            if not os.path.lexists(path):
                 raise StageError(f"source file {path} does not exist (dataset {ds.name!r}); "
                                  f"restore it or re-import the dataset")
             # before fingerprinting: reading a FIFO would hang `data status`

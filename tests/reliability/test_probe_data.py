@@ -192,3 +192,43 @@ def test_10_a_line_longer_than_any_block_is_named(tmp_path, monkeypatch):
     assert str(e.value) == (f"{path}: line 4 is 10,000,000 bytes long, longer than sessrec reads "
                             f"(8,388,608); a row of a RetailRocket events.csv is a few dozen bytes: the file is damaged "
                             f"or is not a click log")
+
+
+# ---- 12. symbolic link loops --------------------------------------------------------------------------
+def _srgnn_loop_folder(tmp_path: Path) -> Path:
+    d = srgnn_folder(tmp_path, pickle.dumps([[1, 2, 3], [4, 5]], protocol=2), ([[1, 2], [1]], [3, 2]))
+    (d / "all_train_seq.txt").unlink()
+    (d / "all_train_seq.txt").symlink_to("all_train_seq.txt")          # a link to itself
+    return d
+
+
+def test_12_a_symlink_loop_as_an_srgnn_file_is_named(tmp_path, capsys):
+    d = _srgnn_loop_folder(tmp_path)
+    assert cli(["--workspace", str(tmp_path / "ws"), "data", "import", str(d), "--format", "srgnn",
+                "--name", "x"]) == 2
+    assert one_line(capsys.readouterr().err) == (
+        f"sessrec: error: {d / 'all_train_seq.txt'}: is a symbolic link loop (following its links leads "
+        f"back to itself); expected SR-GNN's all_train_seq.txt pickle")
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    assert cli(["--workspace", str(tmp_path / "ws"), "data", "import", str(loop), "--format", "srgnn",
+                "--name", "x"]) == 2
+    assert f"{loop}: is a symbolic link loop" in one_line(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("fmt", ["srgnn", "retailrocket"])
+def test_12_a_source_that_became_a_loop_is_named_by_build(tmp_path, capsys, fmt):
+    if fmt == "srgnn":
+        src = srgnn_folder(tmp_path, pickle.dumps([[1, 2, 3], [4, 5]], protocol=2), ([[1, 2], [1]], [3, 2]))
+        looped = src / "all_train_seq.txt"
+    else:
+        src = looped = tmp_path / "events.csv"
+        src.write_text(f"{RR_HEADER}\n" + "\n".join(RR_ROWS) + "\n")
+    ws_root = str(tmp_path / "ws")
+    assert cli(["--workspace", ws_root, "-q", "data", "import", str(src), "--format", fmt, "--name", "x",
+                "--no-build"]) == 0
+    looped.unlink()
+    looped.symlink_to(looped.name)
+    capsys.readouterr()
+    assert cli(["--workspace", ws_root, "data", "build", "x"]) == 2
+    assert f"{looped}: is a symbolic link loop" in one_line(capsys.readouterr().err)
