@@ -22,7 +22,7 @@ from engine.data.pipeline import STAGE_NAMES, build
 from engine.data.report import DatasetReport, dataset_report, dataset_reports
 from engine.errors import InputError, StageError
 from engine.locks import lock_holder
-from engine.schema import DataFormat, Split, SplitMode
+from engine.schema import DataFormat, Split, SplitMode, values
 from engine.workspace import Workspace
 
 DATA_FLAGS = config_names(DataConfig)
@@ -57,7 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "all_train_seq.txt[.gz] and test.txt[.gz], with defaults that keep the published "
                    "data: " + " ".join(f"--{k.replace('_', '-')} {v}"
                                        for k, v in SRGNN_DATA_DEFAULTS.items()))
-    p.add_argument("--format", required=True, choices=list(DataFormat))
+    p.add_argument("--format", required=True, choices=values(DataFormat))
     p.add_argument("--name", required=True)
     p.add_argument("--test-file", type=Path, help="predefined test period (published split)")
     p.add_argument("--no-build", action="store_true")

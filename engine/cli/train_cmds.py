@@ -42,10 +42,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("eval", help="evaluate a run's checkpoint on a split")
     p.add_argument("run")
-    p.add_argument("--split", default=Split.TEST.value, choices=list(Split))
-    p.add_argument("--protocol", default="both", choices=[*Protocol, "both"])
+    p.add_argument("--split", default=Split.TEST.value, choices=values(Split))
+    p.add_argument("--protocol", default="both", choices=[*values(Protocol), "both"])
     p.add_argument("--checkpoint", default="best", choices=["best", "last"])
-    p.add_argument("--device", default=Device.AUTO.value, choices=list(Device))
+    p.add_argument("--device", default=Device.AUTO.value, choices=values(Device))
     p.add_argument("--eval-batch-size", type=int, default=1024)
     p.set_defaults(func=cmd_eval)
 
@@ -65,7 +65,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run", help="run id, or baseline:NAME@DATASET (e.g. baseline:sknn@demo)")
     p.add_argument("items", nargs="*", help="raw item ids, oldest first")
     p.add_argument("--k", type=int, default=10)
-    p.add_argument("--device", default=Device.CPU.value, choices=list(Device))
+    p.add_argument("--device", default=Device.CPU.value, choices=values(Device))
     p.add_argument("--exclude-session-items", action="store_true", help="never recommend an item of the session")
     p.add_argument("--runtime", choices=values(Runtime), default="torch",
                    help="GNN runs: torch (eager), compiled (the encoder compiled by AOTInductor; needs a C++ "
@@ -81,7 +81,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", default="small")
     p.add_argument("--model", default="graph_transformer", type=model_name, metavar="MODEL")
     p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--device", default=Device.AUTO.value, choices=list(Device))
+    p.add_argument("--device", default=Device.AUTO.value, choices=values(Device))
     p.set_defaults(func=cmd_quickstart)
 
 

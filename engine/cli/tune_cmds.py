@@ -19,7 +19,7 @@ from engine.config import TrainConfig
 from engine.errors import InputError
 from engine.models.registry import SPECS, get_spec
 from engine.progress import Progress
-from engine.schema import ModelKind, Protocol
+from engine.schema import ModelKind, Protocol, values
 from engine.workspace import Workspace
 
 DEFAULT_METRIC = "mrr@20"
@@ -40,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--timeout", type=float, default=None, metavar="S", help="stop starting trials after S seconds")
     p.add_argument("--metric", default=DEFAULT_METRIC,
                    help=f"validation metric to maximise, e.g. recall@10, ndcg@20 (default {DEFAULT_METRIC})")
-    p.add_argument("--protocol", default=Protocol.PREFIXES.value, choices=list(Protocol),
+    p.add_argument("--protocol", default=Protocol.PREFIXES.value, choices=values(Protocol),
                    help="validation protocol of the metric (default prefixes)")
     p.add_argument("--study", default=None, help="study name (default <dataset>-<model>-<metric>)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampler and of every trial's training")

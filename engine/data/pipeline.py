@@ -212,7 +212,7 @@ STAGES: tuple[Stage, ...] = (
     Stage(StageName.ORACLE, ("split",), lambda c: {"k": [10, 20], "known_targets": True, "count_learner": True}, run_oracle,
           "generator's oracle Recall@K on the test split (demo only)", only_demo=True),
 )
-STAGE_NAMES = tuple(s.name for s in STAGES)
+STAGE_NAMES = tuple(str(s.name) for s in STAGES)     # plain strings: argparse prints choices with repr()
 _BY_NAME = {s.name: s for s in STAGES}
 CODE_VERSION = 1   # bump when a stage's output format or semantics change
 
