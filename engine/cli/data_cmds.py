@@ -13,8 +13,8 @@ from typing import Iterator
 from rich.markup import escape
 
 from engine.cli.output import Output, fmt, table
-from engine.cli.flags import add_config_flags, config_names, given
-from engine.config import DataConfig, to_dict
+from engine.cli.flags import add_config_flags, config_names, field_type, given
+from engine.config import DataConfig, TrainConfig, to_dict
 from engine.data.format_specs import (SRGNN_DATA_DEFAULTS, require_regular_file, require_source,
                                       source_is_folder, spec_file_text)
 from engine.data.manifest import Dataset
@@ -43,7 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="generate the demo dataset (RetailRocket format) and build it")
     p.add_argument("--size", default="small", help="tiny | small | full | xl (default small; xl: 30M events)")
     p.add_argument("--name", help="dataset name (default: demo, or demo-<size>)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=field_type(TrainConfig, "seed"), default=0)
     p.add_argument("--no-build", action="store_true", help="only write events.csv")
     p.add_argument("--force", action="store_true", help="regenerate even if the source exists")
     add_data_flags(p)

@@ -11,7 +11,7 @@ import os
 from dataclasses import replace
 from typing import Any
 
-from engine.cli.flags import add_config_flags, add_union_flags, config_names, given
+from engine.cli.flags import add_config_flags, add_union_flags, bounded_int, config_names, field_type, given
 from engine.cli.output import Output, err_console, table
 from engine.config import TrainConfig
 from engine.errors import InputError
@@ -46,7 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--protocol", default="both", choices=[*values(Protocol), "both"])
     p.add_argument("--checkpoint", default="best", choices=["best", "last"])
     p.add_argument("--device", default=Device.AUTO.value, choices=values(Device))
-    p.add_argument("--eval-batch-size", type=int, default=1024)
+    p.add_argument("--eval-batch-size", type=field_type(TrainConfig, "eval_batch_size"), default=1024)
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("runs", help="table of runs with status and metrics")
@@ -64,7 +64,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("recommend", help="top-k next items for a session of raw item ids")
     p.add_argument("run", help="run id, or baseline:NAME@DATASET (e.g. baseline:sknn@demo)")
     p.add_argument("items", nargs="*", help="raw item ids, oldest first")
-    p.add_argument("--k", type=int, default=10)
+    p.add_argument("--k", type=bounded_int("k", 1, 100_000), default=10)
     p.add_argument("--device", default=Device.CPU.value, choices=values(Device))
     p.add_argument("--exclude-session-items", action="store_true", help="never recommend an item of the session")
     p.add_argument("--runtime", choices=values(Runtime), default="torch",
@@ -80,7 +80,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("quickstart", help="demo end to end: generate, build, train, compare, recommend")
     p.add_argument("--size", default="small")
     p.add_argument("--model", default="graph_transformer", type=model_name, metavar="MODEL")
-    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--epochs", type=field_type(TrainConfig, "epochs"), default=None)
     p.add_argument("--device", default=Device.AUTO.value, choices=values(Device))
     p.set_defaults(func=cmd_quickstart)
 
@@ -268,8 +268,6 @@ def cmd_recommend(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
     from engine.data.items import parse_item_ids
     from engine.recommend import Recommender
     torch.set_num_threads(1)   # one short lookup: thread start-up costs more than it saves
-    if args.k < 1:
-        raise InputError("--k must be >= 1")
     ids = parse_item_ids(" ".join(args.items))
     rec = Recommender.for_target(ws, args.run, device=args.device, runtime=args.runtime, search=args.search)
     r = rec.recommend(ids, k=args.k, exclude_session_items=args.exclude_session_items)

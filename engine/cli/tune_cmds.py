@@ -12,7 +12,7 @@ import json
 import sys
 from typing import Any
 
-from engine.cli.flags import add_config_flags, add_union_flags, config_names, given
+from engine.cli.flags import add_config_flags, add_union_flags, config_names, field_type, given
 from engine.cli.output import Output, err_console, table
 from engine.cli.train_cmds import model_name, model_values
 from engine.config import TrainConfig
@@ -43,7 +43,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--protocol", default=Protocol.PREFIXES.value, choices=values(Protocol),
                    help="validation protocol of the metric (default prefixes)")
     p.add_argument("--study", default=None, help="study name (default <dataset>-<model>-<metric>)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the sampler and of every trial's training")
+    p.add_argument("--seed", type=field_type(TrainConfig, "seed"), default=0,
+                   help="seed of the sampler and of every trial's training")
     p.add_argument("--show", action="store_true", help="print a stored study (or list them) without running")
     p.add_argument("--json", action="store_true", help="print the study as one JSON document on stdout")
     add_config_flags(p.add_argument_group("training (fixed for every trial)"), TrainConfig,
