@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
+from engine.cli.flags import bounded_int
 from engine.cli.output import Output
 from engine.schema import Runtime, Search, values
 from engine.workspace import Workspace
@@ -21,8 +22,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "SESSREC_ADMIN_KEY environment variable (what the app gives the servers it starts).")
     p.add_argument("target", metavar="RUN|baseline:NAME@DATASET", help="a run id (sessrec runs) or a baseline")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
-    p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    p.add_argument("--port", type=bounded_int("port", 0, 65535), default=8000,
+                   help="port (default 8000; 0 picks a free one)")
+    p.add_argument("--workers", type=bounded_int("workers", 1, 256), default=1,
+                   help="worker processes (default 1)")
     p.add_argument("--runtime", choices=values(Runtime), default="torch",
                    help="torch (eager PyTorch), compiled (the GNN encoder compiled ahead of time by AOTInductor: "
                         "fastest, needs a C++ compiler, ~1 min to build once per checkpoint) or onnx (ONNX "
@@ -32,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "every item, scored exactly; calibrated to agree with exact on 99%% of held-out "
                         "sessions), auto (pq from 20,000 items, GNN runs only)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu", help="device (default cpu)")
-    p.add_argument("--threads", type=int, default=1,
+    p.add_argument("--threads", type=bounded_int("threads", 1, 4096), default=1,
                    help="intra-op CPU threads per worker (default 1: concurrent requests are batched; "
                         "more threads spin on cores the clients need)")
     p.add_argument("--api-key", default=None, help="API key (better: the SESSREC_API_KEY environment "

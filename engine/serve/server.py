@@ -87,6 +87,9 @@ def _bind(host: str, port: int) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
+    except OverflowError:               # a port outside 0..65535 (the CLI refuses those first)
+        sock.close()
+        raise InputError(f"cannot listen on {host}:{port}: a port is a number from 0 to 65535") from None
     except OSError as e:
         sock.close()
         raise InputError(f"cannot listen on {host}:{port}: {e.strerror} (another server there? try --port 0)") from e
