@@ -17,7 +17,7 @@ from engine.cli.flags import add_config_flags, config_names, field_type, given
 from engine.config import DataConfig, TrainConfig, to_dict
 from engine.data.format_specs import (SRGNN_DATA_DEFAULTS, require_regular_file, require_source,
                                       source_is_folder, spec_file_text)
-from engine.data.manifest import Dataset
+from engine.data.manifest import Dataset, refuse_if_in_use
 from engine.data.pipeline import STAGE_NAMES, build
 from engine.data.report import DatasetReport, dataset_report, dataset_reports
 from engine.errors import InputError, StageError
@@ -126,6 +126,8 @@ def cmd_demo(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
                              f"pass --force to regenerate, or choose another --name")
     if args.force or not events.exists() or not paths.demo_truth.exists() or \
             (existing and existing.source.get("demo") != demo):
+        if existing is not None:        # its source is rewritten: not under a live training
+            refuse_if_in_use(ws, name, "regenerate it")
         out.log(f"generating demo dataset '{name}' ({args.size}, seed {args.seed}) ...")
         with out:
             gstats = generate_demo(paths.demo_events, paths.demo_truth, size=args.size, seed=args.seed,
@@ -191,6 +193,8 @@ def cmd_build(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
     ds = Dataset.load(ws, args.name)
     cfg = config_from_args(ds.config, args)
     if cfg != ds.config:
+        # before the manifest takes the new parameters: a refused build must leave it as it was
+        refuse_if_in_use(ws, args.name, "rebuild it with new parameters")
         ds.data["config"] = to_dict(cfg)
         ds.save()
     force = args.force
@@ -271,12 +275,7 @@ def cmd_delete(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
     pid = lock_holder(paths.build_lock)
     if pid is not None:
         raise StageError(f"dataset {args.name!r} is being built by process {pid or '?'}; stop it first")
-    from engine.runs import RunStore
-    training = [r for r in RunStore(ws).running(dataset=args.name)]
-    if training:
-        who = ", ".join(f"{r.run_id} (process {lock_holder(ws.run(r.run_id).lock) or '?'})" for r in training)
-        raise StageError(f"dataset {args.name!r} is used by a running training: {who}; stop it first "
-                         f"(ctrl+t on the Train screen, or kill the process)")
+    refuse_if_in_use(ws, args.name, "delete it")
     if not args.yes:
         if out.mode == "jsonl":
             raise InputError("delete needs --yes when not interactive")

@@ -24,7 +24,7 @@ from typing import Any, Callable
 from engine.atomic import atomic_dir, atomic_path, clean_temp, recover_dir
 from engine.config import DataConfig, stable_hash
 from engine.data.manifest import (BuildLock, Dataset, building_pid, file_fingerprint, output_problem,
-                                  output_record)
+                                  output_record, refuse_if_in_use)
 from engine.data.format_specs import require_regular_file, source_is_folder, spec_file_text, srgnn_files
 from engine.workspace import DatasetDir
 from engine.errors import SessrecError, StageError, StorageError
@@ -373,6 +373,10 @@ def build(ds: Dataset, upto: str | None = None, force: bool | str = False,
                 progress(Progress("pipeline", i + 1, total, "stages", f"{st.name}: up to date"))
                 results.append(StageResult(st.name, False, 0.0, rec.get("stats", {})))
                 continue
+            if not rerun:               # the first stage that changes anything
+                # a live training reads these artifacts (and its evaluation checks the item index):
+                # refused as `data delete` is, under the build lock, before anything is rewritten
+                refuse_if_in_use(ds.ws, ds.name, f"rebuild stage {st.name}")
             progress(Progress("pipeline", i, total, "stages",
                               f"{st.name}: running" + (f" ({changed})" if changed else "")))
             ds.data["building"] = {"stage": st.name}

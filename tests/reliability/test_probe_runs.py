@@ -166,3 +166,36 @@ def test_7_sigkill_at_every_moment_of_a_start_strands_nothing(ws):
                 _prepare_resume(ws, run_id, None, None).lock.release()
     # the kills landed at distinct moments, the later ones in a started run
     assert seen["step"] in ("step", "checkpoint") and seen["events"] in ("events", "step", "checkpoint"), seen
+
+
+# ---- 8. rebuilding a dataset a live training reads ------------------------------------------------------
+def test_8_a_rebuild_under_a_live_training_is_refused_like_a_delete(ws, capsys):
+    from engine.cli import main as cli
+    from engine.data.manifest import Dataset
+    items = ws.dataset("demo-tiny").items
+    before = (items.read_bytes(), Dataset.load(ws, "demo-tiny").data)
+    # a training that is alive: it holds its run lock (as `sessrec train` does from start to end)
+    code = ("import sys, time; from pathlib import Path; from engine.locks import RunLock; "
+            "RunLock(Path(sys.argv[1]), 'live').acquire(); print('ok', flush=True); time.sleep(120)")
+    run = ws.run("live")
+    fit(_cfg(), ws, run_id="live")                   # a real run on the dataset (its config names it)
+    holder = subprocess.Popen([sys.executable, "-c", code, str(run.lock)], stdout=subprocess.PIPE, text=True,
+                              cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        assert holder.stdout.readline().strip() == "ok"
+        capsys.readouterr()
+        for argv, doing in ((["data", "build", "demo-tiny", "--force", "items"], "rebuild stage items"),
+                            (["data", "build", "demo-tiny", "--cooc-window", "3"], "rebuild it with new parameters"),
+                            (["data", "delete", "demo-tiny", "--yes"], "delete it"),
+                            (["demo", "--size", "tiny", "--force"], "regenerate it")):
+            assert cli(["--workspace", str(ws.root), *argv]) == 2
+            assert capsys.readouterr().err == (
+                f"sessrec: error: cannot {doing}: dataset 'demo-tiny' is used by a running training: live "
+                f"(process {holder.pid}); stop it first (ctrl+t on the Train screen, or kill the process)\n")
+        # nothing was rewritten, and a build with nothing to do is no change
+        assert cli(["--workspace", str(ws.root), "-q", "data", "build", "demo-tiny"]) == 0
+        assert (items.read_bytes(), Dataset.load(ws, "demo-tiny").data) == before
+    finally:
+        holder.kill()
+        holder.wait()
+    assert cli(["--workspace", str(ws.root), "-q", "data", "build", "demo-tiny", "--force", "items"]) == 0
