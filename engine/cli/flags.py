@@ -29,6 +29,11 @@ def bounded_int(name: str, lo: int, hi: int):
     return _value_type(ParamSpec(name, int, None, "", min=lo, max=hi))
 
 
+def bounded_float(name: str, lo: float, hi: float, lo_open: bool = False):
+    """`bounded_int` for a number (`--header-timeout`)."""
+    return _value_type(ParamSpec(name, float, None, "", min=lo, max=hi, min_open=lo_open))
+
+
 def field_type(cls: type[Config], name: str):
     """argparse type of a hand-written flag that takes a config field (`eval --eval-batch-size`)."""
     return _value_type(cls.param(name))

@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import os
 
-from engine.cli.flags import bounded_int
+from engine.cli.flags import bounded_float, bounded_int
 from engine.cli.output import Output
 from engine.schema import Runtime, Search, values
+from engine.serve.limits import ConnectionLimits
 from engine.workspace import Workspace
 
 
@@ -38,6 +39,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=bounded_int("threads", 1, 4096), default=1,
                    help="intra-op CPU threads per worker (default 1: concurrent requests are batched; "
                         "more threads spin on cores the clients need)")
+    limits = ConnectionLimits()
+    p.add_argument("--header-timeout", type=bounded_float("header_timeout", 0, 3600, lo_open=True),
+                   default=limits.header_timeout_s, metavar="S",
+                   help=f"close a connection whose request headers take longer (default "
+                        f"{limits.header_timeout_s:g}; also after each response, for the next request)")
+    p.add_argument("--body-timeout", type=bounded_float("body_timeout", 0, 3600, lo_open=True),
+                   default=limits.body_timeout_s, metavar="S",
+                   help=f"answer 408 and close when a request body takes longer (default {limits.body_timeout_s:g})")
+    p.add_argument("--max-connections", type=bounded_int("max_connections", 1, 1_000_000),
+                   default=limits.max_connections, metavar="N",
+                   help=f"open connections per worker; more are answered 503 (default {limits.max_connections})")
     p.add_argument("--api-key", default=None, help="API key (better: the SESSREC_API_KEY environment "
                    "variable, which other users cannot read from the process list)")
     p.add_argument("--insecure", action="store_true", help="allow a non-loopback address without a key")
@@ -51,7 +63,8 @@ def cmd_serve(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
     opts = ServeOptions(target=args.target, host=args.host, port=args.port, workers=args.workers,
                         runtime=args.runtime, search=args.search, device=args.device, api_key=key,
                         admin_key=os.environ.get(ADMIN_KEY_ENV) or None,
-                        insecure=args.insecure, threads=args.threads)
+                        insecure=args.insecure, threads=args.threads,
+                        limits=ConnectionLimits(args.header_timeout, args.body_timeout, args.max_connections))
     out.log(f"loading {args.target} ...")
 
     def ready(event: dict) -> None:

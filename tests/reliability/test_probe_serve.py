@@ -51,3 +51,118 @@ def test_6_a_generated_key_passes():
     from engine.serve.security import check_key
     for _ in range(200):
         check_key("the API key", secrets.token_urlsafe(24))
+
+
+# ---- 5. slow clients against a real server ------------------------------------------------------------
+def _start(ws_root, *args: str):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from tests.reliability.helpers import ROOT
+    proc = subprocess.Popen([sys.executable, "-m", "engine", "--workspace", str(ws_root), "--events", "jsonl",
+                             "serve", "baseline:pop@demo-tiny", "--port", "0", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
+    line = proc.stdout.readline()
+    if not line:
+        proc.wait(30)
+        raise AssertionError(f"server did not start: {proc.stderr.read()}")
+    return proc, json.loads(line)["port"]
+
+
+def _stop(proc) -> None:
+    import os
+    import signal
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(30)
+
+
+def _until_closed(sock, send=()) -> tuple[float, bytes]:
+    """Seconds until the server closes `sock` (sending each chunk of `send` 0.2 s apart meanwhile),
+    and what it answered."""
+    import socket
+    import time
+    t0, got = time.monotonic(), b""
+    sock.settimeout(0.2)
+    chunks = list(send)
+    while time.monotonic() - t0 < 20:
+        if chunks:
+            try:
+                sock.sendall(chunks.pop(0))
+            except OSError:
+                break
+        try:
+            data = sock.recv(65536)
+        except socket.timeout:
+            continue
+        except OSError:
+            break
+        if not data:
+            break
+        got += data
+    return time.monotonic() - t0, got
+
+
+@pytest.fixture(scope="module")
+def slow_server(tiny_demo_ws):
+    proc, port = _start(tiny_demo_ws.root, "--header-timeout", "1", "--body-timeout", "1.5",
+                        "--max-connections", "20")
+    yield port
+    _stop(proc)
+
+
+def test_5_headers_trickled_a_byte_at_a_time_are_cut_off(slow_server):
+    import socket
+    request = b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 50
+    with socket.create_connection(("127.0.0.1", slow_server)) as s:
+        held, got = _until_closed(s, [request[i:i + 1] for i in range(len(request))])
+    assert 0.9 <= held < 3 and got == b""          # held 70 s and more before
+
+
+def test_5_a_slow_body_gets_a_408_when_its_time_is_up(slow_server):
+    import json
+    import socket
+    head = (b"POST /recommend HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 40\r\n\r\n")
+    with socket.create_connection(("127.0.0.1", slow_server)) as s:
+        held, got = _until_closed(s, [head, b'{"session_items": [', b"1, "])
+    assert 1.4 <= held < 3.5
+    status, _, body = got.partition(b"\r\n\r\n")
+    assert status.startswith(b"HTTP/1.1 408 Request Timeout")
+    assert json.loads(body) == {"error": "request body not received within 1.5 s"}
+
+
+def test_5_connections_past_the_limit_are_refused_and_held_ones_released(slow_server):
+    import json
+    import socket
+    import time
+    import urllib.request
+    held = [socket.create_connection(("127.0.0.1", slow_server)) for _ in range(20)]   # they send nothing
+    try:
+        time.sleep(0.2)
+        with socket.create_connection(("127.0.0.1", slow_server)) as extra:
+            _, got = _until_closed(extra)
+        assert got.startswith(b"HTTP/1.1 503 Service Unavailable")
+        assert json.loads(got.partition(b"\r\n\r\n")[2]) == {"error": "over 20 open connections; retry later"}
+        closed = [_until_closed(s)[0] for s in held]          # the header deadline releases them all
+        assert max(closed) < 3
+    finally:
+        for s in held:
+            s.close()
+    with urllib.request.urlopen(f"http://127.0.0.1:{slow_server}/health", timeout=10) as r:
+        assert r.status == 200
+
+
+def test_5_every_server_gets_the_guarded_protocol_with_sane_defaults():
+    from engine.serve.limits import ConnectionLimits
+    from engine.serve.protocol import PROTOCOL
+    from engine.serve.server import ServeOptions, _config
+    config = _config(lambda scope, receive, send: None, ServeOptions(target="x"))
+    assert config.http == PROTOCOL == "engine.serve.protocol:GuardedHttpProtocol"
+    assert config.sessrec_limits == ConnectionLimits(header_timeout_s=10.0, body_timeout_s=30.0,
+                                                     max_connections=1000)
