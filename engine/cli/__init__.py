@@ -9,6 +9,7 @@ from pathlib import Path
 
 from engine import __version__
 from engine.cli import (
+    ab_cmds,
     bench_cmds,
     data_cmds,
     export_cmds,
@@ -47,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     quickstart_cmds.register(sub)
     tune_cmds.register(sub)
     serve_cmds.register(sub)
+    ab_cmds.register(sub)
     bench_cmds.register(sub)
     export_cmds.register(sub)
     return p
