@@ -29,6 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"one of {', '.join(SPECS)} (default graph_transformer)")
     p.add_argument("--run-id", help="name of the run folder (default: <model>-<time>)")
     p.add_argument("--resume", metavar="RUN", help="continue RUN from its last.pt")
+    p.add_argument("--warm-start", metavar="RUN", default=None,
+                   help="a new run of RUN's model and hyperparameters starting from its weights (items it knew keep "
+                        "their vectors, new items start fresh), on --dataset (default: RUN's dataset, as it is now)")
     p.add_argument("--nproc", type=int, default=1, metavar="N",
                    help="data-parallel workers on this machine (one per GPU; CPU: they share the cores); "
                         "--batch-size stays the global batch")
@@ -61,13 +64,33 @@ def model_values(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
+def train_config_from_args(args: argparse.Namespace, ws: Workspace | None = None) -> TrainConfig:
     """The run's config from the flags; every value is checked here (exit 2 before any folder)."""
+    if getattr(args, "warm_start", None):
+        return warm_config(args, ws)
     spec = get_spec(args.model or "graph_transformer")
     values = model_values(args)
     spec.resolve(values)                     # unknown names, types, bounds, hidden % heads
     return TrainConfig(dataset=args.dataset or "demo", model=spec.name, model_params=values,
                        **given(args, TRAIN_FLAGS))
+
+
+def warm_config(args: argparse.Namespace, ws: Workspace | None) -> TrainConfig:
+    """`--warm-start RUN`: RUN's model and hyperparameters (not to be changed), RUN's dataset unless
+    --dataset, the training flags given here over the defaults."""
+    import json
+    if args.model or model_values(args):
+        raise InputError("--warm-start takes the model and hyperparameters of the run it starts from; "
+                         "leave out --model and the model's flags")
+    if ws is None:
+        raise InputError("--warm-start needs a workspace")
+    run = ws.existing_run(args.warm_start)
+    try:
+        saved = TrainConfig.from_dict(json.loads(run.config.read_text())["train"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise InputError(f"{run.config}: not a readable run config ({e})") from None
+    return TrainConfig(dataset=args.dataset or saved.dataset, model=saved.model, model_params=saved.model_params,
+                       warm_start=run.run_id, **given(args, TRAIN_FLAGS))
 
 
 def cmd_train(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
@@ -76,12 +99,12 @@ def cmd_train(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
         raise InputError(f"--nproc: expected a number of workers >= 1, got {nproc}")
     if args.resume:
         extra = [f for f in given(args, TRAIN_FLAGS) if f not in ("epochs", "device")]
-        if extra or args.model or args.dataset or args.run_id or model_values(args):
+        if extra or args.model or args.dataset or args.run_id or model_values(args) or args.warm_start:
             raise InputError(f"--resume continues a run with its saved config; only --epochs and "
                              f"--device may change (got {', '.join(extra) or 'model/dataset options'})")
     if nproc > 1:                   # this process starts the workers and answers for them
         from engine.cli.launch import launch_train
-        cfg = None if args.resume else train_config_from_args(args)
+        cfg = None if args.resume else train_config_from_args(args, ws)
         return launch_train(cfg, ws, out, getattr(args, "argv", []), nproc, resume=args.resume, run_id=args.run_id)
     from engine.core.process import is_worker
     from engine.train.loop import StopFlag, fit
@@ -103,7 +126,7 @@ def cmd_train(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
                 final = train(None, ws, run_id=args.resume, resume=True, epochs=args.epochs, device=args.device,
                               log=log, stop=stop, progress=out.progress if main else None)
             else:
-                final = train(train_config_from_args(args), ws, run_id=args.run_id, log=log, stop=stop,
+                final = train(train_config_from_args(args, ws), ws, run_id=args.run_id, log=log, stop=stop,
                               progress=out.progress if main else None)
     except RunFailedError as e:
         ev = e.event

@@ -315,6 +315,8 @@ class TrainConfig(Config):
     eval_batch_size: int = param(1024, "examples per evaluation batch", min=1, max=1 << 24)
     num_threads: int = param(0, "CPU threads for torch (0: the job's share of the machine)", min=0,
                              max=4096)
+    warm_start: str = param("", "run id whose weights this run starts from (its item index mapped onto "
+                            "this dataset's; `sessrec train --warm-start RUN`)", cli=False)
 
 
 # ---- models: one config per family --------------------------------------------------------------

@@ -111,6 +111,15 @@ class DatasetDir:
     def demo_truth(self) -> Path:
         return self.source_dir / "truth.npz"
 
+    def demo_chunk(self, n: int) -> Path:
+        """`sessrec demo --chunks N`: the later time chunks of the log (chunk 1 is `demo_events`),
+        for `sessrec data append`."""
+        return self.source_dir / f"chunk-{n}.csv"
+
+    def item_archive(self, fingerprint: str) -> Path:
+        """An item index this dataset had before a rebuild replaced it (runs trained on it read it)."""
+        return self.root / "items-archive" / f"{fingerprint}.parquet"
+
     # ---- stage artifacts -----------------------------------------------------------------------
     @property
     def events(self) -> Path:
