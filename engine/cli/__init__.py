@@ -16,6 +16,7 @@ from engine.cli import (
     model_cmds,
     quickstart_cmds,
     recommend_cmds,
+    refresh_cmds,
     run_cmds,
     serve_cmds,
     train_cmds,
@@ -49,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     tune_cmds.register(sub)
     serve_cmds.register(sub)
     ab_cmds.register(sub)
+    refresh_cmds.register(sub)
     bench_cmds.register(sub)
     export_cmds.register(sub)
     return p
