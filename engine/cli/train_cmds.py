@@ -13,7 +13,7 @@ from typing import Any
 from engine.cli.flags import add_config_flags, add_union_flags, config_names, given
 from engine.cli.output import Output, err_console
 from engine.cli.run_cmds import print_final
-from engine.core.config import TrainConfig
+from engine.core.config import TrackingConfig, TrainConfig
 from engine.core.errors import InputError
 from engine.core.workspace import Workspace
 from engine.models.registry import SPECS, get_spec
@@ -36,6 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="data-parallel workers on this machine (one per GPU; CPU: they share the cores); "
                         "--batch-size stays the global batch")
     add_config_flags(p.add_argument_group("training"), TrainConfig)
+    add_config_flags(p, TrackingConfig)
     m = p.add_argument_group("model hyperparameters ([models] that have them; `sessrec models` lists all)")
     MODEL_FLAGS[:] = add_union_flags(m, {n: s.config for n, s in SPECS.items()})
     m.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
@@ -102,6 +103,9 @@ def cmd_train(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
         if extra or args.model or args.dataset or args.run_id or model_values(args) or args.warm_start:
             raise InputError(f"--resume continues a run with its saved config; only --epochs and "
                              f"--device may change (got {', '.join(extra) or 'model/dataset options'})")
+    if nproc > 1 and args.tracking and args.tracking != "none":
+        raise InputError("--tracking: data-parallel runs (--nproc) are not tracked yet; train with one worker, or "
+                         "leave out --tracking")
     if nproc > 1:                   # this process starts the workers and answers for them
         from engine.cli.launch import launch_train
         cfg = None if args.resume else train_config_from_args(args, ws)
@@ -124,10 +128,12 @@ def cmd_train(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
         with out:
             if args.resume:
                 final = train(None, ws, run_id=args.resume, resume=True, epochs=args.epochs, device=args.device,
-                              log=log, stop=stop, progress=out.progress if main else None)
+                              log=log, stop=stop, progress=out.progress if main else None,
+                              **({} if worker else {"tracking": args.tracking}))
             else:
                 final = train(train_config_from_args(args, ws), ws, run_id=args.run_id, log=log, stop=stop,
-                              progress=out.progress if main else None)
+                              progress=out.progress if main else None,
+                              **({} if worker else {"tracking": args.tracking}))
     except RunFailedError as e:
         ev = e.event
         if main:                   # rank 0 reports the run; another worker only its own cause

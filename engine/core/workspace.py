@@ -192,6 +192,11 @@ class RunDir:
     def lock(self) -> Path:
         return self.root / ".lock"
 
+    @property
+    def tracking(self) -> Path:
+        """The run's link to its MLflow run (engine.tracking), when tracked."""
+        return self.root / "tracking.json"
+
     def test_ranks(self, protocol: str) -> Path:
         """Per-example ranks of the test evaluation under `protocol` (engine.evaluation.ranks.ExampleRanks)."""
         return self.root / f"test_ranks-{Protocol(protocol).value}.npz"

@@ -93,17 +93,21 @@ def _suggest_oom(cfg: TrainConfig) -> str:
 def fit(cfg: TrainConfig | None, ws: Workspace, run_id: str | None = None, resume: bool = False,
         epochs: int | None = None, device: str | None = None, log: Callable[[str], None] | None = None,
         stop: StopFlag | None = None, progress: ProgressFn | None = None, on_epoch: EpochHook | None = None,
-        evaluate_test: bool = True) -> dict:
+        evaluate_test: bool = True, tracking: str | None = None, tracking_tags: dict[str, str] | None = None) -> dict:
     """Train (or fit a baseline), evaluate, write the run folder; returns the final event as a dict.
 
     With `resume`, the run's saved config is used; only `epochs` (to extend a run) and `device`
     may change. `on_epoch`: see `EpochHook`. `evaluate_test=False`: the test split is never read
-    (tuning chooses on validation only); the run ends without test metrics.
+    (tuning chooses on validation only); the run ends without test metrics. `tracking`: also log
+    the run to MLflow (`mlflow`, `mlflow:URI`; default: the workspace's settings; engine.tracking),
+    with `tracking_tags` (a tuning trial's study and number).
     """
+    from engine.tracking import tracker_for
+    tracker = tracker_for(ws, tracking, tracking_tags, **({"warn": log} if log else {}))
     log = log or (lambda m: None)
     stop = stop or StopFlag()
     prep = _prepare_resume(ws, run_id, epochs, device) if resume else _prepare_new(cfg, ws, run_id, epochs, device)
-    return run_prepared(prep, RunRecorder, lambda rec: _Loop(prep, rec, log, stop, progress, on_epoch,
+    return run_prepared(prep, lambda run: RunRecorder(run, tracker), lambda rec: _Loop(prep, rec, log, stop, progress, on_epoch,
                                                             evaluate_test),
                         log, progress, evaluate_test)
 
