@@ -24,6 +24,7 @@ from schemathesis.checks import not_a_server_error
 
 from engine.errors import InputError
 from engine.serve.app import INLINE_MAX_SESSIONS, ServeSettings, create_app
+from engine.serve.openapi import as_openapi_30
 from engine.serve.schemas import MAX_BATCH_SESSIONS, MAX_BODY_BYTES, BatchResponse, RecommendResponse
 from engine.serve.security import check_bind
 from engine.serve.server import ServeOptions, make_slot
@@ -85,8 +86,8 @@ def test_recommend_answers_what_the_engine_answers(client, slot, ids):
     assert got["unknown_items"] == [10**15] and not got["fallback"] and got["run_id"] == "serve-a"
     ex = client.post("/recommend", json={**body, "exclude_session_items": True}).json()
     assert not {ids[3], ids[5]} & set(ex["items"]) and len(ex["items"]) == 7
-    fb = client.post("/recommend", json={"session_items": [-3], "k": 2}).json()
-    assert fb["fallback"] and fb["items"] == ids[:2] and fb["unknown_items"] == [-3]
+    fb = client.post("/recommend", json={"session_items": [0], "k": 2}).json()      # 0: an id no log held
+    assert fb["fallback"] and fb["items"] == ids[:2] and fb["unknown_items"] == [0]
 
 
 def test_batch_answers_each_session(client, slot, ids):
@@ -138,6 +139,42 @@ def test_bad_requests_name_the_field(client, body, field):
     r = client.post("/recommend", json=body)
     assert r.status_code == 422
     assert r.json()["error"].startswith(field) and r.json()["detail"][0]["field"] == field
+
+
+@pytest.mark.parametrize("path, body, field", [
+    ("/recommend", {"session_items": [True]}, "body.session_items.0"),
+    ("/recommend", {"session_items": [263.0]}, "body.session_items.0"),
+    ("/recommend", {"session_items": [263.5]}, "body.session_items.0"),
+    ("/recommend", {"session_items": ["5"]}, "body.session_items.0"),
+    ("/recommend", {"session_items": [None]}, "body.session_items.0"),
+    ("/recommend", {"session_items": [1], "k": True}, "body.k"),
+    ("/recommend", {"session_items": [1], "k": 5.0}, "body.k"),
+    ("/recommend", {"session_items": [1], "k": "5"}, "body.k"),
+    ("/recommend/batch", {"sessions": [[1, False]]}, "body.sessions.0.1"),
+    ("/recommend/batch", {"sessions": [[1]], "k": 2.0}, "body.k"),
+])
+def test_an_id_or_k_is_a_json_integer_never_a_boolean_float_or_string(client, path, body, field):
+    # pydantic's lax mode took true as 1, 263.0 as 263 and "5" as 5 (issue 21, finding 16)
+    r = client.post(path, json=body)
+    assert r.status_code == 422
+    assert r.json()["error"] == f"{field}: Input should be a valid integer"
+    assert r.json()["detail"] == [{"field": field, "message": "Input should be a valid integer", "type": "int_type"}]
+
+
+def test_an_id_is_a_whole_number_from_0_to_2_63_minus_1_and_the_flag_a_boolean(client):
+    top = 2 ** 63 - 1
+    r = client.post("/recommend", json={"session_items": [top, 0], "k": 3})
+    assert r.status_code == 200 and r.json()["unknown_items"] == [top, 0] and r.json()["fallback"]
+    for raw, message in ((b"[9223372036854775808]", "Input should be less than 9223372036854775808"),
+                         (b"[-1]", "Input should be greater than or equal to 0"),
+                         (b"[2.63e2]", "Input should be a valid integer")):      # an exponent: a float
+        r = client.post("/recommend", content=b'{"session_items": ' + raw + b"}",
+                        headers={"content-type": "application/json"})
+        assert r.status_code == 422 and r.json()["error"] == f"body.session_items.0: {message}"
+    r = client.post("/recommend", json={"session_items": [1], "exclude_session_items": 1})
+    assert r.status_code == 422 and r.json()["error"] == "body.exclude_session_items: Input should be a valid boolean"
+    r = client.post("/admin/reload", json={"target": 5})
+    assert r.status_code == 403          # no key: refused before the body is read
 
 
 def test_malformed_oversized_and_misrouted_requests_are_4xx(client):
@@ -254,6 +291,44 @@ def test_the_schema_documents_the_plain_endpoints(client):
         assert op["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/" + answer)
         assert {body, answer} <= set(schema["components"]["schemas"])
     assert client.get("/docs").status_code == 200
+
+
+def test_the_schema_says_what_an_id_and_k_are(client):
+    # issue 21, finding 16: the id bounds were absent (2**63 - 1 printed as the float 2**63), and
+    # OpenAPI 3.1's integer, any number with a zero fraction, takes 263.0, which the server refuses
+    schema = client.get("/openapi.json").json()
+    assert schema["openapi"] == "3.0.3"
+    schemas = schema["components"]["schemas"]
+    item = schemas["RecommendRequest"]["properties"]["session_items"]["items"]
+    # 2**63 - 1 is no float; 2**63 is, and exclusive. OpenAPI 3.0's integer has no fraction or exponent
+    assert (item["type"], item["minimum"], item["maximum"], item["exclusiveMaximum"]) == ("integer", 0, 2 ** 63, True)
+    assert schemas["BatchRequest"]["properties"]["sessions"]["items"]["items"] == item
+    k = schemas["RecommendRequest"]["properties"]["k"]
+    assert (k["type"], k["minimum"], k["maximum"]) == ("integer", 1, 100) and "exclusiveMaximum" not in k
+    assert schemas["RecommendRequest"]["properties"]["exclude_session_items"]["type"] == "boolean"
+    assert schemas["Health"]["properties"]["run_id"] == {"type": "string", "nullable": True, "title": "Run Id"}
+    assert '"null"' not in json.dumps(schema)          # 3.1's null type: 3.0 says nullable
+
+
+def test_the_openapi_31_constructs_are_written_as_30():
+    doc = {"openapi": "3.1.0", "info": {"title": "t"}, "paths": {"/r": {"post": {"requestBody": {"content": {
+        "application/json": {"schema": {"anyOf": [{"$ref": "#/components/schemas/R"}, {"type": "null"}],
+                                        "title": "Req"}}}}}}},
+           "components": {"schemas": {"R": {"properties": {
+               "a": {"anyOf": [{"type": "string", "maxLength": 3}, {"type": "null"}], "default": None},
+               "b": {"anyOf": [{"type": "integer"}, {"type": "string"}, {"type": "null"}]},
+               "c": {"type": "integer", "exclusiveMinimum": 0, "exclusiveMaximum": 2.5, "examples": [1, 2]},
+               "examples": {"type": "boolean"}}}}}}
+    out = as_openapi_30(doc)
+    assert out["openapi"] == "3.0.3" and out["info"] == {"title": "t"} and doc["openapi"] == "3.1.0"
+    body = out["paths"]["/r"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert body == {"allOf": [{"$ref": "#/components/schemas/R"}], "title": "Req", "nullable": True}
+    props = out["components"]["schemas"]["R"]["properties"]
+    assert props["a"] == {"type": "string", "maxLength": 3, "default": None, "nullable": True}
+    assert props["b"] == {"anyOf": [{"type": "integer"}, {"type": "string"}], "nullable": True}
+    assert props["c"] == {"type": "integer", "minimum": 0, "exclusiveMinimum": True, "maximum": 2.5,
+                          "exclusiveMaximum": True, "example": 1}
+    assert props["examples"] == {"type": "boolean"}
 
 
 def test_the_fastapi_routes_behind_the_guard_answer_as_the_plain_endpoints(client, slot, ids):

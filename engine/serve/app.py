@@ -25,6 +25,7 @@ from typing import Any
 from engine import __version__
 from engine.serve.endpoints import JsonEndpoint, internal_error, send_json, serve_json, validation_error
 from engine.serve.metrics import Metrics
+from engine.serve.openapi import as_openapi_30
 from engine.serve.schemas import (MAX_BATCH_SESSIONS, MAX_BODY_BYTES, BatchRequest, BatchResponse, Health,
                                   RecommendRequest, RecommendResponse, ReloadRequest)
 from engine.serve.security import key_matches
@@ -123,6 +124,7 @@ class Guard:
 def create_app(slot: ModelSlot, settings: ServeSettings | None = None, metrics: Metrics | None = None):
     from fastapi import Body, FastAPI, Request
     from fastapi.exceptions import RequestValidationError
+    from fastapi.openapi.utils import get_openapi
     from fastapi.responses import JSONResponse, Response
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -213,5 +215,14 @@ def create_app(slot: ModelSlot, settings: ServeSettings | None = None, metrics: 
             return JSONResponse({"error": "a reload is already running", "reload": slot.state}, status_code=409)
         return {"accepted": True, "reload": slot.state}
 
+    def openapi() -> dict[str, Any]:
+        """FastAPI's schema as OpenAPI 3.0.3, whose integers are what the server takes (see
+        engine.serve.openapi)."""
+        if app.openapi_schema is None:
+            app.openapi_schema = as_openapi_30(get_openapi(title=app.title, version=app.version,
+                                                           description=app.description, routes=app.routes))
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     app.add_middleware(Guard, settings=settings, metrics=metrics, endpoints=endpoints)
     return app
