@@ -44,6 +44,24 @@ class BatchRequest(BaseModel):
     exclude_session_items: StrictBool = False
 
 
+class ErrorResponse(BaseModel):
+    """The body of every error the service answers (4xx, and a 500 for a bug)."""
+    model_config = _FORBID
+    error: str = Field(description="what went wrong, in one line (for a 422: `field: message`, up to 5 fields)")
+
+
+class FieldError(BaseModel):
+    model_config = _FORBID
+    field: str = Field(description="where, from the request's root: body.session_items.3, body.k, body")
+    message: str = Field(description="what was expected there: Input should be a valid integer, ...")
+    type: str = Field(description="pydantic's error type: int_type, less_than_equal, missing, extra_forbidden, ...")
+
+
+class ValidationErrorResponse(ErrorResponse):
+    """422: the body is no JSON, or a field of it was refused."""
+    detail: list[FieldError] = Field(description="each refused field (the first 20)")
+
+
 class Recommendation(BaseModel):
     items: list[int] = Field(description="raw item ids, best first")
     scores: list[float]
@@ -75,6 +93,16 @@ class ReloadState(BaseModel):
     target: str | None = None
     error: str | None = None
     finished_at: str | None = None
+
+
+class ReloadAccepted(BaseModel):
+    accepted: bool
+    reload: ReloadState
+
+
+class ReloadBusy(ErrorResponse):
+    """409: a reload is already running (this one is not queued)."""
+    reload: ReloadState
 
 
 class Health(BaseModel):
