@@ -106,6 +106,9 @@ def _register_quality(bsub) -> None:
                    help="tuned hyperparameters as {model: {parameter: value}} (--param wins)")
     b.add_argument("--bootstrap", type=int, help="bootstrap resamples of the test sessions (default: "
                    "engine.evaluation.stats.N_BOOT, 1000)")
+    b.add_argument("--refit", action="store_true", help="the papers' protocol: epochs chosen on validation, "
+                   "then every model trained again on train + validation and tested once")
+    b.add_argument("--loss", default=Loss.AUTO.value, choices=values(Loss), help="training loss of the GNNs")
     b.add_argument("--out", type=Path)
     b.set_defaults(func=cmd_bench_quality)
 
@@ -132,7 +135,8 @@ def cmd_bench_quality(args: argparse.Namespace, ws: Workspace, out: Output) -> i
     res = bq.run(ws, [d for d in args.datasets.split(",") if d], [m for m in args.models.split(",") if m],
                  args.shared, args.device, args.epochs, args.patience, args.batch_size,
                  bq.parse_params(args.param, args.params_file), seeds=_int_list(args.seeds, "--seeds"),
-                 protocols=protocols, n_boot=n_boot, log=out.log, out=args.out, hybrid=args.hybrid)
+                 protocols=protocols, n_boot=n_boot, log=out.log, out=args.out, hybrid=args.hybrid,
+                 refit=args.refit, loss=args.loss)
     out.result(res, bq.render(res))
     return 0
 

@@ -247,6 +247,8 @@ class DataConfig(Config):
                              min=0, max=1, max_open=True)
     blackout_days: float = param(2.0, "sessions starting this long after a cut point are dropped", min=0)
     test_days: float = param(7.0, "split_mode days: the last N days are test", min=0, min_open=True)
+    refit: bool = param(False, "validation joins train (the papers' protocol: train on every training "
+                        "session, test unchanged); made by `sessrec train --refit`", cli=False)
     # graph
     cooc_window: int = param(5, "positions i < j <= i + window are linked in the item graph", min=1)
     # encodings
@@ -275,6 +277,8 @@ class TrainConfig(Config):
     model: str = param("graph_transformer", "model name (sessrec models)", cli=False)
     model_params: dict = param({}, "the model's hyperparameters, resolved and complete", cli=False)
     epochs: int = param(20, "epochs at most (early stopping may end sooner)", min=1)
+    schedule_epochs: int = param(0, "epochs the learning-rate schedule spans (0: epochs); a refit trains "
+                                 "the chosen epochs on the schedule of the run that chose them", min=0)
     batch_size: int = param(512, "training examples per step", min=1)
     lr: float = param(1e-3, "peak learning rate (AdamW)", min=0, min_open=True)
     weight_decay: float = param(1e-4, "AdamW weight decay (not on biases and norms)", min=0)
@@ -297,6 +301,8 @@ class TrainConfig(Config):
     seed: int = param(0, "random seed (data order, initialisation, PE signs)")
     eval_batch_size: int = param(1024, "examples per evaluation batch", min=1)
     num_threads: int = param(0, "CPU threads for torch (0: the job's share of the machine)", min=0)
+    refit_of: str = param("", "the run whose validation chose this refit's epochs and hyperparameters "
+                          "(empty: not a refit)", cli=False)
 
 
 # ---- models: one config per family --------------------------------------------------------------

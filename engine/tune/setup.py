@@ -41,7 +41,7 @@ class TuneSetup:
         value checked here, InputError naming the first bad one (before any trial runs). `train`:
         TrainConfig fields fixed for every trial; `params`: model hyperparameters fixed (typed or
         text, parsed by the model's config)."""
-        from engine.core.metrics import metric_names      # numpy: not when the CLI starts
+        from engine.core.metrics import metric_names  # numpy: not when the CLI starts
         names = metric_names()
         if metric not in names:
             raise InputError(f"--metric {metric!r}: expected one of {', '.join(names)}")
