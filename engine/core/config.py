@@ -333,6 +333,11 @@ class GNNConfig(Config):
     pos_emb: bool = param(True, "reversed position embeddings in the attention readout (GCE-GNN)")
     global_k: int = param(0, "global item graph: attend over each item's k most similar items in the "
                           "train co-occurrence graph (GCE-GNN-like; 0 = off)", min=0)
+    switch: bool = param(False, "repeat-or-explore switch (RepeatNet): the session's items score a learned "
+                         "z(session) + their log-softmax among the session's items, the others their dot product")
+    contrastive: float = param(0.0, "weight of a self-supervised InfoNCE loss between two dropout views of "
+                               "each session vector (0 = off)", min=0)
+    cl_temperature: float = param(0.2, "temperature of the contrastive loss", min=0, min_open=True)
 
     def check(self) -> None:
         if self.graph_mode == GraphMode.NONE:
