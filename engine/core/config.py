@@ -337,7 +337,7 @@ class GNNConfig(Config):
                          "z(session) + their log-softmax among the session's items, the others their dot product")
     contrastive: float = param(0.0, "weight of a self-supervised InfoNCE loss between two dropout views of "
                                "each session vector (0 = off)", min=0)
-    cl_temperature: float = param(0.2, "temperature of the contrastive loss", min=0, min_open=True)
+    cl_temp: float = param(0.2, "temperature of the contrastive loss", min=0, min_open=True)
 
     def check(self) -> None:
         if self.graph_mode == GraphMode.NONE:

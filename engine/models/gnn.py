@@ -46,7 +46,7 @@ class SessionGNN(nn.Module):
                  readout: str, pe: np.ndarray | torch.Tensor | None, use_pe: bool, dropout: float,
                  normalize: bool, scale: float, graph_mode: str, repeat: bool, pos_emb: bool,
                  neighbors: tuple[np.ndarray, np.ndarray] | None, switch: bool = False,
-                 contrastive: float = 0.0, cl_temperature: float = 0.2) -> None:
+                 contrastive: float = 0.0, cl_temp: float = 0.2) -> None:
         super().__init__()
         if use_pe and pe is None:
             raise InputError("use_pe is on but the dataset has no Laplacian PE; build the encodings "
@@ -104,7 +104,7 @@ class SessionGNN(nn.Module):
             self.switch_gate = nn.Linear(hidden, 1)
             with torch.no_grad():
                 self.switch_gate.bias.fill_(float(scale) if normalize else 0.0)
-        self.contrastive, self.cl_temperature = float(contrastive), float(cl_temperature)
+        self.contrastive, self.cl_temp = float(contrastive), float(cl_temp)
 
     # ---- nodes -> sessions ----------------------------------------------------------------------
     def node_inputs(self, batch: Batch, h: torch.Tensor | None = None) -> torch.Tensor:
@@ -346,7 +346,7 @@ def build_gnn(cfg: GNNConfig, data: Any, conv: str) -> SessionGNN:
         use_pe=cfg.use_pe, dropout=cfg.dropout, normalize=cfg.normalize, scale=cfg.scale,
         graph_mode=cfg.graph_mode, repeat=cfg.repeat, pos_emb=cfg.pos_emb,
         neighbors=_neighbors(cfg.global_k, data) if cfg.global_k else None, switch=cfg.switch,
-        contrastive=cfg.contrastive, cl_temperature=cfg.cl_temperature)
+        contrastive=cfg.contrastive, cl_temp=cfg.cl_temp)
 
 
 def _neighbors(k: int, data: Any) -> tuple[np.ndarray, np.ndarray]:

@@ -102,7 +102,7 @@ def compute_loss(model, batch, loss: str = "ce", negatives: int = 256,
     weight = float(getattr(model, "contrastive", 0.0) or 0.0)
     if weight > 0:
         # a second pass draws other dropout masks and PE signs: two views of each session
-        main = main + weight * info_nce(reps, model(batch), float(model.cl_temperature), batch.targets > 0)
+        main = main + weight * info_nce(reps, model(batch), float(model.cl_temp), batch.targets > 0)
     return main
 
 
