@@ -463,3 +463,23 @@ def test_contrastive_loss_adds_a_second_view_and_a_hand_checked_info_nce():
     assert both.item() > base.item()                          # the same first pass, plus 0.5 * InfoNCE > 0
     both.backward()
     assert cl.emb.weight.grad is not None and cl.emb.weight.grad.abs().sum() > 0
+
+
+def test_highway_gate_mixes_node_inputs_and_message_passing_by_hand():
+    data = tiny_data()
+    model = build("graph_transformer", data, highway=True, use_pe=False).eval()
+    builder, _ = batches(model, data)
+    batch = builder.from_prefixes([[3, 5, 3], [7]])
+    with torch.no_grad():
+        # a gate of 1 (large bias) passes the inputs through: the session vector of the plain
+        # embeddings, as if there were no layers
+        model.highway.weight.zero_()
+        model.highway.bias.fill_(50.0)
+        through = model(batch)
+        flat = build("graph_transformer", data, layers=0, use_pe=False).eval()
+        flat.load_state_dict({k: v for k, v in model.state_dict().items() if k in flat.state_dict()}, strict=False)
+        assert torch.allclose(through, flat(batch), atol=1e-5)
+        model.highway.bias.fill_(-50.0)             # a gate of 0: the message-passing output alone
+        plain = build("graph_transformer", data, use_pe=False).eval()
+        plain.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("highway")})
+        assert torch.allclose(model(batch), plain(batch), atol=1e-5)

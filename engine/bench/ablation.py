@@ -43,6 +43,7 @@ VARIANTS: list[tuple[str, str, dict, dict]] = [
     ("GT switch + contrastive 0.1", "graph_transformer", {"switch": True, "contrastive": 0.1}, {}),
     ("GT global graph k=10", "graph_transformer", {"global_k": 10}, {}),
     ("GT scale 16", "graph_transformer", {"scale": 16.0}, {}),
+    ("GT highway gate", "graph_transformer", {"highway": True}, {}),
 ]
 VAL_METRICS = ("recall@20", "mrr@20", "recall@10", "mrr@10")
 

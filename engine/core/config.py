@@ -338,6 +338,8 @@ class GNNConfig(Config):
     contrastive: float = param(0.0, "weight of a self-supervised InfoNCE loss between two dropout views of "
                                "each session vector (0 = off)", min=0)
     cl_temp: float = param(0.2, "temperature of the contrastive loss", min=0, min_open=True)
+    highway: bool = param(False, "SGNN-HN highway gate: each node mixes its input embedding and its "
+                          "message-passing output by a learned gate")
 
     def check(self) -> None:
         if self.graph_mode == GraphMode.NONE:

@@ -46,7 +46,7 @@ class SessionGNN(nn.Module):
                  readout: str, pe: np.ndarray | torch.Tensor | None, use_pe: bool, dropout: float,
                  normalize: bool, scale: float, graph_mode: str, repeat: bool, pos_emb: bool,
                  neighbors: tuple[np.ndarray, np.ndarray] | None, switch: bool = False,
-                 contrastive: float = 0.0, cl_temp: float = 0.2) -> None:
+                 contrastive: float = 0.0, cl_temp: float = 0.2, highway: bool = False) -> None:
         super().__init__()
         if use_pe and pe is None:
             raise InputError("use_pe is on but the dataset has no Laplacian PE; build the encodings "
@@ -105,6 +105,9 @@ class SessionGNN(nn.Module):
             with torch.no_grad():
                 self.switch_gate.bias.fill_(float(scale) if normalize else 0.0)
         self.contrastive, self.cl_temp = float(contrastive), float(cl_temp)
+        # SGNN-HN's highway gate: each node mixes its input and its message-passing output, so deep
+        # stacks do not wash out the item's own embedding (over-smoothing)
+        self.highway = nn.Linear(2 * hidden, hidden) if highway else None
 
     # ---- nodes -> sessions ----------------------------------------------------------------------
     def node_inputs(self, batch: Batch, h: torch.Tensor | None = None) -> torch.Tensor:
@@ -140,11 +143,15 @@ class SessionGNN(nn.Module):
         `h`: the node embeddings emb[batch.x] when the caller already looked them up.
         """
         h = self.node_inputs(batch, h)                                          # [N, d]
+        h0 = h
         w = batch.edge_weight
         # transition counts are unbounded (loops in long sessions): log1p like the cooc weights
         ea = (torch.log1p(w) if self.graph_mode == GraphMode.TRANSITIONS else w).unsqueeze(-1).to(h.dtype)
         for block in self.blocks:
             h = block(h, batch.edge_index, ea)
+        if self.highway is not None:
+            g = torch.sigmoid(self.highway(torch.cat([h0, h], -1)))
+            h = g * h0 + (1 - g) * h
         if h.shape[0] == 0:                        # every prefix empty: give the gathers a row to read
             h = h.new_zeros(1, h.shape[1])
         # index_select, not h[idx]: its backward is one index_add, while advanced indexing's
@@ -346,7 +353,7 @@ def build_gnn(cfg: GNNConfig, data: Any, conv: str) -> SessionGNN:
         use_pe=cfg.use_pe, dropout=cfg.dropout, normalize=cfg.normalize, scale=cfg.scale,
         graph_mode=cfg.graph_mode, repeat=cfg.repeat, pos_emb=cfg.pos_emb,
         neighbors=_neighbors(cfg.global_k, data) if cfg.global_k else None, switch=cfg.switch,
-        contrastive=cfg.contrastive, cl_temp=cfg.cl_temp)
+        contrastive=cfg.contrastive, cl_temp=cfg.cl_temp, highway=cfg.highway)
 
 
 def _neighbors(k: int, data: Any) -> tuple[np.ndarray, np.ndarray]:
