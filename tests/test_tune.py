@@ -99,8 +99,8 @@ def test_gnn_study_reports_each_epoch(tiny_demo_ws, capsys):
     for t in trials:
         # one epoch: the value reported after it is the best epoch's, the trial's value
         assert t["intermediate"] == {"1": t["value"]}          # (JSON keys)
-        assert set(t["params"]) == {"dropout", "scale", "readout", "pos_emb", "global_k", "lr", "weight_decay",
-                                    "heads"}
+        assert set(t["params"]) == {"dropout", "scale", "readout", "pos_emb", "global_k", "switch", "contrastive",
+                                    "highway", "lr", "weight_decay", "heads"}
     study = S.load(tiny_demo_ws, "gnn")
     setup = S.setup_of(study)
     assert setup.params == {"hidden": 16, "layers": 1} and setup.train["epochs"] == 1
