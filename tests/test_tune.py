@@ -204,7 +204,8 @@ def test_a_range_outside_the_field_bounds_is_reported(monkeypatch):
 
 def test_fixed_fields_leave_the_space():
     assert set(spaces.space_for("graph_transformer", ["hidden", "lr"])) == {
-        "layers", "dropout", "scale", "readout", "pos_emb", "global_k", "weight_decay", "batch_size", "heads"}
+        "layers", "dropout", "scale", "readout", "pos_emb", "global_k", "switch", "contrastive", "highway",
+        "weight_decay", "batch_size", "heads"}
     assert spaces.space_for("pop") == {}
 
 
