@@ -31,11 +31,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))      # this checkout's engine and tui, whichever sessrec is installed
 
 from engine.bench.measure import machine, save_result  # noqa: E402
+from engine.core.schema import JobPolicy  # noqa: E402
+from engine.core.threads import BUDGET_FILE_ENV, THREAD_ENV_VARS, available_cores  # noqa: E402
+from engine.core.workspace import Workspace  # noqa: E402
+from engine.jobs import BuildRequest, DemoRequest, Job, JobManager, JobSettings, TrainRequest, run_to_end  # noqa: E402
 from engine.runs import RunStore, read_run  # noqa: E402
-from engine.schema import JobPolicy  # noqa: E402
-from engine.threads import BUDGET_FILE_ENV, THREAD_ENV_VARS, available_cores  # noqa: E402
-from engine.workspace import Workspace  # noqa: E402
-from tui.jobs import Job, JobManager, JobSettings, build_args, demo_args, run_to_end, train_args  # noqa: E402
 
 SCENARIOS = {"a": "one after the other", "b": "together, no budgets", "c": "together, share",
              "d": "queue"}
@@ -82,8 +82,7 @@ async def run_scenario(key: str, ws: Workspace, args: argparse.Namespace, train_
     options = {"epochs": args.epochs, "device": "cpu", "examples": args.examples}
     params = dict(p.split("=", 1) for p in args.param)
     t0 = time.monotonic()
-    train = m.start("train", train_args(train_ds, args.model, run_id, options, params),
-                    f"train {args.model} on {train_ds}", run_id=run_id)
+    train = m.start(TrainRequest(train_ds, args.model, options=options, params=params, run_id=run_id))
     if key == "a":
         await m.wait(train, args.timeout)
     else:
@@ -92,7 +91,7 @@ async def run_scenario(key: str, ws: Workspace, args: argparse.Namespace, train_
             return (st is not None and st.started is not None) or not train.active
         await wait_until(begun, args.timeout)
     build_name = f"bench-build-{args.build_size}"
-    build = m.start("build", build_args(build_name, force=True), f"rebuild {build_name}", dataset=build_name)
+    build = m.start(BuildRequest(build_name, force=True))
     # what the training's budget file says while the build runs (it reads it once poll() is wired)
     train_threads_beside = train.threads if train.running and build.running else None
     await m.wait(train, args.timeout)
@@ -117,8 +116,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     for size, name in ((args.train_size, train_ds), (args.build_size, f"bench-build-{args.build_size}")):
         if not ws.dataset(name).exists:
             print(f"generating and building {name} (not timed)...", flush=True)
-            prep = await run_to_end(JobManager(ws.root, env=child_env()), "demo", demo_args(size, name),
-                                    timeout=args.timeout)
+            prep = await run_to_end(JobManager(ws.root, env=child_env()), DemoRequest(size, name), timeout=args.timeout)
             if prep.status != "done":
                 raise SystemExit(f"concurrency: could not generate {name}: {prep.error}")
     results = []
@@ -135,7 +133,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 def print_table(res: dict[str, Any]) -> None:
     from rich.console import Console
 
-    from engine.cli.output import table
+    from engine.core.text import table
     base = next((r["total_s"] for r in res["results"] if r["scenario"] == "a"), None)
     rows = []
     for r in res["results"]:

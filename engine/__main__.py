@@ -2,7 +2,7 @@
 by `sessrec train --nproc N` to start its workers)."""
 
 from engine.cli import main
-from engine.process import is_worker, leave_worker
+from engine.core.process import is_worker, leave_worker
 
 if __name__ == "__main__":
     code = main()

@@ -11,7 +11,7 @@ import pytest
 # share of the cores, set before torch, numpy or pyarrow load: two workers each starting one thread
 # per core would slow each other down several times over.
 if os.environ.get("PYTEST_XDIST_WORKER"):
-    from engine.threads import THREAD_ENV_VARS, available_cores
+    from engine.core.threads import THREAD_ENV_VARS, available_cores
     _share = str(max(1, available_cores() // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))
     for _var in THREAD_ENV_VARS:
         os.environ[_var] = _share
@@ -30,7 +30,7 @@ def shared_file(name: str) -> Path:
 
 @pytest.fixture
 def workspace(tmp_path: Path):
-    from engine.workspace import Workspace
+    from engine.core.workspace import Workspace
     return Workspace.open(tmp_path / "ws")
 
 
@@ -40,7 +40,7 @@ SMALL = {"hidden": 16, "heads": 2}        # a Graph Transformer that trains in s
 
 def small_cfg(**kw):
     """A short Graph Transformer run on the tiny demo (override any TrainConfig field)."""
-    from engine.config import TrainConfig
+    from engine.core.config import TrainConfig
     base = dict(dataset="demo-tiny", model="graph_transformer", model_params=dict(SMALL), epochs=2,
                 batch_size=256, warmup_steps=2, device="cpu", seed=0)
     base.update(kw)
@@ -51,7 +51,7 @@ def small_cfg(**kw):
 def tiny_demo_ws(tmp_path_factory):
     """A workspace with the tiny demo built (one per test module)."""
     from engine.cli import main as cli
-    from engine.workspace import Workspace
+    from engine.core.workspace import Workspace
     root = tmp_path_factory.mktemp("tinydemo")
     assert cli(["--workspace", str(root), "-q", "demo", "--size", "tiny"]) == 0
     return Workspace.open(root)

@@ -1,4 +1,4 @@
-"""engine.alloc: training keeps freed memory for reuse; an evaluation pass hands it back."""
+"""engine.core.alloc: training keeps freed memory for reuse; an evaluation pass hands it back."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="gl
 
 SCRIPT = textwrap.dedent("""
     import json, torch
-    from engine.alloc import reuse_freed_memory, returning_freed_memory
+    from engine.core.alloc import reuse_freed_memory, returning_freed_memory
     def rss_mb():
         return int(open("/proc/self/statm").read().split()[1]) * 4096 / 2**20
     out = {"applied": reuse_freed_memory()}

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
+from engine.data.batches import BatchBuilder, SessionStore, make_examples
 from engine.data.graph import build_cooc_graph
 from engine.data.items import ItemIndex
 from engine.data.sessions import Sessions
 from engine.models.baselines import _TIE_EPS, ItemKNN, Pop, SessionKNN, SPop
 from engine.models.registry import BASELINES, SPECS, build_model
-from engine.train.batches import BatchBuilder, SessionStore, make_examples
 from tests.conftest import shared_file
 
 

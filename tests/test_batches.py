@@ -3,9 +3,9 @@
 import numpy as np
 import torch
 
+from engine.data.batches import BatchBuilder, SessionStore, make_examples
 from engine.data.graph import CoocGraph
 from engine.data.sessions import Sessions
-from engine.train.batches import BatchBuilder, SessionStore, make_examples
 
 
 def make(lists):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from engine.bench import quality as bq
-from engine.errors import InputError
+from engine.core.errors import InputError
 
 MODELS = ["pop", "sknn", "graph_transformer"]
 HYBRID = "hybrid"
@@ -81,7 +81,7 @@ def test_paired_test_of_the_best_gnn_and_baseline(bench):
 
 def test_hybrid_row_mixes_each_seeds_gnn_run_with_the_best_baseline_run(bench):
     ws_root, res, _ = bench
-    from engine.workspace import Workspace
+    from engine.core.workspace import Workspace
     ws = Workspace.open(ws_root)
     rows = {r["model"]: r for r in res["rows"]}
     hyb, gnn = rows[HYBRID], rows["graph_transformer"]
@@ -97,11 +97,11 @@ def test_hybrid_row_mixes_each_seeds_gnn_run_with_the_best_baseline_run(bench):
 
 
 def test_runs_keep_their_test_ranks_params_apply_and_a_rerun_reuses_them(bench):
-    from engine.metrics import metrics_from_ranks
-    from engine.ranks import ExampleRanks
+    from engine.core.metrics import metrics_from_ranks
+    from engine.evaluation.ranks import ExampleRanks
     from engine.runs.events import RunFinished, read_events
     ws_root, res, again = bench
-    from engine.workspace import Workspace
+    from engine.core.workspace import Workspace
     ws = Workspace.open(ws_root)
     rows = {r["model"]: r for r in res["rows"]}
     sknn = ws.run(rows["sknn"]["run_ids"][0])
@@ -168,6 +168,6 @@ def test_published_rows_and_srgnn_datasets(tmp_path, monkeypatch):
     import sys
     monkeypatch.setitem(sys.modules, "engine.data.srgnn", None)
     (tmp_path / "srgnn" / "diginetica").mkdir(parents=True)
-    from engine.workspace import Workspace
+    from engine.core.workspace import Workspace
     with pytest.raises(InputError, match="srgnn data format"):
         bq.prepare(Workspace.open(tmp_path / "ws"), "diginetica", tmp_path)

@@ -45,8 +45,8 @@ def test_search_bench_calibrates_the_index_on_a_table(tmp_path):
 
 
 def test_the_default_dataset_is_generated_and_built_once(tmp_path):
-    from engine.errors import InputError
-    from engine.workspace import Workspace
+    from engine.core.errors import InputError
+    from engine.core.workspace import Workspace
     ws = Workspace(tmp_path / "ws")
     with pytest.raises(InputError, match="dataset 'mine' not found: build it first"):
         bserve.ensure_dataset(ws, "mine", log=lambda m: None)

@@ -1,6 +1,6 @@
 """The CLI answers at once: `sessrec --help`, `runs` and `data status` import no heavy library (torch,
 torch_geometric, numpy, pyarrow, pandas, scipy). The import graph is checked, not the time (the
-time is in the README, measured on an idle machine)."""
+time is in docs/benchmarks.md, measured on an idle machine)."""
 
 from __future__ import annotations
 

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from engine.cli import main as cli
-from engine.errors import InputError
-from engine.ranks import ExampleRanks
-from engine.runs.compare import compare_runs
-from engine.workspace import Workspace
+from engine.core.errors import InputError
+from engine.core.workspace import Workspace
+from engine.evaluation.compare import compare_runs
+from engine.evaluation.ranks import ExampleRanks
 
 INF = np.inf
 

@@ -18,12 +18,12 @@ from pathlib import Path
 import pytest
 
 from engine.cli import main as cli
-from engine.config import DataConfig
+from engine.core.config import DataConfig
+from engine.core.errors import InputError, StorageError
+from engine.core.workspace import Workspace
 from engine.data.artifacts import load_dataset
 from engine.data.manifest import Dataset
 from engine.data.pipeline import build, status
-from engine.errors import InputError, StorageError
-from engine.workspace import Workspace
 from tests.test_pipeline import make_ds, snapshot, states, tiny_source  # noqa: F401 (fixture)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -291,7 +291,7 @@ ENOSPC = OSError(errno.ENOSPC, "No space left on device")
 
 
 def test_atomic_writers_raise_storage_error_and_keep_the_old_file(tmp_path):
-    from engine import atomic
+    from engine.core import atomic
     target = tmp_path / "out.json"
     target.write_text("old")
     with pytest.raises(StorageError) as e:
@@ -307,7 +307,7 @@ def test_atomic_writers_raise_storage_error_and_keep_the_old_file(tmp_path):
 
 
 def test_write_json_where_a_file_blocks_the_folder(tmp_path):
-    from engine import atomic
+    from engine.core import atomic
     (tmp_path / "blocker").write_text("a file, not a folder")   # fails for root too
     with pytest.raises(StorageError, match=r"^could not write dataset manifest .*/blocker/m.json: "
                                            r"\[Errno 17\] File exists$"):
@@ -436,7 +436,7 @@ def test_built_dataset_follows_the_umask(tmp_path):
 
 
 def test_atomic_writers_apply_the_umask(tmp_path, monkeypatch):
-    from engine import atomic
+    from engine.core import atomic
     monkeypatch.setattr(atomic, "UMASK", 0o027)
     atomic.write_text(tmp_path / "f.txt", "x")
     with atomic.atomic_dir(tmp_path / "d") as tmp:

@@ -23,12 +23,12 @@ class Block:
 
 sys.meta_path.insert(0, Block())
 
-import engine.data.pipeline, engine.data.demo, engine.data.examples, engine.metrics
-from engine.config import DataConfig
+import engine.data.pipeline, engine.data.demo, engine.data.examples, engine.core.metrics
+from engine.core.config import DataConfig
 from engine.data.demo import generate_demo
 from engine.data.manifest import Dataset
 from engine.data.pipeline import build
-from engine.workspace import Workspace
+from engine.core.workspace import Workspace
 
 ws = Workspace.open(sys.argv[1])
 paths = ws.dataset("t")

@@ -9,12 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from engine.data.demo import (CSV_HEADER, DEMO_SIZES, TRUTH_VERSION, DemoOracle, DemoTruth,
-                              generate_demo, oracle_recall)
+from engine.core.errors import InputError
+from engine.core.metrics import metrics_from_ranks
+from engine.data.demo import CSV_HEADER, DEMO_SIZES, TRUTH_VERSION, DemoOracle, DemoTruth, generate_demo, oracle_recall
 from engine.data.examples import make_examples
 from engine.data.sessions import EVENT_TYPES, Sessions
-from engine.errors import InputError
-from engine.metrics import metrics_from_ranks
 
 MIN = 60_000
 

@@ -23,15 +23,16 @@ import numpy as np
 import pytest
 import torch
 
-from engine.cli import build_parser, main as cli
+from engine.cli import build_parser
+from engine.cli import main as cli
+from engine.cli.launch import worker_argv
 from engine.data.artifacts import load_dataset
-from engine.evaluate import evaluate
-from engine.ranks import ExampleRanks
+from engine.data.batches import BatchBuilder, SessionStore
+from engine.evaluation.evaluate import evaluate
+from engine.evaluation.ranks import ExampleRanks
+from engine.models.checkpoint import load_checkpoint, rebuild_model
 from engine.runs import read_events, read_run
 from engine.runs.events import Epoch, RunFailed, RunFinished, Step
-from engine.train.batches import BatchBuilder, SessionStore
-from engine.train.checkpoint import load_checkpoint, rebuild_model
-from engine.train.launch import worker_argv
 from engine.train.loop import fit
 from tests.conftest import small_cfg
 
@@ -121,7 +122,7 @@ def test_worker_command_line_and_refusals(ws, capsys) -> None:
 
 
 def test_each_local_worker_takes_its_share_of_the_jobs_thread_budget(tmp_path, monkeypatch) -> None:
-    from engine.threads import ThreadBudget, write_budget
+    from engine.core.threads import ThreadBudget, write_budget
     monkeypatch.setattr(ThreadBudget, "apply", lambda self, with_torch=False: None)   # this process keeps its own
     path = tmp_path / "budget"
     write_budget(path, 7)

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
+from engine.data.batches import BatchBuilder, SessionStore
 from engine.data.sessions import Sessions
-from engine.evaluate import evaluate, metrics_from_ranks
-from engine.train.batches import BatchBuilder, SessionStore
+from engine.evaluation.evaluate import evaluate, metrics_from_ranks
 
 V = 30
 
@@ -123,7 +123,7 @@ def test_return_ranks_keeps_each_examples_rank_session_and_prefix(tmp_path):
     assert ranks.ranks.tolist() == EXPECTED_RANKS
     assert ranks.session.tolist() == [0, 1, 2, 3, 4]
     assert ranks.prefix.tolist() == [1, 2, 3, 4, 9]         # "last": every session but its last item
-    from engine.ranks import ExampleRanks
+    from engine.evaluation.ranks import ExampleRanks
     ranks.save(tmp_path / "r.npz")
     back = ExampleRanks.load(tmp_path / "r.npz")
     assert back.ranks.tolist() == EXPECTED_RANKS and back.session.tolist() == [0, 1, 2, 3, 4]

@@ -17,10 +17,10 @@ import torch
 
 import engine.export.compiled as comp
 from engine.cli import main as cli
-from engine.errors import InputError
+from engine.core.errors import InputError
 from engine.export.contract import ExportError
 from engine.export.trace import load_run
-from engine.recommend import Recommender
+from engine.inference.recommend import Recommender
 from engine.train.loop import fit
 from tests.conftest import small_cfg
 
@@ -94,7 +94,7 @@ def test_compile_writes_the_package_and_its_record(built, run, loaded):
 def test_the_encoder_matches_the_model_at_any_shape(built, loaded):
     model = loaded.model.eval()
     enc = comp.CompiledEncoder(built[0].path, model)
-    from engine.train.batches import BatchBuilder, SessionStore
+    from engine.data.batches import BatchBuilder, SessionStore
     from engine.data.sessions import Sessions
     builder = BatchBuilder(SessionStore(Sessions.empty(np.int32)), model.n_items, model.graph_mode)
     n = model.n_items

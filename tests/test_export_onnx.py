@@ -17,19 +17,19 @@ import torch
 pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
 
-import engine                                                   # noqa: E402
-import engine.export.onnx as exp                                # noqa: E402
-from engine.cli import main as cli                              # noqa: E402
-from engine.data.items import ItemIndex                         # noqa: E402
-from engine.data.sessions import Sessions                       # noqa: E402
-from engine.errors import InputError                            # noqa: E402
+import engine  # noqa: E402
+import engine.export.onnx as exp  # noqa: E402
+from engine.cli import main as cli  # noqa: E402
+from engine.core.errors import InputError  # noqa: E402
+from engine.data.batches import BatchBuilder, SessionStore  # noqa: E402
+from engine.data.items import ItemIndex  # noqa: E402
+from engine.data.sessions import Sessions  # noqa: E402
 from engine.export.contract import INPUT_NAMES, OUTPUT_NAMES, TABLE_INITIALIZER, ExportError  # noqa: E402
 from engine.export.onnx_runtime import OnnxEncoder, ensure_run_onnx, read_metadata  # noqa: E402
-from engine.models.gnn import session_scores                    # noqa: E402
-from engine.train.batches import BatchBuilder, SessionStore     # noqa: E402
-from engine.train.checkpoint import load_checkpoint             # noqa: E402
-from engine.train.loop import fit                               # noqa: E402
-from tests.conftest import small_cfg                            # noqa: E402
+from engine.models.checkpoint import load_checkpoint  # noqa: E402
+from engine.models.gnn import session_scores  # noqa: E402
+from engine.train.loop import fit  # noqa: E402
+from tests.conftest import small_cfg  # noqa: E402
 
 TOL = 1e-4
 
@@ -261,7 +261,7 @@ def test_ensure_run_onnx_reexports_only_when_stale(run, report, monkeypatch):
 def test_a_second_process_waits_for_the_export_in_progress_and_reuses_it(run, report, monkeypatch):
     import threading
 
-    from engine.locks import FolderLock, lock_holder
+    from engine.core.locks import FolderLock, lock_holder
     calls = []
     monkeypatch.setattr(exp, "export_onnx", lambda r, out, **kw: calls.append(out))
     run.onnx.unlink(missing_ok=True)

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from engine.core.errors import InputError
 from engine.data import fetch
-from engine.errors import InputError
 
 EVENTS = ("timestamp,visitorid,event,itemid,transactionid\n"
           "1433221332117,257597,view,355908,\n"

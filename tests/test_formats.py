@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from engine.schema import DataFormat, values
-from engine.data.formats import FORMAT_SPECS, ReadResult, detect_format, read_events
+from engine.core.errors import InputError
+from engine.core.schema import DataFormat, values
 from engine.data.format_specs import source_is_folder
-from engine.errors import InputError
+from engine.data.formats import FORMAT_SPECS, ReadResult, detect_format, read_events
 from tests.conftest import shared_file
 
 RR_HEADER = "timestamp,visitorid,event,itemid,transactionid"

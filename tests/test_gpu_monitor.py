@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import types
 
-import engine.gpu_monitor as gm
+import engine.core.gpu_monitor as gm
 
 
 def fake_pynvml(fail_init: bool = False) -> types.ModuleType:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from engine.core.errors import InputError
 from engine.data.graph import PAIR_TYPES, CoocGraph, build_cooc_graph, graph_stats
 from engine.data.sessions import Sessions
-from engine.errors import InputError
 
 V, A, T = 0, 1, 2  # event codes: view, addtocart, transaction
 N_ITEMS = 7        # item 7 never occurs

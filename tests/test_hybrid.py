@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from engine.cli import main as cli
+from engine.core.errors import InputError
 from engine.data.artifacts import load_dataset
-from engine.errors import InputError
+from engine.models.checkpoint import load_checkpoint, rebuild_model
 from engine.models.hybrid import WEIGHT_GRID, Hybrid
 from engine.models.registry import build_model, get_spec
 from engine.runs import read_run
-from engine.train.checkpoint import load_checkpoint, rebuild_model
 from engine.train.loop import fit
 from tests.conftest import small_cfg
 
@@ -42,7 +42,7 @@ def test_hybrid_ends_rank_like_its_parts(trained):
     only_gnn = build_model("hybrid", {"gnn_run": "hyb-gnn", "weight": 0.0}, data).eval()
     only_base = build_model("hybrid", {"gnn_run": "hyb-gnn", "baseline_run": "hyb-sknn", "weight": 1.0}, data).eval()
     gnn, base = only_gnn.gnn, only_base.baseline
-    from engine.train.batches import BatchBuilder, SessionStore, make_examples
+    from engine.data.batches import BatchBuilder, SessionStore, make_examples
     builder = BatchBuilder(SessionStore(data.test, "cpu"), data.n_items, gnn.graph_mode, data.graph)
     batch = builder(make_examples(data.test, "last")[:32])
     with torch.no_grad():

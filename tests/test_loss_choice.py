@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from engine.schema import Loss
-from engine.train.loss_choice import (LOGITS_FACTOR, choose_loss, full_softmax_bytes, memory_budget,
-                                      resolve_loss)
+from engine.core.schema import Loss
+from engine.train.loss_choice import LOGITS_FACTOR, choose_loss, full_softmax_bytes, memory_budget, resolve_loss
 
 
 def test_full_softmax_bytes_by_hand():

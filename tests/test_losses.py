@@ -9,8 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from engine.train.losses import (bpr_loss, compute_loss, full_softmax_ce, log_expected_counts,
-                                 sampled_softmax_ce)
+from engine.train.losses import bpr_loss, compute_loss, full_softmax_ce, log_expected_counts, sampled_softmax_ce
 
 V, D = 7, 4
 

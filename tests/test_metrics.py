@@ -1,11 +1,11 @@
-"""Ranking metrics (engine.metrics): hand-checked values of the one definition."""
+"""Ranking metrics (engine.core.metrics): hand-checked values of the one definition."""
 
 import math
 
 import numpy as np
 import pytest
 
-from engine.metrics import metrics_from_ranks
+from engine.core.metrics import metrics_from_ranks
 
 
 def test_metrics_from_ranks_by_hand():
@@ -28,7 +28,7 @@ def test_metrics_boundary_other_ks_and_empty():
 
 
 def test_per_example_metrics_are_what_the_means_average():
-    from engine.metrics import per_example_metrics
+    from engine.core.metrics import per_example_metrics
     per = per_example_metrics(np.array([1, 3, math.inf, 12]), ks=(10,))
     assert per["recall@10"].tolist() == [1, 1, 0, 0]
     assert per["mrr@10"] == pytest.approx([1, 1 / 3, 0, 0])

@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 
 from engine.cli import main as cli
-from engine.config import DataConfig, to_dict
+from engine.core.config import DataConfig, to_dict
+from engine.core.errors import StageError
+from engine.core.locks import lock_holder
 from engine.data import pipeline
 from engine.data.demo import generate_demo
 from engine.data.manifest import Dataset, building_pid
 from engine.data.pipeline import build, status
-from engine.errors import StageError
-from engine.locks import lock_holder
 
 
 @pytest.fixture(scope="module")
@@ -174,7 +174,7 @@ def test_interrupted_swap_is_recovered(workspace, tiny_source):
 
 def test_build_lock_held_by_live_process(workspace, tiny_source):
     ds = make_ds(workspace, tiny_source)
-    code = ("import sys, time; from pathlib import Path; from engine.locks import FolderLock; "
+    code = ("import sys, time; from pathlib import Path; from engine.core.locks import FolderLock; "
             "FolderLock(Path(sys.argv[1]), 'busy').acquire(); print('ok', flush=True); time.sleep(60)")
     holder = subprocess.Popen([sys.executable, "-c", code, str(ds.paths.build_lock)], stdout=subprocess.PIPE,
                               text=True, cwd=Path(__file__).resolve().parents[1])

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from engine.process import process_alive, process_start_time
+from engine.core.process import process_alive, process_start_time
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="start times come from /proc")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.config import DataConfig
+from engine.core.config import DataConfig
 from engine.data.artifacts import load_dataset
 from engine.data.manifest import Dataset
 from engine.data.pipeline import build

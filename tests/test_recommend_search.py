@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from engine.errors import InputError
-from engine.item_search import MIN_CANDIDATES, PQSearch, sub_quantisers
-from engine.recommend import Recommender
+from engine.core.errors import InputError
+from engine.inference.item_search import MIN_CANDIDATES, PQSearch, sub_quantisers
+from engine.inference.recommend import Recommender
 from engine.train.loop import fit
 from tests.conftest import small_cfg
 

@@ -8,14 +8,14 @@ import pytest
 import torch
 
 from engine.cli import main as cli
-from engine.config import SRConfig, STANConfig, VSTANConfig
-from engine.errors import InputError
+from engine.core.config import SRConfig, STANConfig, VSTANConfig
+from engine.core.errors import InputError
+from engine.data.batches import BatchBuilder, SessionStore, make_examples
+from engine.data.sessions import Sessions
 from engine.models.baselines import _TIE_EPS
 from engine.models.registry import SPECS, get_spec
 from engine.models.rules import SequentialRules, rule_table
 from engine.models.stan import STAN
-from engine.data.sessions import Sessions
-from engine.train.batches import BatchBuilder, SessionStore, make_examples
 from tests.conftest import shared_file
 
 DAY = 86_400_000
@@ -304,6 +304,7 @@ def test_sr_against_session_rec():
     differ only in the order of equal scores (session-rec: dict order; here: popularity), which
     moves tied items across the top-10 boundary: mean overlap 0.905, top item 0.98."""
     import pandas as pd
+
     from tests.test_baselines import _read_sessions
     train, index = _read_sessions(shared_file("yoochoose-clicks-100k_train_full.txt.gz"))
     test, _ = _read_sessions(shared_file("yoochoose-clicks-100k_test.txt.gz"), index)

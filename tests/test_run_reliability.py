@@ -16,12 +16,12 @@ from pathlib import Path
 import pytest
 
 from engine.cli import main as cli
-from engine.errors import InputError
-from engine.recommend import Recommender
+from engine.core.errors import InputError
+from engine.core.workspace import Workspace
+from engine.inference.recommend import Recommender
 from engine.runs import read_events, read_run
 from engine.runs.events import Epoch, Resumed, RunFailed, Step
 from engine.train.loop import fit
-from engine.workspace import Workspace
 from tests.conftest import small_cfg, stop_after
 
 ROOT = Path(__file__).resolve().parents[1]

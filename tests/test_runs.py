@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from engine.cli import main as cli
+from engine.core.workspace import Workspace
 from engine.runs import EventTail, RunLock, RunState, RunStore, lock_holder, new_run_id, parse_event, read_run
 from engine.runs.events import Epoch, RunFinished, RunStarted, Step
-from engine.workspace import Workspace
 
 
 def _events() -> list[dict]:
@@ -162,7 +162,7 @@ def test_new_run_id_is_unique() -> None:
 
 
 def test_read_run_names_a_missing_run(tmp_path: Path) -> None:
-    from engine.errors import InputError
+    from engine.core.errors import InputError
     with pytest.raises(InputError, match="not found"):
         read_run(Workspace.open(tmp_path / "ws"), "nope")
 

@@ -8,12 +8,12 @@ import json
 
 import numpy as np
 
+from engine.core.schema import Protocol
 from engine.data.demo import generate_demo
 from engine.data.demo.generator import DEMO_SIZES
 from engine.data.demo.oracle import oracle_recall, oracle_report
 from engine.data.items import _LUT_MIN, ItemIndex
 from engine.data.sessions import Sessions, count_distinct
-from engine.schema import Protocol
 
 
 def test_count_distinct_by_hand():
@@ -38,7 +38,7 @@ def test_encode_lookup_table_matches_binary_search():
 
 def test_oracle_report_equals_separate_calls(tmp_path):
     generate_demo(tmp_path / "events.csv", tmp_path / "truth.npz", size="tiny", seed=1)
-    from engine.config import DataConfig
+    from engine.core.config import DataConfig
     from engine.data.formats import read_events
     from engine.data.sessionize import sessionize
     sessions, _ = sessionize(read_events(tmp_path / "events.csv", "retailrocket").table,

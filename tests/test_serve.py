@@ -22,7 +22,7 @@ import schemathesis
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
 
-from engine.errors import InputError
+from engine.core.errors import InputError
 from engine.serve.app import INLINE_MAX_SESSIONS, ServeSettings, create_app
 from engine.serve.openapi import as_openapi_30
 from engine.serve.schemas import (MAX_BATCH_SESSIONS, MAX_BODY_BYTES, BatchResponse, ErrorResponse, RecommendResponse,
@@ -558,9 +558,9 @@ def test_the_engine_runs_without_the_serving_packages(ws):
 import sys
 for name in ("fastapi", "uvicorn", "starlette", "onnx", "onnxruntime", "onnxscript", "faiss", "prometheus_client"):
     sys.modules[name] = None      # `import name` raises ImportError, find_spec(name) is None
-import engine.recommend, engine.train.loop, engine.serve.server, engine.export.onnx_runtime  # noqa
+import engine.inference.recommend, engine.train.loop, engine.serve.server, engine.export.onnx_runtime  # noqa
 from engine.cli import main
-rec = engine.recommend.Recommender.for_target(engine.workspace.Workspace.open(sys.argv[1]), "serve-a")
+rec = engine.inference.recommend.Recommender.for_target(engine.core.workspace.Workspace.open(sys.argv[1]), "serve-a")
 assert len(rec.recommend(rec.items.raw_ids[:2].tolist(), 5).items) == 5
 sys.exit(main(["--workspace", sys.argv[1], "serve", "serve-a", "--port", "0"]))
 '''

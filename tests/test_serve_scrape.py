@@ -10,8 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from engine.serve.scrape import (Histogram, fetch_health, fetch_metrics, parse_metrics, rates,
-                                 request_reload)
+from engine.serve.scrape import Histogram, fetch_health, fetch_metrics, parse_metrics, rates, request_reload
 
 LE = ("0.005", "0.01", "0.025", "0.05", "0.1", "+Inf")
 

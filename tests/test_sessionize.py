@@ -4,9 +4,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from engine.config import DataConfig
+from engine.core.config import DataConfig
+from engine.core.errors import StageError
 from engine.data.sessionize import sessionize
-from engine.errors import StageError
 
 MIN = 60_000
 

@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from engine.config import DataConfig
+from engine.core.config import DataConfig
+from engine.core.errors import StageError
 from engine.data.sessions import Sessions
 from engine.data.split import DAY_MS, split_sessions
-from engine.errors import StageError
 
 
 def make(starts):

@@ -13,11 +13,10 @@ import numpy as np
 import pytest
 
 from engine.cli import main as cli
-from engine.config import DataConfig
+from engine.core.config import DataConfig
+from engine.core.errors import InputError
 from engine.data.format_specs import SRGNN_DATA_DEFAULTS as SPECS_DEFAULTS
-from engine.data.srgnn import (SESSION_SPACING_MS, SRGNN_DATA_DEFAULTS, load_pickle, read_srgnn,
-                               rebuild_test_sessions)
-from engine.errors import InputError
+from engine.data.srgnn import SESSION_SPACING_MS, SRGNN_DATA_DEFAULTS, load_pickle, read_srgnn, rebuild_test_sessions
 from tests.conftest import SHARED_DATA
 
 # train sessions, and test sessions [1, 2, 3] and [7, 1] as SR-GNN writes them: longest prefix first
@@ -266,7 +265,7 @@ def test_cli_import_refusals(tmp_path, workspace, capsys):
 
 def test_import_dialog_accepts_an_srgnn_folder(tmp_path):
     pytest.importorskip("textual")
-    from tui.screens.modals import check_import
+    from tui.dialogs.datasets import check_import
     d = tiny_folder(tmp_path)
     vals, err = check_import(str(d), "srgnn", "b", "", [])
     assert err == "" and vals == {"path": str(d.resolve()), "format": "srgnn", "name": "b", "test": None}

@@ -1,12 +1,12 @@
-"""Bootstrap intervals and paired tests over sessions (engine.stats), on cases worked out by hand."""
+"""Bootstrap intervals and paired tests over sessions (engine.evaluation.stats), on cases worked out by hand."""
 
 import math
 
 import numpy as np
 import pytest
 
-from engine.metrics import per_example_metrics
-from engine.stats import bootstrap_ci, paired_test, resample_counts, sign_test
+from engine.core.metrics import per_example_metrics
+from engine.evaluation.stats import bootstrap_ci, paired_test, resample_counts, sign_test
 
 INF = math.inf
 

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.threads import (BUDGET_FILE_ENV, THREAD_ENV_VARS, ThreadBudget, budget_env, thread_shares,
-                            write_budget)
+from engine.core.threads import BUDGET_FILE_ENV, THREAD_ENV_VARS, ThreadBudget, budget_env, thread_shares, write_budget
 
 
 @pytest.mark.parametrize("cores,jobs,shares", [
@@ -105,7 +104,7 @@ def _python(code: str, env: dict[str, str]) -> list[str]:
 def test_apply_never_imports_torch(tmp_path: Path) -> None:
     path = tmp_path / "job.threads"
     write_budget(path, 1)                        # changed since the start (the environment says 2)
-    code = ("import sys, pyarrow; from engine.threads import process_budget; process_budget().apply(); "
+    code = ("import sys, pyarrow; from engine.core.threads import process_budget; process_budget().apply(); "
             "print(pyarrow.cpu_count(), 'torch' in sys.modules)")
     assert _python(code, budget_env(2, path)) == ["1", "False"]
 

@@ -4,21 +4,22 @@ alone, search-space bounds, and the errors."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from dataclasses import replace
+from pathlib import Path
 
 import optuna
 import pytest
 
-from engine.cli import build_parser, main as cli
-from engine.config import TrainConfig
+from engine.cli import build_parser
+from engine.cli import main as cli
+from engine.core.config import TrainConfig
+from engine.core.schema import RunStatus
 from engine.models.registry import SPECS, get_spec
 from engine.runs import RunStore
-from engine.schema import RunStatus
 from engine.tune import spaces
 from engine.tune import study as S
 from engine.tune.objective import Objective, PruneHook
-from engine.tune.study import TuneSetup
+from engine.tune.setup import TuneSetup
 from tests.conftest import small_cfg
 
 GNN_FLAGS = ["--epochs", "1", "--hidden", "16", "--layers", "1", "--batch-size", "256", "--warmup-steps", "2",
@@ -98,8 +99,8 @@ def test_gnn_study_reports_each_epoch(tiny_demo_ws, capsys):
     for t in trials:
         # one epoch: the value reported after it is the best epoch's, the trial's value
         assert t["intermediate"] == {"1": t["value"]}          # (JSON keys)
-        assert set(t["params"]) == {"dropout", "scale", "readout", "pos_emb", "global_k", "lr", "weight_decay",
-                                    "heads"}
+        assert set(t["params"]) == {"dropout", "scale", "readout", "pos_emb", "global_k", "switch", "contrastive",
+                                    "highway", "lr", "weight_decay", "heads"}
     study = S.load(tiny_demo_ws, "gnn")
     setup = S.setup_of(study)
     assert setup.params == {"hidden": 16, "layers": 1} and setup.train["epochs"] == 1
@@ -203,7 +204,8 @@ def test_a_range_outside_the_field_bounds_is_reported(monkeypatch):
 
 def test_fixed_fields_leave_the_space():
     assert set(spaces.space_for("graph_transformer", ["hidden", "lr"])) == {
-        "layers", "dropout", "scale", "readout", "pos_emb", "global_k", "weight_decay", "batch_size", "heads"}
+        "layers", "dropout", "scale", "readout", "pos_emb", "global_k", "switch", "contrastive", "highway",
+        "weight_decay", "batch_size", "heads"}
     assert spaces.space_for("pop") == {}
 
 
@@ -243,7 +245,7 @@ def _wait_for_all(barrier) -> None:          # pool initializer: the processes o
 
 
 def _open_storage(root: str) -> str:
-    from engine.workspace import Workspace
+    from engine.core.workspace import Workspace
     _START.wait(timeout=60)
     try:
         optuna.get_all_study_names(S.storage(Workspace(Path(root))))
@@ -258,7 +260,8 @@ def test_processes_opening_a_new_study_database_at_once_all_succeed(tmp_path):
     # spawned, not forked: a fork of a pytest worker that earlier tests left with threads can inherit
     # a held lock and hang (a clean-clone CI run hung here); a barrier makes the four open at once
     import multiprocessing as mp
-    from engine.workspace import Workspace
+
+    from engine.core.workspace import Workspace
     ctx = mp.get_context("spawn")
     for attempt in range(2):
         ws = Workspace(tmp_path / f"ws{attempt}")

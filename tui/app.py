@@ -19,17 +19,18 @@ from textual import work
 from textual.app import App
 from textual.binding import Binding
 
-from engine.workspace import Workspace
+from engine.core.workspace import Workspace
 from tui.commands import SessrecCommands
-from tui.controller import Controller, GoTo, Notice
+from tui.controller import Controller
 from tui.format import short_path
+from tui.messages import GoTo, Notice
 
 TICK_INTERVAL = 0.25        # how often the controller follows runs and publishes job changes
 
 
 def load_device_info() -> dict:
     """What the engine sees (imports torch: the app calls it in a thread worker)."""
-    from engine.device import device_info
+    from engine.core.device import device_info
     return device_info()
 
 
@@ -140,7 +141,7 @@ class SessrecApp(App):
         if not running or self._quitting:
             self.exit()
             return
-        from tui.screens.modals import QuitScreen
+        from tui.dialogs.base import QuitScreen
 
         def done(choice: str | None) -> None:
             if choice == "stop":

@@ -9,118 +9,43 @@ here) to every screen that listens; it imports no widget.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any, Callable
 
-from textual.message import Message
 from textual.message_pump import MessagePump
 
+from engine.core.schema import JobKind, JobPolicy, JobStatus
+from engine.core.workspace import Workspace
+from engine.jobs import (
+    BuildRequest,
+    DeleteRequest,
+    DemoRequest,
+    ImportRequest,
+    Job,
+    JobManager,
+    JobRequest,
+    ServeRequest,
+    TrainRequest,
+    TuneRequest,
+)
 from engine.models.registry import SPECS, ModelSpec, get_spec
-from engine.runs import RunState, RunStore, lock_holder, new_run_id
-from engine.runs.events import RunFailed, append_event
-from engine.schema import ErrorKind, JobKind, JobPolicy, JobStatus, RunStatus
+from engine.runs import RunState, RunStore, new_run_id
 from engine.serve.security import ADMIN_KEY_ENV, KEY_ENV
-from engine.workspace import Workspace
-from tui import jobs as J
-from tui.jobs import Job, JobManager
+from tui.messages import (
+    ControllerMessage,
+    DatasetsChanged,
+    DeviceReady,
+    GoTo,
+    GuideChanged,
+    JobsChanged,
+    Notice,
+    RunsChanged,
+    RunUpdated,
+    StudiesChanged,
+)
+from tui.run_tracking import RunTracking
 
 PUBLISH_INTERVAL = 0.2      # job changes reach the screens at most 5 times a second
-
-
-# ---- messages to the screens (not bubbling: each listener gets its own copy) ----------------------
-class ControllerMessage(Message, bubble=False):
-    """Something the controller tells every listening screen. Never bubbles: each listener gets
-    its own copy, so a screen's copy must not reach the App (which listens for itself)."""
-
-    def __init_subclass__(cls, **kwargs) -> None:
-        kwargs["bubble"] = False            # Textual's default would make every subclass bubble
-        super().__init_subclass__(**kwargs)
-
-
-class JobsChanged(ControllerMessage):
-    """A job started, moved or ended."""
-
-
-class DatasetsChanged(ControllerMessage):
-    """A dataset was created, built, rebuilt or deleted."""
-
-
-class RunsChanged(ControllerMessage):
-    """A run started or ended (the runs list changed)."""
-
-
-class RunUpdated(ControllerMessage):
-    """New events of one run (its state's `version` moved)."""
-
-    def __init__(self, run_id: str) -> None:
-        super().__init__()
-        self.run_id = run_id
-
-
-class StudiesChanged(ControllerMessage):
-    """A tuning job started or ended (the studies and their trials changed)."""
-
-
-class DeviceReady(ControllerMessage):
-    """Device detection finished (`controller.device`)."""
-
-
-class GuideChanged(ControllerMessage):
-    """The first-run guide line changed."""
-
-
-class Notice(ControllerMessage):
-    """A notification for the user (the app shows it)."""
-
-    def __init__(self, text: str, severity: str = "information", title: str = "", timeout: float = 5) -> None:
-        super().__init__()
-        self.text, self.severity, self.title, self.timeout = text, severity, title, timeout
-
-
-class GoTo(ControllerMessage):
-    """Switch to a screen and, optionally, run one of its actions (the app does it)."""
-
-    def __init__(self, mode: str, action: str | None = None) -> None:
-        super().__init__()
-        self.mode, self.action = mode, action
-
-
-@dataclass
-class TrainRequest:
-    """What the Train form asks for (validated by the form against the engine's configs)."""
-
-    dataset: str
-    model: str
-    options: dict[str, Any]          # TrainConfig fields by name
-    params: dict[str, Any]           # model hyperparameters that differ from the defaults
-    workers: int = 1                 # data-parallel worker processes (--nproc)
-    gpus: list[int] | None = None    # the GPUs to use (indices), None: any free ones
-
-
-@dataclass
-class TuneRequest:
-    """What the Tune form asks for (checked by the CLI's own `tune` checks)."""
-
-    dataset: str
-    model: str
-    study: str
-    trials: int
-    metric: str
-    protocol: str
-    options: dict[str, Any]          # TrainConfig fields by name, fixed for every trial
-
-
-@dataclass
-class ServeRequest:
-    """What the Serve form asks for: `sessrec serve TARGET` on host:port with a runtime."""
-
-    target: str                      # a run id or baseline:NAME@DATASET
-    host: str
-    port: int
-    runtime: str
-    api_key: str | None = None       # passed in the environment, never on the command line
-    search: str = "auto"             # exact | pq | auto
-    workers: int = 1
 
 
 # the server's own names (engine.serve.security imports nothing heavy); the admin-only key is a fresh
@@ -128,7 +53,7 @@ class ServeRequest:
 SERVE_KEY_ENV, SERVE_ADMIN_KEY_ENV = KEY_ENV, ADMIN_KEY_ENV
 
 
-class Controller:
+class Controller(RunTracking):
     """One per app. `post` delivers a message to a listener (the app passes its safe poster)."""
 
     def __init__(self, ws: Workspace, *, engine_cmd: list[str] | None = None, spawn: Callable | None = None,
@@ -205,11 +130,10 @@ class Controller:
         self.post(DeviceReady)
 
     # ---- jobs ----------------------------------------------------------------------------------
-    def _start(self, kind: JobKind, args: list[str], title: str, dataset: str | None = None,
-               run_id: str | None = None, env: dict[str, str] | None = None,
-               gpus: list[int] | None = None) -> Job | None:
+    def _start(self, request: JobRequest, env: dict[str, str] | None = None) -> Job | None:
+        title = request.title()
         try:
-            job = self.jobs.start(kind.value, args, title, dataset=dataset, run_id=run_id, env=env, gpus=gpus)
+            job = self.jobs.start(request, env=env)
         except OSError as e:
             self.notice(f"could not start {title}: {e}", "error")
             return None
@@ -220,32 +144,26 @@ class Controller:
         """Datasets a pipeline job is writing or queued to write (a training only reads its dataset)."""
         return self.jobs.busy_datasets()
 
-    def generate_demo(self, size: str, name: str | None, dataset: str) -> Job | None:
+    def generate_demo(self, size: str, name: str | None) -> Job | None:
         self.set_guide(self.guide or ("Step 1 of 3: the demo dataset is being generated and built (F3 shows "
                                       "the job). The Train screen opens when it is ready."))
-        return self._start(JobKind.DEMO, J.demo_args(size, name), f"demo {size} -> {dataset}", dataset=dataset)
+        return self._start(DemoRequest(size, name))
 
     def import_log(self, path: str, fmt: str, name: str, test_file: str | None) -> Job | None:
-        return self._start(JobKind.IMPORT, J.import_args(path, fmt, name, test_file), f"import {name} ({fmt})",
-                           dataset=name)
+        return self._start(ImportRequest(path, fmt, name, test_file))
 
     def build(self, name: str, force: bool | str = False) -> Job | None:
-        what = "" if not force else " (all stages)" if force is True else f" (from {force})"
-        return self._start(JobKind.BUILD, J.build_args(name, force), f"{'rebuild' if force else 'build'} {name}{what}",
-                           dataset=name)
+        return self._start(BuildRequest(name, force))
 
     def delete(self, name: str) -> Job | None:
-        return self._start(JobKind.DELETE, J.delete_args(name), f"delete {name}", dataset=name)
+        return self._start(DeleteRequest(name))
 
     def start_training(self, req: TrainRequest) -> str | None:
         """Start a training job; returns its run id (shown at once as `starting`)."""
-        run_id = new_run_id(req.model, self.ws.run_ids())
+        run_id = req.run_id or new_run_id(req.model, self.ws.run_ids())
         others = self.jobs.running(JobKind.TRAIN.value)
         # a training run reads its dataset, it does not make it busy: no dataset on the job
-        job = self._start(JobKind.TRAIN, J.train_args(req.dataset, req.model, run_id, req.options, req.params,
-                                                      req.workers),
-                          f"train {req.model} on {req.dataset}" + (f" ({req.workers} workers)" if req.workers > 1
-                                                                    else ""), run_id=run_id, gpus=req.gpus)
+        job = self._start(replace(req, run_id=run_id))
         if job is None:
             return None
         self._placeholders[run_id] = RunState(run_id, model=req.model, dataset=req.dataset,
@@ -263,9 +181,7 @@ class Controller:
     # ---- tuning --------------------------------------------------------------------------------
     def start_tuning(self, req: TuneRequest) -> Job | None:
         """Start `engine tune` as a job (it reads its dataset: no dataset on the job)."""
-        job = self._start(JobKind.TUNE, J.tune_args(req.dataset, req.model, req.study, req.trials, req.metric,
-                                                     req.protocol, req.options),
-                          f"tune {req.model} on {req.dataset} ({req.trials} trials)")
+        job = self._start(req)
         if job is not None:
             self.post(StudiesChanged)
         return job
@@ -282,45 +198,24 @@ class Controller:
 
     def job_for_study(self, name: str) -> Job | None:
         """The active tuning job of this app that runs `name`."""
-        for j in self.jobs.active(JobKind.TUNE.value):
-            if any(a == "--study" and b == name for a, b in zip(j.argv, j.argv[1:])):
-                return j
-        return None
+        return next((j for j in self.jobs.active(JobKind.TUNE.value)
+                     if isinstance(j.request, TuneRequest) and j.request.study == name), None)
 
     def tuning(self) -> bool:
         return bool(self.jobs.active(JobKind.TUNE.value))
 
     # ---- serving -------------------------------------------------------------------------------
     def start_serving(self, req: ServeRequest) -> Job | None:
-        """Start `engine serve` as a job (a light one: see tui.jobs.LIGHT_KINDS); the API key and a
-        fresh admin key (for Reload) go in its environment, never in argv or the job record."""
+        """Start `engine serve` as a job (a light one: see engine.jobs.LIGHT_KINDS); the API key (the
+        job runner takes it from the request) and a fresh admin key (for Reload) go in its
+        environment, never in argv or the job record."""
         import secrets
-        env = {SERVE_ADMIN_KEY_ENV: secrets.token_urlsafe(24)}
-        if req.api_key:
-            env[SERVE_KEY_ENV] = req.api_key
-        return self._start(JobKind.SERVE, J.serve_args(req.target, req.host, req.port, req.runtime,
-                                                       req.workers if req.workers > 1 else None,
-                                                       search=req.search),
-                           f"serve {req.target} on {req.host}:{req.port}", env=env)
+        return self._start(req, env={SERVE_ADMIN_KEY_ENV: secrets.token_urlsafe(24)})
 
     def serve_job(self) -> Job | None:
         """The newest active server of this app (None when none runs)."""
         jobs = sorted(self.jobs.active(JobKind.SERVE.value), key=lambda j: j.created or 0)
         return jobs[-1] if jobs else None
-
-    def newer_run(self, run_id: str | None) -> RunState | None:
-        """A better run to reload a server with: a finished run of the same model and dataset,
-        created after `run_id`, whose best validation Recall@10 is higher (any newer one when the
-        served run has no validation value, e.g. a baseline); the best of them, or None."""
-        cur = self.runs.peek(run_id) if run_id else None
-        if cur is None:
-            return None
-        newer = [s for s in self.runs.states() if s.status.succeeded and s.run_id != cur.run_id
-                 and s.model == cur.model and s.dataset == cur.dataset and s.created > cur.created
-                 and self.can_recommend(s.run_id)]
-        if cur.best_value is not None:
-            newer = [s for s in newer if s.best_value is not None and s.best_value > cur.best_value]
-        return max(newer, key=lambda s: (s.best_value or 0.0, s.created), default=None)
 
     def cancel(self, job: Job) -> str:
         """Cancel a job (a queued one leaves the queue; a running one gets SIGTERM, then SIGKILL);
@@ -377,53 +272,6 @@ class Controller:
                 self._guide_after_demo(job.dataset)
         self._jobs_dirty = True
 
-    def _train_job_finished(self, job: Job) -> None:
-        rid = job.run_id or ""
-        st = self.run_state(rid)
-        if st is not None and not st.finished or (st is not None and st.status == RunStatus.INTERRUPTED):
-            if job.status == JobStatus.CANCELLED and not self.ws.run(rid).exists:
-                st.status = RunStatus.STOPPED            # stopped before the run's first event
-                st.version += 1
-            else:
-                tail = [ln for ln in job.log_lines if ln.strip()]
-                self._record_death(rid, (job.error or "the training process ended without a final event")
-                                   + (f": {tail[-1].strip()}" if tail and tail[-1].strip() not in (job.error or "")
-                                      else ""))
-        st = self.run_state(rid)
-        if st is not None and st.status.succeeded:
-            self.prefer_source(f"run:{rid}")
-            self.set_guide(None)
-            self.notice(f"run {rid} finished. F6 Recommend: type item ids to see its top-10; F5 Runs to compare.",
-                        title="training done", timeout=8)
-        elif st is not None and st.status == RunStatus.STOPPED:
-            self.notice(f"run {rid} stopped; its last checkpoint is kept", timeout=5)
-        else:
-            msg = (st.error if st is not None and st.error else job.error) or "failed"
-            if st is not None and st.suggestion:
-                msg += f"\nsuggestion: {st.suggestion}"
-            self.notice(msg, "error", f"run {rid} failed", timeout=12)
-        self._recommenders.pop(f"run:{rid}", None)
-        self.post(RunUpdated, rid)
-        self.post(RunsChanged)
-
-    def _record_death(self, run_id: str, error: str) -> None:
-        """The child died without its final event: write what its parent saw (exit status, last
-        log line) as the run's `run_failed`, so every reader of the run agrees."""
-        run = self.ws.run(run_id)
-        st = self.runs.get(run_id) if run.exists else None
-        if st is None:                                   # it never created its folder
-            ph = self._placeholders.get(run_id)
-            if ph is not None:
-                ph.fail(error)
-            return
-        if lock_holder(run.lock) is not None or st.status.finished and st.status != RunStatus.INTERRUPTED:
-            return
-        try:
-            append_event(run.events, run_id, RunFailed(error=error, error_kind=ErrorKind.ERROR.value))
-        except Exception as e:                            # a full disk must not take the app down
-            st.fail(f"{error} (not recorded: {e})")
-        self.runs.get(run_id)
-
     def _guide_after_demo(self, dataset: str) -> None:
         """The first-run path: demo built -> Train preselected -> Recommend."""
         if not self.ws.run_ids() or self.guide:
@@ -433,80 +281,10 @@ class Controller:
                            + ", or change the form first.")
             self.post(GoTo, "train", "apply_preset")
 
-    # ---- runs ----------------------------------------------------------------------------------
-    def run_state(self, run_id: str | None) -> RunState | None:
-        """What is known of a run: the store's state once its folder exists, else the placeholder
-        of a run this app just started."""
-        if not run_id:
-            return None
-        return self.runs.peek(run_id) or self._placeholders.get(run_id)
-
-    def open_run(self, run_id: str) -> RunState | None:
-        """Show a run on the Train screen (followed while it runs, e.g. a detached one)."""
-        st = self.runs.get(run_id) if self.ws.run(run_id).exists else self._placeholders.get(run_id)
-        if st is None:
-            self.notice(f"run {run_id}: no such run folder in {self.ws.runs_dir}", "error")
-            return None
-        self.current_run = run_id
-        self.post(RunUpdated, run_id)
-        return st
-
-    def list_runs(self) -> list[RunState]:
-        """Every run, brought up to date (a thread worker calls it; the store is thread-safe)."""
-        return self.runs.refresh()
-
-    def job_for_run(self, run_id: str) -> Job | None:
-        return self.jobs.job_for_run(run_id)
-
-    def job_log(self, job: Job) -> tuple[tuple, list[str]]:
-        """((job id, log version), the tail of its log): the key changes when new lines arrive."""
-        self.jobs.read_stderr(job)            # a detached job has no tail loop of its own
-        return (job.id, job.log_version), list(job.log_lines)
-
-    def run_log(self, run_id: str) -> tuple[tuple, list[str]] | None:
-        """The log of the job that trains `run_id` (None when no job of this app runs it)."""
-        job = self.jobs.job_for_run(run_id)
-        return self.job_log(job) if job is not None else None
-
-    def stop_run(self, run_id: str) -> str:
-        """Stop a run cleanly (SIGTERM): the app's child, or a detached run by the pid holding its
-        lock. A second stop of a stopping run kills it. Returns what happened."""
-        job = self.jobs.job_for_run(run_id)
-        if job is not None and (job.active or job.status == JobStatus.DETACHED):
-            if job.status == JobStatus.STOPPING:
-                return (f"killed run {run_id} (SIGKILL); its last checkpoint is the last completed one"
-                        if self.jobs.kill_now(job) else f"run {run_id} has ended")
-            if self.jobs.cancel(job):
-                return f"stopping run {run_id}: it saves last.pt and ends as 'stopped' (ctrl+t again kills it)"
-        pid = lock_holder(self.ws.run(run_id).lock)
-        if not pid:
-            return f"run {run_id}: its process is not running any more"
-        ghost = self.jobs.adopt(run_id, pid)
-        self.jobs.cancel(ghost)
-        return f"stopping run {run_id} (process {pid})"
-
-    def _watched(self) -> list[str]:
-        ids = {self.current_run} if self.current_run else set()
-        ids |= {j.run_id for j in self.jobs.jobs.values() if j.kind == JobKind.TRAIN and j.run_id
-                and (j.running or j.status == JobStatus.DETACHED)}
-        ids |= {s.run_id for s in self.runs.states() if s.status == RunStatus.RUNNING}
-        return [r for r in ids if r and self.ws.run(r).exists]
-
     def tick(self) -> None:
         """Called a few times a second by the app: follow the runs being watched (their new
         events) and publish job changes, rate-limited."""
-        for rid in self._watched():
-            known = self.runs.peek(rid)
-            before = (known.version, known.status) if known is not None else None
-            st = self.runs.get(rid)
-            if st is None:
-                continue
-            if self._placeholders.pop(rid, None) is not None or before is None:
-                self.post(RunsChanged)
-            if before is None or (st.version, st.status) != before:
-                self.post(RunUpdated, rid)
-                if before is not None and st.finished and not before[1].finished:
-                    self.post(RunsChanged)
+        self.follow_runs()
         now = time.monotonic()
         if self._jobs_dirty and now - self._last_publish >= PUBLISH_INTERVAL:
             self._jobs_dirty = False
@@ -514,11 +292,6 @@ class Controller:
             self.post(JobsChanged)
 
     # ---- recommenders --------------------------------------------------------------------------
-    def can_recommend(self, run_id: str) -> bool:
-        """The run has a checkpoint to load (best, else last)."""
-        run = self.ws.run(run_id)
-        return run.best.exists() or run.last.exists()
-
     def recommender(self, key: str) -> Any | None:
         return self._recommenders.get(key)
 

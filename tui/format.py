@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from engine.schema import JobStatus, RunStatus, StageState
+from engine.core.schema import JobStatus, RunStatus, StageState
 
 STATE_STYLE = {StageState.DONE: "green", StageState.STALE: "yellow", StageState.MISSING: "dim",
                StageState.FAILED: "red bold", StageState.BUILDING: "cyan"}

@@ -10,8 +10,8 @@ from textual.containers import Horizontal
 from textual.widget import Widget
 from textual.widgets import Input, Label, Select
 
-from engine.config import Config, ParamSpec
-from engine.errors import InputError
+from engine.core.config import Config, ParamSpec
+from engine.core.errors import InputError
 
 BOOL_CHOICES = ("true", "false")
 

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.atomic import write_json
+from engine.core.atomic import write_json
 
 
 def _reset_peak() -> bool:

@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from engine.bench.measure import machine, measure, rss_mb, save_result
-from engine.config import DataConfig
+from engine.core.config import DataConfig
+from engine.core.workspace import Workspace
 from engine.data import pipeline
 from engine.data.manifest import Dataset
-from engine.workspace import Workspace
 
 TARGET_SECONDS = 20.0
 TARGET_RSS_MB = 3 * 1024
@@ -124,7 +124,7 @@ def _loadavg() -> list[float] | None:
 
 
 def render(result: dict[str, Any]):
-    from engine.cli.output import table
+    from engine.core.text import table
     ref = result["reference_seconds"]
     rows = [[r["stage"], r["seconds"], r["peak_rss_mb"], ref.get(r["stage"], "-")] for r in result["stages"]]
     rows.append(["total", result["total_with_io_seconds"], result["peak_rss_mb"], ref["total"]])
@@ -140,7 +140,7 @@ def render(result: dict[str, Any]):
 
 def render_sizes(result: dict[str, Any]):
     """One table: a row per stage, seconds and peak RSS per size, then the per-event growth."""
-    from engine.cli.output import table
+    from engine.core.text import table
     runs = result["runs"]
     stages: list[str] = []
     for r in runs:

@@ -28,7 +28,7 @@ PUBLISHED: dict[str, dict[str, tuple[float, float]]] = {
     "yoochoose1_64": {"Item-kNN": (51.60, 21.81), "NARM": (68.32, 28.63), "STAMP": (68.74, 29.67),
                       "SR-GNN": (70.57, 30.94), "SGNN-HN": (72.06, 32.61)},
 }
-# where the README names the paper a row comes from
+# where ../shared/data/README.md names the paper a row comes from
 PUBLISHED_SOURCES = {"Item-kNN": "SR-GNN paper", "SR-GNN": "AAAI 2019", "GCE-GNN": "SIGIR 2020",
                      "SGNN-HN": "CIKM 2020"}
 PUBLISHED_CAVEAT = ("published: the papers' tables on these exact files; most pick the best epoch on the "

@@ -16,13 +16,14 @@ import numpy as np
 import torch
 
 from engine.bench.measure import machine, save_result
+from engine.core.threads import set_compute_threads
+from engine.core.workspace import Workspace
 from engine.data.artifacts import load_dataset
+from engine.data.batches import BatchBuilder, SessionStore
 from engine.data.items import ItemIndex
 from engine.data.sessions import Sessions
+from engine.inference.recommend import Recommender
 from engine.models.registry import build_model, resolve_params
-from engine.recommend import Recommender
-from engine.train.batches import BatchBuilder, SessionStore
-from engine.workspace import Workspace
 
 RETAILROCKET_ITEMS = 235_061
 
@@ -48,7 +49,7 @@ def _gnn_recommender(items: ItemIndex, pe: np.ndarray | None) -> Recommender:
 
 
 def run(ws: Workspace, dataset: str, n_calls: int = 200, threads: int = 1, log=print, out=None) -> dict[str, Any]:
-    torch.set_num_threads(threads)
+    set_compute_threads(threads)
     data = load_dataset(ws, dataset)
     rng = np.random.default_rng(0)
     test = data.test
@@ -77,7 +78,7 @@ def run(ws: Workspace, dataset: str, n_calls: int = 200, threads: int = 1, log=p
 
 
 def render(result: dict[str, Any]):
-    from engine.cli.output import table
+    from engine.core.text import table
     rows = [[r["model"], r["catalogue"], r["median_ms"], r["p95_ms"], r["max_ms"], r["calls"]]
             for r in result["rows"]]
     return table(f"recommend(session, k=10) latency, CPU, {result['threads']} thread(s)",

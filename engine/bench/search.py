@@ -3,7 +3,7 @@
 Per table: an exact pass in float32, bfloat16 and float16 (matmul + topk, one query), the PQ fast
 scan's build time, the candidate count calibrated to `target` agreement with exact top-10 on the
 queries (candidates rescored exactly), and the scan's time per query (faiss: its parts on one thread
-each, see `engine.item_search.SCAN_PARTS`; the exact passes on `threads`). Tables: a
+each, see `engine.inference.item_search.SCAN_PARTS`; the exact passes on `threads`). Tables: a
 run's item table with session vectors of its test prefixes as queries (the real geometry), and a
 synthetic table of RetailRocket's 235,061 items at d = 256 (clustered Gaussian vectors: a stand-in,
 its agreement says little about real models; the exact-pass cost does not depend on the values).
@@ -19,8 +19,9 @@ import torch
 
 from engine.bench.measure import machine, save_result
 from engine.bench.recommend import RETAILROCKET_ITEMS
-from engine.item_search import PQSearch
-from engine.workspace import Workspace
+from engine.core.threads import set_compute_threads
+from engine.core.workspace import Workspace
+from engine.inference.item_search import PQSearch
 
 
 def _ms_per_call(fn, n: int = 30) -> float:
@@ -74,12 +75,10 @@ def _clustered(n: int, d: int, seed: int = 0) -> np.ndarray:
 
 
 def run(ws: Workspace, run_id: str | None, n_queries: int = 1000, threads: int = 1, log=print, out=None) -> dict:
-    import faiss
-    torch.set_num_threads(threads)
-    faiss.omp_set_num_threads(threads)
+    set_compute_threads(threads, faiss=True)
     rows = []
     if run_id:
-        from engine.recommend import Recommender
+        from engine.inference.recommend import Recommender
         log(f"run {run_id}: item table and session vectors of {n_queries} test prefixes ...")
         rec = Recommender.load(ws.existing_run(run_id))
         prefixes = [p for p in rec._calibration_prefixes(n_queries) if p]
@@ -101,7 +100,7 @@ def run(ws: Workspace, run_id: str | None, n_queries: int = 1000, threads: int =
 def render(result: dict[str, Any]):
     """The table (80 columns): exact fp32 against the scan; the bf16/fp16 passes and the code
     count are in the JSON."""
-    from engine.cli.output import table
+    from engine.core.text import table
     cols = {"table": "table", "items": "items", "exact_fp32_ms": "exact ms", "pq_build_s": "PQ build s",
             "candidates": "cand.", "agreement@10": "agree @10", "pq_ms": "PQ ms"}
     return table(f"top-10 of one query, CPU, {result['threads']} thread(s)", list(cols.values()),

@@ -25,10 +25,10 @@ from typing import Any
 import numpy as np
 
 from engine.bench.measure import machine, save_result
+from engine.core.errors import InputError
+from engine.core.workspace import Workspace
 from engine.data.artifacts import load_dataset
-from engine.errors import InputError
 from engine.serve.scrape import fetch_health
-from engine.workspace import Workspace
 
 SESSION_ITEMS = 10
 DEFAULT_DATASET = "bench-demo-wide"
@@ -143,7 +143,7 @@ def run(ws: Workspace, dataset: str = DEFAULT_DATASET, run_id: str | None = None
 
 
 def render(result: dict[str, Any]):
-    from engine.cli.output import table
+    from engine.core.text import table
     # the search: its kind, for pq its calibrated candidate count and agreement with exact top-10
     rows = [[r["runtime"],
              r["search"] + (f" {r['candidates']} {r['agreement@10']:.1%}" if r["search"] == "pq" else ""),

@@ -15,16 +15,16 @@ from typing import Any
 
 import torch
 
-from engine.alloc import reuse_freed_memory
 from engine.bench.measure import machine, save_result
-from engine.config import TrainConfig
+from engine.core.alloc import reuse_freed_memory
+from engine.core.config import TrainConfig
+from engine.core.device import resolve_device
+from engine.core.workspace import Workspace
 from engine.data.artifacts import load_dataset
-from engine.device import resolve_device
-from engine.evaluate import evaluate
+from engine.data.batches import BatchBuilder, SessionStore
+from engine.evaluation.evaluate import evaluate
 from engine.models.registry import resolve_params
-from engine.train.batches import BatchBuilder, SessionStore
 from engine.train.loop import build_trainer, seed_everything
-from engine.workspace import Workspace
 
 REFERENCE_TRAIN_SESSIONS_PER_S = 6.6
 REFERENCE_EVAL_SESSIONS_PER_S = (30, 39)
@@ -123,7 +123,7 @@ def run(ws: Workspace, dataset: str, device_name: str = "auto", models: tuple[st
 
 
 def render(result: dict[str, Any]):
-    from engine.cli.output import table
+    from engine.core.text import table
     rows, setups = [], []
     for r in result["rows"]:
         setup = f"{r['loss']}, {r['examples_mode']}, batch {r['batch_size']}, dim {r['hidden']}"

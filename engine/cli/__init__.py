@@ -8,11 +8,22 @@ import sys
 from pathlib import Path
 
 from engine import __version__
-from engine.cli import bench_cmds, data_cmds, export_cmds, serve_cmds, train_cmds, tune_cmds
+from engine.cli import (
+    bench_cmds,
+    data_cmds,
+    export_cmds,
+    model_cmds,
+    quickstart_cmds,
+    recommend_cmds,
+    run_cmds,
+    serve_cmds,
+    train_cmds,
+    tune_cmds,
+)
 from engine.cli.output import Output, err_console
-from engine.errors import SessrecError
-from engine.threads import process_budget
-from engine.workspace import Workspace
+from engine.core.errors import SessrecError
+from engine.core.threads import process_budget
+from engine.core.workspace import Workspace
 
 
 class _Parser(argparse.ArgumentParser):
@@ -30,6 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND", parser_class=_Parser)
     data_cmds.register(sub)
     train_cmds.register(sub)
+    run_cmds.register(sub)
+    recommend_cmds.register(sub)
+    model_cmds.register(sub)
+    quickstart_cmds.register(sub)
     tune_cmds.register(sub)
     serve_cmds.register(sub)
     bench_cmds.register(sub)

@@ -6,9 +6,9 @@ import argparse
 from pathlib import Path
 
 from engine.cli.output import Output
+from engine.core.schema import Device, Loss, Protocol, Search, values
+from engine.core.workspace import Workspace
 from engine.models.registry import GNNS
-from engine.schema import Device, Loss, Protocol, Search, values
-from engine.workspace import Workspace
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,8 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_bench_pipeline(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
     from engine.bench import pipeline as bp
+    from engine.core.errors import InputError
     from engine.data.demo import DEMO_SIZES
-    from engine.errors import InputError
     sizes = [s.strip() for s in (args.sizes or args.size).split(",") if s.strip()]
     bad = [s for s in sizes if s not in DEMO_SIZES]
     if bad or not sizes:
@@ -66,13 +66,13 @@ def _register_train(bsub) -> None:
 
 
 def cmd_bench_train(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
-    import torch
     from engine.bench import train as bt
-    from engine.errors import InputError
+    from engine.core.errors import InputError
+    from engine.core.threads import set_compute_threads
     if args.batch_size < 1 or args.steps < 1:
         raise InputError("--batch-size and --steps must be >= 1")
     if args.num_threads:
-        torch.set_num_threads(args.num_threads)
+        set_compute_threads(args.num_threads)
     models = tuple(m for m in args.models.split(",") if m)
     res = bt.run(ws, args.dataset, args.device, models, args.batch_size, args.steps, args.hidden,
                  args.full_epoch, args.bf16, args.compile, args.reference, args.loss, log=out.log, out=args.out)
@@ -105,13 +105,16 @@ def _register_quality(bsub) -> None:
     b.add_argument("--params-file", type=Path, metavar="JSON",
                    help="tuned hyperparameters as {model: {parameter: value}} (--param wins)")
     b.add_argument("--bootstrap", type=int, help="bootstrap resamples of the test sessions (default: "
-                   "engine.stats.N_BOOT, 1000)")
+                   "engine.evaluation.stats.N_BOOT, 1000)")
+    b.add_argument("--refit", action="store_true", help="the papers' protocol: epochs chosen on validation, "
+                   "then every model trained again on train + validation and tested once")
+    b.add_argument("--loss", default=Loss.AUTO.value, choices=values(Loss), help="training loss of the GNNs")
     b.add_argument("--out", type=Path)
     b.set_defaults(func=cmd_bench_quality)
 
 
 def _int_list(text: str, flag: str) -> list[int]:
-    from engine.errors import InputError
+    from engine.core.errors import InputError
     try:
         return [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
@@ -120,8 +123,8 @@ def _int_list(text: str, flag: str) -> list[int]:
 
 def cmd_bench_quality(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
     from engine.bench import quality as bq
-    from engine.errors import InputError
-    from engine.stats import N_BOOT
+    from engine.core.errors import InputError
+    from engine.evaluation.stats import N_BOOT
     n_boot = N_BOOT if args.bootstrap is None else args.bootstrap
     if n_boot < 1:
         raise InputError("--bootstrap must be >= 1")
@@ -132,7 +135,8 @@ def cmd_bench_quality(args: argparse.Namespace, ws: Workspace, out: Output) -> i
     res = bq.run(ws, [d for d in args.datasets.split(",") if d], [m for m in args.models.split(",") if m],
                  args.shared, args.device, args.epochs, args.patience, args.batch_size,
                  bq.parse_params(args.param, args.params_file), seeds=_int_list(args.seeds, "--seeds"),
-                 protocols=protocols, n_boot=n_boot, log=out.log, out=args.out, hybrid=args.hybrid)
+                 protocols=protocols, n_boot=n_boot, log=out.log, out=args.out, hybrid=args.hybrid,
+                 refit=args.refit, loss=args.loss)
     out.result(res, bq.render(res))
     return 0
 
@@ -147,15 +151,22 @@ def _register_ablation(bsub) -> None:
     b.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="model parameter for every variant (e.g. hidden=128)")
     b.add_argument("--only", help="comma list of substrings of variant names")
+    b.add_argument("--loss", choices=values(Loss), help="training loss of every variant (default: auto)")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--num-threads", type=int, default=0, help="CPU threads for torch (0: the job's share)")
+    b.add_argument("--test", action="store_true", help="also test every variant (variants are chosen on "
+                   "validation; the protocol tests only the refitted winner)")
     b.add_argument("--out", type=Path)
     b.set_defaults(func=cmd_bench_ablation)
 
 
 def cmd_bench_ablation(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
     from engine.bench import ablation as ba
+    base_train = {k: v for k, v in (("loss", args.loss), ("num_threads", args.num_threads)) if v}
     res = ba.run(ws, args.dataset, args.device, args.epochs, args.patience, args.batch_size,
                  dict(kv.split("=", 1) for kv in args.param),
-                 [o for o in (args.only or "").split(",") if o] or None, log=out.log, out=args.out)
+                 [o for o in (args.only or "").split(",") if o] or None, log=out.log, out=args.out,
+                 base_train=base_train, test=args.test, seed=args.seed)
     out.result(res, ba.render(res))
     return 0
 

@@ -12,18 +12,24 @@ from typing import Iterator
 
 from rich.markup import escape
 
-from engine.cli.output import Output, fmt, table
 from engine.cli.flags import add_config_flags, config_names, field_type, given
-from engine.config import DataConfig, TrainConfig, to_dict
-from engine.data.format_specs import (SRGNN_DATA_DEFAULTS, require_regular_file, require_source,
-                                      source_is_folder, spec_file_text)
+from engine.cli.output import Output
+from engine.core.config import DataConfig, TrainConfig, to_dict
+from engine.core.errors import InputError, StageError
+from engine.core.locks import lock_holder
+from engine.core.schema import DataFormat, Split, SplitMode, values
+from engine.core.text import fmt, table
+from engine.core.workspace import Workspace, demo_dataset_name
+from engine.data.format_specs import (
+    SRGNN_DATA_DEFAULTS,
+    require_regular_file,
+    require_source,
+    source_is_folder,
+    spec_file_text,
+)
 from engine.data.manifest import Dataset, refuse_if_in_use
 from engine.data.pipeline import STAGE_NAMES, build
 from engine.data.report import DatasetReport, dataset_report, dataset_reports
-from engine.errors import InputError, StageError
-from engine.locks import lock_holder
-from engine.schema import DataFormat, Split, SplitMode, values
-from engine.workspace import Workspace
 
 DATA_FLAGS = config_names(DataConfig)
 
@@ -111,34 +117,44 @@ def _build(ds: Dataset, out: Output, upto: str | None = None, force: bool | str 
 
 
 def cmd_demo(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
+    make_demo(ws, out, args.size, args.name, args.seed, force=args.force, build_it=not args.no_build,
+              data=given(args, DATA_FLAGS))
+    return 0
+
+
+def make_demo(ws: Workspace, out: Output, size: str = "small", name: str | None = None, seed: int = 0, *,
+              force: bool = False, build_it: bool = True, data: dict | None = None) -> str:
+    """Generate the demo log of `size` (again only when asked or when it differs) and build it;
+    `data`: DataConfig fields to change. Returns the dataset's name."""
     from engine.data.demo import DEMO_SIZES, generate_demo
-    if args.size not in DEMO_SIZES:
-        raise InputError(f"unknown demo size {args.size!r}; expected one of {', '.join(DEMO_SIZES)}")
-    name = args.name or ("demo" if args.size == "small" else f"demo-{args.size}")
+    if size not in DEMO_SIZES:
+        raise InputError(f"unknown demo size {size!r}; expected one of {', '.join(DEMO_SIZES)}")
+    name = demo_dataset_name(size, name)
     paths = ws.dataset(name)
     events = paths.demo_events
-    demo = {"size": args.size, "seed": args.seed}
+    demo = {"size": size, "seed": seed}
     existing = None
     if paths.exists:
         existing = Dataset.load(ws, name)
-        if existing.source.get("demo") != demo and not args.force:
+        if existing.source.get("demo") != demo and not force:
             raise InputError(f"dataset {name!r} exists with demo {existing.source.get('demo')}; "
                              f"pass --force to regenerate, or choose another --name")
-    if args.force or not events.exists() or not paths.demo_truth.exists() or \
+    if force or not events.exists() or not paths.demo_truth.exists() or \
             (existing and existing.source.get("demo") != demo):
         if existing is not None:        # its source is rewritten: not under a live training
             refuse_if_in_use(ws, name, "regenerate it")
-        out.log(f"generating demo dataset '{name}' ({args.size}, seed {args.seed}) ...")
+        out.log(f"generating demo dataset '{name}' ({size}, seed {seed}) ...")
         with out:
-            gstats = generate_demo(paths.demo_events, paths.demo_truth, size=args.size, seed=args.seed,
+            gstats = generate_demo(paths.demo_events, paths.demo_truth, size=size, seed=seed,
                                    progress=out.progress)
         out.emit({"type": "demo_generated", "dataset": name, "stats": gstats})
         out.log(f"wrote {events} ({gstats.get('events', 0):,} events)")
     base = existing.config if existing else DataConfig(format="retailrocket")
-    ds = Dataset.create(ws, name, events, config_from_args(base, args), demo=demo, overwrite=existing is None)
-    if not args.no_build:
+    cfg = replace(base, **data) if data else base
+    ds = Dataset.create(ws, name, events, cfg, demo=demo, overwrite=existing is None)
+    if build_it:
         _build(ds, out)
-    return 0
+    return name
 
 
 def cmd_import(args: argparse.Namespace, ws: Workspace, out: Output) -> int:

@@ -6,9 +6,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from engine.cli.output import Output, table
-from engine.errors import InputError
-from engine.workspace import Workspace
+from engine.cli.output import Output
+from engine.core.errors import InputError
+from engine.core.text import table
+from engine.core.workspace import Workspace
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -1,4 +1,4 @@
-"""Command-line flags generated from the config dataclasses (`engine/config.py`): `--batch-size` is
+"""Command-line flags generated from the config dataclasses (`engine/core/config.py`): `--batch-size` is
 `TrainConfig.batch_size`, `--cooc-window` is `DataConfig.cooc_window`, `--hidden` is the model
 configs' `hidden`. Types, choices, bounds and help come from the field; a flag not given is None,
 so the config's own default (or the dataset's current value) holds.
@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 from typing import Any, Iterable
 
-from engine.config import Config, ParamSpec
-from engine.errors import InputError
+from engine.core.config import Config, ParamSpec
+from engine.core.errors import InputError
 
 
 def _value_type(spec: ParamSpec):

@@ -11,16 +11,13 @@ import sys
 import time
 from typing import Any
 
-from rich import box
 from rich.console import Console
-from rich.progress import (BarColumn, Progress as RichProgress, SpinnerColumn, TaskProgressColumn,
-                           TextColumn, TimeElapsedColumn)
-from rich.table import Table
+from rich.progress import BarColumn, SpinnerColumn, TaskProgressColumn, TextColumn, TimeElapsedColumn
+from rich.progress import Progress as RichProgress
 
-from engine.atomic import _json_default
-from engine.progress import Progress
-from engine.text import fmt
-from engine.threads import process_budget
+from engine.core.atomic import _json_default
+from engine.core.progress import Progress
+from engine.core.threads import process_budget
 
 err_console = Console(stderr=True, highlight=False)
 
@@ -99,24 +96,3 @@ class Output:
             task = self._bars.add_task(p.stage, total=p.total, unit=p.unit, msg=p.message)
             self._tasks[p.stage] = task
         self._bars.update(task, completed=p.done, total=p.total, unit=p.unit, msg=p.message[:36])
-
-
-def table(title: str, columns: list[str], rows: list[list[Any]], **kw: Any) -> Table:
-    # no vertical rules: two characters more per column, so that wide tables fit 80 columns
-    kw.setdefault("box", box.SIMPLE_HEAD)
-    kw.setdefault("collapse_padding", True)
-    t = Table(title=title, title_justify="left", **kw)
-    cells = [[fmt(v) for v in r] for r in rows]
-    for i, c in enumerate(columns):
-        numeric = bool(rows) and all(isinstance(r[i], (int, float)) or r[i] is None for r in rows)
-        width = max((len(line) for r in cells for line in r[i].splitlines() or [""]), default=0)
-        # narrow terminals: numbers are never cut or wrapped (their min width), headers and text fold
-        first = i == 0
-        t.add_column(c, no_wrap=first, overflow="ellipsis" if first else "fold",
-                     justify="right" if numeric else "left",
-                     min_width=width if numeric else min(width, 33 if first else 6),
-                     # a numeric column is as wide as its numbers (its header wraps between words)
-                     max_width=33 if first else max(width, *map(len, c.split())) if numeric else None)
-    for r in cells:
-        t.add_row(*r)
-    return t

@@ -7,9 +7,9 @@ import os
 
 from engine.cli.flags import bounded_float, bounded_int
 from engine.cli.output import Output
-from engine.schema import Runtime, Search, values
+from engine.core.schema import Runtime, Search, values
+from engine.core.workspace import Workspace
 from engine.serve.limits import ConnectionLimits
-from engine.workspace import Workspace
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -57,8 +57,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_serve(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
-    from engine.serve.server import ServeOptions, serve
     from engine.serve.security import ADMIN_KEY_ENV, KEY_ENV
+    from engine.serve.server import ServeOptions, serve
     key = args.api_key or os.environ.get(KEY_ENV) or None
     opts = ServeOptions(target=args.target, host=args.host, port=args.port, workers=args.workers,
                         runtime=args.runtime, search=args.search, device=args.device, api_key=key,

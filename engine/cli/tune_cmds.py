@@ -13,14 +13,16 @@ import sys
 from typing import Any
 
 from engine.cli.flags import add_config_flags, add_union_flags, config_names, field_type, given
-from engine.cli.output import Output, err_console, table
+from engine.cli.output import Output, err_console
 from engine.cli.train_cmds import model_name, model_values
-from engine.config import TrainConfig
-from engine.errors import InputError
+from engine.core.config import TrainConfig
+from engine.core.errors import InputError
+from engine.core.progress import Progress
+from engine.core.schema import ModelKind, Protocol, values
+from engine.core.text import table
+from engine.core.workspace import Workspace
 from engine.models.registry import SPECS, get_spec
-from engine.progress import Progress
-from engine.schema import ModelKind, Protocol, values
-from engine.workspace import Workspace
+from engine.tune.setup import TuneSetup, default_name
 
 DEFAULT_METRIC = "mrr@20"
 # set by the tune command itself: --seed seeds the sampler and every trial, --protocol is val_protocol
@@ -56,24 +58,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_tune)
 
 
-def setup_from_args(args: argparse.Namespace):
-    """The study's setup from the flags; every value is checked here (exit 2 before any trial; the
-    app checks its Tune form with it too)."""
-    from engine.metrics import metric_names
-    from engine.tune.study import TuneSetup
-    names = metric_names()
-    if args.metric not in names:
-        raise InputError(f"--metric {args.metric!r}: expected one of {', '.join(names)}")
-    if args.model is None:
-        raise InputError("--model is required (one of " + ", ".join(SPECS) + ")")
-    spec = get_spec(args.model)
-    params = model_values(args)
-    train = given(args, TUNE_TRAIN_FLAGS)
-    params = {k: v for k, v in spec.resolve(params).to_dict().items() if k in params}   # typed, checked
-    TrainConfig(**train)
-    return TuneSetup(dataset=args.dataset or "demo", model=spec.name, metric=args.metric,
-                     protocol=args.protocol, seed=args.seed,
-                     train={k: getattr(v, "value", v) for k, v in train.items()}, params=params)
+def setup_from_args(args: argparse.Namespace) -> TuneSetup:
+    """The study's setup from the flags, checked by `TuneSetup.from_values` (exit 2 before any trial)."""
+    return TuneSetup.from_values(args.dataset, args.model, args.metric, args.protocol, args.seed,
+                                 train=given(args, TUNE_TRAIN_FLAGS), params=model_values(args))
 
 
 def cmd_tune(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
@@ -91,10 +79,9 @@ def cmd_tune(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
         known = ws.dataset_names()
         raise InputError(f"dataset {setup.dataset!r} not found in {ws.datasets_dir}"
                          + (f"; datasets: {', '.join(known)}" if known else "; build one first (sessrec demo)"))
-    from engine.tune import study as S
     from engine.tune.spaces import space_for
     space = space_for(setup.model, setup.fixed)
-    name = args.study or S.default_name(setup.dataset, setup.model, setup.metric)
+    name = args.study or default_name(setup.dataset, setup.model, setup.metric)
     return _run(ws, out, name, setup, space, args.trials, args.timeout, args.json)
 
 
@@ -184,7 +171,7 @@ def _show(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
     from engine.tune import study as S
     name = args.study
     if name is None and args.dataset and args.model:
-        name = S.default_name(args.dataset, args.model, args.metric)
+        name = default_name(args.dataset, args.model, args.metric)
     if name is not None:
         _print_report(S.report(ws, S.load(ws, name)), out, args.json)
         return 0

@@ -6,15 +6,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.config import DataConfig
+from engine.core.config import DataConfig
+from engine.core.errors import InputError
+from engine.core.schema import Split, values
+from engine.core.workspace import DatasetDir, Workspace
 from engine.data.graph import CoocGraph
 from engine.data.items import ItemIndex
 from engine.data.manifest import Dataset
 from engine.data.pipeline import status
 from engine.data.sessions import Sessions
-from engine.errors import InputError
-from engine.workspace import DatasetDir, Workspace
-from engine.schema import Split, values
 
 # everything a model may read; a model spec says what it needs (`ModelSpec.stages`)
 MODEL_STAGES = ("items", "graph", "encodings")

@@ -39,9 +39,9 @@ import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
 
+from engine.core.errors import InputError
+from engine.core.progress import ProgressFn, StageReporter
 from engine.data.graph import CoocGraph
-from engine.errors import InputError
-from engine.progress import ProgressFn, StageReporter
 
 DENSE_THRESHOLD = 256       # components up to this many nodes: dense batched eigh
 SIGN_TIE_RTOL = 1e-4        # entries this close to the column's largest magnitude count as ties

@@ -19,10 +19,10 @@ import threading
 import zipfile
 from pathlib import Path
 
-from engine.atomic import TMP_PREFIX, atomic_path
+from engine.core.atomic import TMP_PREFIX, atomic_path
+from engine.core.errors import InputError
+from engine.core.progress import ProgressFn, StageReporter
 from engine.data.formats import detect_format
-from engine.errors import InputError
-from engine.progress import ProgressFn, StageReporter
 
 KAGGLE_DATASET = "retailrocket/ecommerce-dataset"
 KAGGLE_URL = "https://www.kaggle.com/datasets/retailrocket/ecommerce-dataset"

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.errors import InputError
-from engine.schema import DataFormat
+from engine.core.errors import InputError
+from engine.core.schema import DataFormat
 
 # Reasons a row is skipped. A row is counted once, under the first reason that applies in this order.
 REASONS: tuple[str, ...] = ("missing_field", "non_numeric_id", "bad_timestamp", "unknown_event")

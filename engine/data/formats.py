@@ -29,12 +29,24 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from engine.data.format_specs import (DELIMITER_NAMES, DATE, EVENT, FORMAT_SPECS, ID, MS, OFFSET_MS,
-                                      REASONS, SECONDS, FormatSpec, require_regular_file, spec_file_text)
+from engine.core.errors import InputError
+from engine.core.progress import ProgressFn, StageReporter
+from engine.core.schema import DataFormat
+from engine.data.format_specs import (
+    DATE,
+    DELIMITER_NAMES,
+    EVENT,
+    FORMAT_SPECS,
+    ID,
+    MS,
+    OFFSET_MS,
+    REASONS,
+    SECONDS,
+    FormatSpec,
+    require_regular_file,
+    spec_file_text,
+)
 from engine.data.sessions import EVENT_TYPES
-from engine.errors import InputError
-from engine.schema import DataFormat
-from engine.progress import ProgressFn, StageReporter
 
 MAX_FIRST_LINES = 5
 BLOCK_SIZE = 4 << 20  # 4 MiB blocks: fewer, larger chunks parse faster than the 1 MiB default

@@ -23,10 +23,10 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
-from engine.atomic import read_npz, write_npz
+from engine.core.atomic import read_npz, write_npz
+from engine.core.errors import InputError
+from engine.core.progress import ProgressFn, StageReporter
 from engine.data.sessions import EVENT_TYPES, Sessions, row_ids
-from engine.errors import InputError
-from engine.progress import ProgressFn, StageReporter
 
 PAIR_TYPES: tuple[str, ...] = ("view-view", "view-addtocart", "view-transaction",
                                "addtocart-addtocart", "addtocart-transaction",

@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from engine.atomic import atomic_path
+from engine.core.atomic import atomic_path
 from engine.data.sessions import Sessions
 
 UNKNOWN = 0
@@ -35,7 +35,7 @@ def parse_item_id(token: str) -> int:
     The length is checked before `int()`: a 5,000-digit token would otherwise hit Python's
     4,300-digit conversion limit (a ValueError, not a message).
     """
-    from engine.errors import InputError
+    from engine.core.errors import InputError
     negative = token.startswith("-")
     if not _ID_TOKEN.fullmatch(token[negative:]):
         raise InputError(f"item id {_clip(token)!r} is not a number (item ids are {ITEM_ID_TEXT}; type "

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine import atomic
-from engine.config import DataConfig, from_dict, to_dict
-from engine.errors import InputError, StageError, StorageError
-from engine.locks import FolderLock, lock_holder
-from engine.workspace import DatasetDir, Workspace
+from engine.core import atomic
+from engine.core.config import DataConfig, from_dict, to_dict
+from engine.core.errors import InputError, StageError, StorageError
+from engine.core.locks import FolderLock, lock_holder
+from engine.core.workspace import DatasetDir, Workspace
 
 MANIFEST_VERSION = 1
 QUICK_SPAN = 64 << 10   # bytes hashed at each end of an output file by `quick_check`

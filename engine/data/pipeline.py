@@ -21,15 +21,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from engine.atomic import atomic_dir, atomic_path, clean_temp, recover_dir
-from engine.config import DataConfig, stable_hash
+from engine.core.atomic import atomic_dir, atomic_path, clean_temp, recover_dir
+from engine.core.config import DataConfig, stable_hash
+from engine.core.errors import SessrecError, StageError, StorageError
+from engine.core.progress import Progress, ProgressFn, null_progress
+from engine.core.schema import Split, StageName
+from engine.core.workspace import DatasetDir
+from engine.data.format_specs import require_regular_file, source_is_folder, spec_file_text, srgnn_files
 from engine.data.manifest import (BuildLock, Dataset, building_pid, file_fingerprint, output_problem,
                                   output_record, refuse_if_in_use)
-from engine.data.format_specs import require_regular_file, source_is_folder, spec_file_text, srgnn_files
-from engine.workspace import DatasetDir
-from engine.errors import SessrecError, StageError, StorageError
-from engine.progress import Progress, ProgressFn, null_progress
-from engine.schema import Split, StageName
 
 
 @dataclass(frozen=True)
@@ -66,6 +66,7 @@ def _write_table(table, path: Path) -> None:
 def _events_stats(table) -> dict:
     import numpy as np
     import pyarrow.compute as pc
+
     from engine.data.sessions import EVENT_TYPES, count_distinct
     key = "session_key" if "session_key" in table.column_names else "visitor"
     ev = np.bincount(table.column("event").to_numpy(), minlength=len(EVENT_TYPES))
@@ -100,6 +101,7 @@ def run_ingest(ctx: StageContext) -> dict:
 
 def run_sessionize(ctx: StageContext) -> dict:
     import pyarrow.parquet as pq
+
     from engine.data.sessionize import sessionize
     events = pq.read_table(ctx.input(ctx.ds.paths.events))
     test_p = ctx.ds.paths.test_events
@@ -130,8 +132,8 @@ def run_split(ctx: StageContext) -> dict:
 
 
 def run_items(ctx: StageContext) -> dict:
-    from engine.data.sessions import Sessions
     from engine.data.items import encode_splits
+    from engine.data.sessions import Sessions
     parts = {n: Sessions.read(ctx.input(ctx.ds.paths.split_sessions(n))) for n in Split}
     index, encoded, stats = encode_splits(parts)
     index.write(ctx.out.items)
@@ -142,9 +144,9 @@ def run_items(ctx: StageContext) -> dict:
 
 
 def run_graph(ctx: StageContext) -> dict:
-    from engine.data.sessions import Sessions
     from engine.data.graph import build_cooc_graph
     from engine.data.items import ItemIndex
+    from engine.data.sessions import Sessions
     index = ItemIndex.read(ctx.input(ctx.ds.paths.items))
     train = Sessions.read(ctx.input(ctx.ds.paths.encoded_sessions("train")))
     graph, stats = build_cooc_graph(train, index.n_items, window=ctx.cfg.cooc_window,
@@ -156,6 +158,7 @@ def run_graph(ctx: StageContext) -> dict:
 
 def run_encodings(ctx: StageContext) -> dict:
     import numpy as np
+
     from engine.data.encodings import laplacian_pe
     from engine.data.graph import CoocGraph
     graph = CoocGraph.load(ctx.input(ctx.ds.paths.graph))
@@ -167,9 +170,9 @@ def run_encodings(ctx: StageContext) -> dict:
 
 
 def run_oracle(ctx: StageContext) -> dict:
-    from engine.data.sessions import Sessions
     from engine.data.demo.oracle import count_learner, oracle_report
     from engine.data.demo.truth import DemoTruth
+    from engine.data.sessions import Sessions
     # the generator writes its truth beside the log it generated
     truth = ctx.ds.source_file("path").with_name(ctx.ds.paths.demo_truth.name)
     if not truth.exists():
@@ -202,7 +205,8 @@ STAGES: tuple[Stage, ...] = (
           run_sessionize, "cut visitor streams into sessions"),
     Stage(StageName.SPLIT, ("sessionize",),
           lambda c: {"mode": c.split_mode, "train": c.train_ratio, "val": c.val_ratio,
-                     "blackout_days": c.blackout_days, "test_days": c.test_days},
+                     "blackout_days": c.blackout_days, "test_days": c.test_days,
+                     **({"refit": True} if c.refit else {})},   # absent when off: existing keys hold
           run_split, "temporal train/val/test split with blackout"),
     Stage(StageName.ITEMS, ("split",), lambda c: {}, run_items, "item index from the train vocabulary"),
     Stage(StageName.GRAPH, ("items",), lambda c: {"window": c.cooc_window}, run_graph,

@@ -11,13 +11,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engine.core.errors import SessrecError
+from engine.core.schema import Split
+from engine.core.text import fmt
+from engine.core.workspace import Workspace
 from engine.data.format_specs import REASON_LABELS, source_is_folder
 from engine.data.manifest import Dataset
 from engine.data.pipeline import StageStatus, status, summary_stats
-from engine.errors import SessrecError
-from engine.text import fmt
-from engine.workspace import Workspace
-from engine.schema import Split
 
 NOTE_WIDTH = 80   # an error shown as a stage's note is cut here (the full text is in `error`)
 BUILT_STAGES = ("items", "graph")   # enough to train a baseline

@@ -14,11 +14,10 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from engine.config import DataConfig
-from engine.data.sessions import (NO_VISITOR, Sessions, count_distinct, csr_gather, row_ids,
-                                  session_stats)
-from engine.errors import StageError
-from engine.progress import ProgressFn, StageReporter
+from engine.core.config import DataConfig
+from engine.core.errors import StageError
+from engine.core.progress import ProgressFn, StageReporter
+from engine.data.sessions import NO_VISITOR, Sessions, count_distinct, csr_gather, row_ids, session_stats
 
 
 def sessionize(events: pa.Table, cfg: DataConfig, progress: ProgressFn | None = None,

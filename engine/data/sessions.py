@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from engine.atomic import atomic_path
+from engine.core.atomic import atomic_path
 
 EVENT_TYPES: tuple[str, ...] = ("view", "addtocart", "transaction")  # int8 codes 0, 1, 2
 NO_VISITOR = -1

@@ -33,11 +33,11 @@ from typing import Any, BinaryIO
 import numpy as np
 import pyarrow as pa
 
+from engine.core.errors import InputError
+from engine.core.progress import ProgressFn, StageReporter
 from engine.data.format_specs import SRGNN_DATA_DEFAULTS, srgnn_files  # noqa: F401 (re-exported)
 from engine.data.formats import ReadResult
 from engine.data.sessions import csr_gather, row_ids
-from engine.errors import InputError
-from engine.progress import ProgressFn, StageReporter
 
 SESSION_SPACING_MS = 60_000    # start of session i + 1 - start of session i
 EVENT_SPACING_MS = 1           # between consecutive events of a session

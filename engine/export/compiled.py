@@ -26,13 +26,21 @@ from typing import Any
 import torch
 
 from engine import __version__
-from engine.atomic import write_json
-from engine.errors import InputError
+from engine.core.atomic import write_json
+from engine.core.errors import InputError
+from engine.core.progress import ProgressFn
+from engine.core.workspace import RunDir
 from engine.export.contract import ExportError, check_fingerprint, feeds
-from engine.export.trace import (EncodeGraph, ParityReport, check_parity, dynamic_shapes, ensure_fresh,
-                                 export_inputs, load_run, quiet)
-from engine.progress import ProgressFn
-from engine.workspace import RunDir
+from engine.export.trace import (
+    EncodeGraph,
+    ParityReport,
+    check_parity,
+    dynamic_shapes,
+    ensure_fresh,
+    export_inputs,
+    load_run,
+    quiet,
+)
 
 FORMAT = "sessrec-aoti-1"     # the sidecar's `format`: what this module writes and reads
 

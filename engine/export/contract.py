@@ -1,6 +1,6 @@
 """The contract of an exported session GNN (.onnx file), shared by the exporter and the runtime.
 
-Inputs are the arrays of `engine.train.batches.Batch` (build them with `BatchBuilder.from_prefixes`,
+Inputs are the arrays of `engine.data.batches.Batch` (build them with `BatchBuilder.from_prefixes`,
 then `feeds(batch)`); B sessions, L prefix cells, N graph nodes, M edges, all dynamic:
 
     items        int64   [B, L]  prefix items, left-aligned, 0 = padding
@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.errors import InputError, SessrecError
+from engine.core.errors import InputError, SessrecError
 
 CONTRACT_VERSION = "1"
 INPUTS: tuple[tuple[str, str, str], ...] = (

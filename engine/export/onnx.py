@@ -21,15 +21,22 @@ import numpy as np
 import torch
 
 from engine import __version__
-from engine.atomic import write_bytes
-from engine.export.contract import (CONTRACT_VERSION, INPUT_NAMES, OUTPUT_NAMES, TABLE_INITIALIZER,
-                                    ExportError, feeds)
-from engine.export.trace import (ExportGraph, ParityReport, check_parity, dynamic_shapes, export_inputs,
-                                 load_run, quiet, rel_error)
-from engine.progress import ProgressFn
-from engine.train.batches import Batch
-from engine.train.checkpoint import LoadedRun
-from engine.workspace import RunDir
+from engine.core.atomic import write_bytes
+from engine.core.progress import ProgressFn
+from engine.core.workspace import RunDir
+from engine.data.batches import Batch
+from engine.export.contract import CONTRACT_VERSION, INPUT_NAMES, OUTPUT_NAMES, TABLE_INITIALIZER, ExportError, feeds
+from engine.export.trace import (
+    ExportGraph,
+    ParityReport,
+    check_parity,
+    dynamic_shapes,
+    export_inputs,
+    load_run,
+    quiet,
+    rel_error,
+)
+from engine.models.checkpoint import LoadedRun
 
 __all__ = ["ExportReport", "export_onnx", "load_run", "ort_session", "rel_error"]
 

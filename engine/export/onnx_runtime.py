@@ -20,10 +20,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from engine.errors import InputError
+from engine.core.errors import InputError
+from engine.core.workspace import RunDir
 from engine.export.contract import CONTRACT_VERSION, OUTPUT_NAMES, check_fingerprint, feeds
 from engine.export.trace import ensure_fresh
-from engine.workspace import RunDir
 
 ENCODE_OUTPUTS = ("session", "repeat")
 

@@ -27,15 +27,16 @@ import numpy as np
 import torch
 from torch import nn
 
+from engine.core.errors import InputError
+from engine.core.locks import FolderLock
+from engine.core.progress import ProgressFn, StageReporter
+from engine.core.schema import ModelKind
+from engine.core.workspace import RunDir
+from engine.data.batches import Batch, BatchBuilder, SessionStore
 from engine.data.examples import make_examples
-from engine.errors import InputError
 from engine.export.contract import ExportError
-from engine.locks import FolderLock
-from engine.progress import ProgressFn, StageReporter
-from engine.schema import ModelKind
-from engine.train.batches import Batch, BatchBuilder, SessionStore
-from engine.train.checkpoint import LoadedRun, load_run as load_trained
-from engine.workspace import RunDir
+from engine.models.checkpoint import LoadedRun
+from engine.models.checkpoint import load_run as load_trained
 
 TOP_K = 10
 # an export's outputs for a batch: (scores [B, V+1], session [B, d], repeat [B, L]) as torch tensors

@@ -6,7 +6,7 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
-from engine.train.batches import Batch
+from engine.data.batches import Batch
 
 
 @runtime_checkable

@@ -17,11 +17,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from engine.config import ItemKNNConfig, NoParams, SKNNConfig
+from engine.core.config import ItemKNNConfig, NoParams, SKNNConfig
+from engine.core.schema import Weighting, values
+from engine.data.batches import Batch
 from engine.data.graph import top_per_row
 from engine.data.sessions import Sessions, row_ids
-from engine.schema import Weighting, values
-from engine.train.batches import Batch
 
 # primary scores are scaled into [0, 1]; the tie-break stays below this
 _TIE_EPS = 1e-6

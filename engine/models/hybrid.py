@@ -19,13 +19,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from engine.config import HybridConfig
+from engine.core.config import HybridConfig
+from engine.core.errors import InputError
+from engine.core.metrics import metrics_from_ranks
+from engine.core.schema import ModelKind, Split
+from engine.data.batches import Batch, BatchBuilder, SessionStore
 from engine.data.examples import make_examples
-from engine.errors import InputError
-from engine.metrics import metrics_from_ranks
 from engine.models.base import mask_padding
-from engine.schema import ModelKind, Split
-from engine.train.batches import Batch, BatchBuilder, SessionStore
+from engine.models.checkpoint import load_checkpoint, rebuild_model
+from engine.models.registry import build_model, get_spec
 
 WEIGHT_GRID = tuple(round(float(w), 2) for w in np.linspace(0.0, 1.0, 21))
 
@@ -96,8 +98,6 @@ def _run_config(data: Any, run_id: str, what: str) -> tuple[Any, dict]:
 
 
 def build_hybrid(cfg: HybridConfig, data: Any) -> Hybrid:
-    from engine.models.registry import build_model, get_spec
-    from engine.train.checkpoint import load_checkpoint, rebuild_model
     run, rcfg = _run_config(data, cfg.gnn_run, "GNN")
     if get_spec(rcfg["train"]["model"]).kind != ModelKind.GNN:
         raise InputError(f"hybrid gnn_run {cfg.gnn_run!r} is a {rcfg['train']['model']} run, not a GNN run")

@@ -12,7 +12,10 @@ import torch
 from torch import nn
 from torch_geometric.nn import GATConv, SAGEConv, TransformerConv
 
-from engine.schema import Conv, values
+from engine.core.schema import Conv, values
+from engine.models import pyg_modules
+
+pyg_modules.install()       # before any conv is built: its generated code goes to sessrec's cache
 
 CONVS = values(Conv)
 

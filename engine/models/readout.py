@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from engine.schema import Readout as ReadoutKind
-from engine.schema import values
+from engine.core.schema import Readout as ReadoutKind
+from engine.core.schema import values
 
 READOUTS = values(ReadoutKind)
 

@@ -10,10 +10,21 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from engine.config import (AttentionGNNConfig, Config, FFNGraphTransformerConfig, GNNConfig, ItemKNNConfig,
-                           HybridConfig, NoParams, SKNNConfig, SRConfig, STANConfig, VSTANConfig)
-from engine.errors import InputError
-from engine.schema import Conv, ModelKind, StageName
+from engine.core.config import (
+    AttentionGNNConfig,
+    Config,
+    FFNGraphTransformerConfig,
+    GNNConfig,
+    HybridConfig,
+    ItemKNNConfig,
+    NoParams,
+    SKNNConfig,
+    SRConfig,
+    STANConfig,
+    VSTANConfig,
+)
+from engine.core.errors import InputError
+from engine.core.schema import Conv, ModelKind, StageName
 
 
 @dataclass(frozen=True)

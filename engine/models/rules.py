@@ -16,11 +16,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from engine.config import SRConfig
-from engine.data.sessions import Sessions, row_ids
+from engine.core.config import SRConfig
+from engine.data.batches import Batch
 from engine.data.graph import top_per_row
+from engine.data.sessions import Sessions, row_ids
 from engine.models.baselines import _Baseline, _csr_expand, _score_weight
-from engine.train.batches import Batch
 
 
 def rule_table(train: Sessions, n_items: int, steps: int, weighting: str,

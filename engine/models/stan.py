@@ -30,10 +30,10 @@ from __future__ import annotations
 
 import torch
 
-from engine.config import STANConfig, VSTANConfig
+from engine.core.config import STANConfig, VSTANConfig
+from engine.data.batches import Batch
 from engine.data.sessions import Sessions
 from engine.models.baselines import _SessionNeighbours
-from engine.train.batches import Batch
 
 _DAY_MS = 86_400_000.0
 

@@ -12,11 +12,11 @@ import threading
 from dataclasses import dataclass
 from typing import Iterable
 
+from engine.core.locks import lock_holder
+from engine.core.schema import ModelKind, RunStatus
+from engine.core.workspace import RunDir, Workspace
 from engine.runs.events import EventTail
-from engine.locks import lock_holder
 from engine.runs.state import RunState
-from engine.schema import ModelKind, RunStatus
-from engine.workspace import RunDir, Workspace
 
 
 @dataclass
@@ -168,6 +168,6 @@ def list_runs(ws: Workspace) -> list[RunState]:
 def read_run(ws: Workspace, run_id: str) -> RunState:
     st = RunStore(ws).get(run_id)
     if st is None:
-        from engine.errors import InputError
+        from engine.core.errors import InputError
         raise InputError(f"run {run_id!r} not found in {ws.runs_dir}")
     return st

@@ -26,9 +26,20 @@ from engine import __version__
 from engine.serve.endpoints import JsonEndpoint, internal_error, send_json, serve_json, validation_error
 from engine.serve.metrics import Metrics
 from engine.serve.openapi import as_openapi_30
-from engine.serve.schemas import (MAX_BATCH_SESSIONS, MAX_BODY_BYTES, BatchRequest, BatchResponse,
-                                  ErrorResponse, Health, RecommendRequest, RecommendResponse, ReloadAccepted,
-                                  ReloadBusy, ReloadRequest, ValidationErrorResponse)
+from engine.serve.schemas import (
+    MAX_BATCH_SESSIONS,
+    MAX_BODY_BYTES,
+    BatchRequest,
+    BatchResponse,
+    ErrorResponse,
+    Health,
+    RecommendRequest,
+    RecommendResponse,
+    ReloadAccepted,
+    ReloadBusy,
+    ReloadRequest,
+    ValidationErrorResponse,
+)
 from engine.serve.security import KEY_HEADER, key_matches
 from engine.serve.slot import ModelSlot, ReloadBroadcast
 

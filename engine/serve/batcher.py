@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
-from engine.recommend import Recommender
+from engine.core.threads import set_compute_threads
+from engine.inference.recommend import Recommender
 from engine.serve.schemas import MAX_BATCH_SESSIONS
 
 _STOP = object()
@@ -24,22 +25,6 @@ class _Job:
     k: int
     exclude: bool
     future: Future
-
-
-def set_compute_threads(n: int) -> None:
-    """Intra-op threads of torch (and ONNX Runtime, which takes torch's count) and faiss, for the
-    calling thread: torch's count holds for every thread, faiss' OpenMP count only for the thread
-    that sets it (a new thread starts with one per core), so the scoring thread sets it again.
-
-    One by default: a request's work is small (batching, not threads, makes a loaded server fast),
-    and OpenMP workers that spin-wait share the cores with the event loop and the clients; measured
-    on the 2-core dev machine, 2 threads made /recommend 20-300 ms where 1 thread answers in 8 ms."""
-    torch.set_num_threads(max(1, n))
-    try:
-        import faiss
-        faiss.omp_set_num_threads(max(1, n))
-    except ImportError:
-        pass
 
 
 class Batcher:
@@ -63,7 +48,7 @@ class Batcher:
         self._thread.join(timeout)
 
     def _loop(self) -> None:
-        set_compute_threads(self.threads)
+        set_compute_threads(self.threads, faiss=True)
         while True:
             job = self._q.get()
             if job is _STOP:

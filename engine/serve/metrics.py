@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 
-from engine.recommend import Recommender
+from engine.inference.recommend import Recommender
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 
-from engine.errors import InputError
+from engine.core.errors import InputError
 
 KEY_ENV = "SESSREC_API_KEY"
 ADMIN_KEY_ENV = "SESSREC_ADMIN_KEY"

@@ -24,14 +24,14 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
-from engine.errors import InputError
-from engine.recommend import Recommender
-from engine.serve.batcher import set_compute_threads
+from engine.core.errors import InputError
+from engine.core.threads import set_compute_threads
+from engine.core.workspace import Workspace
+from engine.inference.recommend import Recommender
 from engine.serve.limits import ConnectionLimits
 from engine.serve.scrape import fetch_health
 from engine.serve.security import check_bind
 from engine.serve.slot import ModelSlot, ReloadBroadcast
-from engine.workspace import Workspace
 
 WORKER_ENV = "SESSREC_SERVE_WORKER"      # JSON ServeOptions + workspace, read by each worker
 
@@ -53,7 +53,7 @@ class ServeOptions:
 
 
 def make_slot(ws: Workspace, opts: ServeOptions) -> ModelSlot:
-    from engine.device import resolve_device
+    from engine.core.device import resolve_device
     device = str(resolve_device(opts.device))
 
     def load(target: str) -> Recommender:
@@ -75,7 +75,9 @@ def serve(ws: Workspace, opts: ServeOptions, on_ready: Callable[[dict], None]) -
         raise InputError(f"serving needs {', '.join(missing)}: pip install fastapi uvicorn prometheus-client")
     if opts.threads < 1:
         raise InputError("--threads must be >= 1")
-    set_compute_threads(opts.threads)
+    # one thread by default: a request's work is small (batching, not threads, makes a loaded server
+    # fast), and spin-waiting OpenMP workers would take the cores from the event loop and the clients
+    set_compute_threads(opts.threads, faiss=True)
     if opts.workers == 1:                 # a bad target or run fails in make_slot, before the port opens
         return _serve_one(make_slot(ws, opts), opts, on_ready)
     return _serve_many(ws, opts, on_ready)
@@ -192,7 +194,7 @@ def worker_app():
     spec = json.loads(os.environ[WORKER_ENV])
     options = spec["options"]
     opts = ServeOptions(**{**options, "limits": ConnectionLimits(**options["limits"])})
-    set_compute_threads(opts.threads)
+    set_compute_threads(opts.threads, faiss=True)
     broadcast = ReloadBroadcast(Path(spec["broadcast"]))
     _, latest = broadcast.read()              # a worker (re)started after a reload serves its target
     slot = make_slot(Workspace.open(spec["workspace"]), replace(opts, target=latest or opts.target))

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from engine.atomic import write_json
-from engine.recommend import Recommender
+from engine.core.atomic import write_json
+from engine.inference.recommend import Recommender
 from engine.serve.batcher import Batcher
 
 Loader = Callable[[str], Recommender]

@@ -18,8 +18,8 @@ from typing import Any, Callable, Mapping, TypeVar
 import torch
 import torch.distributed as dist
 
-from engine.errors import InputError
-from engine.schema import ErrorKind
+from engine.core.errors import InputError
+from engine.core.schema import ErrorKind
 
 TIMEOUT_ENV = "SESSREC_DIST_TIMEOUT"
 DEFAULT_TIMEOUT_S = 300.0

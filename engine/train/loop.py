@@ -17,26 +17,27 @@ from typing import Any, Callable
 
 import torch
 
-from engine.atomic import TMP_PREFIX, clean_temp, write_json
-from engine.config import TrainConfig
+from engine.core.alloc import reuse_freed_memory
+from engine.core.atomic import TMP_PREFIX, clean_temp, write_json
+from engine.core.config import TrainConfig
+from engine.core.device import device_info, gpu_memory_mb, resolve_device
+from engine.core.errors import InputError
+from engine.core.locks import RunLock
+from engine.core.progress import ProgressFn
+from engine.core.schema import ErrorKind, ModelKind, Protocol, RunStatus, Split
+from engine.core.threads import process_budget, set_compute_threads
+from engine.core.workspace import RunDir, Workspace, check_name
 from engine.data.artifacts import DatasetArtifacts, load_dataset
-from engine.device import device_info, gpu_memory_mb, resolve_device
-from engine.errors import InputError
+from engine.models.checkpoint import load_checkpoint
 from engine.models.registry import ModelSpec, build_model, get_spec
-from engine.progress import ProgressFn
-from engine.locks import RunLock
 from engine.runs.events import RunFailed
-from engine.train.loss_choice import resolve_loss
 from engine.runs.store import new_run_id
-from engine.schema import ErrorKind, ModelKind, Protocol, RunStatus, Split
-from engine.alloc import reuse_freed_memory
-from engine.threads import process_budget
-from engine.train.checkpoint import load_checkpoint, rng_state, set_rng_state, versions
+from engine.train.checkpoint import rng_state, set_rng_state, versions
 from engine.train.early_stopping import EarlyStopping
+from engine.train.loss_choice import resolve_loss
 from engine.train.optim import epoch_permutation, seed_everything
 from engine.train.recorder import RunFailedError, RunRecorder
 from engine.train.trainer import StoppedDuringEval, Trainer, build_trainer, evaluate_split
-from engine.workspace import RunDir, Workspace, check_name
 
 PROTOCOLS = tuple(Protocol)
 # called after each validated epoch with (epoch, its validation result); a non-empty string stops the
@@ -124,7 +125,7 @@ def run_prepared(prep: "_Prepared", recorder: Callable[[RunDir], RunRecorder],
                 # memory back fragmented to 14 GB choosing a hybrid's weight on YooChoose 1/64
                 reuse_freed_memory()
             if prep.cfg.num_threads:             # the user's choice overrides the app's share
-                torch.set_num_threads(prep.cfg.num_threads)
+                set_compute_threads(prep.cfg.num_threads)
             else:
                 process_budget().apply(with_torch=True)
             if not prep.spec.trains:
@@ -528,7 +529,9 @@ class _Loop:
             return self._finish(status)
         self._load_best()
         self.tr.model.eval()
-        self.log("evaluating the best epoch on val and test (both protocols)")
+        which = "best" if self.cfg.early_stopping else "last"
+        self.log(f"evaluating the {which} epoch on " + ("val and test" if len(self.data.val) else "test")
+                 + " (both protocols)")
         try:
             val = {p: self._evaluate(Split.VAL, p) for p in PROTOCOLS}
             test = {p: self._evaluate(Split.TEST, p, ranks_path=self.prep.run.test_ranks(p)) for p in PROTOCOLS}

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from engine.schema import Loss
+from engine.core.schema import Loss
 
 LOGITS_FACTOR = 4          # float32 [B, V] tensors alive at the peak: logits, softmax/grad, copies
 CUDA_SHARE = 0.5           # of the device's free memory: the model, activations and graph need the rest

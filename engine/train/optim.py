@@ -10,8 +10,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from engine.config import TrainConfig
-from engine.schema import Schedule
+from engine.core.config import TrainConfig
+from engine.core.schema import Schedule
 
 
 def lr_lambda(cfg: TrainConfig, total_steps: int) -> Callable[[int], float]:

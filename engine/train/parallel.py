@@ -5,7 +5,7 @@ epoch's examples; of each global batch of `batch_size` examples it trains on its
 step of N workers sees exactly the examples of the one-process step. DistributedDataParallel
 averages the gradients; each worker's loss is weighted by its share of the batch, so the averaged
 gradient is the gradient of the global batch's mean loss even when the epoch's last batch does not
-split evenly. Evaluation is sharded and gathered (`engine.evaluate`, `shard=`): every worker gets
+split evenly. Evaluation is sharded and gathered (`engine.evaluation.evaluate`, `shard=`): every worker gets
 the result a single process gets.
 
 Rank 0 prepares the run (folder, lock, config, checkpoint) exactly as a single process does and
@@ -24,21 +24,35 @@ from typing import Any, Callable
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from engine.config import TrainConfig
+from engine.core.config import TrainConfig
+from engine.core.device import resolve_device
+from engine.core.errors import InputError, SessrecError
+from engine.core.progress import ProgressFn
+from engine.core.schema import ModelKind
+from engine.core.workspace import RunDir, Workspace
 from engine.data.artifacts import DatasetArtifacts
-from engine.device import resolve_device
-from engine.errors import InputError, SessrecError
+from engine.models.checkpoint import load_checkpoint
 from engine.models.registry import get_spec
-from engine.progress import ProgressFn
 from engine.runs.events import RunEvent
-from engine.schema import ModelKind
-from engine.train.checkpoint import load_checkpoint, rng_state, set_rng_state
+from engine.train.checkpoint import rng_state, set_rng_state
 from engine.train.distributed import DistContext, WorkerLost, peer_failure, to_cpu
-from engine.train.launch import check_world
+from engine.train.loop import StopFlag, _load_data, _Loop, _prepare_new, _prepare_resume, _Prepared, run_prepared
 from engine.train.losses import compute_loss
-from engine.train.loop import StopFlag, _Loop, _Prepared, _load_data, _prepare_new, _prepare_resume, run_prepared
 from engine.train.recorder import RunRecorder
-from engine.workspace import RunDir, Workspace
+
+
+def check_world(cfg: TrainConfig, world: int, batch_field: str = "--batch-size",
+                one_worker: str = "run it without --nproc") -> None:
+    """What N workers can train: a GNN, with a global batch that splits evenly. The messages name
+    the batch size and the way back to one worker as the caller's user sets them (the CLI's flags
+    by default; the app's Train form passes its own words)."""
+    spec = get_spec(cfg.model)
+    if not spec.trains:
+        raise InputError(f"{spec.kind} {cfg.model} has nothing to train in parallel; {one_worker}")
+    if cfg.batch_size % world:
+        lower = max(world, cfg.batch_size // world * world)
+        raise InputError(f"{batch_field} {cfg.batch_size} is the global batch and must be divisible by the "
+                         f"{world} workers (each takes {cfg.batch_size} / {world}); try {batch_field} {lower}")
 
 
 class PeerError(Exception):

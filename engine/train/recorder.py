@@ -13,12 +13,22 @@ import time
 import traceback
 from typing import Any
 
-from engine.errors import StorageError
-from engine.runs.events import (Checkpoint, Epoch, EventWriter, Resumed, RunEvent, RunFailed, RunFinished,
-                                RunStarted, Step, read_events)
-from engine.schema import ErrorKind, RunStatus
+from engine.core.errors import StorageError
+from engine.core.schema import ErrorKind, RunStatus
+from engine.core.workspace import RunDir
+from engine.runs.events import (
+    Checkpoint,
+    Epoch,
+    EventWriter,
+    Resumed,
+    RunEvent,
+    RunFailed,
+    RunFinished,
+    RunStarted,
+    Step,
+    read_events,
+)
 from engine.train.checkpoint import save_checkpoint
-from engine.workspace import RunDir
 
 
 class RunFailedError(Exception):

@@ -11,15 +11,15 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from engine.alloc import returning_freed_memory
-from engine.config import TrainConfig
+from engine.core.alloc import returning_freed_memory
+from engine.core.config import TrainConfig
+from engine.core.errors import InputError
+from engine.core.progress import ProgressFn
+from engine.core.schema import GraphMode, Protocol
 from engine.data.artifacts import DatasetArtifacts
-from engine.errors import InputError
-from engine.evaluate import evaluate
+from engine.data.batches import BatchBuilder, SessionStore, make_examples
+from engine.evaluation.evaluate import evaluate
 from engine.models.registry import build_model
-from engine.progress import ProgressFn
-from engine.schema import GraphMode, Protocol
-from engine.train.batches import BatchBuilder, SessionStore, make_examples
 from engine.train.losses import compute_loss
 from engine.train.optim import lr_lambda, make_optimizer
 
@@ -81,7 +81,7 @@ def build_trainer(cfg: TrainConfig, data: DatasetArtifacts, device: torch.device
         raise InputError(f"dataset {data.name!r} has no training examples (sessions of length >= 2)")
     builder = BatchBuilder(SessionStore(data.train, device), data.n_items, model.graph_mode, data.graph)
     opt = make_optimizer(model, cfg)
-    steps = max(1, math.ceil(len(ex) / cfg.batch_size)) * cfg.epochs
+    steps = max(1, math.ceil(len(ex) / cfg.batch_size)) * (cfg.schedule_epochs or cfg.epochs)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg, steps))
     freq = torch.as_tensor(np.concatenate([[0], data.items.train_counts]).astype(np.float32), device=device)
     return Trainer(cfg, model, builder, torch.as_tensor(ex, device=device), opt, sched, freq, device)
@@ -96,7 +96,7 @@ def evaluate_split(model: Any, data: DatasetArtifacts, split: str, protocol: str
                    ranks_path: Path | None = None, shard: Any = None) -> dict:
     """`model` on a split of `data` under `protocol`, over the full catalogue (bf16 on CUDA like
     training). `stop`: anything with `.requested`; checked between batches. `ranks_path`: also save
-    the per-example ranks there (`engine.ranks.ExampleRanks`, atomically).
+    the per-example ranks there (`engine.evaluation.ranks.ExampleRanks`, atomically).
 
     `shard` (a `DistContext`): data-parallel workers each score a part and all get the whole
     result; the stop (a collective there) is checked once after the pass, and rank 0 saves the ranks.
@@ -111,7 +111,7 @@ def evaluate_split(model: Any, data: DatasetArtifacts, split: str, protocol: str
             raise StoppedDuringEval
         if progress is not None:
             progress(p)
-    # large [batch, catalogue] scores of changing sizes: glibc's usual behaviour for the pass (engine.alloc)
+    # large [batch, catalogue] scores of changing sizes: glibc's usual behaviour for the pass (engine.core.alloc)
     with returning_freed_memory(), \
             torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=autocast):
         res, ranks = evaluate(model, builder, data.split(split), protocol=Protocol(protocol),

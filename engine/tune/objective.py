@@ -13,16 +13,16 @@ from typing import Any, Callable, Mapping
 
 import optuna
 
-from engine.errors import InputError
+from engine.core.errors import InputError
+from engine.core.progress import ProgressFn
+from engine.core.schema import ModelKind, RunStatus, StopReason
+from engine.core.workspace import Workspace
 from engine.models.registry import get_spec
-from engine.progress import ProgressFn
 from engine.runs.store import new_run_id
-from engine.schema import ModelKind, RunStatus, StopReason
 from engine.train.loop import StopFlag, fit
 from engine.train.recorder import RunFailedError
+from engine.tune.setup import TuneSetup
 from engine.tune.spaces import Dist
-from engine.tune.study import TuneSetup
-from engine.workspace import Workspace
 
 
 class TrialFailed(Exception):

@@ -11,10 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence, Union
 
-from engine.config import Config, TrainConfig
-from engine.errors import InputError
+from engine.core.config import Config, TrainConfig
+from engine.core.errors import InputError
+from engine.core.schema import Readout, Weighting, values
 from engine.models.registry import SPECS, get_spec
-from engine.schema import Readout, Weighting, values
 
 
 @dataclass(frozen=True)
@@ -71,6 +71,9 @@ _GNN: dict[str, Dist] = {
     "readout": Choice(values(Readout)),
     "pos_emb": Choice((False, True)),
     "global_k": Choice((0, 8, 16)),
+    "switch": Choice((False, True)),
+    "contrastive": Choice((0.0, 0.05, 0.1, 0.2)),
+    "highway": Choice((False, True)),
     **_OPTIM,
 }
 _ATTENTION = {**_GNN, "heads": Choice((1, 2, 4))}          # every hidden choice divides by every head count

@@ -8,88 +8,23 @@ RUNNING by a process that died (kill -9) is found and marked failed by the next 
 
 from __future__ import annotations
 
-import shlex
-from dataclasses import asdict, dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from engine.config import TrainConfig
-from engine.errors import InputError
-from engine.locks import FolderLock, lock_holder
+from engine.core.config import TrainConfig
+from engine.core.errors import InputError
+from engine.core.locks import FolderLock, lock_holder
+from engine.core.schema import ModelKind
+from engine.core.workspace import Workspace
 from engine.models.registry import get_spec
-from engine.schema import ModelKind
-from engine.workspace import Workspace
+from engine.tune.setup import TuneSetup
 
-# TrainConfig fields that may change between sessions of one study: they do not change results
-FREE_FIELDS = ("device", "num_threads", "eval_batch_size")
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 PRUNE_FROM_EPOCH = 3           # GNN trials are never pruned before this epoch
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)     # our own line per trial says it
-
-
-@dataclass(frozen=True)
-class TuneSetup:
-    """The fixed part of a study: dataset, model, objective, and the flags given (not tuned)."""
-
-    dataset: str
-    model: str
-    metric: str
-    protocol: str
-    seed: int = 0
-    train: dict = field(default_factory=dict)      # TrainConfig fields given on the command line
-    params: dict = field(default_factory=dict)     # model hyperparameters given on the command line
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: (dict(v) if isinstance(v, dict) else v) for k, v in asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "TuneSetup":
-        return cls(**{k: d[k] for k in ("dataset", "model", "metric", "protocol", "seed", "train", "params")
-                      if k in d})
-
-    def identity(self) -> dict[str, Any]:
-        """What must not change when a study is continued."""
-        d = self.to_dict()
-        d["train"] = {k: v for k, v in self.train.items() if k not in FREE_FIELDS}
-        return d
-
-    @property
-    def fixed(self) -> set[str]:
-        return set(self.train) | set(self.params)
-
-    def values(self, sampled: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-        """(TrainConfig fields, model hyperparameters) of one trial: the given ones and `sampled`."""
-        from engine.tune.spaces import split_params
-        train, params = split_params(self.model, sampled)
-        return ({**self.train, **train, "seed": self.seed, "val_protocol": self.protocol},
-                {**self.params, **params})
-
-    def train_config(self, sampled: Mapping[str, Any]) -> TrainConfig:
-        """A trial's run config (InputError when the combination is refused, e.g. hidden % heads)."""
-        train, params = self.values(sampled)
-        get_spec(self.model).resolve(params)
-        return TrainConfig(dataset=self.dataset, model=self.model, model_params=params, **train)
-
-    def train_command(self, sampled: Mapping[str, Any]) -> str:
-        """The `sessrec train ...` command that trains this configuration again (with its test)."""
-        train, params = self.values(sampled)
-        args = ["sessrec", "train", "--dataset", self.dataset, "--model", self.model]
-        for name, value in {**train, **params}.items():
-            if name in ("num_threads",):
-                continue
-            flag = "--" + name.replace("_", "-")
-            if isinstance(value, bool):
-                args.append(flag if value else "--no-" + flag[2:])
-            else:
-                args += [flag, repr(value) if isinstance(value, float) else str(getattr(value, "value", value))]
-        return shlex.join(args)
-
-
-def default_name(dataset: str, model: str, metric: str) -> str:
-    return f"{dataset}-{model}-{metric}"
 
 
 # ---- storage ------------------------------------------------------------------------------------

@@ -37,7 +37,7 @@ def test_14_an_invalid_choice_lists_the_plain_values(capsys):
 
 # ---- 13. numeric fields have sane bounds, in the configs ---------------------------------------------
 def _configs():
-    from engine.config import DataConfig, TrainConfig
+    from engine.core.config import DataConfig, TrainConfig
     from engine.models.registry import SPECS
     return {DataConfig, TrainConfig, *(s.config for s in SPECS.values())}
 

@@ -16,7 +16,7 @@ import pytest
 from engine.cli import main as cli
 from engine.data.formats import read_events
 from engine.data.srgnn import read_srgnn
-from engine.errors import InputError
+from engine.core.errors import InputError
 from tests.reliability.helpers import ROOT, one_line
 
 RR_HEADER = "timestamp,visitorid,event,itemid,transactionid"

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from engine.errors import StorageError
+from engine.core.errors import StorageError
 from engine.runs import read_run
 from engine.runs.events import Checkpoint, EventWriter, Resumed, RunStarted, Step, append_event, read_events
 from engine.runs.store import list_runs
 from engine.train.loop import _prepare_resume, fit
-from engine.workspace import Workspace
+from engine.core.workspace import Workspace
 from tests.reliability.helpers import ROOT
 
 TRAIN = ["-q", "train", "--dataset", "demo-tiny", "--hidden", "16", "--heads", "2", "--epochs", "1",
@@ -44,7 +44,7 @@ def test_11_an_event_after_a_torn_line_is_kept(tmp_path):
 
 
 def test_11_a_write_cut_short_by_a_full_disk_does_not_glue_the_next_one(tmp_path, monkeypatch):
-    import engine.atomic as atomic
+    import engine.core.atomic as atomic
     path = tmp_path / "events.jsonl"
     writer = EventWriter(path, "r")
     writer.write(RunStarted(epochs=3))
@@ -110,7 +110,7 @@ def test_7_a_run_that_lost_its_checkpoint_is_not_restarted_silently(ws):
     fit(_cfg(), ws, run_id="k-lost")
     run = ws.run("k-lost")
     run.last.unlink()
-    from engine.errors import InputError
+    from engine.core.errors import InputError
     with pytest.raises(InputError, match="last.pt: no checkpoint"):
         _prepare_resume(ws, "k-lost", None, None)
 
@@ -175,7 +175,7 @@ def test_8_a_rebuild_under_a_live_training_is_refused_like_a_delete(ws, capsys):
     items = ws.dataset("demo-tiny").items
     before = (items.read_bytes(), Dataset.load(ws, "demo-tiny").data)
     # a training that is alive: it holds its run lock (as `sessrec train` does from start to end)
-    code = ("import sys, time; from pathlib import Path; from engine.locks import RunLock; "
+    code = ("import sys, time; from pathlib import Path; from engine.core.locks import RunLock; "
             "RunLock(Path(sys.argv[1]), 'live').acquire(); print('ok', flush=True); time.sleep(120)")
     run = ws.run("live")
     fit(_cfg(), ws, run_id="live")                   # a real run on the dataset (its config names it)

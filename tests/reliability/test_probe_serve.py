@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from engine.cli import main as cli
-from engine.errors import InputError
+from engine.core.errors import InputError
 
 
 # ---- 3. ports outside 0..65535 -----------------------------------------------------------------------

@@ -34,11 +34,11 @@ def make_app(ws: Path, child: bool = True, **kw):
 
 def _build_tiny(ws_root: Path) -> None:
     """The tiny demo, built in-process; stage times fixed so screenshots do not move."""
-    from engine.config import DataConfig
+    from engine.core.config import DataConfig
+    from engine.core.workspace import Workspace
     from engine.data.demo import generate_demo
     from engine.data.manifest import Dataset
     from engine.data.pipeline import build
-    from engine.workspace import Workspace
     ws = Workspace.open(ws_root)
     name = "demo-tiny"
     paths = ws.dataset(name)

@@ -124,8 +124,8 @@ def train(ws: Path, argv: list[str]) -> int:
     if SCENARIO == "slow":
         epochs = max(epochs, 50)
     spe = 8 if SCENARIO != "slow" else 40
-    from engine.locks import RunLock
-    from engine.workspace import Workspace
+    from engine.core.locks import RunLock
+    from engine.core.workspace import Workspace
     run = Workspace(ws.resolve()).run(run_id)
     run_dir = run.root
     run_dir.mkdir(parents=True, exist_ok=True)

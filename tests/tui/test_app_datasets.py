@@ -9,7 +9,8 @@ from textual.widgets import DataTable, Input, Select, Static
 
 from tests.tui.conftest import make_app
 from tests.tui.helpers import notifications, settle, type_text, wait_for
-from tui.screens.modals import ConfirmScreen, DemoScreen, ImportScreen, RebuildScreen
+from tui.dialogs.base import ConfirmScreen
+from tui.dialogs.datasets import DemoScreen, ImportScreen, RebuildScreen
 
 
 async def test_first_start_offers_the_demo_with_one_key(empty_ws: Path, monkeypatch) -> None:

@@ -10,7 +10,8 @@ from textual.widgets import DataTable, Log, Static
 
 from tests.tui.conftest import make_app
 from tests.tui.helpers import notifications, settle, type_text, wait_for
-from tui.screens.modals import ImportScreen, RunDetailsScreen
+from tui.dialogs.datasets import ImportScreen
+from tui.dialogs.runs import RunDetailsScreen
 from tui.widgets.charts import Chart
 
 
@@ -140,7 +141,7 @@ def _emoji(text: str) -> list[str]:
 
 async def test_the_command_palette_shows_no_emoji(tiny_ws: Path) -> None:
     """Issue 21, finding 15: Textual's palette draws a magnifier emoji (U+1F50E), which some SSH
-    terminals show as a box; the README promises no emoji. Checked on the rendered screen."""
+    terminals show as a box; docs/getting-started.md promises no emoji. Checked on the rendered screen."""
     app = make_app(tiny_ws)
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(pilot)
@@ -182,7 +183,7 @@ async def test_jobs_screen_switches_the_policy_and_shows_queued_jobs(tiny_ws: Pa
         assert json.loads(app.ws.settings.read_text())["job_policy"] == "queue"
         assert "policy queue" in str(policy.render())
         first = app.controller.build("demo-tiny")
-        second = app.controller.generate_demo("tiny", "other", "other")
+        second = app.controller.generate_demo("tiny", "other")
         assert first.running and second.status == "queued"
         table = screen.query_one("#jobs-table", DataTable)
         await wait_for(pilot, lambda: table.row_count == 2 and str(table.get_row_at(0)[0]) == "queued")

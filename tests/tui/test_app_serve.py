@@ -10,13 +10,14 @@ from pathlib import Path
 
 import pytest
 
+from engine import jobs as J
+from engine.core.schema import JobKind, JobPolicy, JobStatus
+from engine.core.workspace import Workspace
 from engine.data.items import ItemIndex
-from engine.schema import JobKind, JobPolicy, JobStatus
-from engine.workspace import Workspace
 from tests.test_serve_scrape import FakeServer, metrics_text
 from tests.tui.conftest import _fake_run, make_app
 from tests.tui.helpers import notifications, settle, wait_for
-from tui import jobs as J
+from tui import serve_view as V
 from tui.screens import serve as S
 
 KEY = "s3cret-key-0123456789"
@@ -89,7 +90,7 @@ async def test_serve_start_live_numbers_reload_and_stop(full_ws: Path, fake_serv
         assert job.serving["api_key_required"] is True          # the child found the key in its env
         assert KEY not in app.controller.ws.job_record(job.id).read_text()
         assert admin not in app.controller.ws.job_record(job.id).read_text() and admin not in " ".join(job.argv)
-        assert job.threads == 1                                  # a light job (see tui.jobs.LIGHT_KINDS)
+        assert job.threads == 1                                  # a light job (see engine.jobs.LIGHT_KINDS)
 
         ticks = iter(range(0, 1000, 5))
         scr.clock = lambda: float(next(ticks))                   # scrapes exactly 5 s apart
@@ -110,7 +111,7 @@ async def test_serve_start_live_numbers_reload_and_stop(full_ws: Path, fake_serv
                 f"application/json' -H \"X-API-Key: $SESSREC_API_KEY\" -d '{{\"session_items\": "
                 f"[{items[0]}, {items[1]}], \"k\": 10}}'") in curl.replace("\n", "")
         assert KEY not in curl
-        assert f"'X-API-Key: {KEY}'" in S.copy_line(S.curl_line("http://h:1", items, KEY), KEY)
+        assert f"'X-API-Key: {KEY}'" in V.copy_line(V.curl_line("http://h:1", items, KEY), KEY)
 
         # a newer but worse run is no reason to reload; a newer better one is: the screen says so
         _newer_run(full_ws, "run-w", epochs=2)
@@ -184,10 +185,10 @@ async def test_a_server_never_waits_in_the_queue_nor_blocks_it(tmp_path: Path, m
     monkeypatch.setenv("FAKE_CHILD", "ok")
     from tests.tui.conftest import FAKE_CHILD
     m = J.JobManager(tmp_path, engine_cmd=FAKE_CHILD, cores=2, settings=J.JobSettings(policy=JobPolicy.QUEUE))
-    build = m.start("build", J.build_args("a"), "build a", dataset="a")
-    server = m.start("serve", J.serve_args("run-a", port=8124), "serve run-a")
+    build = m.start(J.BuildRequest("a"))
+    server = m.start(J.ServeRequest("run-a", port=8124))
     assert build.running and server.running and server.threads == 1 and build.threads == 2
-    other = m.start("build", J.build_args("b"), "build b", dataset="b")
+    other = m.start(J.BuildRequest("b"))
     assert other.status == JobStatus.QUEUED and other.waiting_for == "build a to end"
     await m.wait(build, 30)
     await m.wait(other, 30)                        # started after `build a`, the server still running
@@ -198,9 +199,9 @@ async def test_a_server_never_waits_in_the_queue_nor_blocks_it(tmp_path: Path, m
 
 
 def test_serve_args() -> None:
-    assert J.serve_args("baseline:sknn@demo") == ["serve", "baseline:sknn@demo", "--host", "127.0.0.1", "--port",
-                                                  "8000", "--runtime", "torch"]
-    assert J.serve_args("r", "0.0.0.0", 9000, "onnx", workers=2, insecure=True)[-4:] == \
+    assert J.ServeRequest("baseline:sknn@demo").args() == ["serve", "baseline:sknn@demo", "--host", "127.0.0.1",
+                                                           "--port", "8000", "--runtime", "torch"]
+    assert J.ServeRequest("r", "0.0.0.0", 9000, "onnx", workers=2, insecure=True).args()[-4:] == \
         ["onnx", "--workers", "2", "--insecure"]
 
 
@@ -212,7 +213,7 @@ def add_running_server(app, port: int = 8000) -> J.Job:
     m = app.controller.jobs
     jid = "20250101-120000-serve-run-a"
     job = J.Job(id=jid, kind=JobKind.SERVE, title=f"serve run-a on 127.0.0.1:{port}",
-                argv=["python", "-m", "engine", *J.serve_args("run-a", port=port)], log_path=m.ws.job_log(jid),
+                argv=["python", "-m", "engine", *J.ServeRequest("run-a", port=port).args()], log_path=m.ws.job_log(jid),
                 status=JobStatus.RUNNING, created=time.time(), started=time.time(), threads=1,
                 serving={"type": "serving", "url": f"http://127.0.0.1:{port}", "host": "127.0.0.1", "port": port,
                          "model": "graph_transformer", "run_id": "run-a", "dataset": "demo-tiny",
@@ -227,9 +228,9 @@ def show_fixed_numbers(scr: S.ServeScreen) -> None:
     from engine.serve.scrape import parse_metrics
     prev, cur = parse_metrics(PREV), parse_metrics(CUR)
     scr._adopt_job()
-    items = S.sample_items(scr.controller.ws, "demo-tiny")
-    scr._scraped(scr.url(), 0.0, prev, dict(HEALTH), S.stats_rows(None, prev, 0.0), items, "demo-tiny")
-    scr._scraped(scr.url(), 5.0, cur, dict(HEALTH), S.stats_rows(prev, cur, 5.0), items, "demo-tiny")
+    items = V.sample_items(scr.controller.ws, "demo-tiny")
+    scr._scraped(scr.url(), 0.0, prev, dict(HEALTH), V.stats_rows(None, prev, 0.0), items, "demo-tiny")
+    scr._scraped(scr.url(), 5.0, cur, dict(HEALTH), V.stats_rows(prev, cur, 5.0), items, "demo-tiny")
     scr.rps.clear()
     scr.rps.extend((float(t), 8.0 + t / 10) for t in range(0, 61, 1))
     scr._show()

@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 from textual.widgets import Input, Select, Static
 
-from engine.process import pid_alive
+from engine.core.process import pid_alive
 from tests.tui.conftest import make_app
 from tests.tui.helpers import notifications, settle, wait_for
-from tui.screens.modals import OpenRunScreen, QuitScreen
+from tui.dialogs.base import QuitScreen
+from tui.dialogs.runs import OpenRunScreen
 from tui.widgets.charts import Chart
 
 
@@ -32,9 +33,9 @@ async def _train_screen(pilot, model: str = "sknn"):
 
 def _unbuilt_dataset(ws: Path) -> None:
     """A second dataset registered but never built."""
-    from engine.config import DataConfig
+    from engine.core.config import DataConfig
+    from engine.core.workspace import Workspace
     from engine.data.manifest import Dataset
-    from engine.workspace import Workspace
     w = Workspace.open(ws)
     Dataset.create(w, "raw", w.dataset("demo-tiny").demo_events, DataConfig())
 
@@ -269,7 +270,7 @@ async def test_quit_leaving_the_run_detached_then_reopen_it(tiny_ws: Path, monke
 async def test_workers_and_gpus_of_a_training(tiny_ws: Path, monkeypatch) -> None:
     """Workers and GPUs in the form: checked, passed as --nproc and as the job's GPUs; while it runs
     the Train screen shows those GPUs' utilisation and memory (a fake NVML)."""
-    import engine.gpu_monitor as gm
+    import engine.core.gpu_monitor as gm
     from tests.test_gpu_monitor import fake_pynvml
     from tests.tui.conftest import DEVICE
     monkeypatch.setenv("FAKE_CHILD", "ok")

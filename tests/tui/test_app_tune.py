@@ -7,10 +7,10 @@ from pathlib import Path
 
 import optuna
 
-from engine.schema import JobKind, JobStatus
+from engine.core.schema import JobKind, JobStatus
+from engine.core.workspace import Workspace
 from engine.tune import study as S
-from engine.tune.study import TuneSetup
-from engine.workspace import Workspace
+from engine.tune.setup import TuneSetup
 from tests.tui.conftest import make_app
 from tests.tui.helpers import notifications, settle, wait_for
 

@@ -11,7 +11,7 @@ from textual.widgets import DataTable, Input, Select
 
 from tests.tui.conftest import make_app
 from tests.tui.helpers import notifications, settle, wait_for
-from tui.screens.modals import DemoScreen
+from tui.dialogs.datasets import DemoScreen
 
 pytestmark = pytest.mark.slow
 
@@ -85,6 +85,7 @@ async def test_generate_build_train_recommend(empty_ws: Path) -> None:
         import socket
 
         import httpx
+
         from tui.screens.serve import ServeScreen
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from engine.errors import InputError
-from engine.schema import JobPolicy, JobStatus
-from engine.workspace import Workspace
+from engine import jobs as J
+from engine.core.errors import InputError
+from engine.core.schema import JobPolicy, JobStatus
+from engine.core.workspace import Workspace
 from tests.tui.conftest import FAKE_CHILD
-from tui import jobs as J
 
 
 def manager(ws: Path, **kw) -> J.JobManager:
@@ -46,7 +46,7 @@ async def until(cond, timeout: float = 20.0) -> None:
 async def test_pipeline_job_progress_result_and_record(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("FAKE_CHILD", "ok")
     m = manager(tmp_path)
-    job = m.start("build", J.build_args("demo"), "build demo", dataset="demo")
+    job = m.start(J.BuildRequest("demo"))
     assert job.running and m.busy_datasets() == {"demo"}
     await m.wait(job, 30)
     assert job.status == "done", job.error
@@ -68,15 +68,15 @@ async def test_pipeline_job_progress_result_and_record(tmp_path: Path, monkeypat
 async def test_pipeline_error_event(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("FAKE_CHILD", "fail")
     m = manager(tmp_path)
-    job = await J.run_to_end(m, "import", J.import_args("/x.csv", "rsc15", "x"), "import x", timeout=30)
+    job = await J.run_to_end(m, J.ImportRequest("/x.csv", "rsc15", "x"), timeout=30)
     assert job.status == "failed"
     assert "no valid rows" in (job.error or "")
     assert job.returncode == 2
 
 
 def _run_events(tmp_path: Path, run_id: str = "r1") -> list:
+    from engine.core.workspace import Workspace
     from engine.runs import read_events
-    from engine.workspace import Workspace
     return read_events(Workspace(tmp_path.resolve()).run(run_id).events)
 
 
@@ -84,8 +84,7 @@ async def test_a_training_writes_its_events_to_its_run_and_its_result_to_stdout(
                                                                                monkeypatch) -> None:
     monkeypatch.setenv("FAKE_CHILD", "ok")
     m = manager(tmp_path)
-    job = m.start("train", J.train_args("demo", "graph_transformer", "r1", {"epochs": 2}, {"hidden": 32}),
-                  "train", run_id="r1")
+    job = m.start(J.TrainRequest("demo", "graph_transformer", options={"epochs": 2}, params={"hidden": 32}, run_id="r1"))
     await m.wait(job, 30)
     assert job.status == "done"
     # stdout carries only what the events file does not: the final result
@@ -104,7 +103,7 @@ async def test_a_training_writes_its_events_to_its_run_and_its_result_to_stdout(
 async def test_train_failures(tmp_path: Path, monkeypatch, scenario: str, status: str, needle: str) -> None:
     monkeypatch.setenv("FAKE_CHILD", scenario)
     m = manager(tmp_path)
-    job = m.start("train", J.train_args("demo", "gat", "r1"), "train", run_id="r1")
+    job = m.start(J.TrainRequest("demo", "gat", run_id="r1"))
     await m.wait(job, 30)
     assert job.status == status
     assert needle in (job.error or ""), job.error
@@ -115,7 +114,7 @@ async def test_train_failures(tmp_path: Path, monkeypatch, scenario: str, status
 async def test_cancel_sigterm_stops_cleanly(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("FAKE_CHILD", "slow")
     m = manager(tmp_path)
-    job = m.start("train", J.train_args("demo", "gat", "r1"), "train", run_id="r1")
+    job = m.start(J.TrainRequest("demo", "gat", run_id="r1"))
     while not any(e.TYPE == "step" for e in _run_events(tmp_path)):
         await asyncio.sleep(0.02)
     assert m.cancel(job)
@@ -130,7 +129,7 @@ async def test_cancel_escalates_to_sigkill(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("FAKE_CHILD", "ignore_term")
     monkeypatch.setenv("FAKE_CHILD_DELAY", "0.05")
     m = manager(tmp_path, kill_after=0.5)
-    job = m.start("train", J.train_args("demo", "gat", "r1", {"epochs": 50}), "train", run_id="r1")
+    job = m.start(J.TrainRequest("demo", "gat", options={"epochs": 50}, run_id="r1"))
     while not any(e.TYPE == "step" for e in _run_events(tmp_path)):
         await asyncio.sleep(0.02)
     t0 = time.monotonic()
@@ -143,7 +142,7 @@ async def test_cancel_escalates_to_sigkill(tmp_path: Path, monkeypatch) -> None:
 
 async def test_missing_engine_is_a_failed_job(tmp_path: Path) -> None:
     m = J.JobManager(tmp_path, engine_cmd=[str(tmp_path / "no-such-python")])
-    job = m.start("build", J.build_args("x"), "build x")
+    job = m.start(J.BuildRequest("x"))
     await m.wait(job, 5)
     assert job.status == "failed" and "could not start" in (job.error or "")
 
@@ -160,13 +159,13 @@ def test_history_marks_dead_running_jobs_interrupted(tmp_path: Path) -> None:
 
 
 def test_args_builders() -> None:
-    assert J.demo_args("tiny") == ["demo", "--size", "tiny"]
-    assert J.build_args("d", True) == ["data", "build", "d", "--force"]
-    assert J.build_args("d", "graph") == ["data", "build", "d", "--force", "graph"]
-    assert J.import_args("/p", "rsc15", "n", "/t") == ["data", "import", "/p", "--format", "rsc15", "--name", "n",
-                                                       "--test-file", "/t"]
-    args = J.train_args("demo", "gat", "r", {"batch_size": 64, "device": "cpu", "loss": None},
-                        {"use_pe": False, "hidden": 32})
+    assert J.DemoRequest("tiny").args() == ["demo", "--size", "tiny"]
+    assert J.BuildRequest("d", True).args() == ["data", "build", "d", "--force"]
+    assert J.BuildRequest("d", "graph").args() == ["data", "build", "d", "--force", "graph"]
+    assert J.ImportRequest("/p", "rsc15", "n", "/t").args() == ["data", "import", "/p", "--format", "rsc15",
+                                                                "--name", "n", "--test-file", "/t"]
+    args = J.TrainRequest("demo", "gat", {"batch_size": 64, "device": "cpu", "loss": None},
+                          {"use_pe": False, "hidden": 32}, run_id="r").args()
     assert args == ["train", "--dataset", "demo", "--model", "gat", "--run-id", "r", "--batch-size", "64",
                     "--device", "cpu", "--no-use-pe", "--hidden", "32"]
     # each is the flag the CLI generates from the config field: the engine's parser takes them as they are
@@ -186,7 +185,7 @@ def test_stage_progress_eta() -> None:
 async def test_second_cancel_kills_at_once(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("FAKE_CHILD", "ignore_term")
     m = manager(tmp_path, kill_after=60.0)
-    job = m.start("train", J.train_args("demo", "gat", "r1", {"epochs": 50}), "train", run_id="r1")
+    job = m.start(J.TrainRequest("demo", "gat", options={"epochs": 50}, run_id="r1"))
     while not any(e.TYPE == "step" for e in _run_events(tmp_path)):
         await asyncio.sleep(0.02)
     assert m.grace(job) == 60.0
@@ -211,13 +210,13 @@ def last_env(m: J.JobManager, job: J.Job) -> dict:
 async def test_budget_files_follow_jobs_starting_and_ending(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("FAKE_CHILD", "slow")
     m = manager(tmp_path, cores=16)
-    a = m.start("build", J.build_args("a"), "build a", dataset="a")
+    a = m.start(J.BuildRequest("a"))
     await until(lambda: last_env(m, a).get("budget") == "16")
     env = last_env(m, a)
     assert env["omp"] == env["mkl"] == env["openblas"] == "16" and env["wait_policy"] is None
     assert env["budget_file"] == str(Workspace(tmp_path).job_threads(a.id))
-    b = m.start("build", J.build_args("b"), "build b", dataset="b")
-    c = m.start("build", J.build_args("c"), "build c", dataset="c")
+    b = m.start(J.BuildRequest("b"))
+    c = m.start(J.BuildRequest("c"))
     assert (a.threads, b.threads, c.threads) == (6, 5, 5)          # the oldest gets the remainder
     assert budget_of(tmp_path, a) == "6"
     await until(lambda: last_env(m, a).get("budget") == "6")      # the running child saw its new share
@@ -236,7 +235,7 @@ async def test_no_thread_budgets_leaves_the_environment_alone(tmp_path: Path, mo
     monkeypatch.setenv("FAKE_CHILD", "ok")
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     m = manager(tmp_path, cores=16, thread_budgets=False)
-    job = await J.run_to_end(m, "build", J.build_args("a"), "build a", timeout=30)
+    job = await J.run_to_end(m, J.BuildRequest("a"), timeout=30)
     assert job.status == "done" and job.threads is None
     env = last_env(m, job)
     assert env["omp"] is None and env["budget"] is None
@@ -246,15 +245,15 @@ async def test_queue_policy_runs_one_cpu_job_at_a_time(tmp_path: Path, monkeypat
     monkeypatch.setenv("FAKE_CHILD", "ok")
     monkeypatch.setenv("FAKE_CHILD_DELAY", "0.05")
     m = manager(tmp_path, cores=2, settings=J.JobSettings(policy=JobPolicy.QUEUE))
-    a = m.start("build", J.build_args("a"), "build a", dataset="a")
-    b = m.start("train", J.train_args("a", "gat", "r1", {"device": "cpu"}), "train gat", run_id="r1")
+    a = m.start(J.BuildRequest("a"))
+    b = m.start(J.TrainRequest("a", "gat", options={"device": "cpu"}, run_id="r1"))
     assert a.running and b.status == JobStatus.QUEUED and b.pid is None
     assert b.waiting_for == "build a to end" and not b.running and b.active
     assert {j.id for j in m.ordered()[:2]} == {a.id, b.id}          # running and queued jobs first
     assert json.loads(Workspace(tmp_path).job_record(b.id).read_text())["status"] == "queued"
-    d = m.start("delete", J.delete_args("x"), "delete x")        # light: never waits
+    d = m.start(J.DeleteRequest("x"))        # light: never waits
     assert d.running
-    c = m.start("build", J.build_args("c"), "build c", dataset="c")
+    c = m.start(J.BuildRequest("c"))
     assert c.status == JobStatus.QUEUED and m.busy_datasets() >= {"a", "c"}
     assert m.cancel(c)                                            # a queued job is just removed
     assert c.status == JobStatus.CANCELLED and c.id not in m.jobs
@@ -271,8 +270,8 @@ async def test_queue_policy_runs_one_cpu_job_at_a_time(tmp_path: Path, monkeypat
 async def test_switching_to_share_starts_the_queued_jobs(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("FAKE_CHILD", "slow")
     m = manager(tmp_path, cores=2, settings=J.JobSettings(policy=JobPolicy.QUEUE))
-    a = m.start("build", J.build_args("a"), "build a", dataset="a")
-    b = m.start("build", J.build_args("b"), "build b", dataset="b")
+    a = m.start(J.BuildRequest("a"))
+    b = m.start(J.BuildRequest("b"))
     assert b.status == JobStatus.QUEUED
     m.set_settings(J.JobSettings(policy=JobPolicy.SHARE))
     assert b.running and (a.threads, b.threads) == (1, 1)
@@ -287,9 +286,9 @@ async def test_gpu_jobs_get_a_gpu_each_or_wait(tmp_path: Path, monkeypatch) -> N
     monkeypatch.setenv("FAKE_CHILD_DELAY", "0.03")
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     m = manager(tmp_path, cores=2, gpus=1)
-    g1 = m.start("train", J.train_args("demo", "gat", "r1"), "train r1", run_id="r1")       # device auto
-    g2 = m.start("train", J.train_args("demo", "gat", "r2", {"device": "cuda"}), "train r2", run_id="r2")
-    cpu = m.start("train", J.train_args("demo", "gat", "r3", {"device": "cpu"}), "train r3", run_id="r3")
+    g1 = m.start(J.TrainRequest("demo", "gat", run_id="r1"))       # device auto
+    g2 = m.start(J.TrainRequest("demo", "gat", options={"device": "cuda"}, run_id="r2"))
+    cpu = m.start(J.TrainRequest("demo", "gat", options={"device": "cpu"}, run_id="r3"))
     assert g1.running and g1.gpus == [0]
     assert g2.status == JobStatus.QUEUED and "GPU" in (g2.waiting_for or "")
     assert cpu.running and cpu.gpus == []                        # a CPU job does not wait for a GPU
@@ -307,7 +306,7 @@ async def test_share_gpus_and_the_apps_visible_devices(tmp_path: Path, monkeypat
     monkeypatch.setenv("FAKE_CHILD", "ok")
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "5,7")        # the app itself may use GPUs 5 and 7
     m = manager(tmp_path, cores=2, gpus=2, settings=J.JobSettings(share_gpus=True))
-    jobs = [m.start("train", J.train_args("demo", "gat", f"r{i}"), f"train r{i}", run_id=f"r{i}")
+    jobs = [m.start(J.TrainRequest("demo", "gat", run_id=f"r{i}"))
             for i in range(3)]
     assert all(j.running for j in jobs)
     assert [j.gpus for j in jobs] == [[0], [1], [0]]               # a free GPU first, then the least busy
@@ -323,11 +322,11 @@ async def test_data_parallel_trainings_get_a_gpu_per_worker(tmp_path: Path, monk
     monkeypatch.setenv("FAKE_CHILD_DELAY", "0.03")
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3,5,7")
     m = manager(tmp_path, cores=2, gpus=4)
-    two = m.start("train", J.train_args("demo", "gat", "r1", workers=2), "train r1", run_id="r1")
-    assert J.train_workers(two.argv) == 2 and two.argv[-2:] == ["--nproc", "2"]
-    picked = m.start("train", J.train_args("demo", "gat", "r2"), "train r2", run_id="r2", gpus=[1])
-    wants = m.start("train", J.train_args("demo", "gat", "r3", workers=2), "train r3", run_id="r3", gpus=[3, 2])
-    big = m.start("train", J.train_args("demo", "gat", "r4", workers=8), "train r4", run_id="r4")
+    two = m.start(J.TrainRequest("demo", "gat", workers=2, run_id="r1"))
+    assert two.request.gpu_workers() == 2 and two.argv[-2:] == ["--nproc", "2"]
+    picked = m.start(J.TrainRequest("demo", "gat", run_id="r2", gpus=[1]))
+    wants = m.start(J.TrainRequest("demo", "gat", workers=2, run_id="r3", gpus=[3, 2]))
+    big = m.start(J.TrainRequest("demo", "gat", workers=8, run_id="r4"))
     assert two.running and two.gpus == [0, 1]
     assert picked.status == JobStatus.QUEUED and picked.waiting_for == "GPU 1 to be free"
     assert wants.running and wants.gpus == [3, 2]
@@ -403,7 +402,7 @@ def test_job_manager_imports_no_textual() -> None:
             "        if name.split('.')[0] in ('textual', 'textual_plotext'):\n"
             "            raise ImportError('blocked: ' + name)\n"
             "sys.meta_path.insert(0, Block())\n"
-            "import tui.jobs\n")
+            "import engine.jobs\n")
     root = Path(__file__).resolve().parents[2]
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=60,
                          env=dict(os.environ, PYTHONPATH=str(root)))

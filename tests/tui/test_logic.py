@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.config import AttentionGNNConfig, SKNNConfig, TrainConfig
+from engine.core.config import AttentionGNNConfig, SKNNConfig, TrainConfig
 from tui import format as F
 from tui.forms import FormError, check_config, parse_fields, text_of
 from tui.widgets.charts import nice_ticks, thin
@@ -95,7 +95,7 @@ def test_palette_entries_derive_from_the_bindings(tmp_path: Path) -> None:
 
 
 def test_recommend_opens_on_the_newest_completed_run_else_session_knn(full_ws: Path, tmp_path: Path) -> None:
-    from engine.workspace import Workspace
+    from engine.core.workspace import Workspace
     from tui.controller import Controller
     c = Controller(Workspace.open(full_ws), load_history=False)
     c.list_runs()

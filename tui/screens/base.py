@@ -12,7 +12,7 @@ from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import Footer, Static
 
-from tui.controller import GuideChanged, JobsChanged
+from tui.messages import GuideChanged, JobsChanged
 from tui.widgets.nav import NavBar
 
 if TYPE_CHECKING:

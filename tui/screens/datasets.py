@@ -16,10 +16,10 @@ from textual.widget import Widget
 from textual.widgets import Button, DataTable, Static
 from textual.worker import get_current_worker
 
+from engine.core.workspace import Workspace
 from engine.data.report import DatasetReport
-from engine.workspace import Workspace
-from tui.controller import DatasetsChanged, JobsChanged
 from tui.format import STATE_STYLE, fmt_bar, fmt_duration, fmt_num, short_path
+from tui.messages import DatasetsChanged, JobsChanged
 from tui.screens.base import BaseScreen
 from tui.widgets.charts import Chart, ChartData, Series
 
@@ -337,18 +337,18 @@ class DatasetsScreen(BaseScreen):
         if ds in self.controller.busy_datasets():
             self.error(f"dataset {ds} is already being built (F3 Jobs)")
             return
-        if self.controller.generate_demo(vals["size"], vals.get("name"), ds) is not None:
+        if self.controller.generate_demo(vals["size"], vals.get("name")) is not None:
             self.reload()
 
     def guide_text(self) -> str | None:
         return self.controller.guide
 
     def action_new_demo(self) -> None:
-        from tui.screens.modals import DemoScreen
+        from tui.dialogs.datasets import DemoScreen
         self.app.push_screen(DemoScreen(list(self.infos)), self._start_demo)
 
     def action_import_file(self) -> None:
-        from tui.screens.modals import ImportScreen
+        from tui.dialogs.datasets import ImportScreen
 
         def done(vals: dict | None) -> None:
             if vals:
@@ -379,7 +379,7 @@ class DatasetsScreen(BaseScreen):
         name = self._target("rebuild")
         if not name:
             return
-        from tui.screens.modals import RebuildScreen
+        from tui.dialogs.datasets import RebuildScreen
         info = self.infos.get(name)
         stages = [s.name for s in info.stages] if info else []
 
@@ -394,7 +394,7 @@ class DatasetsScreen(BaseScreen):
         name = self._target("delete")
         if not name:
             return
-        from tui.screens.modals import ConfirmScreen
+        from tui.dialogs.base import ConfirmScreen
         info = self.infos.get(name)
         src = f"\nIts source {info.source_kind} stays: {info.source}" if info and not info.is_demo else ""
 

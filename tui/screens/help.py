@@ -8,8 +8,8 @@ from textual.containers import VerticalScroll
 from textual.widget import Widget
 from textual.widgets import Markdown
 
-from tui.screens.base import BaseScreen
 from tui.format import short_path
+from tui.screens.base import BaseScreen
 
 HELP = """\
 # sessrec: session-based next-item recommendation

@@ -14,10 +14,11 @@ from textual.containers import Horizontal, Vertical
 from textual.widget import Widget
 from textual.widgets import DataTable, Log, Static
 
-from engine.schema import JobKind, JobPolicy, JobStatus
-from tui.controller import Controller, JobsChanged
+from engine.core.schema import JobKind, JobPolicy, JobStatus
+from engine.jobs import TAIL_LINES, Job, JobManager, describe_exit
+from tui.controller import Controller
 from tui.format import JOB_STYLE, fmt_bar, fmt_duration, short_path
-from tui.jobs import TAIL_LINES, Job, JobManager, describe_exit
+from tui.messages import JobsChanged
 from tui.screens.base import BaseScreen
 
 COLUMNS = ("status", "job", "progress", "elapsed", "ETA")

@@ -15,11 +15,13 @@ from textual.widgets import DataTable, Input, OptionList, Select, Static
 from textual.widgets.option_list import Option
 from textual.worker import get_current_worker
 
+from engine.core.errors import InputError
+from engine.core.schema import RunStatus
+from engine.core.target import Target
+from engine.core.threads import set_compute_threads
 from engine.data.items import parse_item_ids
-from engine.errors import InputError
 from engine.models.registry import BASELINES
-from engine.schema import RunStatus
-from tui.controller import DatasetsChanged, RunsChanged
+from tui.messages import DatasetsChanged, RunsChanged
 from tui.screens.base import BaseScreen
 
 K = 10
@@ -28,17 +30,21 @@ SIDES = ("a", "b")
 
 
 def source_key(kind: str, name: str, dataset: str | None = None) -> str:
-    """'run:<id>' or 'baseline:<name>@<dataset>' (the CLI's spelling for baselines)."""
-    return f"run:{name}" if kind == "run" else f"baseline:{name}@{dataset}"
+    """The picker's key of a source: 'run:<id>', or a baseline as the engine spells its target
+    ('baseline:<name>@<dataset>'; a run's bare id could look like anything, hence its prefix)."""
+    return f"run:{name}" if kind == "run" else str(Target.of_baseline(name, dataset or ""))
 
 
 def parse_source_key(key: str) -> tuple[str, str, str | None]:
     if key.startswith("run:"):
         return "run", key[4:], None
-    if key.startswith("baseline:") and "@" in key:
-        name, ds = key[len("baseline:"):].split("@", 1)
-        return "baseline", name, ds
-    raise ValueError(f"not a recommender source: {key!r}")
+    try:
+        t = Target.parse(key)
+    except InputError:
+        t = None
+    if t is None or not t.is_baseline:
+        raise ValueError(f"not a recommender source: {key!r}")
+    return "baseline", t.baseline, t.dataset
 
 
 def parse_ids(text: str) -> tuple[list[int], str | None]:
@@ -66,7 +72,7 @@ def list_sources(controller) -> list[tuple[str, str]]:
 
 
 def load_recommender(ws, key: str):
-    from engine.recommend import Recommender
+    from engine.inference.recommend import Recommender
     _one_torch_thread()
     kind, name, dataset = parse_source_key(key)
     if kind == "run":
@@ -78,9 +84,7 @@ def _one_torch_thread() -> None:
     """Scoring one typed session is a few small matrix products: one thread answers in a few ms,
     while torch's default thread pool can take 50x longer on a machine busy with training (the app
     process uses torch only for these lookups; training runs in child processes)."""
-    import torch
-    if torch.get_num_threads() != 1:
-        torch.set_num_threads(1)
+    set_compute_threads(1)
 
 
 def fmt_score(v: float) -> str:

@@ -18,14 +18,15 @@ from textual.widget import Widget
 from textual.widgets import Button, Input, Log, Select, Static
 from textual.worker import get_current_worker
 
-from engine.config import TrainConfig
-from engine.errors import InputError
+from engine.core.config import TrainConfig
+from engine.core.errors import InputError
+from engine.core.schema import Device, RunStatus
+from engine.jobs import TrainRequest
 from engine.runs import RunState
-from engine.schema import Device, Protocol, RunStatus
-from engine.train.launch import check_world
-from tui.controller import DatasetsChanged, DeviceReady, RunUpdated, TrainRequest
-from tui.format import RUN_STYLE, fmt_bar, fmt_duration, fmt_num
+from tui.format import RUN_STYLE, fmt_bar
 from tui.forms import FormError, check_config, field_rows, field_widget, form_row, parse_fields, widget_text
+from tui.messages import DatasetsChanged, DeviceReady, RunUpdated
+from tui.run_view import stats_lines
 from tui.screens.base import BaseScreen
 from tui.widgets.charts import Chart, ChartData, Series
 
@@ -33,34 +34,6 @@ from tui.widgets.charts import Chart, ChartData, Series
 TRAIN_FIELDS = ("epochs", "batch_size", "lr", "loss", "device")
 GPU_POLL_S = 2.0        # how often the GPUs of a running training are read (NVML)
 CPU_EPOCHS = 3          # what the form proposes without a GPU: a demo run in minutes
-
-
-def stats_lines(st: RunState) -> list[tuple[str, str]]:
-    """The run's headline numbers for the live view."""
-    ev = st.last_step
-    out = [("status", str(st.status)), ("model", st.model or "-"), ("dataset", st.dataset or "-"),
-           ("device", st.device or "-")]
-    if st.model and st.dataset:
-        out.insert(1, ("run", f"{st.model} on {st.dataset}"))
-    if st.device_info.get("gpu_name") and (st.device or "").startswith("cuda"):
-        out.append(("gpu", f"{st.device_info['gpu_name']} ({st.device_info.get('gpu_memory_gb')} GB)"))
-    if st.n_params:
-        out.append(("parameters", f"{st.n_params:,}"))
-    if ev is not None:
-        out.append(("examples/s", fmt_num(ev.examples_per_s)))
-        out.append(("loss", fmt_num(ev.loss)))
-        if not st.finished:
-            out.append(("ETA", fmt_duration(ev.eta_s)))
-        if ev.gpu_mem_mb is not None:
-            out.append(("GPU memory", f"{ev.gpu_mem_mb:,.0f} MB peak"))
-    if st.epoch_seconds:
-        out.append(("epoch time", fmt_duration(st.epoch_seconds[-1])))
-    if st.best_epoch:
-        out.append(("best epoch", f"{st.best_epoch} (val R@10 {fmt_num(st.best_value)})"))
-    test = [f"{p} {fmt_num(st.test[p].get('recall@10'))}" for p in Protocol if st.test.get(p)]
-    if test:
-        out.append(("test R@10", ", ".join(test)))
-    return out
 
 
 class TrainScreen(BaseScreen):
@@ -301,6 +274,7 @@ class TrainScreen(BaseScreen):
             if len(gpus) != workers:
                 raise FormError(f"GPUs: give one per worker ({workers} worker(s), {len(gpus)} GPU(s))")
         if workers > 1:
+            from engine.train.parallel import check_world  # torch: only for a data-parallel run
             cfg = TrainConfig(model=model, batch_size=int(options.get("batch_size") or TrainConfig().batch_size))
             try:
                 check_world(cfg, workers, batch_field="batch size", one_worker="set workers to 1")
@@ -346,7 +320,7 @@ class TrainScreen(BaseScreen):
         self.app.call_from_thread(self._pick_run, [(str(r.status), r.run_id) for r in runs])
 
     def _pick_run(self, rows: list[tuple[str, str]]) -> None:
-        from tui.screens.modals import OpenRunScreen
+        from tui.dialogs.runs import OpenRunScreen
 
         def done(rid: str | None) -> None:
             if rid and self.controller.open_run(rid) is not None:
@@ -394,7 +368,7 @@ class TrainScreen(BaseScreen):
 
     @work(thread=True, exclusive=True, group="gpus")
     def _read_gpus(self, ids: list[str]) -> None:
-        from engine.gpu_monitor import format_readings, read_gpus
+        from engine.core.gpu_monitor import format_readings, read_gpus
         readings = read_gpus(ids)
         self.app.call_from_thread(self._show_gpus, format_readings(readings) if readings else None)
 

@@ -16,12 +16,13 @@ from textual.widget import Widget
 from textual.widgets import Button, DataTable, Input, Select, Static
 from textual.worker import get_current_worker
 
-from engine.config import TrainConfig
-from engine.errors import InputError
-from engine.schema import ModelKind, Protocol, values
-from tui.controller import DatasetsChanged, JobsChanged, StudiesChanged, TuneRequest
+from engine.core.config import TrainConfig
+from engine.core.errors import InputError
+from engine.core.schema import ModelKind, Protocol, values
+from engine.jobs import TuneRequest
 from tui.format import fmt_num
 from tui.forms import FormError, field_widget, form_row, parse_fields, widget_text
+from tui.messages import DatasetsChanged, JobsChanged, StudiesChanged
 from tui.screens.base import BaseScreen
 from tui.widgets.charts import Chart, ChartData, Series
 
@@ -60,7 +61,7 @@ class TuneScreen(BaseScreen):
 
     # ---- layout --------------------------------------------------------------------------------
     def compose_body(self) -> Iterable[Widget]:
-        from engine.metrics import metric_names          # numpy: not when the app starts
+        from engine.core.metrics import metric_names  # numpy: not when the app starts
         from engine.tune.spaces import SPACES
         models = {n: s for n, s in self.controller.models.items() if n in SPACES}   # (not hybrid)
         with Horizontal(id="tune-main"):
@@ -227,11 +228,9 @@ class TuneScreen(BaseScreen):
 
     # ---- start / stop --------------------------------------------------------------------------
     def form_request(self) -> TuneRequest:
-        """The form as a tuning request, checked by the CLI's own checks; FormError otherwise."""
-        from engine.cli import build_parser
-        from engine.cli.tune_cmds import setup_from_args
-        from engine.tune.study import default_name
-        from tui.jobs import tune_args
+        """The form as a tuning request, checked as `sessrec tune` checks its flags
+        (`TuneSetup.from_values`); FormError otherwise."""
+        from engine.tune.setup import TuneSetup, default_name
         ds = self.query_one("#u-dataset", Select).value
         if not isinstance(ds, str) or not ds:
             raise FormError("no dataset: generate the demo or import a file on the Datasets screen (F2)")
@@ -249,15 +248,11 @@ class TuneScreen(BaseScreen):
         if self.controller.spec(model).kind == ModelKind.BASELINE:
             options.pop("epochs", None)                 # baselines have no epochs
         study = widget_text(self.query_one("#u-study")).strip() or default_name(ds, model, metric)
-        req = TuneRequest(ds, model, study, trials, metric, protocol, options)
         try:
-            args = build_parser().parse_args(tune_args(req.dataset, req.model, req.study, req.trials, req.metric,
-                                                       req.protocol, req.options))
-            setup_from_args(args)
+            setup = TuneSetup.from_values(ds, model, metric, protocol, train=options)
         except InputError as e:
             raise FormError(str(e)) from None
-        except SystemExit:
-            raise FormError("the form's values were refused by `sessrec tune`") from None
+        req = TuneRequest(setup, study, trials)
         if self.controller.job_for_study(study) is not None:
             raise FormError(f"study {study} is being tuned right now (F3); wait for it or stop it (ctrl+t)")
         return req

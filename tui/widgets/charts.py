@@ -3,14 +3,12 @@ to about twice the widget's width before plotext sees them, with round, evenly s
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Sequence
 
 from rich.text import Text
 from textual_plotext import PlotextPlot
-
-
-import math
 
 REDRAW_INTERVAL = 0.3     # seconds: at most ~3 redraws a second, however fast events arrive
 COLORS = ("cyan", "orange", "green", "magenta", "blue", "red", "yellow", "white")

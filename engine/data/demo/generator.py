@@ -46,11 +46,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from engine.atomic import atomic_path
+from engine.core.atomic import atomic_path
+from engine.core.errors import InputError
+from engine.core.progress import ProgressFn, StageReporter
 from engine.data.demo.truth import MIX_NAMES, DemoTruth
 from engine.data.sessions import EVENT_TYPES, csr_gather, row_ids
-from engine.errors import InputError
-from engine.progress import ProgressFn, StageReporter
 
 CSV_HEADER = "timestamp,visitorid,event,itemid,transactionid"
 MINUTE_MS = 60_000

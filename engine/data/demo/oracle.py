@@ -20,12 +20,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from engine.core.errors import InputError
+from engine.core.metrics import metrics_from_ranks
+from engine.core.schema import Protocol, values
 from engine.data.demo.truth import DemoTruth
 from engine.data.examples import make_examples
 from engine.data.sessions import csr_gather, row_ids
-from engine.errors import InputError
-from engine.metrics import metrics_from_ranks
-from engine.schema import Protocol, values
 
 if TYPE_CHECKING:
     from engine.data.sessions import Sessions
@@ -150,7 +150,7 @@ class DemoOracle:
     def ranks(self, sessions: "Sessions", examples: np.ndarray, k: int = 10,
               chunk_events: int = 1 << 20) -> np.ndarray:
         """float64[N]: rank of each example's target in the oracle's top-k (position + 1), inf
-        when the target is not in it; the input of `engine.metrics.metrics_from_ranks`.
+        when the target is not in it; the input of `engine.core.metrics.metrics_from_ranks`.
 
         `sessions` hold raw item ids; `examples` are (session, prefix length) pairs as made by
         `make_examples`. Prefixes are gathered in chunks of about `chunk_events` events, so memory

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.atomic import write_npz
-from engine.errors import InputError
+from engine.core.atomic import write_npz
+from engine.core.errors import InputError
 
 TRUTH_VERSION = 1
 # the next-item mixture's weights, in the order of `DemoTruth.params` (see the generator's docstring)
