@@ -8,8 +8,9 @@
     GET  /docs               the OpenAPI schema, browsable
 
 Every error is JSON `{"error": "..."}` (a 422 adds `detail`, one entry per refused field), each
-documented in the OpenAPI schema with its model; unknown item ids are reported, never an error. A lone small request is scored on the event loop itself; the others go to
-the model's scoring thread, which batches whatever queued up (`engine.serve.batcher`). One pure ASGI
+documented in the OpenAPI schema with its model; unknown item ids are reported, never an error. A
+lone small request is scored on the event loop itself; the others go to the model's scoring thread,
+which batches whatever queued up (`engine.serve.batcher`). One pure ASGI
 middleware enforces the body limit and the API key, records the metrics (cheaper per request than
 Starlette's BaseHTTPMiddleware) and serves the recommendation endpoints past FastAPI's request
 machinery (`engine.serve.endpoints`).
