@@ -107,6 +107,9 @@ def _register_quality(bsub) -> None:
                    help="tuned hyperparameters as {model: {parameter: value}} (--param wins)")
     b.add_argument("--bootstrap", type=int, help="bootstrap resamples of the test sessions (default: "
                    "engine.evaluation.stats.N_BOOT, 1000)")
+    b.add_argument("--refit", action="store_true", help="the papers' protocol: epochs chosen on validation, "
+                   "then every model trained again on train + validation and tested once")
+    b.add_argument("--loss", default=Loss.AUTO.value, choices=values(Loss), help="training loss of the GNNs")
     b.add_argument("--out", type=Path)
     b.set_defaults(func=cmd_bench_quality)
 
@@ -133,7 +136,8 @@ def cmd_bench_quality(args: argparse.Namespace, ws: Workspace, out: Output) -> i
     res = bq.run(ws, [d for d in args.datasets.split(",") if d], [m for m in args.models.split(",") if m],
                  args.shared, args.device, args.epochs, args.patience, args.batch_size,
                  bq.parse_params(args.param, args.params_file), seeds=_int_list(args.seeds, "--seeds"),
-                 protocols=protocols, n_boot=n_boot, log=out.log, out=args.out, hybrid=args.hybrid)
+                 protocols=protocols, n_boot=n_boot, log=out.log, out=args.out, hybrid=args.hybrid,
+                 refit=args.refit, loss=args.loss)
     out.result(res, bq.render(res))
     return 0
 
@@ -148,15 +152,22 @@ def _register_ablation(bsub) -> None:
     b.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="model parameter for every variant (e.g. hidden=128)")
     b.add_argument("--only", help="comma list of substrings of variant names")
+    b.add_argument("--loss", choices=values(Loss), help="training loss of every variant (default: auto)")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--num-threads", type=int, default=0, help="CPU threads for torch (0: the job's share)")
+    b.add_argument("--test", action="store_true", help="also test every variant (variants are chosen on "
+                   "validation; the protocol tests only the refitted winner)")
     b.add_argument("--out", type=Path)
     b.set_defaults(func=cmd_bench_ablation)
 
 
 def cmd_bench_ablation(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
     from engine.bench import ablation as ba
+    base_train = {k: v for k, v in (("loss", args.loss), ("num_threads", args.num_threads)) if v}
     res = ba.run(ws, args.dataset, args.device, args.epochs, args.patience, args.batch_size,
                  dict(kv.split("=", 1) for kv in args.param),
-                 [o for o in (args.only or "").split(",") if o] or None, log=out.log, out=args.out)
+                 [o for o in (args.only or "").split(",") if o] or None, log=out.log, out=args.out,
+                 base_train=base_train, test=args.test, seed=args.seed)
     out.result(res, ba.render(res))
     return 0
 

@@ -32,6 +32,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--warm-start", metavar="RUN", default=None,
                    help="a new run of RUN's model and hyperparameters starting from its weights (items it knew keep "
                         "their vectors, new items start fresh), on --dataset (default: RUN's dataset, as it is now)")
+    p.add_argument("--refit", action="store_true",
+                   help="the papers' protocol: choose the epoch on validation (a selection run, test not "
+                        "read), then train again on train + validation (the dataset's refit twin, same "
+                        "test) for that many epochs, and test once")
+    p.add_argument("--refit-from", metavar="RUN",
+                   help="refit a finished selection run (its config and chosen epoch) on train + validation")
     p.add_argument("--nproc", type=int, default=1, metavar="N",
                    help="data-parallel workers on this machine (one per GPU; CPU: they share the cores); "
                         "--batch-size stays the global batch")
@@ -106,6 +112,8 @@ def cmd_train(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
     if nproc > 1 and args.tracking and args.tracking != "none":
         raise InputError("--tracking: data-parallel runs (--nproc) are not tracked yet; train with one worker, or "
                          "leave out --tracking")
+    if args.refit or args.refit_from:
+        return _refit(args, ws, out, nproc)
     if nproc > 1:                   # this process starts the workers and answers for them
         from engine.cli.launch import launch_train
         cfg = None if args.resume else train_config_from_args(args, ws)
@@ -151,5 +159,49 @@ def cmd_train(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
         return 0
     out.result({"run": final}, None)
     if out.mode != "jsonl":
+        print_final(final, out)
+    return 0
+
+
+def _refit(args: argparse.Namespace, ws: Workspace, out: Output, nproc: int) -> int:
+    """`--refit` (selection, then refit) or `--refit-from RUN` (the refit of a finished run)."""
+    if args.warm_start:
+        raise InputError("--warm-start with --refit: a refit trains from scratch on train + validation; "
+                         "give one of them")
+    if args.resume:
+        raise InputError("--refit / --refit-from start new runs; --resume continues one (a stopped refit: "
+                         "--resume its run id)")
+    if nproc > 1:
+        raise InputError("--refit with --nproc: train the selection run with --nproc first, then "
+                         "`sessrec train --refit-from RUN` (one process)")
+    if args.refit_from and (args.refit or args.model or args.dataset or given(args, TRAIN_FLAGS)
+                            or model_values(args)):
+        raise InputError("--refit-from RUN takes the run's own config; give no --refit, model, dataset or "
+                         "training options with it")
+    from engine.train.loop import StopFlag
+    from engine.train.recorder import RunFailedError
+    from engine.train.refit import fit_refit, refit_from
+    stop = StopFlag()
+    stop.install()
+    log = (lambda m: err_console.print(m, markup=False)) if not out.quiet else (lambda m: None)
+    try:
+        with out:
+            if args.refit_from:
+                final = refit_from(ws, args.refit_from, run_id=args.run_id, log=log, stop=stop,
+                                   progress=out.progress)
+            else:
+                final = fit_refit(train_config_from_args(args), ws, run_id=args.run_id, log=log, stop=stop,
+                                  progress=out.progress)
+    except RunFailedError as e:
+        ev = e.event
+        out.emit({"type": "error", "error": ev.error, "error_kind": ev.error_kind, "suggestion": ev.suggestion or None})
+        err_console.print(f"sessrec: run failed: {ev.error}", markup=False, soft_wrap=True)
+        return 3 if ev.error_kind == "cuda_oom" else 1
+    out.result({"run": final}, None)
+    if out.mode != "jsonl":
+        sel = final.get("selection")
+        if sel:
+            out.log(f"selection run {sel['run_id']}: best epoch {sel.get('best_epoch')} on validation "
+                    f"(test not read)")
         print_final(final, out)
     return 0

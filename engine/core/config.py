@@ -260,6 +260,8 @@ class DataConfig(Config):
                                  max=36_500)
     test_days: float = param(7.0, "split_mode days: the last N days are test", min=0, min_open=True,
                              max=36_500)
+    refit: bool = param(False, "validation joins train (the papers' protocol: train on every training "
+                        "session, test unchanged); made by `sessrec train --refit`", cli=False)
     # graph
     cooc_window: int = param(5, "positions i < j <= i + window are linked in the item graph", min=1,
                              max=100_000)
@@ -289,6 +291,9 @@ class TrainConfig(Config):
     model: str = param("graph_transformer", "model name (sessrec models)", cli=False)
     model_params: dict = param({}, "the model's hyperparameters, resolved and complete", cli=False)
     epochs: int = param(20, "epochs at most (early stopping may end sooner)", min=1, max=100_000)
+    schedule_epochs: int = param(0, "epochs the learning-rate schedule spans (0: epochs); a refit trains "
+                                 "the chosen epochs on the schedule of the run that chose them", min=0,
+                                 max=100_000)
     batch_size: int = param(512, "training examples per step", min=1, max=1 << 24)
     lr: float = param(1e-3, "peak learning rate (AdamW)", min=0, min_open=True, max=100)
     weight_decay: float = param(1e-4, "AdamW weight decay (not on biases and norms)", min=0, max=100)
@@ -317,6 +322,8 @@ class TrainConfig(Config):
                              max=4096)
     warm_start: str = param("", "run id whose weights this run starts from (its item index mapped onto "
                             "this dataset's; `sessrec train --warm-start RUN`)", cli=False)
+    refit_of: str = param("", "the run whose validation chose this refit's epochs and hyperparameters "
+                          "(empty: not a refit)", cli=False)
 
 
 # ---- models: one config per family --------------------------------------------------------------
@@ -347,6 +354,13 @@ class GNNConfig(Config):
     pos_emb: bool = param(True, "reversed position embeddings in the attention readout (GCE-GNN)")
     global_k: int = param(0, "global item graph: attend over each item's k most similar items in the "
                           "train co-occurrence graph (GCE-GNN-like; 0 = off)", min=0, max=10_000)
+    switch: bool = param(False, "repeat-or-explore switch (RepeatNet): the session's items score a learned "
+                         "z(session) + their log-softmax among the session's items, the others their dot product")
+    contrastive: float = param(0.0, "weight of a self-supervised InfoNCE loss between two dropout views of "
+                               "each session vector (0 = off)", min=0, max=100)
+    cl_temp: float = param(0.2, "temperature of the contrastive loss", min=0, min_open=True, max=100)
+    highway: bool = param(False, "SGNN-HN highway gate: each node mixes its input embedding and its "
+                          "message-passing output by a learned gate")
 
     def check(self) -> None:
         if self.graph_mode == GraphMode.NONE:

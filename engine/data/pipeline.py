@@ -242,7 +242,8 @@ STAGES: tuple[Stage, ...] = (
           run_sessionize, "cut visitor streams into sessions"),
     Stage(StageName.SPLIT, ("sessionize",),
           lambda c: {"mode": c.split_mode, "train": c.train_ratio, "val": c.val_ratio,
-                     "blackout_days": c.blackout_days, "test_days": c.test_days},
+                     "blackout_days": c.blackout_days, "test_days": c.test_days,
+                     **({"refit": True} if c.refit else {})},   # absent when off: existing keys hold
           run_split, "temporal train/val/test split with blackout"),
     Stage(StageName.ITEMS, ("split",), lambda c: {}, run_items, "item index from the train vocabulary"),
     Stage(StageName.GRAPH, ("items",), lambda c: {"window": c.cooc_window}, run_graph,

@@ -564,7 +564,9 @@ class _Loop:
             return self._finish(status)
         self._load_best()
         self.tr.model.eval()
-        self.log("evaluating the best epoch on val and test (both protocols)")
+        which = "best" if self.cfg.early_stopping else "last"
+        self.log(f"evaluating the {which} epoch on " + ("val and test" if len(self.data.val) else "test")
+                 + " (both protocols)")
         try:
             val = {p: self._evaluate(Split.VAL, p) for p in PROTOCOLS}
             test = {p: self._evaluate(Split.TEST, p, ranks_path=self.prep.run.test_ranks(p)) for p in PROTOCOLS}

@@ -21,8 +21,8 @@ from engine.models.registry import get_spec
 from engine.runs.store import new_run_id
 from engine.train.loop import StopFlag, fit
 from engine.train.recorder import RunFailedError
-from engine.tune.spaces import Dist
 from engine.tune.setup import TuneSetup
+from engine.tune.spaces import Dist
 
 
 class TrialFailed(Exception):
