@@ -308,6 +308,8 @@ def create_app(slot: ModelSlot, settings: ServeSettings | None = None, metrics: 
             return {"results": [one(r) for r in recs], **who, "latency_ms": round(ms, 3)}
         t0 = time.perf_counter()
         ids = need_ids(req.session_ids, "session_ids")
+        if len(ids) != len(req.sessions):
+            raise field_error("session_ids", f"{len(ids)} ids for {len(req.sessions)} sessions: one per session")
         recs, names, whos = await answer_arms(ids, req.sessions, req.k, req.exclude_session_items)
         runs = {w["run_id"] for w in whos}
         return {"results": [one(r, a) for r, a in zip(recs, names)],
@@ -352,8 +354,6 @@ def create_app(slot: ModelSlot, settings: ServeSettings | None = None, metrics: 
                 return JSONResponse({"error": f"arm {req.arm} is already reloading", "reload": on.state},
                                     status_code=409)
             return {"accepted": True, "reload": on.state}
-        if req is not None and req.arm is not None:
-            raise field_error("arm", "this server runs no A/B experiment: leave arm out")
         if settings.broadcast is not None:          # every worker (this one too) reloads from the file
             # the target by name: a worker started later (uvicorn restarts lost ones) loads it too
             settings.broadcast.request(target or slot.current.target)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
 from engine.data.items import ITEM_ID_MAX, ITEM_ID_MIN
 
@@ -47,13 +47,8 @@ class BatchRequest(BaseModel):
     k: K = 10
     exclude_session_items: StrictBool = False
     session_ids: list[SessionId] | None = Field(None, max_length=MAX_BATCH_SESSIONS,
-                                                description="one per session; required on an A/B server")
-
-    @model_validator(mode="after")
-    def _one_id_per_session(self) -> "BatchRequest":
-        if self.session_ids is not None and len(self.session_ids) != len(self.sessions):
-            raise ValueError(f"session_ids: {len(self.session_ids)} ids for {len(self.sessions)} sessions")
-        return self
+                                                description="one per session, in order; required (and "
+                                                            "only read) on an A/B server")
 
 
 class ErrorResponse(BaseModel):
@@ -118,7 +113,8 @@ class ReloadRequest(BaseModel):
     model_config = _FORBID
     target: StrictStr | None = Field(None, max_length=200, description="a run id or baseline:NAME@DATASET; "
                                "null: the run in service, from its newest best checkpoint")
-    arm: StrictStr | None = Field(None, max_length=16, description="A/B server: the arm to reload (required there)")
+    arm: StrictStr | None = Field(None, max_length=16, description="A/B server: the arm to reload (required there; "
+                                "a server of one model ignores it)")
 
 
 class ReloadState(BaseModel):
