@@ -111,3 +111,39 @@ def test_train_warm_start_takes_the_older_runs_model(ws, capsys):
     cfg = json.loads(ws.run("warm").config.read_text())["train"]
     assert cfg["warm_start"] == "old" and cfg["model_params"]["hidden"] == 16
     assert cli(["--workspace", str(ws.root), "train", "--warm-start", "nope"]) == 2
+
+
+NEWER_PARAMS = {"switch": False, "contrastive": 0.0, "cl_temp": 0.2, "highway": False}   # their defaults
+
+
+def _older_copy(ws: Workspace, run_id: str, **ckpt_params) -> None:
+    """Run 'old' as a run trained before NEWER_PARAMS existed: neither its config nor its checkpoint
+    names them (`ckpt_params` then overrides the checkpoint's hyperparameters)."""
+    import shutil
+    src, dst = ws.run("old"), ws.run(run_id)
+    shutil.copytree(src.root, dst.root)
+    cfg = json.loads(dst.config.read_text())
+    cfg["run_id"] = run_id
+    cfg["train"]["model_params"] = {k: v for k, v in cfg["train"]["model_params"].items() if k not in NEWER_PARAMS}
+    dst.config.write_text(json.dumps(cfg))
+    ckpt = torch.load(dst.best, weights_only=False)
+    params = {k: v for k, v in ckpt["config"]["model_params"].items() if k not in NEWER_PARAMS}
+    ckpt["config"]["model_params"] = {**params, **ckpt_params}
+    torch.save(ckpt, dst.best)
+
+
+def test_warm_start_from_a_run_older_than_some_hyperparameters(ws, capsys):
+    """A hyperparameter the older run does not name is the model's default, not a difference."""
+    full = json.loads(ws.run("old").config.read_text())["train"]["model_params"]
+    assert {k: full[k] for k in NEWER_PARAMS} == NEWER_PARAMS
+    _older_copy(ws, "older")
+    assert cli(["--workspace", str(ws.root), "-q", "train", "--warm-start", "older", "--epochs", "1",
+                "--run-id", "warm-older", "--device", "cpu"]) == 0
+    cfg = json.loads(ws.run("warm-older").config.read_text())["train"]
+    assert cfg["warm_start"] == "older" and cfg["model_params"] == full
+    # a value the older checkpoint does name still has to match: only it is reported
+    _older_copy(ws, "older-hw", highway=True)
+    capsys.readouterr()
+    assert cli(["--workspace", str(ws.root), "train", "--warm-start", "older-hw", "--epochs", "1",
+                "--run-id", "warm-hw", "--device", "cpu"]) == 2
+    assert "other hyperparameters (highway);" in capsys.readouterr().err

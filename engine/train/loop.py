@@ -29,7 +29,7 @@ from engine.core.threads import process_budget, set_compute_threads
 from engine.core.workspace import RunDir, Workspace, check_name
 from engine.data.artifacts import DatasetArtifacts, load_dataset
 from engine.models.checkpoint import load_checkpoint
-from engine.models.registry import ModelSpec, build_model, get_spec
+from engine.models.registry import ModelSpec, build_model, get_spec, resolve_params
 from engine.runs.events import RunFailed
 from engine.runs.store import new_run_id
 from engine.train.checkpoint import rng_state, set_rng_state, versions
@@ -227,9 +227,12 @@ def _warm_source(ws: Workspace, cfg: TrainConfig, spec: ModelSpec) -> tuple[dict
     old = ws.existing_run(cfg.warm_start)
     ckpt = load_checkpoint(old.served_checkpoint("best"))
     saved = TrainConfig.from_dict(ckpt["config"])
-    if saved.model != cfg.model or saved.model_params != cfg.model_params:
-        changed = sorted(k for k in {**saved.model_params, **cfg.model_params}
-                         if saved.model_params.get(k) != cfg.model_params.get(k))
+    # a hyperparameter the old run's config lacks (added since) holds its default, as `cfg`'s does
+    old_params = resolve_params(saved.model, saved.model_params, resolve_device(cfg.device).type) \
+        if saved.model == cfg.model else saved.model_params
+    if saved.model != cfg.model or old_params != cfg.model_params:
+        changed = sorted(k for k in {**old_params, **cfg.model_params}
+                         if old_params.get(k) != cfg.model_params.get(k))
         raise InputError(f"--warm-start {old.run_id}: it is a {saved.model} with other hyperparameters "
                          f"({', '.join(changed) or 'model'}); warm start needs the same model and hyperparameters")
     items = load_dataset(ws, saved.dataset, stages=("items",), item_fingerprint=ckpt["item_fingerprint"]).items
