@@ -7,9 +7,10 @@
     POST /admin/reload       load the newest best checkpoint (or another run) and swap it in
     GET  /docs               the OpenAPI schema, browsable
 
-Every error is JSON `{"error": "...", ...}` with a 4xx status naming the field; unknown item ids are
-reported, never an error. A lone small request is scored on the event loop itself; the others go to
-the model's scoring thread, which batches whatever queued up (`engine.serve.batcher`). One pure ASGI
+Every error is JSON `{"error": "..."}` (a 422 adds `detail`, one entry per refused field), each
+documented in the OpenAPI schema with its model; unknown item ids are reported, never an error. A
+lone small request is scored on the event loop itself; the others go to the model's scoring thread,
+which batches whatever queued up (`engine.serve.batcher`). One pure ASGI
 middleware enforces the body limit and the API key, records the metrics (cheaper per request than
 Starlette's BaseHTTPMiddleware) and serves the recommendation endpoints past FastAPI's request
 machinery (`engine.serve.endpoints`).
@@ -25,17 +26,22 @@ from typing import Any
 from engine import __version__
 from engine.serve.endpoints import JsonEndpoint, internal_error, send_json, serve_json, validation_error
 from engine.serve.metrics import Metrics
+from engine.serve.openapi import as_openapi_30
 from engine.serve.schemas import (
     MAX_BATCH_SESSIONS,
     MAX_BODY_BYTES,
     BatchRequest,
     BatchResponse,
+    ErrorResponse,
     Health,
     RecommendRequest,
     RecommendResponse,
+    ReloadAccepted,
+    ReloadBusy,
     ReloadRequest,
+    ValidationErrorResponse,
 )
-from engine.serve.security import key_matches
+from engine.serve.security import KEY_HEADER, key_matches
 from engine.serve.slot import ModelSlot, ReloadBroadcast
 
 ENDPOINTS = ("/health", "/recommend", "/recommend/batch", "/metrics", "/admin/reload", "/docs",
@@ -58,9 +64,11 @@ class Guard:
     """ASGI middleware: body size limit, API key, metrics; dispatches the plain JSON endpoints."""
 
     def __init__(self, app, settings: ServeSettings, metrics: Metrics,
-                 endpoints: dict[str, JsonEndpoint] | None = None) -> None:
+                 endpoints: dict[str, JsonEndpoint] | None = None,
+                 methods: dict[str, tuple[str, ...]] | None = None) -> None:
         self.app, self.settings, self.metrics = app, settings, metrics
         self.endpoints = endpoints or {}          # served here, past the FastAPI app
+        self.methods = methods or {}              # path -> the methods its routes answer
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -92,6 +100,14 @@ class Guard:
             return msg
 
         try:
+            allowed = self.methods.get(path)
+            if allowed is not None and scope["method"] not in allowed:
+                # before the key check: the method is wrong whoever asks (RFC 9110: a 405 names the
+                # methods in `Allow`; the plain endpoints and the key refusals would not)
+                await send_json(send_tracked, 405, {"error": f"method {scope['method']} not allowed: use "
+                                                             f"{' or '.join(allowed)}"},
+                                ((b"allow", ", ".join(allowed).encode()),))
+                return
             refusal = self._refuse(scope, path)
             if refusal:
                 await send_json(send_tracked, *refusal)
@@ -131,7 +147,8 @@ class Guard:
 def create_app(slot: ModelSlot, settings: ServeSettings | None = None, metrics: Metrics | None = None):
     from fastapi import Body, FastAPI, Request
     from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import JSONResponse, Response
+    from fastapi.openapi.utils import get_openapi
+    from fastapi.responses import JSONResponse, PlainTextResponse, Response
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
     settings = settings or ServeSettings()
@@ -148,7 +165,8 @@ def create_app(slot: ModelSlot, settings: ServeSettings | None = None, metrics: 
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
-        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code)
+        # its headers too: a 405 carries `Allow` (RFC 9110), which the handler dropped
+        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(Exception)
     async def internal(request: Request, exc: Exception):      # a bug: a JSON 500, never a crash
@@ -178,7 +196,29 @@ def create_app(slot: ModelSlot, settings: ServeSettings | None = None, metrics: 
     def one(r) -> dict:
         return {"items": r.items, "scores": r.scores, "unknown_items": r.unknown, "fallback": r.fallback}
 
-    @app.get("/health", response_model=Health)
+    # The errors each route can answer, documented as this server answers them: the guard's 400 and 413
+    # on every path (a Content-Length that is no number or over the limit), its 401 where this server
+    # asks for a key, the 422 of a body, and /admin/reload's own.
+    said = {400: ("Content-Length is not a number", ErrorResponse),
+            401: ("missing or wrong API key (header X-API-Key, or Authorization: Bearer)", ErrorResponse),
+            403: ("admin endpoints need a key, and this server has none", ErrorResponse),
+            409: ("a reload is already running", ReloadBusy),
+            413: (f"request body over {settings.max_body_bytes} bytes", ErrorResponse),
+            422: ("the body is no JSON or a field of it was refused (each one in `detail`)",
+                  ValidationErrorResponse)}
+
+    def errors(*codes: int | None, text: bool = False) -> dict[int | str, dict[str, Any]]:
+        # a text route's errors by reference: FastAPI documents a `model` in the route's own media type
+        def body(model) -> dict[str, Any]:
+            ref = {"$ref": f"#/components/schemas/{model.__name__}"}
+            return {"content": {"application/json": {"schema": ref}}} if text else {"model": model}
+        return {c: {**body(said[c][1]), "description": said[c][0]} for c in sorted(c for c in codes if c)}
+
+    keyed = 401 if settings.api_key else None
+    admin = 401 if (settings.api_key or settings.admin_key) else 403
+    busy = 409 if settings.broadcast is None else None          # a broadcast reload is never refused
+
+    @app.get("/health", response_model=Health, responses=errors(400, 413))
     async def health():
         rec = slot.current.rec
         return {"status": "ok", "model": rec.meta.get("model", ""), "run_id": rec.meta.get("run_id"),
@@ -191,13 +231,15 @@ def create_app(slot: ModelSlot, settings: ServeSettings | None = None, metrics: 
     # hot path served past FastAPI's request machinery by the guard (see engine.serve.endpoints); the
     # answers are built from typed values and sent as they are (the tests check them against the
     # response models)
-    @app.post("/recommend", response_model=RecommendResponse, summary="Top-k next items for one session")
+    @app.post("/recommend", response_model=RecommendResponse, summary="Top-k next items for one session",
+              responses=errors(400, keyed, 413, 422))
     async def recommend(req: RecommendRequest) -> dict:
         recs, who, ms = await answer([req.session_items], req.k, req.exclude_session_items)
         return {**one(recs[0]), **who, "latency_ms": round(ms, 3)}
 
     @app.post("/recommend/batch", response_model=BatchResponse,
-              summary=f"Top-k next items for up to {MAX_BATCH_SESSIONS} sessions")
+              summary=f"Top-k next items for up to {MAX_BATCH_SESSIONS} sessions",
+              responses=errors(400, keyed, 413, 422))
     async def recommend_batch(req: BatchRequest) -> dict:
         recs, who, ms = await answer(req.sessions, req.k, req.exclude_session_items)
         return {"results": [one(r) for r in recs], **who, "latency_ms": round(ms, 3)}
@@ -205,12 +247,15 @@ def create_app(slot: ModelSlot, settings: ServeSettings | None = None, metrics: 
     endpoints = {"/recommend": JsonEndpoint(RecommendRequest, recommend),
                  "/recommend/batch": JsonEndpoint(BatchRequest, recommend_batch)}
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=PlainTextResponse, responses=errors(400, keyed, 413, text=True),
+             summary="Prometheus metrics (text exposition format)")
     async def metrics_text():
         body, ctype = metrics.exposition()
         return Response(body, media_type=ctype)
 
-    @app.post("/admin/reload", status_code=202)
+    @app.post("/admin/reload", status_code=202, response_model=ReloadAccepted,
+              summary="Load the newest best checkpoint (or another run) and swap it in",
+              responses=errors(400, admin, busy, 413, 422))
     async def reload(req: ReloadRequest | None = Body(None)):
         target = req.target if req else None
         if settings.broadcast is not None:          # every worker (this one too) reloads from the file
@@ -221,5 +266,30 @@ def create_app(slot: ModelSlot, settings: ServeSettings | None = None, metrics: 
             return JSONResponse({"error": "a reload is already running", "reload": slot.state}, status_code=409)
         return {"accepted": True, "reload": slot.state}
 
-    app.add_middleware(Guard, settings=settings, metrics=metrics, endpoints=endpoints)
+    def openapi() -> dict[str, Any]:
+        """FastAPI's schema as OpenAPI 3.0.3 (whose integers are what the server takes, see
+        engine.serve.openapi), plus the API key where this server asks for one (the guard checks it,
+        so FastAPI cannot know)."""
+        if app.openapi_schema is None:
+            schema = as_openapi_30(get_openapi(title=app.title, version=app.version,
+                                               description=app.description, routes=app.routes))
+            locked = [p for p in schema["paths"] if p not in OPEN and
+                      (settings.api_key or (p.startswith("/admin/") and settings.admin_key))]
+            if locked:
+                schema.setdefault("components", {})["securitySchemes"] = {
+                    "ApiKey": {"type": "apiKey", "in": "header", "name": KEY_HEADER},
+                    "Bearer": {"type": "http", "scheme": "bearer"}}
+                for p in locked:
+                    for op in schema["paths"][p].values():
+                        op["security"] = [{"ApiKey": []}, {"Bearer": []}]
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    # what each path answers, from the routes themselves (HEAD where Starlette adds it: /docs, ...)
+    methods: dict[str, set[str]] = {}
+    for route in app.routes:
+        methods.setdefault(route.path, set()).update(getattr(route, "methods", None) or ())
+    app.add_middleware(Guard, settings=settings, metrics=metrics, endpoints=endpoints,
+                       methods={p: tuple(sorted(m)) for p, m in methods.items() if m})
     return app

@@ -53,7 +53,7 @@ class TuneSetup:
         params = dict(params or {})
         params = {k: v for k, v in spec.resolve(params).to_dict().items() if k in params}   # typed, checked
         train = dict(train or {})
-        TrainConfig(**train)
+        TrainConfig(**{**train, "seed": seed})          # the seed too: every trial trains with it
         return cls(dataset=dataset or "demo", model=spec.name, metric=metric, protocol=protocol, seed=seed,
                    train={k: getattr(v, "value", v) for k, v in train.items()}, params=params)
 
