@@ -26,6 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     _register_recommend(bsub)
     _register_serve(bsub)
     _register_search(bsub)
+    _register_ab(bsub)
 
 
 def cmd_bench_pipeline(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
@@ -207,6 +208,32 @@ def cmd_bench_serve(args: argparse.Namespace, ws: Workspace, out: Output) -> int
                  tuple(int(c) for c in args.concurrency.split(",") if c), args.duration, args.search,
                  log=out.log, out=args.out)
     out.result(res, bs.render(res))
+    return 0
+
+
+def _register_ab(bsub) -> None:
+    b = bsub.add_parser("ab", help="A/B serving: overhead against one run, nothing lost under load and a hot swap, "
+                        "and (with --control) the sequential test's verdicts on simulated users, A/A included")
+    b.add_argument("--run", required=True, help="the run served (in both arms for the overhead, losses and A/A)")
+    b.add_argument("--control", default=None, help="arm A of the A/B verdict, e.g. baseline:pop@demo")
+    b.add_argument("--dataset", default=None, help="whose test sessions (default: the run's dataset)")
+    b.add_argument("--block", type=float, default=5.0, help="seconds per overhead block (default 5)")
+    b.add_argument("--rounds", type=int, default=3, help="overhead blocks per server (default 3)")
+    b.add_argument("--clients", type=int, default=64, help="concurrent /recommend clients (default 64)")
+    b.add_argument("--load", type=float, default=20.0, help="seconds of load around the hot swap (default 20)")
+    b.add_argument("--sessions", type=int, default=2000, help="simulated sessions of the A/B verdict (default 2000)")
+    b.add_argument("--aa", type=int, default=20, help="A/A simulations (default 20)")
+    b.add_argument("--aa-sessions", type=int, default=300, help="sessions per A/A simulation (default 300)")
+    b.add_argument("--search", choices=values(Search), default="auto")
+    b.add_argument("--out", type=Path)
+    b.set_defaults(func=cmd_bench_ab)
+
+
+def cmd_bench_ab(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
+    from engine.bench import ab
+    res = ab.run(ws, args.run, args.control, args.dataset, args.block, args.rounds, args.clients, args.load,
+                 args.sessions, args.aa, args.aa_sessions, args.search, log=out.log, out=args.out)
+    out.result(res, ab.render(res))
     return 0
 
 

@@ -61,6 +61,7 @@ class RunStarted(RunEvent):
     host: str | None = None
     oracle: dict | None = None
     resumed_from: dict | None = None
+    warm_start: dict | None = None      # the older run it started from, and its item mapping
 
 
 @dataclass

@@ -4,8 +4,13 @@
     POST /recommend          top-k for one session of raw item ids
     POST /recommend/batch    top-k for up to MAX_BATCH_SESSIONS sessions
     GET  /metrics            Prometheus text
+    POST /feedback           a click, add-to-cart or purchase of a listed item (A/B servers)
     POST /admin/reload       load the newest best checkpoint (or another run) and swap it in
+    POST /admin/arms         A/B servers: a new split (a new phase of the experiment)
     GET  /docs               the OpenAPI schema, browsable
+
+On an A/B server (`arms`, engine.serve.arms) a request's `session_id` picks its arm, the response
+names it, and every served list is queued for the impression log (written by a background thread).
 
 Every error is JSON `{"error": "..."}` (a 422 adds `detail`, one entry per refused field), each
 documented in the OpenAPI schema with its model; unknown item ids are reported, never an error. A
@@ -24,15 +29,28 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine import __version__
-from engine.serve.endpoints import JsonEndpoint, internal_error, send_json, serve_json, validation_error
+from engine.core.errors import InputError
+from engine.serve.arms import ArmSet
+from engine.serve.endpoints import (
+    JsonEndpoint,
+    RequestError,
+    field_error,
+    internal_error,
+    send_json,
+    serve_json,
+    validation_error,
+)
 from engine.serve.metrics import Metrics
 from engine.serve.openapi import as_openapi_30
 from engine.serve.schemas import (
     MAX_BATCH_SESSIONS,
     MAX_BODY_BYTES,
+    ArmsRequest,
     BatchRequest,
     BatchResponse,
     ErrorResponse,
+    FeedbackRequest,
+    FeedbackResponse,
     Health,
     RecommendRequest,
     RecommendResponse,
@@ -44,8 +62,8 @@ from engine.serve.schemas import (
 from engine.serve.security import KEY_HEADER, key_matches
 from engine.serve.slot import ModelSlot, ReloadBroadcast
 
-ENDPOINTS = ("/health", "/recommend", "/recommend/batch", "/metrics", "/admin/reload", "/docs",
-             "/openapi.json")
+ENDPOINTS = ("/health", "/recommend", "/recommend/batch", "/feedback", "/metrics", "/admin/reload",
+             "/admin/arms", "/docs", "/openapi.json")
 OPEN = ("/health",)                       # no key needed
 # a request of at most this many sessions, alone in flight, is scored on the event loop (a few ms);
 # bigger ones go to the scoring thread, so the loop keeps answering /health and /metrics meanwhile
@@ -144,7 +162,10 @@ class Guard:
         return None
 
 
-def create_app(slot: ModelSlot, settings: ServeSettings | None = None, metrics: Metrics | None = None):
+def create_app(slot: ModelSlot, settings: ServeSettings | None = None, metrics: Metrics | None = None,
+               arms: ArmSet | None = None):
+    """The app over one model (`slot`) or, with `arms`, an A/B experiment (then `slot` is the first
+    arm's, which /health describes at its top level)."""
     from fastapi import Body, FastAPI, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.openapi.utils import get_openapi
@@ -155,7 +176,12 @@ def create_app(slot: ModelSlot, settings: ServeSettings | None = None, metrics: 
     metrics = metrics or Metrics()
     started = time.monotonic()
     metrics.set_model(slot.current.rec)
-    slot._on_reload = metrics.reloaded
+    if arms is None:
+        slot._on_reload = metrics.reloaded
+    else:
+        arms.on_reload = lambda arm, ok, rec: metrics.reloaded(ok, rec, arm)
+        for name, s in arms.slots.items():
+            metrics.set_arm(name, s.current.rec)
     app = FastAPI(title="sessrec", version=__version__,
                   description="Next-item recommendations for anonymous sessions from a sessrec run.")
 
@@ -168,6 +194,10 @@ def create_app(slot: ModelSlot, settings: ServeSettings | None = None, metrics: 
         # its headers too: a 405 carries `Allow` (RFC 9110), which the handler dropped
         return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
 
+    @app.exception_handler(RequestError)
+    async def refused(request: Request, exc: RequestError):
+        return JSONResponse(exc.body, status_code=exc.status)
+
     @app.exception_handler(Exception)
     async def internal(request: Request, exc: Exception):      # a bug: a JSON 500, never a crash
         return JSONResponse(internal_error(exc), status_code=500)
@@ -175,8 +205,8 @@ def create_app(slot: ModelSlot, settings: ServeSettings | None = None, metrics: 
     def info(served) -> dict[str, Any]:
         return {"model": served.rec.meta.get("model", ""), "run_id": served.rec.meta.get("run_id")}
 
-    async def answer(sessions: list[list[int]], k: int, exclude: bool):
-        served = slot.acquire()
+    async def answer(sessions: list[list[int]], k: int, exclude: bool, on: ModelSlot = slot):
+        served = on.acquire()
         try:
             t0 = time.perf_counter()
             small = len(sessions) <= INLINE_MAX_SESSIONS
@@ -189,12 +219,38 @@ def create_app(slot: ModelSlot, settings: ServeSettings | None = None, metrics: 
                 recs = served.rec.recommend_many(sessions, k, exclude)
             else:
                 recs = await asyncio.wrap_future(served.batcher.submit(sessions, k, exclude))
-            return recs, info(served), (time.perf_counter() - t0) * 1000
+            return recs, info(served), (time.perf_counter() - t0) * 1000, served.target
         finally:
-            slot.release(served)
+            on.release(served)
 
-    def one(r) -> dict:
-        return {"items": r.items, "scores": r.scores, "unknown_items": r.unknown, "fallback": r.fallback}
+    def one(r, arm: str | None = None) -> dict:
+        return {"items": r.items, "scores": r.scores, "unknown_items": r.unknown, "fallback": r.fallback,
+                "arm": arm}
+
+    def need_ids(given, field: str):
+        if given is None:
+            raise field_error(field, "required: this server runs an A/B experiment (the id picks the arm)")
+        return given
+
+    async def answer_arms(ids: list[str], sessions: list[list[int]], k: int, exclude: bool):
+        """Each session on its session id's arm (one scoring pass per arm), every list logged as an
+        impression; (recommendations, arms, model infos) in the order given."""
+        t = time.time()
+        groups: dict[str, tuple[int, ModelSlot, list[int]]] = {}
+        for i, sid in enumerate(ids):
+            phase, arm, on = arms.route(sid)
+            groups.setdefault(arm, (phase, on, []))[2].append(i)
+        recs: list = [None] * len(ids)
+        names: list = [None] * len(ids)
+        whos = []
+        for arm, (phase, on, idx) in groups.items():
+            metrics.arm_requests.labels(arm).inc(len(idx))
+            got, who, _, target = await answer([sessions[i] for i in idx], k, exclude, on)
+            whos.append(who)
+            for i, r in zip(idx, got):
+                recs[i], names[i] = r, arm
+                arms.impression(phase, arm, ids[i], target, r.items, k, len(sessions[i]), t)
+        return recs, names, whos
 
     # The errors each route can answer, documented as this server answers them: the guard's 400 and 413
     # on every path (a Content-Length that is no number or over the limit), its 401 where this server
@@ -225,7 +281,8 @@ def create_app(slot: ModelSlot, settings: ServeSettings | None = None, metrics: 
                 "dataset": rec.meta.get("dataset", ""), "n_items": rec.items.n_items,
                 "runtime": rec.meta.get("runtime", "torch"), "device": str(rec.device),
                 "search": rec.search_info(), "version": __version__,
-                "uptime_s": round(time.monotonic() - started, 3), "reload": slot.state}
+                "uptime_s": round(time.monotonic() - started, 3), "reload": slot.state,
+                "experiment": arms.info() if arms is not None else None}
 
     # FastAPI routes (documented from these models, and answering when the guard does not), and the
     # hot path served past FastAPI's request machinery by the guard (see engine.serve.endpoints); the
@@ -234,18 +291,48 @@ def create_app(slot: ModelSlot, settings: ServeSettings | None = None, metrics: 
     @app.post("/recommend", response_model=RecommendResponse, summary="Top-k next items for one session",
               responses=errors(400, keyed, 413, 422))
     async def recommend(req: RecommendRequest) -> dict:
-        recs, who, ms = await answer([req.session_items], req.k, req.exclude_session_items)
-        return {**one(recs[0]), **who, "latency_ms": round(ms, 3)}
+        if arms is None:
+            recs, who, ms, _ = await answer([req.session_items], req.k, req.exclude_session_items)
+            return {**one(recs[0]), **who, "latency_ms": round(ms, 3)}
+        t0 = time.perf_counter()
+        sid = need_ids(req.session_id, "session_id")
+        recs, names, whos = await answer_arms([sid], [req.session_items], req.k, req.exclude_session_items)
+        return {**one(recs[0], names[0]), **whos[0], "latency_ms": round((time.perf_counter() - t0) * 1000, 3)}
 
     @app.post("/recommend/batch", response_model=BatchResponse,
               summary=f"Top-k next items for up to {MAX_BATCH_SESSIONS} sessions",
               responses=errors(400, keyed, 413, 422))
     async def recommend_batch(req: BatchRequest) -> dict:
-        recs, who, ms = await answer(req.sessions, req.k, req.exclude_session_items)
-        return {"results": [one(r) for r in recs], **who, "latency_ms": round(ms, 3)}
+        if arms is None:
+            recs, who, ms, _ = await answer(req.sessions, req.k, req.exclude_session_items)
+            return {"results": [one(r) for r in recs], **who, "latency_ms": round(ms, 3)}
+        t0 = time.perf_counter()
+        ids = need_ids(req.session_ids, "session_ids")
+        if len(ids) != len(req.sessions):
+            raise field_error("session_ids", f"{len(ids)} ids for {len(req.sessions)} sessions: one per session")
+        recs, names, whos = await answer_arms(ids, req.sessions, req.k, req.exclude_session_items)
+        runs = {w["run_id"] for w in whos}
+        return {"results": [one(r, a) for r, a in zip(recs, names)],
+                "model": "+".join(dict.fromkeys(w["model"] for w in whos)),
+                "run_id": runs.pop() if len(runs) == 1 else None,
+                "latency_ms": round((time.perf_counter() - t0) * 1000, 3)}
+
+    no_experiment = {409: {"model": ErrorResponse, "description": "this server runs no A/B experiment"}}
+
+    @app.post("/feedback", response_model=FeedbackResponse, status_code=202,
+              summary="An event on a recommended item (A/B servers): click, addtocart or transaction",
+              responses={**errors(400, keyed, 413, 422), **no_experiment})
+    async def feedback(req: FeedbackRequest) -> dict:
+        if arms is None:
+            raise RequestError(409, {"error": "this server runs no A/B experiment (start it with --arm): "
+                                              "feedback is not recorded"})
+        phase, arm = arms.feedback(req.session_id, req.item, req.event)
+        metrics.feedback.labels(arm, req.event).inc()
+        return {"accepted": True, "arm": arm, "phase": phase}
 
     endpoints = {"/recommend": JsonEndpoint(RecommendRequest, recommend),
-                 "/recommend/batch": JsonEndpoint(BatchRequest, recommend_batch)}
+                 "/recommend/batch": JsonEndpoint(BatchRequest, recommend_batch),
+                 "/feedback": JsonEndpoint(FeedbackRequest, feedback, status=202)}
 
     @app.get("/metrics", response_class=PlainTextResponse, responses=errors(400, keyed, 413, text=True),
              summary="Prometheus metrics (text exposition format)")
@@ -258,6 +345,15 @@ def create_app(slot: ModelSlot, settings: ServeSettings | None = None, metrics: 
               responses=errors(400, admin, busy, 413, 422))
     async def reload(req: ReloadRequest | None = Body(None)):
         target = req.target if req else None
+        if arms is not None:
+            try:
+                on = arms.slot(req.arm if req else None)
+            except InputError as e:
+                raise field_error("arm", f"{e}: this server runs an A/B experiment") from None
+            if not on.reload(target):
+                return JSONResponse({"error": f"arm {req.arm} is already reloading", "reload": on.state},
+                                    status_code=409)
+            return {"accepted": True, "reload": on.state}
         if settings.broadcast is not None:          # every worker (this one too) reloads from the file
             # the target by name: a worker started later (uvicorn restarts lost ones) loads it too
             settings.broadcast.request(target or slot.current.target)
@@ -265,6 +361,17 @@ def create_app(slot: ModelSlot, settings: ServeSettings | None = None, metrics: 
         if not slot.reload(target):
             return JSONResponse({"error": "a reload is already running", "reload": slot.state}, status_code=409)
         return {"accepted": True, "reload": slot.state}
+
+    @app.post("/admin/arms", summary="A/B servers: a new split, which starts a new phase",
+              responses={**errors(400, admin, 413, 422), **no_experiment})
+    async def set_arms(req: ArmsRequest) -> dict:
+        if arms is None:
+            raise RequestError(409, {"error": "this server runs no A/B experiment (start it with --arm)"})
+        try:
+            phase = arms.experiment.reweight(req.split)
+        except InputError as e:
+            raise field_error("split", str(e)) from None
+        return {"phase": phase, "experiment": arms.info()}
 
     def openapi() -> dict[str, Any]:
         """FastAPI's schema as OpenAPI 3.0.3 (whose integers are what the server takes, see

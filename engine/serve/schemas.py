@@ -3,7 +3,7 @@ is generated from these models."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
@@ -26,6 +26,8 @@ ItemId = Annotated[StrictInt, Field(
                 f"boolean or a number with a decimal point)")]
 K = Annotated[StrictInt, Field(ge=1, le=MAX_K, description="number of items to return (a JSON integer)")]
 _FORBID = ConfigDict(extra="forbid")
+SessionId = Annotated[StrictStr, Field(min_length=1, max_length=128, description="the client's id of the "
+                                       "browsing session; on an A/B server its hash picks the arm (sticky)")]
 
 
 class RecommendRequest(BaseModel):
@@ -34,6 +36,8 @@ class RecommendRequest(BaseModel):
                                         description="raw item ids of the session, oldest first")
     k: K = 10
     exclude_session_items: StrictBool = Field(False, description="never return an item already in the session")
+    session_id: SessionId | None = Field(None, description="required on an A/B server (--arm): picks the "
+                                         "arm and is logged with the impression")
 
 
 class BatchRequest(BaseModel):
@@ -42,6 +46,9 @@ class BatchRequest(BaseModel):
         ..., min_length=1, max_length=MAX_BATCH_SESSIONS, description="sessions of raw item ids, oldest first")
     k: K = 10
     exclude_session_items: StrictBool = False
+    session_ids: list[SessionId] | None = Field(None, max_length=MAX_BATCH_SESSIONS,
+                                                description="one per session, in order; required (and "
+                                                            "only read) on an A/B server")
 
 
 class ErrorResponse(BaseModel):
@@ -67,6 +74,7 @@ class Recommendation(BaseModel):
     scores: list[float]
     unknown_items: list[int] = Field(description="input ids the model does not know (ignored)")
     fallback: bool = Field(description="no known input id: the training popularity ranking answered")
+    arm: str | None = Field(None, description="the A/B arm that answered (null: no experiment)")
 
 
 class RecommendResponse(Recommendation):
@@ -77,15 +85,36 @@ class RecommendResponse(Recommendation):
 
 class BatchResponse(BaseModel):
     results: list[Recommendation]
-    model: str
+    model: str = Field(description="the model that answered (A/B: the models, joined by '+')")
     run_id: str | None
     latency_ms: float
+
+
+class FeedbackRequest(BaseModel):
+    model_config = _FORBID
+    session_id: SessionId
+    item: ItemId = Field(description="the raw item id the event is about")
+    event: Literal["click", "addtocart", "transaction"]
+
+
+class FeedbackResponse(BaseModel):
+    accepted: bool
+    arm: str
+    phase: int
+
+
+class ArmsRequest(BaseModel):
+    model_config = _FORBID
+    split: list[Annotated[float, Field(ge=0, le=1e6, allow_inf_nan=False)]] = Field(..., min_length=1, max_length=16,
+                                                                  description="one weight per arm, in order")
 
 
 class ReloadRequest(BaseModel):
     model_config = _FORBID
     target: StrictStr | None = Field(None, max_length=200, description="a run id or baseline:NAME@DATASET; "
                                "null: the run in service, from its newest best checkpoint")
+    arm: StrictStr | None = Field(None, max_length=16, description="A/B server: the arm to reload (required there; "
+                                "a server of one model ignores it)")
 
 
 class ReloadState(BaseModel):
@@ -117,3 +146,5 @@ class Health(BaseModel):
     version: str
     uptime_s: float
     reload: ReloadState
+    experiment: dict | None = Field(None, description="A/B server: name, phase, arms (target, share, "
+                                    "model, reload state) and lines logged")

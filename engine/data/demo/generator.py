@@ -37,6 +37,7 @@ by start; graph = distinct item pairs within 5 positions, self-pairs excluded). 
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -292,9 +293,11 @@ def _timestamps(cfg: DemoSize, visitor: np.ndarray, lengths: np.ndarray, n_visit
 
 # ---- public API ---------------------------------------------------------------------------------
 def generate_demo(events_path: Path, truth_path: Path, size: str = "small", seed: int = 0,
-                  progress: ProgressFn | None = None) -> dict:
+                  progress: ProgressFn | None = None, chunk_paths: tuple[Path, ...] = ()) -> dict:
     """Write the log of demo `size` to `events_path` (CSV) and its truth to `truth_path` (npz);
-    return stats."""
+    return stats. With `chunk_paths` the timeline is cut into 1 + len(chunk_paths) equal spans and
+    each session goes, whole, to the span it starts in: the first to `events_path`, the later ones to
+    `chunk_paths` (newer data to `sessrec data append`)."""
     if size not in DEMO_SIZES:
         raise InputError(f"demo: unknown size {size!r}; valid sizes: {', '.join(DEMO_SIZES)}")
     t0 = time.perf_counter()
@@ -349,13 +352,21 @@ def generate_demo(events_path: Path, truth_path: Path, size: str = "small", seed
         "itemid": pa.array(truth.raw_ids[items][log_order]),
         "transactionid": pa.array(txid[log_order], mask=~is_tx[log_order]),
     })
-    # both files are complete before either is renamed into place (truth first)
-    with (atomic_path(events_path) as tmp_csv, atomic_path(truth_path) as tmp_npz):
-        with open(tmp_csv, "wb") as f:
-            # header by hand: pyarrow quotes header names even with quoting_style="none"
-            f.write((CSV_HEADER + "\n").encode())
-            pacsv.write_csv(table, f, pacsv.WriteOptions(include_header=False,
-                                                         quoting_style="none", batch_size=1 << 16))
+    n_chunks = 1 + len(chunk_paths)
+    lo, hi = int(ts.min()), int(ts.max()) + 1
+    chunk_of = np.minimum((starts[sess_of][log_order] - lo) * n_chunks // (hi - lo), n_chunks - 1)
+    paths = [Path(events_path), *map(Path, chunk_paths)]
+    # every file is complete before any is renamed into place
+    with contextlib.ExitStack() as stack:
+        tmp_npz = stack.enter_context(atomic_path(truth_path))
+        for c, path in enumerate(paths):
+            tmp_csv = stack.enter_context(atomic_path(path))
+            part = table.filter(pa.array(chunk_of == c)) if n_chunks > 1 else table
+            with open(tmp_csv, "wb") as f:
+                # header by hand: pyarrow quotes header names even with quoting_style="none"
+                f.write((CSV_HEADER + "\n").encode())
+                pacsv.write_csv(part, f, pacsv.WriteOptions(include_header=False,
+                                                            quoting_style="none", batch_size=1 << 16))
         truth.save(tmp_npz, {"size": size, "seed": seed, "config": asdict(cfg)})
 
     counts = np.bincount(events, minlength=3)
@@ -373,6 +384,8 @@ def generate_demo(events_path: Path, truth_path: Path, size: str = "small", seed
         "start_date": _iso(int(ts.min())), "end_date": _iso(int(ts.max())),
         "seconds": round(time.perf_counter() - t0, 3),
     }
+    if n_chunks > 1:
+        stats["chunk_events"] = np.bincount(chunk_of, minlength=n_chunks).tolist()
     rep(cfg.max_len, cfg.max_len, "written")
     return stats
 
