@@ -120,6 +120,7 @@ def cmd_train(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
         return launch_train(cfg, ws, out, getattr(args, "argv", []), nproc, resume=args.resume, run_id=args.run_id)
     from engine.core.process import is_worker
     from engine.train.loop import StopFlag, fit
+    from engine.train.distributed import WorkerLost
     from engine.train.parallel import PeerError, fit_distributed
     from engine.train.recorder import RunFailedError
     worker, main = is_worker(), True
@@ -155,6 +156,9 @@ def cmd_train(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
         return 3 if ev.error_kind == "cuda_oom" else 1      # a worker then leaves at once (engine.__main__)
     except PeerError as e:          # rank 0 refused the run and says why
         return e.code
+    except WorkerLost as e:         # a peer was lost before this worker's run had started
+        err_console.print(f"sessrec: worker {os.environ.get('RANK', '?')}: {e}", markup=False, soft_wrap=True)
+        return 1
     if not main:
         return 0
     out.result({"run": final}, None)
