@@ -65,3 +65,15 @@ def test_the_default_dataset_is_generated_and_built_once(tmp_path):
     said.clear()
     bserve.train_default_run(ws, "bench-demo-tiny", log=said.append)
     assert said == []
+
+
+def test_a_result_saved_to_a_folder_gets_its_default_name_there(tmp_path, monkeypatch):
+    from engine.bench.measure import save_result
+    monkeypatch.chdir(tmp_path)
+    assert save_result("ab-demo", {"x": 1}, tmp_path / "r.json") == tmp_path / "r.json"
+    (tmp_path / "out").mkdir()
+    path = save_result("ab-demo", {"x": 2}, tmp_path / "out")
+    assert path.parent == tmp_path / "out" and path.name.startswith("ab-demo-") and path.suffix == ".json"
+    assert json.loads(path.read_text()) == {"x": 2}
+    default = save_result("ab-demo", {"x": 3})
+    assert default.parts[:2] == ("bench", "results") and json.loads((tmp_path / default).read_text()) == {"x": 3}

@@ -90,7 +90,9 @@ def result_path(name: str) -> Path:
 
 
 def save_result(name: str, obj: dict, out: Path | None = None) -> Path:
-    out = out or result_path(name)
+    """Write `obj` to `out`, or to its default name inside `out` when that is a folder (a benchmark
+    that ran for minutes is not lost to `--out DIR`)."""
+    out = out / result_path(name).name if out is not None and out.is_dir() else out or result_path(name)
     write_json(out, obj)
     return out
 
