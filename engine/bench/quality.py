@@ -33,7 +33,7 @@ import json
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 
@@ -171,9 +171,8 @@ def _final_event(run: RunDir) -> RunFinished | None:
     return fin if fin is not None and fin.test else None
 
 
-def find_run(ws: Workspace, cfg: TrainConfig, fingerprint: str, protocols) -> str | None:
-    """The newest finished run of exactly `cfg` (complete model params) on this item index, with
-    the test ranks of every protocol saved; None when there is none."""
+def _runs_of(ws: Workspace, cfg: TrainConfig, fingerprint: str) -> Iterator[tuple[str, RunDir]]:
+    """The runs of exactly `cfg` (complete model params) on this item index, newest first."""
     want = cfg.to_dict()
     for rid in reversed(ws.run_ids()):
         run = ws.run(rid)
@@ -181,10 +180,15 @@ def find_run(ws: Workspace, cfg: TrainConfig, fingerprint: str, protocols) -> st
             saved = json.loads(run.config.read_text())
         except (OSError, ValueError):
             continue
-        if not isinstance(saved, dict) or not _same_train(saved, want):
-            continue
-        if (saved.get("dataset") or {}).get("item_fingerprint") != fingerprint:
-            continue
+        if isinstance(saved, dict) and _same_train(saved, want) and \
+                (saved.get("dataset") or {}).get("item_fingerprint") == fingerprint:
+            yield rid, run
+
+
+def find_run(ws: Workspace, cfg: TrainConfig, fingerprint: str, protocols) -> str | None:
+    """The newest finished run of exactly `cfg` on this item index, with the test ranks of every
+    protocol saved; None when there is none."""
+    for rid, run in _runs_of(ws, cfg, fingerprint):
         if all(run.test_ranks(p).exists() for p in protocols) and _final_event(run) is not None:
             return rid
     return None
@@ -213,16 +217,7 @@ def _resolved(cfg: TrainConfig) -> TrainConfig:
 def find_selection(ws: Workspace, cfg: TrainConfig, fingerprint: str) -> tuple[str, RunFinished] | None:
     """The newest run of exactly `cfg` on this item index that finished with an epoch chosen on
     validation (its test, if it has one, is not used)."""
-    want = cfg.to_dict()
-    for rid in reversed(ws.run_ids()):
-        run = ws.run(rid)
-        try:
-            saved = json.loads(run.config.read_text())
-        except (OSError, ValueError):
-            continue
-        if not isinstance(saved, dict) or not _same_train(saved, want) or \
-                (saved.get("dataset") or {}).get("item_fingerprint") != fingerprint:
-            continue
+    for rid, run in _runs_of(ws, cfg, fingerprint):
         fin = _finished(run)
         if fin is not None and fin.best_epoch and fin.best_val:
             return rid, fin
