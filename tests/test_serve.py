@@ -31,7 +31,7 @@ from engine.train.loop import fit
 from tests.conftest import small_cfg
 
 ROOT = Path(__file__).resolve().parents[1]
-KEY = "k" * 24
+KEY = "test-key-0123456789abcdef"
 
 
 @pytest.fixture(scope="module")

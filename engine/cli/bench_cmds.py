@@ -50,12 +50,12 @@ def _register_train(bsub) -> None:
     b = bsub.add_parser("train", help="training and evaluation throughput per model")
     b.add_argument("--dataset", default="bench-demo-full", help="built dataset (default: the full demo "
                    "built by `sessrec bench pipeline`)")
-    b.add_argument("--device", default=Device.AUTO.value, choices=list(Device))
+    b.add_argument("--device", default=Device.AUTO.value, choices=values(Device))
     b.add_argument("--models", default=",".join(GNNS))
     b.add_argument("--batch-size", type=int, default=1024)
     b.add_argument("--steps", type=int, default=20, help="timed steps per model (epoch time is projected)")
     b.add_argument("--hidden", type=int, default=256)
-    b.add_argument("--loss", default=Loss.CE.value, choices=list(Loss))
+    b.add_argument("--loss", default=Loss.CE.value, choices=values(Loss))
     b.add_argument("--full-epoch", action="store_true", help="time one whole epoch instead of projecting")
     b.add_argument("--no-bf16", dest="bf16", action="store_false")
     b.add_argument("--compile", action="store_true")
@@ -93,7 +93,7 @@ def _register_quality(bsub) -> None:
     b.add_argument("--protocols", default=",".join(Protocol), help="comma list of last, prefixes")
     b.add_argument("--shared", type=Path, default=Path(__file__).resolve().parents[3] / "shared" / "data",
                    help="folder with the real data (default ../shared/data)")
-    b.add_argument("--device", default=Device.AUTO.value, choices=list(Device))
+    b.add_argument("--device", default=Device.AUTO.value, choices=values(Device))
     b.add_argument("--epochs", type=int, default=30)
     b.add_argument("--patience", type=int, default=3)
     b.add_argument("--batch-size", type=int, default=512)
@@ -140,7 +140,7 @@ def cmd_bench_quality(args: argparse.Namespace, ws: Workspace, out: Output) -> i
 def _register_ablation(bsub) -> None:
     b = bsub.add_parser("ablation", help="Graph Transformer variants: FFN, PE, layers, losses, readouts")
     b.add_argument("--dataset", default="demo")
-    b.add_argument("--device", default=Device.AUTO.value, choices=list(Device))
+    b.add_argument("--device", default=Device.AUTO.value, choices=values(Device))
     b.add_argument("--epochs", type=int, default=20)
     b.add_argument("--patience", type=int, default=3)
     b.add_argument("--batch-size", type=int, default=512)

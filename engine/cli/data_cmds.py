@@ -12,12 +12,12 @@ from typing import Iterator
 
 from rich.markup import escape
 
-from engine.cli.flags import add_config_flags, config_names, given
+from engine.cli.flags import add_config_flags, config_names, field_type, given
 from engine.cli.output import Output
-from engine.core.config import DataConfig, to_dict
+from engine.core.config import DataConfig, TrainConfig, to_dict
 from engine.core.errors import InputError, StageError
 from engine.core.locks import lock_holder
-from engine.core.schema import DataFormat, Split, SplitMode
+from engine.core.schema import DataFormat, Split, SplitMode, values
 from engine.core.text import fmt, table
 from engine.core.workspace import Workspace, demo_dataset_name
 from engine.data.format_specs import (
@@ -27,7 +27,7 @@ from engine.data.format_specs import (
     source_is_folder,
     spec_file_text,
 )
-from engine.data.manifest import Dataset
+from engine.data.manifest import Dataset, refuse_if_in_use
 from engine.data.pipeline import STAGE_NAMES, build
 from engine.data.report import DatasetReport, dataset_report, dataset_reports
 
@@ -49,7 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="generate the demo dataset (RetailRocket format) and build it")
     p.add_argument("--size", default="small", help="tiny | small | full | xl (default small; xl: 30M events)")
     p.add_argument("--name", help="dataset name (default: demo, or demo-<size>)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=field_type(TrainConfig, "seed"), default=0)
     p.add_argument("--no-build", action="store_true", help="only write events.csv")
     p.add_argument("--force", action="store_true", help="regenerate even if the source exists")
     add_data_flags(p)
@@ -63,7 +63,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "all_train_seq.txt[.gz] and test.txt[.gz], with defaults that keep the published "
                    "data: " + " ".join(f"--{k.replace('_', '-')} {v}"
                                        for k, v in SRGNN_DATA_DEFAULTS.items()))
-    p.add_argument("--format", required=True, choices=list(DataFormat))
+    p.add_argument("--format", required=True, choices=values(DataFormat))
     p.add_argument("--name", required=True)
     p.add_argument("--test-file", type=Path, help="predefined test period (published split)")
     p.add_argument("--no-build", action="store_true")
@@ -141,6 +141,8 @@ def make_demo(ws: Workspace, out: Output, size: str = "small", name: str | None 
                              f"pass --force to regenerate, or choose another --name")
     if force or not events.exists() or not paths.demo_truth.exists() or \
             (existing and existing.source.get("demo") != demo):
+        if existing is not None:        # its source is rewritten: not under a live training
+            refuse_if_in_use(ws, name, "regenerate it")
         out.log(f"generating demo dataset '{name}' ({size}, seed {seed}) ...")
         with out:
             gstats = generate_demo(paths.demo_events, paths.demo_truth, size=size, seed=seed,
@@ -207,6 +209,8 @@ def cmd_build(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
     ds = Dataset.load(ws, args.name)
     cfg = config_from_args(ds.config, args)
     if cfg != ds.config:
+        # before the manifest takes the new parameters: a refused build must leave it as it was
+        refuse_if_in_use(ws, args.name, "rebuild it with new parameters")
         ds.data["config"] = to_dict(cfg)
         ds.save()
     force = args.force
@@ -287,12 +291,7 @@ def cmd_delete(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
     pid = lock_holder(paths.build_lock)
     if pid is not None:
         raise StageError(f"dataset {args.name!r} is being built by process {pid or '?'}; stop it first")
-    from engine.runs import RunStore
-    training = [r for r in RunStore(ws).running(dataset=args.name)]
-    if training:
-        who = ", ".join(f"{r.run_id} (process {lock_holder(ws.run(r.run_id).lock) or '?'})" for r in training)
-        raise StageError(f"dataset {args.name!r} is used by a running training: {who}; stop it first "
-                         f"(ctrl+t on the Train screen, or kill the process)")
+    refuse_if_in_use(ws, args.name, "delete it")
     if not args.yes:
         if out.mode == "jsonl":
             raise InputError("delete needs --yes when not interactive")

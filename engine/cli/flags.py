@@ -23,6 +23,22 @@ def _value_type(spec: ParamSpec):
     return parse
 
 
+def bounded_int(name: str, lo: int, hi: int):
+    """argparse type for a whole-number flag that is no config field (`--port`, `--k`): parsed and
+    bounded by the configs' own rule, so its errors read like theirs."""
+    return _value_type(ParamSpec(name, int, None, "", min=lo, max=hi))
+
+
+def bounded_float(name: str, lo: float, hi: float, lo_open: bool = False):
+    """`bounded_int` for a number (`--header-timeout`)."""
+    return _value_type(ParamSpec(name, float, None, "", min=lo, max=hi, min_open=lo_open))
+
+
+def field_type(cls: type[Config], name: str):
+    """argparse type of a hand-written flag that takes a config field (`eval --eval-batch-size`)."""
+    return _value_type(cls.param(name))
+
+
 def _help(spec: ParamSpec, show_default: bool) -> str:
     text = spec.help
     if show_default:

@@ -6,12 +6,13 @@ from __future__ import annotations
 import argparse
 
 from engine.cli.data_cmds import make_demo
+from engine.cli.flags import field_type
 from engine.cli.output import Output, err_console
 from engine.cli.recommend_cmds import show_recommendations
 from engine.cli.run_cmds import print_final
 from engine.cli.train_cmds import model_name
 from engine.core.config import TrainConfig
-from engine.core.schema import Device
+from engine.core.schema import Device, values
 from engine.core.workspace import Workspace
 
 
@@ -19,8 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("quickstart", help="demo end to end: generate, build, train, compare, recommend")
     p.add_argument("--size", default="small")
     p.add_argument("--model", default="graph_transformer", type=model_name, metavar="MODEL")
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--device", default=Device.AUTO.value, choices=list(Device))
+    p.add_argument("--epochs", type=field_type(TrainConfig, "epochs"), default=None)
+    p.add_argument("--device", default=Device.AUTO.value, choices=values(Device))
     p.set_defaults(func=cmd_quickstart)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 
+from engine.cli.flags import bounded_int
 from engine.cli.output import Output
 from engine.core.errors import InputError
 from engine.core.schema import Device, Runtime, Search, values
@@ -16,8 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("recommend", help="top-k next items for a session of raw item ids")
     p.add_argument("run", help="run id, or baseline:NAME@DATASET (e.g. baseline:sknn@demo)")
     p.add_argument("items", nargs="*", help="raw item ids, oldest first")
-    p.add_argument("--k", type=int, default=10)
-    p.add_argument("--device", default=Device.CPU.value, choices=list(Device))
+    p.add_argument("--k", type=bounded_int("k", 1, 100_000), default=10)
+    p.add_argument("--device", default=Device.CPU.value, choices=values(Device))
     p.add_argument("--exclude-session-items", action="store_true", help="never recommend an item of the session")
     p.add_argument("--runtime", choices=values(Runtime), default="torch",
                    help="GNN runs: torch (eager), compiled (the encoder compiled by AOTInductor; needs a C++ "

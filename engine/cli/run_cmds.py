@@ -7,7 +7,9 @@ from __future__ import annotations
 import argparse
 from dataclasses import replace
 
+from engine.cli.flags import field_type
 from engine.cli.output import Output
+from engine.core.config import TrainConfig
 from engine.core.errors import InputError
 from engine.core.schema import Device, ModelKind, Protocol, Split, StopReason, values
 from engine.core.text import table
@@ -17,11 +19,11 @@ from engine.core.workspace import Workspace
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="evaluate a run's checkpoint on a split")
     p.add_argument("run")
-    p.add_argument("--split", default=Split.TEST.value, choices=list(Split))
-    p.add_argument("--protocol", default="both", choices=[*Protocol, "both"])
+    p.add_argument("--split", default=Split.TEST.value, choices=values(Split))
+    p.add_argument("--protocol", default="both", choices=[*values(Protocol), "both"])
     p.add_argument("--checkpoint", default="best", choices=["best", "last"])
-    p.add_argument("--device", default=Device.AUTO.value, choices=list(Device))
-    p.add_argument("--eval-batch-size", type=int, default=1024)
+    p.add_argument("--device", default=Device.AUTO.value, choices=values(Device))
+    p.add_argument("--eval-batch-size", type=field_type(TrainConfig, "eval_batch_size"), default=1024)
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("runs", help="table of runs with status and metrics")

@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import os
 
+from engine.cli.flags import bounded_float, bounded_int
 from engine.cli.output import Output
 from engine.core.schema import Runtime, Search, values
 from engine.core.workspace import Workspace
+from engine.serve.limits import ConnectionLimits
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,8 +23,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "SESSREC_ADMIN_KEY environment variable (what the app gives the servers it starts).")
     p.add_argument("target", metavar="RUN|baseline:NAME@DATASET", help="a run id (sessrec runs) or a baseline")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
-    p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    p.add_argument("--port", type=bounded_int("port", 0, 65535), default=8000,
+                   help="port (default 8000; 0 picks a free one)")
+    p.add_argument("--workers", type=bounded_int("workers", 1, 256), default=1,
+                   help="worker processes (default 1)")
     p.add_argument("--runtime", choices=values(Runtime), default="torch",
                    help="torch (eager PyTorch), compiled (the GNN encoder compiled ahead of time by AOTInductor: "
                         "fastest, needs a C++ compiler, ~1 min to build once per checkpoint) or onnx (ONNX "
@@ -32,9 +36,20 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "every item, scored exactly; calibrated to agree with exact on 99%% of held-out "
                         "sessions), auto (pq from 20,000 items, GNN runs only)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu", help="device (default cpu)")
-    p.add_argument("--threads", type=int, default=1,
+    p.add_argument("--threads", type=bounded_int("threads", 1, 4096), default=1,
                    help="intra-op CPU threads per worker (default 1: concurrent requests are batched; "
                         "more threads spin on cores the clients need)")
+    limits = ConnectionLimits()
+    p.add_argument("--header-timeout", type=bounded_float("header_timeout", 0, 3600, lo_open=True),
+                   default=limits.header_timeout_s, metavar="S",
+                   help=f"close a connection whose request headers take longer (default "
+                        f"{limits.header_timeout_s:g}; also after each response, for the next request)")
+    p.add_argument("--body-timeout", type=bounded_float("body_timeout", 0, 3600, lo_open=True),
+                   default=limits.body_timeout_s, metavar="S",
+                   help=f"answer 408 and close when a request body takes longer (default {limits.body_timeout_s:g})")
+    p.add_argument("--max-connections", type=bounded_int("max_connections", 1, 1_000_000),
+                   default=limits.max_connections, metavar="N",
+                   help=f"open connections per worker; more are answered 503 (default {limits.max_connections})")
     p.add_argument("--api-key", default=None, help="API key (better: the SESSREC_API_KEY environment "
                    "variable, which other users cannot read from the process list)")
     p.add_argument("--insecure", action="store_true", help="allow a non-loopback address without a key")
@@ -48,7 +63,8 @@ def cmd_serve(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
     opts = ServeOptions(target=args.target, host=args.host, port=args.port, workers=args.workers,
                         runtime=args.runtime, search=args.search, device=args.device, api_key=key,
                         admin_key=os.environ.get(ADMIN_KEY_ENV) or None,
-                        insecure=args.insecure, threads=args.threads)
+                        insecure=args.insecure, threads=args.threads,
+                        limits=ConnectionLimits(args.header_timeout, args.body_timeout, args.max_connections))
     out.log(f"loading {args.target} ...")
 
     def ready(event: dict) -> None:

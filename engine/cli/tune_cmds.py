@@ -12,13 +12,13 @@ import json
 import sys
 from typing import Any
 
-from engine.cli.flags import add_config_flags, add_union_flags, config_names, given
+from engine.cli.flags import add_config_flags, add_union_flags, config_names, field_type, given
 from engine.cli.output import Output, err_console
 from engine.cli.train_cmds import model_name, model_values
 from engine.core.config import TrainConfig
 from engine.core.errors import InputError
 from engine.core.progress import Progress
-from engine.core.schema import ModelKind, Protocol
+from engine.core.schema import ModelKind, Protocol, values
 from engine.core.text import table
 from engine.core.workspace import Workspace
 from engine.models.registry import SPECS, get_spec
@@ -42,10 +42,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--timeout", type=float, default=None, metavar="S", help="stop starting trials after S seconds")
     p.add_argument("--metric", default=DEFAULT_METRIC,
                    help=f"validation metric to maximise, e.g. recall@10, ndcg@20 (default {DEFAULT_METRIC})")
-    p.add_argument("--protocol", default=Protocol.PREFIXES.value, choices=list(Protocol),
+    p.add_argument("--protocol", default=Protocol.PREFIXES.value, choices=values(Protocol),
                    help="validation protocol of the metric (default prefixes)")
     p.add_argument("--study", default=None, help="study name (default <dataset>-<model>-<metric>)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the sampler and of every trial's training")
+    p.add_argument("--seed", type=field_type(TrainConfig, "seed"), default=0,
+                   help="seed of the sampler and of every trial's training")
     p.add_argument("--show", action="store_true", help="print a stored study (or list them) without running")
     p.add_argument("--json", action="store_true", help="print the study as one JSON document on stdout")
     add_config_flags(p.add_argument_group("training (fixed for every trial)"), TrainConfig,

@@ -191,3 +191,43 @@ def clean_temp(folder: str | os.PathLike) -> list[Path]:
                 p.unlink(missing_ok=True)
             removed.append(p)
     return removed
+
+
+# ---- appends: whole lines, each on a fresh line ---------------------------------------------------
+class LineAppender:
+    """Appends lines to a file (a JSON-lines log) so that each starts on a fresh line.
+
+    A write cut short (a full disk, a crash) leaves a torn last line; appending straight after it
+    would glue the next line onto it and lose both. So before the first append, and after any failed
+    one, the file's last byte is read: if it is not a newline, one is written first, which closes
+    the torn line (the reader skips and counts it) and keeps the next line whole. One process
+    appends to a file at a time (the run lock), so between appends the end of the file is known.
+    """
+
+    def __init__(self, path: str | os.PathLike, what: str = "file") -> None:
+        self.path, self.what = Path(path), what
+        try:
+            self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
+        except OSError as e:
+            raise StorageError(what, self.path, e) from e
+        self._clean_end = False          # unknown until checked: the file may end in a torn line
+
+    def append(self, line: str) -> None:
+        """Write `line` (without its newline) as one whole line; StorageError if the disk refuses."""
+        data = line.encode() + b"\n"
+        try:
+            if not self._clean_end:
+                size = os.fstat(self._fd).st_size
+                if size and os.pread(self._fd, 1, size - 1) != b"\n":
+                    data = b"\n" + data
+            self._clean_end = False
+            view = memoryview(data)
+            while view:                  # os.write may write part of it (a nearly full disk)
+                view = view[os.write(self._fd, view):]
+            self._clean_end = True
+        except OSError as e:
+            raise StorageError(self.what, self.path, e) from e
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self._fd)

@@ -100,6 +100,10 @@ class ParamSpec:
             if t is int:
                 if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
                     raise ValueError
+                if isinstance(value, str) and len(value.strip()) > 30 and value.strip().lstrip("+-").isdigit():
+                    # before int(): over 4,300 digits it raises ValueError, and no bound is that long
+                    raise InputError(f"{self.name}: must be {self.bounds()} (got a number of "
+                                     f"{len(value.strip()):,} characters)")
                 v: Any = int(value.strip() if isinstance(value, str) else value)
             elif t is float:
                 if isinstance(value, bool):
@@ -116,16 +120,21 @@ class ParamSpec:
                     raise ValueError
                 return value
         except (ValueError, TypeError, AttributeError):
-            raise InputError(f"{self.name}: expected {self.kind}, got {value!r}") from None
+            raise InputError(f"{self.name}: expected {self.kind}, got {_clip(repr(value))}") from None
         lo_bad = self.min is not None and (v <= self.min if self.min_open else v < self.min)
         hi_bad = self.max is not None and (v >= self.max if self.max_open else v > self.max)
         if lo_bad or hi_bad:
-            raise InputError(f"{self.name}: must be {self.bounds()} (got {_num(v)})")
+            raise InputError(f"{self.name}: must be {self.bounds()} (got {_clip(_num(v))})")
         return v
 
 
 def _num(v: float) -> str:
     return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def _clip(text: str, n: int = 40) -> str:
+    """A value as quoted in a message: `--epochs` of 200 nines is not repeated in full."""
+    return text if len(text) <= n else f"{text[:20]}... ({len(text):,} characters)"
 
 
 def _is_enum(t: Any) -> bool:
@@ -234,10 +243,12 @@ class DataConfig(Config):
     format: DataFormat = param(DataFormat.RETAILROCKET, "format of the raw log", cli=False)
     # sessionize
     session_gap_minutes: float = param(30.0, "inactivity (minutes) that starts a new session",
-                                       min=0, min_open=True)
-    min_session_length: int = param(3, "drop sessions with fewer events (a session needs a target)", min=2)
-    max_session_length: int = param(50, "keep the last N events of longer sessions", min=2)
-    min_item_support: int = param(1, "drop items seen fewer times in the whole log first", min=1)
+                                       min=0, min_open=True, max=525_600)
+    min_session_length: int = param(3, "drop sessions with fewer events (a session needs a target)", min=2,
+                                    max=100_000)
+    max_session_length: int = param(50, "keep the last N events of longer sessions", min=2, max=100_000)
+    min_item_support: int = param(1, "drop items seen fewer times in the whole log first", min=1,
+                                  max=1_000_000_000)
     # split
     split_mode: SplitMode = param(SplitMode.RATIO, "ratio (70/15/15 by start time) | days (the last "
                                   "test_days are test) | test_file (a published test file)")
@@ -245,12 +256,15 @@ class DataConfig(Config):
                                min_open=True, max_open=True)
     val_ratio: float = param(0.15, "share for validation (ratio), or of train kept as validation",
                              min=0, max=1, max_open=True)
-    blackout_days: float = param(2.0, "sessions starting this long after a cut point are dropped", min=0)
-    test_days: float = param(7.0, "split_mode days: the last N days are test", min=0, min_open=True)
+    blackout_days: float = param(2.0, "sessions starting this long after a cut point are dropped", min=0,
+                                 max=36_500)
+    test_days: float = param(7.0, "split_mode days: the last N days are test", min=0, min_open=True,
+                             max=36_500)
     # graph
-    cooc_window: int = param(5, "positions i < j <= i + window are linked in the item graph", min=1)
+    cooc_window: int = param(5, "positions i < j <= i + window are linked in the item graph", min=1,
+                             max=100_000)
     # encodings
-    pe_dim: int = param(16, "Laplacian positional encoding dimension k", min=1)
+    pe_dim: int = param(16, "Laplacian positional encoding dimension k", min=1, max=1024)
 
     def check(self) -> None:
         if self.max_session_length < self.min_session_length:
@@ -274,19 +288,22 @@ class TrainConfig(Config):
     dataset: str = param("demo", "dataset name", cli=False)
     model: str = param("graph_transformer", "model name (sessrec models)", cli=False)
     model_params: dict = param({}, "the model's hyperparameters, resolved and complete", cli=False)
-    epochs: int = param(20, "epochs at most (early stopping may end sooner)", min=1)
-    batch_size: int = param(512, "training examples per step", min=1)
-    lr: float = param(1e-3, "peak learning rate (AdamW)", min=0, min_open=True)
-    weight_decay: float = param(1e-4, "AdamW weight decay (not on biases and norms)", min=0)
-    warmup_steps: int = param(200, "linear warm-up steps (at most a tenth of the run)", min=0)
+    epochs: int = param(20, "epochs at most (early stopping may end sooner)", min=1, max=100_000)
+    batch_size: int = param(512, "training examples per step", min=1, max=1 << 24)
+    lr: float = param(1e-3, "peak learning rate (AdamW)", min=0, min_open=True, max=100)
+    weight_decay: float = param(1e-4, "AdamW weight decay (not on biases and norms)", min=0, max=100)
+    warmup_steps: int = param(200, "linear warm-up steps (at most a tenth of the run)", min=0,
+                              max=1_000_000_000)
     schedule: Schedule = param(Schedule.COSINE, "learning-rate decay after warm-up")
-    grad_clip: float = param(1.0, "gradient norm clip (0 = off)", min=0)
+    grad_clip: float = param(1.0, "gradient norm clip (0 = off)", min=0, max=1e9)
     loss: Loss = param(Loss.AUTO, "auto (ce if the [batch x items] logits fit in memory, else "
                        "sampled) | ce (full softmax) | sampled (in-batch + uniform, logQ) | bpr")
-    negatives: int = param(256, "sampled: uniform negatives per batch; bpr: per example", min=1)
+    negatives: int = param(256, "sampled: uniform negatives per batch; bpr: per example", min=1,
+                           max=1 << 24)
     examples: Protocol = param(Protocol.PREFIXES, "prefixes: every next item; last: one per session")
     val_protocol: Protocol = param(Protocol.PREFIXES, "protocol whose val Recall@10 drives early stopping")
-    patience: int = param(3, "epochs without val Recall@10 improvement before stopping", min=1)
+    patience: int = param(3, "epochs without val Recall@10 improvement before stopping", min=1,
+                          max=100_000)
     early_stopping: bool = param(True, "keep the best epoch on validation and stop after `patience` "
                                  "epochs without improvement; off: train exactly `epochs` and keep the "
                                  "last (a refit on all training data, with the epoch chosen on "
@@ -294,9 +311,10 @@ class TrainConfig(Config):
     device: Device = param(Device.AUTO, "auto | cpu | cuda")
     bf16: bool = param(True, "bfloat16 autocast on CUDA (ignored on CPU)")
     compile: bool = param(False, "torch.compile the model")
-    seed: int = param(0, "random seed (data order, initialisation, PE signs)")
-    eval_batch_size: int = param(1024, "examples per evaluation batch", min=1)
-    num_threads: int = param(0, "CPU threads for torch (0: the job's share of the machine)", min=0)
+    seed: int = param(0, "random seed (data order, initialisation, PE signs)", min=0, max=2 ** 32 - 1)
+    eval_batch_size: int = param(1024, "examples per evaluation batch", min=1, max=1 << 24)
+    num_threads: int = param(0, "CPU threads for torch (0: the job's share of the machine)", min=0,
+                             max=4096)
 
 
 # ---- models: one config per family --------------------------------------------------------------
@@ -311,8 +329,8 @@ class GNNConfig(Config):
 
     # CPU preset, chosen on validation on the small demo (Graph Transformer, 2-core CPU): val
     # Recall@10 0.643 at hidden 64, 0.699 at 128 (26 s/epoch), 0.707 at 256 (63 s/epoch)
-    hidden: int = param(256, "hidden size (node, session and item vectors)", cpu=128, min=1)
-    layers: int = param(2, "message-passing layers", min=0)
+    hidden: int = param(256, "hidden size (node, session and item vectors)", cpu=128, min=1, max=65_536)
+    layers: int = param(2, "message-passing layers", min=0, max=64)
     use_pe: bool = param(True, "add the Laplacian positional encodings to the node inputs")
     readout: Readout = param(Readout.ATTENTION, "session readout over the prefix positions")
     graph_mode: GraphMode = param(GraphMode.TRANSITIONS, "session graph: click transitions or the "
@@ -322,11 +340,11 @@ class GNNConfig(Config):
     # + dropout 0.3 0.671 / 0.354 (0.5: 0.666 / 0.350); + scale 12 0.679 / 0.356
     dropout: float = param(0.3, "dropout on node inputs and the session vector", min=0, max=1, max_open=True)
     normalize: bool = param(True, "NISER: L2-normalised session and item vectors, scaled")
-    scale: float = param(12.0, "NISER scale of the normalised scores", min=0, min_open=True)
+    scale: float = param(12.0, "NISER scale of the normalised scores", min=0, min_open=True, max=1000)
     repeat: bool = param(True, "repeat scorer: learned recency weights for items already in the session")
     pos_emb: bool = param(True, "reversed position embeddings in the attention readout (GCE-GNN)")
     global_k: int = param(0, "global item graph: attend over each item's k most similar items in the "
-                          "train co-occurrence graph (GCE-GNN-like; 0 = off)", min=0)
+                          "train co-occurrence graph (GCE-GNN-like; 0 = off)", min=0, max=10_000)
 
     def check(self) -> None:
         if self.graph_mode == GraphMode.NONE:
@@ -337,7 +355,7 @@ class GNNConfig(Config):
 class AttentionGNNConfig(GNNConfig):
     """GAT and Graph Transformer: attention heads split the hidden size."""
 
-    heads: int = param(2, "attention heads (hidden must be divisible by heads)", min=1)
+    heads: int = param(2, "attention heads (hidden must be divisible by heads)", min=1, max=1024)
 
     def check(self) -> None:
         super().check()
@@ -347,33 +365,34 @@ class AttentionGNNConfig(GNNConfig):
 
 @dataclass(frozen=True)
 class FFNGraphTransformerConfig(AttentionGNNConfig):
-    ffn_mult: int = param(2, "feed-forward width as a multiple of hidden", min=1)
+    ffn_mult: int = param(2, "feed-forward width as a multiple of hidden", min=1, max=64)
 
 
 @dataclass(frozen=True)
 class ItemKNNConfig(Config):
-    neighbors: int = param(100, "neighbours kept per item", min=1)
+    neighbors: int = param(100, "neighbours kept per item", min=1, max=1_000_000)
     decay: float = param(0.5, "weight of the item k steps before the last: decay^k", min=0, max=1)
     alpha: float = param(0.5, "asymmetric cosine: count / (deg_a^alpha deg_b^(1-alpha))", min=0, max=1)
 
 
 @dataclass(frozen=True)
 class SKNNConfig(Config):
-    k: int = param(100, "neighbour sessions", min=1)
-    sample: int = param(500, "most recent candidate sessions considered", min=1)
+    k: int = param(100, "neighbour sessions", min=1, max=1_000_000)
+    sample: int = param(500, "most recent candidate sessions considered", min=1, max=1_000_000_000)
     weighting: Weighting = param(Weighting.DIV, "position weight of the prefix items (similarity)")
     score_weighting: Weighting = param(Weighting.DIV, "position weight in the neighbour (scores)")
-    idf: float = param(0.0, "IDF weight of rare items in the similarity (0 = off)", min=0)
+    idf: float = param(0.0, "IDF weight of rare items in the similarity (0 = off)", min=0, max=1e6)
 
 
 @dataclass(frozen=True)
 class SRConfig(Config):
     """Sequential rules (session-rec's SequentialRules; its defaults)."""
 
-    steps: int = param(10, "rules a -> b for b up to this many positions after a in a train session", min=1)
+    steps: int = param(10, "rules a -> b for b up to this many positions after a in a train session", min=1,
+                       max=100_000)
     weighting: Weighting = param(Weighting.DIV, "rule weight by the distance d of b after a "
                                  "(div: 1/d, quadratic: 1/d^2, log: 1/log10(d+1.7), linear, same)")
-    pruning: int = param(20, "rules kept per antecedent, the heaviest (0 = all)", min=0)
+    pruning: int = param(20, "rules kept per antecedent, the heaviest (0 = all)", min=0, max=1_000_000)
 
 
 # STAN and V-STAN: the values session-rec tuned for Diginetica (conf/save/diginetica/single split,
@@ -384,12 +403,14 @@ class STANConfig(Config):
     """Sequence and Time Aware Neighbourhood (Garg et al. 2019; session-rec's STAN). A lambda of 0
     turns its factor off."""
 
-    k: int = param(500, "neighbour sessions", min=1)
-    sample: int = param(5000, "most recent candidate sessions considered (0 = all)", min=0)
-    lambda_spw: float = param(1.25, "prefix position weight exp((p - n) / lambda) in the similarity", min=0)
-    lambda_snh: float = param(80.0, "neighbour recency (days): exp(-(now - its last event) / lambda)", min=0)
+    k: int = param(500, "neighbour sessions", min=1, max=1_000_000)
+    sample: int = param(5000, "most recent candidate sessions considered (0 = all)", min=0, max=1_000_000_000)
+    lambda_spw: float = param(1.25, "prefix position weight exp((p - n) / lambda) in the similarity",
+                              min=0, max=1e6)
+    lambda_snh: float = param(80.0, "neighbour recency (days): exp(-(now - its last event) / lambda)",
+                              min=0, max=1e6)
     lambda_inh: float = param(5.0, "item weight exp(-|p - p*| / lambda) by its distance in the "
-                              "neighbour from the last item shared with the prefix", min=0)
+                              "neighbour from the last item shared with the prefix", min=0, max=1e6)
 
 
 @dataclass(frozen=True)
@@ -397,14 +418,16 @@ class VSTANConfig(STANConfig):
     """V-STAN (Ludewig et al. 2021; session-rec's VSKNN_STAN): STAN plus V-SKNN's weight of the
     latest shared prefix position and an idf boost of rare items."""
 
-    k: int = param(1500, "neighbour sessions", min=1)
-    lambda_spw: float = param(1.25, "prefix position weight exp((p - n) / lambda) in the similarity", min=0)
-    lambda_snh: float = param(100.0, "neighbour recency (days): exp(-(now - its last event) / lambda)", min=0)
+    k: int = param(1500, "neighbour sessions", min=1, max=1_000_000)
+    lambda_spw: float = param(1.25, "prefix position weight exp((p - n) / lambda) in the similarity",
+                              min=0, max=1e6)
+    lambda_snh: float = param(100.0, "neighbour recency (days): exp(-(now - its last event) / lambda)",
+                              min=0, max=1e6)
     lambda_inh: float = param(10.0, "item weight exp(-|p - p*| / lambda) by its distance in the "
-                              "neighbour from the last item shared with the prefix", min=0)
+                              "neighbour from the last item shared with the prefix", min=0, max=1e6)
     lambda_ipw: float = param(10.0, "neighbour weight exp((p - n) / lambda), p = the latest prefix "
-                              "position it shares", min=0)
-    lambda_idf: float = param(10.0, "item score x (1 + lambda * log(S / train count))", min=0)
+                              "position it shares", min=0, max=1e6)
+    lambda_idf: float = param(10.0, "item score x (1 + lambda * log(S / train count))", min=0, max=1e6)
 
 
 @dataclass(frozen=True)
@@ -414,7 +437,8 @@ class HybridConfig(Config):
     gnn_run: str = param("", "run id of a finished GNN run on the same dataset")
     baseline: str = param("sknn", "baseline model (its default parameters) when no baseline_run is given")
     baseline_run: str = param("", "run id of a baseline run whose (tuned) parameters to use")
-    weight: float = param(-1.0, "baseline share of the mixed distribution; < 0: chosen on validation", max=1)
+    weight: float = param(-1.0, "baseline share of the mixed distribution; < 0: chosen on validation", min=-1,
+                          max=1)
     select_metric: str = param("mrr@20", "validation metric that chooses the weight")
     select_protocol: Protocol = param(Protocol.PREFIXES, "validation protocol that chooses the weight")
 

@@ -4,6 +4,7 @@ the app import it without numpy or pyarrow; the reader itself is `engine.data.fo
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from dataclasses import dataclass
@@ -80,18 +81,30 @@ _FILE_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pip
                (stat.S_ISSOCK, "a socket"))
 
 
+def stat_mode(path: str | Path, what: str, missing: str = "file not found") -> int:
+    """`os.stat(path).st_mode`; InputError naming `path` and saying why not: `missing` when nothing is
+    there, a symbolic link loop or a broken link as such (a loop reads as 'not found' to exists())."""
+    try:
+        return os.stat(path).st_mode
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise InputError(f"{path}: is a symbolic link loop (following its links leads back to "
+                             f"itself); expected {what}") from None
+        if isinstance(e, FileNotFoundError):
+            if os.path.islink(path):
+                raise InputError(f"{path}: is a broken symbolic link (to {os.readlink(path)}, which "
+                                 f"does not exist); expected {what}") from None
+            raise InputError(f"{path}: {missing}; expected {what}") from None
+        raise InputError(f"{path}: cannot read it ({e.strerror or e}); expected {what}") from None
+
+
 def require_regular_file(path: str | Path, what: str) -> None:
     """InputError unless `path` is a regular file (or a link to one); `what` says what was expected.
 
     Checked with stat, without opening: opening a FIFO blocks until a writer comes, and a directory
     or a device must be refused before anything is registered or built from it.
     """
-    try:
-        mode = os.stat(path).st_mode
-    except FileNotFoundError:
-        raise InputError(f"{path}: file not found; expected {what}") from None
-    except OSError as e:
-        raise InputError(f"{path}: cannot read it ({e.strerror or e}); expected {what}") from None
+    mode = stat_mode(path, what)
     if not stat.S_ISREG(mode):
         kind = next((name for test, name in _FILE_KINDS if test(mode)), "not a regular file")
         raise InputError(f"{path}: is {kind}, not a regular file; expected {what}")
@@ -139,18 +152,13 @@ def srgnn_files(folder: str | Path) -> dict[str, Path]:
     .gz name exist (which one is meant?), or a file is not a regular file (a FIFO would hang).
     """
     folder = Path(folder)
-    try:
-        mode = os.stat(folder).st_mode
-    except FileNotFoundError:
-        raise InputError(f"{folder}: folder not found; expected {SRGNN_FOLDER_TEXT}") from None
-    except OSError as e:
-        raise InputError(f"{folder}: cannot read it ({e.strerror or e}); expected "
-                         f"{SRGNN_FOLDER_TEXT}") from None
+    mode = stat_mode(folder, SRGNN_FOLDER_TEXT, missing="folder not found")
     if not stat.S_ISDIR(mode):
         raise InputError(f"{folder}: is not a folder; format srgnn expects {SRGNN_FOLDER_TEXT}")
     out: dict[str, Path] = {}
     for role, stem in SRGNN_FILES.items():
-        found = [folder / f"{stem}{ext}" for ext in (".txt", ".txt.gz") if (folder / f"{stem}{ext}").exists()]
+        # lexists: a link that leads nowhere (a loop, a broken link) is found, and then named as such
+        found = [folder / f"{stem}{ext}" for ext in (".txt", ".txt.gz") if os.path.lexists(folder / f"{stem}{ext}")]
         if not found:
             raise InputError(f"{folder}: has no {stem}.txt or {stem}.txt.gz; expected {SRGNN_FOLDER_TEXT}")
         if len(found) > 1:

@@ -50,6 +50,7 @@ from engine.data.sessions import EVENT_TYPES
 
 MAX_FIRST_LINES = 5
 BLOCK_SIZE = 4 << 20  # 4 MiB blocks: fewer, larger chunks parse faster than the 1 MiB default
+MAX_BLOCK_SIZE = 1 << 30  # the longest line read (twice it, after Latin-1 -> UTF-8): pyarrow's limit is 2 GiB
 
 _REASON_OF_KIND = {ID: "non_numeric_id", MS: "bad_timestamp", OFFSET_MS: "bad_timestamp",
                    SECONDS: "bad_timestamp", DATE: "bad_timestamp", EVENT: "unknown_event"}
@@ -58,6 +59,8 @@ _FAST_TYPE = {ID: pa.int64(), MS: pa.int64(), OFFSET_MS: pa.int64(), SECONDS: pa
 _FLOAT_RE = r"^([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]{1,3})?$"
 _DATE_RE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
 _MAX_SECONDS = 9.2e15  # seconds * 1000 must fit int64
+_INT64_MAX_TEXT = str(2 ** 63 - 1)
+_INT64_DIGITS = len(_INT64_MAX_TEXT)      # 19
 _MS_PER_DAY = 86_400_000
 _EVENT_VALUES = pa.array(EVENT_TYPES, pa.string())
 
@@ -290,29 +293,25 @@ def _assemble(spec: FormatSpec, values: dict[str, np.ndarray]) -> pa.Table:
 
 def _read_checked(path: Path, compression: str | None, spec: FormatSpec, delimiter: str) -> _Parsed:
     """Read every column as a string on one thread (so each row's line number is known), validate
-    vectorised, skip bad rows and count them per reason with their first line numbers."""
-    skipped = array("q")     # line numbers of rows pyarrow skipped (wrong field count, blank)
-    field_count_lines = array("q")  # ... of those, the non-blank ones (bad rows)
+    vectorised, skip bad rows and count them per reason with their first line numbers.
 
-    def on_invalid_row(row) -> str:  # called once per skipped row only
-        skipped.append(row.number)
-        if row.text.strip():
-            field_count_lines.append(row.number)
-        return "skip"
-
-    try:
-        table = pacsv.read_csv(
-            _stream(path, compression),
-            read_options=pacsv.ReadOptions(skip_rows=1, column_names=list(spec.header),
-                                           block_size=BLOCK_SIZE, use_threads=False),
-            # keep blank lines as rows so every physical line is either a row or a skipped line
-            parse_options=pacsv.ParseOptions(delimiter=delimiter, ignore_empty_lines=False,
-                                             invalid_row_handler=on_invalid_row),
-            convert_options=pacsv.ConvertOptions(
-                include_columns=list(spec.kinds), column_types={c: pa.string() for c in spec.kinds},
-                strings_can_be_null=False, quoted_strings_can_be_null=False))
-    except (pa.ArrowException, OSError, EOFError, zlib.error) as e:
-        raise InputError(f"{path}: cannot read it as a {spec.title} file: {e}") from None
+    Decoded as Latin-1, which maps every byte to a character: every field of every format is ASCII,
+    so a byte that is not valid UTF-8 (or any non-ASCII byte) fails its field's check and costs its
+    row, never the file (pyarrow's UTF-8 check refused the whole file, even in its handler of
+    malformed rows). A line longer than a block is read with blocks that fit it.
+    """
+    block_size, retried = BLOCK_SIZE, False
+    while True:
+        try:
+            table, skipped, field_count_lines = _read_strings(path, compression, spec, delimiter, block_size)
+            break
+        except pa.ArrowInvalid as e:
+            # "straddling object straddles two block boundaries": a line longer than a block
+            if "straddl" not in str(e) or retried:
+                raise InputError(f"{path}: cannot read it as a {spec.title} file: {e}") from None
+            block_size, retried = _block_for_longest_line(path, compression, spec), True
+        except (pa.ArrowException, OSError, EOFError, zlib.error) as e:
+            raise InputError(f"{path}: cannot read it as a {spec.title} file: {e}") from None
 
     n_lines = table.num_rows + len(skipped)
     in_table = np.ones(n_lines, dtype=bool)
@@ -351,15 +350,74 @@ def _read_checked(path: Path, compression: str | None, spec: FormatSpec, delimit
     return {c: v[valid] for c, v in values.items()}, rows_read, bad_rows
 
 
+def _read_strings(path: Path, compression: str | None, spec: FormatSpec, delimiter: str,
+                  block_size: int) -> tuple[pa.Table, array, array]:
+    """(string columns, line numbers of the rows pyarrow skipped, of those the non-blank ones)."""
+    skipped = array("q")     # line numbers of rows pyarrow skipped (wrong field count, blank)
+    field_count_lines = array("q")  # ... of those, the non-blank ones (bad rows)
+
+    def on_invalid_row(row) -> str:  # called once per skipped row only
+        skipped.append(row.number)
+        if row.text.strip():
+            field_count_lines.append(row.number)
+        return "skip"
+
+    table = pacsv.read_csv(
+        _stream(path, compression),
+        read_options=pacsv.ReadOptions(skip_rows=1, column_names=list(spec.header), encoding="latin-1",
+                                       block_size=block_size, use_threads=False),
+        # keep blank lines as rows so every physical line is either a row or a skipped line
+        parse_options=pacsv.ParseOptions(delimiter=delimiter, ignore_empty_lines=False,
+                                         invalid_row_handler=on_invalid_row),
+        convert_options=pacsv.ConvertOptions(
+            include_columns=list(spec.kinds), column_types={c: pa.string() for c in spec.kinds},
+            strings_can_be_null=False, quoted_strings_can_be_null=False))
+    return table, skipped, field_count_lines
+
+
+def _block_for_longest_line(path: Path, compression: str | None, spec: FormatSpec) -> int:
+    """A block size that holds the file's longest line (after Latin-1 to UTF-8, which at most doubles
+    it); InputError naming the line when no block could."""
+    longest, line_no, line, carry = 0, 0, 1, 0       # carry: length of the line open at a chunk's end
+    with _stream(path, compression) as f:
+        while chunk := f.read(16 << 20):
+            ends = np.flatnonzero(np.frombuffer(chunk, dtype=np.uint8) == 10)
+            lengths = np.diff(ends, prepend=-1) - 1         # line lengths without their newline
+            if len(ends):
+                lengths[0] += carry
+                i = int(np.argmax(lengths))
+                if lengths[i] > longest:
+                    longest, line_no = int(lengths[i]), line + i
+                line += len(ends)
+                carry = len(chunk) - int(ends[-1]) - 1
+            else:
+                carry += len(chunk)
+            if carry > longest:
+                longest, line_no = carry, line
+    if 2 * longest + 2 > MAX_BLOCK_SIZE:
+        raise InputError(f"{path}: line {line_no:,} is {longest:,} bytes long, longer than sessrec reads "
+                         f"({MAX_BLOCK_SIZE // 2:,}); a row of a {spec.title} is a few dozen bytes: the file "
+                         f"is damaged or is not a click log")
+    return max(BLOCK_SIZE, 2 * longest + 2)
+
+
 def _parse_strings(kind: str, s: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     """Parse trimmed strings of one kind: (values with 0 where unparseable, unparseable mask)."""
     if kind == EVENT:
         codes = _typed_values(EVENT, pa.chunked_array([s]))
         return codes, codes < 0
     if kind in (ID, MS, OFFSET_MS):
-        # digits only (no sign), at most 18 of them so the cast below cannot overflow; a plain
-        # character-class test is several times faster than the equivalent regex
-        ok = pc.and_(pc.ascii_is_decimal(s), pc.less_equal(pc.utf8_length(s), 18))
+        # the fast path's rule exactly (pyarrow's int64 parse, then >= 0): digits only, no sign,
+        # leading zeros allowed, a value of at most INT64_MAX. Without the zeros a value fits if it
+        # has at most 18 digits, or 19 that sort at or below INT64_MAX's; a plain character-class
+        # test is several times faster than the equivalent regex
+        ok = pc.ascii_is_decimal(s)
+        s = pc.utf8_ltrim(s, characters="0")
+        n = pc.utf8_length(s)
+        fits = pc.or_(pc.less_equal(n, _INT64_DIGITS - 1),
+                      pc.and_(pc.equal(n, _INT64_DIGITS), pc.less_equal(s, _INT64_MAX_TEXT)))
+        ok = pc.and_(ok, fits)
+        s = pc.if_else(pc.equal(n, 0), "0", s)          # "000" is 0
     else:
         ok = pc.match_substring_regex(s, _FLOAT_RE if kind == SECONDS else _DATE_RE)
     if kind == DATE:

@@ -7,6 +7,7 @@ the evaluator reports targets that are 0 as misses it could never have hit.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,22 +20,39 @@ from engine.data.sessions import Sessions
 
 UNKNOWN = 0
 INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1
+# What an item id is, everywhere (the log readers, the CLI, the app, the HTTP API; SR-GNN files start at 1):
+# a whole number from 0 to 2**63 - 1 (int64 in parquet and the index; logs never hold negative ids)
+ITEM_ID_MIN, ITEM_ID_MAX = 0, INT64_MAX
+ITEM_ID_TEXT = f"whole numbers from {ITEM_ID_MIN} to {ITEM_ID_MAX}"
+_ID_DIGITS = len(str(ITEM_ID_MAX))          # 19
+_ID_TOKEN = re.compile(r"[0-9]+")            # ASCII digits only: str.isdigit() also takes '²' and '٣'
 _LUT_MIN = 1 << 16   # encode() this many ids or more with a lookup table when the id range is compact
 
 
-def parse_item_ids(text: str) -> list[int]:
-    """'355908, 248676 1' -> [355908, 248676, 1]; a non-numeric token is a clear error."""
+def parse_item_id(token: str) -> int:
+    """One typed item id ('355908') as an int; InputError saying what an id is otherwise.
+
+    The length is checked before `int()`: a 5,000-digit token would otherwise hit Python's
+    4,300-digit conversion limit (a ValueError, not a message).
+    """
     from engine.core.errors import InputError
-    out = []
-    for t in text.replace(",", " ").split():
-        if not t.lstrip("-").isdigit():
-            raise InputError(f"item id {t!r} is not a number (type ids separated by spaces or commas)")
-        v = int(t)
-        if not INT64_MIN <= v <= INT64_MAX:      # ids are int64 everywhere (parquet, the index)
-            raise InputError(f"item id {t} is out of range: item ids are 64-bit integers "
-                             f"({INT64_MIN} .. {INT64_MAX})")
-        out.append(v)
-    return out
+    negative = token.startswith("-")
+    if not _ID_TOKEN.fullmatch(token[negative:]):
+        raise InputError(f"item id {_clip(token)!r} is not a number (item ids are {ITEM_ID_TEXT}; type "
+                         f"ids separated by spaces or commas)")
+    digits = token[negative:].lstrip("0") or "0"     # leading zeros: allowed, as the log readers allow them
+    if negative or len(digits) > _ID_DIGITS or int(digits) > ITEM_ID_MAX:
+        raise InputError(f"item id {_clip(token)} is out of range: item ids are {ITEM_ID_TEXT}")
+    return int(digits)
+
+
+def _clip(token: str) -> str:
+    return token if len(token) <= 40 else f"{token[:20]}... ({len(token):,} characters)"
+
+
+def parse_item_ids(text: str) -> list[int]:
+    """'355908, 248676 1' -> [355908, 248676, 1]; the first bad token is a clear error."""
+    return [parse_item_id(t) for t in text.replace(",", " ").split()]
 
 
 @dataclass

@@ -282,6 +282,18 @@ class BuildLock(FolderLock):
                                               f"wait for it or stop it", "build lock", StageError)
 
 
+def refuse_if_in_use(ws: Workspace, name: str, doing: str) -> None:
+    """The one rule for changing a dataset's artifacts (`data delete`, a build that reruns a stage):
+    StageError naming every live training on it, which reads them (now, or at its evaluation: a
+    rebuilt item index fails its `eval`)."""
+    from engine.runs.store import RunStore
+    live = RunStore(ws).live(name)
+    if live:
+        who = ", ".join(f"{run_id} (process {pid or '?'})" for run_id, pid in live)
+        raise StageError(f"cannot {doing}: dataset {name!r} is used by a running training: {who}; stop it "
+                         f"first (ctrl+t on the Train screen, or kill the process)")
+
+
 def building_pid(ds: Dataset) -> int | None:
     """PID of the live process building `ds` (0 when it cannot be read), or None."""
     return lock_holder(ds.paths.build_lock)

@@ -14,6 +14,7 @@ that stage's key and therefore every downstream key; a changed output file makes
 from __future__ import annotations
 
 import json
+import os
 import time
 import traceback
 from dataclasses import dataclass
@@ -27,7 +28,8 @@ from engine.core.progress import Progress, ProgressFn, null_progress
 from engine.core.schema import Split, StageName
 from engine.core.workspace import DatasetDir
 from engine.data.format_specs import require_regular_file, source_is_folder, spec_file_text, srgnn_files
-from engine.data.manifest import BuildLock, Dataset, building_pid, file_fingerprint, output_problem, output_record
+from engine.data.manifest import (BuildLock, Dataset, building_pid, file_fingerprint, output_problem,
+                                  output_record, refuse_if_in_use)
 
 
 @dataclass(frozen=True)
@@ -213,7 +215,7 @@ STAGES: tuple[Stage, ...] = (
     Stage(StageName.ORACLE, ("split",), lambda c: {"k": [10, 20], "known_targets": True, "count_learner": True}, run_oracle,
           "generator's oracle Recall@K on the test split (demo only)", only_demo=True),
 )
-STAGE_NAMES = tuple(s.name for s in STAGES)
+STAGE_NAMES = tuple(str(s.name) for s in STAGES)     # plain strings: argparse prints choices with repr()
 _BY_NAME = {s.name: s for s in STAGES}
 CODE_VERSION = 1   # bump when a stage's output format or semantics change
 
@@ -229,7 +231,8 @@ def _source_fingerprints(ds: Dataset, cached: dict | None) -> dict:
     fps = {}
     if source_is_folder(ds.config.format):
         folder = ds.source_file("path")
-        if folder is None or not folder.exists():
+        # lexists: a symbolic link loop or a broken link is named by srgnn_files, not "does not exist"
+        if folder is None or not os.path.lexists(folder):
             raise StageError(f"source folder {folder} does not exist (dataset {ds.name!r}); "
                              f"restore it or re-import the dataset")
         for role, path in srgnn_files(folder).items():
@@ -238,7 +241,7 @@ def _source_fingerprints(ds: Dataset, cached: dict | None) -> dict:
     for role in ("path", "test_path"):
         path = ds.source_file(role)
         if path is not None:
-            if not path.exists():
+            if not os.path.lexists(path):
                 raise StageError(f"source file {path} does not exist (dataset {ds.name!r}); "
                                  f"restore it or re-import the dataset")
             # before fingerprinting: reading a FIFO would hang `data status`
@@ -373,6 +376,10 @@ def build(ds: Dataset, upto: str | None = None, force: bool | str = False,
                 progress(Progress("pipeline", i + 1, total, "stages", f"{st.name}: up to date"))
                 results.append(StageResult(st.name, False, 0.0, rec.get("stats", {})))
                 continue
+            if not rerun:               # the first stage that changes anything
+                # a live training reads these artifacts (and its evaluation checks the item index):
+                # refused as `data delete` is, under the build lock, before anything is rewritten
+                refuse_if_in_use(ds.ws, ds.name, f"rebuild stage {st.name}")
             progress(Progress("pipeline", i, total, "stages",
                               f"{st.name}: running" + (f" ({changed})" if changed else "")))
             ds.data["building"] = {"stage": st.name}

@@ -12,6 +12,8 @@ Types, in order of appearance (each also has `type`, `time` (unix seconds) and `
 
 Reading is tolerant: a torn last line (a crash mid-write) waits in the tail until it is completed,
 and a line that is not valid UTF-8 JSON of a known event object is skipped and counted, never fatal.
+Writing starts every event on a fresh line (`engine.atomic.LineAppender`): an event appended after
+a torn one (a full disk, a kill) is kept; the torn line is closed and skipped.
 """
 
 from __future__ import annotations
@@ -21,10 +23,9 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, TextIO
+from typing import Any, ClassVar
 
-from engine.core.atomic import _json_default
-from engine.core.errors import StorageError
+from engine.core.atomic import LineAppender, _json_default
 from engine.core.schema import ErrorKind, RunStatus
 
 
@@ -174,20 +175,12 @@ class EventWriter:
         self.path = Path(path)
         self.run_id = run_id
         self.min_interval_s = min_interval_s
-        try:
-            self._file: TextIO = open(self.path, "a", buffering=1)
-        except OSError as e:
-            raise StorageError("run events", self.path, e) from e
+        self._file = LineAppender(self.path, "run events")   # each event starts on a fresh line
         self._last_step = 0.0
 
     def write(self, event: RunEvent) -> RunEvent:
         event.run_id, event.time = self.run_id, round(time.time(), 3)
-        line = json.dumps(event.to_dict(), default=_json_default)
-        try:
-            self._file.write(line + "\n")
-            self._file.flush()
-        except OSError as e:
-            raise StorageError("run events", self.path, e) from e
+        self._file.append(json.dumps(event.to_dict(), default=_json_default))
         return event
 
     def step_due(self) -> bool:
@@ -199,10 +192,7 @@ class EventWriter:
         return False
 
     def close(self) -> None:
-        try:
-            self._file.close()
-        except OSError:
-            pass
+        self._file.close()
 
 
 def append_event(path: Path, run_id: str, event: RunEvent) -> RunEvent:

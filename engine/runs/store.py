@@ -134,6 +134,18 @@ class RunStore:
         return [s for s in self.refresh() if s.status == RunStatus.RUNNING
                 and (dataset is None or s.dataset == dataset)]
 
+    def live(self, dataset: str) -> list[tuple[str, int | None]]:
+        """(run id, pid) of every run on `dataset` whose process holds its lock now: running, or
+        still starting (loading the data it is about to train on)."""
+        out = []
+        for run_id in self.ws.run_ids():
+            pid = lock_holder(self.ws.run(run_id).lock)          # the liveness rule, and cheap: first
+            if pid is not None:
+                st = self.get(run_id)
+                if st is not None and st.dataset == dataset:
+                    out.append((run_id, pid or None))
+        return out
+
 
 def new_run_id(model: str, existing: Iterable[str], stamp: str | None = None) -> str:
     """`<model>-<mmdd-HHMMSS>` (with -2, -3, ... when taken). The dataset is in the run's config."""

@@ -8,5 +8,7 @@ micro-batching, Prometheus metrics, API-key rules, and the uvicorn server around
     security.py  API-key check and the bind-address rule
     app.py       the FastAPI application
     server.py    uvicorn, signals (SIGTERM, SIGHUP), the `serving` event, several workers
+    limits.py    request deadlines and the connection cap; protocol.py enforces them (uvicorn's
+                 HTTP protocol with header and body timeouts)
     scrape.py    reading a service's /metrics (the app's Serve screen, the serve benchmark)
 """

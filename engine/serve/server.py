@@ -20,7 +20,7 @@ import socket
 import tempfile
 import threading
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -28,6 +28,7 @@ from engine.core.errors import InputError
 from engine.core.threads import set_compute_threads
 from engine.core.workspace import Workspace
 from engine.inference.recommend import Recommender
+from engine.serve.limits import ConnectionLimits
 from engine.serve.scrape import fetch_health
 from engine.serve.security import check_bind
 from engine.serve.slot import ModelSlot, ReloadBroadcast
@@ -48,6 +49,7 @@ class ServeOptions:
     admin_key: str | None = None
     insecure: bool = False
     threads: int = 1
+    limits: ConnectionLimits = field(default_factory=ConnectionLimits)
 
 
 def make_slot(ws: Workspace, opts: ServeOptions) -> ModelSlot:
@@ -89,6 +91,9 @@ def _bind(host: str, port: int) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
+    except OverflowError:               # a port outside 0..65535 (the CLI refuses those first)
+        sock.close()
+        raise InputError(f"cannot listen on {host}:{port}: a port is a number from 0 to 65535") from None
     except OSError as e:
         sock.close()
         raise InputError(f"cannot listen on {host}:{port}: {e.strerror} (another server there? try --port 0)") from e
@@ -119,8 +124,7 @@ def _serve_one(slot: ModelSlot, opts: ServeOptions, on_ready: Callable[[dict], N
             if self.started:
                 on_ready(ready_event(slot, opts, port))
 
-    server = Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
-                                   timeout_graceful_shutdown=30))
+    server = Server(_config(app, opts))
     # uvicorn handles SIGINT/SIGTERM while it runs (finishing requests in flight), then re-raises the
     # signal: a no-op handler underneath makes that a normal exit 0 instead of the CLI's "interrupted"
     previous = {sig: signal.signal(sig, _ignore) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -139,8 +143,19 @@ def _ignore(signum, frame) -> None:
     pass
 
 
-def _serve_many(ws: Workspace, opts: ServeOptions, on_ready: Callable[[dict], None]) -> int:
+def _config(app, opts: ServeOptions, **kw):
+    """uvicorn's settings for one server: its HTTP protocol with request deadlines and a connection
+    cap (engine.serve.protocol), which its worker processes get with the config."""
     import uvicorn
+
+    from engine.serve.protocol import attach_limits
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
+                            timeout_graceful_shutdown=30, **kw)
+    attach_limits(config, opts.limits)
+    return config
+
+
+def _serve_many(ws: Workspace, opts: ServeOptions, on_ready: Callable[[dict], None]) -> int:
     slot = make_slot(ws, opts)            # a bad target or run fails here, before the port opens
     sock = _bind(opts.host, opts.port)
     port = sock.getsockname()[1]
@@ -162,8 +177,7 @@ def _serve_many(ws: Workspace, opts: ServeOptions, on_ready: Callable[[dict], No
                 return
             time.sleep(0.2)
     threading.Thread(target=announce, daemon=True).start()
-    config = uvicorn.Config("engine.serve.server:worker_app", factory=True, workers=opts.workers,
-                            log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=30)
+    config = _config("engine.serve.server:worker_app", opts, factory=True, workers=opts.workers)
     try:
         from uvicorn.supervisors import Multiprocess
         Multiprocess(config, sockets=[sock]).run()
@@ -178,7 +192,8 @@ def worker_app():
     """The app of one worker process (uvicorn factory; the parent passes its options in the env)."""
     from engine.serve.app import ServeSettings, create_app
     spec = json.loads(os.environ[WORKER_ENV])
-    opts = ServeOptions(**spec["options"])
+    options = spec["options"]
+    opts = ServeOptions(**{**options, "limits": ConnectionLimits(**options["limits"])})
     set_compute_threads(opts.threads, faiss=True)
     broadcast = ReloadBroadcast(Path(spec["broadcast"]))
     _, latest = broadcast.read()              # a worker (re)started after a reload serves its target

@@ -18,7 +18,7 @@ from typing import Any, Callable
 import torch
 
 from engine.core.alloc import reuse_freed_memory
-from engine.core.atomic import clean_temp, write_json
+from engine.core.atomic import TMP_PREFIX, clean_temp, write_json
 from engine.core.config import TrainConfig
 from engine.core.device import device_info, gpu_memory_mb, resolve_device
 from engine.core.errors import InputError
@@ -77,6 +77,7 @@ class _Prepared:
     run: RunDir
     lock: RunLock
     checkpoint: dict | None = None      # last.pt of a resumed run
+    resumed: bool = False               # --resume (from `checkpoint`, or from the start without one)
     created: bool = False               # the folder was made for this run
     loss_choice: str | None = None      # how `--loss auto` was resolved (a new run)
 
@@ -197,25 +198,48 @@ def _prepare_new(cfg: TrainConfig | None, ws: Workspace, run_id: str | None, epo
                          f"number of epochs chosen before: --no-early-stopping --epochs N")
     existing = ws.run_ids() if ws.runs_dir.exists() else []
     run = ws.run(check_name(run_id, "run id") if run_id else new_run_id(cfg.model, existing))
-    if run.root.exists():
-        raise InputError(f"run id {run.run_id!r} is taken ({run.root}); choose another --run-id, "
-                         f"or continue that run with --resume {run.run_id}")
+    lock = _claim_folder(run)
     try:
-        run.root.mkdir(parents=True)
-    except FileExistsError:
-        raise InputError(f"run id {run.run_id!r} is taken; choose another --run-id") from None
-    try:
-        lock = RunLock(run.lock, run.run_id).acquire()
         write_json(run.config, {
             "run_id": run.run_id, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "train": cfg.to_dict(),
             "kind": spec.kind.value, "dataset": {"name": data.name, "n_items": data.n_items,
                                                  "item_fingerprint": data.items.fingerprint()},
             "versions": versions(), "loss_choice": choice.to_dict() if choice else None})
     except BaseException:
-        shutil.rmtree(run.root, ignore_errors=True)
+        shutil.rmtree(run.root, ignore_errors=True)      # ours (we hold its lock), and without a config
+        lock.release()
         raise
     return _Prepared(cfg, spec, data, dev, run, lock, created=True,
                      loss_choice=choice.message if choice else None)
+
+
+def _claim_folder(run: RunDir) -> RunLock:
+    """Make a new run's folder and take its lock; InputError when the id is taken.
+
+    A folder holding nothing but its lock file (and temp files) is a start killed before it wrote its
+    config (a SIGKILL in its first second): no run, nothing saved, so its id is free again. Checked
+    again under the lock, which a start that is still alive holds (then the lock names it).
+    """
+    try:
+        run.root.mkdir(parents=True)
+    except FileExistsError:
+        if not _unstarted(run):
+            raise InputError(f"run id {run.run_id!r} is taken ({run.root}); choose another --run-id, "
+                             f"or continue that run with --resume {run.run_id}") from None
+    lock = RunLock(run.lock, run.run_id).acquire()
+    if not _unstarted(run):                       # another start got there first and wrote its config
+        lock.release()
+        raise InputError(f"run id {run.run_id!r} is taken; choose another --run-id")
+    clean_temp(run.root)                          # a config write the kill cut short
+    return lock
+
+
+def _unstarted(run: RunDir) -> bool:
+    """The folder holds no run: only a lock file and temp files (or nothing)."""
+    try:
+        return all(p.name == run.lock.name or p.name.startswith(TMP_PREFIX) for p in run.root.iterdir())
+    except OSError:
+        return False
 
 
 def _prepare_resume(ws: Workspace, run_id: str | None, epochs: int | None, device: str | None) -> _Prepared:
@@ -235,17 +259,34 @@ def _prepare_resume(ws: Workspace, run_id: str | None, epochs: int | None, devic
         clean_temp(run.root)                         # leftovers of a checkpoint write that was killed
         dev = resolve_device(cfg.device)
         ckpt = None
-        if spec.kind == ModelKind.GNN:
+        if spec.kind == ModelKind.GNN and not _never_checkpointed(run):
             # read before anything is appended: a corrupt last.pt is an error, not a failed run
             ckpt = load_checkpoint(run.last, map_location=dev)
         data = _load_data(ws, cfg, spec)
-        if ckpt is not None and ckpt["item_fingerprint"] != data.items.fingerprint():
+        # without a checkpoint the run starts again from its first step, on the data it started with
+        trained_on = ckpt["item_fingerprint"] if ckpt is not None else _config_fingerprint(run)
+        if trained_on is not None and trained_on != data.items.fingerprint():
             raise InputError(f"dataset {data.name!r} was rebuilt with another item index since this run "
                              f"started; resume is not possible (start a new run)")
     except BaseException:
         lock.release()
         raise
-    return _Prepared(cfg, spec, data, dev, run, lock, checkpoint=ckpt)
+    return _Prepared(cfg, spec, data, dev, run, lock, checkpoint=ckpt, resumed=True)
+
+
+def _never_checkpointed(run: RunDir) -> bool:
+    """A run killed before its first checkpoint (no checkpoint file, none in its events): resumed,
+    it starts from its first step. One that wrote a checkpoint since lost never restarts silently."""
+    from engine.runs.events import Checkpoint, read_events
+    return (not run.last.exists() and not run.best.exists()
+            and not any(isinstance(e, Checkpoint) for e in read_events(run.events)))
+
+
+def _config_fingerprint(run: RunDir) -> str | None:
+    try:
+        return json.loads(run.config.read_text())["dataset"]["item_fingerprint"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 # ---- baselines ----------------------------------------------------------------------------------
@@ -368,11 +409,14 @@ class _Loop:
             self._restore(ckpt)
             self.rec.resumed(self.epoch, self.batch, self.step, int(ckpt.get("step_offset") or 0))
             self.log(f"resuming {self.prep.run.run_id} at epoch {self.epoch + 1}, batch {self.batch}")
+        elif self.prep.resumed:         # killed before its first checkpoint: again from the start
+            self.rec.resumed(0, 0, 0, 0)
+            self.log(f"resuming {self.prep.run.run_id} from its first step (it wrote no checkpoint)")
         spe = tr.steps_per_epoch
         self.rec.started(**_start_fields(self.prep, tr.model, train_examples=len(tr.examples),
                                          steps_per_epoch=spe, epochs=cfg.epochs,
                                          resumed_from=({"epoch": self.epoch, "batch_in_epoch": self.batch,
-                                                        "step": self.step} if ckpt is not None else None)))
+                                                        "step": self.step} if self.prep.resumed else None)))
         self.log(f"{cfg.model} on {self.data.name}: {len(tr.examples):,} examples, {spe} steps/epoch, "
                  f"device {self.device}")
         status = RunStatus.COMPLETED

@@ -290,7 +290,7 @@ def _prepare(ctx: DistContext, cfg: TrainConfig | None, ws: Workspace, run_id: s
             spec = get_spec(wcfg.model)
             data: DatasetArtifacts = _load_data(ws, wcfg, spec)
             prep = _Prepared(wcfg, spec, data, resolve_device(wcfg.device), ws.run(plan["run_id"]),
-                             _NoLock(), checkpoint=plan["checkpoint"])  # type: ignore[arg-type]
+                             _NoLock(), checkpoint=plan["checkpoint"], resumed=resume)  # type: ignore[arg-type]
             if spec.kind == ModelKind.GNN and prep.checkpoint is not None \
                     and prep.checkpoint["item_fingerprint"] != data.items.fingerprint():
                 raise InputError(f"dataset {data.name!r} on this worker has another item index than rank 0's")

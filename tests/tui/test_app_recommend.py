@@ -66,6 +66,17 @@ async def test_top10_updates_as_ids_are_typed(tiny_ws: Path) -> None:
         await wait_for(pilot, lambda: screen.results["a"].known == [] and screen.ids == [])
 
 
+async def test_a_4301_digit_id_is_an_inline_message_not_a_crash(tiny_ws: Path) -> None:
+    """Issue 21, finding 1: int() of over 4,300 digits raised ValueError and the app exited."""
+    app = make_app(tiny_ws)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await _ready(pilot, "baseline:pop@demo-tiny")
+        screen.query_one("#ids", Input).value = "263 " + "9" * 4301
+        await pilot.pause(0.3)
+        assert app.is_running
+        assert "(4,301 characters) is out of range" in str(screen.query_one("#rec-status", Static).render())
+
+
 async def test_only_unknown_ids_fall_back_to_popularity(tiny_ws: Path) -> None:
     app = make_app(tiny_ws)
     async with app.run_test(size=(80, 24)) as pilot:

@@ -133,6 +133,29 @@ async def test_command_palette_runs_screen_actions(tiny_ws: Path) -> None:
         await wait_for(pilot, lambda: app.current_mode == "runs")
 
 
+def _emoji(text: str) -> list[str]:
+    """Characters of `text` in the emoji blocks (and the emoji presentation selector)."""
+    return sorted({c for c in text if 0x1F000 <= ord(c) <= 0x1FAFF or 0x2600 <= ord(c) <= 0x27BF
+                   or ord(c) == 0xFE0F})
+
+
+async def test_the_command_palette_shows_no_emoji(tiny_ws: Path) -> None:
+    """Issue 21, finding 15: Textual's palette draws a magnifier emoji (U+1F50E), which some SSH
+    terminals show as a box; the README promises no emoji. Checked on the rendered screen."""
+    app = make_app(tiny_ws)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("ctrl+p")
+        await pilot.pause(0.3)
+        assert type(app.screen).__name__ == "CommandPalette"
+        assert _emoji(app.export_screenshot()) == []
+        await type_text(pilot, "theme")
+        await pilot.press("enter")           # Textual's own theme palette: the same icon
+        await pilot.pause(0.3)
+        assert "themes" in app.screen.query_one("CommandInput").placeholder
+        assert _emoji(app.export_screenshot()) == []
+
+
 async def test_help_screen_and_question_mark(tiny_ws: Path) -> None:
     app = make_app(tiny_ws)
     async with app.run_test(size=(80, 24)) as pilot:

@@ -23,10 +23,11 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widget import Widget
 from textual.widgets import Button, DataTable, Input, Select, Static
 
+from engine.core.errors import InputError
 from engine.core.schema import JobStatus, Runtime, Search, values
 from engine.core.target import Target
 from engine.jobs import Job, ServeRequest
-from engine.serve.security import MIN_KEY_CHARS, is_loopback
+from engine.serve.security import MIN_KEY_CHARS, check_key, is_loopback
 from tui.controller import SERVE_ADMIN_KEY_ENV, SERVE_KEY_ENV
 from tui.format import fmt_duration
 from tui.forms import FormError, form_row
@@ -372,8 +373,11 @@ class ServeScreen(BaseScreen):
         if not is_loopback(host) and not key:
             raise FormError(f"host: {host} is reachable from other machines; type an API key "
                             f"(at least {MIN_KEY_CHARS} characters) or use 127.0.0.1")
-        if key and len(key) < MIN_KEY_CHARS:
-            raise FormError(f"API key: at least {MIN_KEY_CHARS} characters, got {len(key)}")
+        if key:
+            try:
+                check_key("API key", key)
+            except InputError as e:
+                raise FormError(str(e)) from None
         return ServeRequest(target, host, port, runtime, key or None, search=search, workers=workers)
 
     def action_start(self) -> None:
