@@ -58,7 +58,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     data = sub.add_parser("data", help="datasets: import, build, status, fetch, delete")
     dsub = data.add_subparsers(dest="data_cmd", required=True, metavar="COMMAND")
 
-    p = dsub.add_parser("import", help="register a raw log file (an srgnn folder) as a dataset and build it")
+    p = dsub.add_parser("import", help="register a raw log file (an srgnn folder) as a dataset and build it",
+                        description="Formats: events (any CSV/TSV, Parquet or JSON Lines log, plain or "
+                        "compressed, its columns named: --columns item=product_id,time=ts,user=uid"
+                        "[,session=sid][,event=type] [--event-map click=view,cart=addtocart,"
+                        "order=transaction] [--time-format auto|s|ms|us|ns|iso]); the presets "
+                        "retailrocket, rsc15 and diginetica (fixed columns); srgnn (a folder of pickles).")
     p.add_argument("path", type=Path, help="the raw log file; for --format srgnn the folder holding "
                    "all_train_seq.txt[.gz] and test.txt[.gz], with defaults that keep the published "
                    "data: " + " ".join(f"--{k.replace('_', '-')} {v}"
@@ -168,12 +173,13 @@ def cmd_import(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
         if test is not None:
             raise InputError(f"--test-file: format {args.format} takes no test file; the folder "
                              f"{path} holds its own test.txt")
-        base = DataConfig(format=args.format, **SRGNN_DATA_DEFAULTS)
+        base = dict(SRGNN_DATA_DEFAULTS)
     else:
         if test is not None:
             require_regular_file(args.test_file, f"{spec_file_text(args.format)} (test period)")
-        base = DataConfig(format=args.format, split_mode=SplitMode.TEST_FILE if test else SplitMode.RATIO)
-    cfg = config_from_args(base, args)
+        base = {"split_mode": SplitMode.TEST_FILE if test else SplitMode.RATIO}
+    # one construction, so that the checks see the flags (format events needs its --columns)
+    cfg = DataConfig(format=args.format, **{**base, **given(args, DATA_FLAGS)})
     has_test = test is not None or folder
     if test is not None and cfg.split_mode != SplitMode.TEST_FILE:
         raise InputError("--test-file needs --split-mode test_file (the default when a test file is given)")

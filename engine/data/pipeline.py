@@ -88,9 +88,9 @@ def run_ingest(ctx: StageContext) -> dict:
         from engine.data.srgnn import read_srgnn
         res, tres = read_srgnn(ctx.ds.source_file("path"), ctx.progress)
     else:
-        res = read_events(ctx.ds.source_file("path"), ctx.cfg.format, ctx.progress)
+        res = read_events(ctx.ds.source_file("path"), ctx.cfg, ctx.progress)
         test_path = ctx.ds.source_file("test_path")
-        tres = read_events(test_path, ctx.cfg.format, ctx.progress) if test_path else None
+        tres = read_events(test_path, ctx.cfg, ctx.progress) if test_path else None
     _write_table(res.table, ctx.out.events)
     stats = {"reader": res.stats, **_events_stats(res.table)}
     if tres is not None:
@@ -150,7 +150,7 @@ def run_graph(ctx: StageContext) -> dict:
     index = ItemIndex.read(ctx.input(ctx.ds.paths.items))
     train = Sessions.read(ctx.input(ctx.ds.paths.encoded_sessions("train")))
     graph, stats = build_cooc_graph(train, index.n_items, window=ctx.cfg.cooc_window,
-                                    with_event_pairs=ctx.cfg.format == "retailrocket",
+                                    with_event_pairs=ctx.cfg.has_event_types,
                                     progress=ctx.progress)
     graph.save(ctx.out.graph)
     return stats
@@ -196,9 +196,16 @@ def run_oracle(ctx: StageContext) -> dict:
             "detail": out}
 
 
+def _ingest_params(c: DataConfig) -> dict:
+    # a preset's key is its format alone (as before the events format existed: built datasets stay fresh)
+    if c.format != "events":
+        return {"format": c.format}
+    return {"format": c.format, "columns": c.log_columns(), "event_map": c.event_types(),
+            "time_format": str(c.time_format)}
+
+
 STAGES: tuple[Stage, ...] = (
-    Stage(StageName.INGEST, (), lambda c: {"format": c.format}, run_ingest,
-          "read the raw log into a canonical events table"),
+    Stage(StageName.INGEST, (), _ingest_params, run_ingest, "read the raw log into a canonical events table"),
     Stage(StageName.SESSIONIZE, ("ingest",),
           lambda c: {"gap_min": c.session_gap_minutes, "min_len": c.min_session_length,
                      "max_len": c.max_session_length, "min_item_support": c.min_item_support},
