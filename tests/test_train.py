@@ -131,7 +131,7 @@ def test_cuda_oom_is_reported_with_batch_size_and_suggestion(ws, monkeypatch, ca
 
 @pytest.mark.parametrize("args, message", [
     (["train", "--model", "nope"], "unknown model 'nope'; valid models: graphsage, gat"),
-    (["train", "--batch-size", "0"], "batch_size: must be >= 1 (got 0)"),
+    (["train", "--batch-size", "0"], "batch_size: must be >= 1 and <= 16777216 (got 0)"),
     (["train", "--device", "tpu"], "device: expected one of auto, cpu, cuda, got 'tpu'"),
     (["train", "--dataset", "missing"], "dataset 'missing' not found"),
     (["train", "--loss", "hinge"], "loss: expected one of auto, ce, sampled, bpr, got 'hinge'"),

@@ -402,6 +402,12 @@ class GNNConfig(Config):
     pos_emb: bool = param(True, "reversed position embeddings in the attention readout (GCE-GNN)")
     global_k: int = param(0, "global item graph: attend over each item's k most similar items in the "
                           "train co-occurrence graph (GCE-GNN-like; 0 = off)", min=0, max=10_000)
+    item_features: bool = param(True, "add embeddings of the item's category path and price bucket to its "
+                                "vector when the dataset has item metadata (sessrec data items); items "
+                                "unseen in training are then scored from their features (cold start)")
+    cold_dropout: float = param(0.1, "item_features: share of items whose own embedding a training step "
+                                "replaces by the new-item vector, so that feature-only vectors learn to stand "
+                                "alone", min=0, max=1, max_open=True)
 
     def check(self) -> None:
         if self.graph_mode == GraphMode.NONE:

@@ -123,6 +123,8 @@ def require_regular_file(path: str | Path, what: str) -> None:
 
 
 EVENTS_FILE_TEXT = "a click log (CSV/TSV, Parquet or JSON Lines, plain or compressed)"
+ITEMS_FILE_TEXT = ("an item table (CSV/TSV or Parquet with a header line) or RetailRocket's "
+                   "item_properties_part*.csv and category_tree.csv")
 
 
 def spec_file_text(fmt: str) -> str:

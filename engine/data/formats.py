@@ -231,7 +231,7 @@ def _events_plan(path: Path, cfg: DataConfig) -> ReadPlan:
     mapping = cfg.event_types()
     codes = {name: i for i, name in enumerate(values(EventType))}
     events = EventLookup(tuple(mapping), tuple(codes[t] for t in mapping.values())) if mapping else DEFAULT_EVENTS
-    container, compression = _probe(path)
+    container, compression = probe_file(path)
     key = "session_key" if LogRole.SESSION in cols else "visitor"
     time_kind = TIME_AUTO if cfg.time_format == TimeFormat.AUTO else TIME_FORMAT_KINDS[str(cfg.time_format)]
     kinds: dict[str, str] = {}
@@ -252,7 +252,7 @@ def _events_plan(path: Path, cfg: DataConfig) -> ReadPlan:
                     key, kinds, roles, events=events)
     if container == "csv":
         head = _peek(path, None)
-        plan.header, plan.delimiter = _sniff_header(path, head.header, list(kinds))
+        plan.header, plan.delimiter = sniff_header(path, head.header, list(kinds))
         plan.example = plan.delimiter.join(sample[role_of[c]] if c in role_of else "..." for c in plan.header)
     else:
         names = _columns_of(plan)
@@ -264,18 +264,18 @@ def _events_plan(path: Path, cfg: DataConfig) -> ReadPlan:
     return plan
 
 
-def _probe(path: Path) -> tuple[str, str | None]:
+def probe_file(path: Path, what: str = EVENTS_FILE_TEXT) -> tuple[str, str | None]:
     """(file type csv | parquet | jsonl, compression) from the first bytes of the file (a text file's
-    first bytes after decompressing it)."""
-    require_regular_file(path, EVENTS_FILE_TEXT)
+    first bytes after decompressing it); `what` says what was expected, in messages."""
+    require_regular_file(path, what)
     with open(path, "rb") as f:
         magic = f.read(8)
     if not magic:
-        raise InputError(f"{path}: file is empty; expected {EVENTS_FILE_TEXT}")
+        raise InputError(f"{path}: file is empty; expected {what}")
     if magic[:4] == b"PAR1":
         return "parquet", None
     if magic[:4] == b"PK\x03\x04":
-        raise InputError(f"{path}: is a zip archive; unzip it and pass the file inside ({EVENTS_FILE_TEXT})")
+        raise InputError(f"{path}: is a zip archive; unzip it and pass the file inside ({what})")
     compression = next((name for m, name in _MAGIC if magic.startswith(m)), None)
     head = _head_bytes(path, compression, 4096)
     if head[:4] == b"PAR1":
@@ -283,7 +283,7 @@ def _probe(path: Path) -> tuple[str, str | None]:
                          f"compresses its own columns)")
     text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
     if not text:
-        raise InputError(f"{path}: file is empty; expected {EVENTS_FILE_TEXT}")
+        raise InputError(f"{path}: file is empty; expected {what}")
     return ("jsonl" if text[:1] == b"{" else "csv"), compression
 
 
@@ -295,7 +295,7 @@ def _head_bytes(path: Path, compression: str | None, n: int) -> bytes:
         raise InputError(f"{path}: cannot read it as {compression or 'plain text'}: {e}") from None
 
 
-def _sniff_header(path: Path, header: str, wanted: list[str]) -> tuple[tuple[str, ...], str]:
+def sniff_header(path: Path, header: str, wanted: list[str]) -> tuple[tuple[str, ...], str]:
     """(the header's column names, the delimiter) of a CSV/TSV file: the separator that splits the
     header into columns holding every named one (names compared exactly, then ignoring case)."""
     for exact in (True, False):
@@ -338,9 +338,14 @@ class _Head:
     first_row: str            # second line (first data row), "" if none
 
 
-def _peek(path: Path, spec: FormatSpec | None) -> _Head:
+def header_line(path: Path, what: str) -> str:
+    """The first line of a text file (plain or compressed), without a BOM and its line end."""
+    return _peek(path, None, what).header
+
+
+def _peek(path: Path, spec: FormatSpec | None, what: str | None = None) -> _Head:
     """Check the file exists and is not empty; find its compression, header line and first row."""
-    what = spec_file_text(spec.name) if spec else "a click log"
+    what = what or (spec_file_text(spec.name) if spec else "a click log")
     require_regular_file(path, what)
     with open(path, "rb") as f:
         magic = f.read(8)

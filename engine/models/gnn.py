@@ -8,6 +8,13 @@
 The optional repeat scorer adds gate(s) * log1p(sum of learned recency weights of the positions
 holding an item) to the items already in the session (e-commerce sessions re-view items often).
 
+With item features (a dataset with item metadata, `item_features`), an item's vector is its own
+embedding plus the sum of the embeddings of its category path's levels and of its price bucket
+(`FeatureSpec`, fitted on the training items). Training replaces a share (`cold_dropout`) of the
+items' own embeddings by one learned new-item vector, so the feature part learns to stand alone; an
+item added after training (index V+1.. of an extension, `set_extension`) is that new-item vector
+plus its features, so it can be scored and recommended without retraining.
+
 With `normalize` (NISER) s and the item table are L2-normalised and s is multiplied by `scale`, which
 curbs the popularity bias of dot-product scores. Laplacian PE columns have arbitrary signs, so in
 training each session graph sees each PE column with a random sign (the model learns to be invariant);
@@ -27,6 +34,7 @@ from engine.core.config import GNNConfig
 from engine.core.errors import InputError
 from engine.core.schema import GraphMode
 from engine.data.batches import GRAPH_MODES, Batch
+from engine.data.item_meta import ItemFeatures
 from engine.models.base import mask_padding
 from engine.models.layers import CONVS, ConvBlock
 from engine.models.readout import READOUTS, Readout
@@ -45,7 +53,8 @@ class SessionGNN(nn.Module):
     def __init__(self, n_items: int, *, hidden: int, conv: str, layers: int, heads: int, ffn_mult: int,
                  readout: str, pe: np.ndarray | torch.Tensor | None, use_pe: bool, dropout: float,
                  normalize: bool, scale: float, graph_mode: str, repeat: bool, pos_emb: bool,
-                 neighbors: tuple[np.ndarray, np.ndarray] | None) -> None:
+                 neighbors: tuple[np.ndarray, np.ndarray] | None,
+                 features: ItemFeatures | None = None, cold_dropout: float = 0.0) -> None:
         super().__init__()
         if use_pe and pe is None:
             raise InputError("use_pe is on but the dataset has no Laplacian PE; build the encodings "
@@ -84,6 +93,25 @@ class SessionGNN(nn.Module):
             with np.errstate(divide="ignore"):
                 self.register_buffer("g_logw", torch.as_tensor(np.log(w).astype(np.float32)))  # -inf: none
             self.g_proj = nn.Linear(hidden, hidden)
+        self.feature_spec = features.spec if features is not None else None
+        self.cold_dropout = float(cold_dropout)
+        self._extension: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._ext_version = 0
+        if features is not None:
+            cat, price = (torch.as_tensor(a, dtype=torch.long) for a in (features.category, features.price))
+            if cat.shape != (n_items + 1, features.spec.depth) or price.shape != (n_items + 1,):
+                raise InputError(f"item features have shapes {tuple(cat.shape)} / {tuple(price.shape)}; expected "
+                                 f"[{n_items + 1}, {features.spec.depth}] / [{n_items + 1}]")
+            # persistent: a checkpoint scores exactly as trained even if the metadata changes later
+            self.register_buffer("feat_cat", cat)
+            self.register_buffer("feat_price", price)
+            self.cat_emb = nn.Embedding(features.spec.n_categories + 1, hidden, padding_idx=0)
+            self.price_emb = nn.Embedding(max(1, features.spec.n_price_buckets) + 1, hidden, padding_idx=0)
+            for e in (self.cat_emb, self.price_emb):
+                nn.init.normal_(e.weight, std=hidden ** -0.5)
+                with torch.no_grad():
+                    e.weight[0].zero_()
+            self.new_emb = nn.Parameter(torch.randn(hidden) * hidden ** -0.5)
         self.drop = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(ConvBlock(conv, hidden, heads, dropout, ffn_mult) for _ in range(layers))
         self.readout = Readout(readout, hidden, positions=pos_emb)
@@ -96,14 +124,60 @@ class SessionGNN(nn.Module):
             self.recency_w = nn.Parameter(torch.zeros(REPEAT_BUCKETS))
             self.repeat_gate = nn.Linear(hidden, 1)
 
+    # ---- item vectors: own embedding (+ features) ------------------------------------------------
+    @property
+    def features(self) -> bool:
+        return self.feature_spec is not None
+
+    @property
+    def n_table(self) -> int:
+        """Rows of the scoring table: padding, the V trained items, and the extension's new items."""
+        return len(self._extension[1]) if self._extension is not None else self.n_items + 1
+
+    def set_extension(self, category: np.ndarray | None, price: np.ndarray | None = None) -> None:
+        """Items added after training, as indices V+1..V+N: their feature ids (`FeatureSpec.encode`:
+        category indices [N, depth], price buckets [N]); None removes them. Only a model with item
+        features can score them."""
+        self._table_cache = None
+        self._ext_version += 1
+        if category is None or not len(category):
+            self._extension = None
+            return
+        if not self.features:
+            raise InputError("only a model trained with item features (item_features on a dataset with "
+                             "item metadata) can score items unseen in training")
+        dev = self.emb.weight.device
+        self._extension = (torch.cat([self.feat_cat, torch.as_tensor(category, dtype=torch.long, device=dev)]),
+                           torch.cat([self.feat_price, torch.as_tensor(price, dtype=torch.long, device=dev)]))
+
+    def feature_vectors(self, idx: torch.Tensor) -> torch.Tensor:
+        """Sum of the category-path and price-bucket embeddings of items `idx` ([..., d])."""
+        cat, price = self._extension if self._extension is not None else (self.feat_cat, self.feat_price)
+        return self.cat_emb(cat[idx]).sum(-2) + self.price_emb(price[idx])
+
+    def embed(self, idx: torch.Tensor) -> torch.Tensor:
+        """Input vectors of items `idx` ([..., d]): the item's own embedding, plus its features when
+        the model has them; an extension item's own part is the new-item vector, and so is that of
+        `cold_dropout` of the trained items in training (never of padding)."""
+        if not self.features:
+            return self.emb(idx)
+        own = idx <= self.n_items
+        e = self.emb(idx.clamp(max=self.n_items))
+        if self.training and self.cold_dropout > 0:
+            own = own & ((torch.rand(idx.shape, device=idx.device) >= self.cold_dropout) | (idx == 0))
+        e = torch.where(own.unsqueeze(-1), e, self.new_emb.to(e.dtype))
+        return e + self.feature_vectors(idx).to(e.dtype)
+
     # ---- nodes -> sessions ----------------------------------------------------------------------
     def node_inputs(self, batch: Batch, h: torch.Tensor | None = None) -> torch.Tensor:
-        """emb[x] (+ PE projection, random column signs in training), dropped out: [N, d]."""
-        h = self.emb(batch.x) if h is None else h                               # [N, d]
+        """The items' vectors (+ PE projection, random column signs in training), dropped out: [N, d].
+        Extension items (index > V) have no PE and no neighbours in the train graph."""
+        h = self.embed(batch.x) if h is None else h                             # [N, d]
+        x = batch.x if self._extension is None else batch.x * (batch.x <= self.n_items)
         if self.global_graph:
-            h = h + self.g_proj(self.global_context(batch.x, h))
+            h = h + self.g_proj(self.global_context(x, h))
         if self.use_pe:
-            pe = self.pe[batch.x]                                               # [N, k]
+            pe = self.pe[x]                                                     # [N, k]
             if self.training:
                 # one random sign per (session graph, PE column); no host sync
                 n_graphs = batch.items.shape[0]
@@ -118,7 +192,7 @@ class SessionGNN(nn.Module):
         score_j = <e_x, e_j> / sqrt(d) + log sim(x, j); an item without neighbours gets 0.
         """
         nbr, logw = self.g_nbr[x], self.g_logw[x]                                # [N, k]
-        e_nb = self.emb(nbr)                                                     # [N, k, d]
+        e_nb = self.embed(nbr)                                                   # [N, k, d]
         att = (e_nb @ e.unsqueeze(-1)).squeeze(-1) * self.hidden ** -0.5 + logw  # [N, k]
         has = torch.isfinite(logw).any(-1, keepdim=True)                         # [N, 1]
         a = torch.softmax(att.masked_fill(~has, 0.0), -1) * has                  # no NaN rows
@@ -149,8 +223,12 @@ class SessionGNN(nn.Module):
 
     # ---- items ----------------------------------------------------------------------------------
     def item_vectors(self, items: torch.Tensor | None = None) -> torch.Tensor:
-        """Scoring vectors of `items` ([..., d]) or of the whole table ([V+1, d]) when None."""
-        v = self.emb.weight if items is None else self.emb(items)
+        """Scoring vectors of `items` ([..., d]) or of the whole table ([n_table, d]) when None."""
+        if items is None:
+            v = self.embed(torch.arange(self.n_table, device=self.emb.weight.device)) if self.features \
+                else self.emb.weight
+        else:
+            v = self.embed(items)
         return l2_normalize(v) if self.normalize else v
 
     def forward_with_items(self, batch: Batch, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -160,7 +238,7 @@ class SessionGNN(nn.Module):
         three makes sampled/BPR steps ~25% faster there (it changes nothing on the GPU).
         """
         n = batch.x.shape[0]
-        e = self.emb(torch.cat([batch.x, items.reshape(-1)]))                  # [N + |items|, d]
+        e = self.embed(torch.cat([batch.x, items.reshape(-1)]))                # [N + |items|, d]
         v = e[n:].reshape(*items.shape, e.shape[-1])
         return self(batch, e[:n]), (l2_normalize(v) if self.normalize else v)
 
@@ -169,10 +247,10 @@ class SessionGNN(nn.Module):
         table is cached: normalising 235K x 256 floats per request would cost more than the scoring.
         The cache is dropped whenever the mode changes or weights are loaded (fused optimisers update
         weights without bumping tensor versions, so a version check would not see training)."""
-        if torch.is_grad_enabled() or self.training or not self.normalize:
+        if torch.is_grad_enabled() or self.training or not (self.normalize or self.features):
             return self.item_vectors(None)
         w = self.emb.weight
-        key = (w.data_ptr(), w.device, w.dtype)
+        key = (w.data_ptr(), w.device, w.dtype, self._ext_version)
         cache = getattr(self, "_table_cache", None)
         if cache is None or cache[0] != key:
             cache = (key, self.item_vectors(None))
@@ -248,7 +326,7 @@ class SessionGNN(nn.Module):
             return torch.zeros(batch.items.shape, dtype=torch.float32, device=batch.items.device)
         w, gate = self._repeat_parts(batch, reps)
         B, L = batch.items.shape
-        key = (torch.arange(B, device=w.device)[:, None] * (self.n_items + 1) + batch.items).reshape(-1)
+        key = (torch.arange(B, device=w.device)[:, None] * self.n_table + batch.items).reshape(-1)
         key, order = torch.sort(key)
         first = torch.ones_like(key, dtype=torch.bool)
         first[1:] = key[1:] != key[:-1]
@@ -256,6 +334,37 @@ class SessionGNN(nn.Module):
         total = torch.zeros(key.shape[0], dtype=w.dtype, device=w.device).index_add_(0, group, w.reshape(-1)[order])
         cell = torch.empty_like(total).index_put_((order,), total[group])                    # back to cell order
         return gate * torch.log1p(cell.view(B, L)) * batch.mask
+
+    def contributions(self, batch: Batch, cand: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Why candidates `cand` (long [B, K]) score as they do, from the readout's decomposition of
+        the session vector (eval mode): `cells` float [B, K, L], each prefix cell's share of the
+        candidate's dot-product score (they and `prior` [B, K], the readout's constant, add up to
+        it), `attention` [B, L] (attention readout; else absent) and `repeat` [B, K] (the repeat
+        scorer's logit of a candidate in the session). The cell states mix in their neighbours by
+        message passing: a cell's share is that of its position in the session."""
+        h = self.node_inputs(batch)
+        w = batch.edge_weight
+        ea = (torch.log1p(w) if self.graph_mode == GraphMode.TRANSITIONS else w).unsqueeze(-1).to(h.dtype)
+        for block in self.blocks:
+            h = block(h, batch.edge_index, ea)
+        if h.shape[0] == 0:
+            h = h.new_zeros(1, h.shape[1])
+        has = (batch.lengths > 0).unsqueeze(-1)
+        h_last = h.index_select(0, batch.last_node) * has.to(h.dtype)
+        parts, const, alpha = self.readout.parts(h, batch.alias, batch.mask, h_last)
+        s = parts.sum(1) + const
+        factor = (self.scale / torch.linalg.vector_norm(s, dim=-1).clamp_min(1e-6)) if self.normalize \
+            else torch.ones(s.shape[0], device=s.device)
+        v = F.embedding(cand, self.item_table()).float()                                    # [B, K, d]
+        cells = torch.einsum("bld,bkd->bkl", parts.float(), v) * factor[:, None, None]
+        prior = (v @ const.float()[:, :, None]).squeeze(-1) * factor[:, None]
+        reps = s * factor[:, None] if self.normalize else s
+        rep_cells = self.repeat_cells(batch, reps)                                          # [B, L]
+        repeat = ((batch.items[:, :, None] == cand[:, None, :]) * rep_cells[:, :, None]).amax(1)
+        out = {"cells": cells * batch.mask[:, None, :], "prior": prior, "repeat": repeat}
+        if alpha is not None:
+            out["attention"] = alpha
+        return out
 
     def encode(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """(session vectors float32 [B, d], repeat logit per prefix cell [B, L]): the model's whole
@@ -299,14 +408,16 @@ def candidate_scores(reps: torch.Tensor, cells: torch.Tensor, items: torch.Tenso
 
 # ---- builder (see engine.models.registry) -------------------------------------------------------
 def build_gnn(cfg: GNNConfig, data: Any, conv: str) -> SessionGNN:
-    """A session GNN with `conv` layers from its typed config; `data` gives the item count and the
-    Laplacian PE (dataset artifacts, or a checkpoint's stand-in)."""
+    """A session GNN with `conv` layers from its typed config; `data` gives the item count, the
+    Laplacian PE and the item features (dataset artifacts, or a checkpoint's stand-in)."""
+    features = data.item_features() if cfg.item_features and hasattr(data, "item_features") else None
     return SessionGNN(
         data.n_items, hidden=cfg.hidden, conv=conv, layers=cfg.layers, heads=getattr(cfg, "heads", 1),
         ffn_mult=getattr(cfg, "ffn_mult", 0), readout=cfg.readout, pe=getattr(data, "pe", None),
         use_pe=cfg.use_pe, dropout=cfg.dropout, normalize=cfg.normalize, scale=cfg.scale,
         graph_mode=cfg.graph_mode, repeat=cfg.repeat, pos_emb=cfg.pos_emb,
-        neighbors=_neighbors(cfg.global_k, data) if cfg.global_k else None)
+        neighbors=_neighbors(cfg.global_k, data) if cfg.global_k else None,
+        features=features, cold_dropout=cfg.cold_dropout)
 
 
 def _neighbors(k: int, data: Any) -> tuple[np.ndarray, np.ndarray]:

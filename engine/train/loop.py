@@ -299,9 +299,11 @@ def _start_fields(prep: _Prepared, model: Any, **extra: Any) -> dict[str, Any]:
 
 def _payload_base(prep: _Prepared) -> dict[str, Any]:
     d = prep.data
+    features = d.item_features() if getattr(prep.cfg, "model_params", {}).get("item_features") else None
     return {"config": prep.cfg.to_dict(), "dataset": d.name, "n_items": d.n_items,
             "item_fingerprint": d.items.fingerprint(),
-            "pe_shape": list(d.pe.shape) if d.pe is not None else None}
+            "pe_shape": list(d.pe.shape) if d.pe is not None else None,
+            "feature_spec": features.spec.to_dict() if features is not None else None}
 
 
 @contextlib.contextmanager

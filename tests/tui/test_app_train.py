@@ -73,7 +73,7 @@ async def test_form_defaults_and_bad_inputs(tiny_ws: Path) -> None:
         await wait_for(pilot, lambda: screen.params_for[0] == "graphsage")
         screen.query_one("#t-epochs", Input).value = "0"
         await pilot.press("ctrl+s")
-        assert any("epochs: must be >= 1 (got 0)" in n for n in notifications(app))
+        assert any("epochs: must be >= 1 and <= 100000 (got 0)" in n for n in notifications(app))
         screen.query_one("#t-epochs", Input).value = "2"
         screen.query_one("#p-dropout", Input).value = "1.5"
         await pilot.press("ctrl+s")
