@@ -171,3 +171,35 @@ def test_published_rows_and_srgnn_datasets(tmp_path, monkeypatch):
     from engine.core.workspace import Workspace
     with pytest.raises(InputError, match="srgnn data format"):
         bq.prepare(Workspace.open(tmp_path / "ws"), "diginetica", tmp_path)
+
+
+def test_refit_protocol_rows_strata_and_reuse(bench, tmp_path):
+    """--refit: each model's selection run (validation only) chose what its refit on the twin
+    trained; test results come from the refits; the strata split every example; a rerun reuses all."""
+    from engine.cli import main as cli
+    from engine.runs import read_run
+    ws_root = bench[0]
+    args = ["--workspace", str(ws_root), "-q", "bench", "quality", "--datasets", "demo-tiny", "--models",
+            "spop,graph_transformer", "--seeds", "0", "--epochs", "2", "--device", "cpu", "--param", "hidden=16",
+            "--param", "graph_transformer.heads=2", "--bootstrap", "100", "--refit", "--protocols", "prefixes"]
+    assert cli([*args, "--out", str(tmp_path / "r1.json")]) == 0
+    res = json.loads((tmp_path / "r1.json").read_text())
+    assert res["refit"] is True and not any(r["kind"] == "hybrid" for r in res["rows"])
+    rows = {r["model"]: r for r in res["rows"] if r["kind"] in ("gnn", "baseline")}
+    from engine.core.workspace import Workspace
+    ws = Workspace(ws_root)
+    for model, row in rows.items():
+        refit, sel = read_run(ws, row["run_ids"][0]), read_run(ws, row["refit_of"][0])
+        assert refit.dataset == sel.dataset + ".refit" and refit.refit_of == sel.run_id and sel.test == {}
+        assert row["best_epoch"] == [sel.best_epoch]
+        assert row["val_recall@10"]["mean"] == pytest.approx(sel.best_val["recall@10"], abs=1e-6)  # rounded
+        st = row["test"]["prefixes"]["strata"]
+        assert st["repeat"]["n"] + st["new"]["n"] == row["test"]["prefixes"]["n"]
+        if model == "graph_transformer":
+            assert refit.config["epochs"] == sel.best_epoch
+    assert rows["spop"]["test"]["prefixes"]["strata"]["repeat"]["recall@20"] == pytest.approx(1.0)
+    v = next(v for v in res["verdicts"] if v["protocol"] == "prefixes")
+    assert v["repeat_vs_spop"]["recall@20"]["spop"] == pytest.approx(1.0)
+    assert cli([*args, "--out", str(tmp_path / "r2.json")]) == 0
+    again = json.loads((tmp_path / "r2.json").read_text())
+    assert all(all(r["reused"]) for r in again["rows"] if r["kind"] in ("gnn", "baseline"))

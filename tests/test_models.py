@@ -367,3 +367,119 @@ def test_global_graph_context_attends_over_the_neighbour_table_and_survives_a_ch
     again.load_state_dict(model.state_dict())
     with torch.no_grad():
         assert torch.equal(again.eval().score(batch), model.score(batch))
+
+
+def test_switch_scores_session_items_by_z_plus_their_log_softmax_among_the_session():
+    """With the switch, dot + cell value of a session item = z(s) + log softmax over the session's
+    distinct items of (dot + repeat logit); other items keep their dot product; every scoring path
+    (score, the encoder's parts over the table or some candidates, the training layouts) agrees."""
+    from engine.models.gnn import candidate_scores, session_scores
+    data = tiny_data()
+    model = build("graph_transformer", data, switch=True).eval()
+    builder, _ = batches(model, data)
+    batch = builder.from_prefixes([[3, 5, 3], [7], []])
+    with torch.no_grad():
+        reps, cells = model.encode(batch)
+        table = model.item_table()
+        dot = reps @ table.T
+        full = model.score(batch)
+        # by hand, row 0: session items 3 and 5; repeat logits gate * log(1 + recency weights)
+        gate = torch.nn.functional.softplus(model.repeat_gate(reps / model.scale))[0, 0]
+        rep = {3: gate * np.log(3), 5: gate * np.log(2)}
+        x = torch.stack([dot[0, 3] + rep[3], dot[0, 5] + rep[5]])
+        z = model.switch_gate(reps[:1] / model.scale)[0, 0]
+        for i, item in enumerate((3, 5)):
+            assert torch.allclose(full[0, item], z + x[i] - torch.logsumexp(x, 0), atol=1e-5)
+        others = [i for i in range(1, data.n_items + 1) if i not in (3, 5)]
+        assert torch.allclose(full[0, others], dot[0, others], atol=1e-5)
+        # a one-item session: that item scores z exactly (its log-softmax is 0); an empty one: dots
+        z1 = model.switch_gate(reps[1:2] / model.scale)[0, 0]
+        assert torch.allclose(full[1, 7], z1, atol=1e-5)
+        assert torch.allclose(full[2, 1:], dot[2, 1:], atol=1e-5)
+        assert torch.allclose(session_scores(reps, cells, batch.items, table), full, atol=1e-5)
+        cand = torch.tensor([[3, 9, 5], [7, 1, 2], [4, 5, 6]])
+        assert torch.allclose(candidate_scores(reps, cells, batch.items, table, cand), full.gather(1, cand), atol=1e-5)
+        V1 = data.n_items + 1
+        added = model.add_repeat_logits(batch, reps, dot.clone())
+        shifted = model.add_repeat_logits(batch, reps, dot[:, 1:].clone(), first_item=1)
+        per_row = model.repeat_logits(batch, reps, cand)
+        assert torch.allclose(added[:, 1:], full[:, 1:], atol=1e-5) and torch.allclose(shifted, added[:, 1:])
+        assert torch.allclose(dot.gather(1, cand) + per_row, full.gather(1, cand), atol=1e-5)
+        assert added.shape == (3, V1)
+
+
+def test_switch_learns_to_put_repeats_first_on_repeat_only_data():
+    """Sessions whose next item always repeats one of theirs: trained with the switch, z rises and
+    every repeat target is ranked within its session's items."""
+    rng = np.random.default_rng(0)
+    lists = []
+    for _ in range(60):
+        s = rng.choice(np.arange(1, V + 1), size=3, replace=False).tolist()
+        lists.append(s + [s[int(rng.integers(0, 3))]])
+    data = SimpleNamespace(n_items=V, pe=None, train=make_sessions(lists), graph=None)
+    model = build("graph_transformer", data, switch=True, use_pe=False)
+    builder, _ = batches(model, data)
+    ex = torch.as_tensor(make_examples(data.train, "prefixes"))
+    ex = ex[ex[:, 1] == 3]                                   # the repeat targets
+    opt = torch.optim.AdamW(model.parameters(), lr=0.02)
+    z0 = None
+    for _ in range(60):
+        batch = builder(ex)
+        loss = compute_loss(model, batch, "ce")
+        if z0 is None:
+            with torch.no_grad():
+                z0 = model.switch_gate(model(batch) / model.scale).mean().item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    with torch.no_grad():
+        batch = builder(ex)
+        scores = model.score(batch)
+        rank = 1 + (scores > scores.gather(1, batch.targets[:, None])).sum(1)
+        z1 = model.switch_gate(model(batch) / model.scale).mean().item()
+    assert z1 > z0 and int(rank.max()) <= 3
+
+
+def test_contrastive_loss_adds_a_second_view_and_a_hand_checked_info_nce():
+    from engine.train.losses import info_nce
+    a = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    b = torch.tensor([[2.0, 0.0], [0.0, 3.0]])                # same directions: cos 1 on the diagonal
+    # logits [[1/t, 0], [0, 1/t]]: each row's CE is log(1 + e^(-1/t)), both directions alike
+    t = 0.5
+    assert torch.allclose(info_nce(a, b, t, torch.tensor([True, True])), torch.tensor(np.log1p(np.exp(-2.0)),
+                                                                                        dtype=torch.float32))
+    data = tiny_data()
+    torch.manual_seed(0)
+    plain = build("graph_transformer", data, dropout=0.3)
+    torch.manual_seed(0)
+    cl = build("graph_transformer", data, dropout=0.3, contrastive=0.5)
+    builder, _ = batches(plain, data)
+    batch = builder(torch.as_tensor(make_examples(data.train, "prefixes"))[:16])
+    torch.manual_seed(1)
+    base = compute_loss(plain, batch, "ce")
+    torch.manual_seed(1)
+    both = compute_loss(cl, batch, "ce")
+    assert both.item() > base.item()                          # the same first pass, plus 0.5 * InfoNCE > 0
+    both.backward()
+    assert cl.emb.weight.grad is not None and cl.emb.weight.grad.abs().sum() > 0
+
+
+def test_highway_gate_mixes_node_inputs_and_message_passing_by_hand():
+    data = tiny_data()
+    model = build("graph_transformer", data, highway=True, use_pe=False).eval()
+    builder, _ = batches(model, data)
+    batch = builder.from_prefixes([[3, 5, 3], [7]])
+    with torch.no_grad():
+        # a gate of 1 (large bias) passes the inputs through: the session vector of the plain
+        # embeddings, as if there were no layers
+        model.highway.weight.zero_()
+        model.highway.bias.fill_(50.0)
+        through = model(batch)
+        flat = build("graph_transformer", data, layers=0, use_pe=False).eval()
+        flat.load_state_dict({k: v for k, v in model.state_dict().items() if k in flat.state_dict()}, strict=False)
+        assert torch.allclose(through, flat(batch), atol=1e-5)
+        model.highway.bias.fill_(-50.0)             # a gate of 0: the message-passing output alone
+        plain = build("graph_transformer", data, use_pe=False).eval()
+        plain.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("highway")})
+        assert torch.allclose(model(batch), plain(batch), atol=1e-5)

@@ -1,6 +1,7 @@
 """The HTTP service: every endpoint's success and error cases (FastAPI's test client), the API-key
-and bind rules, metrics, hot reload (in process and under concurrent load in a real server), and a
-schema-driven fuzz test (schemathesis) that must find no 5xx."""
+and bind rules, metrics, hot reload (in process and under concurrent load in a real server), the
+OpenAPI schema against what the server answers, and a schema-driven fuzz test (schemathesis, every
+check: no 5xx, and every answer as the schema documents it)."""
 
 from __future__ import annotations
 
@@ -20,11 +21,12 @@ import pytest
 import schemathesis
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
-from schemathesis.checks import not_a_server_error
 
 from engine.core.errors import InputError
 from engine.serve.app import INLINE_MAX_SESSIONS, ServeSettings, create_app
-from engine.serve.schemas import MAX_BATCH_SESSIONS, MAX_BODY_BYTES, BatchResponse, RecommendResponse
+from engine.serve.openapi import as_openapi_30
+from engine.serve.schemas import (MAX_BATCH_SESSIONS, MAX_BODY_BYTES, BatchResponse, ErrorResponse, RecommendResponse,
+                                  ReloadAccepted, ReloadBusy, ValidationErrorResponse)
 from engine.serve.security import check_bind
 from engine.serve.server import ServeOptions, make_slot
 from engine.train.loop import fit
@@ -85,8 +87,8 @@ def test_recommend_answers_what_the_engine_answers(client, slot, ids):
     assert got["unknown_items"] == [10**15] and not got["fallback"] and got["run_id"] == "serve-a"
     ex = client.post("/recommend", json={**body, "exclude_session_items": True}).json()
     assert not {ids[3], ids[5]} & set(ex["items"]) and len(ex["items"]) == 7
-    fb = client.post("/recommend", json={"session_items": [-3], "k": 2}).json()
-    assert fb["fallback"] and fb["items"] == ids[:2] and fb["unknown_items"] == [-3]
+    fb = client.post("/recommend", json={"session_items": [0], "k": 2}).json()      # 0: an id no log held
+    assert fb["fallback"] and fb["items"] == ids[:2] and fb["unknown_items"] == [0]
 
 
 def test_batch_answers_each_session(client, slot, ids):
@@ -140,6 +142,42 @@ def test_bad_requests_name_the_field(client, body, field):
     assert r.json()["error"].startswith(field) and r.json()["detail"][0]["field"] == field
 
 
+@pytest.mark.parametrize("path, body, field", [
+    ("/recommend", {"session_items": [True]}, "body.session_items.0"),
+    ("/recommend", {"session_items": [263.0]}, "body.session_items.0"),
+    ("/recommend", {"session_items": [263.5]}, "body.session_items.0"),
+    ("/recommend", {"session_items": ["5"]}, "body.session_items.0"),
+    ("/recommend", {"session_items": [None]}, "body.session_items.0"),
+    ("/recommend", {"session_items": [1], "k": True}, "body.k"),
+    ("/recommend", {"session_items": [1], "k": 5.0}, "body.k"),
+    ("/recommend", {"session_items": [1], "k": "5"}, "body.k"),
+    ("/recommend/batch", {"sessions": [[1, False]]}, "body.sessions.0.1"),
+    ("/recommend/batch", {"sessions": [[1]], "k": 2.0}, "body.k"),
+])
+def test_an_id_or_k_is_a_json_integer_never_a_boolean_float_or_string(client, path, body, field):
+    # pydantic's lax mode took true as 1, 263.0 as 263 and "5" as 5 (issue 21, finding 16)
+    r = client.post(path, json=body)
+    assert r.status_code == 422
+    assert r.json()["error"] == f"{field}: Input should be a valid integer"
+    assert r.json()["detail"] == [{"field": field, "message": "Input should be a valid integer", "type": "int_type"}]
+
+
+def test_an_id_is_a_whole_number_from_0_to_2_63_minus_1_and_the_flag_a_boolean(client):
+    top = 2 ** 63 - 1
+    r = client.post("/recommend", json={"session_items": [top, 0], "k": 3})
+    assert r.status_code == 200 and r.json()["unknown_items"] == [top, 0] and r.json()["fallback"]
+    for raw, message in ((b"[9223372036854775808]", "Input should be less than 9223372036854775808"),
+                         (b"[-1]", "Input should be greater than or equal to 0"),
+                         (b"[2.63e2]", "Input should be a valid integer")):      # an exponent: a float
+        r = client.post("/recommend", content=b'{"session_items": ' + raw + b"}",
+                        headers={"content-type": "application/json"})
+        assert r.status_code == 422 and r.json()["error"] == f"body.session_items.0: {message}"
+    r = client.post("/recommend", json={"session_items": [1], "exclude_session_items": 1})
+    assert r.status_code == 422 and r.json()["error"] == "body.exclude_session_items: Input should be a valid boolean"
+    r = client.post("/admin/reload", json={"target": 5})
+    assert r.status_code == 403          # no key: refused before the body is read
+
+
 def test_malformed_oversized_and_misrouted_requests_are_4xx(client):
     r = client.post("/recommend", content=b'{"session_items": [1,', headers={"content-type": "application/json"})
     assert r.status_code == 422 and "JSON" in r.json()["error"]
@@ -157,8 +195,27 @@ def test_malformed_oversized_and_misrouted_requests_are_4xx(client):
     assert r.status_code == 413 and "bytes" in r.json()["error"]
     r = client.post("/recommend", content=b"[1]", headers={"content-type": "application/json"})
     assert r.status_code == 422 and r.json()["detail"][0]["field"] == "body"
-    assert client.get("/recommend").status_code == 405
+    r = client.get("/recommend")
+    assert r.status_code == 405 and r.headers["allow"] == "POST"
+    assert ErrorResponse.model_validate_json(r.content, strict=True).error == "method GET not allowed: use POST"
     assert client.get("/nowhere").status_code == 404
+
+
+@pytest.mark.parametrize("keyed", [False, True])
+def test_a_wrong_method_is_a_405_naming_the_allowed_ones(slot, keyed):
+    # RFC 9110: a 405 carries Allow. FastAPI's handler dropped it; with a key, a TRACE was a 401
+    c = TestClient(create_app(slot, ServeSettings(api_key=KEY if keyed else None)))
+    for path, allow in (("/health", "GET"), ("/recommend", "POST"), ("/recommend/batch", "POST"),
+                        ("/metrics", "GET"), ("/admin/reload", "POST"), ("/docs", "GET, HEAD"),
+                        ("/openapi.json", "GET, HEAD"), ("/redoc", "GET, HEAD")):
+        for method in ("TRACE", "PUT", "DELETE", "PATCH", "OPTIONS"):
+            r = c.request(method, path)
+            assert (r.status_code, r.headers.get("allow")) == (405, allow), (method, path)
+            ErrorResponse.model_validate_json(r.content, strict=True)
+        if allow == "GET":
+            assert c.head(path).headers.get("allow") == "GET"
+    hdr = {"X-API-Key": KEY} if keyed else {}
+    assert c.head("/docs", headers=hdr).status_code == 200      # Starlette answers HEAD where it says so
 
 
 def test_metrics_count_requests_by_endpoint_and_status(slot):
@@ -244,7 +301,7 @@ def test_reload_swaps_the_model_and_a_failed_reload_keeps_it(ws):
                   runtime="torch") == 1
 
 
-# ---- fuzz: every operation of the OpenAPI schema, generated bodies, never a 5xx -------------------
+# ---- the schema, and fuzz: every operation, generated bodies, every check of schemathesis ---------
 def test_the_schema_documents_the_plain_endpoints(client):
     schema = client.get("/openapi.json").json()
     for path, body, answer in (("/recommend", "RecommendRequest", "RecommendResponse"),
@@ -254,6 +311,107 @@ def test_the_schema_documents_the_plain_endpoints(client):
         assert op["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/" + answer)
         assert {body, answer} <= set(schema["components"]["schemas"])
     assert client.get("/docs").status_code == 200
+
+
+def codes(op: dict) -> dict[str, str]:
+    """status -> the component its JSON body is documented as (or its media types)."""
+    out = {}
+    for status, resp in op["responses"].items():
+        content = resp.get("content", {})
+        ref = content.get("application/json", {}).get("schema", {}).get("$ref", "")
+        out[status] = ref.rsplit("/", 1)[-1] if ref else ",".join(content)
+    return out
+
+
+def test_the_schema_says_what_an_id_and_k_are(client):
+    # issue 21, finding 16: the id bounds were absent (2**63 - 1 printed as the float 2**63), and
+    # OpenAPI 3.1's integer, any number with a zero fraction, takes 263.0, which the server refuses
+    schema = client.get("/openapi.json").json()
+    assert schema["openapi"] == "3.0.3"
+    schemas = schema["components"]["schemas"]
+    item = schemas["RecommendRequest"]["properties"]["session_items"]["items"]
+    # 2**63 - 1 is no float; 2**63 is, and exclusive. OpenAPI 3.0's integer has no fraction or exponent
+    assert (item["type"], item["minimum"], item["maximum"], item["exclusiveMaximum"]) == ("integer", 0, 2 ** 63, True)
+    assert schemas["BatchRequest"]["properties"]["sessions"]["items"]["items"] == item
+    k = schemas["RecommendRequest"]["properties"]["k"]
+    assert (k["type"], k["minimum"], k["maximum"]) == ("integer", 1, 100) and "exclusiveMaximum" not in k
+    assert schemas["RecommendRequest"]["properties"]["exclude_session_items"]["type"] == "boolean"
+    assert schemas["Health"]["properties"]["run_id"] == {"type": "string", "nullable": True, "title": "Run Id"}
+    assert '"null"' not in json.dumps(schema)          # 3.1's null type: 3.0 says nullable
+
+
+def test_the_schema_documents_every_answer_the_server_gives(slot):
+    # issue 21, finding 16: 401/403/409/413 undocumented, 422 documented as FastAPI's loc/msg, /metrics
+    # as JSON
+    plain = TestClient(create_app(slot)).get("/openapi.json").json()
+    keyed = TestClient(create_app(slot, ServeSettings(api_key=KEY))).get("/openapi.json", headers={"X-API-Key": KEY}).json()
+    E, V = "ErrorResponse", "ValidationErrorResponse"
+    assert codes(plain["paths"]["/recommend"]["post"]) == {"200": "RecommendResponse", "400": E, "413": E, "422": V}
+    assert codes(keyed["paths"]["/recommend"]["post"]) == {"200": "RecommendResponse", "400": E, "401": E, "413": E,
+                                                          "422": V}
+    assert codes(keyed["paths"]["/recommend/batch"]["post"]) == {"200": "BatchResponse", "400": E, "401": E,
+                                                                "413": E, "422": V}
+    assert codes(plain["paths"]["/metrics"]["get"]) == {"200": "text/plain", "400": E, "413": E}
+    assert codes(keyed["paths"]["/metrics"]["get"]) == {"200": "text/plain", "400": E, "401": E, "413": E}
+    assert codes(plain["paths"]["/health"]["get"]) == {"200": "Health", "400": E, "413": E}
+    assert codes(plain["paths"]["/admin/reload"]["post"]) == {"202": "ReloadAccepted", "400": E, "403": E,
+                                                             "409": "ReloadBusy", "413": E, "422": V}
+    assert codes(keyed["paths"]["/admin/reload"]["post"]) == {"202": "ReloadAccepted", "400": E, "401": E,
+                                                             "409": "ReloadBusy", "413": E, "422": V}
+    assert "security" not in plain["paths"]["/recommend"]["post"] and "securitySchemes" not in plain["components"]
+    assert keyed["paths"]["/recommend"]["post"]["security"] == [{"ApiKey": []}, {"Bearer": []}]
+    assert "security" not in keyed["paths"]["/health"]["get"]
+    schemas = plain["components"]["schemas"]
+    assert set(schemas[V]["required"]) == {"error", "detail"} and schemas[E]["additionalProperties"] is False
+    assert set(schemas["FieldError"]["properties"]) == {"field", "message", "type"}
+
+
+def test_the_openapi_31_constructs_are_written_as_30():
+    doc = {"openapi": "3.1.0", "info": {"title": "t"}, "paths": {"/r": {"post": {"requestBody": {"content": {
+        "application/json": {"schema": {"anyOf": [{"$ref": "#/components/schemas/R"}, {"type": "null"}],
+                                        "title": "Req"}}}}}}},
+           "components": {"schemas": {"R": {"properties": {
+               "a": {"anyOf": [{"type": "string", "maxLength": 3}, {"type": "null"}], "default": None},
+               "b": {"anyOf": [{"type": "integer"}, {"type": "string"}, {"type": "null"}]},
+               "c": {"type": "integer", "exclusiveMinimum": 0, "exclusiveMaximum": 2.5, "examples": [1, 2]},
+               "examples": {"type": "boolean"}}}}}}
+    out = as_openapi_30(doc)
+    assert out["openapi"] == "3.0.3" and out["info"] == {"title": "t"} and doc["openapi"] == "3.1.0"
+    body = out["paths"]["/r"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert body == {"allOf": [{"$ref": "#/components/schemas/R"}], "title": "Req", "nullable": True}
+    props = out["components"]["schemas"]["R"]["properties"]
+    assert props["a"] == {"type": "string", "maxLength": 3, "default": None, "nullable": True}
+    assert props["b"] == {"anyOf": [{"type": "integer"}, {"type": "string"}], "nullable": True}
+    assert props["c"] == {"type": "integer", "minimum": 0, "exclusiveMinimum": True, "maximum": 2.5,
+                          "exclusiveMaximum": True, "example": 1}
+    assert props["examples"] == {"type": "boolean"}
+
+
+def test_every_error_body_is_the_documented_model(slot, monkeypatch):
+    c = TestClient(create_app(slot, ServeSettings(api_key=KEY)))
+    hdr = {"X-API-Key": KEY, "content-type": "application/json"}
+    answers = [c.post("/recommend", json={"session_items": [1]}),                                   # 401
+               c.get("/metrics", headers={"X-API-Key": "wrong-key-0123456789"}),                  # 401
+               TestClient(create_app(slot)).post("/admin/reload"),                                 # 403
+               c.post("/recommend", content=b"1" * (MAX_BODY_BYTES + 1), headers=hdr),             # 413
+               c.get("/health", headers={"content-length": "many"}),                               # 400
+               c.post("/recommend", content=b"{", headers=hdr),                                    # 422
+               c.post("/admin/reload", json={"target": 5}, headers={"X-API-Key": KEY})]            # 422
+    assert [r.status_code for r in answers] == [401, 401, 403, 413, 400, 422, 422]
+    for r in answers:
+        assert r.headers["content-type"] == "application/json"
+        model = ValidationErrorResponse if r.status_code == 422 else ErrorResponse
+        model.model_validate_json(r.content, strict=True)
+    assert answers[-1].json()["detail"][0] == {"field": "body.target", "message": "Input should be a valid string",
+                                               "type": "string_type"}
+    monkeypatch.setattr(slot, "reload", lambda target=None, wait=False: False)     # one already running
+    r = c.post("/admin/reload", headers={"X-API-Key": KEY})
+    assert r.status_code == 409 and ReloadBusy.model_validate_json(r.content, strict=True).reload.state == "idle"
+    monkeypatch.setattr(slot, "reload", lambda target=None, wait=False: True)
+    r = c.post("/admin/reload", headers={"X-API-Key": KEY})
+    assert r.status_code == 202 and ReloadAccepted.model_validate_json(r.content, strict=True).accepted
+    m = c.get("/metrics", headers={"X-API-Key": KEY})
+    assert m.status_code == 200 and m.headers["content-type"].startswith("text/plain")
 
 
 def test_the_fastapi_routes_behind_the_guard_answer_as_the_plain_endpoints(client, slot, ids):
@@ -276,13 +434,31 @@ def api_schema(slot):
     return schemathesis.openapi.from_asgi("/openapi.json", create_app(slot))
 
 
+@pytest.fixture(scope="module")
+def keyed_api_schema(slot):
+    return schemathesis.openapi.from_asgi("/openapi.json", create_app(slot, ServeSettings(api_key=KEY)),
+                                          headers={"X-API-Key": KEY})      # the schema needs the key too
+
+
 fuzz_schema = schemathesis.pytest.from_fixture("api_schema")
+keyed_fuzz_schema = schemathesis.pytest.from_fixture("keyed_api_schema")
+FUZZ = settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 
 
 @fuzz_schema.parametrize()
-@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
-def test_fuzzed_requests_never_get_a_server_error(case):
-    case.call_and_validate(checks=[not_a_server_error])
+@FUZZ
+def test_fuzzed_requests_pass_every_check(case):
+    """Every check of schemathesis (its default: `--checks all`), positive and negative cases: no
+    5xx, every status, content type, header and body as the schema documents them, valid requests
+    accepted, invalid ones refused, undeclared methods a 405 with Allow."""
+    case.call_and_validate()
+
+
+@keyed_fuzz_schema.parametrize()
+@FUZZ
+def test_fuzzed_requests_to_a_server_with_a_key_pass_every_check(case):
+    # the schema declares the key; ignored_auth sends requests without it and expects a 401
+    case.call_and_validate(headers={"X-API-Key": KEY})
 
 
 # ---- a real server: hot reload under concurrent requests, SIGHUP, SIGTERM -------------------------

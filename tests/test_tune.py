@@ -99,8 +99,8 @@ def test_gnn_study_reports_each_epoch(tiny_demo_ws, capsys):
     for t in trials:
         # one epoch: the value reported after it is the best epoch's, the trial's value
         assert t["intermediate"] == {"1": t["value"]}          # (JSON keys)
-        assert set(t["params"]) == {"dropout", "scale", "readout", "pos_emb", "global_k", "lr", "weight_decay",
-                                    "heads"}
+        assert set(t["params"]) == {"dropout", "scale", "readout", "pos_emb", "global_k", "switch", "contrastive",
+                                    "highway", "lr", "weight_decay", "heads"}
     study = S.load(tiny_demo_ws, "gnn")
     setup = S.setup_of(study)
     assert setup.params == {"hidden": 16, "layers": 1} and setup.train["epochs"] == 1
@@ -204,7 +204,8 @@ def test_a_range_outside_the_field_bounds_is_reported(monkeypatch):
 
 def test_fixed_fields_leave_the_space():
     assert set(spaces.space_for("graph_transformer", ["hidden", "lr"])) == {
-        "layers", "dropout", "scale", "readout", "pos_emb", "global_k", "weight_decay", "batch_size", "heads"}
+        "layers", "dropout", "scale", "readout", "pos_emb", "global_k", "switch", "contrastive", "highway",
+        "weight_decay", "batch_size", "heads"}
     assert spaces.space_for("pop") == {}
 
 

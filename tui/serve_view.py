@@ -3,10 +3,14 @@ the sample request and its `curl` line, and the live numbers read from a server'
 
 from __future__ import annotations
 
+from rich.text import Text
+
 from engine.core.errors import InputError
+from engine.core.schema import JobStatus
 from engine.core.schema import ModelKind
 from engine.core.target import Target
 from engine.serve.security import KEY_ENV as SERVE_KEY_ENV
+from tui.format import fmt_duration
 
 MAIN_ENDPOINT = "/recommend"
 
@@ -56,13 +60,14 @@ def sample_items(ws, dataset: str | None, n: int = 2) -> list[int]:
         return []
 
 
-def curl_line(url: str, items: list[int], key: str | None) -> str:
+def curl_line(url: str, items: list[int], key: str | None, ab: bool = False) -> str:
     """A request to paste in a shell. With a key, the header reads it from $SESSREC_API_KEY (the
     screen never prints the key); `copy_line` fills it in."""
     ids = ", ".join(str(i) for i in items) if items else "ID1, ID2"
     hdr = f' -H "X-API-Key: ${SERVE_KEY_ENV}"' if key else ""
     return (f"curl -s -X POST {url.rstrip('/')}/recommend -H 'Content-Type: application/json'{hdr} "
-            f"-d '{{\"session_items\": [{ids}], \"k\": 10}}'")
+            f"-d '{{\"session_items\": [{ids}], \"k\": 10"
+            + (', \"session_id\": \"visitor-1\"' if ab else "") + "}'")
 
 
 def copy_line(line: str, key: str | None) -> str:
@@ -99,3 +104,54 @@ def rates_total(snap) -> float:
     """Requests of every endpoint since the server started."""
     from engine.serve.scrape import rates
     return rates(None, snap, 1.0, endpoint=None).requests
+
+
+def head_text(job, health: dict | None, snapshot, show_timings: bool = True) -> Text:
+    """The head of the live panel: what is served where, since when, the reload state."""
+    if job is None:
+        return Text("No server running. Pick a finished run or a baseline, then ctrl+s: "
+                    "`sessrec serve` runs as a background job (F3 shows its log).", style="dim")
+    t = Text()
+    if not job.running:
+        style = "red" if job.status == JobStatus.FAILED else "yellow"
+        t.append(f"{job.title}: {job.status}", style=style)
+        if job.error:
+            t.append(f"\n{job.error}", style="red")
+        return t
+    sv = job.serving
+    if not sv:
+        t.append(f"{job.title}: starting (loading the model) ...", style="cyan")
+        return t
+    h = health or {}
+    t.append("serving ", style="bold green")
+    t.append(f"{sv.get('url')}", style="bold")
+    if job.status == JobStatus.STOPPING:
+        t.append("  stopping", style="yellow")
+    exp = h.get("experiment") or sv.get("experiment")
+    if exp:                          # an A/B server: its arms are in the panel below
+        t.append(f"\nA/B test of {' and '.join(a['target'] for a in exp['arms'])} on {h.get('dataset') or sv.get('dataset')}")
+    else:
+        model = h.get("model") or sv.get("model")
+        run = h.get("run_id") or sv.get("run_id")
+        t.append(f"\n{model} on {h.get('dataset') or sv.get('dataset')}" + (f", run {run}" if run else ""))
+    if h.get("n_items") is not None:
+        t.append(f", {h['n_items']:,} items")
+    t.append(f"\n{h.get('runtime') or sv.get('runtime')}" + (f" on {h['device']}" if h.get("device") else ""))
+    if h.get("uptime_s") is not None and show_timings:
+        t.append(f", up {fmt_duration(h['uptime_s'])}")
+    t.append(", API key required" if sv.get("api_key_required") else ", no API key")
+    if snapshot is not None:
+        total = rates_total(snapshot)
+        t.append(f", {fmt_count(total)} request{'s' if total != 1 else ''} so far")
+    reload = h.get("reload") or {}
+    state = reload.get("state")
+    if state == "loading":
+        t.append("\nreload: loading ...", style="cyan")
+    elif state == "failed":
+        t.append(f"\nreload failed: {reload.get('error') or '?'}", style="red")
+    elif reload.get("finished_at"):
+        t.append(f"\nlast reload: {reload['finished_at']}", style="dim")
+    if not h:
+        t.append("\n/health does not answer", style="yellow")
+    return t
+

@@ -2,6 +2,7 @@
 `concurrency` keep-alive connections each post one request after the other for `duration` seconds.
 
     python -m engine.bench.loadgen URL BODIES.json --concurrency 16 --duration 10 [--api-key K]
+        [--path /feedback --ok 202]
 
 Prints one JSON line: requests, errors (non-200 or broken connections), requests/s and latency
 percentiles in ms. Plain asyncio streams speaking HTTP/1.1: a client library would spend more of
@@ -27,10 +28,10 @@ def _request(host: str, path: str, body: bytes, key: str | None) -> bytes:
 
 
 async def _worker(url: str, bodies: list[bytes], deadline: float, key: str | None, lat: list, errors: list,
-                  offset: int) -> None:
+                  offset: int, path: str = "/recommend", ok: int = 200) -> None:
     u = urlsplit(url)
     reader, writer = await asyncio.open_connection(u.hostname, u.port)
-    reqs = [_request(u.netloc, "/recommend", b, key) for b in bodies]
+    reqs = [_request(u.netloc, path, b, key) for b in bodies]
     i = offset
     try:
         while time.perf_counter() < deadline:
@@ -45,7 +46,7 @@ async def _worker(url: str, bodies: list[bytes], deadline: float, key: str | Non
                     length = int(line[15:])
             await reader.readexactly(length)
             lat.append(time.perf_counter() - t0)
-            if status != 200:
+            if status != ok:
                 errors.append(status)
     except (OSError, asyncio.IncompleteReadError, ValueError) as e:
         errors.append(repr(e))
@@ -53,15 +54,17 @@ async def _worker(url: str, bodies: list[bytes], deadline: float, key: str | Non
         writer.close()
 
 
-async def _run(url: str, bodies: list[bytes], concurrency: int, duration: float, key: str | None) -> dict:
+async def _run(url: str, bodies: list[bytes], concurrency: int, duration: float, key: str | None,
+               path: str = "/recommend", ok: int = 200) -> dict:
     lat: list[float] = []
     errors: list = []
     t0 = time.perf_counter()
-    await asyncio.gather(*(_worker(url, bodies, t0 + duration, key, lat, errors, w * 7919)
+    await asyncio.gather(*(_worker(url, bodies, t0 + duration, key, lat, errors, w * 7919, path, ok)
                            for w in range(concurrency)))
     wall = time.perf_counter() - t0
     ms = np.array(lat) * 1000 if lat else np.zeros(1)
-    return {"concurrency": concurrency, "requests": len(lat), "errors": len(errors),
+    return {"concurrency": concurrency, "requests": len(lat), "errors": len(errors), "ok": len(lat) - sum(
+                isinstance(e, int) for e in errors),
             "error_examples": [str(e) for e in errors[:3]], "seconds": round(wall, 2),
             "rps": round(len(lat) / wall, 1), "p50_ms": round(float(np.percentile(ms, 50)), 2),
             "p90_ms": round(float(np.percentile(ms, 90)), 2), "p99_ms": round(float(np.percentile(ms, 99)), 2),
@@ -75,10 +78,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--concurrency", type=int, default=1)
     p.add_argument("--duration", type=float, default=10.0)
     p.add_argument("--api-key", default=None)
+    p.add_argument("--path", default="/recommend", help="the endpoint to POST to")
+    p.add_argument("--ok", type=int, default=200, help="the status of a success (202 for /feedback)")
     a = p.parse_args(argv)
     with open(a.bodies) as f:
         bodies = [json.dumps(b).encode() for b in json.load(f)]
-    print(json.dumps(asyncio.run(_run(a.url, bodies, a.concurrency, a.duration, a.api_key))))
+    print(json.dumps(asyncio.run(_run(a.url, bodies, a.concurrency, a.duration, a.api_key, a.path, a.ok))))
     return 0
 
 

@@ -45,13 +45,17 @@ from engine.core.metrics import per_example_metrics
 from engine.core.schema import ModelKind, Protocol, RunStatus
 from engine.core.workspace import RunDir, Workspace
 from engine.data.manifest import Dataset
+from engine.data.refit import refit_dataset
 from engine.evaluation.ranks import ExampleRanks
 from engine.evaluation.stats import N_BOOT, bootstrap_ci, paired_test
+from engine.evaluation.strata import STRATA, STRATUM_METRICS, stratum_values, test_repeat_mask
 from engine.models.registry import SPECS, get_spec
 from engine.runs.events import RunFinished, read_events
 
 METRICS = ("recall@10", "mrr@10", "ndcg@10", "recall@20", "mrr@20", "ndcg@20")
+_DEFAULTS = TrainConfig().to_dict()
 SELECT_ON = "recall@10"        # validation metric that picks the best GNN and the best baseline
+STRATUM_REFERENCES = (("spop", "repeat"), ("vstan", "new"))   # the baseline each stratum is judged by
 
 # ---- hyperparameters ------------------------------------------------------------------------------
 @dataclass(frozen=True)
@@ -142,17 +146,29 @@ class BenchRun:
     final: RunFinished
     train_seconds: float | None          # the epochs' training time (GNNs)
     ranks: dict[str, ExampleRanks]       # protocol -> test ranks
+    selection: RunFinished | None = None  # a refit's selection run (its validation chose the epochs)
+
+    @property
+    def chosen(self) -> RunFinished:
+        """The run whose validation results stand for this one (a refit has no validation)."""
+        return self.selection or self.final
 
 
-def _final_event(run: RunDir) -> RunFinished | None:
-    """The run's `run_finished` event if it completed (or stopped early) with test results."""
+def _finished(run: RunDir) -> RunFinished | None:
+    """The run's `run_finished` event if it completed (or stopped early)."""
     try:
         events = read_events(run.events)
     except OSError:
         return None
     fin = next((e for e in reversed(events) if isinstance(e, RunFinished)), None)
     ok = (RunStatus.COMPLETED.value, RunStatus.EARLY_STOPPED.value)
-    return fin if fin is not None and fin.status in ok and fin.test else None
+    return fin if fin is not None and fin.status in ok else None
+
+
+def _final_event(run: RunDir) -> RunFinished | None:
+    """The run's `run_finished` event if it completed (or stopped early) with test results."""
+    fin = _finished(run)
+    return fin if fin is not None and fin.test else None
 
 
 def find_run(ws: Workspace, cfg: TrainConfig, fingerprint: str, protocols) -> str | None:
@@ -176,22 +192,68 @@ def find_run(ws: Workspace, cfg: TrainConfig, fingerprint: str, protocols) -> st
 
 def _same_train(saved: dict, want: dict) -> bool:
     """The saved run trained `want`: equal configs, where `--loss auto` matches a run whose loss
-    was chosen automatically (its config holds the resolved loss and a `loss_choice` record)."""
+    was chosen automatically (its config holds the resolved loss and a `loss_choice` record), and
+    a field the saved config lacks (written before the field existed) holds its default."""
     train = saved.get("train")
     if not isinstance(train, dict):
         return False
+    train = {**{k: v for k, v in _DEFAULTS.items() if k in want}, **train}
     if want.get("loss") == "auto" and saved.get("loss_choice"):
         train = {**train, "loss": "auto"}
     return train == want
 
 
-def train_or_reuse(ws: Workspace, cfg: TrainConfig, fingerprint: str, protocols, stop) -> BenchRun:
+def _resolved(cfg: TrainConfig) -> TrainConfig:
+    """The hyperparameters completed as `fit` completes them, so that saved configs compare."""
     from engine.core.device import resolve_device
+    spec = get_spec(cfg.model)
+    return replace(cfg, model_params=spec.resolve(cfg.model_params, resolve_device(cfg.device).type).to_dict())
+
+
+def find_selection(ws: Workspace, cfg: TrainConfig, fingerprint: str) -> tuple[str, RunFinished] | None:
+    """The newest run of exactly `cfg` on this item index that finished with an epoch chosen on
+    validation (its test, if it has one, is not used)."""
+    want = cfg.to_dict()
+    for rid in reversed(ws.run_ids()):
+        run = ws.run(rid)
+        try:
+            saved = json.loads(run.config.read_text())
+        except (OSError, ValueError):
+            continue
+        if not isinstance(saved, dict) or not _same_train(saved, want) or \
+                (saved.get("dataset") or {}).get("item_fingerprint") != fingerprint:
+            continue
+        fin = _finished(run)
+        if fin is not None and fin.best_epoch and fin.best_val:
+            return rid, fin
+    return None
+
+
+def refit_or_reuse(ws: Workspace, cfg: TrainConfig, fingerprint: str, twin: str, twin_fingerprint: str,
+                   protocols, stop) -> BenchRun:
+    """The papers' protocol for one configuration (`engine.train.refit`): a selection run on the
+    dataset (validation only, reused when one exists), then the refit on its twin, tested."""
+    from engine.train.loop import fit
+    from engine.train.refit import refit_config
+    cfg = _resolved(cfg)
+    found = find_selection(ws, cfg, fingerprint)
+    if found is None:
+        fit(cfg, ws, log=lambda m: None, stop=stop, evaluate_test=False)
+        found = find_selection(ws, cfg, fingerprint)
+        if found is None:
+            raise InputError(f"the selection run of {cfg.model} seed {cfg.seed} ended without an epoch chosen "
+                             f"on validation (stopped?); run the benchmark again")
+    rid, sel = found
+    r = train_or_reuse(ws, refit_config(cfg, rid, int(sel.best_epoch), twin), twin_fingerprint, protocols, stop)
+    r.selection = sel
+    return r
+
+
+def train_or_reuse(ws: Workspace, cfg: TrainConfig, fingerprint: str, protocols, stop) -> BenchRun:
     from engine.runs import read_run
     from engine.train.loop import fit
     spec = get_spec(cfg.model)
-    # complete the hyperparameters as `fit` will, so that the saved config can be compared
-    cfg = replace(cfg, model_params=spec.resolve(cfg.model_params, resolve_device(cfg.device).type).to_dict())
+    cfg = _resolved(cfg)
     rid = find_run(ws, cfg, fingerprint, protocols)
     reused = rid is not None
     if rid is None:
@@ -222,15 +284,19 @@ def _check_same_examples(ref: ExampleRanks, other: ExampleRanks, what: str) -> N
 
 
 def summarise(dataset: str, model: str, runs: list[BenchRun], seeds: list[int], protocols,
-              n_boot: int) -> tuple[dict[str, Any], dict[str, dict[str, np.ndarray]]]:
+              n_boot: int, repeats: dict[str, np.ndarray] | None = None
+              ) -> tuple[dict[str, Any], dict[str, dict[str, np.ndarray]]]:
     """One table row for a model's runs (one per seed) and, per protocol, its per-example metrics
-    averaged over the seeds (what intervals and paired tests resample)."""
+    averaged over the seeds (what intervals and paired tests resample); `repeats`: per protocol,
+    which test targets repeat a session item (the strata)."""
     fin = [r.final for r in runs]
+    chosen = [r.chosen for r in runs]
     row: dict[str, Any] = {
         "dataset": dataset, "model": model, "kind": get_spec(model).kind.value, "seeds": seeds,
         "run_ids": [r.run_id for r in runs], "reused": [r.reused for r in runs],
-        "status": [f.status for f in fin], "best_epoch": [f.best_epoch for f in fin],
-        f"val_{SELECT_ON}": _spread([(f.best_val or {}).get(SELECT_ON) for f in fin]),
+        "status": [f.status for f in fin], "best_epoch": [f.best_epoch for f in chosen],
+        "refit_of": [r.selection.run_id if r.selection is not None else None for r in runs],
+        f"val_{SELECT_ON}": _spread([(f.best_val or {}).get(SELECT_ON) for f in chosen]),
         "seconds": _spread([f.seconds for f in fin]),
         "train_seconds": _spread([r.train_seconds for r in runs]),
         "test": {},
@@ -252,6 +318,7 @@ def summarise(dataset: str, model: str, runs: list[BenchRun], seeds: list[int], 
         known = [((f.test[p] or {}).get("metrics_known_targets") or {}).get(SELECT_ON) for f in fin]
         row["test"][p] = {"n": res.get("n"), "sessions": int(len(np.unique(runs[0].ranks[p].session))),
                           "unseen_targets": res.get("unseen_targets"), "metrics": metrics,
+                          **({"strata": stratum_values(avg, repeats[p])} if repeats and p in repeats else {}),
                           # targets seen in training only (what the demo's known-target oracle scores)
                           "known_targets": {SELECT_ON: _spread(known)["mean"]}}
     return row, values
@@ -288,6 +355,14 @@ def compare(dataset: str, rows: list[dict], values: dict[str, dict[str, dict[str
             # reported apart: the hybrid needs the GNN and the baseline at serving time
             v["hybrid"] = f"hybrid ({' + '.join(hybrid['mixes'])})"
             v["hybrid_paired"] = paired(hybrid, p)
+        # where the best GNN wins: repeat targets against S-POP, new targets against V-STAN
+        for ref, stratum in STRATUM_REFERENCES:
+            rr = next((r for r in rows if r["model"] == ref), None)
+            gs = (gnn or {}).get("test", {}).get(p, {}).get("strata", {}).get(stratum)
+            bs = (rr or {}).get("test", {}).get(p, {}).get("strata", {}).get(stratum)
+            if gs and bs:
+                v[f"{stratum}_vs_{ref}"] = {m: {"gnn": gs[m], ref: bs[m], "at_least": gs[m] >= bs[m]}
+                                            for m in STRATUM_METRICS if gs[m] is not None and bs[m] is not None}
         om = ((oracle or {}).get("test", {}).get(p) or {}).get("metrics", {}).get(SELECT_ON, {}).get("mean")
         if gnn and om:
             g = gnn["test"][p]["metrics"][SELECT_ON]["mean"]
@@ -354,7 +429,12 @@ def _hybrid_row(ws: Workspace, name: str, ds: Dataset, rows: list[dict], fp: str
 def run(ws: Workspace, datasets: list[str], models: list[str], shared: Path, device: str = "auto",
         epochs: int = 30, patience: int = 3, batch_size: int = 512, params: ParamOverrides | None = None,
         seeds: list[int] | None = None, protocols: list[str] | None = None, n_boot: int = N_BOOT,
-        log=print, out: Path | None = None, hybrid: bool = True) -> dict[str, Any]:
+        log=print, out: Path | None = None, hybrid: bool = True, refit: bool = False,
+        loss: str = "auto") -> dict[str, Any]:
+    """`refit`: the papers' protocol: every model's epochs (GNNs) chosen by a selection run on the
+    validation split, then trained again on train + validation (the dataset's refit twin) and tested
+    once; the published numbers sit beside refits. The hybrid, which chooses its weight on
+    validation, is left out then."""
     from engine.train.loop import StopFlag
     params = params or ParamOverrides({}, {})
     seeds = list(seeds if seeds is not None else (0, 1, 2))
@@ -368,27 +448,35 @@ def run(ws: Workspace, datasets: list[str], models: list[str], shared: Path, dev
     for name in datasets:
         ds = prepare(ws, name, shared, log)
         fp = item_fingerprint(ws, ds.name)
+        twin = refit_dataset(ds, progress=None) if refit else None
+        twin_fp = item_fingerprint(ws, twin.name) if twin is not None else None
         bs = DATASETS[name].get("batch_size", batch_size)   # small datasets: smaller batches, more steps
-        ds_rows, values, sessions = [], {}, {}
+        ds_rows, values, sessions, repeats = [], {}, {}, {}
         for model in models:
             spec = get_spec(model)
             model_seeds = seeds if spec.kind == ModelKind.GNN else seeds[:1]   # baselines are deterministic
             runs = []
             for seed in model_seeds:
                 cfg = TrainConfig(dataset=ds.name, model=model, epochs=epochs, patience=patience, batch_size=bs,
-                                  device=device, seed=seed, model_params=params.for_model(model))
-                log(f"[{name}] {model} seed {seed} ...")
-                r = train_or_reuse(ws, cfg, fp, protocols, stop)
+                                  device=device, seed=seed, loss=loss, model_params=params.for_model(model))
+                log(f"[{name}] {model} seed {seed}{' (selection, then refit)' if twin is not None else ''} ...")
+                r = (refit_or_reuse(ws, cfg, fp, twin.name, twin_fp, protocols, stop) if twin is not None
+                     else train_or_reuse(ws, cfg, fp, protocols, stop))
                 log(f"  {'reused' if r.reused else 'trained'} {r.run_id} ({r.final.seconds}s)")
                 runs.append(r)
-            row, values[model] = summarise(name, model, runs, model_seeds, protocols, n_boot)
             for p in protocols:
                 if p in sessions:
                     _check_same_examples(sessions[p], runs[0].ranks[p], f"run {runs[0].run_id}")
                 else:
                     sessions[p] = runs[0].ranks[p]
+                    mask = test_repeat_mask(ws, ds.name, runs[0].ranks[p])
+                    if mask is not None:
+                        repeats[p] = mask
+            row, values[model] = summarise(name, model, runs, model_seeds, protocols, n_boot, repeats)
             ds_rows.append(row)
-        if hybrid:
+        if hybrid and twin is not None:
+            log(f"[{name}] hybrid left out: it chooses its weight on validation, which a refit has none of")
+        elif hybrid:
             hyb = _hybrid_row(ws, name, ds, ds_rows, fp, protocols, device, bs, n_boot, stop, log)
             if hyb is not None:
                 ds_rows.append(hyb[0])
@@ -399,6 +487,7 @@ def run(ws: Workspace, datasets: list[str], models: list[str], shared: Path, dev
         rows += ds_rows
     result = {"benchmark": "quality", "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": machine(),
               "epochs": epochs, "patience": patience, "batch_size": batch_size, "seeds": seeds,
+              "refit": refit, "loss": loss,
               "protocols": protocols, "bootstrap": {"resamples": n_boot, "level": 0.95, "unit": "test session"},
               "params": {"every_gnn": dict(params.every_gnn), "per_model": {k: dict(v) for k, v in
                                                                             params.per_model.items()}},
@@ -455,6 +544,20 @@ def _table_rows(rows: list[dict], protocol: str) -> list[list[Any]]:
     return out
 
 
+def _strata_rows(rows: list[dict], protocol: str) -> list[list[Any]]:
+    out = []
+    for r in rows:
+        st = r["test"][protocol].get("strata")
+        if not st:
+            continue
+        cells: list[Any] = [r["model"]]
+        for name in STRATA:
+            s = st[name]
+            cells += [s["n"], *(_pct(s[m]) if s[m] is not None else "-" for m in STRATUM_METRICS)]
+        out.append(cells)
+    return out
+
+
 def render(result: dict[str, Any]):
     """One table per dataset and protocol (models as rows, @10 and @20 under each other, so that it
     fits 80 columns), the paired test and the notes below it."""
@@ -470,10 +573,17 @@ def render(result: dict[str, Any]):
             if not rs:
                 continue
             first = next((r["test"][p] for r in rs if r["test"][p].get("n") is not None), {})
-            parts.append(table(f"{ds}, {p}: test with the best epoch on validation (n {first.get('n')}, "
+            what = ("refits (epochs chosen on validation, trained on train + validation)" if result.get("refit")
+                    else "test with the best epoch on validation")
+            parts.append(table(f"{ds}, {p}: {what} (n {first.get('n')}, "
                                f"unseen targets {first.get('unseen_targets')}, counted as misses)",
                                ["model", "K", "Recall %", "MRR %", "NDCG %", "seconds"],
                                _table_rows(rs, p)))
+            srows = _strata_rows(rs, p)
+            if srows:
+                parts.append(table(f"{ds}, {p}: targets that repeat an item of their prefix, and new targets",
+                                   ["model", "repeat n", "R@20 %", "MRR@20 %", "new n", "R@20 %", "MRR@20 %"],
+                                   srows))
             here = [v for v in result["verdicts"] if v["dataset"] == ds and v["protocol"] == p]
             notes = [_paired_line(v) for v in here] + [_paired_line(v, "hybrid_paired", "hybrid") for v in here]
             notes += [f"{v['best_gnn']}: {100 * v['gnn_share_of_oracle_known']:.1f}% of the oracle's {SELECT_ON} "

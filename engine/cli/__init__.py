@@ -9,12 +9,14 @@ from pathlib import Path
 
 from engine import __version__
 from engine.cli import (
+    ab_cmds,
     bench_cmds,
     data_cmds,
     export_cmds,
     model_cmds,
     quickstart_cmds,
     recommend_cmds,
+    refresh_cmds,
     run_cmds,
     serve_cmds,
     train_cmds,
@@ -47,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     quickstart_cmds.register(sub)
     tune_cmds.register(sub)
     serve_cmds.register(sub)
+    ab_cmds.register(sub)
+    refresh_cmds.register(sub)
     bench_cmds.register(sub)
     export_cmds.register(sub)
     return p

@@ -31,6 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     _register_recommend(bsub)
     _register_serve(bsub)
     _register_search(bsub)
+    _register_ab(bsub)
 
 
 def cmd_bench_pipeline(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
@@ -122,6 +123,9 @@ def _register_quality(bsub) -> None:
                    help="tuned hyperparameters as {model: {parameter: value}} (--param wins)")
     b.add_argument("--bootstrap", type=int, help="bootstrap resamples of the test sessions (default: "
                    "engine.evaluation.stats.N_BOOT, 1000)")
+    b.add_argument("--refit", action="store_true", help="the papers' protocol: epochs chosen on validation, "
+                   "then every model trained again on train + validation and tested once")
+    b.add_argument("--loss", default=Loss.AUTO.value, choices=values(Loss), help="training loss of the GNNs")
     b.add_argument("--out", type=Path)
     b.set_defaults(func=cmd_bench_quality)
 
@@ -148,7 +152,8 @@ def cmd_bench_quality(args: argparse.Namespace, ws: Workspace, out: Output) -> i
     res = bq.run(ws, [d for d in args.datasets.split(",") if d], [m for m in args.models.split(",") if m],
                  args.shared, args.device, args.epochs, args.patience, args.batch_size,
                  bq.parse_params(args.param, args.params_file), seeds=_int_list(args.seeds, "--seeds"),
-                 protocols=protocols, n_boot=n_boot, log=out.log, out=args.out, hybrid=args.hybrid)
+                 protocols=protocols, n_boot=n_boot, log=out.log, out=args.out, hybrid=args.hybrid,
+                 refit=args.refit, loss=args.loss)
     out.result(res, bq.render(res))
     return 0
 
@@ -163,15 +168,22 @@ def _register_ablation(bsub) -> None:
     b.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="model parameter for every variant (e.g. hidden=128)")
     b.add_argument("--only", help="comma list of substrings of variant names")
+    b.add_argument("--loss", choices=values(Loss), help="training loss of every variant (default: auto)")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--num-threads", type=int, default=0, help="CPU threads for torch (0: the job's share)")
+    b.add_argument("--test", action="store_true", help="also test every variant (variants are chosen on "
+                   "validation; the protocol tests only the refitted winner)")
     b.add_argument("--out", type=Path)
     b.set_defaults(func=cmd_bench_ablation)
 
 
 def cmd_bench_ablation(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
     from engine.bench import ablation as ba
+    base_train = {k: v for k, v in (("loss", args.loss), ("num_threads", args.num_threads)) if v}
     res = ba.run(ws, args.dataset, args.device, args.epochs, args.patience, args.batch_size,
                  dict(kv.split("=", 1) for kv in args.param),
-                 [o for o in (args.only or "").split(",") if o] or None, log=out.log, out=args.out)
+                 [o for o in (args.only or "").split(",") if o] or None, log=out.log, out=args.out,
+                 base_train=base_train, test=args.test, seed=args.seed)
     out.result(res, ba.render(res))
     return 0
 
@@ -212,6 +224,32 @@ def cmd_bench_serve(args: argparse.Namespace, ws: Workspace, out: Output) -> int
                  tuple(int(c) for c in args.concurrency.split(",") if c), args.duration, args.search,
                  log=out.log, out=args.out)
     out.result(res, bs.render(res))
+    return 0
+
+
+def _register_ab(bsub) -> None:
+    b = bsub.add_parser("ab", help="A/B serving: overhead against one run, nothing lost under load and a hot swap, "
+                        "and (with --control) the sequential test's verdicts on simulated users, A/A included")
+    b.add_argument("--run", required=True, help="the run served (in both arms for the overhead, losses and A/A)")
+    b.add_argument("--control", default=None, help="arm A of the A/B verdict, e.g. baseline:pop@demo")
+    b.add_argument("--dataset", default=None, help="whose test sessions (default: the run's dataset)")
+    b.add_argument("--block", type=float, default=5.0, help="seconds per overhead block (default 5)")
+    b.add_argument("--rounds", type=int, default=3, help="overhead blocks per server (default 3)")
+    b.add_argument("--clients", type=int, default=64, help="concurrent /recommend clients (default 64)")
+    b.add_argument("--load", type=float, default=20.0, help="seconds of load around the hot swap (default 20)")
+    b.add_argument("--sessions", type=int, default=2000, help="simulated sessions of the A/B verdict (default 2000)")
+    b.add_argument("--aa", type=int, default=20, help="A/A simulations (default 20)")
+    b.add_argument("--aa-sessions", type=int, default=300, help="sessions per A/A simulation (default 300)")
+    b.add_argument("--search", choices=values(Search), default="auto")
+    b.add_argument("--out", type=Path)
+    b.set_defaults(func=cmd_bench_ab)
+
+
+def cmd_bench_ab(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
+    from engine.bench import ab
+    res = ab.run(ws, args.run, args.control, args.dataset, args.block, args.rounds, args.clients, args.load,
+                 args.sessions, args.aa, args.aa_sessions, args.search, log=out.log, out=args.out)
+    out.result(res, ab.render(res))
     return 0
 
 

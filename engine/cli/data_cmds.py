@@ -12,7 +12,7 @@ from typing import Iterator
 
 from rich.markup import escape
 
-from engine.cli.flags import add_config_flags, bounded_float, config_names, field_type, given
+from engine.cli.flags import add_config_flags, bounded_float, bounded_int, config_names, field_type, given
 from engine.cli.output import Output
 from engine.core.config import DataConfig, TrainConfig, to_dict
 from engine.core.errors import InputError, StageError
@@ -56,6 +56,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--new-items", type=bounded_float("new_items", 0, 0.5), default=0.0, metavar="SHARE",
                    help="plant this share of the catalogue as items released at the start of the test "
                         "period, with known categories (cold start; default 0)")
+    p.add_argument("--chunks", type=bounded_int("chunks", 1, 100), default=1,
+                   help="cut the log into this many time spans: the first is the dataset, the later ones are "
+                        "written as source/chunk-2.csv, ... for `sessrec data append` (default 1)")
     add_data_flags(p)
     p.set_defaults(func=cmd_demo)
 
@@ -78,6 +81,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-build", action="store_true")
     add_data_flags(p)
     p.set_defaults(func=cmd_import)
+
+    p = dsub.add_parser("append", help="add a newer chunk of a dataset's log (same kind of log, any "
+                        "supported format) and rebuild what changed")
+    p.add_argument("name")
+    p.add_argument("path", type=Path, help="the chunk's file (plain or gzip)")
+    p.add_argument("--format", choices=[f for f in values(DataFormat) if f != DataFormat.SRGNN], default=None,
+                   help="the chunk's format (default: the dataset's)")
+    p.add_argument("--no-build", action="store_true")
+    p.set_defaults(func=cmd_append)
 
     p = dsub.add_parser("build", help="run (or refresh) the pipeline stages of a dataset")
     p.add_argument("name")
@@ -142,24 +154,26 @@ def _build(ds: Dataset, out: Output, upto: str | None = None, force: bool | str 
 
 def cmd_demo(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
     make_demo(ws, out, args.size, args.name, args.seed, force=args.force, build_it=not args.no_build,
-              data=given(args, DATA_FLAGS), new_items=args.new_items)
+              data=given(args, DATA_FLAGS), new_items=args.new_items, chunks=args.chunks)
     return 0
 
 
 def make_demo(ws: Workspace, out: Output, size: str = "small", name: str | None = None, seed: int = 0, *,
               force: bool = False, build_it: bool = True, data: dict | None = None,
-              new_items: float = 0.0) -> str:
+              new_items: float = 0.0, chunks: int = 1) -> str:
     """Generate the demo log of `size` (again only when asked or when it differs) with its item
     metadata (attached as RetailRocket's property and category-tree files) and build it; `data`:
-    DataConfig fields to change; `new_items`: the share of items released in the test period.
-    Returns the dataset's name."""
+    DataConfig fields to change; `new_items`: the share of items released in the test period;
+    `chunks` > 1: only the first time span is the dataset, the others are written beside it for
+    `sessrec data append`. Returns the dataset's name."""
     from engine.data.demo import DEMO_SIZES, generate_demo
     if size not in DEMO_SIZES:
         raise InputError(f"unknown demo size {size!r}; expected one of {', '.join(DEMO_SIZES)}")
     name = demo_dataset_name(size, name)
     paths = ws.dataset(name)
     events = paths.demo_events
-    demo = {"size": size, "seed": seed, **({"new_items": new_items} if new_items else {})}
+    demo = {"size": size, "seed": seed, **({"new_items": new_items} if new_items else {}),
+            **({"chunks": chunks} if chunks > 1 else {})}
     existing = None
     if paths.exists:
         existing = Dataset.load(ws, name)
@@ -174,9 +188,14 @@ def make_demo(ws: Workspace, out: Output, size: str = "small", name: str | None 
         out.log(f"generating demo dataset '{name}' ({size}, seed {seed}) ...")
         with out:
             gstats = generate_demo(paths.demo_events, paths.demo_truth, size=size, seed=seed,
-                                   progress=out.progress, new_items=new_items)
+                                   progress=out.progress, new_items=new_items,
+                                   chunk_paths=tuple(paths.demo_chunk(c) for c in range(2, chunks + 1)))
+        if existing is not None:        # a new log: chunks appended to the old one are gone with it
+            existing.data["source"].pop("chunks", None)
         out.emit({"type": "demo_generated", "dataset": name, "stats": gstats})
-        out.log(f"wrote {events} ({gstats.get('events', 0):,} events)")
+        out.log(f"wrote {events} ({gstats.get('events', 0):,} events)"
+                + "".join(f"; {paths.demo_chunk(c)} ({n:,} events)"
+                          for c, n in enumerate(gstats.get("chunk_events", [])[1:], start=2)))
     base = existing.config if existing else DataConfig(format="retailrocket")
     cfg = replace(base, **data) if data else base
     ds = Dataset.create(ws, name, events, cfg, demo=demo, overwrite=existing is None)
@@ -185,6 +204,28 @@ def make_demo(ws: Workspace, out: Output, size: str = "small", name: str | None 
     if build_it:
         _build(ds, out)
     return name
+
+
+def cmd_append(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
+    append_chunk(ws, out, args.name, args.path, args.format, build_it=not args.no_build)
+    return 0
+
+
+def append_chunk(ws: Workspace, out: Output, name: str, path: Path, fmt: str | None = None,
+                 build_it: bool = True) -> bool:
+    """`data append`: record `path` as a newer chunk of dataset `name`'s log and rebuild. Running it
+    again with the same file changes nothing (the build finishes what an interrupted one left).
+    Returns whether the chunk was new."""
+    ds = Dataset.load(ws, name)
+    fmt = fmt or str(ds.config.format)
+    require_regular_file(path, spec_file_text(fmt))
+    refuse_if_in_use(ws, name, "append to it")
+    added = ds.append_chunk(path, fmt)
+    out.log(f"dataset {name}: {'appended' if added else 'already has'} {path.resolve()} ({fmt})")
+    out.emit({"type": "appended", "dataset": name, "path": str(path.resolve()), "new": added})
+    if build_it:
+        _build(ds, out)
+    return added
 
 
 def cmd_import(args: argparse.Namespace, ws: Workspace, out: Output) -> int:

@@ -44,7 +44,7 @@ def print_final(final: dict, out: Output) -> None:
             f"{final.get('seconds')}s)")
     test = final.get("test") or {}
     if test:
-        out.print(metrics_table("test (best epoch)", test))
+        out.print(metrics_table("test (refit: last epoch)" if final.get("refit") else "test (best epoch)", test))
 
 
 # (label, section of an evaluation result or None for its top level, key)
@@ -118,8 +118,9 @@ def cmd_runs(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
                 else str(r.status)) + (f" ({r.reason})" if r.reason == StopReason.PRUNED else "")
         return head + "\n" + (f"{r.seconds:.0f}s {r.device or ''}" if r.seconds else (r.device or "-"))
     # two lines per run (id over dataset, status over time) so that the table fits 80 columns
-    rows = [[f"{r.run_id}\n{r.dataset or '?'}", status_cell(r), r.metric("val"), r.metric("test_last"),
-             r.metric("test_prefixes")] for r in runs]
+    rows = [[f"{r.run_id}\n{r.dataset or '?'}",
+             status_cell(r) + (f"\nrefit of {r.refit_of}" if r.refit_of else ""), r.metric("val"),
+             r.metric("test_last"), r.metric("test_prefixes")] for r in runs]
     skipped = sum(r.skipped_lines for r in runs)
     caption = (f"{skipped} unreadable line(s) in events files were skipped" if skipped else None)
     out.result({"runs": [r.summary() for r in runs]},

@@ -7,8 +7,9 @@ import os
 
 from engine.cli.flags import bounded_float, bounded_int
 from engine.cli.output import Output
+from engine.core.errors import InputError
 from engine.core.schema import Runtime, Search, values
-from engine.core.workspace import Workspace
+from engine.core.workspace import Workspace, check_name
 from engine.serve.limits import ConnectionLimits
 
 
@@ -20,8 +21,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         "address needs an API key (--api-key or SESSREC_API_KEY; clients send it as X-API-Key) or "
         "--insecure. SIGHUP (or POST /admin/reload) loads the run's newest best checkpoint without "
         "dropping requests. /admin/* always needs a key: the API key, or an admin-only key in the "
-        "SESSREC_ADMIN_KEY environment variable (what the app gives the servers it starts).")
-    p.add_argument("target", metavar="RUN|baseline:NAME@DATASET", help="a run id (sessrec runs) or a baseline")
+        "SESSREC_ADMIN_KEY environment variable (what the app gives the servers it starts). "
+        "An A/B test: --arm A=RUN1 --arm B=RUN2 [--split 50,50] instead of RUN (requests then carry a "
+        "session_id, whose hash picks the arm; POST /feedback records clicks and purchases; "
+        "`sessrec ab report` reads the experiment).")
+    p.add_argument("target", nargs="?", metavar="RUN|baseline:NAME@DATASET",
+                   help="a run id (sessrec runs) or a baseline (not with --arm)")
+    p.add_argument("--arm", action="append", default=[], metavar="NAME=RUN",
+                   help="an arm of an A/B test (repeat: at least two; the same run twice is an A/A test)")
+    p.add_argument("--split", default=None, metavar="W1,W2,...",
+                   help="the arms' traffic weights, in order (default: equal)")
+    p.add_argument("--experiment", default=None, metavar="NAME",
+                   help="the experiment's name: its folder in the workspace and the salt of the assignment "
+                        "(default: ab- and a hash of the arms, so the same command continues it)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=bounded_int("port", 0, 65535), default=8000,
                    help="port (default 8000; 0 picks a free one)")
@@ -60,15 +72,25 @@ def cmd_serve(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
     from engine.serve.security import ADMIN_KEY_ENV, KEY_ENV
     from engine.serve.server import ServeOptions, serve
     key = args.api_key or os.environ.get(KEY_ENV) or None
-    opts = ServeOptions(target=args.target, host=args.host, port=args.port, workers=args.workers,
+    if bool(args.target) == bool(args.arm):
+        raise InputError("serve: give either RUN (one model) or --arm NAME=RUN at least twice (an A/B test)")
+    if args.split and not args.arm:
+        raise InputError("--split: needs --arm (the weights of the arms)")
+    if args.experiment:
+        check_name(args.experiment, "--experiment")
+    opts = ServeOptions(target=args.target or "", host=args.host, port=args.port, workers=args.workers,
                         runtime=args.runtime, search=args.search, device=args.device, api_key=key,
                         admin_key=os.environ.get(ADMIN_KEY_ENV) or None,
                         insecure=args.insecure, threads=args.threads,
-                        limits=ConnectionLimits(args.header_timeout, args.body_timeout, args.max_connections))
-    out.log(f"loading {args.target} ...")
+                        limits=ConnectionLimits(args.header_timeout, args.body_timeout, args.max_connections),
+                        arms=tuple(args.arm), split=args.split, experiment=args.experiment)
+    out.log(f"loading {args.target or ', '.join(args.arm)} ...")
 
     def ready(event: dict) -> None:
         out.emit(event)
-        out.log(f"serving {event['model']} ({event['runtime']}, {event['search']} search) at {event['url']}"
-                f"  (docs: {event['url']}/docs; Ctrl-C stops)")
+        exp = event.get("experiment")
+        what = (f"experiment {exp['name']} (phase {exp['phase']}: "
+                + ", ".join(f"{a['name']}={a['target']} {a['share']:.0%}" for a in exp['arms']) + ")"
+                if exp else f"{event['model']} ({event['runtime']}, {event['search']} search)")
+        out.log(f"serving {what} at {event['url']}  (docs: {event['url']}/docs; Ctrl-C stops)")
     return serve(ws, opts, ready)

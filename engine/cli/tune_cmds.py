@@ -15,7 +15,7 @@ from typing import Any
 from engine.cli.flags import add_config_flags, add_union_flags, config_names, field_type, given
 from engine.cli.output import Output, err_console
 from engine.cli.train_cmds import model_name, model_values
-from engine.core.config import TrainConfig
+from engine.core.config import TrackingConfig, TrainConfig
 from engine.core.errors import InputError
 from engine.core.progress import Progress
 from engine.core.schema import ModelKind, Protocol, values
@@ -49,6 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="seed of the sampler and of every trial's training")
     p.add_argument("--show", action="store_true", help="print a stored study (or list them) without running")
     p.add_argument("--json", action="store_true", help="print the study as one JSON document on stdout")
+    add_config_flags(p, TrackingConfig)
     add_config_flags(p.add_argument_group("training (fixed for every trial)"), TrainConfig,
                      exclude=("val_protocol", "seed"))
     m = p.add_argument_group("model hyperparameters (given: fixed; not given: tuned when in the space)")
@@ -82,11 +83,11 @@ def cmd_tune(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
     from engine.tune.spaces import space_for
     space = space_for(setup.model, setup.fixed)
     name = args.study or default_name(setup.dataset, setup.model, setup.metric)
-    return _run(ws, out, name, setup, space, args.trials, args.timeout, args.json)
+    return _run(ws, out, name, setup, space, args.trials, args.timeout, args.json, tracking=args.tracking)
 
 
 def _run(ws: Workspace, out: Output, name: str, setup, space: dict, trials: int, timeout: float | None,
-         as_json: bool) -> int:
+         as_json: bool, tracking: str | None = None) -> int:
     from engine.train.loop import StopFlag
     from engine.tune import study as S
     from engine.tune.objective import Objective, TrialFailed
@@ -114,7 +115,8 @@ def _run(ws: Workspace, out: Output, name: str, setup, space: dict, trials: int,
         if remaining > 0:
             with out:
                 out.progress(Progress("tune", done, trials, "trials", "starting"))
-                study.optimize(Objective(ws, setup, space, stop, log=gnn_log), n_trials=remaining,
+                study.optimize(Objective(ws, setup, space, stop, log=gnn_log, tracking=tracking, study=name),
+                               n_trials=remaining,
                                timeout=timeout, catch=(TrialFailed,), callbacks=[on_trial])
     finally:
         lock.release()

@@ -284,6 +284,8 @@ class DataConfig(Config):
                                  max=36_500)
     test_days: float = param(7.0, "split_mode days: the last N days are test", min=0, min_open=True,
                              max=36_500)
+    refit: bool = param(False, "validation joins train (the papers' protocol: train on every training "
+                        "session, test unchanged); made by `sessrec train --refit`", cli=False)
     # graph
     cooc_window: int = param(5, "positions i < j <= i + window are linked in the item graph", min=1,
                              max=100_000)
@@ -346,6 +348,9 @@ class TrainConfig(Config):
     model: str = param("graph_transformer", "model name (sessrec models)", cli=False)
     model_params: dict = param({}, "the model's hyperparameters, resolved and complete", cli=False)
     epochs: int = param(20, "epochs at most (early stopping may end sooner)", min=1, max=100_000)
+    schedule_epochs: int = param(0, "epochs the learning-rate schedule spans (0: epochs); a refit trains "
+                                 "the chosen epochs on the schedule of the run that chose them", min=0,
+                                 max=100_000)
     batch_size: int = param(512, "training examples per step", min=1, max=1 << 24)
     lr: float = param(1e-3, "peak learning rate (AdamW)", min=0, min_open=True, max=100)
     weight_decay: float = param(1e-4, "AdamW weight decay (not on biases and norms)", min=0, max=100)
@@ -372,6 +377,10 @@ class TrainConfig(Config):
     eval_batch_size: int = param(1024, "examples per evaluation batch", min=1, max=1 << 24)
     num_threads: int = param(0, "CPU threads for torch (0: the job's share of the machine)", min=0,
                              max=4096)
+    warm_start: str = param("", "run id whose weights this run starts from (its item index mapped onto "
+                            "this dataset's; `sessrec train --warm-start RUN`)", cli=False)
+    refit_of: str = param("", "the run whose validation chose this refit's epochs and hyperparameters "
+                          "(empty: not a refit)", cli=False)
 
 
 # ---- models: one config per family --------------------------------------------------------------
@@ -408,6 +417,13 @@ class GNNConfig(Config):
     cold_dropout: float = param(0.1, "item_features: share of items whose own embedding a training step "
                                 "replaces by the new-item vector, so that feature-only vectors learn to stand "
                                 "alone", min=0, max=1, max_open=True)
+    switch: bool = param(False, "repeat-or-explore switch (RepeatNet): the session's items score a learned "
+                         "z(session) + their log-softmax among the session's items, the others their dot product")
+    contrastive: float = param(0.0, "weight of a self-supervised InfoNCE loss between two dropout views of "
+                               "each session vector (0 = off)", min=0, max=100)
+    cl_temp: float = param(0.2, "temperature of the contrastive loss", min=0, min_open=True, max=100)
+    highway: bool = param(False, "SGNN-HN highway gate: each node mixes its input embedding and its "
+                          "message-passing output by a learned gate")
 
     def check(self) -> None:
         if self.graph_mode == GraphMode.NONE:
@@ -511,3 +527,61 @@ class HybridConfig(Config):
             raise InputError("hybrid needs gnn_run: the run id of a finished GNN run (--gnn-run RUN)")
         if self.select_metric not in metric_names():
             raise InputError(f"hybrid select_metric {self.select_metric!r}; expected one of {', '.join(metric_names())}")
+
+
+# ---- the online loop: A/B tests, traffic simulation, refresh, tracking ---------------------------
+@dataclass(frozen=True)
+class ABTestConfig(Config):
+    """How `sessrec ab report` (and the app's Serve screen) reads an experiment."""
+
+    alpha: float = param(0.05, "error rate of the sequential test and the intervals (two-sided)", min=0,
+                         max=0.5, min_open=True, max_open=True)
+    mixture_sd: float = param(0.05, "mSPRT: standard deviation of the normal mixture over the difference in "
+                              "session CTR (the effect size the test is tuned to find soonest)", min=0,
+                              min_open=True, max=1)
+    min_sessions: int = param(20, "sessions each arm needs before the sequential test is computed", min=2,
+                              max=10_000_000)
+    srm_alpha: float = param(0.001, "sample-ratio mismatch: chi-square p-value below which the split is "
+                             "called broken", min=0, max=0.5, min_open=True)
+
+
+@dataclass(frozen=True)
+class SimulateConfig(Config):
+    """`sessrec ab simulate`: held-out test sessions replayed as users."""
+
+    sessions: int = param(200, "test sessions to replay at most", min=1, max=10_000_000)
+    k: int = param(10, "list length requested after each event", min=1, max=100)
+    position_bias: float = param(1.0, "a listed next item at rank r (1 = top) is clicked with probability "
+                                 "1 / r^position_bias (position-based model; 0: always)", min=0, max=10)
+    concurrency: int = param(4, "sessions replayed at once (one connection each)", min=1, max=256)
+    max_seconds: float = param(300.0, "stop after this long", min=0, min_open=True, max=86_400)
+    seed: int = param(0, "which test sessions, their ids (sim<seed>-<n>) and the clicks", min=0,
+                      max=2 ** 32 - 1)
+
+
+@dataclass(frozen=True)
+class RefreshConfig(Config):
+    """`sessrec refresh`: the warm-started retraining and its promotion guard."""
+
+    epochs: int = param(2, "epochs of the warm-started training", min=1, max=100_000)
+    metric: str = param("recall@20", "validation metric (protocol prefixes) that the guard compares")
+    margin: float = param(0.0, "promote only if the new run's metric exceeds the serving run's by more "
+                          "than this (absolute)", min=-1, max=1)
+
+    def check(self) -> None:
+        from engine.core.metrics import metric_names
+        if self.metric not in metric_names():
+            raise InputError(f"metric {self.metric!r}; expected one of {', '.join(metric_names())}")
+
+
+@dataclass(frozen=True)
+class TrackingConfig(Config):
+    """Where runs and tuning trials are also logged (`engine.tracking`)."""
+
+    tracking: str = param("", "mlflow (the workspace's local store, WORKSPACE/mlruns), mlflow:URI, or none; "
+                          "default: the workspace's settings.json 'tracking', else none")
+
+    def check(self) -> None:
+        t = self.tracking
+        if t and t != "none" and t != "mlflow" and not t.startswith("mlflow:"):
+            raise InputError(f"tracking {t!r}: expected mlflow, mlflow:URI or none")

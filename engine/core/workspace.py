@@ -8,6 +8,9 @@
     <workspace>/settings.json                                        the app's settings (job policy)
     <workspace>/tuning/studies.db, <study>.lock                      `sessrec tune` (Optuna, SQLite)
     <workspace>/downloads/                                           `sessrec data fetch`
+    <workspace>/experiments/<name>/experiment.json, impressions-*.jsonl, feedback-*.jsonl   A/B tests
+    <workspace>/refresh/<dataset>/events.jsonl, .lock                `sessrec refresh` (its steps)
+    <workspace>/mlruns/                                              MLflow's local store (--tracking mlflow)
 
 The workspace is `--workspace`, else $SESSREC_HOME, else ./workspace. Stage bodies write into a
 temp folder that is swapped in for the stage's folder; `DatasetDir.staging(stage, tmp)` gives the
@@ -113,6 +116,15 @@ class DatasetDir:
         """The demo's item metadata, in RetailRocket's layout: item_properties.csv, category_tree.csv."""
         return self.source_dir / "item_properties.csv", self.source_dir / "category_tree.csv"
 
+    def demo_chunk(self, n: int) -> Path:
+        """`sessrec demo --chunks N`: the later time chunks of the log (chunk 1 is `demo_events`),
+        for `sessrec data append`."""
+        return self.source_dir / f"chunk-{n}.csv"
+
+    def item_archive(self, fingerprint: str) -> Path:
+        """An item index this dataset had before a rebuild replaced it (runs trained on it read it)."""
+        return self.root / "items-archive" / f"{fingerprint}.parquet"
+
     # ---- stage artifacts -----------------------------------------------------------------------
     @property
     def events(self) -> Path:
@@ -194,6 +206,11 @@ class RunDir:
     def lock(self) -> Path:
         return self.root / ".lock"
 
+    @property
+    def tracking(self) -> Path:
+        """The run's link to its MLflow run (engine.tracking), when tracked."""
+        return self.root / "tracking.json"
+
     def test_ranks(self, protocol: str) -> Path:
         """Per-example ranks of the test evaluation under `protocol` (engine.evaluation.ranks.ExampleRanks)."""
         return self.root / f"test_ranks-{Protocol(protocol).value}.npz"
@@ -226,6 +243,48 @@ class RunDir:
     @property
     def workspace(self) -> "Workspace":
         return Workspace(self.root.parent.parent)
+
+
+@dataclass(frozen=True)
+class ExperimentDir:
+    """The folder of one A/B experiment (engine.serve.experiment writes it, engine.ab reads it)."""
+
+    root: Path
+
+    @property
+    def name(self) -> str:
+        return self.root.name
+
+    @property
+    def state(self) -> Path:
+        """Arms, split and phases (rewritten atomically at every change)."""
+        return self.root / "experiment.json"
+
+    def logs(self, kind: str) -> list[Path]:
+        """The append-only log files of `kind` (impressions, feedback), oldest first."""
+        return sorted(self.root.glob(f"{kind}-*.jsonl")) if self.root.is_dir() else []
+
+    def new_log(self, kind: str, stamp: str, pid: int, seq: int) -> Path:
+        return self.root / f"{kind}-{stamp}-{pid}-{seq:06d}.jsonl"
+
+    @property
+    def exists(self) -> bool:
+        return self.state.exists()
+
+
+@dataclass(frozen=True)
+class RefreshDir:
+    """`sessrec refresh DATASET`'s record of its steps (engine.refresh)."""
+
+    root: Path
+
+    @property
+    def events(self) -> Path:
+        return self.root / "events.jsonl"
+
+    @property
+    def lock(self) -> Path:
+        return self.root / ".lock"
 
 
 @dataclass(frozen=True)
@@ -287,6 +346,28 @@ class Workspace:
     def study_lock(self, study: str) -> Path:
         """Held by the process that runs trials of `study` (any text: the file name is made safe)."""
         return self.tuning_dir / (re.sub(r"[^A-Za-z0-9_.-]", "_", study)[:100] + ".lock")
+
+    @property
+    def experiments_dir(self) -> Path:
+        return self.root / "experiments"
+
+    def experiment(self, name: str) -> ExperimentDir:
+        return ExperimentDir(self.experiments_dir / check_name(name, "experiment name"))
+
+    def experiment_names(self) -> list[str]:
+        """Experiments with a state file, most recently changed last."""
+        if not self.experiments_dir.is_dir():
+            return []
+        found = [p for p in self.experiments_dir.iterdir() if NAME_RE.match(p.name) and (p / "experiment.json").exists()]
+        return [p.name for p in sorted(found, key=lambda p: (p / "experiment.json").stat().st_mtime)]
+
+    def refresh(self, dataset: str) -> RefreshDir:
+        return RefreshDir(self.root / "refresh" / check_name(dataset))
+
+    @property
+    def mlflow_store(self) -> Path:
+        """MLflow's default store for this workspace (`--tracking mlflow` without a URI)."""
+        return self.root / "mlruns"
 
     def dataset(self, name: str) -> DatasetDir:
         return DatasetDir(self.datasets_dir / check_name(name))

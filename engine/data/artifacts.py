@@ -58,6 +58,11 @@ class DatasetArtifacts:
             self._features = cached
         return cached
 
+    def use_feature_spec(self, spec: FeatureSpec) -> None:
+        """Encode the items with `spec` rather than one fitted on them: a resumed run keeps its own,
+        a warm start its older run's (the category embedding rows then mean the same categories)."""
+        self._features = ItemFeatures.of(spec, self.meta, self.items.raw_ids) if self.meta is not None else None
+
     def split(self, name: str) -> Sessions:
         if name not in values(Split):
             raise InputError(f"unknown split {name!r}; expected train, val or test")
@@ -73,21 +78,40 @@ def require_built(ds: Dataset, stages: tuple[str, ...] = MODEL_STAGES) -> None:
                          f"run `sessrec data build {ds.name}`")
 
 
-def load_dataset(ws: Workspace, name: str, stages: tuple[str, ...] = MODEL_STAGES) -> DatasetArtifacts:
+def load_dataset(ws: Workspace, name: str, stages: tuple[str, ...] = MODEL_STAGES,
+                 item_fingerprint: str | None = None) -> DatasetArtifacts:
     """The artifacts of `stages` (a model spec's `stages()`): the others are neither required nor
-    loaded (their fields are None)."""
+    loaded (their fields are None).
+
+    `item_fingerprint`: the item index a run was trained on. When the dataset has been rebuilt since
+    (`sessrec data append`), that index is read from the dataset's archive and the current splits
+    are encoded with it (its unknown items are 0, as unseen items always are): a run trained before
+    the rebuild is served and evaluated on today's sessions through its own vocabulary. Its graph and
+    positional encodings are not kept, so only `items` may be asked for then."""
     ds = Dataset.load(ws, name)
     require_built(ds, stages)
     d = ds.paths
+    items = ItemIndex.read(d.items)
+    splits = {s: Sessions.read(d.encoded_sessions(s)) for s in values(Split)}
+    if item_fingerprint is not None and item_fingerprint != items.fingerprint():
+        archived = d.item_archive(item_fingerprint)
+        if not archived.exists():
+            raise InputError(f"dataset {name!r} was rebuilt with another item index and the one the run was "
+                             f"trained on ({item_fingerprint}) is not kept; retrain the model")
+        if set(stages) - {"items"}:
+            raise InputError(f"dataset {name!r} was rebuilt with another item index: a model trained before "
+                             f"that needs its old {', '.join(sorted(set(stages) - {'items'}))}, which are not "
+                             f"kept; retrain it")
+        items = ItemIndex.read(archived)
+        for s in values(Split):
+            raw = Sessions.read(d.split_sessions(s))
+            splits[s] = raw.with_items(items.encode(raw.items))
     pe = np.load(d.pe) if "encodings" in stages else None
     oracle_rec = ds.stage_record("oracle")
     meta = load_item_meta(ds) if "metadata" in stages else None
     return DatasetArtifacts(
-        name=name, paths=d, config=ds.config,
-        items=ItemIndex.read(d.items),
-        train=Sessions.read(d.encoded_sessions("train")),
-        val=Sessions.read(d.encoded_sessions("val")),
-        test=Sessions.read(d.encoded_sessions("test")),
+        name=name, paths=d, config=ds.config, items=items,
+        train=splits["train"], val=splits["val"], test=splits["test"],
         graph=CoocGraph.load(d.graph) if "graph" in stages else None,
         pe=pe,
         stats={k: v.get("stats", {}) for k, v in ds.data.get("stages", {}).items()},

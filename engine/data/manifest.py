@@ -113,9 +113,15 @@ class Dataset:
         return bool(self.source.get("demo"))
 
     def source_file(self, role: str = "path") -> Path | None:
-        """The source (`path`) or test file (`test_path`); files inside the dataset folder are stored
-        relative to it, so a workspace can be moved or copied."""
-        p = self.source.get(role)
+        """The source (`path`), test file (`test_path`) or an appended chunk (`chunk-N`, from 1);
+        files inside the dataset folder are stored relative to it, so a workspace can be moved or
+        copied."""
+        if role.startswith("chunk-"):
+            chunks = self.source.get("chunks") or []
+            n = int(role[6:])
+            p = chunks[n - 1]["path"] if 1 <= n <= len(chunks) else None
+        else:
+            p = self.source.get(role)
         if not p:
             return None
         path = Path(p)
@@ -155,6 +161,33 @@ class Dataset:
         return self.data.get("stages", {}).get(stage)
 
     # ---- persistence ---------------------------------------------------------------------------
+    def stored_path(self, p: Path) -> str:
+        """How the manifest names a source file: relative to the dataset folder when inside it."""
+        p = Path(p).resolve()
+        try:
+            return str(p.relative_to(self.dir.resolve()))
+        except ValueError:
+            return str(p)
+
+    def append_chunk(self, path: Path, fmt: str) -> bool:
+        """Record a newer chunk of the log (read with the main log by ingest). False when that file
+        is already part of the dataset (an append run again changes nothing)."""
+        from engine.core.schema import DataFormat
+        if self.config.format == DataFormat.SRGNN:
+            raise InputError(f"dataset {self.name!r} is an SR-GNN benchmark (no times): it takes no appended chunks")
+        path = Path(path).resolve()
+        roles = ["path", "test_path", *(f"chunk-{i}" for i in range(1, len(self.source.get("chunks") or []) + 1))]
+        for role in roles:
+            cur = self.source_file(role)
+            if cur is not None and cur.resolve() == path:
+                if role == "path" or role == "test_path":
+                    raise InputError(f"{path} is the dataset's own {'log' if role == 'path' else 'test file'}")
+                return False
+        self.data["source"].setdefault("chunks", []).append(
+            {"path": self.stored_path(path), "format": str(fmt), "added": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        self.save()
+        return True
+
     @classmethod
     def create(cls, ws: Workspace, name: str, source_path: Path, cfg: DataConfig,
                test_path: Path | None = None, demo: dict | None = None,
@@ -236,6 +269,7 @@ _FIELDS: dict[str, tuple[type | tuple[type, ...], bool]] = {
     "source.path": (str, True), "source.format": ((str, type(None)), False),
     "source.test_path": ((str, type(None)), False), "source.demo": ((dict, type(None)), False),
     "source.items": ((dict, type(None)), False),
+    "source.chunks": ((list, type(None)), False),
     "building": ((dict, type(None)), False),
 }
 # fields of each stage record

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 import traceback
 from dataclasses import dataclass
@@ -34,8 +35,15 @@ from engine.data.format_specs import (
     spec_file_text,
     srgnn_files,
 )
-from engine.data.manifest import (BuildLock, Dataset, building_pid, file_fingerprint, output_problem,
-                                  output_record, refuse_if_in_use)
+from engine.data.manifest import (
+    BuildLock,
+    Dataset,
+    building_pid,
+    file_fingerprint,
+    output_problem,
+    output_record,
+    refuse_if_in_use,
+)
 
 
 @dataclass(frozen=True)
@@ -98,8 +106,22 @@ def run_ingest(ctx: StageContext) -> dict:
         res = read_events(ctx.ds.source_file("path"), ctx.cfg, ctx.progress)
         test_path = ctx.ds.source_file("test_path")
         tres = read_events(test_path, ctx.cfg, ctx.progress) if test_path else None
+    chunks = []
+    for i, chunk in enumerate(ctx.ds.source.get("chunks") or [], start=1):   # `sessrec data append`
+        # a chunk in the dataset's own format is read as its log is (an events log: its columns)
+        fmt = ctx.cfg if chunk["format"] == ctx.cfg.format else chunk["format"]
+        cres = read_events(ctx.ds.source_file(f"chunk-{i}"), fmt, ctx.progress)
+        if cres.key != res.key:
+            raise StageError(f"appended chunk {chunk['path']} ({chunk['format']}) keys its events by {cres.key}, "
+                             f"the dataset's log by {res.key}: append a log of the same kind")
+        chunks.append(cres)
+    if chunks:
+        import pyarrow as pa
+        res = type(res)(pa.concat_tables([res.table, *(c.table for c in chunks)]), res.key, res.stats)
     _write_table(res.table, ctx.out.events)
     stats = {"reader": res.stats, **_events_stats(res.table)}
+    if chunks:
+        stats["chunks"] = [c.stats for c in chunks]
     if tres is not None:
         _write_table(tres.table, ctx.out.test_events)
         stats["test_file"] = {"reader": tres.stats, **_events_stats(tres.table)}
@@ -141,6 +163,7 @@ def run_split(ctx: StageContext) -> dict:
 def run_items(ctx: StageContext) -> dict:
     from engine.data.items import encode_splits
     from engine.data.sessions import Sessions
+    archive_items(ctx.ds.paths)
     parts = {n: Sessions.read(ctx.input(ctx.ds.paths.split_sessions(n))) for n in Split}
     index, encoded, stats = encode_splits(parts)
     index.write(ctx.out.items)
@@ -148,6 +171,22 @@ def run_items(ctx: StageContext) -> dict:
         s.write(ctx.out.encoded_sessions(name))
     stats["fingerprint"] = index.fingerprint()
     return stats
+
+
+def archive_items(paths: DatasetDir) -> None:
+    """Keep the item index about to be replaced (under its fingerprint): runs trained on it stay
+    servable and can be evaluated on the new splits (`engine.data.artifacts.load_dataset`)."""
+    from engine.data.items import ItemIndex
+    if not paths.items.exists():
+        return
+    try:
+        fp = ItemIndex.read(paths.items).fingerprint()
+    except Exception:                # an unreadable old index is not worth keeping
+        return
+    target = paths.item_archive(fp)
+    if not target.exists():
+        with atomic_path(target, "archived item index") as tmp:
+            shutil.copyfile(paths.items, tmp)
 
 
 def run_graph(ctx: StageContext) -> dict:
@@ -238,7 +277,8 @@ STAGES: tuple[Stage, ...] = (
           run_sessionize, "cut visitor streams into sessions"),
     Stage(StageName.SPLIT, ("sessionize",),
           lambda c: {"mode": c.split_mode, "train": c.train_ratio, "val": c.val_ratio,
-                     "blackout_days": c.blackout_days, "test_days": c.test_days},
+                     "blackout_days": c.blackout_days, "test_days": c.test_days,
+                     **({"refit": True} if c.refit else {})},   # absent when off: existing keys hold
           run_split, "temporal train/val/test split with blackout"),
     Stage(StageName.ITEMS, ("split",), lambda c: {}, run_items, "item index from the train vocabulary"),
     Stage(StageName.GRAPH, ("items",), lambda c: {"window": c.cooc_window}, run_graph,
@@ -276,7 +316,8 @@ def _source_fingerprints(ds: Dataset, cached: dict | None) -> dict:
         for role, path in srgnn_files(folder).items():
             fps[role] = file_fingerprint(path, cached.get(role))
         return fps
-    for role in ("path", "test_path"):
+    chunk_roles = [f"chunk-{i}" for i in range(1, len(ds.source.get("chunks") or []) + 1)]
+    for role in ("path", "test_path", *chunk_roles):
         path = ds.source_file(role)
         if path is not None:
             if not os.path.lexists(path):

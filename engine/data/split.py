@@ -14,6 +14,8 @@ test_file mode: the test sessions come from a separate file (a published split) 
 they are; validation is the latest `val_ratio` of the train file by start time (start >= t1), and
 train ends a blackout gap before it.
 The gap keeps sessions that straddle a cut (and near-duplicates across it) out of evaluation.
+`refit`: the cuts are computed as above, then every session before the test cut is train and
+validation is empty (a refit dataset: the same test, more training sessions).
 """
 
 from __future__ import annotations
@@ -62,6 +64,11 @@ def split_sessions(sessions: Sessions, cfg: DataConfig,
     else:
         val_m = (start >= t1) & (start < t2 - gap)
         test_m = start >= t2
+    if cfg.refit:
+        # the papers' protocol: every session before the test cut trains (validation and the gap
+        # between train and validation too); test stays exactly the same sessions
+        train_m = ~test_m if t2 is None else start < t2 - gap
+        val_m = np.zeros_like(train_m)
     dropped = ~(train_m | val_m | test_m)
     black1 = dropped & (start < t1)
     black2 = dropped & ~black1
@@ -82,7 +89,7 @@ def split_sessions(sessions: Sessions, cfg: DataConfig,
         st = session_stats(part)
         st["share"] = round(len(part) / max(1, total), 4)
         stats[name] = st
-    required = ("train", "val", "test") if cfg.val_ratio > 0 else ("train", "test")
+    required = ("train", "val", "test") if cfg.val_ratio > 0 and not cfg.refit else ("train", "test")
     for name in required:
         if len(parts[name]) == 0:
             raise StageError(f"split: the {name} split is empty (sessions {len(sessions)}, "

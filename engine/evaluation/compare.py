@@ -21,8 +21,10 @@ from engine.core.errors import InputError
 from engine.core.metrics import per_example_metrics
 from engine.core.schema import Protocol
 from engine.core.workspace import Workspace
+from engine.data.refit import refit_name
 from engine.evaluation.ranks import ExampleRanks
 from engine.evaluation.stats import N_BOOT, bootstrap_ci, paired_test
+from engine.evaluation.strata import STRATA, STRATUM_METRICS, stratum_values, test_repeat_mask
 
 METRICS = ("recall@10", "mrr@10", "ndcg@10", "recall@20", "mrr@20", "ndcg@20")
 
@@ -40,10 +42,14 @@ def compare_runs(ws: Workspace, a: str, b: str, protocols: tuple[str, ...] = tup
                  n_boot: int = N_BOOT, seed: int = 0) -> dict[str, Any]:
     if a == b:
         raise InputError(f"compare: {a} twice; name two runs")
-    datasets = [json.loads(ws.existing_run(r).config.read_text())["train"]["dataset"] for r in (a, b)]
-    if datasets[0] != datasets[1]:
+    trains = [json.loads(ws.existing_run(r).config.read_text())["train"] for r in (a, b)]
+    datasets = [t["dataset"] for t in trains]
+    # a dataset and its refit twin hold the same test sessions (the examples are checked below)
+    if refit_name(datasets[0]) != refit_name(datasets[1]):
         raise InputError(f"runs {a} ({datasets[0]}) and {b} ({datasets[1]}) were tested on different datasets")
-    out: dict[str, Any] = {"a": a, "b": b, "dataset": datasets[0], "n_boot": n_boot, "protocols": {}}
+    out: dict[str, Any] = {"a": a, "b": b, "dataset": datasets[0], "datasets": datasets,
+                           "refit_of": [t.get("refit_of") or None for t in trains], "n_boot": n_boot,
+                           "protocols": {}}
     for p in protocols:
         ra, rb = _ranks(ws, a, p), _ranks(ws, b, p)
         if not ra.same_examples(rb):
@@ -54,10 +60,13 @@ def compare_runs(ws: Workspace, a: str, b: str, protocols: tuple[str, ...] = tup
         ci_a = bootstrap_ci(va, ra.session, n_boot=n_boot, seed=seed)
         ci_b = bootstrap_ci(vb, ra.session, n_boot=n_boot, seed=seed)
         tests = paired_test(va, vb, ra.session, n_boot=n_boot, n_perm=n_boot, seed=seed)
+        repeat = test_repeat_mask(ws, datasets[0], ra)
         out["protocols"][p] = {
             "examples": len(ra), "sessions": int(len(np.unique(ra.session))),
             "metrics": {m: {"a": ci_a[m].to_dict(), "b": ci_b[m].to_dict(), "a_minus_b": tests[m].to_dict()}
-                        for m in va}}
+                        for m in va},
+            **({"strata": {"a": stratum_values(va, repeat), "b": stratum_values(vb, repeat)}}
+               if repeat is not None else {})}
     return out
 
 
@@ -71,8 +80,19 @@ def render(res: dict[str, Any]):
             t = r["a_minus_b"]
             rows.append([f"{p} {m}", round(r["a"]["mean"], 4), round(r["b"]["mean"], 4), f"{t['diff']:+.4f}",
                          f"{t['lo']:+.4f}..{t['hi']:+.4f}", float(f"{t['p_value']:.2g}")])
+    for p, v in res["protocols"].items():
+        st = v.get("strata")
+        for name in STRATA if st else ():
+            a, b = st["a"][name], st["b"][name]
+            for m in STRATUM_METRICS:
+                if a[m] is not None and b[m] is not None:
+                    rows.append([f"{p} {m} {name} (n {a['n']:,})", round(a[m], 4), round(b[m], 4),
+                                 f"{a[m] - b[m]:+.4f}", "", None])
     ex = "; ".join(f"{p}: {v['examples']:,} examples, {v['sessions']:,} sessions" for p, v in res["protocols"].items())
+    refits = [f"{r} is a refit of {s}" for r, s in zip((res["a"], res["b"]), res.get("refit_of") or ()) if s]
     return table(f"A = {res['a']}, B = {res['b']} on {res['dataset']} (test)",
                  ["test", "A", "B", "A - B", "95% interval", "p"], rows,
                  caption=f"{ex}. Interval: paired bootstrap over sessions; p: paired randomisation test "
-                         f"({res['n_boot']:,} draws). The JSON adds each run's interval and the sessions each does better on.")
+                         f"({res['n_boot']:,} draws); repeat / new: targets that do / do not repeat an item of "
+                         f"their prefix. The JSON adds each run's interval and the sessions each does better on."
+                         + (" " + "; ".join(refits) + " (trained on train + validation)." if refits else ""))

@@ -91,6 +91,8 @@ def export_onnx(run: RunDir, out: Path, *, parity_limit: int = 2000, seed: int =
     parity = check_parity(lr.model, outputs, inputs, batch_size=batch_size, progress=progress)
     parity.check(f"run {run.run_id}: the ONNX model ({out})", min_top10, max_rel)
     write_bytes(out, blob, "ONNX model")
+    from engine.tracking import log_run_artifact
+    log_run_artifact(run, out, "export")          # a run tracked in MLflow gets its export (never raises)
     return ExportReport(out, len(blob), time.perf_counter() - t0, export_seconds, parity, meta)
 
 

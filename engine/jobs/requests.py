@@ -201,13 +201,17 @@ class ServeRequest(JobRequest):
     search: str = "auto"              # exact | pq | auto (the server's default: not written)
     workers: int = 1
     insecure: bool = False
+    arms: tuple[str, ...] = ()        # "A=TARGET" each: an A/B server (then `target` is arm A's)
 
     def args(self) -> list[str]:
-        return ["serve", str(Target.parse(self.target)),
+        what = [x for a in self.arms for x in ("--arm", a)] if self.arms else [str(Target.parse(self.target))]
+        return ["serve", *what,
                 *to_argv({"host": self.host, "port": self.port, "runtime": self.runtime,
                           "search": None if self.search == "auto" else self.search,
                           "workers": self.workers if self.workers > 1 else None,
                           "insecure": self.insecure or None})]
 
     def title(self) -> str:
+        if self.arms:
+            return f"serve A/B {' vs '.join(a.partition('=')[2] for a in self.arms)} on {self.host}:{self.port}"
         return f"serve {self.target} on {self.host}:{self.port}"

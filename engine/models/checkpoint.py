@@ -96,9 +96,9 @@ def load_run(run: Any, checkpoint: str = "best", device: str | torch.device = "c
     stages = spec.stages(mcfg) if not spec.trains else (
         (StageName.ITEMS, StageName.GRAPH) if getattr(mcfg, "graph_mode", None) == GraphMode.COOC
         else (StageName.ITEMS,))
-    data = load_dataset(run.workspace, cfg.dataset, stages=stages)
-    if data.items.fingerprint() != ckpt["item_fingerprint"]:
-        raise InputError(f"run {run.run_id}: dataset {cfg.dataset!r} was rebuilt with another item index; "
-                         f"retrain the model")
+    try:      # a dataset rebuilt since (new data appended): the run's own item index, from the archive
+        data = load_dataset(run.workspace, cfg.dataset, stages=stages, item_fingerprint=ckpt["item_fingerprint"])
+    except InputError as e:
+        raise InputError(f"run {run.run_id}: {e}") from None
     model = rebuild_model(ckpt, data).to(torch.device(device)).eval()
     return LoadedRun(model, data, cfg, spec, path, st, ckpt.get("epoch"))

@@ -53,7 +53,8 @@ class SessionGNN(nn.Module):
     def __init__(self, n_items: int, *, hidden: int, conv: str, layers: int, heads: int, ffn_mult: int,
                  readout: str, pe: np.ndarray | torch.Tensor | None, use_pe: bool, dropout: float,
                  normalize: bool, scale: float, graph_mode: str, repeat: bool, pos_emb: bool,
-                 neighbors: tuple[np.ndarray, np.ndarray] | None,
+                 neighbors: tuple[np.ndarray, np.ndarray] | None, switch: bool = False,
+                 contrastive: float = 0.0, cl_temp: float = 0.2, highway: bool = False,
                  features: ItemFeatures | None = None, cold_dropout: float = 0.0) -> None:
         super().__init__()
         if use_pe and pe is None:
@@ -123,6 +124,18 @@ class SessionGNN(nn.Module):
             # gate adds a score to the items already in the session (RepeatNet-like, one scatter)
             self.recency_w = nn.Parameter(torch.zeros(REPEAT_BUCKETS))
             self.repeat_gate = nn.Linear(hidden, 1)
+        self.switch = switch
+        if switch:
+            # repeat-or-explore (RepeatNet): a session item scores z(s) + log softmax over the
+            # session's items of (dot + repeat logit), so z, learned from the session vector, decides
+            # how far the session's items stand above the explored ones (see `switch_cells`)
+            self.switch_gate = nn.Linear(hidden, 1)
+            with torch.no_grad():
+                self.switch_gate.bias.fill_(float(scale) if normalize else 0.0)
+        self.contrastive, self.cl_temp = float(contrastive), float(cl_temp)
+        # SGNN-HN's highway gate: each node mixes its input and its message-passing output, so deep
+        # stacks do not wash out the item's own embedding (over-smoothing)
+        self.highway = nn.Linear(2 * hidden, hidden) if highway else None
 
     # ---- item vectors: own embedding (+ features) ------------------------------------------------
     @property
@@ -204,11 +217,15 @@ class SessionGNN(nn.Module):
         `h`: the node embeddings emb[batch.x] when the caller already looked them up.
         """
         h = self.node_inputs(batch, h)                                          # [N, d]
+        h0 = h
         w = batch.edge_weight
         # transition counts are unbounded (loops in long sessions): log1p like the cooc weights
         ea = (torch.log1p(w) if self.graph_mode == GraphMode.TRANSITIONS else w).unsqueeze(-1).to(h.dtype)
         for block in self.blocks:
             h = block(h, batch.edge_index, ea)
+        if self.highway is not None:
+            g = torch.sigmoid(self.highway(torch.cat([h0, h], -1)))
+            h = g * h0 + (1 - g) * h
         if h.shape[0] == 0:                        # every prefix empty: give the gathers a row to read
             h = h.new_zeros(1, h.shape[1])
         # index_select, not h[idx]: its backward is one index_add, while advanced indexing's
@@ -279,12 +296,11 @@ class SessionGNN(nn.Module):
         """Extra logits of candidate `items` for the items already in the session (None when
         `repeat` is off): items [C], the same candidates for every row -> [B, C]; items [B, K]:
         per-row candidates -> [B, K]. The full catalogue goes through `add_repeat_logits`."""
-        if not self.repeat:
+        if not self.repeat and not self.switch:
             return None
-        w, gate = self._repeat_parts(batch, reps)
-        cand = items[None, None, :] if items.dim() == 1 else items[:, None, :]
-        rep = ((batch.items[:, :, None] == cand) * w[:, :, None]).sum(1)                      # [B, C|K]
-        return gate * torch.log1p(rep)
+        cells = self.repeat_cells(batch, reps)
+        cand = items[None, :].expand(batch.items.shape[0], -1) if items.dim() == 1 else items
+        return cells_to_candidates(batch.items, cells, cand)
 
     def add_repeat_logits(self, batch: Batch, reps: torch.Tensor, logits: torch.Tensor,
                           first_item: int = 0) -> torch.Tensor:
@@ -296,44 +312,66 @@ class SessionGNN(nn.Module):
         the same item are grouped by sorting their keys (no host sync); each cell adds its group's
         value divided by the group size, so the group adds its value once.
         """
-        if not self.repeat:
+        if not self.repeat and not self.switch:
             return logits
-        w, gate = self._repeat_parts(batch, reps)
         B, L = batch.items.shape
-        W = logits.shape[1]
-        col = (batch.items - first_item).clamp(min=0)                                          # [B, L]
-        key = (torch.arange(B, device=col.device)[:, None] * W + col).reshape(-1)            # [B*L]
+        cells = self.repeat_cells(batch, reps)                                                # [B, L]
+        order, group, size = self._cell_groups(batch)
+        row = torch.div(order, L, rounding_mode="floor")
+        col = (batch.items.reshape(-1)[order] - first_item).clamp(min=0)
+        # each cell adds its item's value divided by the cells holding it: the item gets it once;
+        # padding cells hold 0 and add 0 to their row's first column. index_put_ on the 2-D tensor,
+        # not index_add_ on a flat view: autograd copies a view's whole base in backward
+        val = cells.reshape(-1)[order] / size[group]
+        return logits.index_put_((row, col), val.to(logits.dtype), accumulate=True)
+
+    def _cell_groups(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Cells of one item grouped by sorting their (row, item) keys: (sort order [B*L], group of
+        each sorted cell [B*L], cells per group [groups]). O(B L) memory, whatever the lengths."""
+        B = batch.items.shape[0]
+        key = (torch.arange(B, device=batch.items.device)[:, None] * self.n_table + batch.items).reshape(-1)
         key, order = torch.sort(key)
-        wv = w.reshape(-1)[order]
         first = torch.ones_like(key, dtype=torch.bool)
         first[1:] = key[1:] != key[:-1]
         group = torch.cumsum(first.long(), 0) - 1
-        total = torch.zeros(key.shape[0], dtype=wv.dtype, device=wv.device).index_add_(0, group, wv)
-        size = torch.zeros_like(total).index_add_(0, group, torch.ones_like(wv))
-        row = torch.div(key, W, rounding_mode="floor")
-        val = gate.squeeze(1)[row] * torch.log1p(total[group]) / size[group]
-        # padding cells have weight 0: they add 0 to their row's first column. index_put_ on the 2-D
-        # tensor, not index_add_ on a flat view: autograd copies a view's whole base in backward
-        return logits.index_put_((row, key - row * W), val.to(logits.dtype), accumulate=True)
+        size = torch.zeros(key.shape[0], dtype=torch.float32, device=key.device).index_add_(
+            0, group, torch.ones(key.shape[0], dtype=torch.float32, device=key.device))
+        return order, group, size
 
     def repeat_cells(self, batch: Batch, reps: torch.Tensor) -> torch.Tensor:
-        """float32 [B, L]: the repeat logit of the item at each prefix cell (every cell of an item
-        holds the same value; 0 at padding and when `repeat` is off). With the session vectors this
-        is all a caller needs to score any candidate (`session_scores`, `candidate_scores`): the
-        serving path and the ONNX export use it. Cells of one item are grouped by sorting their
-        (row, item) keys: O(B L) memory, whatever the session lengths."""
-        if not self.repeat:
-            return torch.zeros(batch.items.shape, dtype=torch.float32, device=batch.items.device)
-        w, gate = self._repeat_parts(batch, reps)
+        """float32 [B, L]: the logit each prefix cell's item gets on top of its dot product (every
+        cell of an item holds the same value; 0 at padding, and everywhere when neither `repeat` nor
+        `switch` is on). With the session vectors this is all a caller needs to score any candidate
+        (`session_scores`, `candidate_scores`): the serving path and the ONNX export use it."""
         B, L = batch.items.shape
-        key = (torch.arange(B, device=w.device)[:, None] * self.n_table + batch.items).reshape(-1)
-        key, order = torch.sort(key)
-        first = torch.ones_like(key, dtype=torch.bool)
-        first[1:] = key[1:] != key[:-1]
-        group = torch.cumsum(first.long(), 0) - 1
-        total = torch.zeros(key.shape[0], dtype=w.dtype, device=w.device).index_add_(0, group, w.reshape(-1)[order])
-        cell = torch.empty_like(total).index_put_((order,), total[group])                    # back to cell order
-        return gate * torch.log1p(cell.view(B, L)) * batch.mask
+        zero = torch.zeros(batch.items.shape, dtype=torch.float32, device=batch.items.device)
+        if not self.repeat and not self.switch:
+            return zero
+        order, group, size = self._cell_groups(batch)
+        rep = zero
+        if self.repeat:
+            w, gate = self._repeat_parts(batch, reps)
+            total = torch.zeros(group.shape[0], dtype=w.dtype, device=w.device).index_add_(
+                0, group, w.reshape(-1)[order])
+            cell = torch.empty_like(total).index_put_((order,), total[group])                # back to cell order
+            rep = gate * torch.log1p(cell.view(B, L)) * batch.mask
+        if self.switch:
+            rep = self.switch_cells(batch, reps, rep, size[group].new_empty(B * L).index_put_((order,), size[group]))
+        return rep
+
+    def switch_cells(self, batch: Batch, reps: torch.Tensor, rep: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+        """The switch's cell values [B, L]: z(s) + rep - logsumexp over the session's distinct items
+        of (dot + rep), so that dot + value = z(s) + log softmax_session(dot + rep). `count` [B*L]:
+        the cells holding each cell's item (a repeated item counts once in the logsumexp)."""
+        B, L = batch.items.shape
+        dot = (self.item_vectors(batch.items).float() @ reps.float()[:, :, None]).squeeze(-1)   # [B, L]
+        x = dot + rep - torch.log(count.view(B, L))
+        lse = torch.logsumexp(x.masked_fill(~batch.mask, float("-inf")), dim=1, keepdim=True)  # [B, 1]
+        unit = reps.float() / self.scale if self.normalize else reps.float()
+        z = self.switch_gate(unit)                                                            # [B, 1]
+        has = batch.mask.any(1, keepdim=True)
+        val = z + rep - torch.where(has, lse, torch.zeros_like(lse))
+        return val * batch.mask
 
     def contributions(self, batch: Batch, cand: torch.Tensor) -> dict[str, torch.Tensor]:
         """Why candidates `cand` (long [B, K]) score as they do, from the readout's decomposition of
@@ -402,8 +440,16 @@ def candidate_scores(reps: torch.Tensor, cells: torch.Tensor, items: torch.Tenso
     # embedding() gathers whole rows (index_select); table[cand] takes the general indexing kernel,
     # ~4x slower for a few hundred random rows of a large table (0.14 vs 0.04 ms, dev CPU)
     dot = torch.bmm(F.embedding(cand, table).float(), reps.float()[:, :, None]).squeeze(-1)  # [B, K]
-    rep = ((items[:, :, None] == cand[:, None, :]) * cells[:, :, None]).amax(1)       # [B, K]
-    return (dot + rep).masked_fill(cand == 0, float("-inf"))
+    return (dot + cells_to_candidates(items, cells, cand)).masked_fill(cand == 0, float("-inf"))
+
+
+def cells_to_candidates(items: torch.Tensor, cells: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
+    """float32 [B, K]: each candidate's cell value when it is one of the row's session items (the
+    cells of an item hold the same value, which may be negative with the switch), else 0."""
+    hit = items[:, :, None] == cand[:, None, :]                                       # [B, L, K]
+    val = torch.where(hit, cells[:, :, None].float(), torch.full_like(cells[:, :, None].float(), float("-inf")))
+    best = val.amax(1)
+    return torch.where(hit.any(1), best, torch.zeros_like(best))
 
 
 # ---- builder (see engine.models.registry) -------------------------------------------------------
@@ -416,7 +462,8 @@ def build_gnn(cfg: GNNConfig, data: Any, conv: str) -> SessionGNN:
         ffn_mult=getattr(cfg, "ffn_mult", 0), readout=cfg.readout, pe=getattr(data, "pe", None),
         use_pe=cfg.use_pe, dropout=cfg.dropout, normalize=cfg.normalize, scale=cfg.scale,
         graph_mode=cfg.graph_mode, repeat=cfg.repeat, pos_emb=cfg.pos_emb,
-        neighbors=_neighbors(cfg.global_k, data) if cfg.global_k else None,
+        neighbors=_neighbors(cfg.global_k, data) if cfg.global_k else None, switch=cfg.switch,
+        contrastive=cfg.contrastive, cl_temp=cfg.cl_temp, highway=cfg.highway,
         features=features, cold_dropout=cfg.cold_dropout)
 
 

@@ -12,7 +12,7 @@ Types, in order of appearance (each also has `type`, `time` (unix seconds) and `
 
 Reading is tolerant: a torn last line (a crash mid-write) waits in the tail until it is completed,
 and a line that is not valid UTF-8 JSON of a known event object is skipped and counted, never fatal.
-Writing starts every event on a fresh line (`engine.atomic.LineAppender`): an event appended after
+Writing starts every event on a fresh line (`engine.core.atomic.LineAppender`): an event appended after
 a torn one (a full disk, a kill) is kept; the torn line is closed and skipped.
 """
 
@@ -61,6 +61,7 @@ class RunStarted(RunEvent):
     host: str | None = None
     oracle: dict | None = None
     resumed_from: dict | None = None
+    warm_start: dict | None = None      # the older run it started from, and its item mapping
 
 
 @dataclass

@@ -173,13 +173,18 @@ class RunState:
     def eta(self) -> float | None:
         return None if self.finished or self.last_step is None else self.last_step.eta_s
 
+    @property
+    def refit_of(self) -> str | None:
+        """The selection run whose validation chose this refit's epochs (None: not a refit)."""
+        return self.config.get("refit_of") or None
+
     def summary(self) -> dict[str, Any]:
         """The JSON form of `sessrec runs --events jsonl`."""
         return {"run_id": self.run_id, "model": self.model, "dataset": self.dataset, "kind": self.kind,
                 "status": str(self.status), "created": self.created, "epochs_run": self.epochs_run,
                 "epochs": self.epochs, "best_epoch": self.best_epoch, "best_val": self.best_val,
                 "test": self.test, "seconds": self.seconds, "device": self.device, "reason": self.reason,
-                "error": self.error,
+                "error": self.error, "refit_of": self.refit_of,
                 "skipped_lines": self.skipped_lines}
 
 

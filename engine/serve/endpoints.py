@@ -18,11 +18,25 @@ from typing import Any, Awaitable, Callable
 from pydantic import BaseModel, ValidationError
 
 
+class RequestError(Exception):
+    """A handler's refusal of a well-formed request: sent as `status` with the app's error body."""
+
+    def __init__(self, status: int, body: dict) -> None:
+        super().__init__(body.get("error"))
+        self.status, self.body = status, body
+
+
+def field_error(field: str, message: str) -> RequestError:
+    """A 422 naming a body field, in the format of the validation errors."""
+    return RequestError(422, validation_error([{"loc": ("body", field), "msg": message, "type": "value_error"}]))
+
+
 @dataclass(frozen=True)
 class JsonEndpoint:
     """POST `request` (a pydantic model) -> `handle(request)` -> a dict sent as JSON."""
     request: type[BaseModel]
     handle: Callable[[Any], Awaitable[dict]]
+    status: int = 200                   # of a successful answer
 
 
 async def send_json(send, status: int, body: dict, headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
@@ -41,8 +55,7 @@ def validation_error(errors: list[dict]) -> dict:
 
 
 async def serve_json(endpoint: JsonEndpoint, scope, receive, send) -> None:
-    if scope["method"] != "POST":
-        return await send_json(send, 405, {"error": "method not allowed: use POST"}, ((b"allow", b"POST"),))
+    """A POST to `endpoint` (the guard has answered other methods with a 405)."""
     body = bytearray()
     while True:
         msg = await receive()
@@ -58,9 +71,11 @@ async def serve_json(endpoint: JsonEndpoint, scope, receive, send) -> None:
         return await send_json(send, 422, validation_error(errors))
     try:
         out = await endpoint.handle(req)
+    except RequestError as e:
+        return await send_json(send, e.status, e.body)
     except Exception as e:          # a bug: a JSON 500, never a crash (as the app's other routes)
         return await send_json(send, 500, internal_error(e))
-    await send_json(send, 200, out)
+    await send_json(send, endpoint.status, out)
 
 
 def internal_error(e: BaseException) -> dict:

@@ -23,6 +23,14 @@ class Metrics:
                                 ["model", "run_id", "dataset", "runtime"], registry=self.registry,
                                 multiprocess_mode="liveall")
         self.reloads = Counter("sessrec_reloads", "model reloads by result", ["result"], registry=self.registry)
+        # A/B servers: sessions served and feedback events per arm, and the model in each arm
+        self.arm_requests = Counter("sessrec_arm_sessions", "sessions answered by each A/B arm", ["arm"],
+                                    registry=self.registry)
+        self.feedback = Counter("sessrec_feedback", "feedback events by arm and event", ["arm", "event"],
+                                registry=self.registry)
+        self.arm_info = Gauge("sessrec_arm_info", "the model in each A/B arm (value 1)", ["arm", "model", "run_id"],
+                              registry=self.registry, multiprocess_mode="liveall")
+        self._arm_labels: dict[str, tuple[str, ...]] = {}
         for r in ("ok", "failed"):
             self.reloads.labels(r)
         self._model_labels: tuple[str, ...] | None = None
@@ -36,10 +44,19 @@ class Metrics:
                               m.get("runtime", "torch"))
         self.model_info.labels(*self._model_labels).set(1)
 
-    def reloaded(self, ok: bool, rec: Recommender | None) -> None:
+    def set_arm(self, arm: str, rec: Recommender) -> None:
+        if arm in self._arm_labels:
+            self.arm_info.labels(*self._arm_labels[arm]).set(0)
+        self._arm_labels[arm] = (arm, rec.meta.get("model", ""), rec.meta.get("run_id") or "")
+        self.arm_info.labels(*self._arm_labels[arm]).set(1)
+
+    def reloaded(self, ok: bool, rec: Recommender | None, arm: str | None = None) -> None:
         self.reloads.labels("ok" if ok else "failed").inc()
         if ok and rec is not None:
-            self.set_model(rec)
+            if arm is None:
+                self.set_model(rec)
+            else:
+                self.set_arm(arm, rec)
 
     def exposition(self) -> tuple[bytes, str]:
         from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest

@@ -13,7 +13,8 @@ probe held 1,100 connections with incomplete headers or slow bodies for 70 s and
                      receive() gets http.disconnect
     connections      past `max_connections`, a new connection is answered 503 and closed at once
 
-Public deployments still belong behind a reverse proxy that buffers requests (README, Serving).
+Public deployments still belong behind a reverse proxy that buffers requests (docs/serving-and-export.md,
+"Slow clients").
 """
 
 from __future__ import annotations

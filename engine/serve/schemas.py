@@ -3,34 +3,70 @@ is generated from these models."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
-from engine.data.items import INT64_MAX, INT64_MIN
+from engine.data.items import ITEM_ID_MAX, ITEM_ID_MIN
 
 MAX_K = 100
 MAX_SESSION_ITEMS = 1000          # longer sessions: the last clicks matter, send those
 MAX_BATCH_SESSIONS = 256
 MAX_BODY_BYTES = 1 << 20          # 1 MiB: a full batch of full sessions of 20-digit ids fits
 
-ItemId = Annotated[int, Field(ge=INT64_MIN, le=INT64_MAX, description="raw item id (64-bit integer)")]
+# What a number in a request is: a JSON integer written without a fraction or an exponent. Never a
+# boolean (true), a string ("5") or a float (263.0, 263.5), all of which pydantic's lax mode turned into
+# ints: StrictInt refuses them ("Input should be a valid integer", type int_type, naming the field).
+# OpenAPI 3.0's `integer` means exactly this (3.1's also takes 263.0): see engine.serve.openapi.
+# The id bound is written as `lt=2**63`: FastAPI's OpenAPI models hold bounds as floats, where 2**63 - 1
+# would print as 9.223372036854776e+18, i.e. 2**63, an id the server refuses; 2**63 is a float exactly.
+ItemId = Annotated[StrictInt, Field(
+    ge=ITEM_ID_MIN, lt=ITEM_ID_MAX + 1, json_schema_extra={"format": "int64"},
+    description=f"raw item id: a JSON integer from {ITEM_ID_MIN} to {ITEM_ID_MAX} (never a string, a "
+                f"boolean or a number with a decimal point)")]
+K = Annotated[StrictInt, Field(ge=1, le=MAX_K, description="number of items to return (a JSON integer)")]
+_FORBID = ConfigDict(extra="forbid")
+SessionId = Annotated[StrictStr, Field(min_length=1, max_length=128, description="the client's id of the "
+                                       "browsing session; on an A/B server its hash picks the arm (sticky)")]
 
 
 class RecommendRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = _FORBID
     session_items: list[ItemId] = Field(..., min_length=1, max_length=MAX_SESSION_ITEMS,
                                         description="raw item ids of the session, oldest first")
-    k: int = Field(10, ge=1, le=MAX_K, description="number of items to return")
-    exclude_session_items: bool = Field(False, description="never return an item already in the session")
+    k: K = 10
+    exclude_session_items: StrictBool = Field(False, description="never return an item already in the session")
+    session_id: SessionId | None = Field(None, description="required on an A/B server (--arm): picks the "
+                                         "arm and is logged with the impression")
 
 
 class BatchRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = _FORBID
     sessions: list[Annotated[list[ItemId], Field(min_length=1, max_length=MAX_SESSION_ITEMS)]] = Field(
         ..., min_length=1, max_length=MAX_BATCH_SESSIONS, description="sessions of raw item ids, oldest first")
-    k: int = Field(10, ge=1, le=MAX_K)
-    exclude_session_items: bool = False
+    k: K = 10
+    exclude_session_items: StrictBool = False
+    session_ids: list[SessionId] | None = Field(None, max_length=MAX_BATCH_SESSIONS,
+                                                description="one per session, in order; required (and "
+                                                            "only read) on an A/B server")
+
+
+class ErrorResponse(BaseModel):
+    """The body of every error the service answers (4xx, and a 500 for a bug)."""
+    model_config = _FORBID
+    error: str = Field(description="what went wrong, in one line (for a 422: `field: message`, up to 5 fields)")
+
+
+class FieldError(BaseModel):
+    model_config = _FORBID
+    field: str = Field(description="where, from the request's root: body.session_items.3, body.k, body")
+    message: str = Field(description="what was expected there: Input should be a valid integer, ...")
+    type: str = Field(description="pydantic's error type: int_type, less_than_equal, missing, extra_forbidden, ...")
+
+
+class ValidationErrorResponse(ErrorResponse):
+    """422: the body is no JSON, or a field of it was refused."""
+    detail: list[FieldError] = Field(description="each refused field (the first 20)")
 
 
 class Recommendation(BaseModel):
@@ -38,6 +74,7 @@ class Recommendation(BaseModel):
     scores: list[float]
     unknown_items: list[int] = Field(description="input ids the model does not know (ignored)")
     fallback: bool = Field(description="no known input id: the training popularity ranking answered")
+    arm: str | None = Field(None, description="the A/B arm that answered (null: no experiment)")
 
 
 class RecommendResponse(Recommendation):
@@ -48,15 +85,36 @@ class RecommendResponse(Recommendation):
 
 class BatchResponse(BaseModel):
     results: list[Recommendation]
-    model: str
+    model: str = Field(description="the model that answered (A/B: the models, joined by '+')")
     run_id: str | None
     latency_ms: float
 
 
+class FeedbackRequest(BaseModel):
+    model_config = _FORBID
+    session_id: SessionId
+    item: ItemId = Field(description="the raw item id the event is about")
+    event: Literal["click", "addtocart", "transaction"]
+
+
+class FeedbackResponse(BaseModel):
+    accepted: bool
+    arm: str
+    phase: int
+
+
+class ArmsRequest(BaseModel):
+    model_config = _FORBID
+    split: list[Annotated[float, Field(ge=0, le=1e6, allow_inf_nan=False)]] = Field(..., min_length=1, max_length=16,
+                                                                  description="one weight per arm, in order")
+
+
 class ReloadRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    target: str | None = Field(None, max_length=200, description="a run id or baseline:NAME@DATASET; "
+    model_config = _FORBID
+    target: StrictStr | None = Field(None, max_length=200, description="a run id or baseline:NAME@DATASET; "
                                "null: the run in service, from its newest best checkpoint")
+    arm: StrictStr | None = Field(None, max_length=16, description="A/B server: the arm to reload (required there; "
+                                "a server of one model ignores it)")
 
 
 class ReloadState(BaseModel):
@@ -64,6 +122,16 @@ class ReloadState(BaseModel):
     target: str | None = None
     error: str | None = None
     finished_at: str | None = None
+
+
+class ReloadAccepted(BaseModel):
+    accepted: bool
+    reload: ReloadState
+
+
+class ReloadBusy(ErrorResponse):
+    """409: a reload is already running (this one is not queued)."""
+    reload: ReloadState
 
 
 class Health(BaseModel):
@@ -78,3 +146,5 @@ class Health(BaseModel):
     version: str
     uptime_s: float
     reload: ReloadState
+    experiment: dict | None = Field(None, description="A/B server: name, phase, arms (target, share, "
+                                    "model, reload state) and lines logged")

@@ -208,10 +208,12 @@ def fetch_health(base_url: str, api_key: str | None = None, timeout: float = TIM
 
 
 def request_reload(base_url: str, target: str | None, api_key: str | None = None,
-                   timeout: float = 5.0) -> tuple[bool, str]:
-    """POST /admin/reload {"target": ...}: (accepted, what the server said or why it failed)."""
+                   timeout: float = 5.0, arm: str | None = None) -> tuple[bool, str]:
+    """POST /admin/reload {"target": ..., "arm": ...} (arm: an A/B server's): (accepted, what the
+    server said or why it failed)."""
     try:
-        status, body = _request(base_url.rstrip("/") + "/admin/reload", data={"target": target},
+        status, body = _request(base_url.rstrip("/") + "/admin/reload",
+                                data={"target": target, **({"arm": arm} if arm else {})},
                                 api_key=api_key, timeout=timeout)
     except Exception as e:
         return False, f"{base_url}: {getattr(e, 'reason', None) or e}"

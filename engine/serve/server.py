@@ -8,6 +8,8 @@ workers), /metrics sums all workers (prometheus_client's multiprocess mode), /ad
 every worker through a shared file, and SIGHUP to this process makes uvicorn restart the workers
 one by one (each finishes its requests first).
 When the port is open a `serving` event (address, model, runtime) goes to the event stream.
+With arms (`--arm A=RUN1 --arm B=RUN2`) the server runs an A/B experiment (engine.serve.arms) in one
+worker process: every arm is loaded before the port opens, and a shutdown writes out the logs.
 """
 
 from __future__ import annotations
@@ -50,15 +52,40 @@ class ServeOptions:
     insecure: bool = False
     threads: int = 1
     limits: ConnectionLimits = field(default_factory=ConnectionLimits)
+    arms: tuple[str, ...] = ()           # "A=RUN" each: an A/B server (then `target` is unused)
+    split: str | None = None             # "50,50": the arms' weights (default: equal)
+    experiment: str | None = None        # the experiment's name (default: from the arms)
 
 
-def make_slot(ws: Workspace, opts: ServeOptions) -> ModelSlot:
+def make_slot(ws: Workspace, opts: ServeOptions, target: str | None = None) -> ModelSlot:
     from engine.core.device import resolve_device
     device = str(resolve_device(opts.device))
 
     def load(target: str) -> Recommender:
         return Recommender.for_target(ws, target, device=device, runtime=opts.runtime, search=opts.search)
-    return ModelSlot(load, opts.target)
+    return ModelSlot(load, target or opts.target)
+
+
+def make_arms(ws: Workspace, opts: ServeOptions):
+    """The ArmSet of an A/B server: every arm's model loaded (a bad one fails here, naming its arm)."""
+    from engine.serve.arms import ArmSet
+    from engine.serve.experiment import default_experiment_name, parse_arms
+    arms = parse_arms(list(opts.arms), opts.split)
+    if len(arms) < 2:
+        raise InputError("--arm: an A/B test needs at least two arms (--arm A=RUN1 --arm B=RUN2; the same run "
+                         "twice is an A/A test)")
+    slots = {}
+    try:
+        for a in arms:
+            try:
+                slots[a.name] = make_slot(ws, opts, a.target)
+            except InputError as e:
+                raise InputError(f"--arm {a.name}={a.target}: {e}") from None
+        return ArmSet(ws, opts.experiment or default_experiment_name(arms), arms, slots)
+    except BaseException:
+        for s in slots.values():
+            s.close()
+        raise
 
 
 def serve(ws: Workspace, opts: ServeOptions, on_ready: Callable[[dict], None]) -> int:
@@ -75,9 +102,15 @@ def serve(ws: Workspace, opts: ServeOptions, on_ready: Callable[[dict], None]) -
         raise InputError(f"serving needs {', '.join(missing)}: pip install fastapi uvicorn prometheus-client")
     if opts.threads < 1:
         raise InputError("--threads must be >= 1")
+    if opts.arms and opts.workers > 1:
+        raise InputError("--arm: an A/B server runs in one worker process (its experiment's phases and logs "
+                         "are kept by that process); leave out --workers")
     # one thread by default: a request's work is small (batching, not threads, makes a loaded server
     # fast), and spin-waiting OpenMP workers would take the cores from the event loop and the clients
     set_compute_threads(opts.threads, faiss=True)
+    if opts.arms:
+        arms = make_arms(ws, opts)
+        return _serve_one(arms.slots[arms.names[0]], opts, on_ready, arms)
     if opts.workers == 1:                 # a bad target or run fails in make_slot, before the port opens
         return _serve_one(make_slot(ws, opts), opts, on_ready)
     return _serve_many(ws, opts, on_ready)
@@ -101,20 +134,21 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def ready_event(slot: ModelSlot, opts: ServeOptions, port: int) -> dict:
+def ready_event(slot: ModelSlot, opts: ServeOptions, port: int, arms=None) -> dict:
     m = slot.current.rec.meta
     host = f"[{opts.host}]" if ":" in opts.host else opts.host
     return {"type": "serving", "url": f"http://{host}:{port}", "host": opts.host, "port": port,
             "model": m.get("model"), "run_id": m.get("run_id"), "dataset": m.get("dataset"),
             "runtime": m.get("runtime", "torch"), "search": slot.current.rec.search_info().get("kind"),
-            "workers": opts.workers, "api_key_required": bool(opts.api_key)}
+            "workers": opts.workers, "api_key_required": bool(opts.api_key),
+            "experiment": arms.info() if arms is not None else None}
 
 
-def _serve_one(slot: ModelSlot, opts: ServeOptions, on_ready: Callable[[dict], None]) -> int:
+def _serve_one(slot: ModelSlot, opts: ServeOptions, on_ready: Callable[[dict], None], arms=None) -> int:
     import uvicorn
 
     from engine.serve.app import ServeSettings, create_app
-    app = create_app(slot, ServeSettings(api_key=opts.api_key, admin_key=opts.admin_key))
+    app = create_app(slot, ServeSettings(api_key=opts.api_key, admin_key=opts.admin_key), arms=arms)
     sock = _bind(opts.host, opts.port)
     port = sock.getsockname()[1]
 
@@ -122,19 +156,24 @@ def _serve_one(slot: ModelSlot, opts: ServeOptions, on_ready: Callable[[dict], N
         async def startup(self, sockets=None) -> None:
             await super().startup(sockets)
             if self.started:
-                on_ready(ready_event(slot, opts, port))
+                on_ready(ready_event(slot, opts, port, arms))
 
     server = Server(_config(app, opts))
     # uvicorn handles SIGINT/SIGTERM while it runs (finishing requests in flight), then re-raises the
     # signal: a no-op handler underneath makes that a normal exit 0 instead of the CLI's "interrupted"
     previous = {sig: signal.signal(sig, _ignore) for sig in (signal.SIGINT, signal.SIGTERM)}
-    previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, lambda *_: slot.reload())
+    # SIGHUP: every arm from its run's newest checkpoint (each its own phase change)
+    hup = (lambda *_: [s.reload() for s in arms.slots.values()]) if arms is not None else (lambda *_: slot.reload())
+    previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, hup)
     try:
         server.run(sockets=[sock])
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        slot.close()
+        if arms is not None:
+            arms.close()             # after the last request: every answered list is in the log
+        else:
+            slot.close()
         sock.close()
     return 0
 

@@ -28,6 +28,7 @@ from engine.core.schema import ErrorKind, ModelKind, Protocol, RunStatus, Split
 from engine.core.threads import process_budget, set_compute_threads
 from engine.core.workspace import RunDir, Workspace, check_name
 from engine.data.artifacts import DatasetArtifacts, load_dataset
+from engine.data.item_meta import FeatureSpec
 from engine.models.checkpoint import load_checkpoint
 from engine.models.registry import ModelSpec, build_model, get_spec
 from engine.runs.events import RunFailed
@@ -80,6 +81,11 @@ class _Prepared:
     resumed: bool = False               # --resume (from `checkpoint`, or from the start without one)
     created: bool = False               # the folder was made for this run
     loss_choice: str | None = None      # how `--loss auto` was resolved (a new run)
+    warm: Any | None = None             # --warm-start: the older run (engine.train.warm_start.WarmSource)
+
+
+_INIT_TEXT = {"new_item_vector": "from their features (the older model's cold-start vectors)",
+              "category_mean": "as their category's mean vector (fresh without one)"}
 
 
 def _suggest_oom(cfg: TrainConfig) -> str:
@@ -92,17 +98,21 @@ def _suggest_oom(cfg: TrainConfig) -> str:
 def fit(cfg: TrainConfig | None, ws: Workspace, run_id: str | None = None, resume: bool = False,
         epochs: int | None = None, device: str | None = None, log: Callable[[str], None] | None = None,
         stop: StopFlag | None = None, progress: ProgressFn | None = None, on_epoch: EpochHook | None = None,
-        evaluate_test: bool = True) -> dict:
+        evaluate_test: bool = True, tracking: str | None = None, tracking_tags: dict[str, str] | None = None) -> dict:
     """Train (or fit a baseline), evaluate, write the run folder; returns the final event as a dict.
 
     With `resume`, the run's saved config is used; only `epochs` (to extend a run) and `device`
     may change. `on_epoch`: see `EpochHook`. `evaluate_test=False`: the test split is never read
-    (tuning chooses on validation only); the run ends without test metrics.
+    (tuning chooses on validation only); the run ends without test metrics. `tracking`: also log
+    the run to MLflow (`mlflow`, `mlflow:URI`; default: the workspace's settings; engine.tracking),
+    with `tracking_tags` (a tuning trial's study and number).
     """
+    from engine.tracking import tracker_for
+    tracker = tracker_for(ws, tracking, tracking_tags, **({"warn": log} if log else {}))
     log = log or (lambda m: None)
     stop = stop or StopFlag()
     prep = _prepare_resume(ws, run_id, epochs, device) if resume else _prepare_new(cfg, ws, run_id, epochs, device)
-    return run_prepared(prep, RunRecorder, lambda rec: _Loop(prep, rec, log, stop, progress, on_epoch,
+    return run_prepared(prep, lambda run: RunRecorder(run, tracker), lambda rec: _Loop(prep, rec, log, stop, progress, on_epoch,
                                                             evaluate_test),
                         log, progress, evaluate_test)
 
@@ -186,6 +196,7 @@ def _prepare_new(cfg: TrainConfig | None, ws: Workspace, run_id: str | None, epo
     # complete and check the hyperparameters (CPU preset off CUDA): refused before any folder exists
     cfg = replace(cfg, model_params=spec.resolve(cfg.model_params, dev.type).to_dict())
     data = _load_data(ws, cfg, spec)
+    warm = _warm_source(ws, cfg, spec) if cfg.warm_start else None
     # baselines have no loss: their config keeps what was asked (a rerun then matches it)
     choice = resolve_loss(cfg.loss, cfg.batch_size, data.n_items, str(dev)) if spec.trains else None
     if choice is not None:
@@ -210,7 +221,26 @@ def _prepare_new(cfg: TrainConfig | None, ws: Workspace, run_id: str | None, epo
         lock.release()
         raise
     return _Prepared(cfg, spec, data, dev, run, lock, created=True,
-                     loss_choice=choice.message if choice else None)
+                     loss_choice=choice.message if choice else None, warm=warm)
+
+
+def _warm_source(ws: Workspace, cfg: TrainConfig, spec: ModelSpec) -> Any:
+    """The weights (best checkpoint, else last) and item index of the run `cfg.warm_start`; refused
+    unless it is a GNN run of the same model and hyperparameters."""
+    if spec.kind != ModelKind.GNN:
+        raise InputError(f"--warm-start: {cfg.model} has no weights to start from (GNN runs only)")
+    old = ws.existing_run(cfg.warm_start)
+    ckpt = load_checkpoint(old.served_checkpoint("best"))
+    saved = TrainConfig.from_dict(ckpt["config"])
+    if saved.model != cfg.model or saved.model_params != cfg.model_params:
+        changed = sorted(k for k in {**saved.model_params, **cfg.model_params}
+                         if saved.model_params.get(k) != cfg.model_params.get(k))
+        raise InputError(f"--warm-start {old.run_id}: it is a {saved.model} with other hyperparameters "
+                         f"({', '.join(changed) or 'model'}); warm start needs the same model and hyperparameters")
+    items = load_dataset(ws, saved.dataset, stages=("items",), item_fingerprint=ckpt["item_fingerprint"]).items
+    from engine.train.warm_start import WarmSource
+    spec_d = ckpt.get("feature_spec")
+    return WarmSource(old.run_id, ckpt["model"], items, FeatureSpec.from_dict(spec_d) if spec_d else None)
 
 
 def _claim_folder(run: RunDir) -> RunLock:
@@ -268,10 +298,12 @@ def _prepare_resume(ws: Workspace, run_id: str | None, epochs: int | None, devic
         if trained_on is not None and trained_on != data.items.fingerprint():
             raise InputError(f"dataset {data.name!r} was rebuilt with another item index since this run "
                              f"started; resume is not possible (start a new run)")
+        # killed before its first checkpoint: a warm start is made again from the older run
+        warm = _warm_source(ws, cfg, spec) if cfg.warm_start and ckpt is None and spec.trains else None
     except BaseException:
         lock.release()
         raise
-    return _Prepared(cfg, spec, data, dev, run, lock, checkpoint=ckpt, resumed=True)
+    return _Prepared(cfg, spec, data, dev, run, lock, checkpoint=ckpt, resumed=True, warm=warm)
 
 
 def _never_checkpointed(run: RunDir) -> bool:
@@ -370,7 +402,20 @@ class _Loop:
         self.hook_reason: str | None = None      # what `on_epoch` said when it stopped the run
         self.cfg, self.data, self.device = prep.cfg, prep.data, prep.device
         seed_everything(self.cfg.seed)
+        # a feature model encodes items as it was trained (a resumed run: its checkpoint's spec) or
+        # as the run it warm-starts from did (category rows mean the same categories)
+        spec_d = (prep.checkpoint or {}).get("feature_spec")
+        spec = FeatureSpec.from_dict(spec_d) if spec_d else (prep.warm.feature_spec if prep.warm else None)
+        if spec is not None:
+            self.data.use_feature_spec(spec)
         self.tr: Trainer = build_trainer(self.cfg, self.data, self.device)
+        self.warm: dict | None = None
+        if prep.warm is not None and prep.checkpoint is None:      # a resume from last.pt has its weights
+            from engine.train.warm_start import new_item_vectors_for, warm_start
+            w = prep.warm
+            vectors = new_item_vectors_for(self.tr.model, w.state, self.data.meta or self.data.current_meta())
+            ws_info = warm_start(self.tr.model, w.state, w.items, self.data.items, self.cfg.warm_start, vectors)
+            self.warm = ws_info.to_dict()
         self.early = EarlyStopping(self.cfg.patience)
         self.epoch, self.batch, self.step = 0, 0, 0          # position: completed epochs, batches, steps
         self.loss_sum, self.loss_n = 0.0, 0                   # this epoch's training loss so far
@@ -418,7 +463,12 @@ class _Loop:
         self.rec.started(**_start_fields(self.prep, tr.model, train_examples=len(tr.examples),
                                          steps_per_epoch=spe, epochs=cfg.epochs,
                                          resumed_from=({"epoch": self.epoch, "batch_in_epoch": self.batch,
-                                                        "step": self.step} if self.prep.resumed else None)))
+                                                        "step": self.step} if self.prep.resumed else None),
+                                         warm_start=self.warm))
+        if self.warm:
+            w = self.warm
+            self.log(f"warm start from {w['from_run']}: {w['known_items']:,} known items keep their vectors, "
+                     f"{w['new_items']:,} new ones start {_INIT_TEXT.get(w['new_item_init'], w['new_item_init'])}")
         self.log(f"{cfg.model} on {self.data.name}: {len(tr.examples):,} examples, {spe} steps/epoch, "
                  f"device {self.device}")
         status = RunStatus.COMPLETED
@@ -531,7 +581,9 @@ class _Loop:
             return self._finish(status)
         self._load_best()
         self.tr.model.eval()
-        self.log("evaluating the best epoch on val and test (both protocols)")
+        which = "best" if self.cfg.early_stopping else "last"
+        self.log(f"evaluating the {which} epoch on " + ("val and test" if len(self.data.val) else "test")
+                 + " (both protocols)")
         try:
             val = {p: self._evaluate(Split.VAL, p) for p in PROTOCOLS}
             test = {p: self._evaluate(Split.TEST, p, ranks_path=self.prep.run.test_ranks(p)) for p in PROTOCOLS}

@@ -98,6 +98,28 @@ def compute_loss(model, batch, loss: str = "ce", negatives: int = 256,
     item_freq: float/long [V+1] train target counts on the batch's device (sampled softmax only).
     Uniform negatives are drawn from 1..V with torch's global RNG (seeded by the loop).
     """
+    main, reps = _next_item_loss(model, batch, loss, negatives, item_freq)
+    weight = float(getattr(model, "contrastive", 0.0) or 0.0)
+    if weight > 0:
+        # a second pass draws other dropout masks and PE signs: two views of each session
+        main = main + weight * info_nce(reps, model(batch), float(model.cl_temp), batch.targets > 0)
+    return main
+
+
+def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float, valid: torch.Tensor) -> torch.Tensor:
+    """Symmetric InfoNCE between two views of the batch's sessions (row i of `a` and of `b` are
+    the positive pair, the other rows the negatives), on unit vectors with `temperature`."""
+    a, b = F.normalize(a.float(), dim=-1), F.normalize(b.float(), dim=-1)
+    logits = a @ b.T / temperature                                          # [B, B]
+    labels = torch.arange(a.shape[0], device=a.device)
+    per_row = 0.5 * (F.cross_entropy(logits, labels, reduction="none")
+                     + F.cross_entropy(logits.T, labels, reduction="none"))
+    return _masked_mean(per_row, valid)
+
+
+def _next_item_loss(model, batch, loss: str, negatives: int,
+                    item_freq: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the next-item loss, the session vectors it was computed from)."""
     targets = batch.targets
     extra = getattr(model, "repeat_logits", None)      # repeat-aware models add session-item logits
     if loss in ("ce", "auto"):   # "auto" is resolved when a run is prepared; unresolved it is ce
@@ -105,7 +127,7 @@ def compute_loss(model, batch, loss: str = "ce", negatives: int = 256,
         logits = (reps @ model.item_table()[1:].T).float()                  # [B, V] (no padding)
         if hasattr(model, "add_repeat_logits"):
             logits = model.add_repeat_logits(batch, reps, logits, first_item=1)
-        return full_softmax_ce(logits, targets, padded=False)
+        return full_softmax_ce(logits, targets, padded=False), reps
     V, B = model.n_items, targets.shape[0]
     if loss == "sampled":
         neg = torch.randint(1, V + 1, (negatives,), device=targets.device)
@@ -113,7 +135,7 @@ def compute_loss(model, batch, loss: str = "ce", negatives: int = 256,
         reps, cand_vecs = _reps_and_items(model, batch, cand)               # [B, d], [B + n, d]
         log_q = log_expected_counts(cand, targets, negatives, V, item_freq)
         rep = extra(batch, reps, cand) if extra else None
-        return sampled_softmax_ce(reps, cand_vecs, cand, targets, log_q, rep)
+        return sampled_softmax_ce(reps, cand_vecs, cand, targets, log_q, rep), reps
     if loss == "bpr":
         neg = torch.randint(1, V + 1, (B, negatives), device=targets.device)   # [B, k]
         cand = torch.cat([targets[:, None], neg], 1)                        # [B, 1 + k]
@@ -123,5 +145,5 @@ def compute_loss(model, batch, loss: str = "ce", negatives: int = 256,
         if rep is not None:
             scores = scores.float() + rep
         valid = (neg != targets[:, None]) & (targets > 0)[:, None]
-        return bpr_loss(scores[:, 0], scores[:, 1:], valid)
+        return bpr_loss(scores[:, 0], scores[:, 1:], valid), reps
     raise ValueError(f"unknown loss {loss!r}; expected one of {', '.join(LOSSES)}")

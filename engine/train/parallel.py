@@ -34,6 +34,7 @@ from engine.data.artifacts import DatasetArtifacts
 from engine.models.checkpoint import load_checkpoint
 from engine.models.registry import get_spec
 from engine.runs.events import RunEvent
+from engine.tracking import Tracker
 from engine.train.checkpoint import rng_state, set_rng_state
 from engine.train.distributed import DistContext, WorkerLost, peer_failure, to_cpu
 from engine.train.loop import StopFlag, _load_data, _Loop, _prepare_new, _prepare_resume, _Prepared, run_prepared
@@ -84,6 +85,7 @@ class NullRecorder(RunRecorder):
 
     def __init__(self, run: RunDir) -> None:
         self.run = run
+        self.tracker = Tracker()               # data-parallel runs are not tracked (refused with --tracking)
         self.writer = _NullWriter(run.run_id)  # type: ignore[assignment]
         self.t_start = time.perf_counter()
         self.step_offset = 0

@@ -16,6 +16,7 @@ from typing import Any
 from engine.core.errors import StorageError
 from engine.core.schema import ErrorKind, RunStatus
 from engine.core.workspace import RunDir
+from engine.tracking import Tracker
 from engine.runs.events import (
     Checkpoint,
     Epoch,
@@ -40,8 +41,9 @@ class RunFailedError(Exception):
 
 
 class RunRecorder:
-    def __init__(self, run: RunDir) -> None:
+    def __init__(self, run: RunDir, tracker: Tracker | None = None) -> None:
         self.run = run
+        self.tracker = tracker or Tracker()      # MLflow, when asked (engine.tracking): never fails the run
         self.writer = EventWriter(run.events, run.run_id)
         self.t_start = time.perf_counter()
         self.step_offset = 0          # logged step = optimizer step + offset (continues after a kill)
@@ -50,7 +52,9 @@ class RunRecorder:
     # ---- events --------------------------------------------------------------------------------
     def started(self, **fields: Any) -> RunStarted:
         ev = RunStarted(pid=os.getpid(), host=socket.gethostname(), **fields)
-        return self.writer.write(ev)  # type: ignore[return-value]
+        self.writer.write(ev)
+        self.tracker.started(self.run, ev.to_dict())
+        return ev
 
     def resumed(self, epoch: int, batch_in_epoch: int, checkpoint_step: int, checkpoint_offset: int) -> Resumed:
         """Mark a restart from `last.pt`. Steps logged after that checkpoint (a run killed mid-epoch)
@@ -68,6 +72,7 @@ class RunRecorder:
 
     def step(self, step: int, **fields: Any) -> None:
         self.writer.write(Step(step=step + self.step_offset, **fields))
+        self.tracker.step(step + self.step_offset, fields)
 
     def checkpoint(self, kind: str, payload: dict[str, Any], epoch: int, step: int) -> None:
         """Write `best.pt` / `last.pt` (atomically), then its event."""
@@ -77,12 +82,14 @@ class RunRecorder:
 
     def epoch(self, **fields: Any) -> None:
         self.writer.write(Epoch(**fields))
+        self.tracker.epoch(fields)
 
     # ---- the end -------------------------------------------------------------------------------
     def finish(self, status: RunStatus, **fields: Any) -> RunFinished:
         """The run ends normally: completed, early stopped or stopped (resumable)."""
         ev = RunFinished(status=status.value, seconds=round(time.perf_counter() - self.t_start, 2), **fields)
         self.ended = self.writer.write(ev)
+        self.tracker.finished(self.run, ev.to_dict())
         return ev
 
     def fail(self, exc: BaseException, kind: ErrorKind, batch_size: int | None = None,
@@ -103,6 +110,7 @@ class RunRecorder:
             self.ended = self.writer.write(ev)
         except StorageError:
             pass                      # the disk is full: the caller still reports the error
+        self.tracker.failed(ev.to_dict())
         return ev
 
     def close(self) -> None:

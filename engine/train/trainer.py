@@ -81,7 +81,7 @@ def build_trainer(cfg: TrainConfig, data: DatasetArtifacts, device: torch.device
         raise InputError(f"dataset {data.name!r} has no training examples (sessions of length >= 2)")
     builder = BatchBuilder(SessionStore(data.train, device), data.n_items, model.graph_mode, data.graph)
     opt = make_optimizer(model, cfg)
-    steps = max(1, math.ceil(len(ex) / cfg.batch_size)) * cfg.epochs
+    steps = max(1, math.ceil(len(ex) / cfg.batch_size)) * (cfg.schedule_epochs or cfg.epochs)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg, steps))
     freq = torch.as_tensor(np.concatenate([[0], data.items.train_counts]).astype(np.float32), device=device)
     return Trainer(cfg, model, builder, torch.as_tensor(ex, device=device), opt, sched, freq, device)

@@ -21,8 +21,8 @@ from engine.models.registry import get_spec
 from engine.runs.store import new_run_id
 from engine.train.loop import StopFlag, fit
 from engine.train.recorder import RunFailedError
-from engine.tune.spaces import Dist
 from engine.tune.setup import TuneSetup
+from engine.tune.spaces import Dist
 
 
 class TrialFailed(Exception):
@@ -50,8 +50,10 @@ class PruneHook:
 
 class Objective:
     def __init__(self, ws: Workspace, setup: TuneSetup, space: Mapping[str, Dist], stop: StopFlag,
-                 log: Callable[[str], None] | None = None, progress: ProgressFn | None = None) -> None:
+                 log: Callable[[str], None] | None = None, progress: ProgressFn | None = None,
+                 tracking: str | None = None, study: str | None = None) -> None:
         self.ws, self.setup, self.space, self.stop = ws, setup, dict(space), stop
+        self.tracking, self.study = tracking, study        # each trial's run logged to MLflow too
         self.log = log or (lambda m: None)
         self.progress = progress
         self.gnn = get_spec(setup.model).kind == ModelKind.GNN
@@ -71,7 +73,8 @@ class Objective:
         n = trial.number
         try:
             final = fit(cfg, self.ws, run_id=run_id, stop=self.stop, progress=self.progress, on_epoch=hook,
-                        evaluate_test=False, log=lambda m: self.log(f"trial {n}: {m}"))
+                        evaluate_test=False, log=lambda m: self.log(f"trial {n}: {m}"), tracking=self.tracking,
+                        tracking_tags={"sessrec.study": str(self.study or ""), "sessrec.trial": str(n)})
         except RunFailedError as e:
             trial.set_user_attr("error", e.event.error)
             raise TrialFailed(e.event.error) from None

@@ -41,7 +41,7 @@ class TuneSetup:
         value checked here, InputError naming the first bad one (before any trial runs). `train`:
         TrainConfig fields fixed for every trial; `params`: model hyperparameters fixed (typed or
         text, parsed by the model's config)."""
-        from engine.core.metrics import metric_names      # numpy: not when the CLI starts
+        from engine.core.metrics import metric_names  # numpy: not when the CLI starts
         names = metric_names()
         if metric not in names:
             raise InputError(f"--metric {metric!r}: expected one of {', '.join(names)}")
@@ -53,7 +53,7 @@ class TuneSetup:
         params = dict(params or {})
         params = {k: v for k, v in spec.resolve(params).to_dict().items() if k in params}   # typed, checked
         train = dict(train or {})
-        TrainConfig(**train)
+        TrainConfig(**{**train, "seed": seed})          # the seed too: every trial trains with it
         return cls(dataset=dataset or "demo", model=spec.name, metric=metric, protocol=protocol, seed=seed,
                    train={k: getattr(v, "value", v) for k, v in train.items()}, params=params)
 

@@ -71,6 +71,9 @@ _GNN: dict[str, Dist] = {
     "readout": Choice(values(Readout)),
     "pos_emb": Choice((False, True)),
     "global_k": Choice((0, 8, 16)),
+    "switch": Choice((False, True)),
+    "contrastive": Choice((0.0, 0.05, 0.1, 0.2)),
+    "highway": Choice((False, True)),
     **_OPTIM,
 }
 _ATTENTION = {**_GNN, "heads": Choice((1, 2, 4))}          # every hidden choice divides by every head count

@@ -18,8 +18,8 @@ from engine.core.errors import InputError
 from engine.core.locks import FolderLock, lock_holder
 from engine.core.schema import ModelKind
 from engine.core.workspace import Workspace
-from engine.tune.setup import TuneSetup
 from engine.models.registry import get_spec
+from engine.tune.setup import TuneSetup
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 PRUNE_FROM_EPOCH = 3           # GNN trials are never pruned before this epoch

@@ -141,7 +141,7 @@ def _emoji(text: str) -> list[str]:
 
 async def test_the_command_palette_shows_no_emoji(tiny_ws: Path) -> None:
     """Issue 21, finding 15: Textual's palette draws a magnifier emoji (U+1F50E), which some SSH
-    terminals show as a box; the README promises no emoji. Checked on the rendered screen."""
+    terminals show as a box; docs/getting-started.md promises no emoji. Checked on the rendered screen."""
     app = make_app(tiny_ws)
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(pilot)

@@ -151,3 +151,25 @@ def test_serve(snap, snap_ws: Path, size, monkeypatch) -> None:
         show_fixed_numbers(app.screen)
         await screen_drawn(pilot)
     assert snap(_app(snap_ws), terminal_size=size, run_before=run_before)
+
+
+def test_serve_ab(snap, snap_ws: Path, monkeypatch) -> None:
+    """An A/B server: the arms panel under the live numbers (the report's numbers are the test's)."""
+    from tests.tui.test_app_serve import HEALTH, PREV, add_running_server
+    from tests.tui.test_app_serve_ab import EXPERIMENT, REPORT
+    from tui import serve_view as V
+    monkeypatch.setattr("tui.screens.serve.POLL_S", 3600.0)
+
+    async def run_before(pilot) -> None:
+        from engine.serve.scrape import parse_metrics
+        app = pilot.app
+        await _show(pilot, "serve")
+        await wait_for(pilot, lambda: app.screen.targets)
+        add_running_server(app)
+        scr = app.screen
+        scr._adopt_job()
+        prev = parse_metrics(PREV)
+        scr._scraped(scr.url(), 0.0, prev, {**HEALTH, "experiment": EXPERIMENT}, V.stats_rows(None, prev, 0.0), [],
+                     "demo-tiny", REPORT)
+        await screen_drawn(pilot)
+    assert snap(_app(snap_ws), terminal_size=(120, 40), run_before=run_before)

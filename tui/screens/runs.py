@@ -44,7 +44,7 @@ def run_row(r: RunState) -> dict[str, Any]:
             "epochs_run": r.epochs_run, "epochs": r.epochs, "val_recall": r.metric("val"),
             "val_ndcg": r.metric("val", "ndcg@10"), "test_last": r.metric("test_last"),
             "test_prefixes": r.metric("test_prefixes"), "seconds": r.seconds, "device": r.device,
-            "created": r.created, "kind": r.kind, "error": r.error}
+            "created": r.created, "kind": r.kind, "error": r.error, "refit_of": r.refit_of}
 
 
 def run_cells(row: dict) -> list[str]:
@@ -167,6 +167,9 @@ class RunsScreen(BaseScreen):
         t.append(f"{r['run_id']}\n", style="bold")
         t.append(f"{r['model']} on {r['dataset']}  ")
         t.append(f"{r['status']}\n", style=RUN_STYLE.get(r["status"], ""))
+        if r.get("refit_of"):
+            t.append(f"refit of {r['refit_of']} (its validation chose the epochs; trained on train + "
+                     f"validation)\n", style="cyan")
         for label, key in (("val R@10", "val_recall"), ("val NDCG@10", "val_ndcg"),
                            ("test R@10 last", "test_last"), ("test R@10 prefixes", "test_prefixes")):
             t.append(f"{label:<19}", style="dim")

@@ -1,8 +1,10 @@
-"""Serve: run `sessrec serve` on a finished run or a baseline as a background job and watch it: its
+"""Serve: run `sessrec serve` on a finished run or a baseline (or two: an A/B test) as a background job and watch it: its
 address, a ready-to-paste `curl` line, live requests/s, p50/p99 latency and 4xx/5xx errors from its
 Prometheus /metrics (polled every second in a thread worker), the model and reload state from
 /health, and a reload with another run (POST /admin/reload) when a better one (same model and
-dataset, higher validation Recall@10) has finished.
+dataset, higher validation Recall@10) has finished. An A/B server's arms are shown live (sessions,
+lists, CTR with its interval, conversions, the sequential test's verdict; tui/ab_view.py), read from
+its experiment's logs in the workspace.
 
 The API key is typed in a password field and reaches the server in its environment
 (SESSREC_API_KEY), never on its command line (argv is visible in `ps` and kept in the job record).
@@ -33,16 +35,17 @@ from tui.format import fmt_duration
 from tui.forms import FormError, form_row
 from tui.messages import DatasetsChanged, JobsChanged, RunsChanged
 from tui.screens.base import BaseScreen
+from tui.ab_view import read_report
 from tui.serve_view import (
     MAIN_ENDPOINT,
     copy_line,
     curl_line,
-    fmt_count,
+    head_text,
     list_targets,
-    rates_total,
     sample_items,
     stats_rows,
 )
+from tui.widgets.arms import ArmsPanel
 from tui.widgets.charts import Chart, ChartData, Series
 
 POLL_S = 1.0                  # how often /metrics and /health are read while a server runs
@@ -66,6 +69,7 @@ class ServeScreen(BaseScreen):
         self.job_id: str | None = None            # the server this screen shows
         self.snapshot: Any = None                 # the last MetricsSnapshot
         self.health: dict | None = None
+        self.report: dict | None = None           # an A/B server's experiment report
         self.rows: list[tuple[str, ...]] = []
         self.rps: deque[tuple[float, float]] = deque(maxlen=HISTORY)
         self.items: list[int] = []
@@ -82,6 +86,9 @@ class ServeScreen(BaseScreen):
             with VerticalScroll(id="serve-form"):
                 yield Static("serve a model over HTTP", classes="section")
                 yield form_row("model", Select([], id="s-target", compact=True, prompt="(nothing to serve)"))
+                yield form_row("A/B: arm B", Select([], id="s-arm-b", compact=True, prompt="(none: one model)"),
+                               "a second model beside the first (arm A), half the sessions each: a session_id's "
+                               "hash picks its arm; clicks come back on POST /feedback")
                 yield form_row("host", Input("127.0.0.1", id="s-host", compact=True))
                 yield form_row("port", Input("8000", id="s-port", compact=True))
                 yield form_row("runtime", Select([(r, r) for r in values(Runtime)], value="torch", allow_blank=False,
@@ -109,6 +116,7 @@ class ServeScreen(BaseScreen):
                 yield Static("", id="serve-better")
                 yield Static("", id="serve-curl")
                 yield DataTable(id="serve-stats", cursor_type="none", zebra_stripes=False, show_cursor=False)
+                yield ArmsPanel(id="serve-arms")
                 yield Chart(ChartData(title="requests/s", empty_text="requests per second of /recommend"),
                             id="serve-chart")
 
@@ -151,7 +159,12 @@ class ServeScreen(BaseScreen):
             sel = self.query_one("#s-target", Select)
             cur = sel.value
             sel.set_options(targets)
+            arm_b = self.query_one("#s-arm-b", Select)
+            b = arm_b.value
+            arm_b.set_options(targets)
             keys = [k for _, k in targets]
+            if b in keys:
+                arm_b.value = b
             if cur in keys:
                 sel.value = cur
             elif targets:
@@ -172,7 +185,7 @@ class ServeScreen(BaseScreen):
             self._reset_live()
 
     def _reset_live(self) -> None:
-        self.snapshot, self.health, self._prev, self._t0 = None, None, None, None
+        self.snapshot, self.health, self._prev, self._t0, self.report = None, None, None, None, None
         self.rows = []
         self.rps.clear()
 
@@ -217,13 +230,15 @@ class ServeScreen(BaseScreen):
             dataset = (health or {}).get("dataset") or ((job.serving or {}).get("dataset") if job else None)
             if dataset and dataset != self._items_for:
                 items = sample_items(self.controller.ws, dataset)
+            exp = (health or {}).get("experiment")
+            report = read_report(self.controller.ws, exp["name"]) if exp else None
         except BaseException:
             self._polling = False
             raise
-        self.app.call_from_thread(self._scraped, url, now, snap, health, rows, items, dataset)
+        self.app.call_from_thread(self._scraped, url, now, snap, health, rows, items, dataset, report)
 
     def _scraped(self, url: str, now: float, snap, health: dict | None, rows, items: list[int],
-                 dataset: str | None) -> None:
+                 dataset: str | None, report: dict | None = None) -> None:
         # the next poll may start once what this one found is shown (cleared here, on the app's
         # thread: a poll asked for right after these numbers appear is never skipped)
         self._polling = False
@@ -231,7 +246,7 @@ class ServeScreen(BaseScreen):
             return                       # another server by now
         if dataset:
             self.items, self._items_for = items, dataset
-        self.health = health
+        self.health, self.report = health, report
         if snap is not None:
             had_prev = self.snapshot is not None
             self.snapshot = snap
@@ -248,55 +263,12 @@ class ServeScreen(BaseScreen):
         self._show_head()
         self._show_curl()
         self._show_stats()
+        self.query_one("#serve-arms", ArmsPanel).show((self.health or {}).get("experiment") if self.url() else None,
+                                                      self.report)
 
     def _show_head(self) -> None:
-        head = self.query_one("#serve-head", Static)
-        job = self.job
-        if job is None:
-            head.update(Text("No server running. Pick a finished run or a baseline, then ctrl+s: "
-                             "`sessrec serve` runs as a background job (F3 shows its log).", style="dim"))
-            return
-        t = Text()
-        if not job.running:
-            style = "red" if job.status == JobStatus.FAILED else "yellow"
-            t.append(f"{job.title}: {job.status}", style=style)
-            if job.error:
-                t.append(f"\n{job.error}", style="red")
-            head.update(t)
-            return
-        sv = job.serving
-        if not sv:
-            t.append(f"{job.title}: starting (loading the model) ...", style="cyan")
-            head.update(t)
-            return
-        h = self.health or {}
-        t.append("serving ", style="bold green")
-        t.append(f"{sv.get('url')}", style="bold")
-        if job.status == JobStatus.STOPPING:
-            t.append("  stopping", style="yellow")
-        model = h.get("model") or sv.get("model")
-        run = h.get("run_id") or sv.get("run_id")
-        t.append(f"\n{model} on {h.get('dataset') or sv.get('dataset')}" + (f", run {run}" if run else ""))
-        if h.get("n_items") is not None:
-            t.append(f", {h['n_items']:,} items")
-        t.append(f"\n{h.get('runtime') or sv.get('runtime')}" + (f" on {h['device']}" if h.get("device") else ""))
-        if h.get("uptime_s") is not None and getattr(self.app, "show_timings", True):
-            t.append(f", up {fmt_duration(h['uptime_s'])}")
-        t.append(", API key required" if sv.get("api_key_required") else ", no API key")
-        if self.snapshot is not None:
-            total = rates_total(self.snapshot)
-            t.append(f", {fmt_count(total)} request{'s' if total != 1 else ''} so far")
-        reload = h.get("reload") or {}
-        state = reload.get("state")
-        if state == "loading":
-            t.append("\nreload: loading ...", style="cyan")
-        elif state == "failed":
-            t.append(f"\nreload failed: {reload.get('error') or '?'}", style="red")
-        elif reload.get("finished_at"):
-            t.append(f"\nlast reload: {reload['finished_at']}", style="dim")
-        if not h:
-            t.append("\n/health does not answer", style="yellow")
-        head.update(t)
+        self.query_one("#serve-head", Static).update(
+            head_text(self.job, self.health, self.snapshot, getattr(self.app, "show_timings", True)))
 
     def _show_curl(self) -> None:
         w = self.query_one("#serve-curl", Static)
@@ -305,7 +277,11 @@ class ServeScreen(BaseScreen):
             w.update("")
             return
         w.update(Text.assemble(("try it (ctrl+y copies):\n", "dim"),
-                               (curl_line(url, self.items, self.api_key()), "cyan")))
+                               (curl_line(url, self.items, self.api_key(), self._ab()), "cyan")))
+
+    def _ab(self) -> bool:
+        """An A/B server: its requests need a session_id."""
+        return bool((self.health or {}).get("experiment"))
 
     def _show_stats(self) -> None:
         table = self.query_one("#serve-stats", DataTable)
@@ -378,7 +354,11 @@ class ServeScreen(BaseScreen):
                 check_key("API key", key)
             except InputError as e:
                 raise FormError(str(e)) from None
-        return ServeRequest(target, host, port, runtime, key or None, search=search, workers=workers)
+        arm_b = self.query_one("#s-arm-b", Select).value
+        arms = (f"A={target}", f"B={arm_b}") if isinstance(arm_b, str) and arm_b else ()
+        if arms and workers > 1:
+            raise FormError("workers: an A/B server runs in one process (its experiment's logs and phases); use 1")
+        return ServeRequest(target, host, port, runtime, key or None, search=search, workers=workers, arms=arms)
 
     def action_start(self) -> None:
         running = self.controller.serve_job()
@@ -437,7 +417,7 @@ class ServeScreen(BaseScreen):
         if url is None:
             self.error("no server is answering: start one first (ctrl+s)")
             return
-        self.app.copy_to_clipboard(copy_line(curl_line(url, self.items, self.api_key()), self.api_key()))
+        self.app.copy_to_clipboard(copy_line(curl_line(url, self.items, self.api_key(), self._ab()), self.api_key()))
         self.notify("curl line copied", timeout=3)
 
     @on(Button.Pressed, "#serve-start")

@@ -37,6 +37,7 @@ by start; graph = distinct item pairs within 5 positions, self-pairs excluded). 
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -311,7 +312,8 @@ def _timestamps(cfg: DemoSize, visitor: np.ndarray, lengths: np.ndarray, n_visit
 
 # ---- public API ---------------------------------------------------------------------------------
 def generate_demo(events_path: Path, truth_path: Path, size: str = "small", seed: int = 0,
-                  progress: ProgressFn | None = None, new_items: float = 0.0) -> dict:
+                  progress: ProgressFn | None = None, new_items: float = 0.0,
+                  chunk_paths: tuple[Path, ...] = ()) -> dict:
     """Write the log of demo `size` to `events_path` (CSV), its truth to `truth_path` (npz) and its
     item metadata beside the log, in RetailRocket's format (`ITEM_PROPERTIES`, `CATEGORY_TREE`);
     return stats.
@@ -321,7 +323,12 @@ def generate_demo(events_path: Path, truth_path: Path, size: str = "small", seed
     split puts its last cut): no session that starts earlier holds them, later sessions draw them
     like any other item. Their categories are in the metadata: a model that reads it can recommend
     them although training never saw them. 0 (the default) draws no extra random number: the log
-    is the same as without the option."""
+    is the same as without the option.
+
+    With `chunk_paths` the timeline is cut into 1 + len(chunk_paths) equal spans and each session
+    goes, whole, to the span it starts in: the first to `events_path`, the later ones to
+    `chunk_paths` (newer data to `sessrec data append`). The item files describe the whole
+    catalogue (every chunk's items)."""
     if size not in DEMO_SIZES:
         raise InputError(f"demo: unknown size {size!r}; valid sizes: {', '.join(DEMO_SIZES)}")
     if not 0.0 <= new_items <= 0.5:
@@ -392,15 +399,23 @@ def generate_demo(events_path: Path, truth_path: Path, size: str = "small", seed
         meta.update({"new_items": new_items, "release_ms": release_ms, "new_raw_ids": new_raw.tolist()})
     props, tree = _item_files(cfg, truth, r_meta, int(ts.min()), int(ts.max()), blocked, release_ms)
     props_path, tree_path = (events_path.with_name(n) for n in (ITEM_PROPERTIES, CATEGORY_TREE))
-    # every file is complete before any is renamed into place (truth first)
-    with (atomic_path(events_path) as tmp_csv, atomic_path(truth_path) as tmp_npz,
-          atomic_path(props_path) as tmp_props, atomic_path(tree_path) as tmp_tree):
-        with open(tmp_csv, "wb") as f:
-            # header by hand: pyarrow quotes header names even with quoting_style="none"
-            f.write((CSV_HEADER + "\n").encode())
-            pacsv.write_csv(table, f, pacsv.WriteOptions(include_header=False,
-                                                         quoting_style="none", batch_size=1 << 16))
-        for tmp, header, t in ((tmp_props, PROPERTIES_HEADER, props), (tmp_tree, TREE_HEADER, tree)):
+    n_chunks = 1 + len(chunk_paths)
+    lo, hi = int(ts.min()), int(ts.max()) + 1
+    chunk_of = np.minimum((starts[sess_of][log_order] - lo) * n_chunks // (hi - lo), n_chunks - 1)
+    paths = [Path(events_path), *map(Path, chunk_paths)]
+    # every file is complete before any is renamed into place
+    with contextlib.ExitStack() as stack:
+        tmp_npz = stack.enter_context(atomic_path(truth_path))
+        for c, path in enumerate(paths):
+            tmp_csv = stack.enter_context(atomic_path(path))
+            part = table.filter(pa.array(chunk_of == c)) if n_chunks > 1 else table
+            with open(tmp_csv, "wb") as f:
+                # header by hand: pyarrow quotes header names even with quoting_style="none"
+                f.write((CSV_HEADER + "\n").encode())
+                pacsv.write_csv(part, f, pacsv.WriteOptions(include_header=False,
+                                                            quoting_style="none", batch_size=1 << 16))
+        for path, header, t in ((props_path, PROPERTIES_HEADER, props), (tree_path, TREE_HEADER, tree)):
+            tmp = stack.enter_context(atomic_path(path))
             with open(tmp, "wb") as f:
                 f.write((header + "\n").encode())
                 pacsv.write_csv(t, f, pacsv.WriteOptions(include_header=False, quoting_style="none",
@@ -426,6 +441,8 @@ def generate_demo(events_path: Path, truth_path: Path, size: str = "small", seed
     if blocked is not None:
         stats.update({"new_items": int(blocked.sum()), "release": _iso(release_ms),
                       "new_item_events": int(blocked[items].sum())})
+    if n_chunks > 1:
+        stats["chunk_events"] = np.bincount(chunk_of, minlength=n_chunks).tolist()
     rep(cfg.max_len, cfg.max_len, "written")
     return stats
 
