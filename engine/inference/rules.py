@@ -56,17 +56,22 @@ class Rules:
         """The app's one-line form (see the module docstring); InputError naming the bad token."""
         from engine.data.items import parse_item_id
         exclude, cats, boosted, boost, available = [], [], [], None, False
+        def ident(tok: str, part: str) -> int:
+            try:
+                return parse_item_id(part)
+            except InputError as e:
+                raise InputError(f"rule {tok!r}: {e}") from None
         for tok in text.replace(",", " ").split():
             low = tok.lower()
             if low in ("available", "avail", "instock"):
                 available = True
             elif low.startswith("-") and len(tok) > 1:
-                exclude.append(parse_item_id(tok[1:]))
+                exclude.append(ident(tok, tok[1:]))
             elif low.startswith("cat:"):
-                cats.append(parse_item_id(tok[4:]))
+                cats.append(ident(tok, tok[4:]))
             elif low.startswith("boost:"):
                 cat, _, amount = tok[6:].partition("+")
-                boosted.append(parse_item_id(cat))
+                boosted.append(ident(tok, cat))
                 if amount:
                     try:
                         value = float(amount)

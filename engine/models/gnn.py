@@ -216,6 +216,15 @@ class SessionGNN(nn.Module):
 
         `h`: the node embeddings emb[batch.x] when the caller already looked them up.
         """
+        h, h_last = self._states(batch, h)
+        s = self.readout(h, batch.alias, batch.mask, h_last)                    # [B, d]
+        s = self.drop(s)
+        if self.normalize:
+            s = l2_normalize(s) * self.scale
+        return s
+
+    def _states(self, batch: Batch, h: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(node states after message passing [N, d], the last prefix item's state [B, d])."""
         h = self.node_inputs(batch, h)                                          # [N, d]
         h0 = h
         w = batch.edge_weight
@@ -231,12 +240,19 @@ class SessionGNN(nn.Module):
         # index_select, not h[idx]: its backward is one index_add, while advanced indexing's
         # backward sorts the indices (the largest GPU kernel of a step when it was used here)
         has = (batch.lengths > 0).unsqueeze(-1)                                 # [B, 1]
-        h_last = h.index_select(0, batch.last_node) * has.to(h.dtype)           # [B, d]
-        s = self.readout(h, batch.alias, batch.mask, h_last)                    # [B, d]
-        s = self.drop(s)
-        if self.normalize:
-            s = l2_normalize(s) * self.scale
-        return s
+        return h, h.index_select(0, batch.last_node) * has.to(h.dtype)          # [B, d]
+
+    def encode_explained(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, tuple]:
+        """`encode`'s (session vectors, repeat cells) from the same pass, with what `contributions`
+        needs (the readout's parts, constant, attention, and the normalisation's factor): the
+        explanation costs one readout decomposition more, not a second forward pass (eval mode)."""
+        h, h_last = self._states(batch)
+        s = self.readout(h, batch.alias, batch.mask, h_last)
+        norm = torch.linalg.vector_norm(s, dim=-1).clamp_min(1e-6)
+        reps = (l2_normalize(s) * self.scale if self.normalize else s).float()   # as `forward`, to the bit
+        parts, const, alpha = self.readout.parts(h, batch.alias, batch.mask, h_last)
+        factor = self.scale / norm if self.normalize else torch.ones_like(norm)
+        return reps, self.repeat_cells(batch, reps), (parts, const, alpha, factor)
 
     # ---- items ----------------------------------------------------------------------------------
     def item_vectors(self, items: torch.Tensor | None = None) -> torch.Tensor:
@@ -373,32 +389,22 @@ class SessionGNN(nn.Module):
         val = z + rep - torch.where(has, lse, torch.zeros_like(lse))
         return val * batch.mask
 
-    def contributions(self, batch: Batch, cand: torch.Tensor) -> dict[str, torch.Tensor]:
+    def contributions(self, batch: Batch, cand: torch.Tensor, explained: tuple | None = None) -> dict[str, torch.Tensor]:
         """Why candidates `cand` (long [B, K]) score as they do, from the readout's decomposition of
         the session vector (eval mode): `cells` float [B, K, L], each prefix cell's share of the
         candidate's dot-product score (they and `prior` [B, K], the readout's constant, add up to
         it), `attention` [B, L] (attention readout; else absent) and `repeat` [B, K] (the repeat
         scorer's logit of a candidate in the session). The cell states mix in their neighbours by
-        message passing: a cell's share is that of its position in the session."""
-        h = self.node_inputs(batch)
-        w = batch.edge_weight
-        ea = (torch.log1p(w) if self.graph_mode == GraphMode.TRANSITIONS else w).unsqueeze(-1).to(h.dtype)
-        for block in self.blocks:
-            h = block(h, batch.edge_index, ea)
-        if h.shape[0] == 0:
-            h = h.new_zeros(1, h.shape[1])
-        has = (batch.lengths > 0).unsqueeze(-1)
-        h_last = h.index_select(0, batch.last_node) * has.to(h.dtype)
-        parts, const, alpha = self.readout.parts(h, batch.alias, batch.mask, h_last)
-        s = parts.sum(1) + const
-        factor = (self.scale / torch.linalg.vector_norm(s, dim=-1).clamp_min(1e-6)) if self.normalize \
-            else torch.ones(s.shape[0], device=s.device)
+        message passing: a cell's share is that of its position in the session. `explained`:
+        `encode_explained`'s output for this batch (else it is computed)."""
+        reps, rep_cells, (parts, const, alpha, factor) = explained or self.encode_explained(batch)
         v = F.embedding(cand, self.item_table()).float()                                    # [B, K, d]
         cells = torch.einsum("bld,bkd->bkl", parts.float(), v) * factor[:, None, None]
         prior = (v @ const.float()[:, :, None]).squeeze(-1) * factor[:, None]
-        reps = s * factor[:, None] if self.normalize else s
-        rep_cells = self.repeat_cells(batch, reps)                                          # [B, L]
-        repeat = ((batch.items[:, :, None] == cand[:, None, :]) * rep_cells[:, :, None]).amax(1)
+        # a masked max: with the switch a session item's cell value can be negative
+        hit = batch.items[:, :, None] == cand[:, None, :]                                   # [B, L, K]
+        repeat = rep_cells[:, :, None].expand_as(hit).masked_fill(~hit, float("-inf")).amax(1)
+        repeat = torch.where(hit.any(1), repeat, torch.zeros_like(repeat))
         out = {"cells": cells * batch.mask[:, None, :], "prior": prior, "repeat": repeat}
         if alpha is not None:
             out["attention"] = alpha
