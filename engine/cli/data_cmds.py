@@ -109,6 +109,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                 "--columns; RetailRocket's item_properties_part*.csv (timestamp,itemid,property,"
                                 "value) and category_tree.csv (categoryid,parentid) are found by their headers. "
                                 "The files replace those attached before.")
+            p.add_argument("name")         # before the files: `data items NAME PATH...`
             p.add_argument("paths", nargs="*", type=Path, metavar="PATH", help="item files (later files win)")
             # dest item_columns: `columns` is the pipeline's field (the log's columns)
             p.add_argument("--columns", dest="item_columns", help="item table: FIELD=COLUMN,... (item and at "
@@ -116,7 +117,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             p.add_argument("--no-build", action="store_true", help="only attach the files")
         else:
             p = dsub.add_parser(st, help=f"run the pipeline up to the {st} stage")
-        p.add_argument("name")
+            p.add_argument("name")
         p.add_argument("--force", action="store_true", help=f"rerun {st} even if it is up to date")
         add_data_flags(p, exclude=("columns",) if st == "items" else ())
         p.set_defaults(func=cmd_items if st == "items" else cmd_build, upto=st, stage_cmd=st)

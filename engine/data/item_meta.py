@@ -528,7 +528,15 @@ def _merge(parts: list[dict[str, Any]], tree: CategoryTree) -> ItemMeta:
         if p.get("tree") is not None:
             meta.tree = p["tree"]
         for name, (items, vals) in p.get("fields", {}).items():
-            # the last row of each item (files list later rows later)
+            # rows that give a value (an empty cell does not erase an earlier row's)
+            if name == "name":
+                has = np.array([bool(v) for v in vals], dtype=bool) if len(vals) else np.zeros(0, bool)
+            else:
+                arr = np.asarray(vals)
+                has = np.isfinite(arr) if name == "price" else arr >= 0
+            items = np.asarray(items)[has]
+            vals = [v for v, h in zip(vals, has) if h] if name == "name" else np.asarray(vals)[has]
+            # the last of them for each item (files list later rows later)
             rev = np.arange(len(items))[::-1]
             _, first_rev = np.unique(np.asarray(items)[rev], return_index=True)
             pick = rev[first_rev]
