@@ -45,8 +45,9 @@ class Rules(BaseModel):
                                          description="only items with one of these categories on their path")
     boost_categories: list[CategoryId] = Field([], max_length=MAX_RULE_ITEMS,
                                                description="items with one of these on their path get `boost` added")
-    boost: StrictFloat | StrictInt = Field(1.0, ge=-MAX_BOOST, le=MAX_BOOST,
-                                           description="score added to boosted items (the model's score scale)")
+    # StrictFloat takes JSON integers too (never a boolean or a string); one type, so the schema's bounds are its
+    boost: StrictFloat = Field(1.0, ge=-MAX_BOOST, le=MAX_BOOST,
+                               description="score added to boosted items (the model's score scale)")
     explain: StrictBool = Field(False, description="add each item's evidence (`explanations`)")
 
 
