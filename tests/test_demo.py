@@ -278,7 +278,9 @@ def test_progress_is_reported(tmp_path):
 def test_writes_exactly_the_given_paths(tmp_path):
     log, truth = tmp_path / "a" / "log.csv", tmp_path / "b" / "planted.npz"
     stats = generate_demo(log, truth, "tiny", seed=0)
-    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["log.csv", "planted.npz"]
+    # the log, its truth, and beside the log its items in RetailRocket's layout
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file()) == [
+        "a/category_tree.csv", "a/item_properties.csv", "a/log.csv", "b/planted.npz"]
     assert len(log.read_text().splitlines()) == stats["events"] + 1
     assert DemoOracle.load(truth).n_items == DEMO_SIZES["tiny"].n_items
     with pytest.raises(InputError, match="two paths"):

@@ -40,8 +40,9 @@ def bad(result: ReadResult) -> dict:
 # ---- formats ----------------------------------------------------------------------------------
 
 def test_format_specs_cover_config_formats():
-    # every format is a log file with a spec, or a folder (srgnn: engine.data.srgnn reads it)
-    assert tuple(FORMAT_SPECS) == tuple(f for f in values(DataFormat) if not source_is_folder(f))
+    # every format is a preset with a spec, the events format (columns named by --columns), or a
+    # folder (srgnn: engine.data.srgnn reads it)
+    assert (*FORMAT_SPECS, "events") == tuple(f for f in values(DataFormat) if not source_is_folder(f))
     assert [f for f in values(DataFormat) if source_is_folder(f)] == ["srgnn"]
     assert FORMAT_SPECS["retailrocket"].key == "visitor"
     assert FORMAT_SPECS["rsc15"].key == FORMAT_SPECS["diginetica"].key == "session_key"

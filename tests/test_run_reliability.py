@@ -233,6 +233,6 @@ def test_a_baseline_trains_on_a_dataset_built_without_encodings(tmp_path, capsys
     # a GNN with PE still needs them, and says which stage
     assert cli(["--workspace", str(other.root), "train", "--dataset", "demo-tiny", "--model", "gat"]) == 2
     assert "encodings: missing" in one_line(capsys.readouterr().err)
-    # without PE it does not
+    # without PE (and item features: the metadata stage is not built either) it does not
     assert cli(["--workspace", str(other.root), "-q", "train", "--dataset", "demo-tiny", "--model", "gat",
-                "--no-use-pe", "--hidden", "16", "--epochs", "1", "--run-id", "nope"]) == 0
+                "--no-use-pe", "--no-item-features", "--hidden", "16", "--epochs", "1", "--run-id", "nope"]) == 0

@@ -78,13 +78,16 @@ def test_a_run_trained_before_the_rebuild_is_served_through_its_own_index(ws):
 def test_warm_start_maps_item_vectors_by_raw_id(ws):
     old_ckpt = load_checkpoint(ws.run("old").best)
     old_items = load_run(ws.run("old")).data.items
-    data = load_dataset(ws, "demo-tiny")
     from engine.core.config import TrainConfig
+    from engine.data.item_meta import FeatureSpec
+    from engine.models.registry import get_spec
     cfg = TrainConfig.from_dict(old_ckpt["config"])
+    data = load_dataset(ws, "demo-tiny", stages=get_spec(cfg.model).stages(cfg.model_params))
+    data.use_feature_spec(FeatureSpec.from_dict(old_ckpt["feature_spec"]))   # as fit does for a warm start
     torch.manual_seed(1)
     model = build_model(cfg.model, cfg.model_params, data)
     fresh = {k: v.clone() for k, v in model.state_dict().items()}
-    info = warm_start(model, old_ckpt["model"], old_items, data.items, "old")
+    info = warm_start(model, old_ckpt["model"], old_items, data.items, "old")   # no NewItemVectors: fresh
     new_state, old_state = model.state_dict(), old_ckpt["model"]
     known_raw = [int(r) for r in data.items.raw_ids if r in set(old_items.raw_ids.tolist())]
     assert info.known_items == len(known_raw) and info.new_items == data.n_items - len(known_raw) > 0
@@ -95,8 +98,10 @@ def test_warm_start_maps_item_vectors_by_raw_id(ws):
         j = int(data.items.encode(np.array([raw]))[0])
         assert torch.equal(new_state["emb.weight"][j], fresh["emb.weight"][j])
     assert torch.equal(new_state["pe"], fresh["pe"])          # the new dataset's encodings
+    assert torch.equal(new_state["feat_cat"], fresh["feat_cat"])   # ... and item feature ids
     assert torch.equal(new_state["readout.w1.weight"], old_state["readout.w1.weight"])
-    assert info.copied == len(new_state) - 2                  # all but the item table and the PE
+    assert torch.equal(new_state["cat_emb.weight"], old_state["cat_emb.weight"])
+    assert info.copied == len(new_state) - 4                  # all but the item table, PE and feature ids
 
 
 def test_train_warm_start_takes_the_older_runs_model(ws, capsys):
@@ -107,7 +112,8 @@ def test_train_warm_start_takes_the_older_runs_model(ws, capsys):
     started = next(e for e in map(json.loads, ws.run("warm").events.read_text().splitlines())
                    if e["type"] == "run_started")
     w = started["warm_start"]
-    assert w["from_run"] == "old" and w["new_items"] > 0 and w["new_item_init"] == "fresh"
+    # the demo has item metadata and the run item features: new items start as the old model's cold items
+    assert w["from_run"] == "old" and w["new_items"] > 0 and w["new_item_init"] == "new_item_vector"
     cfg = json.loads(ws.run("warm").config.read_text())["train"]
     assert cfg["warm_start"] == "old" and cfg["model_params"]["hidden"] == 16
     assert cli(["--workspace", str(ws.root), "train", "--warm-start", "nope"]) == 2
@@ -147,3 +153,48 @@ def test_warm_start_from_a_run_older_than_some_hyperparameters(ws, capsys):
     assert cli(["--workspace", str(ws.root), "train", "--warm-start", "older-hw", "--epochs", "1",
                 "--run-id", "warm-hw", "--device", "cpu"]) == 2
     assert "other hyperparameters (highway);" in capsys.readouterr().err
+
+
+def test_warm_started_new_items_start_as_the_old_models_cold_items(ws):
+    """A feature model's new item begins with the vector the older model gave it from its features
+    (new-item vector + category and price embeddings, the older run's FeatureSpec kept)."""
+    from engine.core.config import TrainConfig
+    from engine.data.item_meta import FeatureSpec
+    from engine.evaluation.cold_start import catalogue_extension
+    from engine.train.warm_start import new_item_vectors_for
+    old_ckpt = load_checkpoint(ws.run("old").best)
+    old = load_run(ws.run("old"))
+    data = load_dataset(ws, "demo-tiny", stages=("items", "graph", "encodings", "metadata"))
+    spec = FeatureSpec.from_dict(old_ckpt["feature_spec"])
+    data.use_feature_spec(spec)
+    cfg = TrainConfig.from_dict(old_ckpt["config"])
+    model = build_model(cfg.model, cfg.model_params, data).eval()
+    vectors = new_item_vectors_for(model, old_ckpt["model"], data.meta)
+    info = warm_start(model, old_ckpt["model"], old.data.items, data.items, "old", vectors)
+    assert info.new_item_init == "new_item_vector" and info.new_items > 0
+    new_raw = np.setdiff1d(data.items.raw_ids, old.data.items.raw_ids)
+    # the old model scores those items as an extension of its catalogue (cold start)
+    gnn = old.model.eval()
+    ext, ext_raw = catalogue_extension(old.data.items, data.meta)
+    gnn.set_extension(*spec.encode(data.meta, ext_raw))
+    with torch.no_grad():
+        cold = gnn.item_vectors(torch.as_tensor(ext.encode(new_raw), dtype=torch.long))
+        warm = model.item_vectors(torch.as_tensor(data.items.encode(new_raw), dtype=torch.long))
+    assert torch.allclose(cold, warm, atol=1e-6)
+
+
+def test_category_means_give_new_items_their_categorys_mean_vector():
+    """Hand-checked: categories 1 (root) > 2, 1 > 3; items 10, 11 in 2, item 12 in 3; new item 20 in 2
+    gets the mean of 10 and 11, 21 in 3 that of 12, 22 in 1 (no known leaf) the mean of all three,
+    23 in the unknown category 9 and 24 without metadata keep their fresh rows (NaN)."""
+    from engine.data.item_meta import CategoryTree, ItemMeta
+    from engine.train.warm_start import category_means
+    tree = CategoryTree(np.array([1, 2, 3]), np.array([-1, 1, 1]), ["root", "a", "b"])
+    raw = np.array([10, 11, 12, 20, 21, 22, 23])
+    meta = ItemMeta(raw, [None] * 7, np.array([2, 2, 3, 2, 3, 1, 9]), np.full(7, np.nan), np.full(7, -1, np.int8), tree)
+    known = torch.tensor([[1.0, 0.0], [3.0, 2.0], [5.0, 5.0]])
+    out = category_means(meta)(np.array([20, 21, 22, 23, 24]), np.array([10, 11, 12]), known)
+    assert torch.equal(out[0], torch.tensor([2.0, 1.0]))
+    assert torch.equal(out[1], torch.tensor([5.0, 5.0]))
+    assert torch.allclose(out[2], torch.tensor([3.0, 7.0 / 3.0]))
+    assert torch.isnan(out[3]).all() and torch.isnan(out[4]).all()

@@ -60,6 +60,25 @@ def sample_items(ws, dataset: str | None, n: int = 2) -> list[int]:
         return []
 
 
+def sample_names(ws, dataset: str | None, items: list[int]) -> dict[int, str]:
+    """Names of the sample items from the dataset's item metadata ({} without it): the Serve screen
+    says what the sample request asks about."""
+    if not dataset or not items:
+        return {}
+    try:
+        import pyarrow.parquet as pq
+        t = pq.read_table(ws.dataset(dataset).item_meta, columns=["raw_id", "name"],
+                          filters=[("raw_id", "in", list(items))])
+        return {int(r): n for r, n in zip(t.column("raw_id").to_pylist(), t.column("name").to_pylist()) if n}
+    except Exception:                # no metadata stage built: ids only
+        return {}
+
+
+def names_line(items: list[int], names: dict[int, str]) -> str:
+    """'52: soft candle, 80: classic drill' ('' when no item has a name)."""
+    return ", ".join(f"{i}: {names[i]}" for i in items if names.get(i))
+
+
 def curl_line(url: str, items: list[int], key: str | None, ab: bool = False) -> str:
     """A request to paste in a shell. With a key, the header reads it from $SESSREC_API_KEY (the
     screen never prints the key); `copy_line` fills it in."""

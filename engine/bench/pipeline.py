@@ -46,10 +46,9 @@ def ensure_demo(ws: Workspace, size: str, seed: int = 0, log=print,
                           demo={"size": size, "seed": seed}, overwrite=not paths.exists)
 
 
-def run(ws: Workspace, size: str = "full", log=print, out: Path | None = None,
-        include_oracle: bool = False, save: bool = True) -> dict[str, Any]:
-    generated: dict = {}
-    ds = ensure_demo(ws, size, log=log, generated=generated)
+def timed_build(ws: Workspace, name: str, include_oracle: bool = False) -> tuple[list[dict[str, Any]], Any]:
+    """Build dataset `name` from scratch (every stage forced), timing each stage: (a row per stage
+    with its seconds and peak RSS, the whole build's measurement)."""
     rows: list[dict[str, Any]] = []
 
     def wrap(stage: pipeline.Stage) -> pipeline.Stage:
@@ -61,15 +60,23 @@ def run(ws: Workspace, size: str = "full", log=print, out: Path | None = None,
             return stats
         return dataclasses.replace(stage, run=timed)
 
-    load_before = _loadavg()
-    base_mb = rss_mb()   # imports and earlier sizes: not the pipeline's own growth
     original = pipeline.STAGES
     pipeline.STAGES = tuple(wrap(s) for s in original if include_oracle or not s.only_demo)
     try:
         with measure() as total:
-            pipeline.build(Dataset.load(ws, ds.name), force=True)
+            pipeline.build(Dataset.load(ws, name), force=True)
     finally:
         pipeline.STAGES = original
+    return rows, total
+
+
+def run(ws: Workspace, size: str = "full", log=print, out: Path | None = None,
+        include_oracle: bool = False, save: bool = True) -> dict[str, Any]:
+    generated: dict = {}
+    ds = ensure_demo(ws, size, log=log, generated=generated)
+    load_before = loadavg()
+    base_mb = rss_mb()   # imports and earlier sizes: not the pipeline's own growth
+    rows, total = timed_build(ws, ds.name, include_oracle)
     ds = Dataset.load(ws, ds.name)
     stages_s = sum(r["seconds"] for r in rows)
     summary = pipeline.summary_stats(ds)
@@ -78,7 +85,7 @@ def run(ws: Workspace, size: str = "full", log=print, out: Path | None = None,
     peak_mb = max(r["peak_rss_mb"] for r in rows)
     result = {
         "benchmark": "pipeline", "size": size, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "machine": machine(), "load_average": {"before": load_before, "after": _loadavg()},
+        "machine": machine(), "load_average": {"before": load_before, "after": loadavg()},
         "stages": rows,
         "total_seconds": round(stages_s, 2), "total_with_io_seconds": round(total.seconds, 2),
         "peak_rss_mb": round(peak_mb, 1),
@@ -115,7 +122,7 @@ def run_sizes(ws: Workspace, sizes: list[str], log=print, out: Path | None = Non
     return result
 
 
-def _loadavg() -> list[float] | None:
+def loadavg() -> list[float] | None:
     # the machine may be shared: the load next to a timing says how much of it was ours
     try:
         return [round(x, 2) for x in os.getloadavg()]

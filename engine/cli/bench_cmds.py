@@ -1,4 +1,4 @@
-"""`sessrec bench pipeline | train | quality`: benchmarks that print a table and write JSON."""
+"""`sessrec bench pipeline | import | train | quality | ...`: benchmarks that print a table and write JSON."""
 
 from __future__ import annotations
 
@@ -20,6 +20,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--out", type=Path, help="JSON path (default bench/results/pipeline-<size>-<time>.json)")
     b.add_argument("--oracle", action="store_true", help="also time the demo oracle stage")
     b.set_defaults(func=cmd_bench_pipeline)
+    b = bsub.add_parser("import", help="a shop's Parquet log (user column, ISO times) from the xl demo, "
+                        "imported with --format events: time and peak memory per stage")
+    b.add_argument("--size", default="xl", help="demo size to rewrite as the log (default xl: 30M events)")
+    b.add_argument("--out", type=Path, help="JSON path (default bench/results/import-<size>-<time>.json)")
+    b.set_defaults(func=cmd_bench_import)
     _register_train(bsub)
     _register_quality(bsub)
     _register_ablation(bsub)
@@ -44,6 +49,17 @@ def cmd_bench_pipeline(args: argparse.Namespace, ws: Workspace, out: Output) -> 
         return 0
     res = bp.run(ws, size=sizes[0], log=out.log, out=args.out, include_oracle=args.oracle)
     out.result(res, bp.render(res))
+    return 0
+
+
+def cmd_bench_import(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
+    from engine.bench import log_import
+    from engine.core.errors import InputError
+    from engine.data.demo import DEMO_SIZES
+    if args.size not in DEMO_SIZES:
+        raise InputError(f"bench import: unknown demo size {args.size!r}; valid sizes: {', '.join(DEMO_SIZES)}")
+    res = log_import.run(ws, size=args.size, log=out.log, out=args.out)
+    out.result(res, log_import.render(res))
     return 0
 
 

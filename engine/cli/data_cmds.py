@@ -12,7 +12,7 @@ from typing import Iterator
 
 from rich.markup import escape
 
-from engine.cli.flags import add_config_flags, bounded_int, config_names, field_type, given
+from engine.cli.flags import add_config_flags, bounded_float, bounded_int, config_names, field_type, given
 from engine.cli.output import Output
 from engine.core.config import DataConfig, TrainConfig, to_dict
 from engine.core.errors import InputError, StageError
@@ -21,6 +21,7 @@ from engine.core.schema import DataFormat, Split, SplitMode, values
 from engine.core.text import fmt, table
 from engine.core.workspace import Workspace, demo_dataset_name
 from engine.data.format_specs import (
+    ITEMS_FILE_TEXT,
     SRGNN_DATA_DEFAULTS,
     require_regular_file,
     require_source,
@@ -34,10 +35,10 @@ from engine.data.report import DatasetReport, dataset_report, dataset_reports
 DATA_FLAGS = config_names(DataConfig)
 
 
-def add_data_flags(p: argparse.ArgumentParser) -> None:
+def add_data_flags(p: argparse.ArgumentParser, exclude: tuple[str, ...] = ()) -> None:
     """The pipeline's parameters, one flag per `DataConfig` field (`--min-session-length`, ...)."""
     add_config_flags(p.add_argument_group("pipeline parameters (default: the dataset's current ones)"),
-                     DataConfig)
+                     DataConfig, exclude=exclude)
 
 
 def config_from_args(base: DataConfig, args: argparse.Namespace) -> DataConfig:
@@ -52,6 +53,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=field_type(TrainConfig, "seed"), default=0)
     p.add_argument("--no-build", action="store_true", help="only write events.csv")
     p.add_argument("--force", action="store_true", help="regenerate even if the source exists")
+    p.add_argument("--new-items", type=bounded_float("new_items", 0, 0.5), default=0.0, metavar="SHARE",
+                   help="plant this share of the catalogue as items released at the start of the test "
+                        "period, with known categories (cold start; default 0)")
     p.add_argument("--chunks", type=bounded_int("chunks", 1, 100), default=1,
                    help="cut the log into this many time spans: the first is the dataset, the later ones are "
                         "written as source/chunk-2.csv, ... for `sessrec data append` (default 1)")
@@ -61,7 +65,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     data = sub.add_parser("data", help="datasets: import, build, status, fetch, delete")
     dsub = data.add_subparsers(dest="data_cmd", required=True, metavar="COMMAND")
 
-    p = dsub.add_parser("import", help="register a raw log file (an srgnn folder) as a dataset and build it")
+    p = dsub.add_parser("import", help="register a raw log file (an srgnn folder) as a dataset and build it",
+                        description="Formats: events (any CSV/TSV, Parquet or JSON Lines log, plain or "
+                        "compressed, its columns named: --columns item=product_id,time=ts,user=uid"
+                        "[,session=sid][,event=type] [--event-map click=view,cart=addtocart,"
+                        "order=transaction] [--time-format auto|s|ms|us|ns|iso]); the presets "
+                        "retailrocket, rsc15 and diginetica (fixed columns); srgnn (a folder of pickles).")
     p.add_argument("path", type=Path, help="the raw log file; for --format srgnn the folder holding "
                    "all_train_seq.txt[.gz] and test.txt[.gz], with defaults that keep the published "
                    "data: " + " ".join(f"--{k.replace('_', '-')} {v}"
@@ -91,11 +100,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_build)
 
     for st in STAGE_NAMES:
-        p = dsub.add_parser(st, help=f"run the pipeline up to the {st} stage")
-        p.add_argument("name")
+        if st == "items":
+            p = dsub.add_parser(st, help="attach item metadata (an item table, or RetailRocket's item_properties "
+                                "and category_tree files) and build it; without PATH: run the pipeline up to "
+                                "the items stage",
+                                description="sessrec data items NAME PATH... [--columns item=COL,name=COL,"
+                                "category=COL,price=COL,available=COL]: an item table (CSV/TSV or Parquet) needs "
+                                "--columns; RetailRocket's item_properties_part*.csv (timestamp,itemid,property,"
+                                "value) and category_tree.csv (categoryid,parentid) are found by their headers. "
+                                "The files replace those attached before.")
+            p.add_argument("name")         # before the files: `data items NAME PATH...`
+            p.add_argument("paths", nargs="*", type=Path, metavar="PATH", help="item files (later files win)")
+            # dest item_columns: `columns` is the pipeline's field (the log's columns)
+            p.add_argument("--columns", dest="item_columns", help="item table: FIELD=COLUMN,... (item and at "
+                           "least one of name, category, price, available)")
+            p.add_argument("--no-build", action="store_true", help="only attach the files")
+        else:
+            p = dsub.add_parser(st, help=f"run the pipeline up to the {st} stage")
+            p.add_argument("name")
         p.add_argument("--force", action="store_true", help=f"rerun {st} even if it is up to date")
-        add_data_flags(p)
-        p.set_defaults(func=cmd_build, upto=st, stage_cmd=st)
+        add_data_flags(p, exclude=("columns",) if st == "items" else ())
+        p.set_defaults(func=cmd_items if st == "items" else cmd_build, upto=st, stage_cmd=st)
 
     p = dsub.add_parser("status", help="stages, freshness and stats of each dataset")
     p.add_argument("name", nargs="?")
@@ -130,22 +155,26 @@ def _build(ds: Dataset, out: Output, upto: str | None = None, force: bool | str 
 
 def cmd_demo(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
     make_demo(ws, out, args.size, args.name, args.seed, force=args.force, build_it=not args.no_build,
-              data=given(args, DATA_FLAGS), chunks=args.chunks)
+              data=given(args, DATA_FLAGS), new_items=args.new_items, chunks=args.chunks)
     return 0
 
 
 def make_demo(ws: Workspace, out: Output, size: str = "small", name: str | None = None, seed: int = 0, *,
-              force: bool = False, build_it: bool = True, data: dict | None = None, chunks: int = 1) -> str:
-    """Generate the demo log of `size` (again only when asked or when it differs) and build it;
-    `data`: DataConfig fields to change; `chunks` > 1: only the first time span is the dataset, the
-    others are written beside it for `sessrec data append`. Returns the dataset's name."""
+              force: bool = False, build_it: bool = True, data: dict | None = None,
+              new_items: float = 0.0, chunks: int = 1) -> str:
+    """Generate the demo log of `size` (again only when asked or when it differs) with its item
+    metadata (attached as RetailRocket's property and category-tree files) and build it; `data`:
+    DataConfig fields to change; `new_items`: the share of items released in the test period;
+    `chunks` > 1: only the first time span is the dataset, the others are written beside it for
+    `sessrec data append`. Returns the dataset's name."""
     from engine.data.demo import DEMO_SIZES, generate_demo
     if size not in DEMO_SIZES:
         raise InputError(f"unknown demo size {size!r}; expected one of {', '.join(DEMO_SIZES)}")
     name = demo_dataset_name(size, name)
     paths = ws.dataset(name)
     events = paths.demo_events
-    demo = {"size": size, "seed": seed, **({"chunks": chunks} if chunks > 1 else {})}
+    demo = {"size": size, "seed": seed, **({"new_items": new_items} if new_items else {}),
+            **({"chunks": chunks} if chunks > 1 else {})}
     existing = None
     if paths.exists:
         existing = Dataset.load(ws, name)
@@ -153,13 +182,14 @@ def make_demo(ws: Workspace, out: Output, size: str = "small", name: str | None 
             raise InputError(f"dataset {name!r} exists with demo {existing.source.get('demo')}; "
                              f"pass --force to regenerate, or choose another --name")
     if force or not events.exists() or not paths.demo_truth.exists() or \
+            not all(p.exists() for p in paths.demo_item_files) or \
             (existing and existing.source.get("demo") != demo):
         if existing is not None:        # its source is rewritten: not under a live training
             refuse_if_in_use(ws, name, "regenerate it")
         out.log(f"generating demo dataset '{name}' ({size}, seed {seed}) ...")
         with out:
             gstats = generate_demo(paths.demo_events, paths.demo_truth, size=size, seed=seed,
-                                   progress=out.progress,
+                                   progress=out.progress, new_items=new_items,
                                    chunk_paths=tuple(paths.demo_chunk(c) for c in range(2, chunks + 1)))
         if existing is not None:        # a new log: chunks appended to the old one are gone with it
             existing.data["source"].pop("chunks", None)
@@ -170,6 +200,8 @@ def make_demo(ws: Workspace, out: Output, size: str = "small", name: str | None 
     base = existing.config if existing else DataConfig(format="retailrocket")
     cfg = replace(base, **data) if data else base
     ds = Dataset.create(ws, name, events, cfg, demo=demo, overwrite=existing is None)
+    if ds.item_files() != list(paths.demo_item_files):
+        ds.attach_items(list(paths.demo_item_files), None)
     if build_it:
         _build(ds, out)
     return name
@@ -208,12 +240,13 @@ def cmd_import(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
         if test is not None:
             raise InputError(f"--test-file: format {args.format} takes no test file; the folder "
                              f"{path} holds its own test.txt")
-        base = DataConfig(format=args.format, **SRGNN_DATA_DEFAULTS)
+        base = dict(SRGNN_DATA_DEFAULTS)
     else:
         if test is not None:
             require_regular_file(args.test_file, f"{spec_file_text(args.format)} (test period)")
-        base = DataConfig(format=args.format, split_mode=SplitMode.TEST_FILE if test else SplitMode.RATIO)
-    cfg = config_from_args(base, args)
+        base = {"split_mode": SplitMode.TEST_FILE if test else SplitMode.RATIO}
+    # one construction, so that the checks see the flags (format events needs its --columns)
+    cfg = DataConfig(format=args.format, **{**base, **given(args, DATA_FLAGS)})
     has_test = test is not None or folder
     if test is not None and cfg.split_mode != SplitMode.TEST_FILE:
         raise InputError("--test-file needs --split-mode test_file (the default when a test file is given)")
@@ -257,6 +290,32 @@ def cmd_build(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
     if getattr(args, "stage_cmd", None) and force:
         force = args.stage_cmd
     _build(ds, out, upto=args.upto, force=force)
+    return 0
+
+
+def cmd_items(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
+    if not args.paths:
+        if args.item_columns:
+            raise InputError("--columns names an item table's columns: give the table's PATH too")
+        return cmd_build(args, ws, out)
+    from engine.data.item_meta import item_file_kind, parse_item_columns
+    ds = Dataset.load(ws, args.name)
+    for path in args.paths:
+        require_regular_file(path, ITEMS_FILE_TEXT)
+    kinds = [item_file_kind(p) for p in args.paths]
+    columns = parse_item_columns(args.item_columns) if args.item_columns else None
+    if "table" in kinds and columns is None:
+        table = args.paths[kinds.index("table")]
+        raise InputError(f"{table}: an item table needs --columns item=COL,... (name, category, price, available); "
+                         f"RetailRocket's item_properties and category_tree files are found by their headers")
+    if columns is not None and "table" not in kinds:
+        raise InputError("--columns is for an item table; the files given are RetailRocket property or "
+                         "category-tree files")
+    refuse_if_in_use(ws, args.name, "attach item metadata")
+    ds.attach_items([p.expanduser().resolve() for p in args.paths], columns)
+    out.log(f"dataset {args.name}: item files " + ", ".join(f"{p} ({k})" for p, k in zip(args.paths, kinds)))
+    if not args.no_build:
+        _build(ds, out)
     return 0
 
 

@@ -25,36 +25,71 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "compiler) or onnx (ONNX Runtime); exports are made when missing")
     p.add_argument("--search", choices=values(Search), default="exact",
                    help="top-k over the catalogue: exact, or pq candidates scored exactly (see sessrec serve)")
+    g = p.add_argument_group("business rules (applied to the whole catalogue before the top-k)")
+    g.add_argument("--exclude", nargs="+", default=[], metavar="ID", help="raw item ids never to recommend")
+    g.add_argument("--only-available", action="store_true",
+                   help="leave out items whose latest availability is 0 (item metadata)")
+    g.add_argument("--category", nargs="+", default=[], metavar="CAT",
+                   help="only items in these category ids (anywhere on their category path)")
+    g.add_argument("--boost-category", nargs="+", default=[], metavar="CAT",
+                   help="lift items in these category ids by --boost")
+    g.add_argument("--boost", type=float, default=1.0, help="score added to boosted items (default 1.0)")
+    p.add_argument("--explain", action="store_true",
+                   help="per item, the session items that contributed most and how (see docs/serving-and-export.md)")
     p.set_defaults(func=cmd_recommend)
 
 
 # ---- recommend -----------------------------------------------------------------------------------
 def cmd_recommend(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
     from engine.data.items import parse_item_ids
+    from engine.inference.rules import Rules
+    rules = Rules.of(parse_item_ids(" ".join(args.exclude)), args.only_available,
+                     parse_item_ids(" ".join(args.category)), parse_item_ids(" ".join(args.boost_category)),
+                     args.boost)
     show_recommendations(ws, out, args.run, parse_item_ids(" ".join(args.items)), k=args.k, device=args.device,
-                         runtime=args.runtime, search=args.search, exclude_session_items=args.exclude_session_items)
+                         runtime=args.runtime, search=args.search, exclude_session_items=args.exclude_session_items,
+                         rules=rules, explain=args.explain)
     return 0
 
 
 def show_recommendations(ws: Workspace, out: Output, target: str, ids: list[int], k: int = 10, device: str = "cpu",
-                         runtime: str = "torch", search: str = "exact", exclude_session_items: bool = False) -> None:
-    """The top-`k` of `target` (a run id or baseline:NAME@DATASET) for the session `ids`, printed."""
+                         runtime: str = "torch", search: str = "exact", exclude_session_items: bool = False,
+                         rules=None, explain: bool = False) -> None:
+    """The top-`k` of `target` (a run id or baseline:NAME@DATASET) for the session `ids`, printed;
+    `rules` (engine.inference.rules.Rules) restrict and boost the catalogue, `explain` adds reasons."""
     from engine.core.threads import set_compute_threads
+    from engine.inference.explain import explanation_text
     from engine.inference.recommend import Recommender
     set_compute_threads(1)   # one short lookup: thread start-up costs more than it saves
     if k < 1:
         raise InputError("--k must be >= 1")
     rec = Recommender.for_target(ws, target, device=device, runtime=runtime, search=search)
-    r = rec.recommend(ids, k=k, exclude_session_items=exclude_session_items)
+    r = rec.recommend(ids, k=k, exclude_session_items=exclude_session_items, rules=rules, explain=explain)
+    info = r.info or [{} for _ in r.items]
     rows = [[i + 1, str(item), score, pop, "yes" if ins else ""] for i, (item, score, pop, ins)
             in enumerate(zip(r.items, r.scores, r.popularity, r.in_session))]
+    headers = ["rank", "item", "score", "train count", "in session"]
+    if r.info is not None:
+        headers[2:2] = ["name", "category"]
+        for row, d in zip(rows, info):
+            row[2:2] = [d.get("name") or "", " > ".join(d.get("path") or [])]
+    if explain:
+        headers.append("why")
+        for row, e in zip(rows, r.explanations or []):
+            row.append(explanation_text(e))
     caption = []
     if r.unknown:
         caption.append(f"unknown ids ignored: {', '.join(map(str, r.unknown))}")
     if r.fallback:
         caption.append("no known item: popularity fallback")
-    out.result({"items": r.items, "scores": r.scores, "popularity": r.popularity, "in_session": r.in_session,
-                "unknown": r.unknown, "fallback": r.fallback, "source": r.source, "ms": round(r.seconds * 1000, 2)},
-               table(f"top-{k} from {r.source} ({r.seconds * 1000:.1f} ms)",
-                     ["rank", "item", "score", "train count", "in session"], rows,
+    result = {"items": r.items, "scores": r.scores, "popularity": r.popularity, "in_session": r.in_session,
+              "unknown": r.unknown, "fallback": r.fallback, "source": r.source, "ms": round(r.seconds * 1000, 2)}
+    if r.info is not None:
+        result["info"] = r.info
+    if explain:
+        result["explanations"] = r.explanations
+    if rules is not None and not rules.empty:
+        result["rules"] = rules.text()
+    out.result(result,
+               table(f"top-{k} from {r.source} ({r.seconds * 1000:.1f} ms)", headers, rows,
                      caption="; ".join(caption) or None))

@@ -24,7 +24,22 @@ from typing import Any, Mapping, TypeVar
 
 from engine.core.argv import flag_name
 from engine.core.errors import InputError
-from engine.core.schema import DataFormat, Device, GraphMode, Loss, Protocol, Readout, Schedule, SplitMode, Weighting
+from engine.core.mapping import parse_mapping
+from engine.core.schema import (
+    DataFormat,
+    Device,
+    EventType,
+    GraphMode,
+    LogRole,
+    Loss,
+    Protocol,
+    Readout,
+    Schedule,
+    SplitMode,
+    TimeFormat,
+    Weighting,
+    values,
+)
 
 T = TypeVar("T", bound="Config")
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
@@ -241,6 +256,15 @@ class DataConfig(Config):
     """Parameters of the data pipeline (raw log -> sessions -> split -> items -> graph -> PE)."""
 
     format: DataFormat = param(DataFormat.RETAILROCKET, "format of the raw log", cli=False)
+    # ingest, format events: what the log's columns are
+    columns: str = param("", "format events: ROLE=COLUMN,... naming the log's columns: item and time, "
+                         "session or user (no session: sessions from the user's inactivity gaps), "
+                         "optionally event")
+    # (not `events`: the global `--events jsonl` flag has that name)
+    event_map: str = param("", "format events: RAW=TYPE,... mapping the event column's values to view, "
+                           "addtocart, transaction (default: the values are those names)")
+    time_format: TimeFormat = param(TimeFormat.AUTO, "format events: the time column as auto (epoch "
+                                    "s/ms/us/ns from the magnitude, or ISO-8601 text), s, ms, us, ns or iso")
     # sessionize
     session_gap_minutes: float = param(30.0, "inactivity (minutes) that starts a new session",
                                        min=0, min_open=True, max=525_600)
@@ -271,14 +295,47 @@ class DataConfig(Config):
     def check(self) -> None:
         if self.max_session_length < self.min_session_length:
             raise InputError("max_session_length must be >= min_session_length")
+        if self.format == DataFormat.EVENTS:
+            self.log_columns()
+            self.event_types()
+        else:
+            given = [name for name in ("columns", "event_map") if getattr(self, name)]
+            if self.time_format != TimeFormat.AUTO:
+                given.append("time_format")
+            if given:
+                raise InputError(f"{', '.join(given)}: only for --format events (format {self.format} "
+                                 f"has fixed columns)")
         if self.split_mode == SplitMode.RATIO and self.train_ratio + self.val_ratio >= 1:
             raise InputError("train_ratio + val_ratio must be < 1 (test is the rest)")
+
+    def log_columns(self) -> dict[str, str]:
+        """format events: {role: file column}, checked (item, time and session or user; see LogRole)."""
+        cols = parse_mapping(self.columns, "columns", keys=values(LogRole))
+        missing = [r for r in (LogRole.ITEM, LogRole.TIME) if r not in cols]
+        if missing or not ({LogRole.SESSION, LogRole.USER} & set(cols)):
+            need = ", ".join(missing + ([] if {LogRole.SESSION, LogRole.USER} & set(cols) else ["session or user"]))
+            raise InputError(f"columns: {self.columns or '(none)'!r} names no {need} column; format events "
+                             f"needs --columns item=COL,time=COL,user=COL (or session=COL)[,event=COL]")
+        return cols
+
+    def event_types(self) -> dict[str, str]:
+        """format events: {raw event value: canonical type} (empty: the values are the type names)."""
+        return parse_mapping(self.event_map, "event_map", values=values(EventType))
 
     @property
     def has_session_ids(self) -> bool:
         """Formats whose rows already carry a session id (sessionize keeps them); srgnn's sessions are
-        given as lists, so they have ids too."""
+        given as lists, so they have ids too; an events log when it names a session column."""
+        if self.format == DataFormat.EVENTS:
+            return LogRole.SESSION in parse_mapping(self.columns, "columns")
         return self.format in (DataFormat.RSC15, DataFormat.DIGINETICA, DataFormat.SRGNN)
+
+    @property
+    def has_event_types(self) -> bool:
+        """The log says view / addtocart / transaction (the graph then counts event pairs)."""
+        if self.format == DataFormat.EVENTS:
+            return LogRole.EVENT in parse_mapping(self.columns, "columns")
+        return self.format == DataFormat.RETAILROCKET
 
 
 # ---- training ----------------------------------------------------------------------------------
@@ -354,6 +411,12 @@ class GNNConfig(Config):
     pos_emb: bool = param(True, "reversed position embeddings in the attention readout (GCE-GNN)")
     global_k: int = param(0, "global item graph: attend over each item's k most similar items in the "
                           "train co-occurrence graph (GCE-GNN-like; 0 = off)", min=0, max=10_000)
+    item_features: bool = param(True, "add embeddings of the item's category path and price bucket to its "
+                                "vector when the dataset has item metadata (sessrec data items); items "
+                                "unseen in training are then scored from their features (cold start)")
+    cold_dropout: float = param(0.1, "item_features: share of items whose own embedding a training step "
+                                "replaces by the new-item vector, so that feature-only vectors learn to stand "
+                                "alone", min=0, max=1, max_open=True)
     switch: bool = param(False, "repeat-or-explore switch (RepeatNet): the session's items score a learned "
                          "z(session) + their log-softmax among the session's items, the others their dot product")
     contrastive: float = param(0.0, "weight of a self-supervised InfoNCE loss between two dropout views of "

@@ -31,6 +31,47 @@ class DataFormat(StrEnum):
     RSC15 = "rsc15"
     DIGINETICA = "diginetica"
     SRGNN = "srgnn"          # a folder with SR-GNN's all_train_seq.txt and test.txt pickles
+    EVENTS = "events"        # any click log (CSV/TSV, Parquet, JSON Lines) with its columns named by --columns
+
+
+class EventType(StrEnum):
+    """The canonical event types, int8 codes 0, 1, 2 in every events table (a log without an event
+    column is all views)."""
+
+    VIEW = "view"
+    ADDTOCART = "addtocart"
+    TRANSACTION = "transaction"
+
+
+class TimeFormat(StrEnum):
+    """How the events format reads its time column: detected, epoch in a unit, or ISO-8601 text."""
+
+    AUTO = "auto"            # numbers: the epoch unit from their magnitude; text: ISO-8601
+    S = "s"
+    MS = "ms"
+    US = "us"
+    NS = "ns"
+    ISO = "iso"              # 2015-05-03T03:00:00[.fff][Z|+hh:mm]; without a zone: UTC
+
+
+class LogRole(StrEnum):
+    """What a column of the events format holds (`--columns ROLE=COLUMN,...`)."""
+
+    ITEM = "item"
+    TIME = "time"
+    SESSION = "session"
+    USER = "user"
+    EVENT = "event"
+
+
+class ItemField(StrEnum):
+    """What a column of an item table holds (`sessrec data items NAME PATH --columns FIELD=COLUMN,...`)."""
+
+    ITEM = "item"
+    NAME = "name"
+    CATEGORY = "category"
+    PRICE = "price"
+    AVAILABLE = "available"
 
 
 class SplitMode(StrEnum):
@@ -49,6 +90,7 @@ class StageName(StrEnum):
     GRAPH = "graph"
     ENCODINGS = "encodings"
     ORACLE = "oracle"
+    METADATA = "metadata"    # an item table attached with `sessrec data items` (name, category path, ...)
 
 
 class StageState(StrEnum):

@@ -111,6 +111,11 @@ class DatasetDir:
     def demo_truth(self) -> Path:
         return self.source_dir / "truth.npz"
 
+    @property
+    def demo_item_files(self) -> tuple[Path, Path]:
+        """The demo's item metadata, in RetailRocket's layout: item_properties.csv, category_tree.csv."""
+        return self.source_dir / "item_properties.csv", self.source_dir / "category_tree.csv"
+
     def demo_chunk(self, n: int) -> Path:
         """`sessrec demo --chunks N`: the later time chunks of the log (chunk 1 is `demo_events`),
         for `sessrec data append`."""
@@ -160,6 +165,15 @@ class DatasetDir:
     @property
     def oracle(self) -> Path:
         return self.stage_dir("oracle") / "oracle.json"
+
+    @property
+    def item_meta(self) -> Path:
+        """Item metadata by raw id (engine.data.item_meta.ItemMeta): name, category, price, available."""
+        return self.stage_dir("metadata") / "items.parquet"
+
+    @property
+    def item_categories(self) -> Path:
+        return self.stage_dir("metadata") / "categories.parquet"
 
 
 @dataclass(frozen=True)

@@ -11,12 +11,14 @@ from engine.core.errors import InputError
 from engine.core.schema import Split, values
 from engine.core.workspace import DatasetDir, Workspace
 from engine.data.graph import CoocGraph
+from engine.data.item_meta import FeatureSpec, ItemFeatures, ItemMeta
 from engine.data.items import ItemIndex
 from engine.data.manifest import Dataset
 from engine.data.pipeline import status
 from engine.data.sessions import Sessions
 
-# everything a model may read; a model spec says what it needs (`ModelSpec.stages`)
+# everything a model may read; a model spec says what it needs (`ModelSpec.stages`); metadata only
+# where the dataset has it
 MODEL_STAGES = ("items", "graph", "encodings")
 
 
@@ -33,10 +35,33 @@ class DatasetArtifacts:
     pe: np.ndarray | None    # float32 [V+1, k]
     stats: dict              # per-stage stats from the manifest
     oracle: dict | None      # demo datasets: oracle Recall@K on the test split
+    meta: ItemMeta | None = None   # item metadata (`sessrec data items`), when attached and asked for
 
     @property
     def n_items(self) -> int:
         return self.items.n_items
+
+    def current_meta(self) -> ItemMeta | None:
+        """The dataset's item metadata as built now (loaded once; None without item files)."""
+        if not hasattr(self, "_current_meta"):
+            self._current_meta = load_item_meta(Dataset.load(self.paths.workspace, self.name))
+        return self._current_meta
+
+    def item_features(self) -> ItemFeatures | None:
+        """The feature ids of the train vocabulary (a spec fitted on it), None without metadata."""
+        if self.meta is None:
+            return None
+        cached = getattr(self, "_features", None)
+        if cached is None:
+            spec = FeatureSpec.fit(self.meta, self.items.raw_ids)
+            cached = ItemFeatures.of(spec, self.meta, self.items.raw_ids)
+            self._features = cached
+        return cached
+
+    def use_feature_spec(self, spec: FeatureSpec) -> None:
+        """Encode the items with `spec` rather than one fitted on them: a resumed run keeps its own,
+        a warm start its older run's (the category embedding rows then mean the same categories)."""
+        self._features = ItemFeatures.of(spec, self.meta, self.items.raw_ids) if self.meta is not None else None
 
     def split(self, name: str) -> Sessions:
         if name not in values(Split):
@@ -83,6 +108,7 @@ def load_dataset(ws: Workspace, name: str, stages: tuple[str, ...] = MODEL_STAGE
             splits[s] = raw.with_items(items.encode(raw.items))
     pe = np.load(d.pe) if "encodings" in stages else None
     oracle_rec = ds.stage_record("oracle")
+    meta = load_item_meta(ds) if "metadata" in stages else None
     return DatasetArtifacts(
         name=name, paths=d, config=ds.config, items=items,
         train=splits["train"], val=splits["val"], test=splits["test"],
@@ -90,4 +116,13 @@ def load_dataset(ws: Workspace, name: str, stages: tuple[str, ...] = MODEL_STAGE
         pe=pe,
         stats={k: v.get("stats", {}) for k, v in ds.data.get("stages", {}).items()},
         oracle=(oracle_rec or {}).get("stats") if (oracle_rec or {}).get("status") == "done" else None,
+        meta=meta,
     )
+
+
+def load_item_meta(ds: Dataset) -> ItemMeta | None:
+    """The dataset's item metadata when its metadata stage is built (None without item files)."""
+    rec = ds.stage_record("metadata")
+    if not ds.has_items or not rec or rec.get("status") != "done" or not ds.paths.item_meta.exists():
+        return None
+    return ItemMeta.read(ds.paths.item_meta, ds.paths.item_categories)

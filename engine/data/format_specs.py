@@ -20,8 +20,20 @@ REASONS: tuple[str, ...] = ("missing_field", "non_numeric_id", "bad_timestamp", 
 REASON_LABELS: dict[str, str] = {"missing_field": "missing or extra fields",
                                  "non_numeric_id": "non-numeric or negative id",
                                  "bad_timestamp": "bad timestamp", "unknown_event": "unknown event type"}
-# Column kinds. Ids are non-negative integers (NO_VISITOR = -1 is a sentinel downstream).
+# Column kinds. Ids are non-negative integers (NO_VISITOR = -1 is a sentinel downstream); labels are
+# session or user columns holding text (numbered in order of first appearance); times are epoch ms
+# (RetailRocket), seconds with decimals (RSC15), a date plus an offset in ms (Diginetica), or, in the
+# events format, epoch ms / us / ns (decimals allowed) or ISO-8601 text (engine.data.log_values).
 ID, MS, OFFSET_MS, SECONDS, DATE, EVENT = "id", "ms", "offset_ms", "seconds", "date", "event"
+LABEL, ISO, EPOCH_MS, EPOCH_US, EPOCH_NS = "label", "iso", "epoch_ms", "epoch_us", "epoch_ns"
+EPOCH_UNITS = (EPOCH_MS, EPOCH_US, EPOCH_NS)
+TIME_KINDS = (MS, OFFSET_MS, SECONDS, DATE, ISO, *EPOCH_UNITS)
+# what the events format's --time-format means as a kind (auto: decided from the first values read)
+TIME_FORMAT_KINDS = {"s": SECONDS, "ms": EPOCH_MS, "us": EPOCH_US, "ns": EPOCH_NS, "iso": ISO}
+KIND_TEXT = {ID: "a whole number 0 .. 2**63 - 1", LABEL: "any text", MS: "epoch milliseconds",
+             OFFSET_MS: "milliseconds", SECONDS: "epoch seconds", DATE: "a date YYYY-MM-DD",
+             EVENT: "an event type", ISO: "ISO-8601 time", EPOCH_MS: "epoch milliseconds",
+             EPOCH_US: "epoch microseconds", EPOCH_NS: "epoch nanoseconds"}
 DELIMITER_NAMES = {",": "comma ','", ";": "semicolon ';'", "\t": "tab", "|": "pipe '|'"}
 
 
@@ -41,7 +53,7 @@ class FormatSpec:
 
     @property
     def time_columns(self) -> tuple[str, ...]:
-        return tuple(c for c, k in self.kinds.items() if k in (MS, OFFSET_MS, SECONDS, DATE))
+        return tuple(c for c, k in self.kinds.items() if k in TIME_KINDS)
 
     @property
     def event_column(self) -> str | None:
@@ -110,10 +122,17 @@ def require_regular_file(path: str | Path, what: str) -> None:
         raise InputError(f"{path}: is {kind}, not a regular file; expected {what}")
 
 
+EVENTS_FILE_TEXT = "a click log (CSV/TSV, Parquet or JSON Lines, plain or compressed)"
+ITEMS_FILE_TEXT = ("an item table (CSV/TSV or Parquet with a header line) or RetailRocket's "
+                   "item_properties_part*.csv and category_tree.csv")
+
+
 def spec_file_text(fmt: str) -> str:
     """What a file of format `fmt` is, for messages ("a RetailRocket events.csv file with header ...")."""
     if fmt == DataFormat.SRGNN:
         return SRGNN_FOLDER_TEXT
+    if fmt == DataFormat.EVENTS:
+        return EVENTS_FILE_TEXT
     spec = FORMAT_SPECS.get(fmt)
     return f"a {spec.title} file with header {spec.header_text()!r}" if spec else "a click log"
 

@@ -85,6 +85,21 @@ class CoocGraph:
         nbr[rows, rank], w[rows, rank] = cols, vals
         return nbr, w
 
+    def counts(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """float32: the co-occurrence count (linked position pairs in training) of each pair of
+        nodes (a[i], b[i]); 0 for no edge and for nodes outside the graph (items added later)."""
+        a, b = np.asarray(a, np.int64), np.asarray(b, np.int64)
+        key = getattr(self, "_keys", None)
+        if key is None:                  # rows ascending, columns sorted in each row: sorted keys
+            key = row_ids(self.indptr) * self.n_nodes + self.indices.astype(np.int64)
+            self._keys = key
+        inside = (a > 0) & (b > 0) & (a < self.n_nodes) & (b < self.n_nodes)
+        want = np.where(inside, a * self.n_nodes + b, -1)
+        if not len(key):
+            return np.zeros(len(want), np.float32)
+        pos = np.minimum(np.searchsorted(key, want), len(key) - 1)
+        return np.where(inside & (key[pos] == want), self.weight[pos], 0.0).astype(np.float32)
+
     def save(self, path: str | Path) -> None:
         arrays = {"format_version": np.int64(_FORMAT_VERSION), "n_nodes": np.int64(self.n_nodes),
                   "indptr": self.indptr, "indices": self.indices, "weight": self.weight}

@@ -130,6 +130,33 @@ class Dataset:
     def stage_dir(self, stage: str) -> Path:
         return self.paths.stage_dir(stage)
 
+    # ---- item metadata (`sessrec data items`) ---------------------------------------------------
+    @property
+    def has_items(self) -> bool:
+        return bool((self.source.get("items") or {}).get("paths"))
+
+    def item_files(self) -> list[Path]:
+        """The attached item files, in order (later files' values win)."""
+        return [p if p.is_absolute() else self.dir / p
+                for p in (Path(x) for x in (self.source.get("items") or {}).get("paths", []))]
+
+    @property
+    def item_columns(self) -> dict[str, str] | None:
+        return (self.source.get("items") or {}).get("columns")
+
+    def attach_items(self, paths: list[Path], columns: dict[str, str] | None) -> None:
+        """Record the item files (stored like the log: relative inside the dataset folder) and the
+        item table's columns; the `metadata` stage reads them."""
+        self.data["source"]["items"] = {"paths": [self._stored(p) for p in paths], "columns": columns}
+        self.save()
+
+    def _stored(self, p: Path) -> str:
+        p = Path(p).resolve()
+        try:
+            return str(p.relative_to(self.dir.resolve()))
+        except ValueError:
+            return str(p)
+
     def stage_record(self, stage: str) -> dict[str, Any] | None:
         return self.data.get("stages", {}).get(stage)
 
@@ -241,6 +268,7 @@ _FIELDS: dict[str, tuple[type | tuple[type, ...], bool]] = {
     "source": (dict, True), "config": (dict, True), "stages": (dict, True),
     "source.path": (str, True), "source.format": ((str, type(None)), False),
     "source.test_path": ((str, type(None)), False), "source.demo": ((dict, type(None)), False),
+    "source.items": ((dict, type(None)), False),
     "source.chunks": ((list, type(None)), False),
     "building": ((dict, type(None)), False),
 }

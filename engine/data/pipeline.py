@@ -28,7 +28,13 @@ from engine.core.errors import SessrecError, StageError, StorageError
 from engine.core.progress import Progress, ProgressFn, null_progress
 from engine.core.schema import Split, StageName
 from engine.core.workspace import DatasetDir
-from engine.data.format_specs import require_regular_file, source_is_folder, spec_file_text, srgnn_files
+from engine.data.format_specs import (
+    ITEMS_FILE_TEXT,
+    require_regular_file,
+    source_is_folder,
+    spec_file_text,
+    srgnn_files,
+)
 from engine.data.manifest import (
     BuildLock,
     Dataset,
@@ -48,6 +54,7 @@ class Stage:
     run: Callable[["StageContext"], dict]          # writes into ctx.out, returns stats
     description: str
     only_demo: bool = False
+    needs_items: bool = False        # only datasets with item files attached (`sessrec data items`)
 
 
 @dataclass
@@ -96,12 +103,14 @@ def run_ingest(ctx: StageContext) -> dict:
         from engine.data.srgnn import read_srgnn
         res, tres = read_srgnn(ctx.ds.source_file("path"), ctx.progress)
     else:
-        res = read_events(ctx.ds.source_file("path"), ctx.cfg.format, ctx.progress)
+        res = read_events(ctx.ds.source_file("path"), ctx.cfg, ctx.progress)
         test_path = ctx.ds.source_file("test_path")
-        tres = read_events(test_path, ctx.cfg.format, ctx.progress) if test_path else None
+        tres = read_events(test_path, ctx.cfg, ctx.progress) if test_path else None
     chunks = []
     for i, chunk in enumerate(ctx.ds.source.get("chunks") or [], start=1):   # `sessrec data append`
-        cres = read_events(ctx.ds.source_file(f"chunk-{i}"), chunk["format"], ctx.progress)
+        # a chunk in the dataset's own format is read as its log is (an events log: its columns)
+        fmt = ctx.cfg if chunk["format"] == ctx.cfg.format else chunk["format"]
+        cres = read_events(ctx.ds.source_file(f"chunk-{i}"), fmt, ctx.progress)
         if cres.key != res.key:
             raise StageError(f"appended chunk {chunk['path']} ({chunk['format']}) keys its events by {cres.key}, "
                              f"the dataset's log by {res.key}: append a log of the same kind")
@@ -187,7 +196,7 @@ def run_graph(ctx: StageContext) -> dict:
     index = ItemIndex.read(ctx.input(ctx.ds.paths.items))
     train = Sessions.read(ctx.input(ctx.ds.paths.encoded_sessions("train")))
     graph, stats = build_cooc_graph(train, index.n_items, window=ctx.cfg.cooc_window,
-                                    with_event_pairs=ctx.cfg.format == "retailrocket",
+                                    with_event_pairs=ctx.cfg.has_event_types,
                                     progress=ctx.progress)
     graph.save(ctx.out.graph)
     return stats
@@ -233,9 +242,35 @@ def run_oracle(ctx: StageContext) -> dict:
             "detail": out}
 
 
+def _ingest_params(c: DataConfig) -> dict:
+    # a preset's key is its format alone (as before the events format existed: built datasets stay fresh)
+    if c.format != "events":
+        return {"format": c.format}
+    return {"format": c.format, "columns": c.log_columns(), "event_map": c.event_types(),
+            "time_format": str(c.time_format)}
+
+
+def run_metadata(ctx: StageContext) -> dict:
+    import pyarrow.parquet as pq
+
+    from engine.data.item_meta import coverage, meta_stats, read_item_sources
+    files = ctx.ds.item_files()
+    for f in files:
+        if not f.exists():
+            raise StageError(f"item file {f} does not exist (dataset {ctx.ds.name!r}); restore it or attach "
+                             f"the files again (sessrec data items {ctx.ds.name} PATH ...)")
+    meta, read = read_item_sources(files, ctx.ds.item_columns)
+    meta.write(ctx.out.item_meta, ctx.out.item_categories)
+    items = pq.read_table(ctx.input(ctx.ds.paths.events), columns=["item"]).column("item").to_numpy()
+    stats = {**meta_stats(meta), **coverage(meta, items), "reader": read}
+    test = ctx.ds.paths.test_events
+    if test.exists():
+        stats["test_file"] = coverage(meta, pq.read_table(test, columns=["item"]).column("item").to_numpy())
+    return stats
+
+
 STAGES: tuple[Stage, ...] = (
-    Stage(StageName.INGEST, (), lambda c: {"format": c.format}, run_ingest,
-          "read the raw log into a canonical events table"),
+    Stage(StageName.INGEST, (), _ingest_params, run_ingest, "read the raw log into a canonical events table"),
     Stage(StageName.SESSIONIZE, ("ingest",),
           lambda c: {"gap_min": c.session_gap_minutes, "min_len": c.min_session_length,
                      "max_len": c.max_session_length, "min_item_support": c.min_item_support},
@@ -250,6 +285,8 @@ STAGES: tuple[Stage, ...] = (
           "item co-occurrence graph from train sessions"),
     Stage(StageName.ENCODINGS, ("graph",), lambda c: {"k": c.pe_dim}, run_encodings,
           "Laplacian positional encodings"),
+    Stage(StageName.METADATA, ("ingest",), lambda c: {}, run_metadata,
+          "item metadata (names, category paths, prices, availability) and its coverage", needs_items=True),
     Stage(StageName.ORACLE, ("split",), lambda c: {"k": [10, 20], "known_targets": True, "count_learner": True}, run_oracle,
           "generator's oracle Recall@K on the test split (demo only)", only_demo=True),
 )
@@ -259,7 +296,10 @@ CODE_VERSION = 1   # bump when a stage's output format or semantics change
 
 
 def stages_for(ds: Dataset) -> list[Stage]:
-    return [s for s in STAGES if ds.is_demo or not s.only_demo]
+    return [s for s in STAGES if (ds.is_demo or not s.only_demo) and (ds.has_items or not s.needs_items)]
+
+
+ITEM_ROLE = "items."      # fingerprint roles of the attached item files: items.0, items.1, ...
 
 
 def _source_fingerprints(ds: Dataset, cached: dict | None) -> dict:
@@ -286,7 +326,32 @@ def _source_fingerprints(ds: Dataset, cached: dict | None) -> dict:
             # before fingerprinting: reading a FIFO would hang `data status`
             require_regular_file(path, spec_file_text(ds.config.format))
             fps[role] = file_fingerprint(path, cached.get(role))
+    return {**fps, **_item_fingerprints(ds, cached)}
+
+
+def _item_fingerprints(ds: Dataset, cached: dict) -> dict:
+    fps = {}
+    for i, path in enumerate(ds.item_files()):
+        if not os.path.lexists(path):
+            raise StageError(f"item file {path} does not exist (dataset {ds.name!r}); restore it or attach "
+                             f"the files again (sessrec data items {ds.name} PATH ...)")
+        require_regular_file(path, ITEMS_FILE_TEXT)
+        fps[f"{ITEM_ROLE}{i}"] = file_fingerprint(path, cached.get(f"{ITEM_ROLE}{i}"))
     return fps
+
+
+def _inputs_of(stage: str, fingerprints: dict) -> dict:
+    """The fingerprints a stage's key covers: the log's for ingest, the item files' for metadata."""
+    if stage == StageName.INGEST:
+        return {r: fp for r, fp in fingerprints.items() if not r.startswith(ITEM_ROLE)}
+    if stage == StageName.METADATA:
+        return {r: fp for r, fp in fingerprints.items() if r.startswith(ITEM_ROLE)}
+    return {}
+
+
+def _cached_fingerprints(ds: Dataset) -> dict:
+    return {**((ds.stage_record("ingest") or {}).get("inputs") or {}),
+            **((ds.stage_record("metadata") or {}).get("inputs") or {})}
 
 
 def expected_keys(ds: Dataset, fingerprints: dict) -> dict[str, str]:
@@ -296,8 +361,10 @@ def expected_keys(ds: Dataset, fingerprints: dict) -> dict[str, str]:
     for st in stages_for(ds):
         basis: dict[str, Any] = {"stage": st.name, "code": CODE_VERSION, "params": st.params(cfg),
                                  "deps": [keys[d] for d in st.deps]}
-        if st.name == "ingest":
-            basis["inputs"] = {r: fp["blake2b"] for r, fp in fingerprints.items()}
+        if st.name in (StageName.INGEST, StageName.METADATA):
+            basis["inputs"] = {r: fp["blake2b"] for r, fp in _inputs_of(st.name, fingerprints).items()}
+        if st.name == StageName.METADATA:
+            basis["columns"] = ds.item_columns
         if st.name == "oracle":
             basis["truth"] = ds.source.get("demo")
         keys[st.name] = stable_hash(basis)
@@ -326,9 +393,8 @@ def outputs_problem(ds: Dataset, stage: str, rec: dict) -> str | None:
 
 def status(ds: Dataset) -> list[StageStatus]:
     """Each stage's state, comparing recorded keys with what the current source/config imply."""
-    ingest_rec = ds.stage_record("ingest") or {}
     try:
-        keys = expected_keys(ds, _source_fingerprints(ds, ingest_rec.get("inputs")))
+        keys = expected_keys(ds, _source_fingerprints(ds, _cached_fingerprints(ds)))
         source_error = None
     except SessrecError as e:
         keys, source_error = {}, str(e)
@@ -348,7 +414,7 @@ def status(ds: Dataset) -> list[StageStatus]:
             state = "stale"
         else:
             state = "done"
-        error = (rec or {}).get("error") or changed or (source_error if st.name == "ingest" else None)
+        error = (rec or {}).get("error") or changed or (source_error if st.name in ("ingest", "metadata") else None)
         out.append(StageStatus(st.name, state, (rec or {}).get("stats", {}),
                                (rec or {}).get("seconds"), (rec or {}).get("finished_at"), error))
     return out
@@ -401,8 +467,7 @@ def build(ds: Dataset, upto: str | None = None, force: bool | str = False,
             recover_dir(ds.stage_dir(name))
         for folder in (ds.dir, *(ds.stage_dir(name) for name in STAGE_NAMES)):
             clean_temp(folder)
-        ingest_rec = ds.stage_record("ingest") or {}
-        fps = _source_fingerprints(ds, ingest_rec.get("inputs"))
+        fps = _source_fingerprints(ds, _cached_fingerprints(ds))
         keys = expected_keys(ds, fps)
         rerun: set[str] = set()
         total = len(stages)
@@ -455,7 +520,7 @@ def build(ds: Dataset, upto: str | None = None, force: bool | str = False,
             ds.data.pop("building", None)
             ds.record(st.name, {
                 "stage": st.name, "status": "done", "key": keys[st.name], "params": st.params(ds.config),
-                "deps": list(st.deps), "inputs": fps if st.name == "ingest" else {},
+                "deps": list(st.deps), "inputs": _inputs_of(st.name, fps),
                 "outputs": outputs, "stats": stats, "seconds": round(seconds, 3),
                 "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             })
@@ -488,4 +553,8 @@ def summary_stats(ds: Dataset) -> dict:
     if ora:
         out["oracle_recall@10_last"] = ora.get("recall@10_last")
         out["oracle_recall@10_prefixes"] = ora.get("recall@10_prefixes")
+    meta = g("metadata")
+    for k in ("item_coverage", "event_coverage", "categories"):
+        if k in meta:
+            out[f"metadata_{k}"] = meta[k]
     return out

@@ -21,6 +21,7 @@ from engine.data.pipeline import StageStatus, status, summary_stats
 
 NOTE_WIDTH = 80   # an error shown as a stage's note is cut here (the full text is in `error`)
 BUILT_STAGES = ("items", "graph")   # enough to train a baseline
+_OPTIONAL = ("metadata", "oracle")  # stages only some datasets have
 
 
 @dataclass
@@ -61,6 +62,12 @@ class DatasetReport:
     def state_of(self, stage: str) -> str:
         return next((s.state for s in self.stages if s.name == stage), "missing")
 
+    def not_done(self, stages) -> list[str]:
+        """Those of `stages` the dataset has and that are not done (a model's optional stages, such
+        as the item metadata, are passed over where the dataset has none: as `require_built` does)."""
+        have = {s.name for s in self.stages}
+        return [s for s in stages if (s in have or s not in _OPTIONAL) and self.state_of(s) != "done"]
+
 
 def stage_note(s: StageStatus) -> str:
     """One line about a stage: its error when failed or stale, else its headline stats."""
@@ -82,6 +89,9 @@ def stage_note(s: StageStatus) -> str:
                          f"{fmt(st.get('avg_degree'))}, {st.get('components', 0):,} components",
         "encodings": lambda: f"k={st.get('k', '-')}, {st.get('method', '')}",
         "oracle": lambda: f"Recall@10 last {fmt(st.get('recall@10_last'))}, prefixes {fmt(st.get('recall@10_prefixes'))}",
+        "metadata": lambda: f"{st.get('items', 0):,} items, {st.get('categories', 0):,} categories; covers "
+                            f"{st.get('item_coverage', 0):.1%} of the log's items, {st.get('event_coverage', 0):.1%} "
+                            f"of its events",
     }
     try:
         return notes[s.name]() if st else ""

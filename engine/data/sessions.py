@@ -18,8 +18,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from engine.core.atomic import atomic_path
+from engine.core.schema import EventType, values
 
-EVENT_TYPES: tuple[str, ...] = ("view", "addtocart", "transaction")  # int8 codes 0, 1, 2
+EVENT_TYPES: tuple[str, ...] = values(EventType)  # int8 codes 0, 1, 2: view, addtocart, transaction
 NO_VISITOR = -1
 
 

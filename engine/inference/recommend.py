@@ -13,6 +13,14 @@ and the repeat logits of the session's items, then either exact search (every it
 or a product-quantised fast scan that proposes candidates which are scored exactly (`search="pq"`;
 see `engine.inference.item_search`); "auto" takes the scan for catalogues of `PQ_MIN_ITEMS` items and more.
 Baselines and hybrids score every item with `score(batch)`.
+
+With the dataset's item metadata (`sessrec data items`), the recommender also knows what items are:
+`describe` gives each item's name, category path, price and availability (the answers carry them);
+a GNN trained with item features is extended by the metadata's items that training never saw
+(indices V+1.., scored from their features: `SessionGNN.set_extension`), so they can be recommended
+and typed; business rules (`engine.inference.rules`) are applied over the whole catalogue before
+the top-k, exact or PQ search alike; and `explain=True` says why each item was recommended
+(`engine.inference.explain`).
 """
 
 from __future__ import annotations
@@ -27,12 +35,16 @@ from engine.core.errors import InputError
 from engine.core.schema import ModelKind, Runtime, Search, values
 from engine.core.target import Target
 from engine.core.workspace import RunDir, Workspace
-from engine.data.artifacts import load_dataset
+from engine.data.artifacts import load_dataset, load_item_meta
 from engine.data.batches import Batch, BatchBuilder, SessionStore
 from engine.data.examples import make_examples
+from engine.data.graph import CoocGraph
+from engine.data.item_meta import ItemMeta
 from engine.data.items import ItemIndex
+from engine.data.manifest import Dataset
 from engine.data.sessions import Sessions
 from engine.inference.item_search import PQSearch
+from engine.inference.rules import RuleMask, Rules, rule_mask
 from engine.models.checkpoint import load_run
 from engine.models.gnn import SessionGNN, candidate_scores, session_scores
 from engine.models.registry import build_model, get_spec
@@ -50,16 +62,20 @@ class Recommendation:
     source: str
     seconds: float = 0.0
     extra: dict = field(default_factory=dict)
+    info: list[dict] | None = None          # per item: name, category, path, price, available (metadata)
+    explanations: list[dict] | None = None  # per item, when asked (engine.inference.explain)
 
 
 SEARCHES = values(Search)
 RUNTIMES = values(Runtime)
 PQ_MIN_ITEMS = 20_000       # below this an exact pass costs ~2 ms or less at d = 256 on the dev CPU
+EXACT_SUBSET = 8192         # rules leaving at most this many eligible (or boosted) items: those scored exactly
 
 
 class Recommender:
     def __init__(self, model, items: ItemIndex, builder: BatchBuilder, source: str,
-                 device: torch.device, meta: dict, encoder=None, held_out: Sessions | None = None) -> None:
+                 device: torch.device, meta: dict, encoder=None, held_out: Sessions | None = None,
+                 item_meta: ItemMeta | None = None, graph: CoocGraph | None = None) -> None:
         self.model = model
         self.items = items
         self.builder = builder
@@ -71,11 +87,50 @@ class Recommender:
         self.table = self.encoder.item_table().detach().float() if self.encoder is not None else None
         self.search: PQSearch | None = None
         self.held_out = held_out          # encoded test sessions: calibrate and measure a search
-        counts = np.concatenate([[0], items.train_counts])
-        self._pop_order = np.argsort(-counts[1:], kind="stable") + 1   # item indices by popularity
-        self._counts = counts
+        self.n_trained = items.n_items    # V: the vocabulary the model was trained on
+        self.graph = graph                # the train co-occurrence graph (explanations)
+        self.item_meta: ItemMeta | None = None
+        self._paths: np.ndarray | None = None          # category path of each index [T, depth]
+        self._available: np.ndarray | None = None      # int8 [T]
+        self._masks: dict[Rules, tuple[RuleMask, torch.Tensor, torch.Tensor]] = {}
+        self._set_counts()
         if hasattr(model, "eval"):
             model.eval()
+        if item_meta is not None:
+            self.attach_metadata(item_meta)
+
+    def _set_counts(self) -> None:
+        counts = np.concatenate([[0], self.items.train_counts])
+        self._pop_order = np.argsort(-counts[1:], kind="stable") + 1   # item indices by popularity
+        self._counts = counts
+
+    @property
+    def n_table(self) -> int:
+        """Rows of the catalogue: padding, the trained items and any new items of the metadata."""
+        return self.items.n_items + 1
+
+    def attach_metadata(self, meta: ItemMeta) -> None:
+        """Know what items are (names, categories, availability) and, for a GNN trained with item
+        features, extend the catalogue by the metadata's items it never saw (scored from their
+        features). Call before `use_search` (the search covers the extended table)."""
+        self.item_meta = meta
+        gnn = self.model if isinstance(self.model, SessionGNN) else None
+        if gnn is not None and gnn.features:
+            from engine.evaluation.cold_start import catalogue_extension
+            ext, new_raw = catalogue_extension(self.items, meta)
+            if len(new_raw):
+                gnn.set_extension(*gnn.feature_spec.encode(meta, new_raw))
+                new_rows = gnn.item_vectors(torch.arange(self.n_trained + 1, ext.n_items + 1, device=self.device))
+                self.table = torch.cat([self.table, new_rows.detach().float()]) if self.encoder is not gnn \
+                    else gnn.item_table().detach().float()
+                self.items = ext
+                self.builder = BatchBuilder(self.builder.store, ext.n_items, self.builder.graph_mode, self.graph)
+                self._set_counts()
+                self.meta["new_items"] = int(len(new_raw))
+        raw = np.concatenate([[-1], self.items.raw_ids])
+        self._paths = meta.paths_of(raw)
+        self._available = meta.available_of(raw)
+        self._masks.clear()
 
     # ---- construction --------------------------------------------------------------------------
     @classmethod
@@ -103,10 +158,13 @@ class Recommender:
             encoder = CompiledEncoder(ensure_run_compiled(run, device), model, device=dev)
         if encoder is not None:
             encoder.check_items(data.items)
+        item_meta, graph = _extras(run.workspace, cfg.dataset, data)
         rec = cls(model, data.items, cls._builder(model, data, dev), f"{cfg.model} (run {run.run_id})", dev,
-                  meta, encoder=encoder, held_out=data.test)
-        rec.use_search(search, cache=run.root / "search" / "pq.npz",
-                       signature=f"{path.name}:{lr.checkpoint_stat.st_size}:{lr.checkpoint_stat.st_mtime_ns}")
+                  meta, encoder=encoder, held_out=data.test, item_meta=item_meta, graph=graph)
+        signature = f"{path.name}:{lr.checkpoint_stat.st_size}:{lr.checkpoint_stat.st_mtime_ns}"
+        if rec.n_trained != rec.items.n_items:        # the catalogue extended by new items
+            signature += f":catalogue:{rec.items.fingerprint()}"
+        rec.use_search(search, cache=run.root / "search" / "pq.npz", signature=signature)
         return rec
 
     @classmethod
@@ -119,8 +177,9 @@ class Recommender:
         data = load_dataset(ws, dataset, stages=spec.stages(cfg))
         dev = torch.device(device)
         model = build_model(name, cfg, data).to(dev)
+        item_meta, graph = _extras(ws, dataset, data)
         return cls(model, data.items, cls._builder(model, data, dev), f"{name} (baseline on {dataset})", dev,
-                   {"model": name, "dataset": dataset, "runtime": "torch"})
+                   {"model": name, "dataset": dataset, "runtime": "torch"}, item_meta=item_meta, graph=graph)
 
     @classmethod
     def for_target(cls, ws: Workspace, target: str | Target, device: str = "cpu", runtime: str = "torch",
@@ -204,78 +263,151 @@ class Recommender:
         idx = self._pop_order[:n]
         return list(zip(self.items.decode(idx).tolist(), self._counts[idx].tolist()))
 
-    def recommend(self, raw_ids: list[int], k: int = 10, exclude_session_items: bool = False) -> Recommendation:
-        return self.recommend_many([raw_ids], k, exclude_session_items)[0]
+    def describe(self, raw_ids) -> list[dict] | None:
+        """What each item is (name, category, path, price, available; {} for an item without
+        metadata); None when the dataset has no item metadata."""
+        return self.item_meta.describe(raw_ids) if self.item_meta is not None else None
+
+    def recommend(self, raw_ids: list[int], k: int = 10, exclude_session_items: bool = False,
+                  rules: Rules | None = None, explain: bool = False) -> Recommendation:
+        return self.recommend_many([raw_ids], k, exclude_session_items, rules, explain)[0]
 
     @torch.inference_mode()
-    def recommend_many(self, sessions: list[list[int]], k: int = 10,
-                       exclude_session_items: bool = False) -> list[Recommendation]:
-        """Top-k for each session (raw ids, oldest first), scored in one batch."""
+    def recommend_many(self, sessions: list[list[int]], k: int = 10, exclude_session_items: bool = False,
+                       rules: Rules | None = None, explain: bool = False) -> list[Recommendation]:
+        """Top-k for each session (raw ids, oldest first), scored in one batch; `rules` restrict and
+        boost the catalogue before the top-k is taken; `explain` adds each item's evidence."""
         t0 = time.perf_counter()
         if k < 1:
             raise InputError("k must be >= 1")
         k = min(k, self.items.n_items)
+        rules = rules if rules is not None and not rules.empty else None
+        mask = self._mask(rules) if rules is not None else None
         flat = np.fromiter((r for s in sessions for r in s), dtype=np.int64)
         idx_flat = self.items.encode(flat) if len(flat) else np.zeros(0, np.int32)
+        if self.encoder is not None and self.encoder is not self.model and self.n_table > self.n_trained + 1:
+            # an exported encoder knows the trained items only: new items are candidates, not inputs
+            idx_flat = np.where(idx_flat > self.n_trained, 0, idx_flat)
         bounds = np.cumsum([0] + [len(s) for s in sessions])
         idx = [idx_flat[bounds[i]:bounds[i + 1]] for i in range(len(sessions))]
         scored = [i for i, x in enumerate(idx) if (x > 0).any()]
-        top_by = {}
+        top_by, why_by = {}, {}
         if scored:
             batch = self.builder.from_prefixes([idx[i][idx[i] > 0].tolist() for i in scored])
-            top, vals = self._top(batch, k, exclude_session_items)
+            top, vals, explained = self._top(batch, k, exclude_session_items, mask, explain)
             top_by = dict(zip(scored, zip(top.cpu().numpy(), vals.cpu().numpy())))
-        seconds = time.perf_counter() - t0
+            if explain:
+                from engine.inference.explain import explain_batch
+                why_by = dict(zip(scored, explain_batch(self, batch, top, vals, explained)))
         out = []
         for i, raw in enumerate(sessions):
             known_mask = idx[i] > 0
             session_idx = set(idx[i][known_mask].tolist())
+            why = None
             if i in top_by:
                 top, vals = top_by[i]
                 keep = np.isfinite(vals)                # fewer than k items left after exclusion
                 top, scores = top[keep], vals[keep].tolist()
                 fallback, source = False, self.source
+                why = [w for w, ok in zip(why_by[i], keep) if ok] if explain else None
             else:
-                top = self._pop_order[:k]
+                order = self._pop_order if mask is None else self._pop_order[mask[0].eligible[self._pop_order]]
+                top = order[:k]
                 scores = self._counts[top].astype(float).tolist()
                 fallback, source = True, "popularity fallback (no known item in the session)"
+                why = [{"item": int(r), "popularity": int(c)} for r, c in
+                       zip(self.items.decode(top).tolist(), self._counts[top].tolist())] if explain else None
+            items = self.items.decode(top).tolist()
             out.append(Recommendation(
-                items=self.items.decode(top).tolist(), scores=[float(x) for x in scores],
+                items=items, scores=[float(x) for x in scores],
                 popularity=self._counts[top].tolist(), in_session=[int(t) in session_idx for t in top],
                 unknown=[r for r, ok in zip(raw, known_mask) if not ok],
                 known=[r for r, ok in zip(raw, known_mask) if ok], fallback=fallback, source=source,
-                seconds=seconds))
+                info=self.describe(items), explanations=why))
+        seconds = time.perf_counter() - t0
+        for r in out:
+            r.seconds = seconds
         return out
 
-    def _top(self, batch: Batch, k: int, exclude: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """(item indices, scores) [B, k], best first; -inf scores where nothing was left."""
+    # ---- rules -------------------------------------------------------------------------------
+    def _mask(self, rules: Rules) -> tuple[RuleMask, torch.Tensor, torch.Tensor]:
+        """The rules' mask over the catalogue, with its eligible / bias tensors on the device; the
+        last few distinct rules are kept (a shop's requests repeat a handful of rule sets)."""
+        hit = self._masks.get(rules)
+        if hit is None:
+            m = rule_mask(rules, self.items.encode, self.n_table, self._paths, self._available)
+            hit = (m, torch.as_tensor(m.eligible, device=self.device), torch.as_tensor(m.bias, device=self.device))
+            if len(self._masks) >= 32:
+                self._masks.pop(next(iter(self._masks)))
+            self._masks[rules] = hit
+        return hit
+
+    @staticmethod
+    def _apply(s: torch.Tensor, mask) -> torch.Tensor:
+        """Scores over the whole catalogue with the rules applied: ineligible -inf, boosted lifted."""
+        if mask is None:
+            return s
+        _, eligible, bias = mask
+        return torch.where(eligible[None, :], s + bias[None, :], float("-inf"))
+
+    def _top(self, batch: Batch, k: int, exclude: bool, mask=None,
+             explain: bool = False) -> tuple[torch.Tensor, torch.Tensor, tuple | None]:
+        """(item indices, scores) [B, k], best first (-inf scores where nothing was left), and with
+        `explain` and the eager GNN as the encoder, what the explanation needs from the same pass."""
         if self.encoder is None:
             s = self.model.score(batch).float()
             if exclude:
                 s.scatter_(1, batch.items, float("-inf"))
-            vals, top = torch.topk(s, k)
-            return top, vals
-        parts = self.encoder.encode(batch)
+            vals, top = torch.topk(self._apply(s, mask), k)
+            return top, vals, None
+        explained = None
+        if explain and self.encoder is self.model:
+            reps, cells, state = self.model.encode_explained(batch)
+            parts, explained = (reps, cells), (reps, cells, state)
+        else:
+            parts = self.encoder.encode(batch)
         if self.search is None:
-            return self._top_exact(batch, parts, k, exclude)
-        return self._top_search(batch, parts, k, exclude)
+            return (*self._top_exact(batch, parts, k, exclude, mask), explained)
+        return (*self._top_search(batch, parts, k, exclude, mask), explained)
 
-    def _top_exact(self, batch: Batch, parts, k: int, exclude: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    def _top_exact(self, batch: Batch, parts, k: int, exclude: bool, mask=None) -> tuple[torch.Tensor, torch.Tensor]:
         s = session_scores(*parts, batch.items, self.table)
         if exclude:
             s.scatter_(1, batch.items, float("-inf"))
-        vals, top = torch.topk(s, k)
+        vals, top = torch.topk(self._apply(s, mask), k)
         return top, vals
 
-    def _top_search(self, batch: Batch, parts, k: int, exclude: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    def _top_search(self, batch: Batch, parts, k: int, exclude: bool, mask=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """PQ candidates scored exactly. With rules: a small eligible set is scored exactly as a
+        whole; otherwise the scan asks for enough candidates that the calibrated count of them is
+        eligible (more, doubling, while fewer are), and the boosted items are added (all of them
+        when few, else their own share of candidates)."""
         reps, _ = parts
         L = batch.items.shape[1]
-        found = torch.as_tensor(self.search.search(reps.cpu().numpy(), self.search.candidates_for(k, L)),
-                                device=reps.device)
+        need = self.search.candidates_for(k, L)
+        if mask is not None:
+            m = mask[0]
+            if m.n_eligible <= max(EXACT_SUBSET, need):
+                cand = torch.as_tensor(np.flatnonzero(m.eligible), device=reps.device)
+                return self._top_shared(batch, parts, k, exclude, mask, cand)
+            found = self._eligible_candidates(reps, need, m.eligible, m.n_eligible)
+            if len(m.boosted):
+                extra = (torch.as_tensor(m.boosted, device=reps.device)[None, :].expand(len(found), -1)
+                         if len(m.boosted) <= EXACT_SUBSET else
+                         self._eligible_candidates(reps, need, np.isin(np.arange(self.n_table), m.boosted),
+                                                   len(m.boosted)))
+                found = torch.cat([found, extra], 1)
+        else:
+            found = torch.as_tensor(self.search.search(reps.cpu().numpy(), need), device=reps.device)
         # the session's items are always candidates: their repeat logit can lift them into the top-k;
         # the index returns distinct items, so a duplicate is a session item it also found (or a
         # repeated session item): its session-side copy is masked
         items = batch.items
+        if mask is not None:     # a found item may repeat (boosted and found too): keep one of them
+            srt, order = torch.sort(found, 1)
+            again = torch.zeros_like(srt, dtype=torch.bool)
+            again[:, 1:] = srt[:, 1:] == srt[:, :-1]
+            found = torch.zeros_like(found).scatter_(1, order, srt.masked_fill(again, 0))
         dup = (items[:, :, None] == found[:, None, :]).any(-1)                        # [B, L]
         if L > 1:           # cell j + 1 against the cells before it
             dup[:, 1:] |= torch.tril(items[:, 1:, None] == items[:, None, :-1]).any(-1)
@@ -283,5 +415,50 @@ class Recommender:
         s = candidate_scores(*parts, items, self.table, cand)
         if exclude:
             s = s.masked_fill((cand[:, :, None] == batch.items[:, None, :]).any(-1), float("-inf"))
+        if mask is not None:
+            _, eligible, bias = mask
+            s = torch.where(eligible[cand], s + bias[cand], float("-inf"))
         vals, pos = torch.topk(s, min(k, s.shape[1]))
         return cand.gather(1, pos), vals
+
+    def _eligible_candidates(self, reps: torch.Tensor, need: int, eligible: np.ndarray,
+                             n_eligible: int) -> torch.Tensor:
+        """long [B, n]: PQ candidates, enough that at least `need` of each row are `eligible` (the
+        ineligible ones stay: the rescoring sets them to -inf), every item at the most."""
+        total = self.items.n_items
+        n = min(total, int(np.ceil(need * total / max(n_eligible, 1))) + 16)
+        q = reps.cpu().numpy()
+        while True:
+            found = self.search.search(q, n)
+            if n >= total or (eligible[found].sum(1) >= need).all():
+                return torch.as_tensor(found, device=reps.device)
+            n = min(total, 2 * n)
+
+    def _top_shared(self, batch: Batch, parts, k: int, exclude: bool, mask, cand: torch.Tensor):
+        """Exact scores of one candidate set shared by every row (a small eligible set): the dot
+        products plus the repeat logits of the session items among them."""
+        reps, cells = parts
+        C = len(cand)
+        # one spare column: the cells of items outside the set write there, then it is dropped
+        s = torch.cat([reps.float() @ self.table[cand].T, reps.new_zeros(reps.shape[0], 1)], 1)  # [B, C+1]
+        col = torch.full((self.n_table,), C, dtype=torch.long, device=reps.device)
+        col[cand] = torch.arange(C, device=reps.device)
+        at = torch.where(batch.mask, col[batch.items], C)                      # [B, L]
+        # cells of one item carry the same repeat logit: writing it once per cell adds it once
+        s.scatter_(1, at, s.gather(1, at) + cells * batch.mask)
+        if exclude:
+            s.scatter_(1, at, float("-inf"))
+        _, _, bias = mask
+        s = s[:, :C] + bias[cand][None, :]
+        vals, pos = torch.topk(s, min(k, C))
+        return cand[pos], vals
+
+
+def _extras(ws: Workspace, dataset: str, data) -> tuple[ItemMeta | None, CoocGraph | None]:
+    """The dataset's item metadata (as built now) and train graph, when it has them: what items are,
+    the rules and the explanations read them."""
+    ds = Dataset.load(ws, dataset)
+    graph = data.graph
+    if graph is None and ds.paths.graph.exists():
+        graph = CoocGraph.load(ds.paths.graph)
+    return load_item_meta(ds), graph

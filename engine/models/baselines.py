@@ -240,7 +240,7 @@ class _SessionNeighbours(_Baseline):
             idf = np.where(ev > 0, np.log(max(S, 1) / np.maximum(ev, 1)), 0.0)
         for name, arr in (("s_ptr", s_ptr), ("s_items", i_of), ("s_last", s_last), ("i_ptr", i_ptr),
                           ("i_sess", s_sorted), ("s_end", np.asarray(train.end, np.int64)[order]),
-                          ("idf", idf)):
+                          ("s_id", np.asarray(train.session_id, np.int64)[order]), ("idf", idf)):
             self.register_buffer(name, torch.as_tensor(arr), persistent=False)
 
     @staticmethod
@@ -287,6 +287,37 @@ class _SessionNeighbours(_Baseline):
         """Every (neighbour, distinct item) pair: (which neighbour, position into s_items/s_last)."""
         return _csr_expand(self.s_ptr, c.session[nb])
 
+    def _score_votes(self, batch: Batch, b: torch.Tensor, session: torch.Tensor, item: torch.Tensor,
+                     value: torch.Tensor) -> torch.Tensor:
+        """Scores from `votes`: each item's summed votes, times the idf factor, scaled per row."""
+        V1 = self.n_items + 1
+        primary = torch.zeros(batch.size * V1, dtype=torch.float64, device=batch.items.device)
+        primary.index_add_(0, b * V1 + item, value)
+        return self._finish(primary.view(batch.size, V1) * self.item_factor)
+
+    def voters(self, batch: Batch, cand: torch.Tensor, n: int = 5) -> list[list[list[tuple[int, float, float]]]]:
+        """For each row and candidate (long [B, K]): the neighbour sessions that voted for it, the
+        heaviest first, at most `n`: (train session id, vote, share of the item's votes)."""
+        b, session, item, value = self.votes(batch)
+        K = cand.shape[1]
+        key = b * (self.n_items + 1) + item
+        want = (torch.arange(batch.size, device=cand.device)[:, None] * (self.n_items + 1) + cand).reshape(-1)
+        order = torch.argsort(key)
+        key, session, value = key[order], session[order], value[order]
+        lo = torch.searchsorted(key, want).tolist()
+        hi = torch.searchsorted(key, want, right=True).tolist()
+        out: list[list[list[tuple[int, float, float]]]] = []
+        for r in range(batch.size):
+            row = []
+            for j in range(K):
+                a, z = lo[r * K + j], hi[r * K + j]
+                v, s = value[a:z], session[a:z]
+                top = torch.argsort(v, descending=True)[:n]
+                total = float(v.sum()) or 1.0
+                row.append([(int(self.s_id[int(s[t])]), float(v[t]), float(v[t]) / total) for t in top.tolist()])
+            out.append(row)
+        return out
+
 
 class SessionKNN(_SessionNeighbours):
     """V-SKNN (Ludewig & Jannach), as in session-rec's VMContextKNN, vectorised over a batch.
@@ -312,7 +343,11 @@ class SessionKNN(_SessionNeighbours):
         self.register_buffer("item_factor", 1.0 + idf * self.idf, persistent=False)
 
     def score(self, batch: Batch) -> torch.Tensor:
-        B, V1 = batch.size, self.n_items + 1
+        return self._score_votes(batch, *self.votes(batch))
+
+    def votes(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Every (neighbour, item) vote: (prefix row, neighbour's recency rank, item, value)."""
+        B = batch.size
         # 1. prefix nodes; both weights are monotone in the position, so the last occurrence's
         # weights are the node's
         _, node_b, node_item, last = self._prefix_nodes(batch)
@@ -326,9 +361,7 @@ class SessionKNN(_SessionNeighbours):
         # 3. neighbours; 4. their items: each adds sim * step weight
         nb = self._top_k(B, c, sim, self.k)
         src, at = self._spread(c, nb)
-        primary = torch.zeros(B * V1, dtype=torch.float64, device=last.device)
-        primary.index_add_(0, c.b[nb][src] * V1 + self.s_items[at], (sim[nb] * step_w[nb])[src])
-        return self._finish(primary.view(B, V1) * self.item_factor)
+        return c.b[nb][src], c.session[nb][src], self.s_items[at], (sim[nb] * step_w[nb])[src]
 
 
 # ---- builders (see engine.models.registry) -------------------------------------------------------

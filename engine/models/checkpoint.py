@@ -22,6 +22,7 @@ from engine.core.config import TrainConfig, from_dict
 from engine.core.errors import InputError
 from engine.core.schema import GraphMode, StageName
 from engine.data.artifacts import load_dataset
+from engine.data.item_meta import FeatureSpec, ItemFeatures
 from engine.models.registry import build_model, get_spec
 
 CKPT_FORMAT = 1
@@ -54,8 +55,11 @@ def rebuild_model(ckpt: dict, data: Any | None = None):
         return build_model(cfg.model, cfg.model_params, data)
     # the PE buffer is part of the weights: build with a placeholder of the saved shape
     pe_shape = ckpt.get("pe_shape")
+    spec_d = ckpt.get("feature_spec")
+    features = ItemFeatures.placeholder(FeatureSpec.from_dict(spec_d), ckpt["n_items"]) if spec_d else None
     stub = SimpleNamespace(n_items=ckpt["n_items"], graph=getattr(data, "graph", None), train=None,
-                           items=None, pe=np.zeros(pe_shape, np.float32) if pe_shape else None)
+                           items=None, pe=np.zeros(pe_shape, np.float32) if pe_shape else None,
+                           item_features=lambda: features)
     model = build_model(cfg.model, cfg.model_params, stub)
     model.load_state_dict(ckpt["model"])
     return model

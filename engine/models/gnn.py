@@ -8,6 +8,13 @@
 The optional repeat scorer adds gate(s) * log1p(sum of learned recency weights of the positions
 holding an item) to the items already in the session (e-commerce sessions re-view items often).
 
+With item features (a dataset with item metadata, `item_features`), an item's vector is its own
+embedding plus the sum of the embeddings of its category path's levels and of its price bucket
+(`FeatureSpec`, fitted on the training items). Training replaces a share (`cold_dropout`) of the
+items' own embeddings by one learned new-item vector, so the feature part learns to stand alone; an
+item added after training (index V+1.. of an extension, `set_extension`) is that new-item vector
+plus its features, so it can be scored and recommended without retraining.
+
 With `normalize` (NISER) s and the item table are L2-normalised and s is multiplied by `scale`, which
 curbs the popularity bias of dot-product scores. Laplacian PE columns have arbitrary signs, so in
 training each session graph sees each PE column with a random sign (the model learns to be invariant);
@@ -27,6 +34,7 @@ from engine.core.config import GNNConfig
 from engine.core.errors import InputError
 from engine.core.schema import GraphMode
 from engine.data.batches import GRAPH_MODES, Batch
+from engine.data.item_meta import ItemFeatures
 from engine.models.base import mask_padding
 from engine.models.layers import CONVS, ConvBlock
 from engine.models.readout import READOUTS, Readout
@@ -46,7 +54,8 @@ class SessionGNN(nn.Module):
                  readout: str, pe: np.ndarray | torch.Tensor | None, use_pe: bool, dropout: float,
                  normalize: bool, scale: float, graph_mode: str, repeat: bool, pos_emb: bool,
                  neighbors: tuple[np.ndarray, np.ndarray] | None, switch: bool = False,
-                 contrastive: float = 0.0, cl_temp: float = 0.2, highway: bool = False) -> None:
+                 contrastive: float = 0.0, cl_temp: float = 0.2, highway: bool = False,
+                 features: ItemFeatures | None = None, cold_dropout: float = 0.0) -> None:
         super().__init__()
         if use_pe and pe is None:
             raise InputError("use_pe is on but the dataset has no Laplacian PE; build the encodings "
@@ -85,6 +94,25 @@ class SessionGNN(nn.Module):
             with np.errstate(divide="ignore"):
                 self.register_buffer("g_logw", torch.as_tensor(np.log(w).astype(np.float32)))  # -inf: none
             self.g_proj = nn.Linear(hidden, hidden)
+        self.feature_spec = features.spec if features is not None else None
+        self.cold_dropout = float(cold_dropout)
+        self._extension: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._ext_version = 0
+        if features is not None:
+            cat, price = (torch.as_tensor(a, dtype=torch.long) for a in (features.category, features.price))
+            if cat.shape != (n_items + 1, features.spec.depth) or price.shape != (n_items + 1,):
+                raise InputError(f"item features have shapes {tuple(cat.shape)} / {tuple(price.shape)}; expected "
+                                 f"[{n_items + 1}, {features.spec.depth}] / [{n_items + 1}]")
+            # persistent: a checkpoint scores exactly as trained even if the metadata changes later
+            self.register_buffer("feat_cat", cat)
+            self.register_buffer("feat_price", price)
+            self.cat_emb = nn.Embedding(features.spec.n_categories + 1, hidden, padding_idx=0)
+            self.price_emb = nn.Embedding(max(1, features.spec.n_price_buckets) + 1, hidden, padding_idx=0)
+            for e in (self.cat_emb, self.price_emb):
+                nn.init.normal_(e.weight, std=hidden ** -0.5)
+                with torch.no_grad():
+                    e.weight[0].zero_()
+            self.new_emb = nn.Parameter(torch.randn(hidden) * hidden ** -0.5)
         self.drop = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(ConvBlock(conv, hidden, heads, dropout, ffn_mult) for _ in range(layers))
         self.readout = Readout(readout, hidden, positions=pos_emb)
@@ -109,14 +137,60 @@ class SessionGNN(nn.Module):
         # stacks do not wash out the item's own embedding (over-smoothing)
         self.highway = nn.Linear(2 * hidden, hidden) if highway else None
 
+    # ---- item vectors: own embedding (+ features) ------------------------------------------------
+    @property
+    def features(self) -> bool:
+        return self.feature_spec is not None
+
+    @property
+    def n_table(self) -> int:
+        """Rows of the scoring table: padding, the V trained items, and the extension's new items."""
+        return len(self._extension[1]) if self._extension is not None else self.n_items + 1
+
+    def set_extension(self, category: np.ndarray | None, price: np.ndarray | None = None) -> None:
+        """Items added after training, as indices V+1..V+N: their feature ids (`FeatureSpec.encode`:
+        category indices [N, depth], price buckets [N]); None removes them. Only a model with item
+        features can score them."""
+        self._table_cache = None
+        self._ext_version += 1
+        if category is None or not len(category):
+            self._extension = None
+            return
+        if not self.features:
+            raise InputError("only a model trained with item features (item_features on a dataset with "
+                             "item metadata) can score items unseen in training")
+        dev = self.emb.weight.device
+        self._extension = (torch.cat([self.feat_cat, torch.as_tensor(category, dtype=torch.long, device=dev)]),
+                           torch.cat([self.feat_price, torch.as_tensor(price, dtype=torch.long, device=dev)]))
+
+    def feature_vectors(self, idx: torch.Tensor) -> torch.Tensor:
+        """Sum of the category-path and price-bucket embeddings of items `idx` ([..., d])."""
+        cat, price = self._extension if self._extension is not None else (self.feat_cat, self.feat_price)
+        return self.cat_emb(cat[idx]).sum(-2) + self.price_emb(price[idx])
+
+    def embed(self, idx: torch.Tensor) -> torch.Tensor:
+        """Input vectors of items `idx` ([..., d]): the item's own embedding, plus its features when
+        the model has them; an extension item's own part is the new-item vector, and so is that of
+        `cold_dropout` of the trained items in training (never of padding)."""
+        if not self.features:
+            return self.emb(idx)
+        own = idx <= self.n_items
+        e = self.emb(idx.clamp(max=self.n_items))
+        if self.training and self.cold_dropout > 0:
+            own = own & ((torch.rand(idx.shape, device=idx.device) >= self.cold_dropout) | (idx == 0))
+        e = torch.where(own.unsqueeze(-1), e, self.new_emb.to(e.dtype))
+        return e + self.feature_vectors(idx).to(e.dtype)
+
     # ---- nodes -> sessions ----------------------------------------------------------------------
     def node_inputs(self, batch: Batch, h: torch.Tensor | None = None) -> torch.Tensor:
-        """emb[x] (+ PE projection, random column signs in training), dropped out: [N, d]."""
-        h = self.emb(batch.x) if h is None else h                               # [N, d]
+        """The items' vectors (+ PE projection, random column signs in training), dropped out: [N, d].
+        Extension items (index > V) have no PE and no neighbours in the train graph."""
+        h = self.embed(batch.x) if h is None else h                             # [N, d]
+        x = batch.x if self._extension is None else batch.x * (batch.x <= self.n_items)
         if self.global_graph:
-            h = h + self.g_proj(self.global_context(batch.x, h))
+            h = h + self.g_proj(self.global_context(x, h))
         if self.use_pe:
-            pe = self.pe[batch.x]                                               # [N, k]
+            pe = self.pe[x]                                                     # [N, k]
             if self.training:
                 # one random sign per (session graph, PE column); no host sync
                 n_graphs = batch.items.shape[0]
@@ -131,7 +205,7 @@ class SessionGNN(nn.Module):
         score_j = <e_x, e_j> / sqrt(d) + log sim(x, j); an item without neighbours gets 0.
         """
         nbr, logw = self.g_nbr[x], self.g_logw[x]                                # [N, k]
-        e_nb = self.emb(nbr)                                                     # [N, k, d]
+        e_nb = self.embed(nbr)                                                   # [N, k, d]
         att = (e_nb @ e.unsqueeze(-1)).squeeze(-1) * self.hidden ** -0.5 + logw  # [N, k]
         has = torch.isfinite(logw).any(-1, keepdim=True)                         # [N, 1]
         a = torch.softmax(att.masked_fill(~has, 0.0), -1) * has                  # no NaN rows
@@ -142,6 +216,15 @@ class SessionGNN(nn.Module):
 
         `h`: the node embeddings emb[batch.x] when the caller already looked them up.
         """
+        h, h_last = self._states(batch, h)
+        s = self.readout(h, batch.alias, batch.mask, h_last)                    # [B, d]
+        s = self.drop(s)
+        if self.normalize:
+            s = l2_normalize(s) * self.scale
+        return s
+
+    def _states(self, batch: Batch, h: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(node states after message passing [N, d], the last prefix item's state [B, d])."""
         h = self.node_inputs(batch, h)                                          # [N, d]
         h0 = h
         w = batch.edge_weight
@@ -157,17 +240,28 @@ class SessionGNN(nn.Module):
         # index_select, not h[idx]: its backward is one index_add, while advanced indexing's
         # backward sorts the indices (the largest GPU kernel of a step when it was used here)
         has = (batch.lengths > 0).unsqueeze(-1)                                 # [B, 1]
-        h_last = h.index_select(0, batch.last_node) * has.to(h.dtype)           # [B, d]
-        s = self.readout(h, batch.alias, batch.mask, h_last)                    # [B, d]
-        s = self.drop(s)
-        if self.normalize:
-            s = l2_normalize(s) * self.scale
-        return s
+        return h, h.index_select(0, batch.last_node) * has.to(h.dtype)          # [B, d]
+
+    def encode_explained(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, tuple]:
+        """`encode`'s (session vectors, repeat cells) from the same pass, with what `contributions`
+        needs (the readout's parts, constant, attention, and the normalisation's factor): the
+        explanation costs one readout decomposition more, not a second forward pass (eval mode)."""
+        h, h_last = self._states(batch)
+        s = self.readout(h, batch.alias, batch.mask, h_last)
+        norm = torch.linalg.vector_norm(s, dim=-1).clamp_min(1e-6)
+        reps = (l2_normalize(s) * self.scale if self.normalize else s).float()   # as `forward`, to the bit
+        parts, const, alpha = self.readout.parts(h, batch.alias, batch.mask, h_last)
+        factor = self.scale / norm if self.normalize else torch.ones_like(norm)
+        return reps, self.repeat_cells(batch, reps), (parts, const, alpha, factor)
 
     # ---- items ----------------------------------------------------------------------------------
     def item_vectors(self, items: torch.Tensor | None = None) -> torch.Tensor:
-        """Scoring vectors of `items` ([..., d]) or of the whole table ([V+1, d]) when None."""
-        v = self.emb.weight if items is None else self.emb(items)
+        """Scoring vectors of `items` ([..., d]) or of the whole table ([n_table, d]) when None."""
+        if items is None:
+            v = self.embed(torch.arange(self.n_table, device=self.emb.weight.device)) if self.features \
+                else self.emb.weight
+        else:
+            v = self.embed(items)
         return l2_normalize(v) if self.normalize else v
 
     def forward_with_items(self, batch: Batch, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -177,7 +271,7 @@ class SessionGNN(nn.Module):
         three makes sampled/BPR steps ~25% faster there (it changes nothing on the GPU).
         """
         n = batch.x.shape[0]
-        e = self.emb(torch.cat([batch.x, items.reshape(-1)]))                  # [N + |items|, d]
+        e = self.embed(torch.cat([batch.x, items.reshape(-1)]))                # [N + |items|, d]
         v = e[n:].reshape(*items.shape, e.shape[-1])
         return self(batch, e[:n]), (l2_normalize(v) if self.normalize else v)
 
@@ -186,10 +280,10 @@ class SessionGNN(nn.Module):
         table is cached: normalising 235K x 256 floats per request would cost more than the scoring.
         The cache is dropped whenever the mode changes or weights are loaded (fused optimisers update
         weights without bumping tensor versions, so a version check would not see training)."""
-        if torch.is_grad_enabled() or self.training or not self.normalize:
+        if torch.is_grad_enabled() or self.training or not (self.normalize or self.features):
             return self.item_vectors(None)
         w = self.emb.weight
-        key = (w.data_ptr(), w.device, w.dtype)
+        key = (w.data_ptr(), w.device, w.dtype, self._ext_version)
         cache = getattr(self, "_table_cache", None)
         if cache is None or cache[0] != key:
             cache = (key, self.item_vectors(None))
@@ -251,7 +345,7 @@ class SessionGNN(nn.Module):
         """Cells of one item grouped by sorting their (row, item) keys: (sort order [B*L], group of
         each sorted cell [B*L], cells per group [groups]). O(B L) memory, whatever the lengths."""
         B = batch.items.shape[0]
-        key = (torch.arange(B, device=batch.items.device)[:, None] * (self.n_items + 1) + batch.items).reshape(-1)
+        key = (torch.arange(B, device=batch.items.device)[:, None] * self.n_table + batch.items).reshape(-1)
         key, order = torch.sort(key)
         first = torch.ones_like(key, dtype=torch.bool)
         first[1:] = key[1:] != key[:-1]
@@ -294,6 +388,27 @@ class SessionGNN(nn.Module):
         has = batch.mask.any(1, keepdim=True)
         val = z + rep - torch.where(has, lse, torch.zeros_like(lse))
         return val * batch.mask
+
+    def contributions(self, batch: Batch, cand: torch.Tensor, explained: tuple | None = None) -> dict[str, torch.Tensor]:
+        """Why candidates `cand` (long [B, K]) score as they do, from the readout's decomposition of
+        the session vector (eval mode): `cells` float [B, K, L], each prefix cell's share of the
+        candidate's dot-product score (they and `prior` [B, K], the readout's constant, add up to
+        it), `attention` [B, L] (attention readout; else absent) and `repeat` [B, K] (the repeat
+        scorer's logit of a candidate in the session). The cell states mix in their neighbours by
+        message passing: a cell's share is that of its position in the session. `explained`:
+        `encode_explained`'s output for this batch (else it is computed)."""
+        reps, rep_cells, (parts, const, alpha, factor) = explained or self.encode_explained(batch)
+        v = F.embedding(cand, self.item_table()).float()                                    # [B, K, d]
+        cells = torch.einsum("bld,bkd->bkl", parts.float(), v) * factor[:, None, None]
+        prior = (v @ const.float()[:, :, None]).squeeze(-1) * factor[:, None]
+        # a masked max: with the switch a session item's cell value can be negative
+        hit = batch.items[:, :, None] == cand[:, None, :]                                   # [B, L, K]
+        repeat = rep_cells[:, :, None].expand_as(hit).masked_fill(~hit, float("-inf")).amax(1)
+        repeat = torch.where(hit.any(1), repeat, torch.zeros_like(repeat))
+        out = {"cells": cells * batch.mask[:, None, :], "prior": prior, "repeat": repeat}
+        if alpha is not None:
+            out["attention"] = alpha
+        return out
 
     def encode(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """(session vectors float32 [B, d], repeat logit per prefix cell [B, L]): the model's whole
@@ -345,15 +460,17 @@ def cells_to_candidates(items: torch.Tensor, cells: torch.Tensor, cand: torch.Te
 
 # ---- builder (see engine.models.registry) -------------------------------------------------------
 def build_gnn(cfg: GNNConfig, data: Any, conv: str) -> SessionGNN:
-    """A session GNN with `conv` layers from its typed config; `data` gives the item count and the
-    Laplacian PE (dataset artifacts, or a checkpoint's stand-in)."""
+    """A session GNN with `conv` layers from its typed config; `data` gives the item count, the
+    Laplacian PE and the item features (dataset artifacts, or a checkpoint's stand-in)."""
+    features = data.item_features() if cfg.item_features and hasattr(data, "item_features") else None
     return SessionGNN(
         data.n_items, hidden=cfg.hidden, conv=conv, layers=cfg.layers, heads=getattr(cfg, "heads", 1),
         ffn_mult=getattr(cfg, "ffn_mult", 0), readout=cfg.readout, pe=getattr(data, "pe", None),
         use_pe=cfg.use_pe, dropout=cfg.dropout, normalize=cfg.normalize, scale=cfg.scale,
         graph_mode=cfg.graph_mode, repeat=cfg.repeat, pos_emb=cfg.pos_emb,
         neighbors=_neighbors(cfg.global_k, data) if cfg.global_k else None, switch=cfg.switch,
-        contrastive=cfg.contrastive, cl_temp=cfg.cl_temp, highway=cfg.highway)
+        contrastive=cfg.contrastive, cl_temp=cfg.cl_temp, highway=cfg.highway,
+        features=features, cold_dropout=cfg.cold_dropout)
 
 
 def _neighbors(k: int, data: Any) -> tuple[np.ndarray, np.ndarray]:

@@ -58,6 +58,13 @@ class Readout(nn.Module):
         if self.kind == "mean":
             n = mask.sum(1, keepdim=True).clamp(min=1).to(h.dtype)
             return h.new_zeros(B, h.shape[1]).index_add_(0, row, h_c) / n
+        alpha = self.attention(h, node, row, col, mask, h_last)                        # [C, 1]
+        s_g = h.new_zeros(B, h.shape[1]).index_add_(0, row, alpha * h_c)               # [B, d]
+        return self.w3(torch.cat([s_g, h_last], dim=-1))                               # [B, d]
+
+    def attention(self, h: torch.Tensor, node: torch.Tensor, row: torch.Tensor, col: torch.Tensor,
+                  mask: torch.Tensor, h_last: torch.Tensor) -> torch.Tensor:
+        """The attention readout's weight of each filled cell (row, col holding `node`): [C, 1]."""
         # W2 on the N nodes, then gathered to the C cells: same values as W2(h_c), fewer
         # multiply-adds since cells outnumber nodes (repeats)
         w2_c = self.w2(h).index_select(0, node)                                         # [C, d]
@@ -66,6 +73,35 @@ class Readout(nn.Module):
             n = mask.sum(1)
             rev = (n[row] - 1 - col).clamp(0, MAX_POSITIONS - 1)                        # [C]
             w2_c = w2_c + (self.pos.weight @ self.w2.weight.T)[rev]
-        alpha = self.q(torch.sigmoid(self.w1(h_last).index_select(0, row) + w2_c))     # [C, 1]
-        s_g = h.new_zeros(B, h.shape[1]).index_add_(0, row, alpha * h_c)               # [B, d]
-        return self.w3(torch.cat([s_g, h_last], dim=-1))                               # [B, d]
+        return self.q(torch.sigmoid(self.w1(h_last).index_select(0, row) + w2_c))      # [C, 1]
+
+    def parts(self, h: torch.Tensor, alias: torch.Tensor, mask: torch.Tensor,
+              h_last: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The session vector as a sum over the prefix cells plus a constant (what explanations
+        attribute): (parts [B, L, d], constant [B, d], attention weights [B, L] or None), with
+        parts.sum(1) + constant == forward(...) for every readout (the last cell holds h_last's
+        share; max splits each dimension to the cell that holds its maximum)."""
+        B, L = alias.shape
+        d = h.shape[1]
+        h_pos = h.index_select(0, alias.reshape(-1)).view(B, L, d) * mask.unsqueeze(-1)   # [B, L, d]
+        n = mask.sum(1)
+        last = (n - 1).clamp(min=0)
+        onehot_last = torch.zeros(B, L, 1, dtype=h.dtype, device=h.device)
+        onehot_last.scatter_(1, last[:, None, None], (n > 0).to(h.dtype)[:, None, None])
+        const = h.new_zeros(B, d)
+        if self.kind == "last":
+            return onehot_last * h_last[:, None, :], const, None
+        if self.kind == "mean":
+            return h_pos / n.clamp(min=1).to(h.dtype)[:, None, None], const, None
+        if self.kind == "max":
+            neg = torch.finfo(h.dtype).min
+            arg = h_pos.masked_fill(~mask.unsqueeze(-1), neg).argmax(1, keepdim=True)          # [B, 1, d]
+            pick = torch.zeros_like(h_pos).scatter_(1, arg, 1.0) * mask.any(1).to(h.dtype)[:, None, None]
+            return h_pos * pick, const, None
+        row, col = mask.nonzero(as_tuple=True)
+        alpha_c = self.attention(h, alias[row, col], row, col, mask, h_last).squeeze(-1)     # [C]
+        alpha = h.new_zeros(B, L)
+        alpha[row, col] = alpha_c
+        w3a, w3b = self.w3.weight[:, :d], self.w3.weight[:, d:]
+        parts = (alpha.unsqueeze(-1) * h_pos) @ w3a.T + onehot_last * (h_last @ w3b.T)[:, None, :]
+        return parts, const + self.w3.bias, alpha

@@ -47,16 +47,19 @@ class ModelSpec:
 
     def stages(self, cfg: Config | Mapping[str, Any] | None = None) -> tuple[StageName, ...]:
         """The dataset stages this model reads (with hyperparameters `cfg`, typed or as saved):
-        no baseline needs the Laplacian PE, and a GNN without PE does not either."""
+        no baseline needs the Laplacian PE, and a GNN without PE does not either; a GNN with item
+        features reads the item metadata (where the dataset has it: `require_built` passes over a
+        stage a dataset does not have)."""
         if isinstance(cfg, Mapping):
             cfg = self.config.from_dict(cfg)
         if self.kind == ModelKind.HYBRID:       # the GNN's PE is in its checkpoint
             return (StageName.ITEMS, StageName.GRAPH)
         if self.kind == ModelKind.BASELINE:
             return (StageName.ITEMS, StageName.GRAPH) if self.options.get("uses_graph") else (StageName.ITEMS,)
+        meta = (StageName.METADATA,) if cfg is None or getattr(cfg, "item_features", False) else ()
         if cfg is not None and not getattr(cfg, "use_pe", True):
-            return (StageName.ITEMS, StageName.GRAPH)
-        return (StageName.ITEMS, StageName.GRAPH, StageName.ENCODINGS)
+            return (StageName.ITEMS, StageName.GRAPH, *meta)
+        return (StageName.ITEMS, StageName.GRAPH, StageName.ENCODINGS, *meta)
 
 
 _GNN = "engine.models.gnn:build_gnn"

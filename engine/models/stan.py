@@ -57,7 +57,11 @@ class STAN(_SessionNeighbours):
         self.register_buffer("item_factor", 1.0 + lambda_idf * self.idf, persistent=False)
 
     def score(self, batch: Batch) -> torch.Tensor:
-        B, V1 = batch.size, self.n_items + 1
+        return self._score_votes(batch, *self.votes(batch))
+
+    def votes(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Every (neighbour, item) vote: (prefix row, neighbour's recency rank, item, value)."""
+        B = batch.size
         dev = batch.items.device
         node_key, node_b, node_item, last = self._prefix_nodes(batch)
         n = batch.lengths
@@ -91,9 +95,7 @@ class STAN(_SessionNeighbours):
             star = torch.zeros(len(nb), dtype=torch.long, device=dev).scatter_reduce_(
                 0, src, torch.where(in_prefix, pos, 0), "amax")
             value = value * _decay(-(pos - star[src]).abs(), self.lambda_inh)
-        primary = torch.zeros(B * V1, dtype=torch.float64, device=dev)
-        primary.index_add_(0, nb_b * V1 + item, value)
-        return self._finish(primary.view(B, V1) * self.item_factor)
+        return nb_b, c.session[nb][src], item, value
 
 
 def build_stan(cfg: STANConfig, data) -> STAN:

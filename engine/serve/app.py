@@ -30,6 +30,7 @@ from typing import Any
 
 from engine import __version__
 from engine.core.errors import InputError
+from engine.inference.rules import Rules
 from engine.serve.arms import ArmSet
 from engine.serve.endpoints import (
     JsonEndpoint,
@@ -205,7 +206,20 @@ def create_app(slot: ModelSlot, settings: ServeSettings | None = None, metrics: 
     def info(served) -> dict[str, Any]:
         return {"model": served.rec.meta.get("model", ""), "run_id": served.rec.meta.get("run_id")}
 
-    async def answer(sessions: list[list[int]], k: int, exclude: bool, on: ModelSlot = slot):
+    def options(req) -> tuple[Rules | None, bool]:
+        """The request's business rules (None: none) and whether it asks for explanations."""
+        rules = Rules.of(req.exclude, req.only_available, req.categories, req.boost_categories, float(req.boost))
+        return (None if rules.empty else rules), req.explain
+
+    async def answer(sessions: list[list[int]], k: int, exclude: bool, on: ModelSlot = slot,
+                     opts: tuple[Rules | None, bool] = (None, False)):
+        try:
+            return await _answer(sessions, k, exclude, on, opts)
+        except InputError as e:           # a rule the served model's dataset cannot apply
+            raise field_error("body", str(e)) from None
+
+    async def _answer(sessions: list[list[int]], k: int, exclude: bool, on: ModelSlot,
+                      opts: tuple[Rules | None, bool]):
         served = on.acquire()
         try:
             t0 = time.perf_counter()
@@ -216,23 +230,24 @@ def create_app(slot: ModelSlot, settings: ServeSettings | None = None, metrics: 
                 # alone: scored here, on the event loop. Handing it to the scoring thread and the
                 # answer back costs two thread wake-ups, ~0.5 ms of a 5 ms request on the 2-core dev
                 # CPU; nothing else is in flight to batch with or to keep waiting
-                recs = served.rec.recommend_many(sessions, k, exclude)
+                recs = served.rec.recommend_many(sessions, k, exclude, *opts)
             else:
-                recs = await asyncio.wrap_future(served.batcher.submit(sessions, k, exclude))
+                recs = await asyncio.wrap_future(served.batcher.submit(sessions, k, exclude, opts))
             return recs, info(served), (time.perf_counter() - t0) * 1000, served.target
         finally:
             on.release(served)
 
     def one(r, arm: str | None = None) -> dict:
         return {"items": r.items, "scores": r.scores, "unknown_items": r.unknown, "fallback": r.fallback,
-                "arm": arm}
+                "arm": arm, "info": r.info, "explanations": r.explanations}
 
     def need_ids(given, field: str):
         if given is None:
             raise field_error(field, "required: this server runs an A/B experiment (the id picks the arm)")
         return given
 
-    async def answer_arms(ids: list[str], sessions: list[list[int]], k: int, exclude: bool):
+    async def answer_arms(ids: list[str], sessions: list[list[int]], k: int, exclude: bool,
+                          opts: tuple[Rules | None, bool] = (None, False)):
         """Each session on its session id's arm (one scoring pass per arm), every list logged as an
         impression; (recommendations, arms, model infos) in the order given."""
         t = time.time()
@@ -245,7 +260,7 @@ def create_app(slot: ModelSlot, settings: ServeSettings | None = None, metrics: 
         whos = []
         for arm, (phase, on, idx) in groups.items():
             metrics.arm_requests.labels(arm).inc(len(idx))
-            got, who, _, target = await answer([sessions[i] for i in idx], k, exclude, on)
+            got, who, _, target = await answer([sessions[i] for i in idx], k, exclude, on, opts)
             whos.append(who)
             for i, r in zip(idx, got):
                 recs[i], names[i] = r, arm
@@ -292,11 +307,12 @@ def create_app(slot: ModelSlot, settings: ServeSettings | None = None, metrics: 
               responses=errors(400, keyed, 413, 422))
     async def recommend(req: RecommendRequest) -> dict:
         if arms is None:
-            recs, who, ms, _ = await answer([req.session_items], req.k, req.exclude_session_items)
+            recs, who, ms, _ = await answer([req.session_items], req.k, req.exclude_session_items, opts=options(req))
             return {**one(recs[0]), **who, "latency_ms": round(ms, 3)}
         t0 = time.perf_counter()
         sid = need_ids(req.session_id, "session_id")
-        recs, names, whos = await answer_arms([sid], [req.session_items], req.k, req.exclude_session_items)
+        recs, names, whos = await answer_arms([sid], [req.session_items], req.k, req.exclude_session_items,
+                                              options(req))
         return {**one(recs[0], names[0]), **whos[0], "latency_ms": round((time.perf_counter() - t0) * 1000, 3)}
 
     @app.post("/recommend/batch", response_model=BatchResponse,
@@ -304,13 +320,13 @@ def create_app(slot: ModelSlot, settings: ServeSettings | None = None, metrics: 
               responses=errors(400, keyed, 413, 422))
     async def recommend_batch(req: BatchRequest) -> dict:
         if arms is None:
-            recs, who, ms, _ = await answer(req.sessions, req.k, req.exclude_session_items)
+            recs, who, ms, _ = await answer(req.sessions, req.k, req.exclude_session_items, opts=options(req))
             return {"results": [one(r) for r in recs], **who, "latency_ms": round(ms, 3)}
         t0 = time.perf_counter()
         ids = need_ids(req.session_ids, "session_ids")
         if len(ids) != len(req.sessions):
             raise field_error("session_ids", f"{len(ids)} ids for {len(req.sessions)} sessions: one per session")
-        recs, names, whos = await answer_arms(ids, req.sessions, req.k, req.exclude_session_items)
+        recs, names, whos = await answer_arms(ids, req.sessions, req.k, req.exclude_session_items, options(req))
         runs = {w["run_id"] for w in whos}
         return {"results": [one(r, a) for r, a in zip(recs, names)],
                 "model": "+".join(dict.fromkeys(w["model"] for w in whos)),

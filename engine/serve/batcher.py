@@ -25,6 +25,7 @@ class _Job:
     k: int
     exclude: bool
     future: Future
+    opts: tuple = (None, False)     # (engine.inference.rules.Rules or None, explain)
 
 
 class Batcher:
@@ -35,9 +36,9 @@ class Batcher:
         self._thread = threading.Thread(target=self._loop, name="sessrec-batcher", daemon=True)
         self._thread.start()
 
-    def submit(self, sessions: list[list[int]], k: int, exclude: bool) -> Future:
+    def submit(self, sessions: list[list[int]], k: int, exclude: bool, opts: tuple = (None, False)) -> Future:
         f: Future = Future()
-        self._q.put(_Job(sessions, k, exclude, f))
+        self._q.put(_Job(sessions, k, exclude, f, opts))
         return f
 
     def close(self) -> None:
@@ -69,12 +70,13 @@ class Batcher:
                 return
 
     def _run(self, jobs: list[_Job]) -> None:
-        groups: dict[tuple[int, bool], list[_Job]] = {}
+        # one pass per distinct request shape: k, exclusion, rules (hashable) and explain
+        groups: dict[tuple, list[_Job]] = {}
         for j in jobs:
-            groups.setdefault((j.k, j.exclude), []).append(j)
-        for (k, exclude), group in groups.items():
+            groups.setdefault((j.k, j.exclude, *j.opts), []).append(j)
+        for (k, exclude, rules, explain), group in groups.items():
             try:
-                recs = self.rec.recommend_many([s for j in group for s in j.sessions], k, exclude)
+                recs = self.rec.recommend_many([s for j in group for s in j.sessions], k, exclude, rules, explain)
             except BaseException as e:  # answered as an error to each request, the thread lives on
                 for j in group:
                     j.future.set_exception(e)

@@ -3,15 +3,17 @@ is generated from these models."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
 from engine.data.items import ITEM_ID_MAX, ITEM_ID_MIN
 
 MAX_K = 100
 MAX_SESSION_ITEMS = 1000          # longer sessions: the last clicks matter, send those
 MAX_BATCH_SESSIONS = 256
+MAX_RULE_ITEMS = 1000            # excluded items or categories of one request
+MAX_BOOST = 1000.0
 MAX_BODY_BYTES = 1 << 20          # 1 MiB: a full batch of full sessions of 20-digit ids fits
 
 # What a number in a request is: a JSON integer written without a fraction or an exponent. Never a
@@ -30,7 +32,26 @@ SessionId = Annotated[StrictStr, Field(min_length=1, max_length=128, description
                                        "browsing session; on an A/B server its hash picks the arm (sticky)")]
 
 
-class RecommendRequest(BaseModel):
+CategoryId = Annotated[StrictInt, Field(ge=0, lt=ITEM_ID_MAX + 1, json_schema_extra={"format": "int64"},
+                                        description="a category id of the item metadata")]
+
+
+class Rules(BaseModel):
+    """Business rules, applied to the whole catalogue before the top-k (k items whenever k are
+    eligible); the last four need the dataset's item metadata (`sessrec data items`)."""
+    exclude: list[ItemId] = Field([], max_length=MAX_RULE_ITEMS, description="raw item ids never returned")
+    only_available: StrictBool = Field(False, description="leave out items whose latest availability is 0")
+    categories: list[CategoryId] = Field([], max_length=MAX_RULE_ITEMS,
+                                         description="only items with one of these categories on their path")
+    boost_categories: list[CategoryId] = Field([], max_length=MAX_RULE_ITEMS,
+                                               description="items with one of these on their path get `boost` added")
+    # StrictFloat takes JSON integers too (never a boolean or a string); one type, so the schema's bounds are its
+    boost: StrictFloat = Field(1.0, ge=-MAX_BOOST, le=MAX_BOOST,
+                               description="score added to boosted items (the model's score scale)")
+    explain: StrictBool = Field(False, description="add each item's evidence (`explanations`)")
+
+
+class RecommendRequest(Rules):
     model_config = _FORBID
     session_items: list[ItemId] = Field(..., min_length=1, max_length=MAX_SESSION_ITEMS,
                                         description="raw item ids of the session, oldest first")
@@ -40,7 +61,8 @@ class RecommendRequest(BaseModel):
                                          "arm and is logged with the impression")
 
 
-class BatchRequest(BaseModel):
+class BatchRequest(Rules):
+    """The rules and `explain` apply to every session of the batch."""
     model_config = _FORBID
     sessions: list[Annotated[list[ItemId], Field(min_length=1, max_length=MAX_SESSION_ITEMS)]] = Field(
         ..., min_length=1, max_length=MAX_BATCH_SESSIONS, description="sessions of raw item ids, oldest first")
@@ -74,6 +96,12 @@ class Recommendation(BaseModel):
     scores: list[float]
     unknown_items: list[int] = Field(description="input ids the model does not know (ignored)")
     fallback: bool = Field(description="no known input id: the training popularity ranking answered")
+    info: list[dict[str, Any]] | None = Field(None, description="per item, when the dataset has item metadata: "
+                                              "name, category, path (names from the root), price, available "
+                                              "({} for an item without metadata)")
+    explanations: list[dict[str, Any]] | None = Field(None, description="per item, with `explain`: the session "
+                                                      "items that contributed most (contribution, share, "
+                                                      "attention, cooc), repeat, neighbours, parts")
     arm: str | None = Field(None, description="the A/B arm that answered (null: no experiment)")
 
 

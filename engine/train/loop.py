@@ -28,6 +28,7 @@ from engine.core.schema import ErrorKind, ModelKind, Protocol, RunStatus, Split
 from engine.core.threads import process_budget, set_compute_threads
 from engine.core.workspace import RunDir, Workspace, check_name
 from engine.data.artifacts import DatasetArtifacts, load_dataset
+from engine.data.item_meta import FeatureSpec
 from engine.models.checkpoint import load_checkpoint
 from engine.models.registry import ModelSpec, build_model, get_spec, resolve_params
 from engine.runs.events import RunFailed
@@ -80,7 +81,11 @@ class _Prepared:
     resumed: bool = False               # --resume (from `checkpoint`, or from the start without one)
     created: bool = False               # the folder was made for this run
     loss_choice: str | None = None      # how `--loss auto` was resolved (a new run)
-    warm: tuple[dict, Any] | None = None    # --warm-start: (the older run's weights, its item index)
+    warm: Any | None = None             # --warm-start: the older run (engine.train.warm_start.WarmSource)
+
+
+_INIT_TEXT = {"new_item_vector": "from their features (the older model's cold-start vectors)",
+              "category_mean": "as their category's mean vector (fresh without one)"}
 
 
 def _suggest_oom(cfg: TrainConfig) -> str:
@@ -219,7 +224,7 @@ def _prepare_new(cfg: TrainConfig | None, ws: Workspace, run_id: str | None, epo
                      loss_choice=choice.message if choice else None, warm=warm)
 
 
-def _warm_source(ws: Workspace, cfg: TrainConfig, spec: ModelSpec) -> tuple[dict, Any]:
+def _warm_source(ws: Workspace, cfg: TrainConfig, spec: ModelSpec) -> Any:
     """The weights (best checkpoint, else last) and item index of the run `cfg.warm_start`; refused
     unless it is a GNN run of the same model and hyperparameters."""
     if spec.kind != ModelKind.GNN:
@@ -236,7 +241,9 @@ def _warm_source(ws: Workspace, cfg: TrainConfig, spec: ModelSpec) -> tuple[dict
         raise InputError(f"--warm-start {old.run_id}: it is a {saved.model} with other hyperparameters "
                          f"({', '.join(changed) or 'model'}); warm start needs the same model and hyperparameters")
     items = load_dataset(ws, saved.dataset, stages=("items",), item_fingerprint=ckpt["item_fingerprint"]).items
-    return ckpt["model"], items
+    from engine.train.warm_start import WarmSource
+    spec_d = ckpt.get("feature_spec")
+    return WarmSource(old.run_id, ckpt["model"], items, FeatureSpec.from_dict(spec_d) if spec_d else None)
 
 
 def _claim_folder(run: RunDir) -> RunLock:
@@ -327,9 +334,11 @@ def _start_fields(prep: _Prepared, model: Any, **extra: Any) -> dict[str, Any]:
 
 def _payload_base(prep: _Prepared) -> dict[str, Any]:
     d = prep.data
+    features = d.item_features() if getattr(prep.cfg, "model_params", {}).get("item_features") else None
     return {"config": prep.cfg.to_dict(), "dataset": d.name, "n_items": d.n_items,
             "item_fingerprint": d.items.fingerprint(),
-            "pe_shape": list(d.pe.shape) if d.pe is not None else None}
+            "pe_shape": list(d.pe.shape) if d.pe is not None else None,
+            "feature_spec": features.spec.to_dict() if features is not None else None}
 
 
 @contextlib.contextmanager
@@ -396,11 +405,19 @@ class _Loop:
         self.hook_reason: str | None = None      # what `on_epoch` said when it stopped the run
         self.cfg, self.data, self.device = prep.cfg, prep.data, prep.device
         seed_everything(self.cfg.seed)
+        # a feature model encodes items as it was trained (a resumed run: its checkpoint's spec) or
+        # as the run it warm-starts from did (category rows mean the same categories)
+        spec_d = (prep.checkpoint or {}).get("feature_spec")
+        spec = FeatureSpec.from_dict(spec_d) if spec_d else (prep.warm.feature_spec if prep.warm else None)
+        if spec is not None:
+            self.data.use_feature_spec(spec)
         self.tr: Trainer = build_trainer(self.cfg, self.data, self.device)
         self.warm: dict | None = None
         if prep.warm is not None and prep.checkpoint is None:      # a resume from last.pt has its weights
-            from engine.train.warm_start import warm_start
-            ws_info = warm_start(self.tr.model, prep.warm[0], prep.warm[1], self.data.items, self.cfg.warm_start)
+            from engine.train.warm_start import new_item_vectors_for, warm_start
+            w = prep.warm
+            vectors = new_item_vectors_for(self.tr.model, w.state, self.data.meta or self.data.current_meta())
+            ws_info = warm_start(self.tr.model, w.state, w.items, self.data.items, self.cfg.warm_start, vectors)
             self.warm = ws_info.to_dict()
         self.early = EarlyStopping(self.cfg.patience)
         self.epoch, self.batch, self.step = 0, 0, 0          # position: completed epochs, batches, steps
@@ -454,7 +471,7 @@ class _Loop:
         if self.warm:
             w = self.warm
             self.log(f"warm start from {w['from_run']}: {w['known_items']:,} known items keep their vectors, "
-                     f"{w['new_items']:,} new ones start {w['new_item_init']}")
+                     f"{w['new_items']:,} new ones start {_INIT_TEXT.get(w['new_item_init'], w['new_item_init'])}")
         self.log(f"{cfg.model} on {self.data.name}: {len(tr.examples):,} examples, {spe} steps/epoch, "
                  f"device {self.device}")
         status = RunStatus.COMPLETED

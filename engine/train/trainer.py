@@ -15,7 +15,7 @@ from engine.core.alloc import returning_freed_memory
 from engine.core.config import TrainConfig
 from engine.core.errors import InputError
 from engine.core.progress import ProgressFn
-from engine.core.schema import GraphMode, Protocol
+from engine.core.schema import GraphMode, Protocol, Split
 from engine.data.artifacts import DatasetArtifacts
 from engine.data.batches import BatchBuilder, SessionStore, make_examples
 from engine.evaluation.evaluate import evaluate
@@ -121,5 +121,15 @@ def evaluate_split(model: Any, data: DatasetArtifacts, split: str, protocol: str
         raise StoppedDuringEval
     if ranks_path is not None and (shard is None or shard.is_main):
         ranks.save(ranks_path)
+    # the test split's new-item targets (engine.evaluation.cold_start): once, at the end, not per epoch
+    meta = data.meta if data.meta is not None or split != Split.TEST else data.current_meta()
+    if meta is not None and split == Split.TEST and (shard is None or shard.is_main):
+        from engine.evaluation.cold_start import new_item_strata
+        with returning_freed_memory(), \
+                torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=autocast):
+            cold = new_item_strata(model, data, split, protocol, ranks, meta, batch_size=cfg.eval_batch_size)
+        if cold is not None:
+            res["strata"]["new_items"] = {"new items": cold["new_items"]}
+            res["cold_start"] = cold
     res["split"] = split
     return res

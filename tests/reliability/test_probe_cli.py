@@ -32,7 +32,7 @@ def test_14_an_invalid_choice_lists_the_plain_values(capsys):
     assert cli(["data", "import", "x.csv", "--format", "foo", "--name", "x"]) == 2
     assert capsys.readouterr().err == (
         "sessrec: error: argument --format: invalid choice: 'foo' (choose from 'retailrocket', 'rsc15', "
-        "'diginetica', 'srgnn') (see `sessrec data import --help`)\n")
+        "'diginetica', 'srgnn', 'events') (see `sessrec data import --help`)\n")
 
 
 # ---- 13. numeric fields have sane bounds, in the configs ---------------------------------------------

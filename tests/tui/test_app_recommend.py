@@ -144,3 +144,49 @@ async def test_nothing_to_recommend_yet(empty_ws: Path) -> None:
         await type_text(pilot, "1 2 3")                 # typing without a model is harmless
         await pilot.pause(0.1)
         assert app.screen.ids == [1, 2, 3]
+
+
+async def test_rules_names_and_the_details_pane(tiny_ws: Path) -> None:
+    """The tiny demo has item metadata: names beside ids (results and popular items), the rules
+    row excludes items and restricts to a category before the top-10, and the highlighted row's
+    details pane says what the item is and why it was recommended."""
+    from engine.core.workspace import Workspace
+    from engine.data.manifest import Dataset
+    from engine.data.pipeline import build
+    ws = Workspace.open(tiny_ws)
+    ds = Dataset.load(ws, "demo-tiny")        # the template has no item files attached: attach the demo's
+    ds.attach_items(list(ws.dataset("demo-tiny").demo_item_files), None)
+    build(Dataset.load(ws, "demo-tiny"))
+    app = make_app(tiny_ws)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await _ready(pilot)
+        rec = app.controller.recommender("baseline:sknn@demo-tiny")
+        table = screen.query_one("#rec-a", DataTable)
+        top = [i for i, _ in screen.popular[:2]]
+        screen.query_one("#ids", Input).value = " ".join(map(str, top))
+        await wait_for(pilot, lambda: screen.results["a"] is not None and screen.results["a"].known == top)
+        first = screen.results["a"]
+        names = [str(table.get_row_at(i)[5]) for i in range(table.row_count)]
+        assert names == [d["name"] for d in rec.describe(first.items)] and all(names)
+        pop = screen.query_one("#pop-list", OptionList).get_option_at_index(0).prompt
+        assert str(pop).startswith(f"{screen.popular[0][0]} {rec.describe([screen.popular[0][0]])[0]['name']}")
+        # excluding the first three: the next seven come up, and ten rows still
+        screen.query_one("#rules", Input).value = " ".join(f"-{i}" for i in first.items[:3])
+        await wait_for(pilot, lambda: screen.results["a"] is not first and screen.results["a"].items[0] != first.items[0])
+        r = screen.results["a"]
+        assert len(_items(table)) == 10 and r.items[:7] == first.items[3:10]
+        # a category: every row in it
+        leaf = rec.describe(first.items[:1])[0]["category"]
+        screen.query_one("#rules", Input).value = f"cat:{leaf}"
+        await wait_for(pilot, lambda: all(d["category"] == leaf for d in (screen.results["a"].info or [{}])))
+        # a bad rule: an inline message, the last result stays
+        screen.query_one("#rules", Input).value = "cat:x"
+        await settle(pilot)
+        assert "rule 'cat:x'" in str(screen.query_one("#rec-status", Static).render())
+        # the details pane follows the highlighted row
+        table.focus()
+        await pilot.press("down")
+        await settle(pilot)
+        why = str(screen.query_one("#rec-why", Static).render())
+        item = screen.results["a"].items[1]
+        assert f"2. item {item}" in why and rec.describe([item])[0]["name"] in why and "why: " in why

@@ -106,3 +106,23 @@ def test_recommend_opens_on_the_newest_completed_run_else_session_knn(full_ws: P
     assert c.take_preferred_source() == "run:run-a" and c.take_preferred_source() is None
     empty = Controller(Workspace.open(tmp_path / "empty"), load_history=False)
     assert empty.default_source([]) is None
+
+
+def test_the_serve_screens_sample_items_have_their_names(tiny_ws):
+    """With item metadata the sample request's items are named under the curl line; without, ids only."""
+    from engine.core.workspace import Workspace
+    from engine.data.manifest import Dataset
+    from engine.data.pipeline import build
+    from tui.serve_view import names_line, sample_items, sample_names
+    ws = Workspace.open(tiny_ws)
+    items = sample_items(ws, "demo-tiny")
+    assert len(items) == 2 and sample_names(ws, "demo-tiny", items) == {}
+    ds = Dataset.load(ws, "demo-tiny")
+    ds.attach_items(list(ws.dataset("demo-tiny").demo_item_files), None)
+    build(Dataset.load(ws, "demo-tiny"))
+    from engine.data.item_meta import ItemMeta
+    meta = ItemMeta.read(ws.dataset("demo-tiny").item_meta, ws.dataset("demo-tiny").item_categories)
+    want = {i: d["name"] for i, d in zip(items, meta.describe(items))}
+    assert sample_names(ws, "demo-tiny", items) == want
+    assert names_line(items, want) == f"{items[0]}: {want[items[0]]}, {items[1]}: {want[items[1]]}"
+    assert names_line(items, {}) == ""

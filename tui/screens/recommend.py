@@ -1,5 +1,8 @@
 """Recommend: type a session as item ids (or pick popular items) and see the top-10 next items of a
-trained run or a baseline, updated as you type; a second model side by side."""
+trained run or a baseline, updated as you type; a second model side by side. Business rules
+(`-ID cat:ID boost:ID+1.5 available`, engine.inference.rules) apply to both; with item metadata
+the items have names and categories, and the highlighted row's details pane says what the item is
+and why it was recommended (engine.inference.explain)."""
 
 from __future__ import annotations
 
@@ -87,6 +90,29 @@ def _one_torch_thread() -> None:
     set_compute_threads(1)
 
 
+def details_text(r: Any, row: int) -> Text:
+    """The details pane of row `row` of recommendation `r`: the item, its name, category path, price
+    and availability, then its evidence in one line (engine.inference.explain.explanation_text)."""
+    if r is None or not 0 <= row < len(r.items):
+        return Text("")
+    from engine.inference.explain import explanation_text
+    d = (r.info or [{}] * len(r.items))[row]
+    t = Text(f"{row + 1}. item {r.items[row]}", style="bold")
+    if d.get("name"):
+        t.append(f"  {d['name']}")
+    if d.get("path"):
+        t.append("  " + " > ".join(d["path"]), style="cyan")
+    if d.get("price") is not None:
+        t.append(f"  price {d['price']:g}")
+    if d.get("available") is not None:
+        t.append("  in stock" if d["available"] else "  out of stock", style="green" if d["available"] else "red")
+    why = explanation_text((r.explanations or [None] * len(r.items))[row], n=3)
+    if why:
+        t.append("\nwhy: ", style="bold")
+        t.append(why)
+    return t
+
+
 def fmt_score(v: float) -> str:
     """At most 6 characters: 0.9637, 12.35, 1234, 12.3k, 1.2e+09."""
     if v != v:
@@ -115,6 +141,7 @@ class RecommendScreen(BaseScreen):
         super().__init__()
         self.sources: list[tuple[str, str]] = []
         self.ids: list[int] = []
+        self.rules: Any = None               # engine.inference.rules.Rules, None: none
         self.pending: dict[str, str | None] = {"a": None, "b": None}
         self.results: dict[str, Any] = {"a": None, "b": None}
         self.popular: list[tuple[int, int]] = []
@@ -131,6 +158,9 @@ class RecommendScreen(BaseScreen):
         with Horizontal(id="ids-row"):
             yield Static("ids", classes="src-label")
             yield Input(id="ids", compact=True, placeholder="item ids, oldest first, e.g. 12 345 678 (or pick below)")
+        with Horizontal(id="rules-row"):
+            yield Static("rules", classes="src-label")
+            yield Input(id="rules", compact=True, placeholder="-ID excludes, cat:ID only, boost:ID+1.5, available")
         yield Static("", id="rec-status")
         with Horizontal(id="rec-main"):
             with Vertical(id="pop-box"):
@@ -139,14 +169,15 @@ class RecommendScreen(BaseScreen):
             for side in SIDES:
                 with Vertical(id=f"rec-{side}-box", classes="rec-box"):
                     yield Static("", id=f"rec-{side}-title", classes="rec-title")
-                    yield DataTable(id=f"rec-{side}", cursor_type="row", show_cursor=False, cell_padding=0)
+                    yield DataTable(id=f"rec-{side}", cursor_type="row", cell_padding=0)
+        yield Static("", id="rec-why")
 
     def on_mount(self) -> None:
         for side in SIDES:
             t = self.query_one(f"#rec-{side}", DataTable)
             # fixed widths: the columns do not jump while the session is typed
             for label, key, width in (("#", "rank", 3), ("item", "item", 8), ("score", "score", 7),
-                                      ("pop", "pop", 7), ("in", "in", 3)):
+                                      ("pop", "pop", 7), ("in", "in", 3), ("name", "name", 16)):
                 t.add_column(label, key=key, width=width)
         self.load_sources()
         self._show_titles()
@@ -284,8 +315,18 @@ class RecommendScreen(BaseScreen):
         q = self.query_one("#pop-filter", Input).value.strip()
         ol = self.query_one("#pop-list", OptionList)
         ol.clear_options()
-        items = [(i, c) for i, c in self.popular if q in str(i)] if q else self.popular
-        ol.add_options([Option(f"{i} ({c})", id=str(i)) for i, c in items[:POPULAR_N]])
+        names = self._names([i for i, _ in self.popular])
+        items = [(i, c) for i, c in self.popular if q in str(i) or q.lower() in names.get(i, "").lower()] \
+            if q else self.popular
+        ol.add_options([Option(f"{i} {names[i]} ({c})" if names.get(i) else f"{i} ({c})", id=str(i))
+                        for i, c in items[:POPULAR_N]])
+
+    def _names(self, ids: list[int]) -> dict[int, str]:
+        """Item names from source A's metadata (empty without it)."""
+        key = self._key("a")
+        rec = self.controller.recommender(key) if key else None
+        info = rec.describe(ids) if rec is not None and hasattr(rec, "describe") else None
+        return {i: d.get("name") or "" for i, d in zip(ids, info)} if info else {}
 
     @on(Input.Changed, "#pop-filter")
     def _filter(self) -> None:
@@ -325,14 +366,26 @@ class RecommendScreen(BaseScreen):
         self._typed_at = time.perf_counter()
         self.lookup()
 
+    @on(Input.Changed, "#rules")
+    def _rules_changed(self, event: Input.Changed) -> None:
+        from engine.inference.rules import Rules
+        try:
+            rules = Rules.parse(event.value)
+        except InputError as e:
+            self._status(Text(str(e), style="red"))
+            return
+        self.rules = None if rules.empty else rules
+        self._status(Text(""))
+        self.lookup()
+
     def lookup(self, side: str | None = None) -> None:
         """Score the typed session with every loaded source (A and B) in one thread worker."""
         keys = {s: k for s in SIDES if (k := self._key(s)) is not None and self.controller.recommender(k) is not None}
         if keys:
-            self.lookup_worker(keys, list(self.ids))
+            self.lookup_worker(keys, list(self.ids), self.rules)
 
     @work(thread=True, exclusive=True, group="rec-lookup", exit_on_error=False)
-    def lookup_worker(self, keys: dict[str, str], ids: list[int]) -> None:
+    def lookup_worker(self, keys: dict[str, str], ids: list[int], rules: Any = None) -> None:
         # exclusive: a new key press supersedes the lookup of the previous one
         out = {}
         for side, key in keys.items():
@@ -342,7 +395,7 @@ class RecommendScreen(BaseScreen):
             if rec is None:
                 continue
             try:
-                out[side] = (key, rec.recommend(ids, K), None)
+                out[side] = (key, rec.recommend(ids, K, rules=rules, explain=True), None)
             except Exception as e:
                 out[side] = (key, None, str(e))
         if not get_current_worker().is_cancelled:
@@ -390,9 +443,22 @@ class RecommendScreen(BaseScreen):
         r = self.results.get(side)
         if r is None:
             return
+        info = r.info or [{} for _ in r.items]
         for i, (item, score, pop, ins) in enumerate(zip(r.items, r.scores, r.popularity, r.in_session)):
             t.add_row(str(i + 1), str(item), fmt_score(score), f"{pop:,}" if pop < 100_000 else f"{pop // 1000}k",
-                      Text("yes", style="cyan") if ins else "", key=str(i))
+                      Text("yes", style="cyan") if ins else "", info[i].get("name") or "", key=str(i))
+        if side == "a":
+            self._show_why("a", t.cursor_row)
+
+    @on(DataTable.RowHighlighted)
+    def _row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        side = (event.data_table.id or "").removeprefix("rec-")
+        if side in SIDES:
+            self._show_why(side, event.cursor_row)
+
+    def _show_why(self, side: str, row: int) -> None:
+        """The details pane: what the highlighted item is and why it was recommended."""
+        self.query_one("#rec-why", Static).update(details_text(self.results.get(side), row))
 
     def _status(self, text: Text) -> None:
         self.query_one("#rec-status", Static).update(text)

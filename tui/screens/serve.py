@@ -42,7 +42,9 @@ from tui.serve_view import (
     curl_line,
     head_text,
     list_targets,
+    names_line,
     sample_items,
+    sample_names,
     stats_rows,
 )
 from tui.widgets.arms import ArmsPanel
@@ -230,6 +232,7 @@ class ServeScreen(BaseScreen):
             dataset = (health or {}).get("dataset") or ((job.serving or {}).get("dataset") if job else None)
             if dataset and dataset != self._items_for:
                 items = sample_items(self.controller.ws, dataset)
+                self.item_names = sample_names(self.controller.ws, dataset, items)
             exp = (health or {}).get("experiment")
             report = read_report(self.controller.ws, exp["name"]) if exp else None
         except BaseException:
@@ -276,8 +279,10 @@ class ServeScreen(BaseScreen):
         if url is None:
             w.update("")
             return
+        names = names_line(self.items, getattr(self, "item_names", {}))
         w.update(Text.assemble(("try it (ctrl+y copies):\n", "dim"),
-                               (curl_line(url, self.items, self.api_key(), self._ab()), "cyan")))
+                               (curl_line(url, self.items, self.api_key(), self._ab()), "cyan"),
+                               (f"\n  ({names})" if names else "", "dim")))
 
     def _ab(self) -> bool:
         """An A/B server: its requests need a session_id."""

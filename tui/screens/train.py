@@ -243,7 +243,7 @@ class TrainScreen(BaseScreen):
         report = self.datasets.get(ds)
         if report is None:
             raise FormError(f"dataset {ds} is gone; pick another")
-        missing = [s for s in spec.stages(cfg) if report.state_of(s) != "done"]
+        missing = report.not_done(spec.stages(cfg))
         if missing:
             raise FormError(f"dataset {ds} is not built ({', '.join(f'{s}: {report.state_of(s)}' for s in missing)}); "
                             f"build it on the Datasets screen (F2, ctrl+b)")

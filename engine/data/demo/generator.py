@@ -54,6 +54,9 @@ from engine.data.demo.truth import MIX_NAMES, DemoTruth
 from engine.data.sessions import EVENT_TYPES, csr_gather, row_ids
 
 CSV_HEADER = "timestamp,visitorid,event,itemid,transactionid"
+# the item metadata, beside the log, in RetailRocket's own files' names and layout
+ITEM_PROPERTIES, CATEGORY_TREE = "item_properties.csv", "category_tree.csv"
+PROPERTIES_HEADER, TREE_HEADER = "timestamp,itemid,property,value", "categoryid,parentid"
 MINUTE_MS = 60_000
 DAY_MS = 86_400_000
 # RetailRocket's log starts 2015-05-03 03:00 UTC and runs 138 days (to 2015-09-18)
@@ -200,10 +203,14 @@ def _catalogue(cfg: DemoSize, rng: np.random.Generator) -> DemoTruth:
 
 
 def _sequences(cfg: DemoSize, truth: DemoTruth, lengths: np.ndarray, rng: np.random.Generator,
-               rep: StageReporter) -> tuple[np.ndarray, np.ndarray]:
+               rep: StageReporter, blocked: np.ndarray | None = None,
+               early: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Items and events of sessions with `lengths` (sorted descending), flat in CSR order.
 
     One vectorised step per position: at step t the active sessions are a prefix of the array.
+    `blocked` (bool per item) and `early` (bool per session): items not yet released never occur in
+    the early sessions; such a draw is drawn again (rejection: the law conditioned on the released
+    items, exact). Without them no extra random number is drawn.
     """
     n = len(truth.pop)
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
@@ -223,14 +230,17 @@ def _sequences(cfg: DemoSize, truth: DemoTruth, lengths: np.ndarray, rng: np.ran
     # pipeline) land on a flatter law, which gives the long tail of items seen once or twice
     entry_cum = np.cumsum(truth.pop ** cfg.entry_beta)
     entry_cum /= entry_cum[-1]
-    u_first = rng.random(len(lengths))
-    bounce = np.minimum(np.searchsorted(entry_cum, u_first, side="right"), n - 1)
-    first = np.where(lengths >= 3, global_draw(u_first), bounce)
+    def first_draw(u: np.ndarray, long: np.ndarray) -> np.ndarray:
+        bounce = np.minimum(np.searchsorted(entry_cum, u, side="right"), n - 1)
+        return np.where(long, global_draw(u), bounce)
+
+    first = first_draw(rng.random(len(lengths)), lengths >= 3)
+    if blocked is not None:
+        while (redo := np.flatnonzero(early & blocked[first])).size:
+            first[redo] = first_draw(rng.random(len(redo)), lengths[redo] >= 3)
     items[offsets[:-1]] = first
     max_len = int(lengths[0]) if len(lengths) else 0
-    for t in range(1, max_len):
-        n_t = int(np.searchsorted(-lengths, -t, side="left"))  # sessions with length > t
-        base = offsets[:n_t]
+    def step(base: np.ndarray, t: int, n_t: int) -> tuple[np.ndarray, np.ndarray]:
         a, e = items[base + t - 1], events[base + t - 1]
         u_funnel, u_comp, u_pick = rng.random(n_t), rng.random(n_t), rng.random(n_t)
         funnel = u_funnel < phi_of[e]
@@ -245,8 +255,17 @@ def _sequences(cfg: DemoSize, truth: DemoTruth, lengths: np.ndarray, rng: np.ran
         new[m] = cl_draw.sample(truth.cluster[a[m]], u_pick[m])
         m = comp == 4
         new[m] = global_draw(u_pick[m])
+        return new, np.where(funnel, e + 1, 0)
+
+    for t in range(1, max_len):
+        n_t = int(np.searchsorted(-lengths, -t, side="left"))  # sessions with length > t
+        base = offsets[:n_t]
+        new, ev = step(base, t, n_t)
+        if blocked is not None:            # the whole step again (funnel included) for a blocked draw
+            while (redo := np.flatnonzero(early[:n_t] & blocked[new])).size:
+                new[redo], ev[redo] = step(base[redo], t, len(redo))
         items[base + t] = new
-        events[base + t] = np.where(funnel, e + 1, 0)
+        events[base + t] = ev
         rep(t, max_len, f"position {t}")
     return items, events
 
@@ -293,22 +312,37 @@ def _timestamps(cfg: DemoSize, visitor: np.ndarray, lengths: np.ndarray, n_visit
 
 # ---- public API ---------------------------------------------------------------------------------
 def generate_demo(events_path: Path, truth_path: Path, size: str = "small", seed: int = 0,
-                  progress: ProgressFn | None = None, chunk_paths: tuple[Path, ...] = ()) -> dict:
-    """Write the log of demo `size` to `events_path` (CSV) and its truth to `truth_path` (npz);
-    return stats. With `chunk_paths` the timeline is cut into 1 + len(chunk_paths) equal spans and
-    each session goes, whole, to the span it starts in: the first to `events_path`, the later ones to
-    `chunk_paths` (newer data to `sessrec data append`)."""
+                  progress: ProgressFn | None = None, new_items: float = 0.0,
+                  chunk_paths: tuple[Path, ...] = ()) -> dict:
+    """Write the log of demo `size` to `events_path` (CSV), its truth to `truth_path` (npz) and its
+    item metadata beside the log, in RetailRocket's format (`ITEM_PROPERTIES`, `CATEGORY_TREE`);
+    return stats.
+
+    `new_items` (a share of the catalogue, 0 .. 0.5): items released at the start of the test period
+    (the 85% quantile of the start times of sessions of >= 3 events, where the pipeline's default
+    split puts its last cut): no session that starts earlier holds them, later sessions draw them
+    like any other item. Their categories are in the metadata: a model that reads it can recommend
+    them although training never saw them. 0 (the default) draws no extra random number: the log
+    is the same as without the option.
+
+    With `chunk_paths` the timeline is cut into 1 + len(chunk_paths) equal spans and each session
+    goes, whole, to the span it starts in: the first to `events_path`, the later ones to
+    `chunk_paths` (newer data to `sessrec data append`). The item files describe the whole
+    catalogue (every chunk's items)."""
     if size not in DEMO_SIZES:
         raise InputError(f"demo: unknown size {size!r}; valid sizes: {', '.join(DEMO_SIZES)}")
+    if not 0.0 <= new_items <= 0.5:
+        raise InputError(f"demo: new_items must be a share from 0 to 0.5 of the catalogue, got {new_items}")
     t0 = time.perf_counter()
     cfg = DEMO_SIZES[size]
     events_path, truth_path = Path(events_path), Path(truth_path)
     if events_path.resolve() == truth_path.resolve():
         raise InputError(f"demo: the log and the truth file need two paths, got {events_path} twice")
     rep = StageReporter("demo", progress, total=cfg.max_len, unit="steps")
-    # independent streams, so changing one part of the process leaves the others' draws alone
-    r_cat, r_ses, r_seq, r_time = (np.random.default_rng(s)
-                                   for s in np.random.SeedSequence([seed, 0xDE30]).spawn(4))
+    # independent streams, so changing one part of the process leaves the others' draws alone (the
+    # first four of a spawn of six are those of a spawn of four: the logs of earlier versions)
+    r_cat, r_ses, r_seq, r_time, r_meta, r_new = (np.random.default_rng(s)
+                                                  for s in np.random.SeedSequence([seed, 0xDE30]).spawn(6))
     truth = _catalogue(cfg, r_cat)
 
     # visitors and their sessions (grouped by visitor, in time order within a visitor)
@@ -323,21 +357,28 @@ def generate_demo(events_path: Path, truth_path: Path, size: str = "small", seed
     pmf = np.concatenate([[cfg.p_len1, cfg.p_len2], p_tail])
     lengths = r_ses.choice(np.arange(1, cfg.max_len + 1), size=len(visitor), p=pmf).astype(np.int64)
 
+    # times first (they do not depend on the content): the sessions before a release are known
+    ts = _timestamps(cfg, visitor, lengths, v, r_time)
+    starts = ts[np.concatenate([[0], np.cumsum(lengths)[:-1]])]
+    blocked, release_ms = None, None
+    if new_items > 0:
+        blocked = np.zeros(cfg.n_items, dtype=bool)
+        blocked[r_new.permutation(cfg.n_items)[:int(round(new_items * cfg.n_items))]] = True
+        release_ms = int(np.quantile(starts[lengths >= 3], 0.85))
     # content: generated longest-first (active sessions form a prefix), then put back
     order = np.argsort(-lengths, kind="stable")
-    items_g, events_g = _sequences(cfg, truth, lengths[order], r_seq, rep)
+    early = (starts < release_ms)[order] if blocked is not None else None
+    items_g, events_g = _sequences(cfg, truth, lengths[order], r_seq, rep, blocked, early)
     g_off = np.concatenate([[0], np.cumsum(lengths[order])])
     inv = np.empty_like(order)
     inv[order] = np.arange(len(order))
     _, pos = csr_gather(g_off, inv)
     items, events = items_g[pos], events_g[pos]
-    ts = _timestamps(cfg, visitor, lengths, v, r_time)
 
     # one basket id per session with a purchase, numbered by the session's start time
     sess_of = np.repeat(np.arange(len(lengths)), lengths)
     is_tx = events == 2
     tx_sess = np.unique(sess_of[is_tx])
-    starts = ts[np.concatenate([[0], np.cumsum(lengths)[:-1]])]
     tx_rank = np.full(len(lengths), -1, dtype=np.int64)
     tx_rank[tx_sess[np.argsort(starts[tx_sess], kind="stable")]] = np.arange(len(tx_sess))
     txid = tx_rank[sess_of]
@@ -352,6 +393,12 @@ def generate_demo(events_path: Path, truth_path: Path, size: str = "small", seed
         "itemid": pa.array(truth.raw_ids[items][log_order]),
         "transactionid": pa.array(txid[log_order], mask=~is_tx[log_order]),
     })
+    new_raw = truth.raw_ids[blocked] if blocked is not None else np.zeros(0, np.int64)
+    meta = {"size": size, "seed": seed, "config": asdict(cfg)}
+    if blocked is not None:
+        meta.update({"new_items": new_items, "release_ms": release_ms, "new_raw_ids": new_raw.tolist()})
+    props, tree = _item_files(cfg, truth, r_meta, int(ts.min()), int(ts.max()), blocked, release_ms)
+    props_path, tree_path = (events_path.with_name(n) for n in (ITEM_PROPERTIES, CATEGORY_TREE))
     n_chunks = 1 + len(chunk_paths)
     lo, hi = int(ts.min()), int(ts.max()) + 1
     chunk_of = np.minimum((starts[sess_of][log_order] - lo) * n_chunks // (hi - lo), n_chunks - 1)
@@ -367,7 +414,13 @@ def generate_demo(events_path: Path, truth_path: Path, size: str = "small", seed
                 f.write((CSV_HEADER + "\n").encode())
                 pacsv.write_csv(part, f, pacsv.WriteOptions(include_header=False,
                                                             quoting_style="none", batch_size=1 << 16))
-        truth.save(tmp_npz, {"size": size, "seed": seed, "config": asdict(cfg)})
+        for path, header, t in ((props_path, PROPERTIES_HEADER, props), (tree_path, TREE_HEADER, tree)):
+            tmp = stack.enter_context(atomic_path(path))
+            with open(tmp, "wb") as f:
+                f.write((header + "\n").encode())
+                pacsv.write_csv(t, f, pacsv.WriteOptions(include_header=False, quoting_style="none",
+                                                         batch_size=1 << 16))
+        truth.save(tmp_npz, meta)
 
     counts = np.bincount(events, minlength=3)
     stats = {
@@ -382,12 +435,67 @@ def generate_demo(events_path: Path, truth_path: Path, size: str = "small", seed
                          for name, c in zip(EVENT_TYPES, counts)},
         "start": int(ts.min()), "end": int(ts.max()),
         "start_date": _iso(int(ts.min())), "end_date": _iso(int(ts.max())),
+        "categories": int(tree.num_rows),
         "seconds": round(time.perf_counter() - t0, 3),
     }
+    if blocked is not None:
+        stats.update({"new_items": int(blocked.sum()), "release": _iso(release_ms),
+                      "new_item_events": int(blocked[items].sum())})
     if n_chunks > 1:
         stats["chunk_events"] = np.bincount(chunk_of, minlength=n_chunks).tolist()
     rep(cfg.max_len, cfg.max_len, "written")
     return stats
+
+
+def _item_files(cfg: DemoSize, truth: DemoTruth, rng: np.random.Generator, start_ms: int, end_ms: int,
+                blocked: np.ndarray | None, release_ms: int | None) -> tuple[pa.Table, pa.Table]:
+    """The catalogue's metadata as RetailRocket writes it: property rows (timestamp,itemid,property,
+    value) and a category tree (categoryid,parentid).
+
+    Each cluster is a leaf category; leaves hang under parents (about 8 leaves each), parents under
+    roots (about 6 each), ids sparse and unrelated to the clusters' numbers. Per item: `categoryid`
+    (its cluster), `price` (`n<number>` as RetailRocket writes numbers; log-normal around a price
+    level of its leaf), `name`, and `available` twice: 1 at the start, and at mid-timeline 0 for
+    about 8% of the items (the latest value is what counts). A new item's rows are dated at its
+    release."""
+    n, c = cfg.n_items, cfg.n_clusters
+    n_parents = max(2, c // 8)
+    n_roots = max(1, n_parents // 6)
+    ids = (rng.permutation(4 * (c + n_parents + n_roots))[:c + n_parents + n_roots] + 1).astype(np.int64)
+    leaf_id, parent_id, root_id = ids[:c], ids[c:c + n_parents], ids[c + n_parents:]
+    leaf_parent = parent_id[rng.integers(0, n_parents, c)]
+    parent_root = root_id[rng.integers(0, n_roots, n_parents)]
+    tree = pa.table({"categoryid": np.concatenate([leaf_id, parent_id, root_id]),
+                     "parentid": pa.array(np.concatenate([leaf_parent, parent_root, np.zeros(n_roots, np.int64)]),
+                                          mask=np.concatenate([np.zeros(c + n_parents, bool), np.ones(n_roots, bool)]))})
+    level = np.exp(rng.normal(3.0, 1.0, c))                      # a price level per leaf
+    price = np.round(level[truth.cluster] * np.exp(rng.normal(0.0, 0.4, n)), 2)
+    words = rng.integers(0, len(_ADJECTIVES), n)
+    nouns = rng.integers(0, len(_NOUNS), c)[truth.cluster]
+    name = np.char.add(np.char.add(np.array(_ADJECTIVES)[words], " "), np.array(_NOUNS)[nouns])
+    born = np.full(n, start_ms, np.int64)
+    if blocked is not None:
+        born[blocked] = release_ms
+    mid = max(born.max(), (start_ms + end_ms) // 2)
+    gone = rng.random(n) < 0.08
+    raw = truth.raw_ids
+    parts = [(born, raw, "categoryid", leaf_id[truth.cluster].astype(str)),
+             (born, raw, "price", np.char.add("n", np.char.mod("%.3f", price))),
+             (born, raw, "name", name),
+             (born, raw, "available", np.full(n, "1")),
+             (np.full(int(gone.sum()), mid), raw[gone], "available", np.full(int(gone.sum()), "0"))]
+    cols = [np.concatenate([p[i] if i != 2 else np.full(len(p[1]), p[2]) for p in parts]) for i in range(4)]
+    order = np.lexsort((cols[1], cols[0]))                      # by time, then item: a snapshot log
+    props = pa.table({"timestamp": cols[0][order], "itemid": cols[1][order],
+                      "property": cols[2][order], "value": cols[3][order]})
+    return props, tree
+
+
+_ADJECTIVES = ("red", "blue", "light", "classic", "compact", "deluxe", "eco", "smart", "vintage", "soft",
+               "steel", "wooden", "mini", "pro", "travel", "family")
+_NOUNS = ("lamp", "kettle", "backpack", "jacket", "sneaker", "chair", "mug", "blender", "tent", "watch",
+          "headphones", "scarf", "drill", "teapot", "notebook", "bicycle", "candle", "umbrella", "pillow",
+          "skillet")
 
 
 def _iso(ms: int) -> str:
