@@ -200,3 +200,25 @@ def test_the_api_takes_rules_and_explain(ws):
     assert r.status_code == 422 and "need item metadata" in r.json()["error"]
     bad = client.post("/recommend", json={"session_items": s, "boost": 1e9})
     assert bad.status_code == 422
+
+
+def test_a_hybrid_explanation_splits_each_item_between_its_parts(ws, session):
+    """The hybrid's item gets both parts' evidence (the GNN's contributors, the kNN's voters) and the
+    split of its mixed probability: (1 - w) p_gnn / p and w p_knn / p, recomputed here from the parts."""
+    fit(small_cfg(model="hybrid", model_params={"gnn_run": "gt", "baseline": "sknn", "weight": 0.3}), ws,
+        run_id="hyb")
+    hyb = Recommender.for_target(ws, "hyb")
+    r = hyb.recommend(session, k=4, explain=True)
+    batch = hyb.builder.from_prefixes([hyb.items.encode(np.array(session)).tolist()])
+    top = torch.as_tensor(hyb.items.encode(np.array(r.items)), dtype=torch.long)
+    with torch.inference_mode():
+        g, b = hyb.model.parts(batch)
+    pg, pb = 0.7 * g[0, top].double(), 0.3 * b[0, top].double()
+    for j, e in enumerate(r.explanations):
+        assert e["parts"]["weight"] == pytest.approx(0.3)
+        assert e["parts"]["gnn"] == pytest.approx(float(pg[j] / (pg[j] + pb[j])), abs=1e-4)
+        assert e["parts"]["baseline"] == pytest.approx(float(pb[j] / (pg[j] + pb[j])), abs=1e-4)
+        assert {c["item"] for c in e["contributors"]} <= set(session) and e["contributors"]
+        assert "neighbours" in e            # the kNN part's voters (empty when no neighbour voted)
+    e = r.explanations[0]
+    assert explanation_text(e).endswith(f"gnn {e['parts']['gnn']:.0%} / baseline {e['parts']['baseline']:.0%}")
