@@ -94,6 +94,19 @@ def test_an_item_table_with_text_paths_and_a_later_file_winning(tmp_path):
     assert meta2.price[0] == 1.0 and np.isnan(meta2.price[1])
 
 
+def test_two_tables_with_text_categories_share_one_tree(tmp_path):
+    """The second table's 'Shoes > Running' is the first table's category 2, not a new 1; the tree
+    holds both tables' paths: Shoes 1, Running 2, Socks 3, Bags 4."""
+    cols = {"item": "sku", "category": "cat"}
+    one = _write(tmp_path, "a.csv", "sku,cat\n10,Shoes > Running\n12,Socks\n")
+    two = _write(tmp_path, "b.csv", "sku,cat\n11,Bags\n13,Shoes > Running\n")
+    meta, _ = read_item_sources([one, two], cols)
+    assert meta.raw_ids.tolist() == [10, 11, 12, 13]
+    assert meta.category.tolist() == [2, 4, 3, 2]
+    assert [d["path"] for d in meta.describe([10, 11, 12, 13])] == [["Shoes", "Running"], ["Bags"], ["Socks"],
+                                                                     ["Shoes", "Running"]]
+
+
 def test_coverage_counts_items_and_events(tmp_path):
     meta, _ = read_item_sources([_write(tmp_path, "item_properties.csv", PROPS)], None)
     cov = coverage(meta, np.array([5, 5, 5, 7, 8, 8, 9, 100]))

@@ -317,6 +317,7 @@ def read_item_sources(paths: list[Path], columns: dict[str, str] | None) -> tupl
     (a later file's value of a field wins), category trees give the tree."""
     parts: list[dict[str, Any]] = []
     tree = CategoryTree.empty()
+    text_categories = TextCategories()
     files = []
     for path in paths:
         kind = item_file_kind(path)
@@ -328,7 +329,7 @@ def read_item_sources(paths: list[Path], columns: dict[str, str] | None) -> tupl
             if columns is None:
                 raise InputError(f"{path}: an item table needs --columns item=COL,... (its header is not "
                                  f"RetailRocket's {','.join(RR_PROPERTIES_HEADER)} or {','.join(RR_TREE_HEADER)})")
-            parts.append(_read_table(path, columns))
+            parts.append(_read_table(path, columns, text_categories))
         files.append({"path": str(path), "kind": kind,
                       **(parts[-1]["stats"] if kind != "tree" else {"categories": len(tree)})})
     if not parts:
@@ -413,7 +414,7 @@ def _read_properties(path: Path) -> dict[str, Any]:
     return out
 
 
-def _read_table(path: Path, columns: dict[str, str]) -> dict[str, Any]:
+def _read_table(path: Path, columns: dict[str, str], text_categories: TextCategories) -> dict[str, Any]:
     from engine.data.formats import header_line, probe_file, sniff_header
     container, compression = probe_file(path, ITEMS_FILE_TEXT)
     wanted = list(columns.values())
@@ -463,9 +464,8 @@ def _read_table(path: Path, columns: dict[str, str]) -> dict[str, Any]:
             if wok[present].all():
                 fields["category"] = (raw, np.where(present, whole, -1))
             else:
-                cats, tree = _text_categories(text.to_pylist())
-                fields["category"] = (raw, cats)
-                out["tree"] = tree
+                fields["category"] = (raw, text_categories.encode(text.to_pylist()))
+                out["tree"] = text_categories.tree()      # every path so far: a later table's tree holds this one's
     if ItemField.PRICE in col:
         fields["price"] = (raw, _parse_price(col["price"].filter(keep)))
     if ItemField.AVAILABLE in col:
@@ -475,25 +475,34 @@ def _read_table(path: Path, columns: dict[str, str]) -> dict[str, Any]:
     return out
 
 
-def _text_categories(texts: list[str]) -> tuple[np.ndarray, CategoryTree]:
+class TextCategories:
     """Text categories ('Shoes > Running') as ids 1..C in order of first appearance, with their
-    tree (each path prefix is a category, named by its last level)."""
-    ids: dict[tuple[str, ...], int] = {}
-    parent: list[int] = []
-    names: list[str] = []
-    out = np.full(len(texts), -1, np.int64)
-    for i, text in enumerate(texts):       # one pass over distinct texts would do; tables are small
-        levels = tuple(p.strip() for p in text.split(_PATH_SEPARATOR) if p.strip()) if text else ()
-        up = -1
-        for depth in range(1, len(levels) + 1):
-            key = levels[:depth]
-            if key not in ids:
-                ids[key] = len(ids) + 1
-                parent.append(up)
-                names.append(key[-1])
-            up = ids[key]
-        out[i] = up
-    return out, CategoryTree(np.arange(1, len(ids) + 1, dtype=np.int64), np.array(parent, np.int64), names)
+    tree (each path prefix is a category, named by its last level). One instance serves every table
+    of a dataset, so that two tables naming the same path give it the same id and one tree holds all."""
+
+    def __init__(self) -> None:
+        self.ids: dict[tuple[str, ...], int] = {}
+        self.parent: list[int] = []
+        self.names: list[str] = []
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        out = np.full(len(texts), -1, np.int64)
+        for i, text in enumerate(texts):       # one pass over distinct texts would do; tables are small
+            levels = tuple(p.strip() for p in text.split(_PATH_SEPARATOR) if p.strip()) if text else ()
+            up = -1
+            for depth in range(1, len(levels) + 1):
+                key = levels[:depth]
+                if key not in self.ids:
+                    self.ids[key] = len(self.ids) + 1
+                    self.parent.append(up)
+                    self.names.append(key[-1])
+                up = self.ids[key]
+            out[i] = up
+        return out
+
+    def tree(self) -> CategoryTree:
+        return CategoryTree(np.arange(1, len(self.ids) + 1, dtype=np.int64), np.array(self.parent, np.int64),
+                            list(self.names))
 
 
 def _parse_available(arr: pa.Array) -> np.ndarray:
