@@ -75,6 +75,11 @@ class Output:
             self._bars = None
             self._tasks.clear()
 
+    def log_stderr(self, message: str) -> None:
+        """`log`, but on stderr in every mode (training's messages: stdout keeps only the result)."""
+        if not self.quiet:
+            err_console.print(message, markup=False)
+
     def progress(self, p: Progress) -> None:
         # every long command but training reports here: the one place where a pipeline picks up a
         # new thread budget from the app (another job started or ended); cheap when nothing changed

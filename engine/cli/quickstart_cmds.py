@@ -7,7 +7,7 @@ import argparse
 
 from engine.cli.data_cmds import make_demo
 from engine.cli.flags import field_type
-from engine.cli.output import Output, err_console
+from engine.cli.output import Output
 from engine.cli.recommend_cmds import show_recommendations
 from engine.cli.run_cmds import print_final
 from engine.cli.train_cmds import model_name
@@ -33,7 +33,7 @@ def cmd_quickstart(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
     name = make_demo(ws, out, args.size)
     stop = StopFlag()
     stop.install()
-    log = (lambda m: err_console.print(m, markup=False)) if not out.quiet else (lambda m: None)
+    log = out.log_stderr
     finals = []
     for model in ("sknn", args.model):
         cfg = TrainConfig(dataset=name, model=model, device=args.device,

@@ -119,8 +119,8 @@ def cmd_train(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
         cfg = None if args.resume else train_config_from_args(args, ws)
         return launch_train(cfg, ws, out, getattr(args, "argv", []), nproc, resume=args.resume, run_id=args.run_id)
     from engine.core.process import is_worker
-    from engine.train.loop import StopFlag, fit
     from engine.train.distributed import WorkerLost
+    from engine.train.loop import StopFlag, fit
     from engine.train.parallel import PeerError, fit_distributed
     from engine.train.recorder import RunFailedError
     worker, main = is_worker(), True
@@ -132,7 +132,7 @@ def cmd_train(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
             out.emit = lambda obj: None      # type: ignore[method-assign]
     stop = StopFlag()
     stop.install()
-    log = (lambda m: err_console.print(m, markup=False)) if not out.quiet else (lambda m: None)
+    log = out.log_stderr
     try:
         with out:
             if args.resume:
@@ -187,7 +187,7 @@ def _refit(args: argparse.Namespace, ws: Workspace, out: Output, nproc: int) -> 
     from engine.train.refit import fit_refit, refit_from
     stop = StopFlag()
     stop.install()
-    log = (lambda m: err_console.print(m, markup=False)) if not out.quiet else (lambda m: None)
+    log = out.log_stderr
     try:
         with out:
             if args.refit_from:
