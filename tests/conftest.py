@@ -57,6 +57,17 @@ def tiny_demo_ws(tmp_path_factory):
     return Workspace.open(root)
 
 
+def chunked_demo_with_run(root: Path, epochs: int):
+    """The tiny demo in two time chunks (the second not appended yet) and run 'old', a small Graph
+    Transformer trained on the first chunk: the starting point of warm start and refresh."""
+    from engine.cli import main as cli
+    from engine.core.workspace import Workspace
+    assert cli(["--workspace", str(root), "-q", "demo", "--size", "tiny", "--chunks", "2"]) == 0
+    assert cli(["--workspace", str(root), "-q", "train", "--dataset", "demo-tiny", "--hidden", "16", "--heads", "2",
+                "--epochs", str(epochs), "--run-id", "old", "--device", "cpu"]) == 0
+    return Workspace.open(root)
+
+
 def stop_after(n: int):
     """A stop flag that asks the training loop to stop after `n` steps (what SIGTERM does, but
     deterministically)."""

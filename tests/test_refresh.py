@@ -16,9 +16,8 @@ import time
 import httpx
 import pytest
 
-from engine.cli import main as cli
-from engine.core.workspace import Workspace
 from engine.refresh.loop import KILL_ENV, read_cycle
+from tests.conftest import chunked_demo_with_run
 from tests.test_serve import ROOT, kill_group, start_server
 
 ADMIN = "admin-key-0123456789abcdef"
@@ -26,11 +25,7 @@ ADMIN = "admin-key-0123456789abcdef"
 
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory):
-    root = tmp_path_factory.mktemp("refresh")
-    assert cli(["--workspace", str(root), "-q", "demo", "--size", "tiny", "--chunks", "2"]) == 0
-    assert cli(["--workspace", str(root), "-q", "train", "--dataset", "demo-tiny", "--hidden", "16", "--heads", "2",
-                "--epochs", "2", "--run-id", "old", "--device", "cpu"]) == 0
-    return Workspace.open(root)
+    return chunked_demo_with_run(tmp_path_factory.mktemp("refresh"), epochs=2)
 
 
 def refresh_cmd(ws, url: str, *extra: str) -> list[str]:

@@ -20,17 +20,14 @@ from engine.inference.recommend import Recommender
 from engine.models.checkpoint import load_checkpoint, load_run
 from engine.models.registry import build_model
 from engine.train.warm_start import warm_start
+from tests.conftest import chunked_demo_with_run
 
 TINY_EVENTS = 4527            # the tiny demo, seed 0, in one piece
 
 
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory):
-    root = tmp_path_factory.mktemp("warm")
-    assert cli(["--workspace", str(root), "-q", "demo", "--size", "tiny", "--chunks", "2"]) == 0
-    assert cli(["--workspace", str(root), "-q", "train", "--dataset", "demo-tiny", "--hidden", "16", "--heads", "2",
-                "--epochs", "1", "--run-id", "old", "--device", "cpu"]) == 0
-    return Workspace.open(root)
+    return chunked_demo_with_run(tmp_path_factory.mktemp("warm"), epochs=1)
 
 
 def test_the_demo_in_two_time_chunks(ws):
