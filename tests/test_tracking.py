@@ -87,3 +87,28 @@ def test_tuning_trials_are_tracked_with_their_study(tiny_demo_ws):
     c, rid = link(ws, run_id)
     tags = c.get_run(rid).data.tags
     assert (tags["sessrec.study"], tags["sessrec.trial"]) == ("tracked-study", "0")
+
+
+def test_a_data_parallel_run_is_tracked_once_by_rank_0(tiny_demo_ws):
+    from tests.test_distributed import FLAGS, sessrec
+    ws = tiny_demo_ws
+    r = sessrec(ws, "train", *FLAGS, "--epochs", "2", "--batch-size", "256", "--run-id", "tracked-dp",
+                "--nproc", "2", "--tracking", "mlflow")
+    assert r.returncode == 0, r.stderr
+    assert "MLflow" not in r.stderr                       # no tracking warning from any worker
+    c, rid = link(ws, "tracked-dp")
+    run = c.get_run(rid)
+    assert run.info.status == "FINISHED" and run.data.params["batch_size"] == "256"
+    # one MLflow run for the two workers, with each epoch logged once
+    exp = run.info.experiment_id
+    assert [x.info.run_name for x in c.search_runs([exp])].count("tracked-dp") == 1
+    assert [m.step for m in c.get_metric_history(rid, "val.recall_10")] == [1, 2]
+    assert sorted(a.path for a in c.list_artifacts(rid)) == ["best.pt", "config.json"]
+
+
+def test_a_bad_tracking_spec_refuses_a_data_parallel_run_before_it_starts(tiny_demo_ws, capsys):
+    ws = tiny_demo_ws
+    assert cli(["--workspace", str(ws.root), "train", "--dataset", "demo-tiny", "--model", "graph_transformer",
+                "--run-id", "dp-bad-tracking", "--nproc", "2", "--tracking", "wandb"]) == 2
+    assert "expected mlflow, mlflow:URI or none" in capsys.readouterr().err
+    assert not ws.run("dp-bad-tracking").root.exists()

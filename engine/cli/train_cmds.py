@@ -109,9 +109,9 @@ def cmd_train(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
         if extra or args.model or args.dataset or args.run_id or model_values(args) or args.warm_start:
             raise InputError(f"--resume continues a run with its saved config; only --epochs and "
                              f"--device may change (got {', '.join(extra) or 'model/dataset options'})")
-    if nproc > 1 and args.tracking and args.tracking != "none":
-        raise InputError("--tracking: data-parallel runs (--nproc) are not tracked yet; train with one worker, or "
-                         "leave out --tracking")
+    if nproc > 1:                   # a bad --tracking is refused here, before any worker starts
+        from engine.tracking import tracker_for
+        tracker_for(ws, args.tracking)
     if args.refit or args.refit_from:
         return _refit(args, ws, out, nproc)
     if nproc > 1:                   # this process starts the workers and answers for them
@@ -137,12 +137,10 @@ def cmd_train(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
         with out:
             if args.resume:
                 final = train(None, ws, run_id=args.resume, resume=True, epochs=args.epochs, device=args.device,
-                              log=log, stop=stop, progress=out.progress if main else None,
-                              **({} if worker else {"tracking": args.tracking}))
+                              log=log, stop=stop, progress=out.progress if main else None, tracking=args.tracking)
             else:
                 final = train(train_config_from_args(args, ws), ws, run_id=args.run_id, log=log, stop=stop,
-                              progress=out.progress if main else None,
-                              **({} if worker else {"tracking": args.tracking}))
+                              progress=out.progress if main else None, tracking=args.tracking)
     except RunFailedError as e:
         ev = e.event
         if main:                   # rank 0 reports the run; another worker only its own cause

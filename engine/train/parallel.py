@@ -34,7 +34,7 @@ from engine.data.artifacts import DatasetArtifacts
 from engine.models.checkpoint import load_checkpoint
 from engine.models.registry import get_spec
 from engine.runs.events import RunEvent
-from engine.tracking import Tracker
+from engine.tracking import Tracker, tracker_for
 from engine.train.checkpoint import rng_state, set_rng_state
 from engine.train.distributed import DistContext, WorkerLost, peer_failure, to_cpu
 from engine.train.loop import StopFlag, _load_data, _Loop, _prepare_new, _prepare_resume, _Prepared, run_prepared
@@ -85,7 +85,7 @@ class NullRecorder(RunRecorder):
 
     def __init__(self, run: RunDir) -> None:
         self.run = run
-        self.tracker = Tracker()               # data-parallel runs are not tracked (refused with --tracking)
+        self.tracker = Tracker()               # rank 0 alone tracks the run (MLflow)
         self.writer = _NullWriter(run.run_id)  # type: ignore[assignment]
         self.t_start = time.perf_counter()
         self.step_offset = 0
@@ -242,18 +242,18 @@ class DistLoop(_Loop):
 def fit_distributed(cfg: TrainConfig | None, ws: Workspace, run_id: str | None = None, resume: bool = False,
                     epochs: int | None = None, device: str | None = None,
                     log: Callable[[str], None] | None = None, stop: StopFlag | None = None,
-                    progress: ProgressFn | None = None) -> dict:
+                    progress: ProgressFn | None = None, tracking: str | None = None) -> dict:
     """`engine.train.loop.fit` for one worker of a torchrun job (all workers call it with the same
     arguments). Returns the final event on every worker. A refusal on rank 0 raises there and
-    `PeerError` on the others."""
+    `PeerError` on the others. `tracking` as in `fit`: rank 0 logs the run to MLflow."""
     ctx = DistContext.setup()
     try:
         if not ctx.is_main:
             log, progress = None, None
         log = log or (lambda m: None)
-        prep = _prepare(ctx, cfg, ws, run_id, resume, epochs, device)
+        prep, tracker = _prepare(ctx, cfg, ws, run_id, resume, epochs, device, tracking, log)
         agreed = AgreedStop(stop or StopFlag(), ctx)
-        recorder = RunRecorder if ctx.is_main else NullRecorder
+        recorder = (lambda run: RunRecorder(run, tracker)) if ctx.is_main else NullRecorder
         return run_prepared(prep, recorder, lambda rec: DistLoop(ctx, prep, rec, log, agreed, progress),
                             log, progress)
     finally:
@@ -261,13 +261,17 @@ def fit_distributed(cfg: TrainConfig | None, ws: Workspace, run_id: str | None =
 
 
 def _prepare(ctx: DistContext, cfg: TrainConfig | None, ws: Workspace, run_id: str | None, resume: bool,
-             epochs: int | None, device: str | None) -> _Prepared:
-    """Rank 0 prepares the run as a single process does; the others get its config and checkpoint
-    and load the dataset themselves. Any worker's refusal refuses the run on all, before it starts."""
+             epochs: int | None, device: str | None, tracking: str | None = None,
+             log: Callable[[str], None] = lambda m: None) -> tuple[_Prepared, Tracker]:
+    """Rank 0 prepares the run as a single process does, and its tracker; the others get its config
+    and checkpoint and load the dataset themselves. Any worker's refusal refuses the run on all,
+    before it starts."""
     prep: _Prepared | None = None
     plan: dict[str, Any] | None = None
+    tracker = Tracker()
     if ctx.is_main:
         try:
+            tracker = tracker_for(ws, tracking, warn=log)       # a bad spec refuses the run on all
             if cfg is not None and not resume:
                 check_world(cfg, ctx.world)
             prep = (_prepare_resume(ws, run_id, epochs, device) if resume
@@ -307,7 +311,7 @@ def _prepare(ctx: DistContext, cfg: TrainConfig | None, ws: Workspace, run_id: s
         raise PeerError(2)
     assert prep is not None
     prep.device = ctx.device(prep.device)
-    return prep
+    return prep, tracker
 
 
 def _abandon(prep: _Prepared | None) -> None:
