@@ -147,15 +147,8 @@ class Dataset:
     def attach_items(self, paths: list[Path], columns: dict[str, str] | None) -> None:
         """Record the item files (stored like the log: relative inside the dataset folder) and the
         item table's columns; the `metadata` stage reads them."""
-        self.data["source"]["items"] = {"paths": [self._stored(p) for p in paths], "columns": columns}
+        self.data["source"]["items"] = {"paths": [self.stored_path(p) for p in paths], "columns": columns}
         self.save()
-
-    def _stored(self, p: Path) -> str:
-        p = Path(p).resolve()
-        try:
-            return str(p.relative_to(self.dir.resolve()))
-        except ValueError:
-            return str(p)
 
     def stage_record(self, stage: str) -> dict[str, Any] | None:
         return self.data.get("stages", {}).get(stage)
