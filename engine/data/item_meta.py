@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 
 from engine.core.atomic import atomic_path
 from engine.core.errors import InputError
+from engine.core.lookup import find_sorted
 from engine.core.mapping import parse_mapping
 from engine.core.schema import ItemField, values
 from engine.data.format_specs import ITEMS_FILE_TEXT
@@ -65,11 +66,7 @@ class CategoryTree:
 
     def position(self, cats: np.ndarray) -> np.ndarray:
         """Row of each category id in the tree (-1: not in it)."""
-        cats = np.asarray(cats, np.int64)
-        if not len(self.ids):
-            return np.full(len(cats), -1, np.int64)
-        pos = np.minimum(np.searchsorted(self.ids, cats), len(self.ids) - 1)
-        return np.where(self.ids[pos] == cats, pos, -1)
+        return find_sorted(self.ids, np.asarray(cats, np.int64))
 
     def paths(self, cats: np.ndarray, depth: int = MAX_DEPTH) -> np.ndarray:
         """int64 [n, depth]: each category's path from its root (root first, -1 padding after the
@@ -128,11 +125,7 @@ class ItemMeta:
 
     def rows(self, raw: np.ndarray) -> np.ndarray:
         """Row of each raw id (-1: no metadata)."""
-        raw = np.asarray(raw, np.int64)
-        if not len(self.raw_ids):
-            return np.full(len(raw), -1, np.int64)
-        pos = np.minimum(np.searchsorted(self.raw_ids, raw), len(self.raw_ids) - 1)
-        return np.where(self.raw_ids[pos] == raw, pos, -1)
+        return find_sorted(self.raw_ids, np.asarray(raw, np.int64))
 
     def category_of(self, raw: np.ndarray) -> np.ndarray:
         r = self.rows(raw)
@@ -252,10 +245,7 @@ class FeatureSpec:
         src = np.clip(start[:, None] + j[None, :], 0, MAX_DEPTH - 1)
         deep = np.where(j[None, :] < np.minimum(n, self.depth)[:, None], np.take_along_axis(paths, src, 1), -1)
         known = np.asarray(self.categories, np.int64)
-        idx = np.zeros(deep.shape, np.int64)
-        if len(known):
-            pos = np.minimum(np.searchsorted(known, deep), len(known) - 1)
-            idx = np.where((deep >= 0) & (known[pos] == deep), pos + 1, 0)
+        idx = np.where(deep >= 0, find_sorted(known, deep) + 1, 0)
         price = meta.price_of(raw)
         bucket = np.zeros(len(raw), np.int64)
         if self.price_edges:

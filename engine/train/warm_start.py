@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from engine.core.errors import InputError
+from engine.core.lookup import find_sorted
 from engine.data.item_meta import FeatureSpec, ItemMeta
 from engine.data.items import UNKNOWN, ItemIndex
 
@@ -84,8 +85,8 @@ def category_means(meta: ItemMeta) -> NewItemVectors:
             sums.index_add_(0, g, known[torch.as_tensor(np.flatnonzero(has), device=known.device)])
             counts = torch.bincount(g, minlength=len(cats)).to(known.dtype)
             c = p_new[:, level]
-            pos = np.minimum(np.searchsorted(cats, c), len(cats) - 1)
-            hit = todo & (c >= 0) & (cats[pos] == c)
+            pos = find_sorted(cats, c)
+            hit = todo & (c >= 0) & (pos >= 0)
             rows = torch.as_tensor(np.flatnonzero(hit), device=known.device)
             gp = torch.as_tensor(pos[hit], device=known.device)
             out[rows] = sums[gp] / counts[gp, None]
