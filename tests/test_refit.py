@@ -108,6 +108,28 @@ def test_train_refit_selects_on_validation_then_refits_and_tests_once(tiny_demo_
     assert again.refit_of == sel_id and again.config["epochs"] == sel.best_epoch
 
 
+def test_no_test_selection_runs_then_refit_from_the_better_one(tiny_demo_ws, capsys):
+    """A learning rate chosen on validation: two `--no-test` runs (test never read), the one with the
+    better validation Recall@10 refitted with `--refit-from`, which tests once."""
+    ws, root = tiny_demo_ws, str(tiny_demo_ws.root)
+    for lr in ("1e-3", "1e-2"):
+        assert cli(["--workspace", root, "-q", "train", "--dataset", "demo-tiny", "--model", "graph_transformer",
+                    "--hidden", "16", "--heads", "2", "--epochs", "2", "--patience", "1", "--warmup-steps", "2",
+                    "--batch-size", "256", "--device", "cpu", "--lr", lr, "--no-test", "--run-id", f"sel-{lr}"]) == 0
+    sel = {lr: read_run(ws, f"sel-{lr}") for lr in ("1e-3", "1e-2")}
+    for st in sel.values():
+        assert st.test == {} and st.best_epoch >= 1 and st.status in ("completed", "early_stopped")
+        assert not list((ws.runs_dir / st.run_id).glob("test_ranks-*"))      # nothing of the test split written
+    best = max(sel, key=lambda lr: sel[lr].best_value)
+    assert cli(["--workspace", root, "-q", "train", "--refit-from", f"sel-{best}", "--run-id", "lr-refit"]) == 0
+    refit = read_run(ws, "lr-refit")
+    assert refit.refit_of == f"sel-{best}" and refit.config["lr"] == float(best)
+    assert set(refit.test) == {"last", "prefixes"}
+    capsys.readouterr()
+    assert cli(["--workspace", root, "train", "--dataset", "demo-tiny", "--refit", "--no-test"]) == 2
+    assert "--no-test with --refit" in capsys.readouterr().err
+
+
 def _runs_json(ws, capsys) -> list[dict]:
     capsys.readouterr()
     assert cli(["--workspace", str(ws.root), "--events", "jsonl", "runs"]) == 0

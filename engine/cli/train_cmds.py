@@ -38,6 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "test) for that many epochs, and test once")
     p.add_argument("--refit-from", metavar="RUN",
                    help="refit a finished selection run (its config and chosen epoch) on train + validation")
+    p.add_argument("--no-test", action="store_true",
+                   help="validation only, the test split not read: a selection run (compare several on "
+                        "validation, then `--refit-from` the best, which tests once)")
     p.add_argument("--nproc", type=int, default=1, metavar="N",
                    help="data-parallel workers on this machine (one per GPU; CPU: they share the cores); "
                         "--batch-size stays the global batch")
@@ -113,6 +116,9 @@ def cmd_train(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
         from engine.tracking import tracker_for
         tracker_for(ws, args.tracking)
     if args.refit or args.refit_from:
+        if args.no_test:
+            raise InputError("--no-test with --refit: a refit's selection run never reads the test split and "
+                             "its refit tests once; give one of them")
         return _refit(args, ws, out, nproc)
     if nproc > 1:                   # this process starts the workers and answers for them
         from engine.cli.launch import launch_train
@@ -137,10 +143,12 @@ def cmd_train(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
         with out:
             if args.resume:
                 final = train(None, ws, run_id=args.resume, resume=True, epochs=args.epochs, device=args.device,
-                              log=log, stop=stop, progress=out.progress if main else None, tracking=args.tracking)
+                              log=log, stop=stop, progress=out.progress if main else None, tracking=args.tracking,
+                              evaluate_test=not args.no_test)
             else:
                 final = train(train_config_from_args(args, ws), ws, run_id=args.run_id, log=log, stop=stop,
-                              progress=out.progress if main else None, tracking=args.tracking)
+                              progress=out.progress if main else None, tracking=args.tracking,
+                              evaluate_test=not args.no_test)
     except RunFailedError as e:
         ev = e.event
         if main:                   # rank 0 reports the run; another worker only its own cause

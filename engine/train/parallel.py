@@ -154,8 +154,9 @@ class DistLoop(_Loop):
     """`_Loop` for one of N data-parallel workers."""
 
     def __init__(self, ctx: DistContext, prep: _Prepared, rec: RunRecorder, log: Callable[[str], None],
-                 stop: AgreedStop, progress: ProgressFn | None) -> None:
-        super().__init__(prep, rec, log, stop, progress)       # same seed: the same initial weights
+                 stop: AgreedStop, progress: ProgressFn | None, evaluate_test: bool = True) -> None:
+        # same seed: the same initial weights
+        super().__init__(prep, rec, log, stop, progress, evaluate_test=evaluate_test)
         self.ctx = ctx
         if ctx.rank:        # but each worker its own dropout, PE signs and negatives
             torch.manual_seed(_rank_seed(self.cfg.seed, ctx.rank, 0))
@@ -242,10 +243,12 @@ class DistLoop(_Loop):
 def fit_distributed(cfg: TrainConfig | None, ws: Workspace, run_id: str | None = None, resume: bool = False,
                     epochs: int | None = None, device: str | None = None,
                     log: Callable[[str], None] | None = None, stop: StopFlag | None = None,
-                    progress: ProgressFn | None = None, tracking: str | None = None) -> dict:
+                    progress: ProgressFn | None = None, tracking: str | None = None,
+                    evaluate_test: bool = True) -> dict:
     """`engine.train.loop.fit` for one worker of a torchrun job (all workers call it with the same
     arguments). Returns the final event on every worker. A refusal on rank 0 raises there and
-    `PeerError` on the others. `tracking` as in `fit`: rank 0 logs the run to MLflow."""
+    `PeerError` on the others. `tracking` and `evaluate_test` as in `fit`: rank 0 logs the run to
+    MLflow."""
     ctx = DistContext.setup()
     try:
         if not ctx.is_main:
@@ -254,8 +257,9 @@ def fit_distributed(cfg: TrainConfig | None, ws: Workspace, run_id: str | None =
         prep, tracker = _prepare(ctx, cfg, ws, run_id, resume, epochs, device, tracking, log)
         agreed = AgreedStop(stop or StopFlag(), ctx)
         recorder = (lambda run: RunRecorder(run, tracker)) if ctx.is_main else NullRecorder
-        return run_prepared(prep, recorder, lambda rec: DistLoop(ctx, prep, rec, log, agreed, progress),
-                            log, progress)
+        return run_prepared(prep, recorder, lambda rec: DistLoop(ctx, prep, rec, log, agreed, progress,
+                                                                 evaluate_test),
+                            log, progress, evaluate_test)
     finally:
         ctx.teardown()
 
