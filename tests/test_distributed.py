@@ -252,3 +252,12 @@ def test_a_lost_worker_fails_the_run_instead_of_hanging(ws, sig, within) -> None
     assert "another worker crashed, was killed or did not answer within 3s" in failed.error
     assert read_events(ws.run(run_id).events)[-1] == failed       # the parent had nothing to add
     assert read_run(ws, run_id).status == "failed"
+
+
+def test_two_workers_with_no_test_validate_and_never_read_the_test_split(ws) -> None:
+    r = sessrec(ws, "train", *FLAGS, "--epochs", "1", "--batch-size", "64", "--nproc", "2", "--no-test",
+                "--run-id", "dp-sel")
+    assert r.returncode == 0, r.stderr
+    st = read_run(ws, "dp-sel")
+    assert st.status == "completed" and st.best_epoch == 1 and st.test == {}
+    assert not list(ws.run("dp-sel").root.glob("test_ranks-*"))

@@ -119,7 +119,7 @@ def test_no_test_selection_runs_then_refit_from_the_better_one(tiny_demo_ws, cap
     sel = {lr: read_run(ws, f"sel-{lr}") for lr in ("1e-3", "1e-2")}
     for st in sel.values():
         assert st.test == {} and st.best_epoch >= 1 and st.status in ("completed", "early_stopped")
-        assert not list((ws.runs_dir / st.run_id).glob("test_ranks-*"))      # nothing of the test split written
+        assert not list(ws.run(st.run_id).root.glob("test_ranks-*"))      # nothing of the test split written
     best = max(sel, key=lambda lr: sel[lr].best_value)
     assert cli(["--workspace", root, "-q", "train", "--refit-from", f"sel-{best}", "--run-id", "lr-refit"]) == 0
     refit = read_run(ws, "lr-refit")
