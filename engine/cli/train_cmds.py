@@ -116,9 +116,6 @@ def cmd_train(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
         from engine.tracking import tracker_for
         tracker_for(ws, args.tracking)
     if args.refit or args.refit_from:
-        if args.no_test:
-            raise InputError("--no-test with --refit: a refit's selection run never reads the test split and "
-                             "its refit tests once; give one of them")
         return _refit(args, ws, out, nproc)
     if nproc > 1:                   # this process starts the workers and answers for them
         from engine.cli.launch import launch_train
@@ -139,16 +136,15 @@ def cmd_train(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
     stop = StopFlag()
     stop.install()
     log = out.log_stderr
+    common = dict(log=log, stop=stop, progress=out.progress if main else None, tracking=args.tracking,
+                  evaluate_test=not args.no_test)
     try:
         with out:
             if args.resume:
                 final = train(None, ws, run_id=args.resume, resume=True, epochs=args.epochs, device=args.device,
-                              log=log, stop=stop, progress=out.progress if main else None, tracking=args.tracking,
-                              evaluate_test=not args.no_test)
+                              **common)
             else:
-                final = train(train_config_from_args(args, ws), ws, run_id=args.run_id, log=log, stop=stop,
-                              progress=out.progress if main else None, tracking=args.tracking,
-                              evaluate_test=not args.no_test)
+                final = train(train_config_from_args(args, ws), ws, run_id=args.run_id, **common)
     except RunFailedError as e:
         ev = e.event
         if main:                   # rank 0 reports the run; another worker only its own cause
@@ -181,6 +177,9 @@ def _refit(args: argparse.Namespace, ws: Workspace, out: Output, nproc: int) -> 
     if args.resume:
         raise InputError("--refit / --refit-from start new runs; --resume continues one (a stopped refit: "
                          "--resume its run id)")
+    if args.no_test:
+        raise InputError("--no-test with --refit: a refit's selection run never reads the test split and "
+                         "its refit tests once; give one of them")
     if nproc > 1:
         raise InputError("--refit with --nproc: train the selection run with --nproc first, then "
                          "`sessrec train --refit-from RUN` (one process)")

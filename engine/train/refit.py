@@ -62,9 +62,10 @@ def fit_refit(cfg: TrainConfig, ws: Workspace, run_id: str | None = None,
     log(f"refit 1/2: choosing {what} on {ds.name}'s validation (the test split is not read)")
     selection = fit(cfg, ws, log=log, stop=stop, progress=progress, evaluate_test=False)
     if selection.get("status") not in SELECTED or not selection.get("best_epoch"):
-        raise InputError(f"refit: the selection run {selection.get('run_id')} ended {selection.get('status')} "
-                         f"without a chosen epoch; continue it with --resume, then refit it with "
-                         f"--refit-from {selection.get('run_id')}")
+        sel = selection.get("run_id")
+        raise InputError(f"refit: the selection run {sel} ended {selection.get('status')} without a chosen "
+                         f"epoch; continue it with --resume {sel} --no-test (validation only), then refit it "
+                         f"with --refit-from {sel}")
     rcfg = refit_config(cfg, selection["run_id"], int(selection["best_epoch"]), twin.name)
     log(f"refit 2/2: {cfg.model} on {twin.name}" + (f", {rcfg.epochs} epoch(s) chosen on validation by "
                                                      f"{selection['run_id']}" if spec.trains else ""))
