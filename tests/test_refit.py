@@ -120,6 +120,10 @@ def test_no_test_selection_runs_then_refit_from_the_better_one(tiny_demo_ws, cap
     for st in sel.values():
         assert st.test == {} and st.best_epoch >= 1 and st.status in ("completed", "early_stopped")
         assert not list(ws.run(st.run_id).root.glob("test_ranks-*"))      # nothing of the test split written
+    # extended with --resume --no-test, a selection run stays validation-only
+    assert cli(["--workspace", root, "-q", "train", "--resume", "sel-1e-3", "--epochs", "3", "--no-test"]) == 0
+    sel["1e-3"] = read_run(ws, "sel-1e-3")
+    assert sel["1e-3"].epochs_run == 3 and sel["1e-3"].test == {}
     best = max(sel, key=lambda lr: sel[lr].best_value)
     assert cli(["--workspace", root, "-q", "train", "--refit-from", f"sel-{best}", "--run-id", "lr-refit"]) == 0
     refit = read_run(ws, "lr-refit")
