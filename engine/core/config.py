@@ -383,8 +383,6 @@ class TrainConfig(Config):
                             "this dataset's; `sessrec train --warm-start RUN`)", cli=False)
     refit_of: str = param("", "the run whose validation chose this refit's epochs and hyperparameters "
                           "(empty: not a refit)", cli=False)
-    validation_only: bool = param(False, "the run never reads the test split (`--no-test`, a tuning trial or a "
-                                  "refit's selection run); kept so that resuming it keeps to validation", cli=False)
 
 
 # ---- models: one config per family --------------------------------------------------------------

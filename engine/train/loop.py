@@ -111,23 +111,10 @@ def fit(cfg: TrainConfig | None, ws: Workspace, run_id: str | None = None, resum
     tracker = tracker_for(ws, tracking, tracking_tags, **({"warn": log} if log else {}))
     log = log or (lambda m: None)
     stop = stop or StopFlag()
-    prep = (_prepare_resume(ws, run_id, epochs, device) if resume
-            else _prepare_new(validation_only(cfg, evaluate_test), ws, run_id, epochs, device))
-    evaluate_test = reads_test(prep.cfg, evaluate_test)
+    prep = _prepare_resume(ws, run_id, epochs, device) if resume else _prepare_new(cfg, ws, run_id, epochs, device)
     return run_prepared(prep, lambda run: RunRecorder(run, tracker), lambda rec: _Loop(prep, rec, log, stop, progress, on_epoch,
                                                             evaluate_test),
                         log, progress, evaluate_test)
-
-
-def validation_only(cfg: TrainConfig | None, evaluate_test: bool) -> TrainConfig | None:
-    """A new run's config, marked `validation_only` when it will not read the test split, so that a
-    resume (which reads the saved config) keeps to validation too."""
-    return replace(cfg, validation_only=True) if cfg is not None and not evaluate_test else cfg
-
-
-def reads_test(cfg: TrainConfig, evaluate_test: bool) -> bool:
-    """Whether the run tests at its end: not when asked not to, nor when it was started so."""
-    return evaluate_test and not cfg.validation_only
 
 
 def run_prepared(prep: "_Prepared", recorder: Callable[[RunDir], RunRecorder],

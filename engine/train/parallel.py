@@ -37,8 +37,7 @@ from engine.runs.events import RunEvent
 from engine.tracking import Tracker, tracker_for
 from engine.train.checkpoint import rng_state, set_rng_state
 from engine.train.distributed import DistContext, WorkerLost, peer_failure, to_cpu
-from engine.train.loop import (StopFlag, _load_data, _Loop, _prepare_new, _prepare_resume, _Prepared, reads_test,
-                               run_prepared, validation_only)
+from engine.train.loop import StopFlag, _load_data, _Loop, _prepare_new, _prepare_resume, _Prepared, run_prepared
 from engine.train.losses import compute_loss
 from engine.train.recorder import RunRecorder
 
@@ -255,9 +254,7 @@ def fit_distributed(cfg: TrainConfig | None, ws: Workspace, run_id: str | None =
         if not ctx.is_main:
             log, progress = None, None
         log = log or (lambda m: None)
-        prep, tracker = _prepare(ctx, validation_only(cfg, evaluate_test), ws, run_id, resume, epochs, device,
-                                 tracking, log)
-        evaluate_test = reads_test(prep.cfg, evaluate_test)
+        prep, tracker = _prepare(ctx, cfg, ws, run_id, resume, epochs, device, tracking, log)
         agreed = AgreedStop(stop or StopFlag(), ctx)
         recorder = (lambda run: RunRecorder(run, tracker)) if ctx.is_main else NullRecorder
         return run_prepared(prep, recorder, lambda rec: DistLoop(ctx, prep, rec, log, agreed, progress,

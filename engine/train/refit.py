@@ -33,12 +33,12 @@ SELECTED = (RunStatus.COMPLETED.value, RunStatus.EARLY_STOPPED.value)
 def refit_config(selection: TrainConfig, selection_run: str, best_epoch: int, dataset: str) -> TrainConfig:
     """The refit of a finished selection run: its config on `dataset` for `best_epoch` epochs on the
     selection's schedule, the last epoch kept (nothing to validate on). A baseline (no epochs) keeps
-    its config and moves to `dataset`. The refit tests, whatever its selection run did."""
+    its config and moves to `dataset`."""
     if not get_spec(selection.model).trains:
-        return replace(selection, dataset=dataset, refit_of=selection_run, validation_only=False)
+        return replace(selection, dataset=dataset, refit_of=selection_run)
     return replace(selection, dataset=dataset, epochs=best_epoch,
                    schedule_epochs=selection.schedule_epochs or selection.epochs, early_stopping=False,
-                   refit_of=selection_run, validation_only=False)
+                   refit_of=selection_run)
 
 
 def fit_refit(cfg: TrainConfig, ws: Workspace, run_id: str | None = None,
@@ -64,7 +64,7 @@ def fit_refit(cfg: TrainConfig, ws: Workspace, run_id: str | None = None,
     if selection.get("status") not in SELECTED or not selection.get("best_epoch"):
         sel = selection.get("run_id")
         raise InputError(f"refit: the selection run {sel} ended {selection.get('status')} without a chosen "
-                         f"epoch; continue it with --resume {sel} (it stays validation-only), then refit it "
+                         f"epoch; continue it with --resume {sel} --no-test (validation only), then refit it "
                          f"with --refit-from {sel}")
     rcfg = refit_config(cfg, selection["run_id"], int(selection["best_epoch"]), twin.name)
     log(f"refit 2/2: {cfg.model} on {twin.name}" + (f", {rcfg.epochs} epoch(s) chosen on validation by "
